@@ -1,0 +1,158 @@
+//! Who may do what: one table, role × action, plus tenant scope.
+//!
+//! Scope is checked before role: an object outside the caller's tenant answers
+//! 404 (its existence is not revealed); inside it, a role that may not do the
+//! action answers 403.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::str_enum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    ProviderAdmin,
+    PartnerAdmin,
+    PartnerSales,
+    PartnerHelpdesk,
+    OrgSuperAdmin,
+    OrgAdmin,
+    OrgUserAdmin,
+    OrgSupport,
+    OrgReadOnly,
+}
+
+str_enum!(Role {
+    ProviderAdmin => "provider_admin", PartnerAdmin => "partner_admin", PartnerSales => "partner_sales",
+    PartnerHelpdesk => "partner_helpdesk", OrgSuperAdmin => "org_super_admin", OrgAdmin => "org_admin",
+    OrgUserAdmin => "org_user_admin", OrgSupport => "org_support", OrgReadOnly => "org_read_only",
+});
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Provider,
+    Partner,
+    Org,
+}
+
+impl Role {
+    pub const ALL: [Role; 9] = [
+        Self::ProviderAdmin, Self::PartnerAdmin, Self::PartnerSales, Self::PartnerHelpdesk, Self::OrgSuperAdmin,
+        Self::OrgAdmin, Self::OrgUserAdmin, Self::OrgSupport, Self::OrgReadOnly,
+    ];
+
+    /// Which kind of tenant a token of this role is bound to.
+    pub fn scope_kind(&self) -> ScopeKind {
+        match self {
+            Self::ProviderAdmin => ScopeKind::Provider,
+            Self::PartnerAdmin | Self::PartnerSales | Self::PartnerHelpdesk => ScopeKind::Partner,
+            _ => ScopeKind::Org,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    ReadCatalogue,
+    WriteCatalogue,
+    ReadPartners,
+    WritePartners,
+    ReadOrg,
+    CreateOrg,
+    WriteOrg,
+    ReadSubscriptions,
+    WriteSubscriptions,
+    ReadUsers,
+    WriteUsers,
+    ReadLicenses,
+    WriteLicenses,
+    ReadAudit,
+}
+
+/// The permission table. Tenant scope is checked separately (see
+/// [`Principal::covers_org`]); this says what a role may do inside its scope.
+pub fn role_allows(role: Role, action: Action) -> bool {
+    use Action::*;
+    use Role::*;
+    match role {
+        ProviderAdmin => true,
+        PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners),
+        // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
+        PartnerSales => matches!(action, ReadCatalogue | ReadPartners | ReadOrg | CreateOrg | WriteOrg | ReadSubscriptions | WriteSubscriptions | ReadLicenses),
+        PartnerHelpdesk => matches!(action, ReadCatalogue | ReadPartners | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
+        OrgSuperAdmin => matches!(
+            action,
+            ReadCatalogue | ReadOrg | WriteOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
+        ),
+        OrgAdmin => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit),
+        OrgUserAdmin => matches!(action, ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses),
+        OrgSupport | OrgReadOnly => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
+    }
+}
+
+/// The holder of a token: a role bound to the provider, one partner or one org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub role: Role,
+    pub partner: Option<String>,
+    pub org: Option<String>,
+}
+
+impl Principal {
+    /// Whether an org (with its partner, if any) lies inside this principal's tenant.
+    pub fn covers_org(&self, org_id: &str, org_partner: Option<&str>) -> bool {
+        match self.role.scope_kind() {
+            ScopeKind::Provider => true,
+            ScopeKind::Partner => self.partner.is_some() && self.partner.as_deref() == org_partner,
+            ScopeKind::Org => self.org.as_deref() == Some(org_id),
+        }
+    }
+    pub fn covers_partner(&self, partner_id: &str) -> bool {
+        match self.role.scope_kind() {
+            ScopeKind::Provider => true,
+            ScopeKind::Partner => self.partner.as_deref() == Some(partner_id),
+            ScopeKind::Org => false,
+        }
+    }
+    pub fn may(&self, action: Action) -> bool {
+        role_allows(self.role, action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: Role, partner: Option<&str>, org: Option<&str>) -> Principal {
+        Principal { token_id: "t".into(), role, partner: partner.map(Into::into), org: org.map(Into::into) }
+    }
+
+    #[test]
+    fn scope() {
+        assert!(p(Role::ProviderAdmin, None, None).covers_org("o1", None));
+        let partner = p(Role::PartnerAdmin, Some("p1"), None);
+        assert!(partner.covers_org("o1", Some("p1")));
+        assert!(!partner.covers_org("o1", Some("p2")));
+        assert!(!partner.covers_org("o1", None));
+        let org = p(Role::OrgAdmin, None, Some("o1"));
+        assert!(org.covers_org("o1", Some("p1")));
+        assert!(!org.covers_org("o2", Some("p1")));
+        assert!(!org.covers_partner("p1"));
+    }
+
+    #[test]
+    fn sales_never_reads_users_and_read_only_never_writes() {
+        assert!(!role_allows(Role::PartnerSales, Action::ReadUsers));
+        assert!(role_allows(Role::PartnerSales, Action::WriteSubscriptions));
+        for a in [Action::WriteUsers, Action::WriteLicenses, Action::WriteOrg, Action::WriteSubscriptions, Action::WriteCatalogue] {
+            assert!(!role_allows(Role::OrgReadOnly, a));
+            assert!(!role_allows(Role::OrgSupport, a));
+            assert!(!role_allows(Role::PartnerHelpdesk, a));
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            assert_eq!(role_allows(r, Action::WriteCatalogue), r == Role::ProviderAdmin);
+        }
+    }
+}

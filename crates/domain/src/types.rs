@@ -1,0 +1,205 @@
+//! Newtypes that can only be built by parsing, so a value of the type is valid.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::{Code, Error};
+
+/// An email address as Allot accepts it: one `@`, a non-empty local part, a
+/// domain with a dot, no spaces or control characters, at most 254 characters.
+/// Kept as given (case preserved); compare with [`Email::normalized`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let s = raw.trim();
+        let bad = |why: &str| {
+            Error::validation("email", format!("\"{raw}\" is not a valid email address: {why}."))
+        };
+        if s.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if s.len() > 254 {
+            return Err(bad("it is longer than 254 characters"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("it contains spaces or control characters"));
+        }
+        let Some((local, domain)) = s.split_once('@') else {
+            return Err(bad("it has no @"));
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(bad("the part before @ must have 1 to 64 characters"));
+        }
+        if domain.contains('@') {
+            return Err(bad("it has more than one @"));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+            return Err(bad("the domain must look like example.com"));
+        }
+        if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
+            return Err(bad("the domain may hold only letters, digits, - and ."));
+        }
+        Ok(Email(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The form used for uniqueness: emails are unique in an org case-insensitively.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Email::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+/// A catalogue code (products and families): 1–64 characters of lowercase
+/// ASCII letters, digits and `-`, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ProductCode(String);
+
+impl ProductCode {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        Self::parse_field(raw, "code")
+    }
+    pub fn parse_field(raw: &str, field: &str) -> Result<Self, Error> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw.starts_with(|c: char| c.is_ascii_lowercase())
+            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if ok {
+            Ok(ProductCode(raw.to_string()))
+        } else {
+            Err(Error::validation(
+                field,
+                format!("\"{raw}\" is not a valid code: use 1 to 64 lowercase letters, digits and -, starting with a letter."),
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProductCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProductCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ProductCode::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+/// An ISO 3166-1 alpha-2 country code (two uppercase ASCII letters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CountryCode(String);
+
+impl CountryCode {
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        if raw.len() == 2 && raw.chars().all(|c| c.is_ascii_uppercase()) {
+            Ok(CountryCode(raw.to_string()))
+        } else {
+            Err(Error::validation(
+                "usage_location",
+                format!("\"{raw}\" is not an ISO 3166 alpha-2 country code such as SE or NL."),
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CountryCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CountryCode::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+/// Internal members of the org, or external (guest) users who must accept first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    Internal,
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Pending,
+    Inactive,
+}
+
+macro_rules! str_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)* _ => None }
+            }
+        }
+    };
+}
+pub(crate) use str_enum;
+
+str_enum!(UserKind { Internal => "internal", External => "external" });
+str_enum!(UserStatus { Active => "active", Pending => "pending", Inactive => "inactive" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_parse_or_say_why() {
+        assert_eq!(Email::parse(" Anna@Example.com ").unwrap().as_str(), "Anna@Example.com");
+        assert_eq!(Email::parse("Anna@Example.com").unwrap().normalized(), "anna@example.com");
+        for bad in ["", "anna", "anna@", "@example.com", "anna@example", "an na@example.com", "a@b@c.com", "anna@exa_mple.com", "anna@.com"] {
+            let e = Email::parse(bad).unwrap_err();
+            assert_eq!(e.code, Code::ValidationFailed, "{bad}");
+            assert!(e.detail.contains("not a valid email"), "{}", e.detail);
+        }
+    }
+
+    #[test]
+    fn codes_and_countries() {
+        assert!(ProductCode::parse("calling-professional").is_ok());
+        for bad in ["", "Calling", "1abc", "a b", "a_b", &"a".repeat(65)] {
+            assert!(ProductCode::parse(bad).is_err(), "{bad}");
+        }
+        assert!(CountryCode::parse("SE").is_ok());
+        for bad in ["se", "SWE", "S", ""] {
+            assert!(CountryCode::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
