@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::error::{Code, Error};
+use crate::error::Error;
 
 /// An email address as Allot accepts it: one `@`, a non-empty local part, a
 /// domain with a dot, no spaces or control characters, at most 254 characters.
@@ -179,6 +179,7 @@ str_enum!(UserStatus { Active => "active", Pending => "pending", Inactive => "in
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
 
     #[test]
     fn emails_parse_or_say_why() {

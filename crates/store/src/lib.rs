@@ -1,1 +1,30 @@
+//! The only place in Allot that speaks SQL.
+//!
+//! One code base serves SQLite (embedded default) and PostgreSQL: every query
+//! is one SQL text with `$n` placeholders that both accept; values cross the
+//! boundary as [`Val`] and come back as [`Row`]s. Where the two engines truly
+//! differ (row locks, transaction start, bulk loading) [`Tx::backend`] says
+//! which one is speaking.
+//!
+//! Every write happens inside [`in_transaction!`], which retries the whole
+//! unit of work on serialization failures, deadlocks and busy errors.
 
+pub mod audit;
+pub mod catalogue;
+mod db;
+pub mod licenses;
+mod migrations;
+pub mod subscriptions;
+pub mod tenants;
+pub mod tokens;
+pub mod users;
+
+pub use db::{backoff, finish, new_id, Backend, Outcome, Row, Store, StoreError, StoreOptions, Tx, Val};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text so that both engines
+/// compare and sort them as strings.
+pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}

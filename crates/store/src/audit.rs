@@ -1,0 +1,87 @@
+//! The audit log: append-only; nothing in Allot updates or deletes it.
+
+use serde::Serialize;
+
+use crate::db::{new_id, StoreError, Tx};
+use crate::{args, ts};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub id: String,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub request_id: Option<String>,
+}
+
+/// Who did it and under which request: passed to every mutation.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub actor: String,
+    pub request_id: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn record(
+    tx: &mut Tx,
+    org: Option<&str>,
+    who: &Actor,
+    action: &str,
+    target: &str,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "INSERT INTO audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        args![
+            org.unwrap_or(""),
+            new_id("evt"),
+            ts(now),
+            &who.actor,
+            action,
+            target,
+            before.map(|v| v.to_string()),
+            after.map(|v| v.to_string()),
+            who.request_id.as_deref()
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+}
+
+pub async fn list(tx: &mut Tx, org: &str, f: &AuditFilter, after: Option<&str>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT id, at, actor, action, target, before_state, after_state, request_id FROM audit_events \
+             WHERE org_id = $1 AND id > $2 AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR actor = $4) AND ($5 IS NULL OR action = $5) \
+             ORDER BY id LIMIT $6",
+            args![org, after.unwrap_or(""), f.since.clone(), f.actor.clone(), f.action.clone(), limit],
+        )
+        .await?;
+    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    rows.iter()
+        .map(|r| {
+            Ok(AuditEvent {
+                id: r.text(0)?,
+                at: r.text(1)?,
+                actor: r.text(2)?,
+                action: r.text(3)?,
+                target: r.text(4)?,
+                before: json(r.opt_text(5)?),
+                after: json(r.opt_text(6)?),
+                request_id: r.opt_text(7)?,
+            })
+        })
+        .collect()
+}

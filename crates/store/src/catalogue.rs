@@ -1,0 +1,106 @@
+//! Products of the catalogue (provider-wide, not tenant-owned).
+
+use std::collections::HashMap;
+
+use allot_domain::catalogue::Product;
+use allot_domain::types::ProductCode;
+use allot_domain::Error;
+
+use crate::db::{Row, StoreError, Tx, Val};
+use crate::{args, ts};
+
+const COLUMNS: &str = "code, name, family, features, rules, properties, retention_days";
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T, StoreError> {
+    serde_json::from_str(&row.text(i)?).map_err(|e| StoreError::Db(format!("stored JSON in column {i} is unreadable: {e}")))
+}
+
+fn product_from(row: &Row) -> Result<Product, StoreError> {
+    let code = ProductCode::parse(&row.text(0)?).map_err(|e| StoreError::Db(e.detail))?;
+    let family = ProductCode::parse(&row.text(2)?).map_err(|e| StoreError::Db(e.detail))?;
+    Ok(Product {
+        code,
+        name: row.text(1)?,
+        family,
+        features: json_col(row, 3)?,
+        rules: json_col(row, 4)?,
+        properties: json_col(row, 5)?,
+        retention_days: u32::try_from(row.int(6)?).unwrap_or(0),
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serializing plain data structs (strings, vectors, maps with string keys) cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+pub async fn list(tx: &mut Tx, after: Option<&str>, limit: i64) -> Result<Vec<Product>, StoreError> {
+    let rows = tx
+        .rows(&format!("SELECT {COLUMNS} FROM products WHERE code > $1 ORDER BY code LIMIT $2"), args![after.unwrap_or(""), limit])
+        .await?;
+    rows.iter().map(product_from).collect()
+}
+
+pub async fn get(tx: &mut Tx, code: &str) -> Result<Option<Product>, StoreError> {
+    tx.opt_row(&format!("SELECT {COLUMNS} FROM products WHERE code = $1"), args![code]).await?.as_ref().map(product_from).transpose()
+}
+
+pub async fn all(tx: &mut Tx) -> Result<HashMap<ProductCode, Product>, StoreError> {
+    let rows = tx.rows(&format!("SELECT {COLUMNS} FROM products"), &[]).await?;
+    rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
+}
+
+/// `$1, $2, ...` for a list of `n` placeholders starting at `first`.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+pub async fn by_codes(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<ProductCode, Product>, StoreError> {
+    if codes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE code IN ({})", placeholders(1, codes.len()));
+    let vals: Vec<Val> = codes.iter().map(|c| Val::from(c.as_str())).collect();
+    let rows = tx.rows(&sql, &vals).await?;
+    rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
+}
+
+pub async fn insert(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let r = tx
+        .exec(
+            &format!("INSERT INTO products ({COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"),
+            args![
+                p.code.as_str(),
+                p.name.trim(),
+                p.family.as_str(),
+                to_json(&p.features),
+                to_json(&p.rules),
+                to_json(&p.properties),
+                i64::from(p.retention_days),
+                ts(now)
+            ],
+        )
+        .await;
+    match r {
+        Err(StoreError::Unique(_)) => Err(Error::new(allot_domain::Code::Conflict, format!("A product with code {} already exists.", p.code)).into()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn update(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE products SET name = $2, family = $3, features = $4, rules = $5, properties = $6, retention_days = $7, updated_at = $8 WHERE code = $1",
+        args![
+            p.code.as_str(),
+            p.name.trim(),
+            p.family.as_str(),
+            to_json(&p.features),
+            to_json(&p.rules),
+            to_json(&p.properties),
+            i64::from(p.retention_days),
+            ts(now)
+        ],
+    )
+    .await?;
+    Ok(())
+}

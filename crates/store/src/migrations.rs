@@ -1,0 +1,192 @@
+//! Schema migrations: one DDL text that both engines accept. Every
+//! tenant-owned table's primary, unique and foreign keys start with `org_id`,
+//! which keeps the schema ready for sharding by tenant.
+
+use crate::db::{Backend, Store, StoreError};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+const V1: &str = r#"
+CREATE TABLE products (
+    code TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    family TEXT NOT NULL,
+    features TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    retention_days BIGINT NOT NULL CHECK (retention_days >= 0),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE partners (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE orgs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    partner_id TEXT REFERENCES partners (id),
+    default_usage_location TEXT,
+    payment_method_on_file BOOLEAN NOT NULL,
+    self_service_purchase BOOLEAN NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX orgs_by_partner ON orgs (partner_id, id);
+CREATE TABLE sites (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attendee_accounts_enabled BOOLEAN NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE org_groups (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id),
+    UNIQUE (org_id, name)
+);
+CREATE TABLE subscriptions (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    external_ref TEXT,
+    partner_id TEXT REFERENCES partners (id),
+    trial BOOLEAN NOT NULL,
+    start_date TEXT NOT NULL,
+    end_date TEXT NOT NULL,
+    suspended BOOLEAN NOT NULL,
+    cancelled BOOLEAN NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id),
+    CHECK (start_date < end_date)
+);
+-- A seat pool. consumed is the guarded counter; the CHECK is the last line of
+-- defence against overselling, whatever path takes a seat.
+CREATE TABLE subscription_items (
+    org_id TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    product TEXT NOT NULL REFERENCES products (code),
+    quantity BIGINT NOT NULL,
+    consumed BIGINT NOT NULL DEFAULT 0,
+    provisioning_status TEXT NOT NULL,
+    PRIMARY KEY (org_id, subscription_id, product),
+    FOREIGN KEY (org_id, subscription_id) REFERENCES subscriptions (org_id, id),
+    CHECK (quantity >= 0),
+    CHECK (consumed >= 0 AND consumed <= quantity)
+);
+CREATE INDEX items_by_product ON subscription_items (org_id, product);
+CREATE TABLE users (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    email TEXT NOT NULL,
+    email_normalized TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    usage_location TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id),
+    UNIQUE (org_id, email_normalized)
+);
+CREATE TABLE user_site_admins (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id, site_id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, site_id) REFERENCES sites (org_id, id)
+);
+CREATE TABLE group_members (
+    org_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, group_id, user_id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, group_id) REFERENCES org_groups (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX group_members_by_user ON group_members (org_id, user_id);
+-- One row per seat taken. The key (org, user, product) means a user holds a
+-- product once, so at most one seat per user and pool.
+CREATE TABLE assignments (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    product TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    assigned_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id, product),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id),
+    FOREIGN KEY (org_id, subscription_id, product) REFERENCES subscription_items (org_id, subscription_id, product)
+);
+CREATE INDEX assignments_by_pool ON assignments (org_id, subscription_id, product, user_id);
+-- A user's service data per product family (phone number, voicemail, ...):
+-- kept across moves, retained for a while after the family's last licence goes.
+CREATE TABLE service_data (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    data TEXT NOT NULL,
+    retain_until TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id, family)
+);
+-- Append-only. org_id is '' for provider-wide events (catalogue, partners).
+CREATE TABLE audit_events (
+    org_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before_state TEXT,
+    after_state TEXT,
+    request_id TEXT,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    partner_id TEXT REFERENCES partners (id),
+    org_id TEXT REFERENCES orgs (id),
+    label TEXT,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE idempotency_keys (
+    token_id TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status BIGINT,
+    body TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (token_id, idem_key)
+);
+"#;
+
+pub async fn migrate(store: &Store) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    if tx.backend() == Backend::Postgres {
+        // Several servers may start at once against one database.
+        tx.raw("SELECT pg_advisory_xact_lock(7250001)").await?;
+    }
+    tx.raw("CREATE TABLE IF NOT EXISTS allot_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)").await?;
+    let applied: Vec<i64> =
+        tx.rows("SELECT version FROM allot_migrations", &[]).await?.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tracing::info!(version, "applying migration");
+        tx.raw(sql).await?;
+        tx.exec("INSERT INTO allot_migrations (version, applied_at) VALUES ($1, $2)", crate::args![*version, crate::ts(chrono::Utc::now())])
+            .await?;
+    }
+    tx.commit().await
+}

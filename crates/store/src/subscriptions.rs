@@ -1,0 +1,265 @@
+//! Subscriptions and their items (the seat pools).
+
+use chrono::NaiveDate;
+
+use allot_domain::planner::Pool;
+use allot_domain::status::{derive_subscription_status, ProvisioningStatus, SubscriptionFacts};
+use allot_domain::types::ProductCode;
+use allot_domain::{Code, Error};
+
+use crate::catalogue::placeholders;
+use crate::db::{Row, StoreError, Tx, Val};
+use crate::{args, ts};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub product: String,
+    pub quantity: i64,
+    pub consumed: i64,
+    pub provisioning_status: ProvisioningStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub org: String,
+    pub id: String,
+    pub external_ref: Option<String>,
+    pub partner: Option<String>,
+    pub facts: SubscriptionFacts,
+    pub items: Vec<Item>,
+}
+
+fn date(s: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| StoreError::Db(format!("stored date {s:?} is unreadable: {e}")))
+}
+
+fn provisioning(s: &str) -> Result<ProvisioningStatus, StoreError> {
+    ProvisioningStatus::parse(s).ok_or_else(|| StoreError::Db(format!("unknown provisioning status {s:?}")))
+}
+
+const SUB_COLUMNS: &str = "org_id, id, external_ref, partner_id, trial, start_date, end_date, suspended, cancelled";
+
+fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
+    Ok(Subscription {
+        org: r.text(0)?,
+        id: r.text(1)?,
+        external_ref: r.opt_text(2)?,
+        partner: r.opt_text(3)?,
+        facts: SubscriptionFacts {
+            trial: r.bool(4)?,
+            start_date: date(&r.text(5)?)?,
+            end_date: date(&r.text(6)?)?,
+            suspended: r.bool(7)?,
+            cancelled: r.bool(8)?,
+        },
+        items: Vec::new(),
+    })
+}
+
+fn item_from(r: &Row) -> Result<(String, Item), StoreError> {
+    Ok((
+        r.text(0)?,
+        Item { product: r.text(1)?, quantity: r.int(2)?, consumed: r.int(3)?, provisioning_status: provisioning(&r.text(4)?)? },
+    ))
+}
+
+pub async fn list(tx: &mut Tx, org: &str, after: Option<&str>, limit: i64) -> Result<Vec<Subscription>, StoreError> {
+    let rows = tx
+        .rows(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"), args![org, after.unwrap_or(""), limit])
+        .await?;
+    let mut subs: Vec<Subscription> = rows.iter().map(sub_from).collect::<Result<_, _>>()?;
+    if let (Some(first), Some(last)) = (subs.first(), subs.last()) {
+        let items = tx
+            .rows(
+                "SELECT subscription_id, product, quantity, consumed, provisioning_status FROM subscription_items \
+                 WHERE org_id = $1 AND subscription_id >= $2 AND subscription_id <= $3 ORDER BY subscription_id, product",
+                args![org, &first.id, &last.id],
+            )
+            .await?;
+        for r in &items {
+            let (sub_id, item) = item_from(r)?;
+            if let Some(s) = subs.iter_mut().find(|s| s.id == sub_id) {
+                s.items.push(item);
+            }
+        }
+    }
+    Ok(subs)
+}
+
+pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Subscription>, StoreError> {
+    let Some(row) = tx.opt_row(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE org_id = $1 AND id = $2"), args![org, id]).await? else {
+        return Ok(None);
+    };
+    let mut sub = sub_from(&row)?;
+    let items = tx
+        .rows(
+            "SELECT subscription_id, product, quantity, consumed, provisioning_status FROM subscription_items WHERE org_id = $1 AND subscription_id = $2 ORDER BY product",
+            args![org, id],
+        )
+        .await?;
+    sub.items = items.iter().map(|r| item_from(r).map(|(_, i)| i)).collect::<Result<_, _>>()?;
+    Ok(Some(sub))
+}
+
+pub async fn insert(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let f = &sub.facts;
+    tx.exec(
+        &format!("INSERT INTO subscriptions ({SUB_COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"),
+        args![
+            &sub.org,
+            &sub.id,
+            sub.external_ref.as_deref(),
+            sub.partner.as_deref(),
+            f.trial,
+            f.start_date.to_string(),
+            f.end_date.to_string(),
+            f.suspended,
+            f.cancelled,
+            ts(now)
+        ],
+    )
+    .await?;
+    for item in &sub.items {
+        upsert_item(tx, &sub.org, &sub.id, item).await?;
+    }
+    Ok(())
+}
+
+pub async fn update(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let f = &sub.facts;
+    tx.exec(
+        "UPDATE subscriptions SET external_ref = $3, partner_id = $4, trial = $5, start_date = $6, end_date = $7, suspended = $8, cancelled = $9, updated_at = $10 \
+         WHERE org_id = $1 AND id = $2",
+        args![
+            &sub.org,
+            &sub.id,
+            sub.external_ref.as_deref(),
+            sub.partner.as_deref(),
+            f.trial,
+            f.start_date.to_string(),
+            f.end_date.to_string(),
+            f.suspended,
+            f.cancelled,
+            ts(now)
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates an item or changes its quantity and provisioning status. The
+/// quantity may not fall below the seats already consumed (the CHECK enforces
+/// it; this says so in words).
+pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Result<(), StoreError> {
+    let changed = tx
+        .exec(
+            "UPDATE subscription_items SET quantity = $4, provisioning_status = $5 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed <= $4",
+            args![org, sub, &item.product, item.quantity, item.provisioning_status.as_str()],
+        )
+        .await?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let existing = tx
+        .opt_row("SELECT consumed FROM subscription_items WHERE org_id = $1 AND subscription_id = $2 AND product = $3", args![org, sub, &item.product])
+        .await?;
+    if let Some(row) = existing {
+        let consumed = row.int(0)?;
+        return Err(Error::validation(
+            "items.quantity",
+            format!("{} seats of {} are assigned on subscription {sub}; the quantity cannot drop to {}.", consumed, item.product, item.quantity),
+        )
+        .into());
+    }
+    tx.exec(
+        "INSERT INTO subscription_items (org_id, subscription_id, product, quantity, consumed, provisioning_status) VALUES ($1, $2, $3, $4, 0, $5)",
+        args![org, sub, &item.product, item.quantity, item.provisioning_status.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The org's pools for some products with their subscriptions' status for
+/// `today`, in the order automatic seat choice prefers: the subscription that
+/// ends first, then by id.
+pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode], today: NaiveDate) -> Result<Vec<Pool>, StoreError> {
+    if products.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT i.subscription_id, i.product, i.quantity, i.consumed, i.provisioning_status, \
+                s.trial, s.start_date, s.end_date, s.suspended, s.cancelled \
+         FROM subscription_items i JOIN subscriptions s ON s.org_id = i.org_id AND s.id = i.subscription_id \
+         WHERE i.org_id = $1 AND i.product IN ({}) ORDER BY s.end_date, s.id",
+        placeholders(2, products.len())
+    );
+    let mut vals = vec![Val::from(org)];
+    vals.extend(products.iter().map(|p| Val::from(p.as_str())));
+    let rows = tx.rows(&sql, &vals).await?;
+    rows.iter()
+        .map(|r| {
+            let facts = SubscriptionFacts {
+                trial: r.bool(5)?,
+                start_date: date(&r.text(6)?)?,
+                end_date: date(&r.text(7)?)?,
+                suspended: r.bool(8)?,
+                cancelled: r.bool(9)?,
+            };
+            Ok(Pool {
+                subscription: r.text(0)?,
+                product: ProductCode::parse(&r.text(1)?).map_err(|e| StoreError::Db(e.detail))?,
+                quantity: r.int(2)?,
+                consumed: r.int(3)?,
+                provisioning: provisioning(&r.text(4)?)?,
+                status: derive_subscription_status(&facts, today),
+            })
+        })
+        .collect()
+}
+
+/// One row per subscription item of the org, for the licences overview.
+#[derive(Debug, Clone)]
+pub struct LicenseRow {
+    pub product: String,
+    pub subscription: String,
+    pub total: i64,
+    pub consumed: i64,
+}
+
+pub async fn license_rows(tx: &mut Tx, org: &str) -> Result<Vec<LicenseRow>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT product, subscription_id, quantity, consumed FROM subscription_items WHERE org_id = $1 ORDER BY product, subscription_id",
+            args![org],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok(LicenseRow { product: r.text(0)?, subscription: r.text(1)?, total: r.int(2)?, consumed: r.int(3)? }))
+        .collect()
+}
+
+/// Pools whose counter disagrees with their assignment rows (should be none).
+/// Used by tests and `allot admin check`.
+pub async fn counter_mismatches(tx: &mut Tx) -> Result<Vec<(String, String, String, i64, i64)>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT i.org_id, i.subscription_id, i.product, i.consumed, \
+                    (SELECT COUNT(*) FROM assignments a WHERE a.org_id = i.org_id AND a.subscription_id = i.subscription_id AND a.product = i.product) AS held, \
+                    i.quantity \
+             FROM subscription_items i",
+            &[],
+        )
+        .await?;
+    let mut bad = Vec::new();
+    for r in &rows {
+        let (consumed, held, quantity) = (r.int(3)?, r.int(4)?, r.int(5)?);
+        if consumed != held || consumed > quantity {
+            bad.push((r.text(0)?, r.text(1)?, r.text(2)?, consumed, held));
+        }
+    }
+    Ok(bad)
+}
+
+pub fn not_found(id: &str) -> Error {
+    Error::new(Code::NotFound, format!("Subscription {id} was not found."))
+}

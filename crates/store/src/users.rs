@@ -1,0 +1,170 @@
+//! Users of an org, with their site-admin roles and group memberships.
+
+use serde::Serialize;
+
+use allot_domain::{Code, Error};
+
+use crate::db::{Backend, Row, StoreError, Tx};
+use crate::{args, ts};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub kind: String,
+    pub status: String,
+    pub usage_location: Option<String>,
+    pub site_admin_of: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub email: Option<String>,
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub q: Option<String>,
+}
+
+const COLUMNS: &str = "id, email, display_name, kind, status, usage_location";
+
+fn user_from(r: &Row) -> Result<User, StoreError> {
+    Ok(User {
+        id: r.text(0)?,
+        email: r.text(1)?,
+        display_name: r.text(2)?,
+        kind: r.text(3)?,
+        status: r.text(4)?,
+        usage_location: r.opt_text(5)?,
+        site_admin_of: Vec::new(),
+        groups: Vec::new(),
+    })
+}
+
+async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (users.first().map(|u| u.id.clone()), users.last().map(|u| u.id.clone())) else {
+        return Ok(());
+    };
+    for (sql, is_admin) in [
+        ("SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY site_id", true),
+        ("SELECT user_id, group_id FROM group_members WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY group_id", false),
+    ] {
+        for r in tx.rows(sql, args![org, &first, &last]).await? {
+            let uid = r.text(0)?;
+            if let Some(u) = users.iter_mut().find(|u| u.id == uid) {
+                if is_admin {
+                    u.site_admin_of.push(r.text(1)?);
+                } else {
+                    u.groups.push(r.text(1)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Users of an org in id order. The `q` filter matches email or display name
+/// case-insensitively; `email` matches exactly (case-insensitively).
+pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
+    let q = f.q.as_ref().map(|q| format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2 \
+                 AND ($3 IS NULL OR email_normalized = $3) AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR status = $5) \
+                 AND ($6 IS NULL OR email_normalized LIKE $6 ESCAPE '\\' OR LOWER(display_name) LIKE $6 ESCAPE '\\') \
+                 ORDER BY id LIMIT $7"
+            ),
+            args![org, after.unwrap_or(""), f.email.as_ref().map(|e| e.to_lowercase()), f.kind.clone(), f.status.clone(), q, limit],
+        )
+        .await?;
+    let mut users: Vec<User> = rows.iter().map(user_from).collect::<Result<_, _>>()?;
+    load_links(tx, org, &mut users).await?;
+    Ok(users)
+}
+
+pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
+    let Some(row) = tx.opt_row(&format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id = $2"), args![org, id]).await? else {
+        return Ok(None);
+    };
+    let mut users = vec![user_from(&row)?];
+    load_links(tx, org, &mut users).await?;
+    Ok(users.pop())
+}
+
+/// Reads a user inside a write transaction and, on PostgreSQL, locks the row
+/// so that concurrent changes of the same user's licences run one after the
+/// other (SQLite already runs one writer at a time).
+pub async fn get_for_update(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
+    if tx.backend() == Backend::Postgres && tx.opt_row("SELECT 1 FROM users WHERE org_id = $1 AND id = $2 FOR UPDATE", args![org, id]).await?.is_none() {
+        return Ok(None);
+    }
+    get(tx, org, id).await
+}
+
+fn email_taken(email: &str) -> StoreError {
+    Error::new(Code::EmailTaken, format!("A user with email {email} already exists in this organisation.")).into()
+}
+
+async fn write_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
+    tx.exec("DELETE FROM user_site_admins WHERE org_id = $1 AND user_id = $2", args![org, &u.id]).await?;
+    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2", args![org, &u.id]).await?;
+    for site in &u.site_admin_of {
+        tx.exec("INSERT INTO user_site_admins (org_id, user_id, site_id) VALUES ($1, $2, $3)", args![org, &u.id, site]).await?;
+    }
+    for group in &u.groups {
+        tx.exec("INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3)", args![org, group, &u.id]).await?;
+    }
+    Ok(())
+}
+
+pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let r = tx
+        .exec(
+            &format!("INSERT INTO users (org_id, {COLUMNS}, email_normalized, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"),
+            args![org, &u.id, &u.email, &u.display_name, &u.kind, &u.status, u.usage_location.as_deref(), u.email.to_lowercase(), ts(now)],
+        )
+        .await;
+    match r {
+        Err(StoreError::Unique(_)) => return Err(email_taken(&u.email)),
+        other => other?,
+    };
+    write_links(tx, org, u).await
+}
+
+pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let r = tx
+        .exec(
+            "UPDATE users SET email = $3, email_normalized = $4, display_name = $5, kind = $6, status = $7, usage_location = $8, updated_at = $9 \
+             WHERE org_id = $1 AND id = $2",
+            args![org, &u.id, &u.email, u.email.to_lowercase(), &u.display_name, &u.kind, &u.status, u.usage_location.as_deref(), ts(now)],
+        )
+        .await;
+    match r {
+        Err(StoreError::Unique(_)) => return Err(email_taken(&u.email)),
+        other => other?,
+    };
+    write_links(tx, org, u).await
+}
+
+pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
+    tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
+    Ok(())
+}
+
+/// Which of the given site ids belong to the org, and which group ids.
+pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut missing = Vec::new();
+    for s in sites {
+        if tx.opt_row("SELECT 1 FROM sites WHERE org_id = $1 AND id = $2", args![org, s]).await?.is_none() {
+            missing.push(format!("site {s}"));
+        }
+    }
+    for g in groups {
+        if tx.opt_row("SELECT 1 FROM org_groups WHERE org_id = $1 AND id = $2", args![org, g]).await?.is_none() {
+            missing.push(format!("group {g}"));
+        }
+    }
+    Ok(missing)
+}
