@@ -1,1 +1,110 @@
+//! Allot's HTTP server: thin axum handlers over the store and the domain.
+//!
+//! Data enters through [`api`] (JSON; bad input becomes a problem document
+//! in [`extract`]), the caller is identified and checked in [`auth`], rules
+//! are decided by `allot_domain`, and `allot_store` keeps everything.
 
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod extract;
+mod idempotency;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use serde_json::{json, Value};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use allot_domain::Error;
+use allot_store::Store;
+
+use crate::api::*;
+use crate::clock::Clock;
+use crate::problem::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Allot", description = "Licence and subscription administration: catalogue, customers, subscriptions, seats and licences."),
+    components(schemas()),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The server is up")))]
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::not_found("That path"))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(Error::new(allot_domain::Code::NotFound, "That method is not served at this path."))
+}
+
+/// The OpenAPI document and the router come from the same registrations, so
+/// the document lists exactly the routes the server serves.
+pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(catalogue::list, catalogue::create))
+        .routes(routes!(catalogue::get, catalogue::patch))
+        .routes(routes!(tenants::list_partners, tenants::create_partner))
+        .routes(routes!(tenants::get_partner))
+        .routes(routes!(tenants::list_orgs, tenants::create_org))
+        .routes(routes!(tenants::get_org, tenants::patch_org))
+        .routes(routes!(tenants::list_sites, tenants::create_site))
+        .routes(routes!(tenants::list_groups, tenants::create_group))
+        .routes(routes!(subscriptions::list, subscriptions::create))
+        .routes(routes!(subscriptions::get, subscriptions::patch))
+        .routes(routes!(licenses::overview))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::patch, users::delete))
+        .routes(routes!(licenses::of_user, licenses::change))
+        .routes(routes!(audit::list))
+        .split_for_parts()
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_parts();
+    let doc = Arc::new(doc);
+    api.route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

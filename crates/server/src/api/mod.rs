@@ -1,0 +1,8 @@
+//! JSON API handlers: each parses its input, calls one use case, presents the result.
+
+pub mod audit;
+pub mod catalogue;
+pub mod licenses;
+pub mod subscriptions;
+pub mod tenants;
+pub mod users;

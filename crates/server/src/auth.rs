@@ -1,0 +1,157 @@
+//! Who is calling, and whether they may: bearer tokens, tenant scope and the
+//! role table, checked here and nowhere else.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use allot_domain::access::{Action, Principal, Role};
+use allot_domain::{Code, Error};
+use allot_store::audit::Actor;
+use allot_store::tenants::{self, Org};
+use allot_store::{tokens, Store, StoreError, Tx};
+
+use crate::problem::ApiError;
+use crate::AppState;
+
+/// A new API token: 32 random bytes, shown once, stored only as its SHA-256.
+/// (A random 256-bit secret needs no slow hash: there is nothing to guess.)
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("allot_{}", hex::encode(bytes))
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Creates a token for a role bound to its tenant and returns the secret.
+pub async fn create_token(
+    store: &Store,
+    role: Role,
+    partner: Option<&str>,
+    org: Option<&str>,
+    label: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, Error> {
+    use allot_domain::access::ScopeKind;
+    match (role.scope_kind(), partner, org) {
+        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => {}
+        (ScopeKind::Provider, ..) => return Err(Error::validation("role", "provider_admin tokens are bound to no partner or org.")),
+        (ScopeKind::Partner, ..) => return Err(Error::validation("partner", format!("{} tokens need --partner and no --org.", role.as_str()))),
+        (ScopeKind::Org, ..) => return Err(Error::validation("org", format!("{} tokens need --org and no --partner.", role.as_str()))),
+    }
+    let token = generate_token();
+    let hash = hash_token(&token);
+    allot_store::in_transaction!(store, |tx| {
+        if let Some(p) = partner {
+            if tenants::get_partner(&mut tx, p).await?.is_none() {
+                return Err::<(), StoreError>(Error::not_found(format!("Partner {p}")).into());
+            }
+        }
+        if let Some(o) = org {
+            if tenants::get_org(&mut tx, o).await?.is_none() {
+                return Err(Error::not_found(format!("Organisation {o}")).into());
+            }
+        }
+        tokens::insert(&mut tx, &allot_store::new_id("tok"), &hash, role, partner, org, label, now).await
+    })?;
+    Ok(token)
+}
+
+/// The caller of one request: its principal and the request's id.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Ctx {
+    pub fn actor(&self) -> Actor {
+        Actor { actor: format!("token:{}", self.principal.token_id), request_id: Some(self.request_id.clone()) }
+    }
+
+    /// 403 unless the caller's role may do `action` (inside its own tenant).
+    pub fn require(&self, action: Action) -> Result<(), Error> {
+        if self.principal.may(action) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::Forbidden,
+                format!("A {} token may not {}.", self.principal.role.as_str(), describe(action)),
+            ))
+        }
+    }
+
+    /// Loads an org the caller may see (else 404, whether or not it exists)
+    /// and checks the role may do `action` there (else 403).
+    pub async fn org(&self, tx: &mut Tx, org_id: &str, action: Action) -> Result<Org, Error> {
+        let org = tenants::get_org(tx, org_id)
+            .await?
+            .filter(|o| self.principal.covers_org(&o.id, o.partner.as_deref()))
+            .ok_or_else(|| Error::not_found(format!("Organisation {org_id}")))?;
+        self.require(action)?;
+        Ok(org)
+    }
+
+    /// Checks a partner lies in the caller's scope (else 404) and the action.
+    pub fn partner(&self, partner_id: &str, action: Action) -> Result<(), Error> {
+        if !self.principal.covers_partner(partner_id) {
+            return Err(Error::not_found(format!("Partner {partner_id}")));
+        }
+        self.require(action)
+    }
+}
+
+fn describe(action: Action) -> &'static str {
+    match action {
+        Action::ReadCatalogue => "read the catalogue",
+        Action::WriteCatalogue => "change the catalogue",
+        Action::ReadPartners => "read partners",
+        Action::WritePartners => "create partners",
+        Action::ReadOrg => "read organisations",
+        Action::CreateOrg => "create organisations",
+        Action::WriteOrg => "change organisations",
+        Action::ReadSubscriptions => "read subscriptions",
+        Action::WriteSubscriptions => "change subscriptions",
+        Action::ReadUsers => "read users",
+        Action::WriteUsers => "change users",
+        Action::ReadLicenses => "read licences",
+        Action::WriteLicenses => "change licences",
+        Action::ReadAudit => "read the audit log",
+    }
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthenticated = |why: &str| ApiError(Error::new(Code::Unauthenticated, why.to_string()));
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthenticated("Send an API token as Authorization: Bearer <token>."))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 200)
+            .ok_or_else(|| unauthenticated("The Authorization header must be Bearer <token>."))?;
+        let hash = hash_token(token);
+        let mut tx = state.store.begin_read().await?;
+        let principal = tokens::principal_by_hash(&mut tx, &hash).await?;
+        drop(tx);
+        let principal = principal.ok_or_else(|| unauthenticated("The API token is unknown or revoked."))?;
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 100 && v.chars().all(|c| c.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(|| allot_store::new_id("req"));
+        Ok(Ctx { principal, request_id })
+    }
+}
