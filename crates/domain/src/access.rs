@@ -37,8 +37,15 @@ pub enum ScopeKind {
 
 impl Role {
     pub const ALL: [Role; 9] = [
-        Self::ProviderAdmin, Self::PartnerAdmin, Self::PartnerSales, Self::PartnerHelpdesk, Self::OrgSuperAdmin,
-        Self::OrgAdmin, Self::OrgUserAdmin, Self::OrgSupport, Self::OrgReadOnly,
+        Self::ProviderAdmin,
+        Self::PartnerAdmin,
+        Self::PartnerSales,
+        Self::PartnerHelpdesk,
+        Self::OrgSuperAdmin,
+        Self::OrgAdmin,
+        Self::OrgUserAdmin,
+        Self::OrgSupport,
+        Self::OrgReadOnly,
     ];
 
     /// Which kind of tenant a token of this role is bound to.
@@ -78,15 +85,52 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         ProviderAdmin => true,
         PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners),
         // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
-        PartnerSales => matches!(action, ReadCatalogue | ReadPartners | ReadOrg | CreateOrg | WriteOrg | ReadSubscriptions | WriteSubscriptions | ReadLicenses),
-        PartnerHelpdesk => matches!(action, ReadCatalogue | ReadPartners | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
+        PartnerSales => matches!(
+            action,
+            ReadCatalogue
+                | ReadPartners
+                | ReadOrg
+                | CreateOrg
+                | WriteOrg
+                | ReadSubscriptions
+                | WriteSubscriptions
+                | ReadLicenses
+        ),
+        PartnerHelpdesk => matches!(
+            action,
+            ReadCatalogue | ReadPartners | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses
+        ),
         OrgSuperAdmin => matches!(
             action,
-            ReadCatalogue | ReadOrg | WriteOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
+            ReadCatalogue
+                | ReadOrg
+                | WriteOrg
+                | ReadSubscriptions
+                | ReadUsers
+                | WriteUsers
+                | ReadLicenses
+                | WriteLicenses
+                | ReadAudit
         ),
-        OrgAdmin => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit),
-        OrgUserAdmin => matches!(action, ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses),
-        OrgSupport | OrgReadOnly => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
+        OrgAdmin => matches!(
+            action,
+            ReadCatalogue
+                | ReadOrg
+                | ReadSubscriptions
+                | ReadUsers
+                | WriteUsers
+                | ReadLicenses
+                | WriteLicenses
+                | ReadAudit
+        ),
+        OrgUserAdmin => matches!(
+            action,
+            ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses
+        ),
+        OrgSupport | OrgReadOnly => matches!(
+            action,
+            ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses
+        ),
     }
 }
 
@@ -125,7 +169,12 @@ mod tests {
     use super::*;
 
     fn p(role: Role, partner: Option<&str>, org: Option<&str>) -> Principal {
-        Principal { token_id: "t".into(), role, partner: partner.map(Into::into), org: org.map(Into::into) }
+        Principal {
+            token_id: "t".into(),
+            role,
+            partner: partner.map(Into::into),
+            org: org.map(Into::into),
+        }
     }
 
     #[test]
@@ -145,14 +194,23 @@ mod tests {
     fn sales_never_reads_users_and_read_only_never_writes() {
         assert!(!role_allows(Role::PartnerSales, Action::ReadUsers));
         assert!(role_allows(Role::PartnerSales, Action::WriteSubscriptions));
-        for a in [Action::WriteUsers, Action::WriteLicenses, Action::WriteOrg, Action::WriteSubscriptions, Action::WriteCatalogue] {
+        for a in [
+            Action::WriteUsers,
+            Action::WriteLicenses,
+            Action::WriteOrg,
+            Action::WriteSubscriptions,
+            Action::WriteCatalogue,
+        ] {
             assert!(!role_allows(Role::OrgReadOnly, a));
             assert!(!role_allows(Role::OrgSupport, a));
             assert!(!role_allows(Role::PartnerHelpdesk, a));
         }
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
-            assert_eq!(role_allows(r, Action::WriteCatalogue), r == Role::ProviderAdmin);
+            assert_eq!(
+                role_allows(r, Action::WriteCatalogue),
+                r == Role::ProviderAdmin
+            );
         }
     }
 }

@@ -58,22 +58,43 @@ impl Product {
         let mut v = Vec::new();
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            v.push(Violation::new(crate::Code::ValidationFailed, "name must have 1 to 200 characters.").field("name"));
+            v.push(
+                Violation::new(
+                    crate::Code::ValidationFailed,
+                    "name must have 1 to 200 characters.",
+                )
+                .field("name"),
+            );
         }
         for (i, f) in self.features.iter().enumerate() {
             if f.trim().is_empty() || f.len() > 100 {
-                v.push(Violation::new(crate::Code::ValidationFailed, format!("feature {i} must have 1 to 100 characters.")).field(format!("features[{i}]")));
+                v.push(
+                    Violation::new(
+                        crate::Code::ValidationFailed,
+                        format!("feature {i} must have 1 to 100 characters."),
+                    )
+                    .field(format!("features[{i}]")),
+                );
             }
         }
         if self.retention_days > MAX_RETENTION_DAYS {
             v.push(
-                Violation::new(crate::Code::ValidationFailed, format!("retention_days must be between 0 and {MAX_RETENTION_DAYS}."))
-                    .field("retention_days"),
+                Violation::new(
+                    crate::Code::ValidationFailed,
+                    format!("retention_days must be between 0 and {MAX_RETENTION_DAYS}."),
+                )
+                .field("retention_days"),
             );
         }
         let self_ref = |list: &[ProductCode], field: &str, v: &mut Vec<Violation>| {
             if list.contains(&self.code) {
-                v.push(Violation::new(crate::Code::ValidationFailed, format!("{} cannot name itself in {field}.", self.code)).field(format!("rules.{field}")));
+                v.push(
+                    Violation::new(
+                        crate::Code::ValidationFailed,
+                        format!("{} cannot name itself in {field}.", self.code),
+                    )
+                    .field(format!("rules.{field}")),
+                );
             }
         };
         self_ref(&self.rules.requires, "requires", &mut v);
@@ -95,7 +116,11 @@ pub fn validate_catalogue(products: &HashMap<ProductCode, Product>) -> Result<()
     codes.sort();
     for code in codes {
         let p = &products[code];
-        for (field, list) in [("requires", &p.rules.requires), ("excludes", &p.rules.excludes), ("compatible_with", &p.rules.compatible_with)] {
+        for (field, list) in [
+            ("requires", &p.rules.requires),
+            ("excludes", &p.rules.excludes),
+            ("compatible_with", &p.rules.compatible_with),
+        ] {
             for other in list {
                 if !products.contains_key(other) {
                     v.push(

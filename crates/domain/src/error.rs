@@ -44,7 +44,11 @@ pub enum Code {
 
 impl Code {
     pub fn as_str(&self) -> &'static str {
-        CODE_NAMES.iter().find(|(c, _)| c == self).map(|(_, n)| *n).unwrap_or("internal")
+        CODE_NAMES
+            .iter()
+            .find(|(c, _)| c == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("internal")
     }
 
     /// The HTTP status that goes with a code.
@@ -60,10 +64,24 @@ impl Code {
             RateLimited => 429,
             Internal => 500,
             // Every rule and validation failure: the request was understood and refused.
-            ValidationFailed | SeatsExhausted | MutuallyExclusive | OnePerFamily | RequiresProduct
-            | LocationUnavailable | UsageLocationMissing | PropertyMissing | PropertyInvalid
-            | SiteFeatureDisabled | RoleNotAllowed | ServiceNotProvisioned | SubscriptionNotActive
-            | UserPending | NotAssigned | AlreadyAssigned | IdempotencyKeyReused | CsvHeaderInvalid
+            ValidationFailed
+            | SeatsExhausted
+            | MutuallyExclusive
+            | OnePerFamily
+            | RequiresProduct
+            | LocationUnavailable
+            | UsageLocationMissing
+            | PropertyMissing
+            | PropertyInvalid
+            | SiteFeatureDisabled
+            | RoleNotAllowed
+            | ServiceNotProvisioned
+            | SubscriptionNotActive
+            | UserPending
+            | NotAssigned
+            | AlreadyAssigned
+            | IdempotencyKeyReused
+            | CsvHeaderInvalid
             | CsvRowInvalid => 422,
         }
     }
@@ -92,9 +110,15 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::AlreadyAssigned, "already_assigned"),
     (Code::SubscriptionHasUsers, "subscription_has_users"),
     (Code::PaymentMethodRequired, "payment_method_required"),
-    (Code::SelfServicePurchaseDisabled, "self_service_purchase_disabled"),
+    (
+        Code::SelfServicePurchaseDisabled,
+        "self_service_purchase_disabled",
+    ),
     (Code::IdempotencyKeyReused, "idempotency_key_reused"),
-    (Code::IdempotencyKeyInProgress, "idempotency_key_in_progress"),
+    (
+        Code::IdempotencyKeyInProgress,
+        "idempotency_key_in_progress",
+    ),
     (Code::PreconditionFailed, "precondition_failed"),
     (Code::PayloadTooLarge, "payload_too_large"),
     (Code::RateLimited, "rate_limited"),
@@ -123,7 +147,15 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Violation { code, message: message.into(), user: None, product: None, subscription: None, row: None, field: None }
+        Violation {
+            code,
+            message: message.into(),
+            user: None,
+            product: None,
+            subscription: None,
+            row: None,
+            field: None,
+        }
     }
     pub fn user(mut self, u: impl Into<String>) -> Self {
         self.user = Some(u.into());
@@ -153,7 +185,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Error { code, detail: detail.into(), violations: Vec::new() }
+        Error {
+            code,
+            detail: detail.into(),
+            violations: Vec::new(),
+        }
     }
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -179,9 +215,16 @@ impl Error {
         let detail = match violations.len() {
             0 => "The request was refused.".to_string(),
             1 => violations[0].message.clone(),
-            n => format!("The change was refused for {n} reasons; nothing was changed. {}", violations[0].message),
+            n => format!(
+                "The change was refused for {n} reasons; nothing was changed. {}",
+                violations[0].message
+            ),
         };
-        Error { code, detail, violations }
+        Error {
+            code,
+            detail,
+            violations,
+        }
     }
     /// Prefix a field path to every violation (e.g. `add[1]`).
     pub fn in_field(mut self, prefix: &str) -> Self {
@@ -210,7 +253,10 @@ mod tests {
     #[test]
     fn every_code_has_its_serde_name() {
         for (code, name) in CODE_NAMES {
-            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(name.to_string()));
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(name.to_string())
+            );
             assert_eq!(code.as_str(), *name);
         }
     }

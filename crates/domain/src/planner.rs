@@ -111,20 +111,40 @@ impl LicensePlan {
     }
 }
 
-fn product_name<'a>(catalogue: &'a HashMap<ProductCode, Product>, code: &'a ProductCode) -> &'a str {
-    catalogue.get(code).map(|p| p.name.as_str()).unwrap_or(code.as_str())
+fn product_name<'a>(
+    catalogue: &'a HashMap<ProductCode, Product>,
+    code: &'a ProductCode,
+) -> &'a str {
+    catalogue
+        .get(code)
+        .map(|p| p.name.as_str())
+        .unwrap_or(code.as_str())
 }
 
 /// Decide a licence change for one user. Returns the plan, or every reason
 /// the change is refused (never only the first).
-pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Result<LicensePlan, Vec<Violation>> {
+pub fn plan_license_change(
+    input: &PlanInput<'_>,
+    change: &LicenseChange,
+) -> Result<LicensePlan, Vec<Violation>> {
     let user = input.user;
     let cat = input.catalogue;
     let mut violations = Vec::new();
-    let v = |code: Code, msg: String, product: &ProductCode| Violation::new(code, msg).user(user.email.clone()).product(product.as_str());
+    let v = |code: Code, msg: String, product: &ProductCode| {
+        Violation::new(code, msg)
+            .user(user.email.clone())
+            .product(product.as_str())
+    };
 
     if change.add.is_empty() && change.remove.is_empty() {
-        violations.push(Violation::new(Code::ValidationFailed, "The change adds and removes nothing.").user(user.email.clone()).field("add"));
+        violations.push(
+            Violation::new(
+                Code::ValidationFailed,
+                "The change adds and removes nothing.",
+            )
+            .user(user.email.clone())
+            .field("add"),
+        );
         return Err(violations);
     }
 
@@ -133,20 +153,38 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
     let mut seen_remove = HashSet::new();
     for (i, r) in change.remove.iter().enumerate() {
         if !seen_remove.insert(&r.product) {
-            violations.push(v(Code::ValidationFailed, format!("{} is named twice in remove.", r.product), &r.product).field(format!("remove[{i}].product")));
+            violations.push(
+                v(
+                    Code::ValidationFailed,
+                    format!("{} is named twice in remove.", r.product),
+                    &r.product,
+                )
+                .field(format!("remove[{i}].product")),
+            );
             continue;
         }
-        let found = input
-            .held
-            .iter()
-            .find(|h| h.product == r.product && r.subscription.as_ref().is_none_or(|s| *s == h.subscription));
+        let found = input.held.iter().find(|h| {
+            h.product == r.product && r.subscription.as_ref().is_none_or(|s| *s == h.subscription)
+        });
         match found {
             Some(h) => release.push(h.clone()),
             None => {
-                let from = r.subscription.as_ref().map(|s| format!(" from subscription {s}")).unwrap_or_default();
+                let from = r
+                    .subscription
+                    .as_ref()
+                    .map(|s| format!(" from subscription {s}"))
+                    .unwrap_or_default();
                 violations.push(
-                    v(Code::NotAssigned, format!("{} does not hold {}{from}, so it cannot be removed.", user.email, product_name(cat, &r.product)), &r.product)
-                        .field(format!("remove[{i}]")),
+                    v(
+                        Code::NotAssigned,
+                        format!(
+                            "{} does not hold {}{from}, so it cannot be removed.",
+                            user.email,
+                            product_name(cat, &r.product)
+                        ),
+                        &r.product,
+                    )
+                    .field(format!("remove[{i}]")),
                 );
             }
         }
@@ -155,10 +193,17 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
     // Seats this plan has already taken or released per pool, on top of the snapshot.
     let mut pool_delta: HashMap<(&str, &ProductCode), i64> = HashMap::new();
     for h in &release {
-        *pool_delta.entry((h.subscription.as_str(), &h.product)).or_default() -= 1;
+        *pool_delta
+            .entry((h.subscription.as_str(), &h.product))
+            .or_default() -= 1;
     }
     let free = |pool: &Pool, delta: &HashMap<(&str, &ProductCode), i64>| {
-        pool.quantity - pool.consumed - delta.get(&(pool.subscription.as_str(), &pool.product)).copied().unwrap_or(0)
+        pool.quantity
+            - pool.consumed
+            - delta
+                .get(&(pool.subscription.as_str(), &pool.product))
+                .copied()
+                .unwrap_or(0)
     };
 
     let mut take: Vec<Held> = Vec::new();
@@ -166,14 +211,31 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
     for (i, a) in change.add.iter().enumerate() {
         let field = format!("add[{i}]");
         let Some(product) = cat.get(&a.product) else {
-            violations.push(v(Code::ValidationFailed, format!("{} is not a product in the catalogue.", a.product), &a.product).field(format!("{field}.product")));
+            violations.push(
+                v(
+                    Code::ValidationFailed,
+                    format!("{} is not a product in the catalogue.", a.product),
+                    &a.product,
+                )
+                .field(format!("{field}.product")),
+            );
             continue;
         };
         if !seen_add.insert(&a.product) {
-            violations.push(v(Code::ValidationFailed, format!("{} is named twice in add.", product.name), &a.product).field(format!("{field}.product")));
+            violations.push(
+                v(
+                    Code::ValidationFailed,
+                    format!("{} is named twice in add.", product.name),
+                    &a.product,
+                )
+                .field(format!("{field}.product")),
+            );
             continue;
         }
-        let still_held = input.held.iter().find(|h| h.product == a.product && !release.contains(h));
+        let still_held = input
+            .held
+            .iter()
+            .find(|h| h.product == a.product && !release.contains(h));
         if let Some(h) = still_held {
             violations.push(
                 v(
@@ -188,31 +250,48 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
             );
             continue;
         }
-        let candidates: Vec<&Pool> = input.pools.iter().filter(|p| p.product == a.product).collect();
+        let candidates: Vec<&Pool> = input
+            .pools
+            .iter()
+            .filter(|p| p.product == a.product)
+            .collect();
         let chosen = match &a.subscription {
-            Some(sub) => match candidates.iter().find(|p| &p.subscription == sub) {
-                None => {
-                    violations.push(
-                        v(Code::ValidationFailed, format!("Subscription {sub} of this organisation carries no {}.", product.name), &a.product)
+            Some(sub) => {
+                match candidates.iter().find(|p| &p.subscription == sub) {
+                    None => {
+                        violations.push(
+                            v(
+                                Code::ValidationFailed,
+                                format!(
+                                    "Subscription {sub} of this organisation carries no {}.",
+                                    product.name
+                                ),
+                                &a.product,
+                            )
                             .subscription(sub.clone())
                             .field(format!("{field}.subscription")),
-                    );
-                    continue;
-                }
-                Some(p) if !p.status.is_usable() => {
-                    violations.push(
-                        v(
-                            Code::SubscriptionNotActive,
-                            format!("{} cannot get {}: subscription {sub} is {}.", user.email, product.name, p.status.as_str().replace('_', " ")),
-                            &a.product,
-                        )
-                        .subscription(sub.clone())
-                        .field(field),
-                    );
-                    continue;
-                }
-                Some(p) if p.provisioning != ProvisioningStatus::Provisioned => {
-                    violations.push(
+                        );
+                        continue;
+                    }
+                    Some(p) if !p.status.is_usable() => {
+                        violations.push(
+                            v(
+                                Code::SubscriptionNotActive,
+                                format!(
+                                    "{} cannot get {}: subscription {sub} is {}.",
+                                    user.email,
+                                    product.name,
+                                    p.status.as_str().replace('_', " ")
+                                ),
+                                &a.product,
+                            )
+                            .subscription(sub.clone())
+                            .field(field),
+                        );
+                        continue;
+                    }
+                    Some(p) if p.provisioning != ProvisioningStatus::Provisioned => {
+                        violations.push(
                         v(
                             Code::ServiceNotProvisioned,
                             format!(
@@ -226,10 +305,10 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
                         .subscription(sub.clone())
                         .field(field),
                     );
-                    continue;
-                }
-                Some(p) if free(p, &pool_delta) <= 0 => {
-                    violations.push(
+                        continue;
+                    }
+                    Some(p) if free(p, &pool_delta) <= 0 => {
+                        violations.push(
                         v(
                             Code::SeatsExhausted,
                             format!("{} cannot get {}: all {} seats of subscription {sub} are taken.", user.email, product.name, p.quantity),
@@ -238,30 +317,60 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
                         .subscription(sub.clone())
                         .field(field),
                     );
-                    continue;
+                        continue;
+                    }
+                    Some(p) => *p,
                 }
-                Some(p) => *p,
-            },
-            None => match candidates.iter().find(|p| p.assignable() && free(p, &pool_delta) > 0) {
+            }
+            None => match candidates
+                .iter()
+                .find(|p| p.assignable() && free(p, &pool_delta) > 0)
+            {
                 Some(p) => *p,
                 None => {
                     let (code, why) = if candidates.is_empty() {
-                        (Code::SeatsExhausted, "the organisation has no subscription carrying it".to_string())
+                        (
+                            Code::SeatsExhausted,
+                            "the organisation has no subscription carrying it".to_string(),
+                        )
                     } else if !candidates.iter().any(|p| p.status.is_usable()) {
-                        (Code::SubscriptionNotActive, "no subscription carrying it is active".to_string())
+                        (
+                            Code::SubscriptionNotActive,
+                            "no subscription carrying it is active".to_string(),
+                        )
                     } else if !candidates.iter().any(|p| p.assignable()) {
                         (Code::ServiceNotProvisioned, "the service is not provisioned yet on any active subscription carrying it".to_string())
                     } else {
-                        let total: i64 = candidates.iter().filter(|p| p.assignable()).map(|p| p.quantity).sum();
-                        (Code::SeatsExhausted, format!("all {total} seats on its active subscriptions are taken"))
+                        let total: i64 = candidates
+                            .iter()
+                            .filter(|p| p.assignable())
+                            .map(|p| p.quantity)
+                            .sum();
+                        (
+                            Code::SeatsExhausted,
+                            format!("all {total} seats on its active subscriptions are taken"),
+                        )
                     };
-                    violations.push(v(code, format!("{} cannot get {}: {why}.", user.email, product.name), &a.product).field(field));
+                    violations.push(
+                        v(
+                            code,
+                            format!("{} cannot get {}: {why}.", user.email, product.name),
+                            &a.product,
+                        )
+                        .field(field),
+                    );
                     continue;
                 }
             },
         };
-        *pool_delta.entry((chosen.subscription.as_str(), &chosen.product)).or_default() += 1;
-        take.push(Held { product: a.product.clone(), subscription: chosen.subscription.clone(), properties: a.properties.clone() });
+        *pool_delta
+            .entry((chosen.subscription.as_str(), &chosen.product))
+            .or_default() += 1;
+        take.push(Held {
+            product: a.product.clone(),
+            subscription: chosen.subscription.clone(),
+            properties: a.properties.clone(),
+        });
     }
 
     if !violations.is_empty() {
@@ -269,16 +378,32 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
     }
 
     let family_of = |code: &ProductCode| cat.get(code).map(|p| p.family.clone());
-    let released_families: HashSet<ProductCode> = release.iter().filter_map(|h| family_of(&h.product)).collect();
-    let mut moved_families: Vec<ProductCode> =
-        take.iter().filter_map(|h| family_of(&h.product)).filter(|f| released_families.contains(f)).collect();
+    let released_families: HashSet<ProductCode> = release
+        .iter()
+        .filter_map(|h| family_of(&h.product))
+        .collect();
+    let mut moved_families: Vec<ProductCode> = take
+        .iter()
+        .filter_map(|h| family_of(&h.product))
+        .filter(|f| released_families.contains(f))
+        .collect();
     moved_families.sort();
     moved_families.dedup();
 
-    let mut result: Vec<Held> = input.held.iter().filter(|h| !release.contains(h)).cloned().collect();
+    let mut result: Vec<Held> = input
+        .held
+        .iter()
+        .filter(|h| !release.contains(h))
+        .cloned()
+        .collect();
     result.extend(take.iter().cloned());
     result.sort_by(|a, b| a.product.cmp(&b.product));
-    Ok(LicensePlan { release, take, moved_families, result })
+    Ok(LicensePlan {
+        release,
+        take,
+        moved_families,
+        result,
+    })
 }
 
 #[cfg(test)]
@@ -294,7 +419,11 @@ mod tests {
         ["calling-standard", "calling-professional", "meetings"]
             .into_iter()
             .map(|c| {
-                let family = if c.starts_with("calling") { "calling" } else { "meetings" };
+                let family = if c.starts_with("calling") {
+                    "calling"
+                } else {
+                    "meetings"
+                };
                 (
                     code(c),
                     Product {
@@ -323,11 +452,20 @@ mod tests {
     }
 
     fn user() -> UserFacts {
-        UserFacts { id: "u1".into(), email: "anna@example.com".into(), kind: UserKind::Internal, status: UserStatus::Active }
+        UserFacts {
+            id: "u1".into(),
+            email: "anna@example.com".into(),
+            kind: UserKind::Internal,
+            status: UserStatus::Active,
+        }
     }
 
     fn add(product: &str, sub: Option<&str>) -> AddLicense {
-        AddLicense { product: code(product), subscription: sub.map(Into::into), properties: Default::default() }
+        AddLicense {
+            product: code(product),
+            subscription: sub.map(Into::into),
+            properties: Default::default(),
+        }
     }
 
     #[test]
@@ -335,10 +473,26 @@ mod tests {
         let cat = catalogue();
         let mut suspended = pool("s0", "meetings", 10, 0);
         suspended.status = SubscriptionStatus::Suspended;
-        let pools = [suspended, pool("s1", "meetings", 5, 5), pool("s2", "meetings", 5, 4)];
+        let pools = [
+            suspended,
+            pool("s1", "meetings", 5, 5),
+            pool("s2", "meetings", 5, 4),
+        ];
         let u = user();
-        let input = PlanInput { user: &u, held: &[], catalogue: &cat, pools: &pools };
-        let plan = plan_license_change(&input, &LicenseChange { add: vec![add("meetings", None)], ..Default::default() }).unwrap();
+        let input = PlanInput {
+            user: &u,
+            held: &[],
+            catalogue: &cat,
+            pools: &pools,
+        };
+        let plan = plan_license_change(
+            &input,
+            &LicenseChange {
+                add: vec![add("meetings", None)],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(plan.take[0].subscription, "s2");
     }
 
@@ -347,28 +501,62 @@ mod tests {
         let cat = catalogue();
         let pools = [pool("s1", "meetings", 1, 1)];
         let u = user();
-        let input = PlanInput { user: &u, held: &[], catalogue: &cat, pools: &pools };
+        let input = PlanInput {
+            user: &u,
+            held: &[],
+            catalogue: &cat,
+            pools: &pools,
+        };
         let change = LicenseChange {
             add: vec![add("meetings", Some("s1")), add("nope", None)],
-            remove: vec![RemoveLicense { product: code("calling-standard"), subscription: None }],
+            remove: vec![RemoveLicense {
+                product: code("calling-standard"),
+                subscription: None,
+            }],
             add_required: false,
         };
         let errs = plan_license_change(&input, &change).unwrap_err();
         let codes: Vec<Code> = errs.iter().map(|v| v.code).collect();
-        assert_eq!(codes, [Code::NotAssigned, Code::SeatsExhausted, Code::ValidationFailed]);
-        assert!(errs[1].message.contains("anna@example.com"), "{}", errs[1].message);
+        assert_eq!(
+            codes,
+            [
+                Code::NotAssigned,
+                Code::SeatsExhausted,
+                Code::ValidationFailed
+            ]
+        );
+        assert!(
+            errs[1].message.contains("anna@example.com"),
+            "{}",
+            errs[1].message
+        );
     }
 
     #[test]
     fn remove_and_add_in_a_family_is_a_move_and_reuses_the_released_seat() {
         let cat = catalogue();
-        let pools = [pool("a", "calling-standard", 1, 1), pool("b", "calling-professional", 1, 0)];
-        let held = [Held { product: code("calling-standard"), subscription: "a".into(), properties: Default::default() }];
+        let pools = [
+            pool("a", "calling-standard", 1, 1),
+            pool("b", "calling-professional", 1, 0),
+        ];
+        let held = [Held {
+            product: code("calling-standard"),
+            subscription: "a".into(),
+            properties: Default::default(),
+        }];
         let u = user();
-        let input = PlanInput { user: &u, held: &held, catalogue: &cat, pools: &pools };
+        let input = PlanInput {
+            user: &u,
+            held: &held,
+            catalogue: &cat,
+            pools: &pools,
+        };
         let change = LicenseChange {
             add: vec![add("calling-professional", Some("b"))],
-            remove: vec![RemoveLicense { product: code("calling-standard"), subscription: Some("a".into()) }],
+            remove: vec![RemoveLicense {
+                product: code("calling-standard"),
+                subscription: Some("a".into()),
+            }],
             add_required: false,
         };
         let plan = plan_license_change(&input, &change).unwrap();
@@ -377,7 +565,10 @@ mod tests {
         // Re-adding to the pool just released fits even though the snapshot says full.
         let change = LicenseChange {
             add: vec![add("calling-standard", Some("a"))],
-            remove: vec![RemoveLicense { product: code("calling-standard"), subscription: None }],
+            remove: vec![RemoveLicense {
+                product: code("calling-standard"),
+                subscription: None,
+            }],
             add_required: false,
         };
         assert!(plan_license_change(&input, &change).is_ok());
@@ -387,10 +578,26 @@ mod tests {
     fn already_held_is_refused() {
         let cat = catalogue();
         let pools = [pool("a", "meetings", 5, 1)];
-        let held = [Held { product: code("meetings"), subscription: "a".into(), properties: Default::default() }];
+        let held = [Held {
+            product: code("meetings"),
+            subscription: "a".into(),
+            properties: Default::default(),
+        }];
         let u = user();
-        let input = PlanInput { user: &u, held: &held, catalogue: &cat, pools: &pools };
-        let errs = plan_license_change(&input, &LicenseChange { add: vec![add("meetings", None)], ..Default::default() }).unwrap_err();
+        let input = PlanInput {
+            user: &u,
+            held: &held,
+            catalogue: &cat,
+            pools: &pools,
+        };
+        let errs = plan_license_change(
+            &input,
+            &LicenseChange {
+                add: vec![add("meetings", None)],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert_eq!(errs[0].code, Code::AlreadyAssigned);
     }
 }

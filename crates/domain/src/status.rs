@@ -34,8 +34,16 @@ str_enum!(SubscriptionStatus {
 
 impl SubscriptionStatus {
     pub const ALL: [SubscriptionStatus; 10] = [
-        Self::Active, Self::Suspended, Self::Expiring30d, Self::Expiring60d, Self::TrialActive,
-        Self::TrialExpiring30d, Self::TrialExpiring60d, Self::TrialExpired, Self::Expired, Self::Cancelled,
+        Self::Active,
+        Self::Suspended,
+        Self::Expiring30d,
+        Self::Expiring60d,
+        Self::TrialActive,
+        Self::TrialExpiring30d,
+        Self::TrialExpiring60d,
+        Self::TrialExpired,
+        Self::Expired,
+        Self::Cancelled,
     ];
 
     /// Whether seats of a subscription in this status may be assigned.
@@ -43,7 +51,12 @@ impl SubscriptionStatus {
     pub fn is_usable(&self) -> bool {
         matches!(
             self,
-            Self::Active | Self::Expiring30d | Self::Expiring60d | Self::TrialActive | Self::TrialExpiring30d | Self::TrialExpiring60d
+            Self::Active
+                | Self::Expiring30d
+                | Self::Expiring60d
+                | Self::TrialActive
+                | Self::TrialExpiring30d
+                | Self::TrialExpiring60d
         )
     }
 }
@@ -104,8 +117,12 @@ str_enum!(ProvisioningStatus {
 
 impl ProvisioningStatus {
     pub const ALL: [ProvisioningStatus; 6] = [
-        Self::Provisioned, Self::Provisioning, Self::ManualProvider, Self::ManualPartner,
-        Self::AwaitingDetails, Self::CannotProvision,
+        Self::Provisioned,
+        Self::Provisioning,
+        Self::ManualProvider,
+        Self::ManualPartner,
+        Self::AwaitingDetails,
+        Self::CannotProvision,
     ];
 
     /// How much a status needs attention; an org shows its most important one.
@@ -124,7 +141,9 @@ impl ProvisioningStatus {
 }
 
 /// The most important of several provisioning statuses (None when there are none).
-pub fn most_important_provisioning(statuses: impl IntoIterator<Item = ProvisioningStatus>) -> Option<ProvisioningStatus> {
+pub fn most_important_provisioning(
+    statuses: impl IntoIterator<Item = ProvisioningStatus>,
+) -> Option<ProvisioningStatus> {
     statuses.into_iter().max_by_key(|s| s.importance())
 }
 
@@ -138,7 +157,13 @@ mod tests {
     }
 
     fn facts(trial: bool) -> SubscriptionFacts {
-        SubscriptionFacts { trial, start_date: d("2026-01-01"), end_date: d("2027-01-01"), suspended: false, cancelled: false }
+        SubscriptionFacts {
+            trial,
+            start_date: d("2026-01-01"),
+            end_date: d("2027-01-01"),
+            suspended: false,
+            cancelled: false,
+        }
     }
 
     #[test]
@@ -146,17 +171,25 @@ mod tests {
         // (today, paid, trial)
         let table = [
             ("2026-06-01", Active, TrialActive),
-            ("2026-11-01", Active, TrialActive),          // 61 days left
+            ("2026-11-01", Active, TrialActive), // 61 days left
             ("2026-11-02", Expiring60d, TrialExpiring60d), // 60 days left
             ("2026-12-01", Expiring60d, TrialExpiring60d), // 31 days left
             ("2026-12-02", Expiring30d, TrialExpiring30d), // 30 days left
             ("2026-12-31", Expiring30d, TrialExpiring30d), // 1 day left
-            ("2027-01-01", Expired, TrialExpired),         // end date: ended
+            ("2027-01-01", Expired, TrialExpired), // end date: ended
             ("2028-01-01", Expired, TrialExpired),
         ];
         for (today, paid, trial) in table {
-            assert_eq!(derive_subscription_status(&facts(false), d(today)), paid, "paid {today}");
-            assert_eq!(derive_subscription_status(&facts(true), d(today)), trial, "trial {today}");
+            assert_eq!(
+                derive_subscription_status(&facts(false), d(today)),
+                paid,
+                "paid {today}"
+            );
+            assert_eq!(
+                derive_subscription_status(&facts(true), d(today)),
+                trial,
+                "trial {today}"
+            );
         }
     }
 
@@ -172,16 +205,39 @@ mod tests {
 
     #[test]
     fn usable_statuses() {
-        let usable: Vec<_> = SubscriptionStatus::ALL.iter().filter(|s| s.is_usable()).map(|s| s.as_str()).collect();
-        assert_eq!(usable, ["active", "expiring_30d", "expiring_60d", "trial_active", "trial_expiring_30d", "trial_expiring_60d"]);
+        let usable: Vec<_> = SubscriptionStatus::ALL
+            .iter()
+            .filter(|s| s.is_usable())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            usable,
+            [
+                "active",
+                "expiring_30d",
+                "expiring_60d",
+                "trial_active",
+                "trial_expiring_30d",
+                "trial_expiring_60d"
+            ]
+        );
     }
 
     #[test]
     fn provisioning_precedence() {
         use ProvisioningStatus::*;
-        assert_eq!(most_important_provisioning([Provisioned, ManualProvider, Provisioning]), Some(ManualProvider));
-        assert_eq!(most_important_provisioning([ManualProvider, ManualPartner]), Some(ManualPartner));
-        assert_eq!(most_important_provisioning([AwaitingDetails, CannotProvision]), Some(CannotProvision));
+        assert_eq!(
+            most_important_provisioning([Provisioned, ManualProvider, Provisioning]),
+            Some(ManualProvider)
+        );
+        assert_eq!(
+            most_important_provisioning([ManualProvider, ManualPartner]),
+            Some(ManualPartner)
+        );
+        assert_eq!(
+            most_important_provisioning([AwaitingDetails, CannotProvision]),
+            Some(CannotProvision)
+        );
         assert_eq!(most_important_provisioning([]), None);
         for s in ProvisioningStatus::ALL {
             assert_eq!(ProvisioningStatus::parse(s.as_str()), Some(s));

@@ -38,11 +38,17 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl PgCluster {
@@ -50,17 +56,43 @@ impl PgCluster {
     /// synchronous commit (for benchmarks); otherwise both are off (tests).
     pub fn start(durable: bool) -> Result<PgCluster, String> {
         let bin = find_bin_dir().ok_or("no PostgreSQL binaries found (install Debian's postgresql package or set ALLOT_PG_BIN)")?;
-        let dir = tempfile::Builder::new().prefix("allot-pg-").tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("allot-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         let as_postgres_user = is_root();
         if as_postgres_user {
-            let ok = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().map_err(|e| e.to_string())?;
+            let ok = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
             if !ok.success() {
                 return Err("could not give the temp dir to the postgres user".into());
             }
         }
-        let mut cluster = PgCluster { dir, bin, port: 0, as_postgres_user };
+        let mut cluster = PgCluster {
+            dir,
+            bin,
+            port: 0,
+            as_postgres_user,
+        };
         let data = cluster.data_dir();
-        cluster.run("initdb", &["-D", path(&data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"])?;
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
+        )?;
         let settings = if durable {
             "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
         } else {
@@ -76,12 +108,28 @@ impl PgCluster {
                 path(cluster.dir.path())
             );
             let log = cluster.dir.path().join("server.log");
-            match cluster.run("pg_ctl", &["-D", path(&data), "-l", path(&log), "-o", &opts, "-w", "-t", "60", "start"]) {
+            match cluster.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    path(&data),
+                    "-l",
+                    path(&log),
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            ) {
                 Ok(()) => {
                     cluster.spawn_watchdog();
                     return Ok(cluster);
                 }
-                Err(e) => last_err = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+                Err(e) => {
+                    last_err = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                }
             }
         }
         Err(format!("pg_ctl start failed: {last_err}"))
@@ -113,7 +161,11 @@ impl PgCluster {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
@@ -131,7 +183,13 @@ impl PgCluster {
             data = self.data_dir().display(),
             dir = self.dir.path().display(),
         );
-        let _ = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
     }
 
     pub fn port(&self) -> u16 {
@@ -146,13 +204,28 @@ impl PgCluster {
     pub fn create_database(&self, name: &str) -> Result<String, String> {
         let psql = self.bin.join("psql");
         let out = Command::new(psql)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ])
             .arg(format!("CREATE DATABASE \"{name}\""))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "CREATE DATABASE {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(self.url(name))
     }

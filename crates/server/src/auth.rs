@@ -38,10 +38,27 @@ pub async fn create_token(
 ) -> Result<String, Error> {
     use allot_domain::access::ScopeKind;
     match (role.scope_kind(), partner, org) {
-        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => {}
-        (ScopeKind::Provider, ..) => return Err(Error::validation("role", "provider_admin tokens are bound to no partner or org.")),
-        (ScopeKind::Partner, ..) => return Err(Error::validation("partner", format!("{} tokens need --partner and no --org.", role.as_str()))),
-        (ScopeKind::Org, ..) => return Err(Error::validation("org", format!("{} tokens need --org and no --partner.", role.as_str()))),
+        (ScopeKind::Provider, None, None)
+        | (ScopeKind::Partner, Some(_), None)
+        | (ScopeKind::Org, None, Some(_)) => {}
+        (ScopeKind::Provider, ..) => {
+            return Err(Error::validation(
+                "role",
+                "provider_admin tokens are bound to no partner or org.",
+            ))
+        }
+        (ScopeKind::Partner, ..) => {
+            return Err(Error::validation(
+                "partner",
+                format!("{} tokens need --partner and no --org.", role.as_str()),
+            ))
+        }
+        (ScopeKind::Org, ..) => {
+            return Err(Error::validation(
+                "org",
+                format!("{} tokens need --org and no --partner.", role.as_str()),
+            ))
+        }
     }
     let token = generate_token();
     let hash = hash_token(&token);
@@ -56,7 +73,17 @@ pub async fn create_token(
                 return Err(Error::not_found(format!("Organisation {o}")).into());
             }
         }
-        tokens::insert(&mut tx, &allot_store::new_id("tok"), &hash, role, partner, org, label, now).await
+        tokens::insert(
+            &mut tx,
+            &allot_store::new_id("tok"),
+            &hash,
+            role,
+            partner,
+            org,
+            label,
+            now,
+        )
+        .await
     })?;
     Ok(token)
 }
@@ -70,7 +97,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn actor(&self) -> Actor {
-        Actor { actor: format!("token:{}", self.principal.token_id), request_id: Some(self.request_id.clone()) }
+        Actor {
+            actor: format!("token:{}", self.principal.token_id),
+            request_id: Some(self.request_id.clone()),
+        }
     }
 
     /// 403 unless the caller's role may do `action` (inside its own tenant).
@@ -80,7 +110,11 @@ impl Ctx {
         } else {
             Err(Error::new(
                 Code::Forbidden,
-                format!("A {} token may not {}.", self.principal.role.as_str(), describe(action)),
+                format!(
+                    "A {} token may not {}.",
+                    self.principal.role.as_str(),
+                    describe(action)
+                ),
             ))
         }
     }
@@ -127,12 +161,18 @@ fn describe(action: Action) -> &'static str {
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let unauthenticated = |why: &str| ApiError(Error::new(Code::Unauthenticated, why.to_string()));
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthenticated =
+            |why: &str| ApiError(Error::new(Code::Unauthenticated, why.to_string()));
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("Send an API token as Authorization: Bearer <token>."))?;
+            .ok_or_else(|| {
+                unauthenticated("Send an API token as Authorization: Bearer <token>.")
+            })?;
         let token = header
             .to_str()
             .ok()
@@ -144,7 +184,8 @@ impl FromRequestParts<AppState> for Ctx {
         let mut tx = state.store.begin_read().await?;
         let principal = tokens::principal_by_hash(&mut tx, &hash).await?;
         drop(tx);
-        let principal = principal.ok_or_else(|| unauthenticated("The API token is unknown or revoked."))?;
+        let principal =
+            principal.ok_or_else(|| unauthenticated("The API token is unknown or revoked."))?;
         let request_id = parts
             .headers
             .get("x-request-id")
@@ -152,6 +193,9 @@ impl FromRequestParts<AppState> for Ctx {
             .filter(|v| !v.is_empty() && v.len() <= 100 && v.chars().all(|c| c.is_ascii_graphic()))
             .map(str::to_string)
             .unwrap_or_else(|| allot_store::new_id("req"));
-        Ok(Ctx { principal, request_id })
+        Ok(Ctx {
+            principal,
+            request_id,
+        })
     }
 }

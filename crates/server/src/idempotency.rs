@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use allot_domain::{Code, Error};
-use allot_store::tokens::{self, IdempotencyState};
 use allot_store::in_transaction;
+use allot_store::tokens::{self, IdempotencyState};
 
 use crate::auth::hash_token;
 use crate::extract::MAX_BODY_BYTES;
@@ -19,7 +19,10 @@ use crate::problem::ApiError;
 use crate::AppState;
 
 pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT | Method::DELETE) {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    ) {
         return next.run(req).await;
     }
     let Some(raw_key) = req.headers().get("idempotency-key") else {
@@ -27,15 +30,30 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     };
     let key = match raw_key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
-        _ => return ApiError(Error::validation("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters.")).into_response(),
+        _ => {
+            return ApiError(Error::validation(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            ))
+            .into_response()
+        }
     };
-    let Some(scope) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(hash_token) else {
+    let Some(scope) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(hash_token)
+    else {
         // No caller to scope the key to: the handler answers 401.
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError(Error::new(Code::PayloadTooLarge, format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."))).into_response();
+        return ApiError(Error::new(
+            Code::PayloadTooLarge,
+            format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
+        ))
+        .into_response();
     };
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
@@ -45,7 +63,14 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     h.update(&bytes);
     let request_hash = hex::encode(h.finalize());
     let now = st.clock.now();
-    let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &scope, &key, &request_hash, now).await);
+    let state = in_transaction!(st.store, |tx| tokens::reserve_key(
+        &mut tx,
+        &scope,
+        &key,
+        &request_hash,
+        now
+    )
+    .await);
     match state {
         Err(e) => ApiError(e).into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError(Error::new(
@@ -86,4 +111,3 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
         }
     }
 }
-

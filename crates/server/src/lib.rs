@@ -48,8 +48,14 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
-        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
     }
 }
 
@@ -63,7 +69,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError(Error::new(allot_domain::Code::NotFound, "That method is not served at this path."))
+    ApiError(Error::new(
+        allot_domain::Code::NotFound,
+        "That method is not served at this path.",
+    ))
 }
 
 /// The OpenAPI document and the router come from the same registrations, so
@@ -96,15 +105,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_parts();
     let doc = Arc::new(doc);
-    api.route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .with_state(state)
+    api.route(
+        "/api/openapi.json",
+        get(move || async move { Json(doc.as_ref().clone()) }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::idempotency,
+    ))
+    .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+    .with_state(state)
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(state: AppState, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -1,6 +1,9 @@
 use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::time::Duration;
@@ -85,23 +88,30 @@ pub struct Row(Vec<Option<Cell>>);
 
 impl Row {
     fn cell(&self, i: usize) -> Result<&Option<Cell>, StoreError> {
-        self.0.get(i).ok_or_else(|| StoreError::Db(format!("column {i} missing from row")))
+        self.0
+            .get(i)
+            .ok_or_else(|| StoreError::Db(format!("column {i} missing from row")))
     }
     pub fn text(&self, i: usize) -> Result<String, StoreError> {
-        self.opt_text(i)?.ok_or_else(|| StoreError::Db(format!("column {i} is null")))
+        self.opt_text(i)?
+            .ok_or_else(|| StoreError::Db(format!("column {i} is null")))
     }
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self.cell(i)? {
             None => Ok(None),
             Some(Cell::Text(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(StoreError::Db(format!("column {i}: expected text, found {other:?}"))),
+            Some(other) => Err(StoreError::Db(format!(
+                "column {i}: expected text, found {other:?}"
+            ))),
         }
     }
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
         match self.cell(i)? {
             Some(Cell::Int(v)) => Ok(*v),
             Some(Cell::Float(f)) if f.fract() == 0.0 => Ok(*f as i64),
-            other => Err(StoreError::Db(format!("column {i}: expected integer, found {other:?}"))),
+            other => Err(StoreError::Db(format!(
+                "column {i}: expected integer, found {other:?}"
+            ))),
         }
     }
     pub fn cell_is_null(&self, i: usize) -> bool {
@@ -112,7 +122,9 @@ impl Row {
             Some(Cell::Bool(b)) => Ok(*b),
             // SQLite keeps booleans as 0/1.
             Some(Cell::Int(v)) => Ok(*v != 0),
-            other => Err(StoreError::Db(format!("column {i}: expected boolean, found {other:?}"))),
+            other => Err(StoreError::Db(format!(
+                "column {i}: expected boolean, found {other:?}"
+            ))),
         }
     }
 }
@@ -147,12 +159,21 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(e) => e,
-            StoreError::Unique(what) => Error::new(Code::Conflict, format!("That conflicts with an existing record ({what}).")),
+            StoreError::Unique(what) => Error::new(
+                Code::Conflict,
+                format!("That conflicts with an existing record ({what})."),
+            ),
             StoreError::Constraint(what) => {
                 tracing::error!(%what, "constraint violated");
-                Error::new(Code::Conflict, "The change would break a database constraint and was not applied.")
+                Error::new(
+                    Code::Conflict,
+                    "The change would break a database constraint and was not applied.",
+                )
             }
-            StoreError::Retry(what) => Error::new(Code::Conflict, format!("The database stayed busy; try again ({what}).")),
+            StoreError::Retry(what) => Error::new(
+                Code::Conflict,
+                format!("The database stayed busy; try again ({what})."),
+            ),
             StoreError::Db(what) => {
                 tracing::error!(%what, "database error");
                 Error::internal("A database error occurred; nothing was changed.")
@@ -166,7 +187,10 @@ impl From<sqlx::Error> for StoreError {
         if let sqlx::Error::Database(db) = &e {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             let msg = db.message().to_string();
-            let what = db.constraint().map(str::to_string).unwrap_or_else(|| msg.clone());
+            let what = db
+                .constraint()
+                .map(str::to_string)
+                .unwrap_or_else(|| msg.clone());
             return match code.as_str() {
                 // PostgreSQL SQLSTATEs
                 "23505" => StoreError::Unique(what),
@@ -197,7 +221,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { durable: true, max_connections: 16 }
+        StoreOptions {
+            durable: true,
+            max_connections: 16,
+        }
     }
 }
 
@@ -206,7 +233,10 @@ enum Pools {
     /// SQLite allows one writer at a time, so Allot keeps exactly one write
     /// connection (writers queue on the pool instead of spinning on BUSY) and
     /// a pool of readers, which WAL lets run beside the writer.
-    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -219,21 +249,31 @@ impl Store {
     /// Opens `postgres://…` URLs with PostgreSQL and anything else as a SQLite
     /// file path (or `sqlite:` URL), creating the file if needed, then migrates.
     pub async fn open(database: &str, opts: StoreOptions) -> Result<Store, StoreError> {
-        let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let store = if database.starts_with("postgres://") || database.starts_with("postgresql://")
+        {
             let connect = PgConnectOptions::from_str(database)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(connect)
                 .await?;
-            Store { pools: Pools::Postgres(pool) }
+            Store {
+                pools: Pools::Postgres(pool),
+            }
         } else {
-            let path = database.strip_prefix("sqlite://").or_else(|| database.strip_prefix("sqlite:")).unwrap_or(database);
+            let path = database
+                .strip_prefix("sqlite://")
+                .or_else(|| database.strip_prefix("sqlite:"))
+                .unwrap_or(database);
             let connect = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(if opts.durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+                .synchronous(if opts.durable {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536");
@@ -247,7 +287,9 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(connect.read_only(true))
                 .await?;
-            Store { pools: Pools::Sqlite { writer, reader } }
+            Store {
+                pools: Pools::Sqlite { writer, reader },
+            }
         };
         crate::migrations::migrate(&store).await?;
         Ok(store)
@@ -333,7 +375,9 @@ fn sqlite_row(r: &SqliteRow) -> Result<Row, StoreError> {
         // SQLite is dynamically typed: read the value's own storage class.
         let kind = raw.type_info().name().to_string();
         cells.push(Some(match kind.as_str() {
-            "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" => Cell::Int(r.try_get_unchecked::<i64, _>(i)?),
+            "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" => {
+                Cell::Int(r.try_get_unchecked::<i64, _>(i)?)
+            }
             "REAL" | "FLOAT" | "DOUBLE" => Cell::Float(r.try_get_unchecked::<f64, _>(i)?),
             _ => Cell::Text(r.try_get_unchecked::<String, _>(i)?),
         }));
@@ -350,7 +394,9 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
             "INT2" => r.try_get::<Option<i16>, _>(i)?.map(|v| Cell::Int(v.into())),
             "BOOL" => r.try_get::<Option<bool>, _>(i)?.map(Cell::Bool),
             "FLOAT8" => r.try_get::<Option<f64>, _>(i)?.map(Cell::Float),
-            "FLOAT4" => r.try_get::<Option<f32>, _>(i)?.map(|v| Cell::Float(v.into())),
+            "FLOAT4" => r
+                .try_get::<Option<f32>, _>(i)?
+                .map(|v| Cell::Float(v.into())),
             _ => r.try_get::<Option<String>, _>(i)?.map(Cell::Text),
         };
         cells.push(cell);
@@ -369,22 +415,48 @@ impl Tx {
     /// Executes a statement; returns the number of rows it affected.
     pub async fn exec(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         Ok(match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
         })
     }
 
     pub async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await?.iter().map(sqlite_row).collect(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await?.iter().map(pg_row).collect(),
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(sqlite_row)
+                .collect(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(pg_row)
+                .collect(),
         }
     }
 
     pub async fn opt_row(&mut self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
         match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.as_ref().map(sqlite_row).transpose(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args).fetch_optional(&mut **tx).await?.as_ref().map(pg_row).transpose(),
+            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .as_ref()
+                .map(sqlite_row)
+                .transpose(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .as_ref()
+                .map(pg_row)
+                .transpose(),
         }
     }
 
@@ -486,7 +558,10 @@ macro_rules! in_transaction {
 /// pagination relies on) and are unguessable.
 pub fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let mut out = String::with_capacity(prefix.len() + 27);
     out.push_str(prefix);
     out.push('_');

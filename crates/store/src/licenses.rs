@@ -16,8 +16,8 @@ pub struct Assignment {
 }
 
 fn assignment_from(r: &Row) -> Result<Assignment, StoreError> {
-    let properties: Properties =
-        serde_json::from_str(&r.text(2)?).map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
+    let properties: Properties = serde_json::from_str(&r.text(2)?)
+        .map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
     Ok(Assignment {
         held: Held {
             product: ProductCode::parse(&r.text(0)?).map_err(|e| StoreError::Db(e.detail))?,
@@ -71,7 +71,10 @@ pub async fn apply_plan(
             .await?;
         if gone != 1 {
             // The plan was made from a snapshot another transaction has since changed.
-            return Err(StoreError::Retry(format!("assignment of {} changed concurrently", h.product)));
+            return Err(StoreError::Retry(format!(
+                "assignment of {} changed concurrently",
+                h.product
+            )));
         }
     }
     for h in &plan.take {
@@ -92,10 +95,14 @@ pub async fn apply_plan(
     // held until commit, so keeping them short and ordered avoids deadlocks.
     let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for h in &plan.release {
-        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() -= 1;
+        *deltas
+            .entry((h.subscription.as_str(), h.product.as_str()))
+            .or_default() -= 1;
     }
     for h in &plan.take {
-        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() += 1;
+        *deltas
+            .entry((h.subscription.as_str(), h.product.as_str()))
+            .or_default() += 1;
     }
     for ((sub, product), delta) in deltas {
         if delta == 0 {
@@ -110,7 +117,10 @@ pub async fn apply_plan(
             .await?;
         if changed != 1 {
             let product = ProductCode::parse(product).map_err(|e| StoreError::Db(e.detail))?;
-            return Ok(Err(PoolFull { subscription: sub.to_string(), product }));
+            return Ok(Err(PoolFull {
+                subscription: sub.to_string(),
+                product,
+            }));
         }
     }
     Ok(Ok(()))
@@ -126,10 +136,20 @@ async fn update_service_data(
     catalogue: &std::collections::HashMap<ProductCode, Product>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.clone(), p.retention_days));
-    let held_families: Vec<ProductCode> = plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
+    let family = |code: &ProductCode| {
+        catalogue
+            .get(code)
+            .map(|p| (p.family.clone(), p.retention_days))
+    };
+    let held_families: Vec<ProductCode> = plan
+        .result
+        .iter()
+        .filter_map(|h| family(&h.product).map(|f| f.0))
+        .collect();
     for h in &plan.release {
-        let Some((fam, retention)) = family(&h.product) else { continue };
+        let Some((fam, retention)) = family(&h.product) else {
+            continue;
+        };
         if !held_families.contains(&fam) {
             let until = ts(now + chrono::Duration::days(i64::from(retention)));
             tx.exec(
@@ -140,7 +160,9 @@ async fn update_service_data(
         }
     }
     for h in &plan.take {
-        let Some((fam, _)) = family(&h.product) else { continue };
+        let Some((fam, _)) = family(&h.product) else {
+            continue;
+        };
         let existing = tx
             .opt_row("SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3", args![org, user, fam.as_str()])
             .await?;
@@ -156,7 +178,10 @@ async fn update_service_data(
             None => BTreeMap::new(),
         };
         for (k, v) in &h.properties {
-            let key = serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let key = serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
             data.insert(key, v.clone());
         }
         let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
@@ -179,7 +204,11 @@ async fn update_service_data(
 
 /// Releases every seat a user holds (before deleting the user).
 pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>, StoreError> {
-    let held: Vec<Held> = of_user(tx, org, user).await?.into_iter().map(|a| a.held).collect();
+    let held: Vec<Held> = of_user(tx, org, user)
+        .await?
+        .into_iter()
+        .map(|a| a.held)
+        .collect();
     for h in &held {
         tx.exec(
             "DELETE FROM assignments WHERE org_id = $1 AND user_id = $2 AND product = $3",
@@ -192,11 +221,20 @@ pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>
         )
         .await?;
     }
-    tx.exec("DELETE FROM service_data WHERE org_id = $1 AND user_id = $2", args![org, user]).await?;
+    tx.exec(
+        "DELETE FROM service_data WHERE org_id = $1 AND user_id = $2",
+        args![org, user],
+    )
+    .await?;
     Ok(held)
 }
 
-pub async fn count_in_pool(tx: &mut Tx, org: &str, sub: &str, product: &str) -> Result<i64, StoreError> {
+pub async fn count_in_pool(
+    tx: &mut Tx,
+    org: &str,
+    sub: &str,
+    product: &str,
+) -> Result<i64, StoreError> {
     let r = tx
         .opt_row("SELECT COUNT(*) FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3", args![org, sub, product])
         .await?;

@@ -177,16 +177,23 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
         tx.raw("SELECT pg_advisory_xact_lock(7250001)").await?;
     }
     tx.raw("CREATE TABLE IF NOT EXISTS allot_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)").await?;
-    let applied: Vec<i64> =
-        tx.rows("SELECT version FROM allot_migrations", &[]).await?.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
+    let applied: Vec<i64> = tx
+        .rows("SELECT version FROM allot_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.int(0))
+        .collect::<Result<_, _>>()?;
     for (version, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
         }
         tracing::info!(version, "applying migration");
         tx.raw(sql).await?;
-        tx.exec("INSERT INTO allot_migrations (version, applied_at) VALUES ($1, $2)", crate::args![*version, crate::ts(chrono::Utc::now())])
-            .await?;
+        tx.exec(
+            "INSERT INTO allot_migrations (version, applied_at) VALUES ($1, $2)",
+            crate::args![*version, crate::ts(chrono::Utc::now())],
+        )
+        .await?;
     }
     tx.commit().await
 }

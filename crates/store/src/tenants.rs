@@ -39,10 +39,19 @@ pub struct Group {
 }
 
 fn partner_from(r: &Row) -> Result<Partner, StoreError> {
-    Ok(Partner { id: r.text(0)?, name: r.text(1)?, created_at: r.text(2)? })
+    Ok(Partner {
+        id: r.text(0)?,
+        name: r.text(1)?,
+        created_at: r.text(2)?,
+    })
 }
 
-pub async fn list_partners(tx: &mut Tx, only: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<Partner>, StoreError> {
+pub async fn list_partners(
+    tx: &mut Tx,
+    only: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Partner>, StoreError> {
     let rows = tx
         .rows(
             "SELECT id, name, created_at FROM partners WHERE id > $1 AND ($2 IS NULL OR id = $2) ORDER BY id LIMIT $3",
@@ -53,12 +62,31 @@ pub async fn list_partners(tx: &mut Tx, only: Option<&str>, after: Option<&str>,
 }
 
 pub async fn get_partner(tx: &mut Tx, id: &str) -> Result<Option<Partner>, StoreError> {
-    tx.opt_row("SELECT id, name, created_at FROM partners WHERE id = $1", args![id]).await?.as_ref().map(partner_from).transpose()
+    tx.opt_row(
+        "SELECT id, name, created_at FROM partners WHERE id = $1",
+        args![id],
+    )
+    .await?
+    .as_ref()
+    .map(partner_from)
+    .transpose()
 }
 
-pub async fn insert_partner(tx: &mut Tx, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Partner, StoreError> {
-    let p = Partner { id: new_id("ptn"), name: name.to_string(), created_at: ts(now) };
-    tx.exec("INSERT INTO partners (id, name, created_at) VALUES ($1, $2, $3)", args![&p.id, &p.name, &p.created_at]).await?;
+pub async fn insert_partner(
+    tx: &mut Tx,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Partner, StoreError> {
+    let p = Partner {
+        id: new_id("ptn"),
+        name: name.to_string(),
+        created_at: ts(now),
+    };
+    tx.exec(
+        "INSERT INTO partners (id, name, created_at) VALUES ($1, $2, $3)",
+        args![&p.id, &p.name, &p.created_at],
+    )
+    .await?;
     Ok(p)
 }
 
@@ -83,7 +111,12 @@ pub struct OrgScope {
     pub org: Option<String>,
 }
 
-pub async fn list_orgs(tx: &mut Tx, scope: &OrgScope, after: Option<&str>, limit: i64) -> Result<Vec<Org>, StoreError> {
+pub async fn list_orgs(
+    tx: &mut Tx,
+    scope: &OrgScope,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Org>, StoreError> {
     let rows = tx
         .rows(
             &format!(
@@ -96,19 +129,44 @@ pub async fn list_orgs(tx: &mut Tx, scope: &OrgScope, after: Option<&str>, limit
 }
 
 pub async fn get_org(tx: &mut Tx, id: &str) -> Result<Option<Org>, StoreError> {
-    tx.opt_row(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"), args![id]).await?.as_ref().map(org_from).transpose()
+    tx.opt_row(
+        &format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"),
+        args![id],
+    )
+    .await?
+    .as_ref()
+    .map(org_from)
+    .transpose()
 }
 
-pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub async fn insert_org(
+    tx: &mut Tx,
+    org: &Org,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
     tx.exec(
-        &format!("INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"),
-        args![&org.id, &org.name, org.partner.as_deref(), org.default_usage_location.as_deref(), org.payment_method_on_file, org.self_service_purchase, ts(now)],
+        &format!(
+            "INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+        ),
+        args![
+            &org.id,
+            &org.name,
+            org.partner.as_deref(),
+            org.default_usage_location.as_deref(),
+            org.payment_method_on_file,
+            org.self_service_purchase,
+            ts(now)
+        ],
     )
     .await?;
     Ok(())
 }
 
-pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub async fn update_org(
+    tx: &mut Tx,
+    org: &Org,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE orgs SET name = $2, partner_id = $3, default_usage_location = $4, payment_method_on_file = $5, self_service_purchase = $6, updated_at = $7 WHERE id = $1",
         args![&org.id, &org.name, org.partner.as_deref(), org.default_usage_location.as_deref(), org.payment_method_on_file, org.self_service_purchase, ts(now)],
@@ -118,12 +176,35 @@ pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
 }
 
 pub async fn list_sites(tx: &mut Tx, org: &str) -> Result<Vec<Site>, StoreError> {
-    let rows = tx.rows("SELECT id, url, attendee_accounts_enabled FROM sites WHERE org_id = $1 ORDER BY id", args![org]).await?;
-    rows.iter().map(|r| Ok(Site { id: r.text(0)?, url: r.text(1)?, attendee_accounts_enabled: r.bool(2)? })).collect()
+    let rows = tx
+        .rows(
+            "SELECT id, url, attendee_accounts_enabled FROM sites WHERE org_id = $1 ORDER BY id",
+            args![org],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Site {
+                id: r.text(0)?,
+                url: r.text(1)?,
+                attendee_accounts_enabled: r.bool(2)?,
+            })
+        })
+        .collect()
 }
 
-pub async fn insert_site(tx: &mut Tx, org: &str, url: &str, attendee: bool, now: chrono::DateTime<chrono::Utc>) -> Result<Site, StoreError> {
-    let site = Site { id: new_id("site"), url: url.to_string(), attendee_accounts_enabled: attendee };
+pub async fn insert_site(
+    tx: &mut Tx,
+    org: &str,
+    url: &str,
+    attendee: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Site, StoreError> {
+    let site = Site {
+        id: new_id("site"),
+        url: url.to_string(),
+        attendee_accounts_enabled: attendee,
+    };
     tx.exec(
         "INSERT INTO sites (org_id, id, url, attendee_accounts_enabled, created_at) VALUES ($1, $2, $3, $4, $5)",
         args![org, &site.id, &site.url, attendee, ts(now)],
@@ -133,14 +214,44 @@ pub async fn insert_site(tx: &mut Tx, org: &str, url: &str, attendee: bool, now:
 }
 
 pub async fn list_groups(tx: &mut Tx, org: &str) -> Result<Vec<Group>, StoreError> {
-    let rows = tx.rows("SELECT id, name FROM org_groups WHERE org_id = $1 ORDER BY id", args![org]).await?;
-    rows.iter().map(|r| Ok(Group { id: r.text(0)?, name: r.text(1)? })).collect()
+    let rows = tx
+        .rows(
+            "SELECT id, name FROM org_groups WHERE org_id = $1 ORDER BY id",
+            args![org],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Group {
+                id: r.text(0)?,
+                name: r.text(1)?,
+            })
+        })
+        .collect()
 }
 
-pub async fn insert_group(tx: &mut Tx, org: &str, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Group, StoreError> {
-    let g = Group { id: new_id("grp"), name: name.to_string() };
-    match tx.exec("INSERT INTO org_groups (org_id, id, name, created_at) VALUES ($1, $2, $3, $4)", args![org, &g.id, &g.name, ts(now)]).await {
-        Err(StoreError::Unique(_)) => Err(Error::new(Code::Conflict, format!("A group named \"{name}\" already exists in this organisation.")).into()),
+pub async fn insert_group(
+    tx: &mut Tx,
+    org: &str,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Group, StoreError> {
+    let g = Group {
+        id: new_id("grp"),
+        name: name.to_string(),
+    };
+    match tx
+        .exec(
+            "INSERT INTO org_groups (org_id, id, name, created_at) VALUES ($1, $2, $3, $4)",
+            args![org, &g.id, &g.name, ts(now)],
+        )
+        .await
+    {
+        Err(StoreError::Unique(_)) => Err(Error::new(
+            Code::Conflict,
+            format!("A group named \"{name}\" already exists in this organisation."),
+        )
+        .into()),
         other => other.map(|_| g),
     }
 }

@@ -23,15 +23,24 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn principal_by_hash(tx: &mut Tx, token_hash: &str) -> Result<Option<Principal>, StoreError> {
+pub async fn principal_by_hash(
+    tx: &mut Tx,
+    token_hash: &str,
+) -> Result<Option<Principal>, StoreError> {
     let Some(r) = tx
         .opt_row("SELECT id, role, partner_id, org_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", args![token_hash])
         .await?
     else {
         return Ok(None);
     };
-    let role = Role::parse(&r.text(1)?).ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
-    Ok(Some(Principal { token_id: r.text(0)?, role, partner: r.opt_text(2)?, org: r.opt_text(3)? }))
+    let role = Role::parse(&r.text(1)?)
+        .ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
+    Ok(Some(Principal {
+        token_id: r.text(0)?,
+        role,
+        partner: r.opt_text(2)?,
+        org: r.opt_text(3)?,
+    }))
 }
 
 /// The state of an idempotency key for one token.
@@ -47,7 +56,13 @@ pub enum IdempotencyState {
     Done { status: u16, body: String },
 }
 
-pub async fn reserve_key(tx: &mut Tx, token: &str, key: &str, request_hash: &str, now: chrono::DateTime<chrono::Utc>) -> Result<IdempotencyState, StoreError> {
+pub async fn reserve_key(
+    tx: &mut Tx,
+    token: &str,
+    key: &str,
+    request_hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<IdempotencyState, StoreError> {
     let existing = tx
         .opt_row("SELECT request_hash, status, body FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2", args![token, key])
         .await?;
@@ -62,20 +77,36 @@ pub async fn reserve_key(tx: &mut Tx, token: &str, key: &str, request_hash: &str
         }
         Some(r) if r.text(0)? != request_hash => Ok(IdempotencyState::Mismatch),
         Some(r) => match (r.opt_text(2)?, r.cell_is_null(1)) {
-            (Some(body), false) => Ok(IdempotencyState::Done { status: u16::try_from(r.int(1)?).unwrap_or(500), body }),
+            (Some(body), false) => Ok(IdempotencyState::Done {
+                status: u16::try_from(r.int(1)?).unwrap_or(500),
+                body,
+            }),
             _ => Ok(IdempotencyState::InProgress),
         },
     }
 }
 
-pub async fn complete_key(tx: &mut Tx, token: &str, key: &str, status: u16, body: &str) -> Result<(), StoreError> {
-    tx.exec("UPDATE idempotency_keys SET status = $3, body = $4 WHERE token_id = $1 AND idem_key = $2", args![token, key, i64::from(status), body])
-        .await?;
+pub async fn complete_key(
+    tx: &mut Tx,
+    token: &str,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE idempotency_keys SET status = $3, body = $4 WHERE token_id = $1 AND idem_key = $2",
+        args![token, key, i64::from(status), body],
+    )
+    .await?;
     Ok(())
 }
 
 /// Frees a key whose request failed before producing an answer worth replaying.
 pub async fn release_key(tx: &mut Tx, token: &str, key: &str) -> Result<(), StoreError> {
-    tx.exec("DELETE FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2 AND status IS NULL", args![token, key]).await?;
+    tx.exec(
+        "DELETE FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2 AND status IS NULL",
+        args![token, key],
+    )
+    .await?;
     Ok(())
 }

@@ -43,7 +43,10 @@ fn user_from(r: &Row) -> Result<User, StoreError> {
 }
 
 async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), StoreError> {
-    let (Some(first), Some(last)) = (users.first().map(|u| u.id.clone()), users.last().map(|u| u.id.clone())) else {
+    let (Some(first), Some(last)) = (
+        users.first().map(|u| u.id.clone()),
+        users.last().map(|u| u.id.clone()),
+    ) else {
         return Ok(());
     };
     for (sql, is_admin) in [
@@ -66,8 +69,22 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
-pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-    let q = f.q.as_ref().map(|q| format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+pub async fn list(
+    tx: &mut Tx,
+    org: &str,
+    f: &UserFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, StoreError> {
+    let q = f.q.as_ref().map(|q| {
+        format!(
+            "%{}%",
+            q.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
     let rows = tx
         .rows(
             &format!(
@@ -85,7 +102,13 @@ pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, l
 }
 
 pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
-    let Some(row) = tx.opt_row(&format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id = $2"), args![org, id]).await? else {
+    let Some(row) = tx
+        .opt_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id = $2"),
+            args![org, id],
+        )
+        .await?
+    else {
         return Ok(None);
     };
     let mut users = vec![user_from(&row)?];
@@ -97,29 +120,62 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
 /// so that concurrent changes of the same user's licences run one after the
 /// other (SQLite already runs one writer at a time).
 pub async fn get_for_update(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
-    if tx.backend() == Backend::Postgres && tx.opt_row("SELECT 1 FROM users WHERE org_id = $1 AND id = $2 FOR UPDATE", args![org, id]).await?.is_none() {
+    if tx.backend() == Backend::Postgres
+        && tx
+            .opt_row(
+                "SELECT 1 FROM users WHERE org_id = $1 AND id = $2 FOR UPDATE",
+                args![org, id],
+            )
+            .await?
+            .is_none()
+    {
         return Ok(None);
     }
     get(tx, org, id).await
 }
 
 fn email_taken(email: &str) -> StoreError {
-    Error::new(Code::EmailTaken, format!("A user with email {email} already exists in this organisation.")).into()
+    Error::new(
+        Code::EmailTaken,
+        format!("A user with email {email} already exists in this organisation."),
+    )
+    .into()
 }
 
 async fn write_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
-    tx.exec("DELETE FROM user_site_admins WHERE org_id = $1 AND user_id = $2", args![org, &u.id]).await?;
-    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2", args![org, &u.id]).await?;
+    tx.exec(
+        "DELETE FROM user_site_admins WHERE org_id = $1 AND user_id = $2",
+        args![org, &u.id],
+    )
+    .await?;
+    tx.exec(
+        "DELETE FROM group_members WHERE org_id = $1 AND user_id = $2",
+        args![org, &u.id],
+    )
+    .await?;
     for site in &u.site_admin_of {
-        tx.exec("INSERT INTO user_site_admins (org_id, user_id, site_id) VALUES ($1, $2, $3)", args![org, &u.id, site]).await?;
+        tx.exec(
+            "INSERT INTO user_site_admins (org_id, user_id, site_id) VALUES ($1, $2, $3)",
+            args![org, &u.id, site],
+        )
+        .await?;
     }
     for group in &u.groups {
-        tx.exec("INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3)", args![org, group, &u.id]).await?;
+        tx.exec(
+            "INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3)",
+            args![org, group, &u.id],
+        )
+        .await?;
     }
     Ok(())
 }
 
-pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub async fn insert(
+    tx: &mut Tx,
+    org: &str,
+    u: &User,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
     let r = tx
         .exec(
             &format!("INSERT INTO users (org_id, {COLUMNS}, email_normalized, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"),
@@ -133,7 +189,12 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
     write_links(tx, org, u).await
 }
 
-pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub async fn update(
+    tx: &mut Tx,
+    org: &str,
+    u: &User,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
     let r = tx
         .exec(
             "UPDATE users SET email = $3, email_normalized = $4, display_name = $5, kind = $6, status = $7, usage_location = $8, updated_at = $9 \
@@ -149,20 +210,43 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
 }
 
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
-    tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
+    tx.exec(
+        "DELETE FROM users WHERE org_id = $1 AND id = $2",
+        args![org, id],
+    )
+    .await?;
     Ok(())
 }
 
 /// Which of the given site ids belong to the org, and which group ids.
-pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[String]) -> Result<Vec<String>, StoreError> {
+pub async fn unknown_links(
+    tx: &mut Tx,
+    org: &str,
+    sites: &[String],
+    groups: &[String],
+) -> Result<Vec<String>, StoreError> {
     let mut missing = Vec::new();
     for s in sites {
-        if tx.opt_row("SELECT 1 FROM sites WHERE org_id = $1 AND id = $2", args![org, s]).await?.is_none() {
+        if tx
+            .opt_row(
+                "SELECT 1 FROM sites WHERE org_id = $1 AND id = $2",
+                args![org, s],
+            )
+            .await?
+            .is_none()
+        {
             missing.push(format!("site {s}"));
         }
     }
     for g in groups {
-        if tx.opt_row("SELECT 1 FROM org_groups WHERE org_id = $1 AND id = $2", args![org, g]).await?.is_none() {
+        if tx
+            .opt_row(
+                "SELECT 1 FROM org_groups WHERE org_id = $1 AND id = $2",
+                args![org, g],
+            )
+            .await?
+            .is_none()
+        {
             missing.push(format!("group {g}"));
         }
     }

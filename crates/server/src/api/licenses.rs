@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 
 use allot_domain::access::Action;
-use allot_domain::planner::{plan_license_change, Held, LicenseChange, PlanInput, Properties, UserFacts};
+use allot_domain::planner::{
+    plan_license_change, Held, LicenseChange, PlanInput, Properties, UserFacts,
+};
 use allot_domain::types::{ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error};
 use allot_store::{audit, catalogue, in_transaction, licenses, subscriptions, users, StoreError};
@@ -38,7 +40,11 @@ pub struct OverviewRow {
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/licenses", tag = "licenses", params(("org" = String, Path)),
     responses((status = 200, description = "One row per subscription item: total, consumed, available, features")))]
-pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn overview(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
     let rows = subscriptions::license_rows(&mut tx, &org.id).await?;
@@ -46,9 +52,13 @@ pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<Stri
     let items: Vec<OverviewRow> = rows
         .into_iter()
         .map(|r| {
-            let p = ProductCode::parse(&r.product).ok().and_then(|c| cat.get(&c));
+            let p = ProductCode::parse(&r.product)
+                .ok()
+                .and_then(|c| cat.get(&c));
             OverviewRow {
-                name: p.map(|p| p.name.clone()).unwrap_or_else(|| r.product.clone()),
+                name: p
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| r.product.clone()),
                 features: p.map(|p| p.features.clone()).unwrap_or_default(),
                 available: r.total - r.consumed,
                 product: r.product,
@@ -64,29 +74,58 @@ pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<Stri
 fn views(assignments: Vec<licenses::Assignment>) -> Vec<LicenseView> {
     assignments
         .into_iter()
-        .map(|a| LicenseView { product: a.held.product.to_string(), subscription: a.held.subscription, properties: a.held.properties, assigned_at: a.assigned_at })
+        .map(|a| LicenseView {
+            product: a.held.product.to_string(),
+            subscription: a.held.subscription,
+            properties: a.held.properties,
+            assigned_at: a.assigned_at,
+        })
         .collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}/licenses", tag = "licenses", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "The user's licences")))]
-pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+pub async fn of_user(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
-    users::get(&mut tx, &org.id, &user).await?.ok_or_else(|| Error::not_found(format!("User {user}")))?;
+    users::get(&mut tx, &org.id, &user)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("User {user}")))?;
     let items = views(licenses::of_user(&mut tx, &org.id, &user).await?);
     Ok(Json(json!({ "items": items })))
 }
 
 /// The atomic single-user licence change: plan it (pure), then apply it in one
 /// transaction whose guarded counters are the final word on seats.
-pub async fn change_licenses(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Vec<LicenseView>, Error> {
+pub async fn change_licenses(
+    st: &AppState,
+    ctx: &Ctx,
+    org_id: &str,
+    user_id: &str,
+    change: &LicenseChange,
+) -> Result<Vec<LicenseView>, Error> {
     let (now, today) = (st.clock.now(), st.clock.today());
     in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
-        let user = users::get_for_update(&mut tx, &org.id, user_id).await?.ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
-        let held: Vec<Held> = licenses::of_user(&mut tx, &org.id, &user.id).await?.into_iter().map(|a| a.held).collect();
-        let mut codes: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).chain(change.remove.iter().map(|r| &r.product)).chain(held.iter().map(|h| &h.product)).collect();
+        let user = users::get_for_update(&mut tx, &org.id, user_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
+        let held: Vec<Held> = licenses::of_user(&mut tx, &org.id, &user.id)
+            .await?
+            .into_iter()
+            .map(|a| a.held)
+            .collect();
+        let mut codes: Vec<&ProductCode> = change
+            .add
+            .iter()
+            .map(|a| &a.product)
+            .chain(change.remove.iter().map(|r| &r.product))
+            .chain(held.iter().map(|h| &h.product))
+            .collect();
         let mut seen = HashSet::new();
         codes.retain(|c| seen.insert(*c));
         let cat = catalogue::by_codes(&mut tx, &codes).await?;
@@ -98,17 +137,40 @@ pub async fn change_licenses(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &s
             kind: UserKind::parse(&user.kind).unwrap_or(UserKind::Internal),
             status: UserStatus::parse(&user.status).unwrap_or(UserStatus::Active),
         };
-        let plan = plan_license_change(&PlanInput { user: &facts, held: &held, catalogue: &cat, pools: &pools }, change).map_err(Error::rejected)?;
-        if let Err(full) = licenses::apply_plan(&mut tx, &org.id, &user.id, &plan, &cat, now).await? {
-            let named = change.add.iter().any(|a| a.product == full.product && a.subscription.is_some());
+        let plan = plan_license_change(
+            &PlanInput {
+                user: &facts,
+                held: &held,
+                catalogue: &cat,
+                pools: &pools,
+            },
+            change,
+        )
+        .map_err(Error::rejected)?;
+        if let Err(full) =
+            licenses::apply_plan(&mut tx, &org.id, &user.id, &plan, &cat, now).await?
+        {
+            let named = change
+                .add
+                .iter()
+                .any(|a| a.product == full.product && a.subscription.is_some());
             if !named {
                 // The seat chosen from a snapshot went to someone else first: plan again on fresh counts.
-                return Err(StoreError::Retry(format!("pool {} of {} filled concurrently", full.subscription, full.product)));
+                return Err(StoreError::Retry(format!(
+                    "pool {} of {} filled concurrently",
+                    full.subscription, full.product
+                )));
             }
-            let name = cat.get(&full.product).map(|p| p.name.clone()).unwrap_or_else(|| full.product.to_string());
+            let name = cat
+                .get(&full.product)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| full.product.to_string());
             return Err(Error::rejected(vec![allot_domain::Violation::new(
                 Code::SeatsExhausted,
-                format!("{} cannot get {name}: all seats of subscription {} are taken.", user.email, full.subscription),
+                format!(
+                    "{} cannot get {name}: all seats of subscription {} are taken.",
+                    user.email, full.subscription
+                ),
             )
             .user(user.email.clone())
             .product(full.product.as_str())

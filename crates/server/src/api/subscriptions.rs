@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use allot_domain::access::Action;
-use allot_domain::status::{derive_subscription_status, ProvisioningStatus, SubscriptionFacts, SubscriptionStatus};
+use allot_domain::status::{
+    derive_subscription_status, ProvisioningStatus, SubscriptionFacts, SubscriptionStatus,
+};
 use allot_domain::types::ProductCode;
 use allot_domain::Error;
 use allot_store::subscriptions::{self, Item, Subscription};
@@ -112,20 +114,32 @@ fn check_quantity(q: i64, i: usize) -> Result<i64, Error> {
     if (0..=MAX_QUANTITY).contains(&q) {
         Ok(q)
     } else {
-        Err(Error::validation(&format!("items[{i}].quantity"), format!("quantity must be between 0 and {MAX_QUANTITY} (got {q}).")))
+        Err(Error::validation(
+            &format!("items[{i}].quantity"),
+            format!("quantity must be between 0 and {MAX_QUANTITY} (got {q})."),
+        ))
     }
 }
 
 fn check_dates(f: &SubscriptionFacts) -> Result<(), Error> {
     if f.start_date >= f.end_date {
-        return Err(Error::validation("end_date", format!("end_date {} must come after start_date {}.", f.end_date, f.start_date)));
+        return Err(Error::validation(
+            "end_date",
+            format!(
+                "end_date {} must come after start_date {}.",
+                f.end_date, f.start_date
+            ),
+        ));
     }
     Ok(())
 }
 
 fn check_ref(r: &Option<String>) -> Result<(), Error> {
     match r {
-        Some(s) if s.len() > 200 => Err(Error::validation("external_ref", "external_ref may have at most 200 characters.")),
+        Some(s) if s.len() > 200 => Err(Error::validation(
+            "external_ref",
+            "external_ref may have at most 200 characters.",
+        )),
         _ => Ok(()),
     }
 }
@@ -135,10 +149,18 @@ async fn check_items(tx: &mut allot_store::Tx, items: &[ItemInput]) -> Result<()
     let mut seen = std::collections::HashSet::new();
     for (i, it) in items.iter().enumerate() {
         if !seen.insert(&it.product) {
-            return Err(Error::validation(&format!("items[{i}].product"), format!("{} is listed twice.", it.product)).into());
+            return Err(Error::validation(
+                &format!("items[{i}].product"),
+                format!("{} is listed twice.", it.product),
+            )
+            .into());
         }
         if catalogue::get(tx, it.product.as_str()).await?.is_none() {
-            return Err(Error::validation(&format!("items[{i}].product"), format!("{} is not a product in the catalogue.", it.product)).into());
+            return Err(Error::validation(
+                &format!("items[{i}].product"),
+                format!("{} is not a product in the catalogue.", it.product),
+            )
+            .into());
         }
     }
     Ok(())
@@ -146,7 +168,12 @@ async fn check_items(tx: &mut allot_store::Tx, items: &[ItemInput]) -> Result<()
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/subscriptions", tag = "subscriptions", params(("org" = String, Path), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Subscriptions with derived status")))]
-pub async fn list(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let today = st.clock.today();
     let mut tx = st.store.begin_read().await?;
@@ -158,7 +185,12 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>,
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/subscriptions", tag = "subscriptions", params(("org" = String, Path)),
     responses((status = 201, description = "Created"), (status = 422, description = "Invalid")))]
-pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiJson(input): ApiJson<SubscriptionInput>) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
+pub async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiJson(input): ApiJson<SubscriptionInput>,
+) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
     let facts = SubscriptionFacts {
         trial: input.trial,
         start_date: input.start_date,
@@ -177,7 +209,9 @@ pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
                 product: it.product.to_string(),
                 quantity: check_quantity(it.quantity.unwrap_or(0), i)?,
                 consumed: 0,
-                provisioning_status: it.provisioning_status.unwrap_or(ProvisioningStatus::Provisioned),
+                provisioning_status: it
+                    .provisioning_status
+                    .unwrap_or(ProvisioningStatus::Provisioned),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -187,14 +221,32 @@ pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
         check_items(&mut tx, &input.items).await?;
         let partner = input.partner.clone().or(org.partner.clone());
         if let Some(p) = &partner {
-            if !ctx.principal.covers_partner(p) || tenants::get_partner(&mut tx, p).await?.is_none() {
+            if !ctx.principal.covers_partner(p) || tenants::get_partner(&mut tx, p).await?.is_none()
+            {
                 return Err(Error::not_found(format!("Partner {p}")).into());
             }
         }
-        let sub = Subscription { org: org.id.clone(), id: new_id("sub"), external_ref: input.external_ref.clone(), partner, facts, items: items.clone() };
+        let sub = Subscription {
+            org: org.id.clone(),
+            id: new_id("sub"),
+            external_ref: input.external_ref.clone(),
+            partner,
+            facts,
+            items: items.clone(),
+        };
         subscriptions::insert(&mut tx, &sub, now).await?;
         let after = serde_json::to_value(view(&sub, today)).ok();
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "subscription.create", &format!("subscription:{}", sub.id), None, after.as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "subscription.create",
+            &format!("subscription:{}", sub.id),
+            None,
+            after.as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(sub)
     })?;
     Ok((StatusCode::CREATED, Json(view(&sub, today))))
@@ -202,10 +254,16 @@ pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/subscriptions/{sub}", tag = "subscriptions", params(("org" = String, Path), ("sub" = String, Path)),
     responses((status = 200, description = "The subscription"), (status = 404, description = "Not found")))]
-pub async fn get(State(st): State<AppState>, ctx: Ctx, Path((org, sub)): Path<(String, String)>) -> ApiResult<Json<SubscriptionView>> {
+pub async fn get(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((org, sub)): Path<(String, String)>,
+) -> ApiResult<Json<SubscriptionView>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadSubscriptions).await?;
-    let s = subscriptions::get(&mut tx, &org.id, &sub).await?.ok_or_else(|| subscriptions::not_found(&sub))?;
+    let s = subscriptions::get(&mut tx, &org.id, &sub)
+        .await?
+        .ok_or_else(|| subscriptions::not_found(&sub))?;
     Ok(Json(view(&s, st.clock.today())))
 }
 
@@ -226,7 +284,9 @@ pub async fn patch(
     let (now, today) = (st.clock.now(), st.clock.today());
     let s = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteSubscriptions).await?;
-        let before = subscriptions::get(&mut tx, &org.id, &sub).await?.ok_or_else(|| subscriptions::not_found(&sub))?;
+        let before = subscriptions::get(&mut tx, &org.id, &sub)
+            .await?
+            .ok_or_else(|| subscriptions::not_found(&sub))?;
         check_items(&mut tx, &patch.items).await?;
         let mut s = before.clone();
         if let Some(r) = &patch.external_ref {
@@ -247,18 +307,39 @@ pub async fn patch(
         check_dates(&s.facts)?;
         subscriptions::update(&mut tx, &s, now).await?;
         for it in &patch.items {
-            let existing = before.items.iter().find(|x| x.product == it.product.as_str());
+            let existing = before
+                .items
+                .iter()
+                .find(|x| x.product == it.product.as_str());
             let item = Item {
                 product: it.product.to_string(),
                 quantity: it.quantity.or(existing.map(|e| e.quantity)).unwrap_or(0),
                 consumed: existing.map(|e| e.consumed).unwrap_or(0),
-                provisioning_status: it.provisioning_status.or(existing.map(|e| e.provisioning_status)).unwrap_or(ProvisioningStatus::Provisioned),
+                provisioning_status: it
+                    .provisioning_status
+                    .or(existing.map(|e| e.provisioning_status))
+                    .unwrap_or(ProvisioningStatus::Provisioned),
             };
             subscriptions::upsert_item(&mut tx, &org.id, &s.id, &item).await?;
         }
-        let s = subscriptions::get(&mut tx, &org.id, &sub).await?.ok_or_else(|| subscriptions::not_found(&sub))?;
-        let (b, a) = (serde_json::to_value(view(&before, today)).ok(), serde_json::to_value(view(&s, today)).ok());
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "subscription.update", &format!("subscription:{}", s.id), b.as_ref(), a.as_ref(), now).await?;
+        let s = subscriptions::get(&mut tx, &org.id, &sub)
+            .await?
+            .ok_or_else(|| subscriptions::not_found(&sub))?;
+        let (b, a) = (
+            serde_json::to_value(view(&before, today)).ok(),
+            serde_json::to_value(view(&s, today)).ok(),
+        );
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "subscription.update",
+            &format!("subscription:{}", s.id),
+            b.as_ref(),
+            a.as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(s)
     })?;
     Ok(Json(view(&s, today)))

@@ -20,7 +20,10 @@ use crate::AppState;
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 200 {
-        return Err(Error::validation(field, format!("{field} must have 1 to 200 characters.")));
+        return Err(Error::validation(
+            field,
+            format!("{field} must have 1 to 200 characters."),
+        ));
     }
     Ok(n.to_string())
 }
@@ -39,7 +42,11 @@ pub struct PartnerInput {
 
 #[utoipa::path(get, path = "/api/v1/partners", tag = "partners", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Partners in the caller's scope")))]
-pub async fn list_partners(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list_partners(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Value>> {
     ctx.require(Action::ReadPartners)?;
     let page = q.page()?;
     let only = match ctx.principal.role.scope_kind() {
@@ -47,18 +54,38 @@ pub async fn list_partners(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): Ap
         _ => Some(ctx.principal.partner.clone().unwrap_or_default()),
     };
     let mut tx = st.store.begin_read().await?;
-    let rows = tenants::list_partners(&mut tx, only.as_deref(), page.after.as_deref(), page.limit + 1).await?;
+    let rows = tenants::list_partners(
+        &mut tx,
+        only.as_deref(),
+        page.after.as_deref(),
+        page.limit + 1,
+    )
+    .await?;
     Ok(Json(paged(rows, page.limit, |p| p.id.clone())))
 }
 
 #[utoipa::path(post, path = "/api/v1/partners", tag = "partners", responses((status = 201, description = "Created")))]
-pub async fn create_partner(State(st): State<AppState>, ctx: Ctx, ApiJson(input): ApiJson<PartnerInput>) -> ApiResult<(StatusCode, Json<Partner>)> {
+pub async fn create_partner(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    ApiJson(input): ApiJson<PartnerInput>,
+) -> ApiResult<(StatusCode, Json<Partner>)> {
     ctx.require(Action::WritePartners)?;
     let name = check_name(&input.name, "name")?;
     let now = st.clock.now();
     let p = in_transaction!(st.store, |tx| {
         let p = tenants::insert_partner(&mut tx, &name, now).await?;
-        audit::record(&mut tx, None, &ctx.actor(), "partner.create", &format!("partner:{}", p.id), None, json(&p).as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            None,
+            &ctx.actor(),
+            "partner.create",
+            &format!("partner:{}", p.id),
+            None,
+            json(&p).as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(p)
     })?;
     Ok((StatusCode::CREATED, Json(p)))
@@ -66,10 +93,16 @@ pub async fn create_partner(State(st): State<AppState>, ctx: Ctx, ApiJson(input)
 
 #[utoipa::path(get, path = "/api/v1/partners/{partner}", tag = "partners", params(("partner" = String, Path)),
     responses((status = 200, description = "The partner"), (status = 404, description = "Not in scope")))]
-pub async fn get_partner(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Partner>> {
+pub async fn get_partner(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Partner>> {
     ctx.partner(&id, Action::ReadPartners)?;
     let mut tx = st.store.begin_read().await?;
-    Ok(Json(tenants::get_partner(&mut tx, &id).await?.ok_or_else(|| Error::not_found(format!("Partner {id}")))?))
+    Ok(Json(tenants::get_partner(&mut tx, &id).await?.ok_or_else(
+        || Error::not_found(format!("Partner {id}")),
+    )?))
 }
 
 // ---- orgs
@@ -93,7 +126,9 @@ fn yes() -> bool {
 }
 
 /// A PATCH field that may be set to null: absent (None), null (Some(None)) or a value.
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -111,14 +146,24 @@ pub struct OrgPatch {
 
 #[utoipa::path(get, path = "/api/v1/orgs", tag = "orgs", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Organisations in the caller's scope")))]
-pub async fn list_orgs(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
+pub async fn list_orgs(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Value>> {
     ctx.require(Action::ReadOrg)?;
     let page = q.page()?;
     let p = &ctx.principal;
     let scope = match p.role.scope_kind() {
         ScopeKind::Provider => OrgScope::default(),
-        ScopeKind::Partner => OrgScope { partner: Some(p.partner.clone().unwrap_or_default()), org: None },
-        ScopeKind::Org => OrgScope { partner: None, org: Some(p.org.clone().unwrap_or_default()) },
+        ScopeKind::Partner => OrgScope {
+            partner: Some(p.partner.clone().unwrap_or_default()),
+            org: None,
+        },
+        ScopeKind::Org => OrgScope {
+            partner: None,
+            org: Some(p.org.clone().unwrap_or_default()),
+        },
     };
     let mut tx = st.store.begin_read().await?;
     let rows = tenants::list_orgs(&mut tx, &scope, page.after.as_deref(), page.limit + 1).await?;
@@ -126,14 +171,22 @@ pub async fn list_orgs(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQue
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs", tag = "orgs", responses((status = 201, description = "Created")))]
-pub async fn create_org(State(st): State<AppState>, ctx: Ctx, ApiJson(input): ApiJson<OrgInput>) -> ApiResult<(StatusCode, Json<Org>)> {
+pub async fn create_org(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    ApiJson(input): ApiJson<OrgInput>,
+) -> ApiResult<(StatusCode, Json<Org>)> {
     ctx.require(Action::CreateOrg)?;
     // A partner creates customers under itself; naming another partner is naming something it cannot see.
     let partner = match ctx.principal.role.scope_kind() {
         ScopeKind::Partner => {
             let own = ctx.principal.partner.clone();
             if input.partner.is_some() && input.partner != own {
-                return Err(Error::not_found(format!("Partner {}", input.partner.unwrap_or_default())).into());
+                return Err(Error::not_found(format!(
+                    "Partner {}",
+                    input.partner.unwrap_or_default()
+                ))
+                .into());
             }
             own
         }
@@ -156,7 +209,17 @@ pub async fn create_org(State(st): State<AppState>, ctx: Ctx, ApiJson(input): Ap
             }
         }
         tenants::insert_org(&mut tx, &org, now).await?;
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "org.create", &format!("org:{}", org.id), None, json(&org).as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "org.create",
+            &format!("org:{}", org.id),
+            None,
+            json(&org).as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(org.clone())
     })?;
     Ok((StatusCode::CREATED, Json(org)))
@@ -164,15 +227,28 @@ pub async fn create_org(State(st): State<AppState>, ctx: Ctx, ApiJson(input): Ap
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}", tag = "orgs", params(("org" = String, Path)),
     responses((status = 200, description = "The organisation"), (status = 404, description = "Not in scope")))]
-pub async fn get_org(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Org>> {
+pub async fn get_org(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Org>> {
     let mut tx = st.store.begin_read().await?;
     Ok(Json(ctx.org(&mut tx, &id, Action::ReadOrg).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/orgs/{org}", tag = "orgs", params(("org" = String, Path)), responses((status = 200, description = "Updated")))]
-pub async fn patch_org(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>, ApiJson(patch): ApiJson<OrgPatch>) -> ApiResult<Json<Org>> {
+pub async fn patch_org(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<OrgPatch>,
+) -> ApiResult<Json<Org>> {
     let now = st.clock.now();
-    let name = patch.name.as_deref().map(|n| check_name(n, "name")).transpose()?;
+    let name = patch
+        .name
+        .as_deref()
+        .map(|n| check_name(n, "name"))
+        .transpose()?;
     let org = in_transaction!(st.store, |tx| {
         let before = ctx.org(&mut tx, &id, Action::WriteOrg).await?;
         let mut org = before.clone();
@@ -199,7 +275,17 @@ pub async fn patch_org(State(st): State<AppState>, ctx: Ctx, Path(id): Path<Stri
             org.self_service_purchase = v;
         }
         tenants::update_org(&mut tx, &org, now).await?;
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "org.update", &format!("org:{}", org.id), json(&before).as_ref(), json(&org).as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "org.update",
+            &format!("org:{}", org.id),
+            json(&before).as_ref(),
+            json(&org).as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(org)
     })?;
     Ok(Json(org))
@@ -216,24 +302,54 @@ pub struct SiteInput {
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/sites", tag = "orgs", params(("org" = String, Path)), responses((status = 200, description = "Sites")))]
-pub async fn list_sites(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list_sites(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadOrg).await?;
     let sites = tenants::list_sites(&mut tx, &org.id).await?;
-    Ok(Json(serde_json::json!({ "items": sites, "next_cursor": null })))
+    Ok(Json(
+        serde_json::json!({ "items": sites, "next_cursor": null }),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/sites", tag = "orgs", params(("org" = String, Path)), responses((status = 201, description = "Created")))]
-pub async fn create_site(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiJson(input): ApiJson<SiteInput>) -> ApiResult<(StatusCode, Json<Site>)> {
+pub async fn create_site(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiJson(input): ApiJson<SiteInput>,
+) -> ApiResult<(StatusCode, Json<Site>)> {
     let url = input.url.trim().to_string();
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 200 || url.chars().any(char::is_whitespace) {
-        return Err(Error::validation("url", format!("\"{url}\" is not a site URL such as https://acme.example.com.")).into());
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.len() > 200
+        || url.chars().any(char::is_whitespace)
+    {
+        return Err(Error::validation(
+            "url",
+            format!("\"{url}\" is not a site URL such as https://acme.example.com."),
+        )
+        .into());
     }
     let now = st.clock.now();
     let site = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteOrg).await?;
-        let site = tenants::insert_site(&mut tx, &org.id, &url, input.attendee_accounts_enabled, now).await?;
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "site.create", &format!("site:{}", site.id), None, json(&site).as_ref(), now).await?;
+        let site =
+            tenants::insert_site(&mut tx, &org.id, &url, input.attendee_accounts_enabled, now)
+                .await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "site.create",
+            &format!("site:{}", site.id),
+            None,
+            json(&site).as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(site)
     })?;
     Ok((StatusCode::CREATED, Json(site)))
@@ -246,21 +362,42 @@ pub struct GroupInput {
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/groups", tag = "orgs", params(("org" = String, Path)), responses((status = 200, description = "Groups")))]
-pub async fn list_groups(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list_groups(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
     let groups = tenants::list_groups(&mut tx, &org.id).await?;
-    Ok(Json(serde_json::json!({ "items": groups, "next_cursor": null })))
+    Ok(Json(
+        serde_json::json!({ "items": groups, "next_cursor": null }),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/groups", tag = "orgs", params(("org" = String, Path)), responses((status = 201, description = "Created")))]
-pub async fn create_group(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiJson(input): ApiJson<GroupInput>) -> ApiResult<(StatusCode, Json<Group>)> {
+pub async fn create_group(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiJson(input): ApiJson<GroupInput>,
+) -> ApiResult<(StatusCode, Json<Group>)> {
     let name = check_name(&input.name, "name")?;
     let now = st.clock.now();
     let group = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
         let g = tenants::insert_group(&mut tx, &org.id, &name, now).await?;
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "group.create", &format!("group:{}", g.id), None, json(&g).as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "group.create",
+            &format!("group:{}", g.id),
+            None,
+            json(&g).as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(g)
     })?;
     Ok((StatusCode::CREATED, Json(group)))

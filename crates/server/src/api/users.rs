@@ -35,7 +35,9 @@ pub struct UserInput {
     pub groups: Vec<String>,
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -66,7 +68,10 @@ pub struct UserQuery {
 fn check_display_name(n: &str) -> Result<String, Error> {
     let n = n.trim();
     if n.chars().count() > 200 {
-        return Err(Error::validation("display_name", "display_name may have at most 200 characters."));
+        return Err(Error::validation(
+            "display_name",
+            "display_name may have at most 200 characters.",
+        ));
     }
     Ok(n.to_string())
 }
@@ -74,7 +79,11 @@ fn check_display_name(n: &str) -> Result<String, Error> {
 async fn check_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
     let missing = users::unknown_links(tx, org, &u.site_admin_of, &u.groups).await?;
     if !missing.is_empty() {
-        return Err(Error::validation("site_admin_of", format!("Not in this organisation: {}.", missing.join(", "))).into());
+        return Err(Error::validation(
+            "site_admin_of",
+            format!("Not in this organisation: {}.", missing.join(", ")),
+        )
+        .into());
     }
     Ok(())
 }
@@ -83,8 +92,17 @@ async fn check_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError>
     params(("org" = String, Path), ("email" = Option<String>, Query), ("kind" = Option<String>, Query), ("status" = Option<String>, Query),
            ("q" = Option<String>, Query), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Users")))]
-pub async fn list(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiQuery(q): ApiQuery<UserQuery>) -> ApiResult<Json<Value>> {
-    let page = PageQuery { limit: q.limit, cursor: q.cursor.clone() }.page()?;
+pub async fn list(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> ApiResult<Json<Value>> {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    }
+    .page()?;
     let filter = UserFilter {
         email: q.email.clone(),
         kind: q.kind.map(|k| k.as_str().to_string()),
@@ -93,16 +111,32 @@ pub async fn list(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>,
     };
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
-    let rows = users::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
+    let rows = users::list(
+        &mut tx,
+        &org.id,
+        &filter,
+        page.after.as_deref(),
+        page.limit + 1,
+    )
+    .await?;
     Ok(Json(paged(rows, page.limit, |u| u.id.clone())))
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/users", tag = "users", params(("org" = String, Path)),
     responses((status = 201, description = "Created"), (status = 409, description = "email_taken"), (status = 422, description = "Invalid")))]
-pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>, ApiJson(input): ApiJson<UserInput>) -> ApiResult<(StatusCode, Json<User>)> {
+pub async fn create(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    ApiJson(input): ApiJson<UserInput>,
+) -> ApiResult<(StatusCode, Json<User>)> {
     let kind = input.kind.unwrap_or(UserKind::Internal);
     // External users are pending until they accept the invitation.
-    let status = input.status.unwrap_or(if kind == UserKind::External { UserStatus::Pending } else { UserStatus::Active });
+    let status = input.status.unwrap_or(if kind == UserKind::External {
+        UserStatus::Pending
+    } else {
+        UserStatus::Active
+    });
     let u = User {
         id: new_id("usr"),
         email: input.email.to_string(),
@@ -118,7 +152,17 @@ pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
         check_links(&mut tx, &org.id, &u).await?;
         users::insert(&mut tx, &org.id, &u, now).await?;
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "user.create", &format!("user:{}", u.id), None, serde_json::to_value(&u).ok().as_ref(), now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "user.create",
+            &format!("user:{}", u.id),
+            None,
+            serde_json::to_value(&u).ok().as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(u.clone())
     })?;
     Ok((StatusCode::CREATED, Json(u)))
@@ -126,20 +170,39 @@ pub async fn create(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "The user"), (status = 404, description = "Not found")))]
-pub async fn get(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<Json<User>> {
+pub async fn get(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<Json<User>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
-    Ok(Json(users::get(&mut tx, &org.id, &user).await?.ok_or_else(|| Error::not_found(format!("User {user}")))?))
+    Ok(Json(
+        users::get(&mut tx, &org.id, &user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("User {user}")))?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "Updated")))]
-pub async fn patch(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>, ApiJson(p): ApiJson<UserPatch>) -> ApiResult<Json<User>> {
-    let display_name = p.display_name.as_deref().map(check_display_name).transpose()?;
+pub async fn patch(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((org, user)): Path<(String, String)>,
+    ApiJson(p): ApiJson<UserPatch>,
+) -> ApiResult<Json<User>> {
+    let display_name = p
+        .display_name
+        .as_deref()
+        .map(check_display_name)
+        .transpose()?;
     let now = st.clock.now();
     let u = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
-        let before = users::get_for_update(&mut tx, &org.id, &user).await?.ok_or_else(|| Error::not_found(format!("User {user}")))?;
+        let before = users::get_for_update(&mut tx, &org.id, &user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("User {user}")))?;
         let mut u = before.clone();
         if let Some(e) = &p.email {
             u.email = e.to_string();
@@ -164,8 +227,21 @@ pub async fn patch(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path
         }
         check_links(&mut tx, &org.id, &u).await?;
         users::update(&mut tx, &org.id, &u, now).await?;
-        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&u).ok());
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "user.update", &format!("user:{}", u.id), b.as_ref(), a.as_ref(), now).await?;
+        let (b, a) = (
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&u).ok(),
+        );
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "user.update",
+            &format!("user:{}", u.id),
+            b.as_ref(),
+            a.as_ref(),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(u)
     })?;
     Ok(Json(u))
@@ -173,15 +249,31 @@ pub async fn patch(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path
 
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 204, description = "Deleted; the user's seats are released")))]
-pub async fn delete(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(st): State<AppState>,
+    ctx: Ctx,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let now = st.clock.now();
     in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
-        let before = users::get_for_update(&mut tx, &org.id, &user).await?.ok_or_else(|| Error::not_found(format!("User {user}")))?;
+        let before = users::get_for_update(&mut tx, &org.id, &user)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("User {user}")))?;
         let released = licenses::release_all(&mut tx, &org.id, &user).await?;
         users::delete(&mut tx, &org.id, &user).await?;
         let b = serde_json::json!({ "user": before, "licenses": released });
-        audit::record(&mut tx, Some(&org.id), &ctx.actor(), "user.delete", &format!("user:{user}"), Some(&b), None, now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &ctx.actor(),
+            "user.delete",
+            &format!("user:{user}"),
+            Some(&b),
+            None,
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(())
     })?;
     Ok(StatusCode::NO_CONTENT)

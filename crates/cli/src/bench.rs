@@ -1,0 +1,490 @@
+//! `allot bench`: Allot measured next to a baseline in the same run.
+//!
+//! `licenses`: single-user licence changes over HTTP from concurrent clients,
+//! (a) all on one pool, (b) spread over many pools, against the same guarded
+//! counter update plus insert issued straight to a fresh database of the
+//! same kind with raw sqlx (no HTTP, no Allot code).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use futures::future::join_all;
+
+use allot_domain::access::Role;
+use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
+use allot_server::clock::{Clock, SystemClock};
+use allot_server::AppState;
+use allot_store::subscriptions::{Item, Subscription};
+use allot_store::tenants::Org;
+use allot_store::users::User;
+use allot_store::{in_transaction, new_id, Store, StoreError, StoreOptions};
+
+use crate::anyhow_lite::{msg, Result};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Single-user licence changes over HTTP vs. raw guarded update + insert.
+    Licenses {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// hot (one pool), spread (many pools) or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Changes each client makes (each to a user of its own).
+        #[arg(long, default_value_t = 150)]
+        changes_per_client: usize,
+        /// Pools in the spread scenario (one org and subscription each).
+        #[arg(long, default_value_t = 1000)]
+        pools: usize,
+    },
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Licenses {
+            backend,
+            scenario,
+            clients,
+            changes_per_client,
+            pools,
+        } => {
+            let backends: Vec<&str> = match backend.as_str() {
+                "all" => vec!["sqlite", "postgres"],
+                "sqlite" | "postgres" => vec![backend.as_str()],
+                other => {
+                    return Err(msg(format!(
+                        "unknown backend {other:?}: sqlite, postgres or all"
+                    )))
+                }
+            };
+            let scenarios: Vec<(&str, usize)> = match scenario.as_str() {
+                "all" => vec![("hot", 1), ("spread", pools)],
+                "hot" => vec![("hot", 1)],
+                "spread" => vec![("spread", pools)],
+                other => {
+                    return Err(msg(format!(
+                        "unknown scenario {other:?}: hot, spread or all"
+                    )))
+                }
+            };
+            if clients == 0 || changes_per_client == 0 || pools == 0 {
+                return Err(msg(
+                    "clients, changes-per-client and pools must be at least 1",
+                ));
+            }
+            println!("allot bench licenses: {clients} clients x {changes_per_client} changes, durable commits, {} cores", num_cpus());
+            println!();
+            println!("| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            let pg = if backends.contains(&"postgres") {
+                Some(
+                    allot_pgtemp::PgCluster::start(true)
+                        .map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?,
+                )
+            } else {
+                None
+            };
+            let tmp = tempfile::tempdir()?;
+            let mut n = 0;
+            for b in &backends {
+                for (name, pool_count) in &scenarios {
+                    let mut fresh = || -> Result<String> {
+                        n += 1;
+                        Ok(match (*b, &pg) {
+                            ("postgres", Some(c)) => {
+                                c.create_database(&format!("bench{n}")).map_err(msg)?
+                            }
+                            _ => tmp
+                                .path()
+                                .join(format!("bench{n}.db"))
+                                .to_string_lossy()
+                                .to_string(),
+                        })
+                    };
+                    let (allot_db, base_db) = (fresh()?, fresh()?);
+                    let allot =
+                        bench_allot(&allot_db, *pool_count, clients, changes_per_client).await?;
+                    let base =
+                        bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
+                    println!(
+                        "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% |",
+                        if *pool_count == 1 { "" } else { "s" },
+                        allot.rate,
+                        allot.p50,
+                        allot.p99,
+                        base.rate,
+                        base.p50,
+                        base.p99,
+                        100.0 * allot.rate / base.rate
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    Figures {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
+
+/// Orgs with one subscription of one product each, and the users who will
+/// each get one seat: `(org, user)` per change, dealt round-robin over pools.
+async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String, String, String)>> {
+    let now = SystemClock.now();
+    let today = SystemClock.today();
+    in_transaction!(store, |tx| {
+        if allot_store::catalogue::get(&mut tx, "bench-seat")
+            .await?
+            .is_none()
+        {
+            let p = allot_domain::catalogue::Product {
+                code: allot_domain::types::ProductCode::parse("bench-seat")?,
+                name: "Bench Seat".into(),
+                family: allot_domain::types::ProductCode::parse("bench")?,
+                features: vec![],
+                rules: Default::default(),
+                properties: Default::default(),
+                retention_days: 0,
+            };
+            allot_store::catalogue::insert(&mut tx, &p, now).await?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .map_err(|e| msg(e.detail))?;
+    let per_pool = total.div_ceil(pools);
+    let mut targets = Vec::with_capacity(total);
+    let mut orgs = Vec::new();
+    for chunk in (0..pools).collect::<Vec<_>>().chunks(100) {
+        let made = in_transaction!(store, |tx| {
+            let mut made = Vec::new();
+            for i in chunk {
+                let org = Org {
+                    id: new_id("org"),
+                    name: format!("Bench {i}"),
+                    partner: None,
+                    default_usage_location: None,
+                    payment_method_on_file: false,
+                    self_service_purchase: false,
+                    created_at: allot_store::ts(now),
+                };
+                allot_store::tenants::insert_org(&mut tx, &org, now).await?;
+                let sub = Subscription {
+                    org: org.id.clone(),
+                    id: new_id("sub"),
+                    external_ref: None,
+                    partner: None,
+                    facts: SubscriptionFacts {
+                        trial: false,
+                        start_date: today - chrono::Duration::days(1),
+                        end_date: today + chrono::Duration::days(365),
+                        suspended: false,
+                        cancelled: false,
+                    },
+                    items: vec![Item {
+                        product: "bench-seat".into(),
+                        quantity: per_pool as i64,
+                        consumed: 0,
+                        provisioning_status: ProvisioningStatus::Provisioned,
+                    }],
+                };
+                allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
+                let mut users = Vec::new();
+                for u in 0..per_pool {
+                    let user = User {
+                        id: new_id("usr"),
+                        email: format!("u{u}@org{i}.example"),
+                        display_name: String::new(),
+                        kind: "internal".into(),
+                        status: "active".into(),
+                        usage_location: None,
+                        site_admin_of: vec![],
+                        groups: vec![],
+                    };
+                    allot_store::users::insert(&mut tx, &org.id, &user, now).await?;
+                    users.push(user.id);
+                }
+                made.push((org.id, sub.id, users));
+            }
+            Ok::<_, StoreError>(made)
+        })
+        .map_err(|e| msg(e.detail))?;
+        orgs.extend(made);
+    }
+    for k in 0..per_pool {
+        for (org, sub, users) in &orgs {
+            if targets.len() < total {
+                targets.push((org.clone(), sub.clone(), users[k].clone()));
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// Deals targets to clients: client c gets every clients-th target.
+fn deal<T: Clone>(targets: &[T], clients: usize) -> Vec<Vec<T>> {
+    (0..clients)
+        .map(|c| targets.iter().skip(c).step_by(clients).cloned().collect())
+        .collect()
+}
+
+async fn bench_allot(
+    database: &str,
+    pools: usize,
+    clients: usize,
+    per_client: usize,
+) -> Result<Figures> {
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 32,
+        },
+    )
+    .await
+    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let targets = setup(&store, pools, clients * per_client).await?;
+    let token = allot_server::auth::create_token(
+        &store,
+        Role::ProviderAdmin,
+        None,
+        None,
+        Some("bench"),
+        SystemClock.now(),
+    )
+    .await
+    .map_err(|e| msg(e.detail))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let server = tokio::spawn(allot_server::serve(state, listener, async move {
+        let _ = stop_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let started = Instant::now();
+    let runs = deal(&targets, clients).into_iter().map(|mine| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let mut lat = Vec::with_capacity(mine.len());
+            let mut failed = 0usize;
+            for (org, _sub, user) in mine {
+                let t = Instant::now();
+                let r = client
+                    .post(format!(
+                        "http://{addr}/api/v1/orgs/{org}/users/{user}/licenses"
+                    ))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "add": [{ "product": "bench-seat" }] }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => lat.push(t.elapsed()),
+                    Ok(resp) => {
+                        failed += 1;
+                        if failed < 3 {
+                            eprintln!(
+                                "change refused: {} {}",
+                                resp.status(),
+                                resp.text().await.unwrap_or_default()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("request failed: {e}");
+                    }
+                }
+            }
+            (lat, failed)
+        }
+    });
+    let results = join_all(runs).await;
+    let elapsed = started.elapsed();
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    let latencies: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let mut tx = store
+        .begin_read()
+        .await
+        .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let bad = allot_store::subscriptions::counter_mismatches(&mut tx)
+        .await
+        .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    drop(tx);
+    store.close().await;
+    if failed > 0 || !bad.is_empty() {
+        return Err(msg(format!(
+            "{failed} changes failed and {} pools disagree with their assignments",
+            bad.len()
+        )));
+    }
+    Ok(figures(latencies, elapsed))
+}
+
+/// The baseline: the same rows and the same guarded counter, straight to the
+/// database with raw sqlx. SQLite gets what Allot gives it (one writer
+/// connection, WAL, synchronous=FULL, BEGIN IMMEDIATE); PostgreSQL a pool of
+/// as many connections as clients.
+async fn bench_baseline(
+    database: &str,
+    pools: usize,
+    clients: usize,
+    per_client: usize,
+) -> Result<Figures> {
+    // Allot's migration and setup only create the same schema and rows; the
+    // measured statements below are raw sqlx.
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 4,
+        },
+    )
+    .await
+    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let targets = setup(&store, pools, clients * per_client).await?;
+    store.close().await;
+    const INSERT: &str = "INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) VALUES ($1, $2, 'bench-seat', $3, '{}', $4)";
+    const TAKE: &str = "UPDATE subscription_items SET consumed = consumed + 1 WHERE org_id = $1 AND subscription_id = $2 AND product = 'bench-seat' AND consumed + 1 <= quantity";
+    let now = allot_store::ts(SystemClock.now());
+    let started;
+    let results: Vec<(Vec<Duration>, usize)>;
+    if database.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(clients as u32)
+            .connect(database)
+            .await?;
+        started = Instant::now();
+        results = join_all(deal(&targets, clients).into_iter().map(|mine| {
+            let pool = pool.clone();
+            let now = now.clone();
+            async move {
+                let mut lat = Vec::new();
+                let mut failed = 0;
+                for (org, sub, user) in mine {
+                    let t = Instant::now();
+                    let ok: std::result::Result<bool, sqlx::Error> = async {
+                        let mut tx = pool.begin().await?;
+                        sqlx::query(INSERT)
+                            .bind(&org)
+                            .bind(&user)
+                            .bind(&sub)
+                            .bind(&now)
+                            .execute(&mut *tx)
+                            .await?;
+                        let took = sqlx::query(TAKE)
+                            .bind(&org)
+                            .bind(&sub)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            == 1;
+                        tx.commit().await?;
+                        Ok(took)
+                    }
+                    .await;
+                    match ok {
+                        Ok(true) => lat.push(t.elapsed()),
+                        _ => failed += 1,
+                    }
+                }
+                (lat, failed)
+            }
+        }))
+        .await;
+        pool.close().await;
+    } else {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(database)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        started = Instant::now();
+        results = join_all(deal(&targets, clients).into_iter().map(|mine| {
+            let pool = pool.clone();
+            let now = now.clone();
+            async move {
+                let mut lat = Vec::new();
+                let mut failed = 0;
+                for (org, sub, user) in mine {
+                    let t = Instant::now();
+                    let ok: std::result::Result<bool, sqlx::Error> = async {
+                        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                        sqlx::query(INSERT)
+                            .bind(&org)
+                            .bind(&user)
+                            .bind(&sub)
+                            .bind(&now)
+                            .execute(&mut *tx)
+                            .await?;
+                        let took = sqlx::query(TAKE)
+                            .bind(&org)
+                            .bind(&sub)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            == 1;
+                        tx.commit().await?;
+                        Ok(took)
+                    }
+                    .await;
+                    match ok {
+                        Ok(true) => lat.push(t.elapsed()),
+                        _ => failed += 1,
+                    }
+                }
+                (lat, failed)
+            }
+        }))
+        .await;
+        pool.close().await;
+    }
+    let elapsed = started.elapsed();
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    if failed > 0 {
+        return Err(msg(format!("{failed} baseline changes failed")));
+    }
+    Ok(figures(
+        results.into_iter().flat_map(|r| r.0).collect(),
+        elapsed,
+    ))
+}
