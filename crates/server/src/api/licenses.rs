@@ -92,6 +92,8 @@ pub async fn of_user(
 ) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
+    // Which licences a person holds is user data (sales agents may not read it).
+    ctx.require(Action::ReadUsers)?;
     users::get(&mut tx, &org.id, &user)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user}")))?;

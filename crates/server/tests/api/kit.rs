@@ -1,0 +1,270 @@
+//! Test kit: a real server on port 0 with a fresh database per test.
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, TimeZone, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use allot_domain::access::Role;
+use allot_server::clock::ManualClock;
+use allot_server::AppState;
+use allot_store::{Store, StoreOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod $name { sqlite, postgres }` tests from `async fn $name(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::kit::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::kit::postgres_available() {
+                    super::$name($crate::kit::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
+
+static CLUSTER: OnceLock<Option<allot_pgtemp::PgCluster>> = OnceLock::new();
+
+fn cluster() -> Option<&'static allot_pgtemp::PgCluster> {
+    CLUSTER
+        .get_or_init(|| {
+            if std::env::var("ALLOT_TEST_DATABASE_URL").is_ok() {
+                return None;
+            }
+            match allot_pgtemp::PgCluster::start(false) {
+                Ok(c) => Some(c),
+                Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and PostgreSQL cannot be started: {e}"),
+                Err(e) => {
+                    eprintln!("SKIPPING PostgreSQL tests: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+pub fn postgres_available() -> bool {
+    std::env::var("ALLOT_TEST_DATABASE_URL").is_ok() || cluster().is_some()
+}
+
+static DB_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A database URL for one test: a SQLite file in a temp dir, or a new
+/// database in the throwaway cluster (or in `$ALLOT_TEST_DATABASE_URL`'s server).
+fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
+    match backend {
+        Backend::Sqlite => dir.path().join("allot.db").to_string_lossy().to_string(),
+        Backend::Postgres => {
+            let n = DB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!("t{}_{n}", std::process::id());
+            if let Ok(url) = std::env::var("ALLOT_TEST_DATABASE_URL") {
+                // Use the given server; create a database per test through psql-free SQL.
+                let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url.clone());
+                let admin = std::process::Command::new("psql").arg(&url).arg("-c").arg(format!("CREATE DATABASE \"{name}\"")).output();
+                assert!(admin.map(|o| o.status.success()).unwrap_or(false), "cannot create a test database on ALLOT_TEST_DATABASE_URL");
+                format!("{base}/{name}")
+            } else {
+                cluster().expect("PostgreSQL cluster").create_database(&name).expect("create database")
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub clock: Arc<ManualClock>,
+    pub admin: String,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).single().expect("valid date")
+}
+
+/// "Today" in every test unless a test moves the clock.
+pub fn today() -> DateTime<Utc> {
+    day(2026, 6, 15)
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = fresh_database(backend, &dir);
+    let store = Store::open(&database, StoreOptions { durable: false, max_connections: 16 }).await.expect("open store");
+    let clock = Arc::new(ManualClock::new(today()));
+    let admin = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, today()).await.expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState { store: store.clone(), clock: clock.clone() };
+    tokio::spawn(allot_server::serve(state, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp { url, client: reqwest::Client::new(), store, clock, admin, _dir: dir, _stop: stop }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert!(self.status.is_success(), "expected success, got {}: {}", self.status, self.body);
+        self.body
+    }
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) {
+        assert_eq!((self.status.as_u16(), self.code()), (status, code), "body: {}", self.body);
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, body, headers }
+    }
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
+    }
+    /// Sends a raw body with a content type (for malformed input).
+    /// A new connection each time: the server may close one early (413).
+    pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {
+        let resp = reqwest::Client::new()
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
+    }
+
+    pub async fn token(&self, role: Role, partner: Option<&str>, org: Option<&str>) -> String {
+        allot_server::auth::create_token(&self.store, role, partner, org, None, today()).await.expect("token")
+    }
+
+    /// Everything a refused call must leave as it was: row counts of every
+    /// table, the sum of every counter, and every assignment.
+    pub async fn snapshot(&self) -> Vec<String> {
+        let mut tx = self.store.begin_read().await.expect("read");
+        let mut out = Vec::new();
+        for t in [
+            "products", "partners", "orgs", "sites", "org_groups", "subscriptions", "subscription_items", "users", "user_site_admins",
+            "group_members", "assignments", "service_data", "audit_events", "api_tokens",
+        ] {
+            let r = tx.rows(&format!("SELECT COUNT(*) FROM {t}"), &[]).await.expect("count");
+            out.push(format!("{t}={}", r[0].int(0).expect("int")));
+        }
+        for r in tx.rows("SELECT org_id, subscription_id, product, quantity, consumed FROM subscription_items ORDER BY 1, 2, 3", &[]).await.expect("items") {
+            out.push(format!("item {} {} {} {}/{}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.int(4).unwrap(), r.int(3).unwrap()));
+        }
+        for r in tx.rows("SELECT org_id, user_id, product, subscription_id FROM assignments ORDER BY 1, 2, 3", &[]).await.expect("assignments") {
+            out.push(format!("seat {} {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.text(3).unwrap()));
+        }
+        for r in tx.rows("SELECT code, name, retention_days FROM products ORDER BY code", &[]).await.expect("products") {
+            out.push(format!("product {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.int(2).unwrap()));
+        }
+        for r in tx.rows("SELECT id, email, display_name, status FROM users ORDER BY id", &[]).await.expect("users") {
+            out.push(format!("user {} {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.text(3).unwrap()));
+        }
+        out
+    }
+
+    /// Pools whose counter disagrees with their assignment rows.
+    pub async fn mismatches(&self) -> usize {
+        let mut tx = self.store.begin_read().await.expect("read");
+        allot_store::subscriptions::counter_mismatches(&mut tx).await.expect("check").len()
+    }
+}
+
+/// A small world: the calling/meetings catalogue, a partner with a customer
+/// org holding one subscription, and helpers to add more.
+pub struct World {
+    pub partner: String,
+    pub org: String,
+    pub sub: String,
+}
+
+pub async fn product(app: &TestApp, code: &str, family: &str) {
+    app.post("/api/v1/products", &app.admin, json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": [family] }))
+        .await
+        .ok();
+}
+
+pub async fn org(app: &TestApp, name: &str, partner: Option<&str>) -> String {
+    app.post("/api/v1/orgs", &app.admin, json!({ "name": name, "partner": partner })).await.ok()["id"].as_str().expect("id").to_string()
+}
+
+pub async fn subscription(app: &TestApp, org: &str, items: Value) -> String {
+    app.post(
+        &format!("/api/v1/orgs/{org}/subscriptions"),
+        &app.admin,
+        json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "items": items }),
+    )
+    .await
+    .ok()["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+pub async fn user(app: &TestApp, org: &str, email: &str) -> String {
+    app.post(&format!("/api/v1/orgs/{org}/users"), &app.admin, json!({ "email": email })).await.ok()["id"].as_str().expect("id").to_string()
+}
+
+pub async fn world(app: &TestApp) -> World {
+    for (c, f) in [("calling-standard", "calling"), ("calling-professional", "calling"), ("meetings", "meetings"), ("messaging", "messaging")] {
+        product(app, c, f).await;
+    }
+    let partner = app.post("/api/v1/partners", &app.admin, json!({ "name": "Partner A" })).await.ok()["id"].as_str().unwrap().to_string();
+    let org = org(app, "Customer A", Some(&partner)).await;
+    let sub = subscription(
+        app,
+        &org,
+        json!([{ "product": "calling-professional", "quantity": 10 }, { "product": "meetings", "quantity": 10 }, { "product": "messaging", "quantity": 1 }]),
+    )
+    .await;
+    World { partner, org, sub }
+}

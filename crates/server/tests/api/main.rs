@@ -1,0 +1,10 @@
+//! The conformance story of the HTTP API, run against SQLite and PostgreSQL.
+//! Every test below exists twice: `<name>::sqlite` and `<name>::postgres`.
+
+mod kit;
+
+mod concurrency;
+mod licenses;
+mod resources;
+mod tenancy;
+mod validation;
