@@ -148,7 +148,11 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
         Command::Serve { db, listen } => {
             let store = db.open().await?;
             let listener = bind(&listen).await?;
-            tracing::info!(address = %listener.local_addr()?, database = %db.database, "serving");
+            println!(
+                "Allot is listening on http://{} (database {})",
+                listener.local_addr()?,
+                db.database
+            );
             let state = AppState {
                 store,
                 clock: Arc::new(SystemClock),

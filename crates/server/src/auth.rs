@@ -73,14 +73,17 @@ pub async fn create_token(
                 return Err(Error::not_found(format!("Organisation {o}")).into());
             }
         }
+        let id = allot_store::new_id("tok");
         tokens::insert(
             &mut tx,
-            &allot_store::new_id("tok"),
-            &hash,
-            role,
-            partner,
-            org,
-            label,
+            &tokens::NewToken {
+                id: &id,
+                token_hash: &hash,
+                role,
+                partner,
+                org,
+                label,
+            },
             now,
         )
         .await

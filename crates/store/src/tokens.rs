@@ -5,19 +5,24 @@ use allot_domain::access::{Principal, Role};
 use crate::db::{StoreError, Tx};
 use crate::{args, ts};
 
+/// A token to store: only the hash of its secret is kept.
+pub struct NewToken<'a> {
+    pub id: &'a str,
+    pub token_hash: &'a str,
+    pub role: Role,
+    pub partner: Option<&'a str>,
+    pub org: Option<&'a str>,
+    pub label: Option<&'a str>,
+}
+
 pub async fn insert(
     tx: &mut Tx,
-    id: &str,
-    token_hash: &str,
-    role: Role,
-    partner: Option<&str>,
-    org: Option<&str>,
-    label: Option<&str>,
+    t: &NewToken<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO api_tokens (id, token_hash, role, partner_id, org_id, label, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        args![id, token_hash, role.as_str(), partner, org, label, ts(now)],
+        args![t.id, t.token_hash, t.role.as_str(), t.partner, t.org, t.label, ts(now)],
     )
     .await?;
     Ok(())

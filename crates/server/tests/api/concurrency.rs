@@ -12,7 +12,12 @@ async fn sixty_four_changes_fifty_seats(backend: Backend) {
     let app = spawn(backend).await;
     product(&app, "meetings", "meetings").await;
     let org = org(&app, "Hot Pool Ltd", None).await;
-    let sub = subscription(&app, &org, json!([{ "product": "meetings", "quantity": 50 }])).await;
+    let sub = subscription(
+        &app,
+        &org,
+        json!([{ "product": "meetings", "quantity": 50 }]),
+    )
+    .await;
     let mut users = Vec::new();
     for i in 0..64 {
         users.push(user(&app, &org, &format!("user{i}@hot.example")).await);
@@ -20,21 +25,50 @@ async fn sixty_four_changes_fifty_seats(backend: Backend) {
     // Half name the subscription, half let Allot choose: both paths must hold.
     let calls = users.iter().enumerate().map(|(i, u)| {
         let (app, org) = (&app, &org);
-        let body = if i % 2 == 0 { json!({ "add": [{ "product": "meetings", "subscription": sub }] }) } else { json!({ "add": [{ "product": "meetings" }] }) };
-        async move { app.post(&format!("/api/v1/orgs/{org}/users/{u}/licenses"), &app.admin, body).await }
+        let body = if i % 2 == 0 {
+            json!({ "add": [{ "product": "meetings", "subscription": sub }] })
+        } else {
+            json!({ "add": [{ "product": "meetings" }] })
+        };
+        async move {
+            app.post(
+                &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+                &app.admin,
+                body,
+            )
+            .await
+        }
     });
     let results = join_all(calls).await;
     let ok = results.iter().filter(|r| r.status.is_success()).count();
-    let exhausted = results.iter().filter(|r| r.status.as_u16() == 422 && r.code() == "seats_exhausted").count();
-    let other: Vec<String> = results.iter().filter(|r| !r.status.is_success() && r.code() != "seats_exhausted").map(|r| r.body.to_string()).collect();
+    let exhausted = results
+        .iter()
+        .filter(|r| r.status.as_u16() == 422 && r.code() == "seats_exhausted")
+        .count();
+    let other: Vec<String> = results
+        .iter()
+        .filter(|r| !r.status.is_success() && r.code() != "seats_exhausted")
+        .map(|r| r.body.to_string())
+        .collect();
     assert!(other.is_empty(), "unexpected answers: {other:?}");
     assert_eq!((ok, exhausted), (50, 14));
 
-    let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
+    let s = app
+        .get(
+            &format!("/api/v1/orgs/{org}/subscriptions/{sub}"),
+            &app.admin,
+        )
+        .await
+        .ok();
     assert_eq!(s["items"][0]["consumed"], 50);
     assert_eq!(s["items"][0]["available"], 0);
     let mut tx = app.store.begin_read().await.unwrap();
-    assert_eq!(allot_store::licenses::count_in_pool(&mut tx, &org, &sub, "meetings").await.unwrap(), 50);
+    assert_eq!(
+        allot_store::licenses::count_in_pool(&mut tx, &org, &sub, "meetings")
+            .await
+            .unwrap(),
+        50
+    );
     drop(tx);
     assert_eq!(app.mismatches().await, 0);
 }

@@ -46,7 +46,9 @@ fn cluster() -> Option<&'static allot_pgtemp::PgCluster> {
             }
             match allot_pgtemp::PgCluster::start(false) {
                 Ok(c) => Some(c),
-                Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and PostgreSQL cannot be started: {e}"),
+                Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                    panic!("CI=true and PostgreSQL cannot be started: {e}")
+                }
                 Err(e) => {
                     eprintln!("SKIPPING PostgreSQL tests: {e}");
                     None
@@ -72,12 +74,25 @@ fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
             let name = format!("t{}_{n}", std::process::id());
             if let Ok(url) = std::env::var("ALLOT_TEST_DATABASE_URL") {
                 // Use the given server; create a database per test through psql-free SQL.
-                let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url.clone());
-                let admin = std::process::Command::new("psql").arg(&url).arg("-c").arg(format!("CREATE DATABASE \"{name}\"")).output();
-                assert!(admin.map(|o| o.status.success()).unwrap_or(false), "cannot create a test database on ALLOT_TEST_DATABASE_URL");
+                let base = url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or(url.clone());
+                let admin = std::process::Command::new("psql")
+                    .arg(&url)
+                    .arg("-c")
+                    .arg(format!("CREATE DATABASE \"{name}\""))
+                    .output();
+                assert!(
+                    admin.map(|o| o.status.success()).unwrap_or(false),
+                    "cannot create a test database on ALLOT_TEST_DATABASE_URL"
+                );
                 format!("{base}/{name}")
             } else {
-                cluster().expect("PostgreSQL cluster").create_database(&name).expect("create database")
+                cluster()
+                    .expect("PostgreSQL cluster")
+                    .create_database(&name)
+                    .expect("create database")
             }
         }
     }
@@ -94,7 +109,9 @@ pub struct TestApp {
 }
 
 pub fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
 /// "Today" in every test unless a test moves the clock.
@@ -105,17 +122,41 @@ pub fn today() -> DateTime<Utc> {
 pub async fn spawn(backend: Backend) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = fresh_database(backend, &dir);
-    let store = Store::open(&database, StoreOptions { durable: false, max_connections: 16 }).await.expect("open store");
+    let store = Store::open(
+        &database,
+        StoreOptions {
+            durable: false,
+            max_connections: 16,
+        },
+    )
+    .await
+    .expect("open store");
     let clock = Arc::new(ManualClock::new(today()));
-    let admin = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, today()).await.expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin =
+        allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, today())
+            .await
+            .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState { store: store.clone(), clock: clock.clone() };
+    let state = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+    };
     tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stopped.await;
     }));
-    TestApp { url, client: reqwest::Client::new(), store, clock, admin, _dir: dir, _stop: stop }
+    TestApp {
+        url,
+        client: reqwest::Client::new(),
+        store,
+        clock,
+        admin,
+        _dir: dir,
+        _stop: stop,
+    }
 }
 
 pub struct Resp {
@@ -130,17 +171,33 @@ impl Resp {
     }
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert!(self.status.is_success(), "expected success, got {}: {}", self.status, self.body);
+        assert!(
+            self.status.is_success(),
+            "expected success, got {}: {}",
+            self.status,
+            self.body
+        );
         self.body
     }
     #[track_caller]
     pub fn problem(&self, status: u16, code: &str) {
-        assert_eq!((self.status.as_u16(), self.code()), (status, code), "body: {}", self.body);
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
     }
 }
 
 impl TestApp {
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.client.request(method, format!("{}{}", self.url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -152,8 +209,16 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, body, headers }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.call(Method::GET, path, Some(token), None).await
@@ -162,11 +227,19 @@ impl TestApp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::PATCH, path, Some(token), Some(body)).await
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
     }
     /// Sends a raw body with a content type (for malformed input).
     /// A new connection each time: the server may close one early (413).
-    pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
         let resp = reqwest::Client::new()
             .request(method, format!("{}{}", self.url, path))
             .bearer_auth(token)
@@ -178,11 +251,17 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
-        Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
+        Resp {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
+        }
     }
 
     pub async fn token(&self, role: Role, partner: Option<&str>, org: Option<&str>) -> String {
-        allot_server::auth::create_token(&self.store, role, partner, org, None, today()).await.expect("token")
+        allot_server::auth::create_token(&self.store, role, partner, org, None, today())
+            .await
+            .expect("token")
     }
 
     /// Everything a refused call must leave as it was: row counts of every
@@ -191,10 +270,25 @@ impl TestApp {
         let mut tx = self.store.begin_read().await.expect("read");
         let mut out = Vec::new();
         for t in [
-            "products", "partners", "orgs", "sites", "org_groups", "subscriptions", "subscription_items", "users", "user_site_admins",
-            "group_members", "assignments", "service_data", "audit_events", "api_tokens",
+            "products",
+            "partners",
+            "orgs",
+            "sites",
+            "org_groups",
+            "subscriptions",
+            "subscription_items",
+            "users",
+            "user_site_admins",
+            "group_members",
+            "assignments",
+            "service_data",
+            "audit_events",
+            "api_tokens",
         ] {
-            let r = tx.rows(&format!("SELECT COUNT(*) FROM {t}"), &[]).await.expect("count");
+            let r = tx
+                .rows(&format!("SELECT COUNT(*) FROM {t}"), &[])
+                .await
+                .expect("count");
             out.push(format!("{t}={}", r[0].int(0).expect("int")));
         }
         for r in tx.rows("SELECT org_id, subscription_id, product, quantity, consumed FROM subscription_items ORDER BY 1, 2, 3", &[]).await.expect("items") {
@@ -203,11 +297,36 @@ impl TestApp {
         for r in tx.rows("SELECT org_id, user_id, product, subscription_id FROM assignments ORDER BY 1, 2, 3", &[]).await.expect("assignments") {
             out.push(format!("seat {} {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.text(3).unwrap()));
         }
-        for r in tx.rows("SELECT code, name, retention_days FROM products ORDER BY code", &[]).await.expect("products") {
-            out.push(format!("product {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.int(2).unwrap()));
+        for r in tx
+            .rows(
+                "SELECT code, name, retention_days FROM products ORDER BY code",
+                &[],
+            )
+            .await
+            .expect("products")
+        {
+            out.push(format!(
+                "product {} {} {}",
+                r.text(0).unwrap(),
+                r.text(1).unwrap(),
+                r.int(2).unwrap()
+            ));
         }
-        for r in tx.rows("SELECT id, email, display_name, status FROM users ORDER BY id", &[]).await.expect("users") {
-            out.push(format!("user {} {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.text(3).unwrap()));
+        for r in tx
+            .rows(
+                "SELECT id, email, display_name, status FROM users ORDER BY id",
+                &[],
+            )
+            .await
+            .expect("users")
+        {
+            out.push(format!(
+                "user {} {} {} {}",
+                r.text(0).unwrap(),
+                r.text(1).unwrap(),
+                r.text(2).unwrap(),
+                r.text(3).unwrap()
+            ));
         }
         out
     }
@@ -215,7 +334,10 @@ impl TestApp {
     /// Pools whose counter disagrees with their assignment rows.
     pub async fn mismatches(&self) -> usize {
         let mut tx = self.store.begin_read().await.expect("read");
-        allot_store::subscriptions::counter_mismatches(&mut tx).await.expect("check").len()
+        allot_store::subscriptions::counter_mismatches(&mut tx)
+            .await
+            .expect("check")
+            .len()
     }
 }
 
@@ -234,7 +356,16 @@ pub async fn product(app: &TestApp, code: &str, family: &str) {
 }
 
 pub async fn org(app: &TestApp, name: &str, partner: Option<&str>) -> String {
-    app.post("/api/v1/orgs", &app.admin, json!({ "name": name, "partner": partner })).await.ok()["id"].as_str().expect("id").to_string()
+    app.post(
+        "/api/v1/orgs",
+        &app.admin,
+        json!({ "name": name, "partner": partner }),
+    )
+    .await
+    .ok()["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
 }
 
 pub async fn subscription(app: &TestApp, org: &str, items: Value) -> String {
@@ -251,14 +382,38 @@ pub async fn subscription(app: &TestApp, org: &str, items: Value) -> String {
 }
 
 pub async fn user(app: &TestApp, org: &str, email: &str) -> String {
-    app.post(&format!("/api/v1/orgs/{org}/users"), &app.admin, json!({ "email": email })).await.ok()["id"].as_str().expect("id").to_string()
+    app.post(
+        &format!("/api/v1/orgs/{org}/users"),
+        &app.admin,
+        json!({ "email": email }),
+    )
+    .await
+    .ok()["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
 }
 
 pub async fn world(app: &TestApp) -> World {
-    for (c, f) in [("calling-standard", "calling"), ("calling-professional", "calling"), ("meetings", "meetings"), ("messaging", "messaging")] {
+    for (c, f) in [
+        ("calling-standard", "calling"),
+        ("calling-professional", "calling"),
+        ("meetings", "meetings"),
+        ("messaging", "messaging"),
+    ] {
         product(app, c, f).await;
     }
-    let partner = app.post("/api/v1/partners", &app.admin, json!({ "name": "Partner A" })).await.ok()["id"].as_str().unwrap().to_string();
+    let partner = app
+        .post(
+            "/api/v1/partners",
+            &app.admin,
+            json!({ "name": "Partner A" }),
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let org = org(app, "Customer A", Some(&partner)).await;
     let sub = subscription(
         app,
