@@ -55,36 +55,28 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             let backends: Vec<&str> = match backend.as_str() {
                 "all" => vec!["sqlite", "postgres"],
                 "sqlite" | "postgres" => vec![backend.as_str()],
-                other => {
-                    return Err(msg(format!(
-                        "unknown backend {other:?}: sqlite, postgres or all"
-                    )))
-                }
+                other => return Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
             };
             let scenarios: Vec<(&str, usize)> = match scenario.as_str() {
                 "all" => vec![("hot", 1), ("spread", pools)],
                 "hot" => vec![("hot", 1)],
                 "spread" => vec![("spread", pools)],
-                other => {
-                    return Err(msg(format!(
-                        "unknown scenario {other:?}: hot, spread or all"
-                    )))
-                }
+                other => return Err(msg(format!("unknown scenario {other:?}: hot, spread or all"))),
             };
             if clients == 0 || changes_per_client == 0 || pools == 0 {
-                return Err(msg(
-                    "clients, changes-per-client and pools must be at least 1",
-                ));
+                return Err(msg("clients, changes-per-client and pools must be at least 1"));
             }
-            println!("allot bench licenses: {clients} clients x {changes_per_client} changes, durable commits, {} cores", num_cpus());
+            println!(
+                "allot bench licenses: {clients} clients x {changes_per_client} changes, durable commits, {} cores",
+                num_cpus()
+            );
             println!();
-            println!("| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline |");
+            println!(
+                "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline |"
+            );
             println!("|---|---|---|---|---|---|---|---|---|");
             let pg = if backends.contains(&"postgres") {
-                Some(
-                    allot_pgtemp::PgCluster::start(true)
-                        .map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?,
-                )
+                Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
             } else {
                 None
             };
@@ -95,21 +87,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                     let mut fresh = || -> Result<String> {
                         n += 1;
                         Ok(match (*b, &pg) {
-                            ("postgres", Some(c)) => {
-                                c.create_database(&format!("bench{n}")).map_err(msg)?
-                            }
-                            _ => tmp
-                                .path()
-                                .join(format!("bench{n}.db"))
-                                .to_string_lossy()
-                                .to_string(),
+                            ("postgres", Some(c)) => c.create_database(&format!("bench{n}")).map_err(msg)?,
+                            _ => tmp.path().join(format!("bench{n}.db")).to_string_lossy().to_string(),
                         })
                     };
                     let (allot_db, base_db) = (fresh()?, fresh()?);
-                    let allot =
-                        bench_allot(&allot_db, *pool_count, clients, changes_per_client).await?;
-                    let base =
-                        bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
+                    let allot = bench_allot(&allot_db, *pool_count, clients, changes_per_client).await?;
+                    let base = bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
                     println!(
                         "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% |",
                         if *pool_count == 1 { "" } else { "s" },
@@ -129,9 +113,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 struct Figures {
@@ -161,10 +143,7 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
     let now = SystemClock.now();
     let today = SystemClock.today();
     in_transaction!(store, |tx| {
-        if allot_store::catalogue::get(&mut tx, "bench-seat")
-            .await?
-            .is_none()
-        {
+        if allot_store::catalogue::get(&mut tx, "bench-seat").await?.is_none() {
             let p = allot_domain::catalogue::Product {
                 code: allot_domain::types::ProductCode::parse("bench-seat")?,
                 name: "Bench Seat".into(),
@@ -255,12 +234,7 @@ fn deal<T: Clone>(targets: &[T], clients: usize) -> Vec<Vec<T>> {
         .collect()
 }
 
-async fn bench_allot(
-    database: &str,
-    pools: usize,
-    clients: usize,
-    per_client: usize,
-) -> Result<Figures> {
+async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
     let store = Store::open(
         database,
         StoreOptions {
@@ -271,16 +245,9 @@ async fn bench_allot(
     .await
     .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
     let targets = setup(&store, pools, clients * per_client).await?;
-    let token = allot_server::auth::create_token(
-        &store,
-        Role::ProviderAdmin,
-        None,
-        None,
-        Some("bench"),
-        SystemClock.now(),
-    )
-    .await
-    .map_err(|e| msg(e.detail))?;
+    let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, Some("bench"), SystemClock.now())
+        .await
+        .map_err(|e| msg(e.detail))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -291,9 +258,7 @@ async fn bench_allot(
     let server = tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stop_rx.await;
     }));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
     let started = Instant::now();
     let runs = deal(&targets, clients).into_iter().map(|mine| {
         let client = client.clone();
@@ -304,9 +269,7 @@ async fn bench_allot(
             for (org, _sub, user) in mine {
                 let t = Instant::now();
                 let r = client
-                    .post(format!(
-                        "http://{addr}/api/v1/orgs/{org}/users/{user}/licenses"
-                    ))
+                    .post(format!("http://{addr}/api/v1/orgs/{org}/users/{user}/licenses"))
                     .bearer_auth(&token)
                     .json(&serde_json::json!({ "add": [{ "product": "bench-seat" }] }))
                     .send()
@@ -316,11 +279,7 @@ async fn bench_allot(
                     Ok(resp) => {
                         failed += 1;
                         if failed < 3 {
-                            eprintln!(
-                                "change refused: {} {}",
-                                resp.status(),
-                                resp.text().await.unwrap_or_default()
-                            );
+                            eprintln!("change refused: {} {}", resp.status(), resp.text().await.unwrap_or_default());
                         }
                     }
                     Err(e) => {
@@ -338,10 +297,7 @@ async fn bench_allot(
     let latencies: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
     let _ = stop_tx.send(());
     let _ = server.await;
-    let mut tx = store
-        .begin_read()
-        .await
-        .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let mut tx = store.begin_read().await.map_err(|e| msg(allot_domain::Error::from(e).detail))?;
     let bad = allot_store::subscriptions::counter_mismatches(&mut tx)
         .await
         .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
@@ -360,12 +316,7 @@ async fn bench_allot(
 /// database with raw sqlx. SQLite gets what Allot gives it (one writer
 /// connection, WAL, synchronous=FULL, BEGIN IMMEDIATE); PostgreSQL a pool of
 /// as many connections as clients.
-async fn bench_baseline(
-    database: &str,
-    pools: usize,
-    clients: usize,
-    per_client: usize,
-) -> Result<Figures> {
+async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
     // Allot's migration and setup only create the same schema and rows; the
     // measured statements below are raw sqlx.
     let store = Store::open(
@@ -407,13 +358,7 @@ async fn bench_baseline(
                             .bind(&now)
                             .execute(&mut *tx)
                             .await?;
-                        let took = sqlx::query(TAKE)
-                            .bind(&org)
-                            .bind(&sub)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            == 1;
+                        let took = sqlx::query(TAKE).bind(&org).bind(&sub).execute(&mut *tx).await?.rows_affected() == 1;
                         tx.commit().await?;
                         Ok(took)
                     }
@@ -434,10 +379,7 @@ async fn bench_baseline(
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         started = Instant::now();
         results = join_all(deal(&targets, clients).into_iter().map(|mine| {
             let pool = pool.clone();
@@ -456,13 +398,7 @@ async fn bench_baseline(
                             .bind(&now)
                             .execute(&mut *tx)
                             .await?;
-                        let took = sqlx::query(TAKE)
-                            .bind(&org)
-                            .bind(&sub)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected()
-                            == 1;
+                        let took = sqlx::query(TAKE).bind(&org).bind(&sub).execute(&mut *tx).await?.rows_affected() == 1;
                         tx.commit().await?;
                         Ok(took)
                     }
@@ -483,8 +419,5 @@ async fn bench_baseline(
     if failed > 0 {
         return Err(msg(format!("{failed} baseline changes failed")));
     }
-    Ok(figures(
-        results.into_iter().flat_map(|r| r.0).collect(),
-        elapsed,
-    ))
+    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed))
 }

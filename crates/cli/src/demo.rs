@@ -19,10 +19,7 @@ use allot_server::AppState;
 use allot_store::subscriptions::{Item, Subscription};
 use allot_store::tenants::Org;
 use allot_store::users::User;
-use allot_store::{
-    catalogue, in_transaction, new_id, subscriptions, tenants, users, Store, StoreError,
-    StoreOptions,
-};
+use allot_store::{catalogue, in_transaction, new_id, subscriptions, tenants, users, Store, StoreError, StoreOptions};
 
 use crate::anyhow_lite::{msg, Result};
 
@@ -79,11 +76,7 @@ pub fn catalogue_inputs() -> Vec<ProductInput> {
             "calling",
             &["calling", "voicemail"],
             calling(&[], &["cx-essentials"]),
-            &[
-                (Location, Optional),
-                (PhoneNumber, Optional),
-                (Extension, Optional),
-            ],
+            &[(Location, Optional), (PhoneNumber, Optional), (Extension, Optional)],
             7,
         ),
         product(
@@ -92,11 +85,7 @@ pub fn catalogue_inputs() -> Vec<ProductInput> {
             "calling",
             &["calling", "voicemail", "call-recording", "hunt-groups"],
             calling(&[], &[]),
-            &[
-                (Location, Optional),
-                (PhoneNumber, Optional),
-                (Extension, Optional),
-            ],
+            &[(Location, Optional), (PhoneNumber, Optional), (Extension, Optional)],
             7,
         ),
         product(
@@ -183,8 +172,7 @@ fn facts_for_status(v: usize, today: NaiveDate) -> SubscriptionFacts {
 }
 
 const FIRST: &[&str] = &[
-    "anna", "erik", "sofie", "jan", "marta", "lars", "eva", "piotr", "ingrid", "daan", "lena",
-    "tomas", "kari", "noor", "ola",
+    "anna", "erik", "sofie", "jan", "marta", "lars", "eva", "piotr", "ingrid", "daan", "lena", "tomas", "kari", "noor", "ola",
 ];
 const LAST: &[&str] = &[
     "berg",
@@ -258,14 +246,7 @@ pub async fn seed(store: &Store) -> Result<()> {
         let slug = org.name.to_lowercase().replace(' ', "-");
         let seeded = in_transaction!(store, |tx| {
             tenants::insert_org(&mut tx, &org, now).await?;
-            let site = tenants::insert_site(
-                &mut tx,
-                &org.id,
-                &format!("https://{slug}.meetings.example"),
-                i % 2 == 0,
-                now,
-            )
-            .await?;
+            let site = tenants::insert_site(&mut tx, &org.id, &format!("https://{slug}.meetings.example"), i % 2 == 0, now).await?;
             let group = tenants::insert_group(&mut tx, &org.id, "Sales", now).await?;
             let item = |p: &str, q: i64, s: ProvisioningStatus| Item {
                 product: p.into(),
@@ -319,16 +300,8 @@ pub async fn seed(store: &Store) -> Result<()> {
                     kind: if external { "external" } else { "internal" }.into(),
                     status: if external { "pending" } else { "active" }.into(),
                     usage_location: (j % 4 != 0).then(|| country.to_string()),
-                    site_admin_of: if j == 0 {
-                        vec![site.id.clone()]
-                    } else {
-                        vec![]
-                    },
-                    groups: if j % 3 == 0 {
-                        vec![group.id.clone()]
-                    } else {
-                        vec![]
-                    },
+                    site_admin_of: if j == 0 { vec![site.id.clone()] } else { vec![] },
+                    groups: if j % 3 == 0 { vec![group.id.clone()] } else { vec![] },
                 };
                 users::insert(&mut tx, &org.id, &u, now).await?;
                 ids.push(u.id);
@@ -348,15 +321,13 @@ pub async fn seed(store: &Store) -> Result<()> {
             };
             let mut change = LicenseChange::default();
             if j < 20 {
-                change.add.push(add(
-                    "calling-professional",
-                    &[(PropertyName::Extension, format!("{}", 2000 + j))],
-                ));
+                change
+                    .add
+                    .push(add("calling-professional", &[(PropertyName::Extension, format!("{}", 2000 + j))]));
             } else if j < 30 {
-                change.add.push(add(
-                    "calling-standard",
-                    &[(PropertyName::Extension, format!("{}", 2000 + j))],
-                ));
+                change
+                    .add
+                    .push(add("calling-standard", &[(PropertyName::Extension, format!("{}", 2000 + j))]));
             }
             if j < 3 {
                 change.add.push(add("attendant-console", &[]));
@@ -364,18 +335,12 @@ pub async fn seed(store: &Store) -> Result<()> {
             if j < 25 {
                 change.add.push(add(
                     "meetings",
-                    &[
-                        (PropertyName::Site, site.clone()),
-                        (PropertyName::AccountType, "host".into()),
-                    ],
+                    &[(PropertyName::Site, site.clone()), (PropertyName::AccountType, "host".into())],
                 ));
             }
             change.add.push(add("messaging", &[]));
             if j < 3 && provisioning == ProvisioningStatus::Provisioned {
-                change.add.push(add(
-                    "contact-centre",
-                    &[(PropertyName::Location, "HQ".into())],
-                ));
+                change.add.push(add("contact-centre", &[(PropertyName::Location, "HQ".into())]));
             }
             change_licenses(&st, &ctx, &org.id, user, &change)
                 .await
@@ -409,10 +374,7 @@ pub async fn run(database: &str, listen: &str) -> Result<()> {
     .await
     .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
     let has_catalogue = {
-        let mut tx = seeding
-            .begin_read()
-            .await
-            .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+        let mut tx = seeding.begin_read().await.map_err(|e| msg(allot_domain::Error::from(e).detail))?;
         !catalogue::list(&mut tx, None, 1)
             .await
             .map_err(|e| msg(allot_domain::Error::from(e).detail))?
@@ -424,25 +386,15 @@ pub async fn run(database: &str, listen: &str) -> Result<()> {
         eprintln!("Creating demo data in {database} ...");
         let started = std::time::Instant::now();
         seed(&seeding).await?;
-        eprintln!(
-            "Demo data created in {:.1} s.",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("Demo data created in {:.1} s.", started.elapsed().as_secs_f64());
     }
     seeding.close().await;
     let store = Store::open(database, StoreOptions::default())
         .await
         .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
-    let token = create_token(
-        &store,
-        Role::ProviderAdmin,
-        None,
-        None,
-        Some("demo"),
-        SystemClock.now(),
-    )
-    .await
-    .map_err(|e| msg(e.detail))?;
+    let token = create_token(&store, Role::ProviderAdmin, None, None, Some("demo"), SystemClock.now())
+        .await
+        .map_err(|e| msg(e.detail))?;
     let listener = crate::bind(listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("Allot demo is running at {url}");

@@ -36,13 +36,9 @@ impl DbArgs {
             durable: !self.no_durable_commits,
             ..Default::default()
         };
-        Store::open(&self.database, opts).await.map_err(|e| {
-            anyhow_lite::msg(format!(
-                "cannot open database {}: {}",
-                self.database,
-                allot_domain::Error::from(e)
-            ))
-        })
+        Store::open(&self.database, opts)
+            .await
+            .map_err(|e| anyhow_lite::msg(format!("cannot open database {}: {}", self.database, allot_domain::Error::from(e))))
     }
 }
 
@@ -125,8 +121,8 @@ mod anyhow_lite {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -148,11 +144,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
         Command::Serve { db, listen } => {
             let store = db.open().await?;
             let listener = bind(&listen).await?;
-            println!(
-                "Allot is listening on http://{} (database {})",
-                listener.local_addr()?,
-                db.database
-            );
+            println!("Allot is listening on http://{} (database {})", listener.local_addr()?, db.database);
             let state = AppState {
                 store,
                 clock: Arc::new(SystemClock),
@@ -173,11 +165,8 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                     label,
                 },
         } => {
-            let role = Role::parse(&role).ok_or_else(|| {
-                anyhow_lite::msg(format!(
-                    "unknown role {role:?}; see allot admin create-token --help"
-                ))
-            })?;
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow_lite::msg(format!("unknown role {role:?}; see allot admin create-token --help")))?;
             let store = db.open().await?;
             let token = allot_server::auth::create_token(
                 &store,
@@ -189,20 +178,14 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             )
             .await
             .map_err(|e| anyhow_lite::msg(e.detail))?;
-            eprintln!(
-                "Created a {} token. It is shown only now; store it safely.",
-                role.as_str()
-            );
+            eprintln!("Created a {} token. It is shown only now; store it safely.", role.as_str());
             println!("{token}");
         }
         Command::Admin {
             command: AdminCommand::Check { db },
         } => {
             let store = db.open().await?;
-            let mut tx = store
-                .begin_read()
-                .await
-                .map_err(allot_domain::Error::from)?;
+            let mut tx = store.begin_read().await.map_err(allot_domain::Error::from)?;
             let bad = allot_store::subscriptions::counter_mismatches(&mut tx)
                 .await
                 .map_err(allot_domain::Error::from)?;
@@ -212,10 +195,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 for (org, sub, product, consumed, held) in &bad {
                     println!("MISMATCH org {org} subscription {sub} product {product}: consumed {consumed}, assignments {held}");
                 }
-                return Err(anyhow_lite::msg(format!(
-                    "{} pools disagree with their assignments",
-                    bad.len()
-                )));
+                return Err(anyhow_lite::msg(format!("{} pools disagree with their assignments", bad.len())));
             }
         }
         Command::Demo { database, listen } => demo::run(&database, &listen).await?,
@@ -227,10 +207,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
 fn main() {
     let cli = Cli::parse();
     init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -49,41 +49,21 @@ fn start(args: &[&str], mut want: impl FnMut(&str) -> bool) -> (Running, Vec<Str
 }
 
 fn url_in(lines: &[String], marker: &str) -> String {
-    let line = lines
-        .iter()
-        .find(|l| l.contains(marker))
-        .expect("a line with the URL");
-    line.split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("URL")
-        .to_string()
+    let line = lines.iter().find(|l| l.contains(marker)).expect("a line with the URL");
+    line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string()
 }
 
 #[tokio::test]
 async fn demo_starts_on_a_fresh_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let (_demo, lines) = start(
-        &[
-            "demo",
-            "--database",
-            db.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        |l| l.starts_with("allot_"),
-    );
+    let (_demo, lines) = start(&["demo", "--database", db.to_str().unwrap(), "--listen", "127.0.0.1:0"], |l| {
+        l.starts_with("allot_")
+    });
     let url = url_in(&lines, "running at");
     let token = lines.last().unwrap().clone();
     let client = reqwest::Client::new();
-    let health: serde_json::Value = client
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = client.get(format!("{url}/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     let orgs = client
         .get(format!("{url}/api/v1/orgs?limit=1000"))
@@ -138,21 +118,10 @@ async fn create_token_then_serve() {
     let db = dir.path().join("allot.db");
     let db = db.to_str().unwrap();
     let out = Command::new(BIN)
-        .args([
-            "admin",
-            "create-token",
-            "--database",
-            db,
-            "--role",
-            "provider_admin",
-        ])
+        .args(["admin", "create-token", "--database", db, "--role", "provider_admin"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let token = stdout.lines().last().unwrap().to_string();
     assert!(token.starts_with("allot_") && token.len() > 40, "{stdout}");
@@ -165,14 +134,7 @@ async fn create_token_then_serve() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
     let bad = Command::new(BIN)
-        .args([
-            "admin",
-            "create-token",
-            "--database",
-            db,
-            "--role",
-            "org_admin",
-        ])
+        .args(["admin", "create-token", "--database", db, "--role", "org_admin"])
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -196,18 +158,12 @@ async fn create_token_then_serve() {
         .unwrap();
     assert!(!bad.status.success());
 
-    let (_server, lines) = start(
-        &["serve", "--database", db, "--listen", "127.0.0.1:0"],
-        |l| l.contains("listening on"),
-    );
+    let (_server, lines) = start(&["serve", "--database", db, "--listen", "127.0.0.1:0"], |l| {
+        l.contains("listening on")
+    });
     let url = url_in(&lines, "listening on");
     let client = reqwest::Client::new();
-    let r = client
-        .get(format!("{url}/api/v1/orgs"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("{url}/api/v1/orgs")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let r = client
         .get(format!("{url}/api/v1/orgs"))
@@ -217,13 +173,6 @@ async fn create_token_then_serve() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
-    let check = Command::new(BIN)
-        .args(["admin", "check", "--database", db])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    let check = Command::new(BIN).args(["admin", "check", "--database", db]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }

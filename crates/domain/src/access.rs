@@ -87,14 +87,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
         PartnerSales => matches!(
             action,
-            ReadCatalogue
-                | ReadPartners
-                | ReadOrg
-                | CreateOrg
-                | WriteOrg
-                | ReadSubscriptions
-                | WriteSubscriptions
-                | ReadLicenses
+            ReadCatalogue | ReadPartners | ReadOrg | CreateOrg | WriteOrg | ReadSubscriptions | WriteSubscriptions | ReadLicenses
         ),
         PartnerHelpdesk => matches!(
             action,
@@ -102,35 +95,17 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         ),
         OrgSuperAdmin => matches!(
             action,
-            ReadCatalogue
-                | ReadOrg
-                | WriteOrg
-                | ReadSubscriptions
-                | ReadUsers
-                | WriteUsers
-                | ReadLicenses
-                | WriteLicenses
-                | ReadAudit
+            ReadCatalogue | ReadOrg | WriteOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
         ),
         OrgAdmin => matches!(
             action,
-            ReadCatalogue
-                | ReadOrg
-                | ReadSubscriptions
-                | ReadUsers
-                | WriteUsers
-                | ReadLicenses
-                | WriteLicenses
-                | ReadAudit
+            ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
         ),
         OrgUserAdmin => matches!(
             action,
             ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses
         ),
-        OrgSupport | OrgReadOnly => matches!(
-            action,
-            ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses
-        ),
+        OrgSupport | OrgReadOnly => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
     }
 }
 
@@ -207,10 +182,7 @@ mod tests {
         }
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
-            assert_eq!(
-                role_allows(r, Action::WriteCatalogue),
-                r == Role::ProviderAdmin
-            );
+            assert_eq!(role_allows(r, Action::WriteCatalogue), r == Role::ProviderAdmin);
         }
     }
 }

@@ -58,22 +58,13 @@ impl Product {
         let mut v = Vec::new();
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            v.push(
-                Violation::new(
-                    crate::Code::ValidationFailed,
-                    "name must have 1 to 200 characters.",
-                )
-                .field("name"),
-            );
+            v.push(Violation::new(crate::Code::ValidationFailed, "name must have 1 to 200 characters.").field("name"));
         }
         for (i, f) in self.features.iter().enumerate() {
             if f.trim().is_empty() || f.len() > 100 {
                 v.push(
-                    Violation::new(
-                        crate::Code::ValidationFailed,
-                        format!("feature {i} must have 1 to 100 characters."),
-                    )
-                    .field(format!("features[{i}]")),
+                    Violation::new(crate::Code::ValidationFailed, format!("feature {i} must have 1 to 100 characters."))
+                        .field(format!("features[{i}]")),
                 );
             }
         }
@@ -124,9 +115,12 @@ pub fn validate_catalogue(products: &HashMap<ProductCode, Product>) -> Result<()
             for other in list {
                 if !products.contains_key(other) {
                     v.push(
-                        Violation::new(crate::Code::ValidationFailed, format!("{code}: rules.{field} names {other}, which is not in the catalogue."))
-                            .product(code.as_str())
-                            .field(format!("rules.{field}")),
+                        Violation::new(
+                            crate::Code::ValidationFailed,
+                            format!("{code}: rules.{field} names {other}, which is not in the catalogue."),
+                        )
+                        .product(code.as_str())
+                        .field(format!("rules.{field}")),
                     );
                 }
             }

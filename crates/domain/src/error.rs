@@ -44,11 +44,7 @@ pub enum Code {
 
 impl Code {
     pub fn as_str(&self) -> &'static str {
-        CODE_NAMES
-            .iter()
-            .find(|(c, _)| c == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("internal")
+        CODE_NAMES.iter().find(|(c, _)| c == self).map(|(_, n)| *n).unwrap_or("internal")
     }
 
     /// The HTTP status that goes with a code.
@@ -110,15 +106,9 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::AlreadyAssigned, "already_assigned"),
     (Code::SubscriptionHasUsers, "subscription_has_users"),
     (Code::PaymentMethodRequired, "payment_method_required"),
-    (
-        Code::SelfServicePurchaseDisabled,
-        "self_service_purchase_disabled",
-    ),
+    (Code::SelfServicePurchaseDisabled, "self_service_purchase_disabled"),
     (Code::IdempotencyKeyReused, "idempotency_key_reused"),
-    (
-        Code::IdempotencyKeyInProgress,
-        "idempotency_key_in_progress",
-    ),
+    (Code::IdempotencyKeyInProgress, "idempotency_key_in_progress"),
     (Code::PreconditionFailed, "precondition_failed"),
     (Code::PayloadTooLarge, "payload_too_large"),
     (Code::RateLimited, "rate_limited"),
@@ -220,11 +210,7 @@ impl Error {
                 violations[0].message
             ),
         };
-        Error {
-            code,
-            detail,
-            violations,
-        }
+        Error { code, detail, violations }
     }
     /// Prefix a field path to every violation (e.g. `add[1]`).
     pub fn in_field(mut self, prefix: &str) -> Self {
@@ -253,10 +239,7 @@ mod tests {
     #[test]
     fn every_code_has_its_serde_name() {
         for (code, name) in CODE_NAMES {
-            assert_eq!(
-                serde_json::to_value(code).unwrap(),
-                serde_json::Value::String(name.to_string())
-            );
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::Value::String(name.to_string()));
             assert_eq!(code.as_str(), *name);
         }
     }

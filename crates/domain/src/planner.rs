@@ -111,39 +111,23 @@ impl LicensePlan {
     }
 }
 
-fn product_name<'a>(
-    catalogue: &'a HashMap<ProductCode, Product>,
-    code: &'a ProductCode,
-) -> &'a str {
-    catalogue
-        .get(code)
-        .map(|p| p.name.as_str())
-        .unwrap_or(code.as_str())
+fn product_name<'a>(catalogue: &'a HashMap<ProductCode, Product>, code: &'a ProductCode) -> &'a str {
+    catalogue.get(code).map(|p| p.name.as_str()).unwrap_or(code.as_str())
 }
 
 /// Decide a licence change for one user. Returns the plan, or every reason
 /// the change is refused (never only the first).
-pub fn plan_license_change(
-    input: &PlanInput<'_>,
-    change: &LicenseChange,
-) -> Result<LicensePlan, Vec<Violation>> {
+pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Result<LicensePlan, Vec<Violation>> {
     let user = input.user;
     let cat = input.catalogue;
     let mut violations = Vec::new();
-    let v = |code: Code, msg: String, product: &ProductCode| {
-        Violation::new(code, msg)
-            .user(user.email.clone())
-            .product(product.as_str())
-    };
+    let v = |code: Code, msg: String, product: &ProductCode| Violation::new(code, msg).user(user.email.clone()).product(product.as_str());
 
     if change.add.is_empty() && change.remove.is_empty() {
         violations.push(
-            Violation::new(
-                Code::ValidationFailed,
-                "The change adds and removes nothing.",
-            )
-            .user(user.email.clone())
-            .field("add"),
+            Violation::new(Code::ValidationFailed, "The change adds and removes nothing.")
+                .user(user.email.clone())
+                .field("add"),
         );
         return Err(violations);
     }
@@ -163,9 +147,10 @@ pub fn plan_license_change(
             );
             continue;
         }
-        let found = input.held.iter().find(|h| {
-            h.product == r.product && r.subscription.as_ref().is_none_or(|s| *s == h.subscription)
-        });
+        let found = input
+            .held
+            .iter()
+            .find(|h| h.product == r.product && r.subscription.as_ref().is_none_or(|s| *s == h.subscription));
         match found {
             Some(h) => release.push(h.clone()),
             None => {
@@ -193,17 +178,10 @@ pub fn plan_license_change(
     // Seats this plan has already taken or released per pool, on top of the snapshot.
     let mut pool_delta: HashMap<(&str, &ProductCode), i64> = HashMap::new();
     for h in &release {
-        *pool_delta
-            .entry((h.subscription.as_str(), &h.product))
-            .or_default() -= 1;
+        *pool_delta.entry((h.subscription.as_str(), &h.product)).or_default() -= 1;
     }
     let free = |pool: &Pool, delta: &HashMap<(&str, &ProductCode), i64>| {
-        pool.quantity
-            - pool.consumed
-            - delta
-                .get(&(pool.subscription.as_str(), &pool.product))
-                .copied()
-                .unwrap_or(0)
+        pool.quantity - pool.consumed - delta.get(&(pool.subscription.as_str(), &pool.product)).copied().unwrap_or(0)
     };
 
     let mut take: Vec<Held> = Vec::new();
@@ -232,10 +210,7 @@ pub fn plan_license_change(
             );
             continue;
         }
-        let still_held = input
-            .held
-            .iter()
-            .find(|h| h.product == a.product && !release.contains(h));
+        let still_held = input.held.iter().find(|h| h.product == a.product && !release.contains(h));
         if let Some(h) = still_held {
             violations.push(
                 v(
@@ -250,48 +225,40 @@ pub fn plan_license_change(
             );
             continue;
         }
-        let candidates: Vec<&Pool> = input
-            .pools
-            .iter()
-            .filter(|p| p.product == a.product)
-            .collect();
+        let candidates: Vec<&Pool> = input.pools.iter().filter(|p| p.product == a.product).collect();
         let chosen = match &a.subscription {
-            Some(sub) => {
-                match candidates.iter().find(|p| &p.subscription == sub) {
-                    None => {
-                        violations.push(
-                            v(
-                                Code::ValidationFailed,
-                                format!(
-                                    "Subscription {sub} of this organisation carries no {}.",
-                                    product.name
-                                ),
-                                &a.product,
-                            )
-                            .subscription(sub.clone())
-                            .field(format!("{field}.subscription")),
-                        );
-                        continue;
-                    }
-                    Some(p) if !p.status.is_usable() => {
-                        violations.push(
-                            v(
-                                Code::SubscriptionNotActive,
-                                format!(
-                                    "{} cannot get {}: subscription {sub} is {}.",
-                                    user.email,
-                                    product.name,
-                                    p.status.as_str().replace('_', " ")
-                                ),
-                                &a.product,
-                            )
-                            .subscription(sub.clone())
-                            .field(field),
-                        );
-                        continue;
-                    }
-                    Some(p) if p.provisioning != ProvisioningStatus::Provisioned => {
-                        violations.push(
+            Some(sub) => match candidates.iter().find(|p| &p.subscription == sub) {
+                None => {
+                    violations.push(
+                        v(
+                            Code::ValidationFailed,
+                            format!("Subscription {sub} of this organisation carries no {}.", product.name),
+                            &a.product,
+                        )
+                        .subscription(sub.clone())
+                        .field(format!("{field}.subscription")),
+                    );
+                    continue;
+                }
+                Some(p) if !p.status.is_usable() => {
+                    violations.push(
+                        v(
+                            Code::SubscriptionNotActive,
+                            format!(
+                                "{} cannot get {}: subscription {sub} is {}.",
+                                user.email,
+                                product.name,
+                                p.status.as_str().replace('_', " ")
+                            ),
+                            &a.product,
+                        )
+                        .subscription(sub.clone())
+                        .field(field),
+                    );
+                    continue;
+                }
+                Some(p) if p.provisioning != ProvisioningStatus::Provisioned => {
+                    violations.push(
                         v(
                             Code::ServiceNotProvisioned,
                             format!(
@@ -305,67 +272,50 @@ pub fn plan_license_change(
                         .subscription(sub.clone())
                         .field(field),
                     );
-                        continue;
-                    }
-                    Some(p) if free(p, &pool_delta) <= 0 => {
-                        violations.push(
+                    continue;
+                }
+                Some(p) if free(p, &pool_delta) <= 0 => {
+                    violations.push(
                         v(
                             Code::SeatsExhausted,
-                            format!("{} cannot get {}: all {} seats of subscription {sub} are taken.", user.email, product.name, p.quantity),
+                            format!(
+                                "{} cannot get {}: all {} seats of subscription {sub} are taken.",
+                                user.email, product.name, p.quantity
+                            ),
                             &a.product,
                         )
                         .subscription(sub.clone())
                         .field(field),
                     );
-                        continue;
-                    }
-                    Some(p) => *p,
+                    continue;
                 }
-            }
-            None => match candidates
-                .iter()
-                .find(|p| p.assignable() && free(p, &pool_delta) > 0)
-            {
+                Some(p) => *p,
+            },
+            None => match candidates.iter().find(|p| p.assignable() && free(p, &pool_delta) > 0) {
                 Some(p) => *p,
                 None => {
                     let (code, why) = if candidates.is_empty() {
-                        (
-                            Code::SeatsExhausted,
-                            "the organisation has no subscription carrying it".to_string(),
-                        )
+                        (Code::SeatsExhausted, "the organisation has no subscription carrying it".to_string())
                     } else if !candidates.iter().any(|p| p.status.is_usable()) {
-                        (
-                            Code::SubscriptionNotActive,
-                            "no subscription carrying it is active".to_string(),
-                        )
+                        (Code::SubscriptionNotActive, "no subscription carrying it is active".to_string())
                     } else if !candidates.iter().any(|p| p.assignable()) {
-                        (Code::ServiceNotProvisioned, "the service is not provisioned yet on any active subscription carrying it".to_string())
+                        (
+                            Code::ServiceNotProvisioned,
+                            "the service is not provisioned yet on any active subscription carrying it".to_string(),
+                        )
                     } else {
-                        let total: i64 = candidates
-                            .iter()
-                            .filter(|p| p.assignable())
-                            .map(|p| p.quantity)
-                            .sum();
+                        let total: i64 = candidates.iter().filter(|p| p.assignable()).map(|p| p.quantity).sum();
                         (
                             Code::SeatsExhausted,
                             format!("all {total} seats on its active subscriptions are taken"),
                         )
                     };
-                    violations.push(
-                        v(
-                            code,
-                            format!("{} cannot get {}: {why}.", user.email, product.name),
-                            &a.product,
-                        )
-                        .field(field),
-                    );
+                    violations.push(v(code, format!("{} cannot get {}: {why}.", user.email, product.name), &a.product).field(field));
                     continue;
                 }
             },
         };
-        *pool_delta
-            .entry((chosen.subscription.as_str(), &chosen.product))
-            .or_default() += 1;
+        *pool_delta.entry((chosen.subscription.as_str(), &chosen.product)).or_default() += 1;
         take.push(Held {
             product: a.product.clone(),
             subscription: chosen.subscription.clone(),
@@ -378,10 +328,7 @@ pub fn plan_license_change(
     }
 
     let family_of = |code: &ProductCode| cat.get(code).map(|p| p.family.clone());
-    let released_families: HashSet<ProductCode> = release
-        .iter()
-        .filter_map(|h| family_of(&h.product))
-        .collect();
+    let released_families: HashSet<ProductCode> = release.iter().filter_map(|h| family_of(&h.product)).collect();
     let mut moved_families: Vec<ProductCode> = take
         .iter()
         .filter_map(|h| family_of(&h.product))
@@ -390,12 +337,7 @@ pub fn plan_license_change(
     moved_families.sort();
     moved_families.dedup();
 
-    let mut result: Vec<Held> = input
-        .held
-        .iter()
-        .filter(|h| !release.contains(h))
-        .cloned()
-        .collect();
+    let mut result: Vec<Held> = input.held.iter().filter(|h| !release.contains(h)).cloned().collect();
     result.extend(take.iter().cloned());
     result.sort_by(|a, b| a.product.cmp(&b.product));
     Ok(LicensePlan {
@@ -419,11 +361,7 @@ mod tests {
         ["calling-standard", "calling-professional", "meetings"]
             .into_iter()
             .map(|c| {
-                let family = if c.starts_with("calling") {
-                    "calling"
-                } else {
-                    "meetings"
-                };
+                let family = if c.starts_with("calling") { "calling" } else { "meetings" };
                 (
                     code(c),
                     Product {
@@ -473,11 +411,7 @@ mod tests {
         let cat = catalogue();
         let mut suspended = pool("s0", "meetings", 10, 0);
         suspended.status = SubscriptionStatus::Suspended;
-        let pools = [
-            suspended,
-            pool("s1", "meetings", 5, 5),
-            pool("s2", "meetings", 5, 4),
-        ];
+        let pools = [suspended, pool("s1", "meetings", 5, 5), pool("s2", "meetings", 5, 4)];
         let u = user();
         let input = PlanInput {
             user: &u,
@@ -517,28 +451,14 @@ mod tests {
         };
         let errs = plan_license_change(&input, &change).unwrap_err();
         let codes: Vec<Code> = errs.iter().map(|v| v.code).collect();
-        assert_eq!(
-            codes,
-            [
-                Code::NotAssigned,
-                Code::SeatsExhausted,
-                Code::ValidationFailed
-            ]
-        );
-        assert!(
-            errs[1].message.contains("anna@example.com"),
-            "{}",
-            errs[1].message
-        );
+        assert_eq!(codes, [Code::NotAssigned, Code::SeatsExhausted, Code::ValidationFailed]);
+        assert!(errs[1].message.contains("anna@example.com"), "{}", errs[1].message);
     }
 
     #[test]
     fn remove_and_add_in_a_family_is_a_move_and_reuses_the_released_seat() {
         let cat = catalogue();
-        let pools = [
-            pool("a", "calling-standard", 1, 1),
-            pool("b", "calling-professional", 1, 0),
-        ];
+        let pools = [pool("a", "calling-standard", 1, 1), pool("b", "calling-professional", 1, 0)];
         let held = [Held {
             product: code("calling-standard"),
             subscription: "a".into(),

@@ -51,12 +51,7 @@ impl SubscriptionStatus {
     pub fn is_usable(&self) -> bool {
         matches!(
             self,
-            Self::Active
-                | Self::Expiring30d
-                | Self::Expiring60d
-                | Self::TrialActive
-                | Self::TrialExpiring30d
-                | Self::TrialExpiring60d
+            Self::Active | Self::Expiring30d | Self::Expiring60d | Self::TrialActive | Self::TrialExpiring30d | Self::TrialExpiring60d
         )
     }
 }
@@ -141,9 +136,7 @@ impl ProvisioningStatus {
 }
 
 /// The most important of several provisioning statuses (None when there are none).
-pub fn most_important_provisioning(
-    statuses: impl IntoIterator<Item = ProvisioningStatus>,
-) -> Option<ProvisioningStatus> {
+pub fn most_important_provisioning(statuses: impl IntoIterator<Item = ProvisioningStatus>) -> Option<ProvisioningStatus> {
     statuses.into_iter().max_by_key(|s| s.importance())
 }
 
@@ -171,25 +164,17 @@ mod tests {
         // (today, paid, trial)
         let table = [
             ("2026-06-01", Active, TrialActive),
-            ("2026-11-01", Active, TrialActive), // 61 days left
+            ("2026-11-01", Active, TrialActive),           // 61 days left
             ("2026-11-02", Expiring60d, TrialExpiring60d), // 60 days left
             ("2026-12-01", Expiring60d, TrialExpiring60d), // 31 days left
             ("2026-12-02", Expiring30d, TrialExpiring30d), // 30 days left
             ("2026-12-31", Expiring30d, TrialExpiring30d), // 1 day left
-            ("2027-01-01", Expired, TrialExpired), // end date: ended
+            ("2027-01-01", Expired, TrialExpired),         // end date: ended
             ("2028-01-01", Expired, TrialExpired),
         ];
         for (today, paid, trial) in table {
-            assert_eq!(
-                derive_subscription_status(&facts(false), d(today)),
-                paid,
-                "paid {today}"
-            );
-            assert_eq!(
-                derive_subscription_status(&facts(true), d(today)),
-                trial,
-                "trial {today}"
-            );
+            assert_eq!(derive_subscription_status(&facts(false), d(today)), paid, "paid {today}");
+            assert_eq!(derive_subscription_status(&facts(true), d(today)), trial, "trial {today}");
         }
     }
 
@@ -230,10 +215,7 @@ mod tests {
             most_important_provisioning([Provisioned, ManualProvider, Provisioning]),
             Some(ManualProvider)
         );
-        assert_eq!(
-            most_important_provisioning([ManualProvider, ManualPartner]),
-            Some(ManualPartner)
-        );
+        assert_eq!(most_important_provisioning([ManualProvider, ManualPartner]), Some(ManualPartner));
         assert_eq!(
             most_important_provisioning([AwaitingDetails, CannotProvision]),
             Some(CannotProvision)

@@ -15,12 +15,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let s = raw.trim();
-        let bad = |why: &str| {
-            Error::validation(
-                "email",
-                format!("\"{raw}\" is not a valid email address: {why}."),
-            )
-        };
+        let bad = |why: &str| Error::validation("email", format!("\"{raw}\" is not a valid email address: {why}."));
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -40,17 +35,10 @@ impl Email {
             return Err(bad("it has more than one @"));
         }
         let labels: Vec<&str> = domain.split('.').collect();
-        if labels.len() < 2
-            || labels
-                .iter()
-                .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
-        {
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
             return Err(bad("the domain must look like example.com"));
         }
-        if !domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
-        {
+        if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
             return Err(bad("the domain may hold only letters, digits, - and ."));
         }
         Ok(Email(s.to_string()))
@@ -91,9 +79,7 @@ impl ProductCode {
         let ok = !raw.is_empty()
             && raw.len() <= 64
             && raw.starts_with(|c: char| c.is_ascii_lowercase())
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if ok {
             Ok(ProductCode(raw.to_string()))
         } else {
@@ -195,14 +181,8 @@ mod tests {
 
     #[test]
     fn emails_parse_or_say_why() {
-        assert_eq!(
-            Email::parse(" Anna@Example.com ").unwrap().as_str(),
-            "Anna@Example.com"
-        );
-        assert_eq!(
-            Email::parse("Anna@Example.com").unwrap().normalized(),
-            "anna@example.com"
-        );
+        assert_eq!(Email::parse(" Anna@Example.com ").unwrap().as_str(), "Anna@Example.com");
+        assert_eq!(Email::parse("Anna@Example.com").unwrap().normalized(), "anna@example.com");
         for bad in [
             "",
             "anna",

@@ -46,9 +46,7 @@ fn is_root() -> bool {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl PgCluster {
@@ -56,10 +54,7 @@ impl PgCluster {
     /// synchronous commit (for benchmarks); otherwise both are off (tests).
     pub fn start(durable: bool) -> Result<PgCluster, String> {
         let bin = find_bin_dir().ok_or("no PostgreSQL binaries found (install Debian's postgresql package or set ALLOT_PG_BIN)")?;
-        let dir = tempfile::Builder::new()
-            .prefix("allot-pg-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new().prefix("allot-pg-").tempdir().map_err(|e| e.to_string())?;
         let as_postgres_user = is_root();
         if as_postgres_user {
             let ok = Command::new("chown")
@@ -110,26 +105,13 @@ impl PgCluster {
             let log = cluster.dir.path().join("server.log");
             match cluster.run(
                 "pg_ctl",
-                &[
-                    "-D",
-                    path(&data),
-                    "-l",
-                    path(&log),
-                    "-o",
-                    &opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
+                &["-D", path(&data), "-l", path(&log), "-o", &opts, "-w", "-t", "60", "start"],
             ) {
                 Ok(()) => {
                     cluster.spawn_watchdog();
                     return Ok(cluster);
                 }
-                Err(e) => {
-                    last_err = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
-                }
+                Err(e) => last_err = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
             }
         }
         Err(format!("pg_ctl start failed: {last_err}"))
@@ -222,10 +204,7 @@ impl PgCluster {
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!(
-                "CREATE DATABASE {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(self.url(name))
     }

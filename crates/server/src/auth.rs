@@ -38,15 +38,8 @@ pub async fn create_token(
 ) -> Result<String, Error> {
     use allot_domain::access::ScopeKind;
     match (role.scope_kind(), partner, org) {
-        (ScopeKind::Provider, None, None)
-        | (ScopeKind::Partner, Some(_), None)
-        | (ScopeKind::Org, None, Some(_)) => {}
-        (ScopeKind::Provider, ..) => {
-            return Err(Error::validation(
-                "role",
-                "provider_admin tokens are bound to no partner or org.",
-            ))
-        }
+        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => {}
+        (ScopeKind::Provider, ..) => return Err(Error::validation("role", "provider_admin tokens are bound to no partner or org.")),
         (ScopeKind::Partner, ..) => {
             return Err(Error::validation(
                 "partner",
@@ -113,11 +106,7 @@ impl Ctx {
         } else {
             Err(Error::new(
                 Code::Forbidden,
-                format!(
-                    "A {} token may not {}.",
-                    self.principal.role.as_str(),
-                    describe(action)
-                ),
+                format!("A {} token may not {}.", self.principal.role.as_str(), describe(action)),
             ))
         }
     }
@@ -164,18 +153,12 @@ fn describe(action: Action) -> &'static str {
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthenticated =
-            |why: &str| ApiError(Error::new(Code::Unauthenticated, why.to_string()));
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthenticated = |why: &str| ApiError(Error::new(Code::Unauthenticated, why.to_string()));
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                unauthenticated("Send an API token as Authorization: Bearer <token>.")
-            })?;
+            .ok_or_else(|| unauthenticated("Send an API token as Authorization: Bearer <token>."))?;
         let token = header
             .to_str()
             .ok()
@@ -184,11 +167,10 @@ impl FromRequestParts<AppState> for Ctx {
             .filter(|t| !t.is_empty() && t.len() <= 200)
             .ok_or_else(|| unauthenticated("The Authorization header must be Bearer <token>."))?;
         let hash = hash_token(token);
-        let mut tx = state.store.begin_read().await?;
+        let mut tx = state.store.read_conn().await?;
         let principal = tokens::principal_by_hash(&mut tx, &hash).await?;
         drop(tx);
-        let principal =
-            principal.ok_or_else(|| unauthenticated("The API token is unknown or revoked."))?;
+        let principal = principal.ok_or_else(|| unauthenticated("The API token is unknown or revoked."))?;
         let request_id = parts
             .headers
             .get("x-request-id")
@@ -196,9 +178,6 @@ impl FromRequestParts<AppState> for Ctx {
             .filter(|v| !v.is_empty() && v.len() <= 100 && v.chars().all(|c| c.is_ascii_graphic()))
             .map(str::to_string)
             .unwrap_or_else(|| allot_store::new_id("req"));
-        Ok(Ctx {
-            principal,
-            request_id,
-        })
+        Ok(Ctx { principal, request_id })
     }
 }

@@ -41,23 +41,16 @@ fn json_rejection(rej: JsonRejection) -> Error {
             let msg = std::error::Error::source(&e)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.body_text());
-            Error::validation(
-                "body",
-                format!("The request body is not valid JSON: {msg}."),
-            )
+            Error::validation("body", format!("The request body is not valid JSON: {msg}."))
         }
-        JsonRejection::MissingJsonContentType(_) => Error::validation(
-            "content-type",
-            "Send the body as JSON with Content-Type: application/json.",
-        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::validation("content-type", "Send the body as JSON with Content-Type: application/json.")
+        }
         JsonRejection::BytesRejection(e) if e.status().as_u16() == 413 => Error::new(
             Code::PayloadTooLarge,
             format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
         ),
-        other => Error::validation(
-            "body",
-            format!("The request body could not be read: {}.", other.body_text()),
-        ),
+        other => Error::validation("body", format!("The request body could not be read: {}.", other.body_text())),
     }
 }
 
@@ -70,12 +63,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError(Error::validation(
-                    "query",
-                    format!("The query string does not fit: {}.", e.body_text()),
-                )))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError(Error::validation(
+                "query",
+                format!("The query string does not fit: {}.", e.body_text()),
+            ))),
             Err(e) => Err(ApiError(Error::validation("query", e.body_text()))),
         }
     }
@@ -104,20 +95,10 @@ impl PageQuery {
         }
         let after = match &self.cursor {
             None => None,
-            Some(c)
-                if !c.is_empty()
-                    && c.len() <= 200
-                    && c.chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') =>
-            {
+            Some(c) if !c.is_empty() && c.len() <= 200 && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') => {
                 Some(c.clone())
             }
-            Some(_) => {
-                return Err(Error::validation(
-                    "cursor",
-                    "cursor is not one this server handed out.",
-                ))
-            }
+            Some(_) => return Err(Error::validation("cursor", "cursor is not one this server handed out.")),
         };
         Ok(Page { limit, after })
     }
@@ -125,11 +106,7 @@ impl PageQuery {
 
 /// A list answer: `{"items": [...], "next_cursor": ...}`. `rows` holds up to
 /// `limit + 1` items (the extra one only says that there are more).
-pub fn paged<T: serde::Serialize>(
-    mut rows: Vec<T>,
-    limit: i64,
-    key: impl Fn(&T) -> String,
-) -> serde_json::Value {
+pub fn paged<T: serde::Serialize>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> serde_json::Value {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next = if more { rows.last().map(&key) } else { None };

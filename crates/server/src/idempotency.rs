@@ -19,10 +19,7 @@ use crate::problem::ApiError;
 use crate::AppState;
 
 pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if !matches!(
-        *req.method(),
-        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
-    ) {
+    if !matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT | Method::DELETE) {
         return next.run(req).await;
     }
     let Some(raw_key) = req.headers().get("idempotency-key") else {
@@ -63,14 +60,7 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     h.update(&bytes);
     let request_hash = hex::encode(h.finalize());
     let now = st.clock.now();
-    let state = in_transaction!(st.store, |tx| tokens::reserve_key(
-        &mut tx,
-        &scope,
-        &key,
-        &request_hash,
-        now
-    )
-    .await);
+    let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &scope, &key, &request_hash, now).await);
     match state {
         Err(e) => ApiError(e).into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError(Error::new(
@@ -78,14 +68,19 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             "This Idempotency-Key was used with a different request; use a new key for a new request.",
         ))
         .into_response(),
-        Ok(IdempotencyState::InProgress) => {
-            ApiError(Error::new(Code::IdempotencyKeyInProgress, "The first request with this Idempotency-Key is still running; try again shortly."))
-                .into_response()
-        }
+        Ok(IdempotencyState::InProgress) => ApiError(Error::new(
+            Code::IdempotencyKeyInProgress,
+            "The first request with this Idempotency-Key is still running; try again shortly.",
+        ))
+        .into_response(),
         Ok(IdempotencyState::Done { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let mut resp = (status, body).into_response();
-            let ct = if status.is_success() { "application/json" } else { "application/problem+json" };
+            let ct = if status.is_success() {
+                "application/json"
+            } else {
+                "application/problem+json"
+            };
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             resp

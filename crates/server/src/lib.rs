@@ -69,10 +69,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError(Error::new(
-        allot_domain::Code::NotFound,
-        "That method is not served at this path.",
-    ))
+    ApiError(Error::new(allot_domain::Code::NotFound, "That method is not served at this path."))
 }
 
 /// The OpenAPI document and the router come from the same registrations, so
@@ -105,18 +102,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_parts();
     let doc = Arc::new(doc);
-    api.route(
-        "/api/openapi.json",
-        get(move || async move { Json(doc.as_ref().clone()) }),
-    )
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        idempotency::idempotency,
-    ))
-    .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-    .with_state(state)
+    api.route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves.
@@ -125,7 +116,5 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

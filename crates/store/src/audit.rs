@@ -60,13 +60,7 @@ pub struct AuditFilter {
     pub action: Option<String>,
 }
 
-pub async fn list(
-    tx: &mut Tx,
-    org: &str,
-    f: &AuditFilter,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<AuditEvent>, StoreError> {
+pub async fn list(tx: &mut Tx, org: &str, f: &AuditFilter, after: Option<&str>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
     let rows = tx
         .rows(
             "SELECT id, at, actor, action, target, before_state, after_state, request_id FROM audit_events \

@@ -12,8 +12,7 @@ use crate::{args, ts};
 const COLUMNS: &str = "code, name, family, features, rules, properties, retention_days";
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T, StoreError> {
-    serde_json::from_str(&row.text(i)?)
-        .map_err(|e| StoreError::Db(format!("stored JSON in column {i} is unreadable: {e}")))
+    serde_json::from_str(&row.text(i)?).map_err(|e| StoreError::Db(format!("stored JSON in column {i} is unreadable: {e}")))
 }
 
 fn product_from(row: &Row) -> Result<Product, StoreError> {
@@ -35,11 +34,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-pub async fn list(
-    tx: &mut Tx,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Product>, StoreError> {
+pub async fn list(tx: &mut Tx, after: Option<&str>, limit: i64) -> Result<Vec<Product>, StoreError> {
     let rows = tx
         .rows(
             &format!("SELECT {COLUMNS} FROM products WHERE code > $1 ORDER BY code LIMIT $2"),
@@ -50,56 +45,34 @@ pub async fn list(
 }
 
 pub async fn get(tx: &mut Tx, code: &str) -> Result<Option<Product>, StoreError> {
-    tx.opt_row(
-        &format!("SELECT {COLUMNS} FROM products WHERE code = $1"),
-        args![code],
-    )
-    .await?
-    .as_ref()
-    .map(product_from)
-    .transpose()
+    tx.opt_row(&format!("SELECT {COLUMNS} FROM products WHERE code = $1"), args![code])
+        .await?
+        .as_ref()
+        .map(product_from)
+        .transpose()
 }
 
 pub async fn all(tx: &mut Tx) -> Result<HashMap<ProductCode, Product>, StoreError> {
-    let rows = tx
-        .rows(&format!("SELECT {COLUMNS} FROM products"), &[])
-        .await?;
-    rows.iter()
-        .map(|r| product_from(r).map(|p| (p.code.clone(), p)))
-        .collect()
+    let rows = tx.rows(&format!("SELECT {COLUMNS} FROM products"), &[]).await?;
+    rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
 }
 
 /// `$1, $2, ...` for a list of `n` placeholders starting at `first`.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-pub async fn by_codes(
-    tx: &mut Tx,
-    codes: &[&ProductCode],
-) -> Result<HashMap<ProductCode, Product>, StoreError> {
+pub async fn by_codes(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<ProductCode, Product>, StoreError> {
     if codes.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM products WHERE code IN ({})",
-        placeholders(1, codes.len())
-    );
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE code IN ({})", placeholders(1, codes.len()));
     let vals: Vec<Val> = codes.iter().map(|c| Val::from(c.as_str())).collect();
     let rows = tx.rows(&sql, &vals).await?;
-    rows.iter()
-        .map(|r| product_from(r).map(|p| (p.code.clone(), p)))
-        .collect()
+    rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
 }
 
-pub async fn insert(
-    tx: &mut Tx,
-    p: &Product,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let r = tx
         .exec(
             &format!("INSERT INTO products ({COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"),
@@ -125,11 +98,7 @@ pub async fn insert(
     }
 }
 
-pub async fn update(
-    tx: &mut Tx,
-    p: &Product,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn update(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE products SET name = $2, family = $3, features = $4, rules = $5, properties = $6, retention_days = $7, updated_at = $8 WHERE code = $1",
         args![

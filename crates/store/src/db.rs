@@ -1,9 +1,6 @@
 use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::time::Duration;
@@ -88,30 +85,23 @@ pub struct Row(Vec<Option<Cell>>);
 
 impl Row {
     fn cell(&self, i: usize) -> Result<&Option<Cell>, StoreError> {
-        self.0
-            .get(i)
-            .ok_or_else(|| StoreError::Db(format!("column {i} missing from row")))
+        self.0.get(i).ok_or_else(|| StoreError::Db(format!("column {i} missing from row")))
     }
     pub fn text(&self, i: usize) -> Result<String, StoreError> {
-        self.opt_text(i)?
-            .ok_or_else(|| StoreError::Db(format!("column {i} is null")))
+        self.opt_text(i)?.ok_or_else(|| StoreError::Db(format!("column {i} is null")))
     }
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         match self.cell(i)? {
             None => Ok(None),
             Some(Cell::Text(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(StoreError::Db(format!(
-                "column {i}: expected text, found {other:?}"
-            ))),
+            Some(other) => Err(StoreError::Db(format!("column {i}: expected text, found {other:?}"))),
         }
     }
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
         match self.cell(i)? {
             Some(Cell::Int(v)) => Ok(*v),
             Some(Cell::Float(f)) if f.fract() == 0.0 => Ok(*f as i64),
-            other => Err(StoreError::Db(format!(
-                "column {i}: expected integer, found {other:?}"
-            ))),
+            other => Err(StoreError::Db(format!("column {i}: expected integer, found {other:?}"))),
         }
     }
     pub fn cell_is_null(&self, i: usize) -> bool {
@@ -122,9 +112,7 @@ impl Row {
             Some(Cell::Bool(b)) => Ok(*b),
             // SQLite keeps booleans as 0/1.
             Some(Cell::Int(v)) => Ok(*v != 0),
-            other => Err(StoreError::Db(format!(
-                "column {i}: expected boolean, found {other:?}"
-            ))),
+            other => Err(StoreError::Db(format!("column {i}: expected boolean, found {other:?}"))),
         }
     }
 }
@@ -159,21 +147,12 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(e) => e,
-            StoreError::Unique(what) => Error::new(
-                Code::Conflict,
-                format!("That conflicts with an existing record ({what})."),
-            ),
+            StoreError::Unique(what) => Error::new(Code::Conflict, format!("That conflicts with an existing record ({what}).")),
             StoreError::Constraint(what) => {
                 tracing::error!(%what, "constraint violated");
-                Error::new(
-                    Code::Conflict,
-                    "The change would break a database constraint and was not applied.",
-                )
+                Error::new(Code::Conflict, "The change would break a database constraint and was not applied.")
             }
-            StoreError::Retry(what) => Error::new(
-                Code::Conflict,
-                format!("The database stayed busy; try again ({what})."),
-            ),
+            StoreError::Retry(what) => Error::new(Code::Conflict, format!("The database stayed busy; try again ({what}).")),
             StoreError::Db(what) => {
                 tracing::error!(%what, "database error");
                 Error::internal("A database error occurred; nothing was changed.")
@@ -187,10 +166,7 @@ impl From<sqlx::Error> for StoreError {
         if let sqlx::Error::Database(db) = &e {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             let msg = db.message().to_string();
-            let what = db
-                .constraint()
-                .map(str::to_string)
-                .unwrap_or_else(|| msg.clone());
+            let what = db.constraint().map(str::to_string).unwrap_or_else(|| msg.clone());
             return match code.as_str() {
                 // PostgreSQL SQLSTATEs
                 "23505" => StoreError::Unique(what),
@@ -249,8 +225,7 @@ impl Store {
     /// Opens `postgres://…` URLs with PostgreSQL and anything else as a SQLite
     /// file path (or `sqlite:` URL), creating the file if needed, then migrates.
     pub async fn open(database: &str, opts: StoreOptions) -> Result<Store, StoreError> {
-        let store = if database.starts_with("postgres://") || database.starts_with("postgresql://")
-        {
+        let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(database)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
@@ -319,6 +294,15 @@ impl Store {
         })
     }
 
+    /// A connection for reads that need no consistent snapshot across
+    /// statements (one round trip each, no BEGIN/COMMIT).
+    pub async fn read_conn(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { reader, .. } => Tx::SqliteConn(reader.acquire().await?),
+            Pools::Postgres(pool) => Tx::PostgresConn(pool.acquire().await?),
+        })
+    }
+
     /// Runs raw SQL with no transaction (benchmark baselines, admin tasks).
     pub async fn raw_execute(&self, sql: &str) -> Result<(), StoreError> {
         match &self.pools {
@@ -343,9 +327,41 @@ impl Store {
     }
 }
 
+/// A transaction, or (for reads that need no snapshot) a plain connection.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    SqliteConn(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    PostgresConn(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the engine's connection (inside the
+/// transaction, or the plain connection) and `$to_row` to its row converter.
+macro_rules! with_conn {
+    ($tx:expr, |$c:ident, $to_row:ident| $body:expr) => {
+        match $tx {
+            Tx::Sqlite(t) => {
+                let $c: &mut sqlx::SqliteConnection = &mut **t;
+                let $to_row = sqlite_row;
+                $body
+            }
+            Tx::SqliteConn(t) => {
+                let $c: &mut sqlx::SqliteConnection = &mut **t;
+                let $to_row = sqlite_row;
+                $body
+            }
+            Tx::Postgres(t) => {
+                let $c: &mut sqlx::PgConnection = &mut **t;
+                let $to_row = pg_row;
+                $body
+            }
+            Tx::PostgresConn(t) => {
+                let $c: &mut sqlx::PgConnection = &mut **t;
+                let $to_row = pg_row;
+                $body
+            }
+        }
+    };
 }
 
 macro_rules! bind_all {
@@ -375,9 +391,7 @@ fn sqlite_row(r: &SqliteRow) -> Result<Row, StoreError> {
         // SQLite is dynamically typed: read the value's own storage class.
         let kind = raw.type_info().name().to_string();
         cells.push(Some(match kind.as_str() {
-            "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" => {
-                Cell::Int(r.try_get_unchecked::<i64, _>(i)?)
-            }
+            "INTEGER" | "BOOLEAN" | "INT" | "BIGINT" => Cell::Int(r.try_get_unchecked::<i64, _>(i)?),
             "REAL" | "FLOAT" | "DOUBLE" => Cell::Float(r.try_get_unchecked::<f64, _>(i)?),
             _ => Cell::Text(r.try_get_unchecked::<String, _>(i)?),
         }));
@@ -394,9 +408,7 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
             "INT2" => r.try_get::<Option<i16>, _>(i)?.map(|v| Cell::Int(v.into())),
             "BOOL" => r.try_get::<Option<bool>, _>(i)?.map(Cell::Bool),
             "FLOAT8" => r.try_get::<Option<f64>, _>(i)?.map(Cell::Float),
-            "FLOAT4" => r
-                .try_get::<Option<f32>, _>(i)?
-                .map(|v| Cell::Float(v.into())),
+            "FLOAT4" => r.try_get::<Option<f32>, _>(i)?.map(|v| Cell::Float(v.into())),
             _ => r.try_get::<Option<String>, _>(i)?.map(Cell::Text),
         };
         cells.push(cell);
@@ -407,64 +419,39 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
 impl Tx {
     pub fn backend(&self) -> Backend {
         match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Sqlite(_) | Tx::SqliteConn(_) => Backend::Sqlite,
+            Tx::Postgres(_) | Tx::PostgresConn(_) => Backend::Postgres,
         }
     }
 
     /// Executes a statement; returns the number of rows it affected.
     pub async fn exec(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
-        Ok(match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected(),
-        })
+        Ok(with_conn!(self, |c, _to_row| bind_all!(sqlx::query(sql), args)
+            .execute(c)
+            .await?
+            .rows_affected()))
     }
 
     pub async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
-        match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(sqlite_row)
-                .collect(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(pg_row)
-                .collect(),
-        }
+        with_conn!(self, |c, to_row| bind_all!(sqlx::query(sql), args)
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(to_row)
+            .collect())
     }
 
     pub async fn opt_row(&mut self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
-        match self {
-            Tx::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_optional(&mut **tx)
-                .await?
-                .as_ref()
-                .map(sqlite_row)
-                .transpose(),
-            Tx::Postgres(tx) => bind_all!(sqlx::query(sql), args)
-                .fetch_optional(&mut **tx)
-                .await?
-                .as_ref()
-                .map(pg_row)
-                .transpose(),
-        }
+        with_conn!(self, |c, to_row| bind_all!(sqlx::query(sql), args)
+            .fetch_optional(c)
+            .await?
+            .as_ref()
+            .map(to_row)
+            .transpose())
     }
 
     pub async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
-            Tx::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ())?,
-            Tx::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ())?,
-        }
+        with_conn!(self, |c, _to_row| sqlx::raw_sql(sql).execute(c).await.map(|_| ())?);
         Ok(())
     }
 
@@ -472,6 +459,7 @@ impl Tx {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
         }
         Ok(())
     }
@@ -480,6 +468,7 @@ impl Tx {
         match self {
             Tx::Sqlite(tx) => tx.rollback().await?,
             Tx::Postgres(tx) => tx.rollback().await?,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
         }
         Ok(())
     }

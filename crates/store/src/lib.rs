@@ -19,9 +19,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod users;
 
-pub use db::{
-    backoff, finish, new_id, Backend, Outcome, Row, Store, StoreError, StoreOptions, Tx, Val,
-};
+pub use db::{backoff, finish, new_id, Backend, Outcome, Row, Store, StoreError, StoreOptions, Tx, Val};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -16,8 +16,8 @@ pub struct Assignment {
 }
 
 fn assignment_from(r: &Row) -> Result<Assignment, StoreError> {
-    let properties: Properties = serde_json::from_str(&r.text(2)?)
-        .map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
+    let properties: Properties =
+        serde_json::from_str(&r.text(2)?).map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
     Ok(Assignment {
         held: Held {
             product: ProductCode::parse(&r.text(0)?).map_err(|e| StoreError::Db(e.detail))?,
@@ -71,10 +71,7 @@ pub async fn apply_plan(
             .await?;
         if gone != 1 {
             // The plan was made from a snapshot another transaction has since changed.
-            return Err(StoreError::Retry(format!(
-                "assignment of {} changed concurrently",
-                h.product
-            )));
+            return Err(StoreError::Retry(format!("assignment of {} changed concurrently", h.product)));
         }
     }
     for h in &plan.take {
@@ -95,14 +92,10 @@ pub async fn apply_plan(
     // held until commit, so keeping them short and ordered avoids deadlocks.
     let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for h in &plan.release {
-        *deltas
-            .entry((h.subscription.as_str(), h.product.as_str()))
-            .or_default() -= 1;
+        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() -= 1;
     }
     for h in &plan.take {
-        *deltas
-            .entry((h.subscription.as_str(), h.product.as_str()))
-            .or_default() += 1;
+        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() += 1;
     }
     for ((sub, product), delta) in deltas {
         if delta == 0 {
@@ -136,16 +129,8 @@ async fn update_service_data(
     catalogue: &std::collections::HashMap<ProductCode, Product>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let family = |code: &ProductCode| {
-        catalogue
-            .get(code)
-            .map(|p| (p.family.clone(), p.retention_days))
-    };
-    let held_families: Vec<ProductCode> = plan
-        .result
-        .iter()
-        .filter_map(|h| family(&h.product).map(|f| f.0))
-        .collect();
+    let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.clone(), p.retention_days));
+    let held_families: Vec<ProductCode> = plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
     for h in &plan.release {
         let Some((fam, retention)) = family(&h.product) else {
             continue;
@@ -164,7 +149,10 @@ async fn update_service_data(
             continue;
         };
         let existing = tx
-            .opt_row("SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3", args![org, user, fam.as_str()])
+            .opt_row(
+                "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3",
+                args![org, user, fam.as_str()],
+            )
             .await?;
         let mut data: BTreeMap<String, String> = match &existing {
             Some(r) => {
@@ -204,11 +192,7 @@ async fn update_service_data(
 
 /// Releases every seat a user holds (before deleting the user).
 pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>, StoreError> {
-    let held: Vec<Held> = of_user(tx, org, user)
-        .await?
-        .into_iter()
-        .map(|a| a.held)
-        .collect();
+    let held: Vec<Held> = of_user(tx, org, user).await?.into_iter().map(|a| a.held).collect();
     for h in &held {
         tx.exec(
             "DELETE FROM assignments WHERE org_id = $1 AND user_id = $2 AND product = $3",
@@ -221,22 +205,17 @@ pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>
         )
         .await?;
     }
-    tx.exec(
-        "DELETE FROM service_data WHERE org_id = $1 AND user_id = $2",
-        args![org, user],
-    )
-    .await?;
+    tx.exec("DELETE FROM service_data WHERE org_id = $1 AND user_id = $2", args![org, user])
+        .await?;
     Ok(held)
 }
 
-pub async fn count_in_pool(
-    tx: &mut Tx,
-    org: &str,
-    sub: &str,
-    product: &str,
-) -> Result<i64, StoreError> {
+pub async fn count_in_pool(tx: &mut Tx, org: &str, sub: &str, product: &str) -> Result<i64, StoreError> {
     let r = tx
-        .opt_row("SELECT COUNT(*) FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3", args![org, sub, product])
+        .opt_row(
+            "SELECT COUNT(*) FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
+            args![org, sub, product],
+        )
         .await?;
     match r {
         Some(r) => r.int(0),

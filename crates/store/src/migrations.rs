@@ -4,7 +4,12 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+
+/// A per-user version of the licence set: a licence change planned from a
+/// snapshot claims the version it read, so two changes of one user planned
+/// at once cannot both apply (the second re-plans on fresh data).
+const V2: &str = "ALTER TABLE users ADD COLUMN licence_version BIGINT NOT NULL DEFAULT 0";
 
 const V1: &str = r#"
 CREATE TABLE products (
@@ -176,7 +181,8 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
         // Several servers may start at once against one database.
         tx.raw("SELECT pg_advisory_xact_lock(7250001)").await?;
     }
-    tx.raw("CREATE TABLE IF NOT EXISTS allot_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)").await?;
+    tx.raw("CREATE TABLE IF NOT EXISTS allot_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        .await?;
     let applied: Vec<i64> = tx
         .rows("SELECT version FROM allot_migrations", &[])
         .await?

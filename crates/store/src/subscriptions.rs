@@ -30,17 +30,14 @@ pub struct Subscription {
 }
 
 fn date(s: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|e| StoreError::Db(format!("stored date {s:?} is unreadable: {e}")))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| StoreError::Db(format!("stored date {s:?} is unreadable: {e}")))
 }
 
 fn provisioning(s: &str) -> Result<ProvisioningStatus, StoreError> {
-    ProvisioningStatus::parse(s)
-        .ok_or_else(|| StoreError::Db(format!("unknown provisioning status {s:?}")))
+    ProvisioningStatus::parse(s).ok_or_else(|| StoreError::Db(format!("unknown provisioning status {s:?}")))
 }
 
-const SUB_COLUMNS: &str =
-    "org_id, id, external_ref, partner_id, trial, start_date, end_date, suspended, cancelled";
+const SUB_COLUMNS: &str = "org_id, id, external_ref, partner_id, trial, start_date, end_date, suspended, cancelled";
 
 fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
     Ok(Subscription {
@@ -71,14 +68,12 @@ fn item_from(r: &Row) -> Result<(String, Item), StoreError> {
     ))
 }
 
-pub async fn list(
-    tx: &mut Tx,
-    org: &str,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Subscription>, StoreError> {
+pub async fn list(tx: &mut Tx, org: &str, after: Option<&str>, limit: i64) -> Result<Vec<Subscription>, StoreError> {
     let rows = tx
-        .rows(&format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"), args![org, after.unwrap_or(""), limit])
+        .rows(
+            &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"),
+            args![org, after.unwrap_or(""), limit],
+        )
         .await?;
     let mut subs: Vec<Subscription> = rows.iter().map(sub_from).collect::<Result<_, _>>()?;
     if let (Some(first), Some(last)) = (subs.first(), subs.last()) {
@@ -116,18 +111,11 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Subscription
             args![org, id],
         )
         .await?;
-    sub.items = items
-        .iter()
-        .map(|r| item_from(r).map(|(_, i)| i))
-        .collect::<Result<_, _>>()?;
+    sub.items = items.iter().map(|r| item_from(r).map(|(_, i)| i)).collect::<Result<_, _>>()?;
     Ok(Some(sub))
 }
 
-pub async fn insert(
-    tx: &mut Tx,
-    sub: &Subscription,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let f = &sub.facts;
     tx.exec(
         &format!("INSERT INTO subscriptions ({SUB_COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"),
@@ -151,11 +139,7 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn update(
-    tx: &mut Tx,
-    sub: &Subscription,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn update(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let f = &sub.facts;
     tx.exec(
         "UPDATE subscriptions SET external_ref = $3, partner_id = $4, trial = $5, start_date = $6, end_date = $7, suspended = $8, cancelled = $9, updated_at = $10 \
@@ -191,13 +175,19 @@ pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Resu
         return Ok(());
     }
     let existing = tx
-        .opt_row("SELECT consumed FROM subscription_items WHERE org_id = $1 AND subscription_id = $2 AND product = $3", args![org, sub, &item.product])
+        .opt_row(
+            "SELECT consumed FROM subscription_items WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
+            args![org, sub, &item.product],
+        )
         .await?;
     if let Some(row) = existing {
         let consumed = row.int(0)?;
         return Err(Error::validation(
             "items.quantity",
-            format!("{} seats of {} are assigned on subscription {sub}; the quantity cannot drop to {}.", consumed, item.product, item.quantity),
+            format!(
+                "{} seats of {} are assigned on subscription {sub}; the quantity cannot drop to {}.",
+                consumed, item.product, item.quantity
+            ),
         )
         .into());
     }
@@ -212,12 +202,7 @@ pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Resu
 /// The org's pools for some products with their subscriptions' status for
 /// `today`, in the order automatic seat choice prefers: the subscription that
 /// ends first, then by id.
-pub async fn pools_for(
-    tx: &mut Tx,
-    org: &str,
-    products: &[&ProductCode],
-    today: NaiveDate,
-) -> Result<Vec<Pool>, StoreError> {
+pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode], today: NaiveDate) -> Result<Vec<Pool>, StoreError> {
     if products.is_empty() {
         return Ok(Vec::new());
     }
@@ -282,9 +267,7 @@ pub async fn license_rows(tx: &mut Tx, org: &str) -> Result<Vec<LicenseRow>, Sto
 
 /// Pools whose counter disagrees with their assignment rows (should be none).
 /// Used by tests and `allot admin check`.
-pub async fn counter_mismatches(
-    tx: &mut Tx,
-) -> Result<Vec<(String, String, String, i64, i64)>, StoreError> {
+pub async fn counter_mismatches(tx: &mut Tx) -> Result<Vec<(String, String, String, i64, i64)>, StoreError> {
     let rows = tx
         .rows(
             "SELECT i.org_id, i.subscription_id, i.product, i.consumed, \

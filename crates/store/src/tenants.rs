@@ -46,12 +46,7 @@ fn partner_from(r: &Row) -> Result<Partner, StoreError> {
     })
 }
 
-pub async fn list_partners(
-    tx: &mut Tx,
-    only: Option<&str>,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Partner>, StoreError> {
+pub async fn list_partners(tx: &mut Tx, only: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<Partner>, StoreError> {
     let rows = tx
         .rows(
             "SELECT id, name, created_at FROM partners WHERE id > $1 AND ($2 IS NULL OR id = $2) ORDER BY id LIMIT $3",
@@ -62,21 +57,14 @@ pub async fn list_partners(
 }
 
 pub async fn get_partner(tx: &mut Tx, id: &str) -> Result<Option<Partner>, StoreError> {
-    tx.opt_row(
-        "SELECT id, name, created_at FROM partners WHERE id = $1",
-        args![id],
-    )
-    .await?
-    .as_ref()
-    .map(partner_from)
-    .transpose()
+    tx.opt_row("SELECT id, name, created_at FROM partners WHERE id = $1", args![id])
+        .await?
+        .as_ref()
+        .map(partner_from)
+        .transpose()
 }
 
-pub async fn insert_partner(
-    tx: &mut Tx,
-    name: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Partner, StoreError> {
+pub async fn insert_partner(tx: &mut Tx, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Partner, StoreError> {
     let p = Partner {
         id: new_id("ptn"),
         name: name.to_string(),
@@ -111,12 +99,7 @@ pub struct OrgScope {
     pub org: Option<String>,
 }
 
-pub async fn list_orgs(
-    tx: &mut Tx,
-    scope: &OrgScope,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Org>, StoreError> {
+pub async fn list_orgs(tx: &mut Tx, scope: &OrgScope, after: Option<&str>, limit: i64) -> Result<Vec<Org>, StoreError> {
     let rows = tx
         .rows(
             &format!(
@@ -129,25 +112,16 @@ pub async fn list_orgs(
 }
 
 pub async fn get_org(tx: &mut Tx, id: &str) -> Result<Option<Org>, StoreError> {
-    tx.opt_row(
-        &format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"),
-        args![id],
-    )
-    .await?
-    .as_ref()
-    .map(org_from)
-    .transpose()
+    tx.opt_row(&format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1"), args![id])
+        .await?
+        .as_ref()
+        .map(org_from)
+        .transpose()
 }
 
-pub async fn insert_org(
-    tx: &mut Tx,
-    org: &Org,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
-        &format!(
-            "INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
-        ),
+        &format!("INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"),
         args![
             &org.id,
             &org.name,
@@ -162,11 +136,7 @@ pub async fn insert_org(
     Ok(())
 }
 
-pub async fn update_org(
-    tx: &mut Tx,
-    org: &Org,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE orgs SET name = $2, partner_id = $3, default_usage_location = $4, payment_method_on_file = $5, self_service_purchase = $6, updated_at = $7 WHERE id = $1",
         args![&org.id, &org.name, org.partner.as_deref(), org.default_usage_location.as_deref(), org.payment_method_on_file, org.self_service_purchase, ts(now)],
@@ -215,10 +185,7 @@ pub async fn insert_site(
 
 pub async fn list_groups(tx: &mut Tx, org: &str) -> Result<Vec<Group>, StoreError> {
     let rows = tx
-        .rows(
-            "SELECT id, name FROM org_groups WHERE org_id = $1 ORDER BY id",
-            args![org],
-        )
+        .rows("SELECT id, name FROM org_groups WHERE org_id = $1 ORDER BY id", args![org])
         .await?;
     rows.iter()
         .map(|r| {
@@ -230,12 +197,7 @@ pub async fn list_groups(tx: &mut Tx, org: &str) -> Result<Vec<Group>, StoreErro
         .collect()
 }
 
-pub async fn insert_group(
-    tx: &mut Tx,
-    org: &str,
-    name: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Group, StoreError> {
+pub async fn insert_group(tx: &mut Tx, org: &str, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Group, StoreError> {
     let g = Group {
         id: new_id("grp"),
         name: name.to_string(),

@@ -15,11 +15,7 @@ pub struct NewToken<'a> {
     pub label: Option<&'a str>,
 }
 
-pub async fn insert(
-    tx: &mut Tx,
-    t: &NewToken<'_>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(tx: &mut Tx, t: &NewToken<'_>, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
         "INSERT INTO api_tokens (id, token_hash, role, partner_id, org_id, label, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         args![t.id, t.token_hash, t.role.as_str(), t.partner, t.org, t.label, ts(now)],
@@ -28,18 +24,17 @@ pub async fn insert(
     Ok(())
 }
 
-pub async fn principal_by_hash(
-    tx: &mut Tx,
-    token_hash: &str,
-) -> Result<Option<Principal>, StoreError> {
+pub async fn principal_by_hash(tx: &mut Tx, token_hash: &str) -> Result<Option<Principal>, StoreError> {
     let Some(r) = tx
-        .opt_row("SELECT id, role, partner_id, org_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", args![token_hash])
+        .opt_row(
+            "SELECT id, role, partner_id, org_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            args![token_hash],
+        )
         .await?
     else {
         return Ok(None);
     };
-    let role = Role::parse(&r.text(1)?)
-        .ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
+    let role = Role::parse(&r.text(1)?).ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
     Ok(Some(Principal {
         token_id: r.text(0)?,
         role,
@@ -69,7 +64,10 @@ pub async fn reserve_key(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<IdempotencyState, StoreError> {
     let existing = tx
-        .opt_row("SELECT request_hash, status, body FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2", args![token, key])
+        .opt_row(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2",
+            args![token, key],
+        )
         .await?;
     match existing {
         None => {
@@ -91,13 +89,7 @@ pub async fn reserve_key(
     }
 }
 
-pub async fn complete_key(
-    tx: &mut Tx,
-    token: &str,
-    key: &str,
-    status: u16,
-    body: &str,
-) -> Result<(), StoreError> {
+pub async fn complete_key(tx: &mut Tx, token: &str, key: &str, status: u16, body: &str) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE idempotency_keys SET status = $3, body = $4 WHERE token_id = $1 AND idem_key = $2",
         args![token, key, i64::from(status), body],

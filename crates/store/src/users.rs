@@ -43,15 +43,18 @@ fn user_from(r: &Row) -> Result<User, StoreError> {
 }
 
 async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), StoreError> {
-    let (Some(first), Some(last)) = (
-        users.first().map(|u| u.id.clone()),
-        users.last().map(|u| u.id.clone()),
-    ) else {
+    let (Some(first), Some(last)) = (users.first().map(|u| u.id.clone()), users.last().map(|u| u.id.clone())) else {
         return Ok(());
     };
     for (sql, is_admin) in [
-        ("SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY site_id", true),
-        ("SELECT user_id, group_id FROM group_members WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY group_id", false),
+        (
+            "SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY site_id",
+            true,
+        ),
+        (
+            "SELECT user_id, group_id FROM group_members WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY group_id",
+            false,
+        ),
     ] {
         for r in tx.rows(sql, args![org, &first, &last]).await? {
             let uid = r.text(0)?;
@@ -69,20 +72,11 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
-pub async fn list(
-    tx: &mut Tx,
-    org: &str,
-    f: &UserFilter,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<User>, StoreError> {
+pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
     let q = f.q.as_ref().map(|q| {
         format!(
             "%{}%",
-            q.to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
+            q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
         )
     });
     let rows = tx
@@ -93,7 +87,15 @@ pub async fn list(
                  AND ($6 IS NULL OR email_normalized LIKE $6 ESCAPE '\\' OR LOWER(display_name) LIKE $6 ESCAPE '\\') \
                  ORDER BY id LIMIT $7"
             ),
-            args![org, after.unwrap_or(""), f.email.as_ref().map(|e| e.to_lowercase()), f.kind.clone(), f.status.clone(), q, limit],
+            args![
+                org,
+                after.unwrap_or(""),
+                f.email.as_ref().map(|e| e.to_lowercase()),
+                f.kind.clone(),
+                f.status.clone(),
+                q,
+                limit
+            ],
         )
         .await?;
     let mut users: Vec<User> = rows.iter().map(user_from).collect::<Result<_, _>>()?;
@@ -116,16 +118,47 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
     Ok(users.pop())
 }
 
+/// The user (without site-admin roles and groups) and the version of its
+/// licence set, for planning a licence change.
+pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64)>, StoreError> {
+    let Some(row) = tx
+        .opt_row(
+            &format!("SELECT {COLUMNS}, licence_version FROM users WHERE org_id = $1 AND id = $2"),
+            args![org, id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((user_from(&row)?, row.int(6)?)))
+}
+
+/// Claims the licence-set version a plan was made from. On PostgreSQL this
+/// also locks the user row until commit. A concurrent change that claimed it
+/// first makes this a `Retry`: plan again on fresh data.
+pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64) -> Result<(), StoreError> {
+    let n = tx
+        .exec(
+            "UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id = $2 AND licence_version = $3",
+            args![org, id, version],
+        )
+        .await?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Retry(format!(
+            "the licences of user {id} changed while the change was planned"
+        )))
+    }
+}
+
 /// Reads a user inside a write transaction and, on PostgreSQL, locks the row
 /// so that concurrent changes of the same user's licences run one after the
 /// other (SQLite already runs one writer at a time).
 pub async fn get_for_update(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
     if tx.backend() == Backend::Postgres
         && tx
-            .opt_row(
-                "SELECT 1 FROM users WHERE org_id = $1 AND id = $2 FOR UPDATE",
-                args![org, id],
-            )
+            .opt_row("SELECT 1 FROM users WHERE org_id = $1 AND id = $2 FOR UPDATE", args![org, id])
             .await?
             .is_none()
     {
@@ -143,16 +176,10 @@ fn email_taken(email: &str) -> StoreError {
 }
 
 async fn write_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
-    tx.exec(
-        "DELETE FROM user_site_admins WHERE org_id = $1 AND user_id = $2",
-        args![org, &u.id],
-    )
-    .await?;
-    tx.exec(
-        "DELETE FROM group_members WHERE org_id = $1 AND user_id = $2",
-        args![org, &u.id],
-    )
-    .await?;
+    tx.exec("DELETE FROM user_site_admins WHERE org_id = $1 AND user_id = $2", args![org, &u.id])
+        .await?;
+    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2", args![org, &u.id])
+        .await?;
     for site in &u.site_admin_of {
         tx.exec(
             "INSERT INTO user_site_admins (org_id, user_id, site_id) VALUES ($1, $2, $3)",
@@ -170,12 +197,7 @@ async fn write_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError>
     Ok(())
 }
 
-pub async fn insert(
-    tx: &mut Tx,
-    org: &str,
-    u: &User,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let r = tx
         .exec(
             &format!("INSERT INTO users (org_id, {COLUMNS}, email_normalized, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"),
@@ -189,12 +211,7 @@ pub async fn insert(
     write_links(tx, org, u).await
 }
 
-pub async fn update(
-    tx: &mut Tx,
-    org: &str,
-    u: &User,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let r = tx
         .exec(
             "UPDATE users SET email = $3, email_normalized = $4, display_name = $5, kind = $6, status = $7, usage_location = $8, updated_at = $9 \
@@ -210,28 +227,16 @@ pub async fn update(
 }
 
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
-    tx.exec(
-        "DELETE FROM users WHERE org_id = $1 AND id = $2",
-        args![org, id],
-    )
-    .await?;
+    tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
     Ok(())
 }
 
 /// Which of the given site ids belong to the org, and which group ids.
-pub async fn unknown_links(
-    tx: &mut Tx,
-    org: &str,
-    sites: &[String],
-    groups: &[String],
-) -> Result<Vec<String>, StoreError> {
+pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[String]) -> Result<Vec<String>, StoreError> {
     let mut missing = Vec::new();
     for s in sites {
         if tx
-            .opt_row(
-                "SELECT 1 FROM sites WHERE org_id = $1 AND id = $2",
-                args![org, s],
-            )
+            .opt_row("SELECT 1 FROM sites WHERE org_id = $1 AND id = $2", args![org, s])
             .await?
             .is_none()
         {
@@ -240,10 +245,7 @@ pub async fn unknown_links(
     }
     for g in groups {
         if tx
-            .opt_row(
-                "SELECT 1 FROM org_groups WHERE org_id = $1 AND id = $2",
-                args![org, g],
-            )
+            .opt_row("SELECT 1 FROM org_groups WHERE org_id = $1 AND id = $2", args![org, g])
             .await?
             .is_none()
         {

@@ -45,13 +45,6 @@ pub async fn list(
     };
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadAudit).await?;
-    let rows = audit::list(
-        &mut tx,
-        &org.id,
-        &filter,
-        page.after.as_deref(),
-        page.limit + 1,
-    )
-    .await?;
+    let rows = audit::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
     Ok(Json(paged(rows, page.limit, |e| e.id.clone())))
 }

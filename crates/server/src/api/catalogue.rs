@@ -8,9 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use allot_domain::access::Action;
-use allot_domain::catalogue::{
-    validate_catalogue, Product, ProductRules, PropertyName, Requirement,
-};
+use allot_domain::catalogue::{validate_catalogue, Product, ProductRules, PropertyName, Requirement};
 use allot_domain::types::ProductCode;
 use allot_domain::Error;
 use allot_store::{audit, catalogue, in_transaction, StoreError};
@@ -56,11 +54,7 @@ async fn check_in_catalogue(tx: &mut allot_store::Tx, p: &Product) -> Result<(),
     Ok(())
 }
 
-pub async fn create_product(
-    st: &AppState,
-    ctx: &Ctx,
-    input: ProductInput,
-) -> Result<Product, Error> {
+pub async fn create_product(st: &AppState, ctx: &Ctx, input: ProductInput) -> Result<Product, Error> {
     ctx.require(Action::WriteCatalogue)?;
     let p = Product {
         code: input.code,
@@ -90,12 +84,7 @@ pub async fn create_product(
     })
 }
 
-pub async fn patch_product(
-    st: &AppState,
-    ctx: &Ctx,
-    code: &str,
-    patch: ProductPatch,
-) -> Result<Product, Error> {
+pub async fn patch_product(st: &AppState, ctx: &Ctx, code: &str, patch: ProductPatch) -> Result<Product, Error> {
     ctx.require(Action::WriteCatalogue)?;
     let now = st.clock.now();
     in_transaction!(st.store, |tx| {
@@ -123,10 +112,7 @@ pub async fn patch_product(
         }
         check_in_catalogue(&mut tx, &p).await?;
         catalogue::update(&mut tx, &p, now).await?;
-        let (b, a) = (
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&p).ok(),
-        );
+        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&p).ok());
         audit::record(
             &mut tx,
             None,
@@ -144,11 +130,7 @@ pub async fn patch_product(
 
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalogue", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Products, by code")))]
-pub async fn list(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
     ctx.require(Action::ReadCatalogue)?;
     let page = q.page()?;
     let mut tx = st.store.begin_read().await?;
@@ -158,24 +140,13 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalogue",
     responses((status = 201, description = "Created"), (status = 422, description = "Invalid product or rules")))]
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(input): ApiJson<ProductInput>,
-) -> ApiResult<(StatusCode, Json<Product>)> {
-    Ok((
-        StatusCode::CREATED,
-        Json(create_product(&st, &ctx, input).await?),
-    ))
+pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(input): ApiJson<ProductInput>) -> ApiResult<(StatusCode, Json<Product>)> {
+    Ok((StatusCode::CREATED, Json(create_product(&st, &ctx, input).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/products/{code}", tag = "catalogue", params(("code" = String, Path)),
     responses((status = 200, description = "The product"), (status = 404, description = "No such product")))]
-pub async fn get(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(code): Path<String>,
-) -> ApiResult<Json<Product>> {
+pub async fn get(State(st): State<AppState>, ctx: Ctx, Path(code): Path<String>) -> ApiResult<Json<Product>> {
     ctx.require(Action::ReadCatalogue)?;
     let mut tx = st.store.begin_read().await?;
     let p = catalogue::get(&mut tx, &code)

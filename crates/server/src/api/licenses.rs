@@ -2,17 +2,17 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use allot_domain::access::Action;
-use allot_domain::planner::{
-    plan_license_change, Held, LicenseChange, PlanInput, Properties, UserFacts,
-};
+use allot_domain::catalogue::Product;
+use allot_domain::planner::{plan_license_change, Held, LicenseChange, LicensePlan, PlanInput, Pool, Properties, UserFacts};
 use allot_domain::types::{ProductCode, UserKind, UserStatus};
-use allot_domain::{Code, Error};
-use allot_store::{audit, catalogue, in_transaction, licenses, subscriptions, users, StoreError};
+use allot_domain::{Code, Error, Violation};
+use allot_store::{audit, backoff, catalogue, finish, licenses, subscriptions, users, Outcome, StoreError, Tx};
 
 use crate::auth::Ctx;
 use crate::extract::ApiJson;
@@ -40,11 +40,7 @@ pub struct OverviewRow {
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/licenses", tag = "licenses", params(("org" = String, Path)),
     responses((status = 200, description = "One row per subscription item: total, consumed, available, features")))]
-pub async fn overview(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(org): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
     let rows = subscriptions::license_rows(&mut tx, &org.id).await?;
@@ -52,13 +48,9 @@ pub async fn overview(
     let items: Vec<OverviewRow> = rows
         .into_iter()
         .map(|r| {
-            let p = ProductCode::parse(&r.product)
-                .ok()
-                .and_then(|c| cat.get(&c));
+            let p = ProductCode::parse(&r.product).ok().and_then(|c| cat.get(&c));
             OverviewRow {
-                name: p
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| r.product.clone()),
+                name: p.map(|p| p.name.clone()).unwrap_or_else(|| r.product.clone()),
                 features: p.map(|p| p.features.clone()).unwrap_or_default(),
                 available: r.total - r.consumed,
                 product: r.product,
@@ -85,11 +77,7 @@ fn views(assignments: Vec<licenses::Assignment>) -> Vec<LicenseView> {
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}/licenses", tag = "licenses", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "The user's licences")))]
-pub async fn of_user(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path((org, user)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
     // Which licences a person holds is user data (sales agents may not read it).
@@ -101,8 +89,109 @@ pub async fn of_user(
     Ok(Json(json!({ "items": items })))
 }
 
-/// The atomic single-user licence change: plan it (pure), then apply it in one
-/// transaction whose guarded counters are the final word on seats.
+/// What a licence change is planned from, read without holding the write lock.
+struct Snapshot {
+    org: String,
+    user: UserFacts,
+    version: i64,
+    assignments: Vec<licenses::Assignment>,
+    catalogue: HashMap<ProductCode, Product>,
+    pools: Vec<Pool>,
+}
+
+async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
+    let today = st.clock.today();
+    let mut rd = st.store.read_conn().await?;
+    let org = ctx.org(&mut rd, org_id, Action::WriteLicenses).await?;
+    let (user, version) = users::licence_state(&mut rd, &org.id, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
+    let assignments = licenses::of_user(&mut rd, &org.id, &user.id).await?;
+    let mut codes: Vec<&ProductCode> = change
+        .add
+        .iter()
+        .map(|a| &a.product)
+        .chain(change.remove.iter().map(|r| &r.product))
+        .chain(assignments.iter().map(|a| &a.held.product))
+        .collect();
+    let mut seen = HashSet::new();
+    codes.retain(|c| seen.insert(*c));
+    let catalogue = catalogue::by_codes(&mut rd, &codes).await?;
+    let added: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
+    let pools = subscriptions::pools_for(&mut rd, &org.id, &added, today).await?;
+    let user = UserFacts {
+        id: user.id,
+        email: user.email,
+        kind: UserKind::parse(&user.kind).unwrap_or(UserKind::Internal),
+        status: UserStatus::parse(&user.status).unwrap_or(UserStatus::Active),
+    };
+    Ok(Snapshot {
+        org: org.id,
+        user,
+        version,
+        assignments,
+        catalogue,
+        pools,
+    })
+}
+
+/// Applies a plan made from `snap`: claims the user's licence version (a
+/// concurrent change of the same user makes the whole attempt start over),
+/// then takes and releases seats through the guarded counters.
+async fn write_plan(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    snap: &Snapshot,
+    plan: &LicensePlan,
+    change: &LicenseChange,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (org, user) = (&snap.org, &snap.user);
+    users::claim_licence_version(tx, org, &user.id, snap.version).await?;
+    if let Err(full) = licenses::apply_plan(tx, org, &user.id, plan, &snap.catalogue, now).await? {
+        let named = change.add.iter().any(|a| a.product == full.product && a.subscription.is_some());
+        if !named {
+            // The seat chosen from the snapshot went to someone else first: plan again on fresh counts.
+            return Err(StoreError::Retry(format!(
+                "pool {} of {} filled concurrently",
+                full.subscription, full.product
+            )));
+        }
+        let name = snap
+            .catalogue
+            .get(&full.product)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| full.product.to_string());
+        return Err(Error::rejected(vec![Violation::new(
+            Code::SeatsExhausted,
+            format!(
+                "{} cannot get {name}: all seats of subscription {} are taken.",
+                user.email, full.subscription
+            ),
+        )
+        .user(user.email.clone())
+        .product(full.product.as_str())
+        .subscription(full.subscription.clone())])
+        .into());
+    }
+    let before: Vec<&Held> = snap.assignments.iter().map(|a| &a.held).collect();
+    audit::record(
+        tx,
+        Some(org),
+        &ctx.actor(),
+        "license.change",
+        &format!("user:{}", user.id),
+        Some(&json!({ "licenses": before })),
+        Some(&json!({ "licenses": plan.result, "moved_families": plan.moved_families })),
+        now,
+    )
+    .await
+}
+
+/// The atomic single-user licence change: read a snapshot, plan it (pure),
+/// then apply it in one short transaction whose guards (the user's licence
+/// version, the seat counters, the assignment keys) are the final word. A
+/// stale snapshot starts the attempt over; nothing is ever half-applied.
 pub async fn change_licenses(
     st: &AppState,
     ctx: &Ctx,
@@ -110,89 +199,50 @@ pub async fn change_licenses(
     user_id: &str,
     change: &LicenseChange,
 ) -> Result<Vec<LicenseView>, Error> {
-    let (now, today) = (st.clock.now(), st.clock.today());
-    in_transaction!(st.store, |tx| {
-        let org = ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
-        let user = users::get_for_update(&mut tx, &org.id, user_id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
-        let held: Vec<Held> = licenses::of_user(&mut tx, &org.id, &user.id)
-            .await?
-            .into_iter()
-            .map(|a| a.held)
-            .collect();
-        let mut codes: Vec<&ProductCode> = change
-            .add
-            .iter()
-            .map(|a| &a.product)
-            .chain(change.remove.iter().map(|r| &r.product))
-            .chain(held.iter().map(|h| &h.product))
-            .collect();
-        let mut seen = HashSet::new();
-        codes.retain(|c| seen.insert(*c));
-        let cat = catalogue::by_codes(&mut tx, &codes).await?;
-        let added: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
-        let pools = subscriptions::pools_for(&mut tx, &org.id, &added, today).await?;
-        let facts = UserFacts {
-            id: user.id.clone(),
-            email: user.email.clone(),
-            kind: UserKind::parse(&user.kind).unwrap_or(UserKind::Internal),
-            status: UserStatus::parse(&user.status).unwrap_or(UserStatus::Active),
+    let mut attempt = 0u32;
+    loop {
+        let now = st.clock.now();
+        let snap = read_snapshot(st, ctx, org_id, user_id, change).await?;
+        let held: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
+        let input = PlanInput {
+            user: &snap.user,
+            held: &held,
+            catalogue: &snap.catalogue,
+            pools: &snap.pools,
         };
-        let plan = plan_license_change(
-            &PlanInput {
-                user: &facts,
-                held: &held,
-                catalogue: &cat,
-                pools: &pools,
-            },
-            change,
-        )
-        .map_err(Error::rejected)?;
-        if let Err(full) =
-            licenses::apply_plan(&mut tx, &org.id, &user.id, &plan, &cat, now).await?
-        {
-            let named = change
-                .add
-                .iter()
-                .any(|a| a.product == full.product && a.subscription.is_some());
-            if !named {
-                // The seat chosen from a snapshot went to someone else first: plan again on fresh counts.
-                return Err(StoreError::Retry(format!(
-                    "pool {} of {} filled concurrently",
-                    full.subscription, full.product
-                )));
+        let plan = plan_license_change(&input, change).map_err(Error::rejected)?;
+        let mut tx = st.store.begin().await?;
+        let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
+        match finish(tx, result).await {
+            Outcome::Done(r) => {
+                r?;
+                let assigned_at = |h: &Held| {
+                    snap.assignments
+                        .iter()
+                        .find(|a| a.held == *h)
+                        .map(|a| a.assigned_at.clone())
+                        .unwrap_or_else(|| allot_store::ts(now))
+                };
+                return Ok(plan
+                    .result
+                    .iter()
+                    .map(|h| LicenseView {
+                        product: h.product.to_string(),
+                        subscription: h.subscription.clone(),
+                        properties: h.properties.clone(),
+                        assigned_at: assigned_at(h),
+                    })
+                    .collect());
             }
-            let name = cat
-                .get(&full.product)
-                .map(|p| p.name.clone())
-                .unwrap_or_else(|| full.product.to_string());
-            return Err(Error::rejected(vec![allot_domain::Violation::new(
-                Code::SeatsExhausted,
-                format!(
-                    "{} cannot get {name}: all seats of subscription {} are taken.",
-                    user.email, full.subscription
-                ),
-            )
-            .user(user.email.clone())
-            .product(full.product.as_str())
-            .subscription(full.subscription.clone())])
-            .into());
+            Outcome::Retry(e) => {
+                attempt += 1;
+                if attempt > 12 {
+                    return Err(e.into());
+                }
+                backoff(attempt).await;
+            }
         }
-        let after = licenses::of_user(&mut tx, &org.id, &user.id).await?;
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &ctx.actor(),
-            "license.change",
-            &format!("user:{}", user.id),
-            Some(&json!({ "licenses": held })),
-            Some(&json!({ "licenses": plan.result, "moved_families": plan.moved_families })),
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(views(after))
-    })
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/users/{user}/licenses", tag = "licenses", params(("org" = String, Path), ("user" = String, Path)),

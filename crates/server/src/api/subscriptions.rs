@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use allot_domain::access::Action;
-use allot_domain::status::{
-    derive_subscription_status, ProvisioningStatus, SubscriptionFacts, SubscriptionStatus,
-};
+use allot_domain::status::{derive_subscription_status, ProvisioningStatus, SubscriptionFacts, SubscriptionStatus};
 use allot_domain::types::ProductCode;
 use allot_domain::Error;
 use allot_store::subscriptions::{self, Item, Subscription};
@@ -125,10 +123,7 @@ fn check_dates(f: &SubscriptionFacts) -> Result<(), Error> {
     if f.start_date >= f.end_date {
         return Err(Error::validation(
             "end_date",
-            format!(
-                "end_date {} must come after start_date {}.",
-                f.end_date, f.start_date
-            ),
+            format!("end_date {} must come after start_date {}.", f.end_date, f.start_date),
         ));
     }
     Ok(())
@@ -136,10 +131,7 @@ fn check_dates(f: &SubscriptionFacts) -> Result<(), Error> {
 
 fn check_ref(r: &Option<String>) -> Result<(), Error> {
     match r {
-        Some(s) if s.len() > 200 => Err(Error::validation(
-            "external_ref",
-            "external_ref may have at most 200 characters.",
-        )),
+        Some(s) if s.len() > 200 => Err(Error::validation("external_ref", "external_ref may have at most 200 characters.")),
         _ => Ok(()),
     }
 }
@@ -149,11 +141,7 @@ async fn check_items(tx: &mut allot_store::Tx, items: &[ItemInput]) -> Result<()
     let mut seen = std::collections::HashSet::new();
     for (i, it) in items.iter().enumerate() {
         if !seen.insert(&it.product) {
-            return Err(Error::validation(
-                &format!("items[{i}].product"),
-                format!("{} is listed twice.", it.product),
-            )
-            .into());
+            return Err(Error::validation(&format!("items[{i}].product"), format!("{} is listed twice.", it.product)).into());
         }
         if catalogue::get(tx, it.product.as_str()).await?.is_none() {
             return Err(Error::validation(
@@ -209,9 +197,7 @@ pub async fn create(
                 product: it.product.to_string(),
                 quantity: check_quantity(it.quantity.unwrap_or(0), i)?,
                 consumed: 0,
-                provisioning_status: it
-                    .provisioning_status
-                    .unwrap_or(ProvisioningStatus::Provisioned),
+                provisioning_status: it.provisioning_status.unwrap_or(ProvisioningStatus::Provisioned),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -221,8 +207,7 @@ pub async fn create(
         check_items(&mut tx, &input.items).await?;
         let partner = input.partner.clone().or(org.partner.clone());
         if let Some(p) = &partner {
-            if !ctx.principal.covers_partner(p) || tenants::get_partner(&mut tx, p).await?.is_none()
-            {
+            if !ctx.principal.covers_partner(p) || tenants::get_partner(&mut tx, p).await?.is_none() {
                 return Err(Error::not_found(format!("Partner {p}")).into());
             }
         }
@@ -254,11 +239,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/subscriptions/{sub}", tag = "subscriptions", params(("org" = String, Path), ("sub" = String, Path)),
     responses((status = 200, description = "The subscription"), (status = 404, description = "Not found")))]
-pub async fn get(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path((org, sub)): Path<(String, String)>,
-) -> ApiResult<Json<SubscriptionView>> {
+pub async fn get(State(st): State<AppState>, ctx: Ctx, Path((org, sub)): Path<(String, String)>) -> ApiResult<Json<SubscriptionView>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadSubscriptions).await?;
     let s = subscriptions::get(&mut tx, &org.id, &sub)
@@ -307,10 +288,7 @@ pub async fn patch(
         check_dates(&s.facts)?;
         subscriptions::update(&mut tx, &s, now).await?;
         for it in &patch.items {
-            let existing = before
-                .items
-                .iter()
-                .find(|x| x.product == it.product.as_str());
+            let existing = before.items.iter().find(|x| x.product == it.product.as_str());
             let item = Item {
                 product: it.product.to_string(),
                 quantity: it.quantity.or(existing.map(|e| e.quantity)).unwrap_or(0),

@@ -20,10 +20,7 @@ use crate::AppState;
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 200 {
-        return Err(Error::validation(
-            field,
-            format!("{field} must have 1 to 200 characters."),
-        ));
+        return Err(Error::validation(field, format!("{field} must have 1 to 200 characters.")));
     }
     Ok(n.to_string())
 }
@@ -42,11 +39,7 @@ pub struct PartnerInput {
 
 #[utoipa::path(get, path = "/api/v1/partners", tag = "partners", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Partners in the caller's scope")))]
-pub async fn list_partners(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_partners(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
     ctx.require(Action::ReadPartners)?;
     let page = q.page()?;
     let only = match ctx.principal.role.scope_kind() {
@@ -54,13 +47,7 @@ pub async fn list_partners(
         _ => Some(ctx.principal.partner.clone().unwrap_or_default()),
     };
     let mut tx = st.store.begin_read().await?;
-    let rows = tenants::list_partners(
-        &mut tx,
-        only.as_deref(),
-        page.after.as_deref(),
-        page.limit + 1,
-    )
-    .await?;
+    let rows = tenants::list_partners(&mut tx, only.as_deref(), page.after.as_deref(), page.limit + 1).await?;
     Ok(Json(paged(rows, page.limit, |p| p.id.clone())))
 }
 
@@ -93,16 +80,14 @@ pub async fn create_partner(
 
 #[utoipa::path(get, path = "/api/v1/partners/{partner}", tag = "partners", params(("partner" = String, Path)),
     responses((status = 200, description = "The partner"), (status = 404, description = "Not in scope")))]
-pub async fn get_partner(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Partner>> {
+pub async fn get_partner(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Partner>> {
     ctx.partner(&id, Action::ReadPartners)?;
     let mut tx = st.store.begin_read().await?;
-    Ok(Json(tenants::get_partner(&mut tx, &id).await?.ok_or_else(
-        || Error::not_found(format!("Partner {id}")),
-    )?))
+    Ok(Json(
+        tenants::get_partner(&mut tx, &id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Partner {id}")))?,
+    ))
 }
 
 // ---- orgs
@@ -126,9 +111,7 @@ fn yes() -> bool {
 }
 
 /// A PATCH field that may be set to null: absent (None), null (Some(None)) or a value.
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -146,11 +129,7 @@ pub struct OrgPatch {
 
 #[utoipa::path(get, path = "/api/v1/orgs", tag = "orgs", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "Organisations in the caller's scope")))]
-pub async fn list_orgs(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_orgs(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
     ctx.require(Action::ReadOrg)?;
     let page = q.page()?;
     let p = &ctx.principal;
@@ -171,22 +150,14 @@ pub async fn list_orgs(
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs", tag = "orgs", responses((status = 201, description = "Created")))]
-pub async fn create_org(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    ApiJson(input): ApiJson<OrgInput>,
-) -> ApiResult<(StatusCode, Json<Org>)> {
+pub async fn create_org(State(st): State<AppState>, ctx: Ctx, ApiJson(input): ApiJson<OrgInput>) -> ApiResult<(StatusCode, Json<Org>)> {
     ctx.require(Action::CreateOrg)?;
     // A partner creates customers under itself; naming another partner is naming something it cannot see.
     let partner = match ctx.principal.role.scope_kind() {
         ScopeKind::Partner => {
             let own = ctx.principal.partner.clone();
             if input.partner.is_some() && input.partner != own {
-                return Err(Error::not_found(format!(
-                    "Partner {}",
-                    input.partner.unwrap_or_default()
-                ))
-                .into());
+                return Err(Error::not_found(format!("Partner {}", input.partner.unwrap_or_default())).into());
             }
             own
         }
@@ -227,11 +198,7 @@ pub async fn create_org(
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}", tag = "orgs", params(("org" = String, Path)),
     responses((status = 200, description = "The organisation"), (status = 404, description = "Not in scope")))]
-pub async fn get_org(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Org>> {
+pub async fn get_org(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Org>> {
     let mut tx = st.store.begin_read().await?;
     Ok(Json(ctx.org(&mut tx, &id, Action::ReadOrg).await?))
 }
@@ -244,11 +211,7 @@ pub async fn patch_org(
     ApiJson(patch): ApiJson<OrgPatch>,
 ) -> ApiResult<Json<Org>> {
     let now = st.clock.now();
-    let name = patch
-        .name
-        .as_deref()
-        .map(|n| check_name(n, "name"))
-        .transpose()?;
+    let name = patch.name.as_deref().map(|n| check_name(n, "name")).transpose()?;
     let org = in_transaction!(st.store, |tx| {
         let before = ctx.org(&mut tx, &id, Action::WriteOrg).await?;
         let mut org = before.clone();
@@ -302,17 +265,11 @@ pub struct SiteInput {
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/sites", tag = "orgs", params(("org" = String, Path)), responses((status = 200, description = "Sites")))]
-pub async fn list_sites(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(org): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_sites(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadOrg).await?;
     let sites = tenants::list_sites(&mut tx, &org.id).await?;
-    Ok(Json(
-        serde_json::json!({ "items": sites, "next_cursor": null }),
-    ))
+    Ok(Json(serde_json::json!({ "items": sites, "next_cursor": null })))
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/sites", tag = "orgs", params(("org" = String, Path)), responses((status = 201, description = "Created")))]
@@ -323,22 +280,13 @@ pub async fn create_site(
     ApiJson(input): ApiJson<SiteInput>,
 ) -> ApiResult<(StatusCode, Json<Site>)> {
     let url = input.url.trim().to_string();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.len() > 200
-        || url.chars().any(char::is_whitespace)
-    {
-        return Err(Error::validation(
-            "url",
-            format!("\"{url}\" is not a site URL such as https://acme.example.com."),
-        )
-        .into());
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 200 || url.chars().any(char::is_whitespace) {
+        return Err(Error::validation("url", format!("\"{url}\" is not a site URL such as https://acme.example.com.")).into());
     }
     let now = st.clock.now();
     let site = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteOrg).await?;
-        let site =
-            tenants::insert_site(&mut tx, &org.id, &url, input.attendee_accounts_enabled, now)
-                .await?;
+        let site = tenants::insert_site(&mut tx, &org.id, &url, input.attendee_accounts_enabled, now).await?;
         audit::record(
             &mut tx,
             Some(&org.id),
@@ -362,17 +310,11 @@ pub struct GroupInput {
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/groups", tag = "orgs", params(("org" = String, Path)), responses((status = 200, description = "Groups")))]
-pub async fn list_groups(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(org): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn list_groups(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String>) -> ApiResult<Json<Value>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
     let groups = tenants::list_groups(&mut tx, &org.id).await?;
-    Ok(Json(
-        serde_json::json!({ "items": groups, "next_cursor": null }),
-    ))
+    Ok(Json(serde_json::json!({ "items": groups, "next_cursor": null })))
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/groups", tag = "orgs", params(("org" = String, Path)), responses((status = 201, description = "Created")))]

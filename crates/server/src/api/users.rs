@@ -35,9 +35,7 @@ pub struct UserInput {
     pub groups: Vec<String>,
 }
 
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -68,10 +66,7 @@ pub struct UserQuery {
 fn check_display_name(n: &str) -> Result<String, Error> {
     let n = n.trim();
     if n.chars().count() > 200 {
-        return Err(Error::validation(
-            "display_name",
-            "display_name may have at most 200 characters.",
-        ));
+        return Err(Error::validation("display_name", "display_name may have at most 200 characters."));
     }
     Ok(n.to_string())
 }
@@ -79,11 +74,7 @@ fn check_display_name(n: &str) -> Result<String, Error> {
 async fn check_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
     let missing = users::unknown_links(tx, org, &u.site_admin_of, &u.groups).await?;
     if !missing.is_empty() {
-        return Err(Error::validation(
-            "site_admin_of",
-            format!("Not in this organisation: {}.", missing.join(", ")),
-        )
-        .into());
+        return Err(Error::validation("site_admin_of", format!("Not in this organisation: {}.", missing.join(", "))).into());
     }
     Ok(())
 }
@@ -111,14 +102,7 @@ pub async fn list(
     };
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
-    let rows = users::list(
-        &mut tx,
-        &org.id,
-        &filter,
-        page.after.as_deref(),
-        page.limit + 1,
-    )
-    .await?;
+    let rows = users::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
     Ok(Json(paged(rows, page.limit, |u| u.id.clone())))
 }
 
@@ -170,11 +154,7 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 200, description = "The user"), (status = 404, description = "Not found")))]
-pub async fn get(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path((org, user)): Path<(String, String)>,
-) -> ApiResult<Json<User>> {
+pub async fn get(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<Json<User>> {
     let mut tx = st.store.begin_read().await?;
     let org = ctx.org(&mut tx, &org, Action::ReadUsers).await?;
     Ok(Json(
@@ -192,11 +172,7 @@ pub async fn patch(
     Path((org, user)): Path<(String, String)>,
     ApiJson(p): ApiJson<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    let display_name = p
-        .display_name
-        .as_deref()
-        .map(check_display_name)
-        .transpose()?;
+    let display_name = p.display_name.as_deref().map(check_display_name).transpose()?;
     let now = st.clock.now();
     let u = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
@@ -227,10 +203,7 @@ pub async fn patch(
         }
         check_links(&mut tx, &org.id, &u).await?;
         users::update(&mut tx, &org.id, &u, now).await?;
-        let (b, a) = (
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&u).ok(),
-        );
+        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&u).ok());
         audit::record(
             &mut tx,
             Some(&org.id),
@@ -249,11 +222,7 @@ pub async fn patch(
 
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),
     responses((status = 204, description = "Deleted; the user's seats are released")))]
-pub async fn delete(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path((org, user)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Path<(String, String)>) -> ApiResult<StatusCode> {
     let now = st.clock.now();
     in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;

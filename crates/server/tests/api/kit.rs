@@ -74,10 +74,7 @@ fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
             let name = format!("t{}_{n}", std::process::id());
             if let Ok(url) = std::env::var("ALLOT_TEST_DATABASE_URL") {
                 // Use the given server; create a database per test through psql-free SQL.
-                let base = url
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .unwrap_or(url.clone());
+                let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(url.clone());
                 let admin = std::process::Command::new("psql")
                     .arg(&url)
                     .arg("-c")
@@ -109,9 +106,7 @@ pub struct TestApp {
 }
 
 pub fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0)
-        .single()
-        .expect("valid date")
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).single().expect("valid date")
 }
 
 /// "Today" in every test unless a test moves the clock.
@@ -132,13 +127,10 @@ pub async fn spawn(backend: Backend) -> TestApp {
     .await
     .expect("open store");
     let clock = Arc::new(ManualClock::new(today()));
-    let admin =
-        allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, today())
-            .await
-            .expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let admin = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, today())
         .await
-        .expect("bind");
+        .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
@@ -171,33 +163,17 @@ impl Resp {
     }
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert!(
-            self.status.is_success(),
-            "expected success, got {}: {}",
-            self.status,
-            self.body
-        );
+        assert!(self.status.is_success(), "expected success, got {}: {}", self.status, self.body);
         self.body
     }
     #[track_caller]
     pub fn problem(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status.as_u16(), self.code()),
-            (status, code),
-            "body: {}",
-            self.body
-        );
+        assert_eq!((self.status.as_u16(), self.code()), (status, code), "body: {}", self.body);
     }
 }
 
 impl TestApp {
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
         let mut req = self.client.request(method, format!("{}{}", self.url, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -214,11 +190,7 @@ impl TestApp {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        Resp {
-            status,
-            body,
-            headers,
-        }
+        Resp { status, body, headers }
     }
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.call(Method::GET, path, Some(token), None).await
@@ -227,19 +199,11 @@ impl TestApp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::PATCH, path, Some(token), Some(body))
-            .await
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
     }
     /// Sends a raw body with a content type (for malformed input).
     /// A new connection each time: the server may close one early (413).
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Resp {
+    pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {
         let resp = reqwest::Client::new()
             .request(method, format!("{}{}", self.url, path))
             .bearer_auth(token)
@@ -285,23 +249,44 @@ impl TestApp {
             "audit_events",
             "api_tokens",
         ] {
-            let r = tx
-                .rows(&format!("SELECT COUNT(*) FROM {t}"), &[])
-                .await
-                .expect("count");
+            let r = tx.rows(&format!("SELECT COUNT(*) FROM {t}"), &[]).await.expect("count");
             out.push(format!("{t}={}", r[0].int(0).expect("int")));
-        }
-        for r in tx.rows("SELECT org_id, subscription_id, product, quantity, consumed FROM subscription_items ORDER BY 1, 2, 3", &[]).await.expect("items") {
-            out.push(format!("item {} {} {} {}/{}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.int(4).unwrap(), r.int(3).unwrap()));
-        }
-        for r in tx.rows("SELECT org_id, user_id, product, subscription_id FROM assignments ORDER BY 1, 2, 3", &[]).await.expect("assignments") {
-            out.push(format!("seat {} {} {} {}", r.text(0).unwrap(), r.text(1).unwrap(), r.text(2).unwrap(), r.text(3).unwrap()));
         }
         for r in tx
             .rows(
-                "SELECT code, name, retention_days FROM products ORDER BY code",
+                "SELECT org_id, subscription_id, product, quantity, consumed FROM subscription_items ORDER BY 1, 2, 3",
                 &[],
             )
+            .await
+            .expect("items")
+        {
+            out.push(format!(
+                "item {} {} {} {}/{}",
+                r.text(0).unwrap(),
+                r.text(1).unwrap(),
+                r.text(2).unwrap(),
+                r.int(4).unwrap(),
+                r.int(3).unwrap()
+            ));
+        }
+        for r in tx
+            .rows(
+                "SELECT org_id, user_id, product, subscription_id FROM assignments ORDER BY 1, 2, 3",
+                &[],
+            )
+            .await
+            .expect("assignments")
+        {
+            out.push(format!(
+                "seat {} {} {} {}",
+                r.text(0).unwrap(),
+                r.text(1).unwrap(),
+                r.text(2).unwrap(),
+                r.text(3).unwrap()
+            ));
+        }
+        for r in tx
+            .rows("SELECT code, name, retention_days FROM products ORDER BY code", &[])
             .await
             .expect("products")
         {
@@ -313,10 +298,7 @@ impl TestApp {
             ));
         }
         for r in tx
-            .rows(
-                "SELECT id, email, display_name, status FROM users ORDER BY id",
-                &[],
-            )
+            .rows("SELECT id, email, display_name, status FROM users ORDER BY id", &[])
             .await
             .expect("users")
         {
@@ -334,10 +316,7 @@ impl TestApp {
     /// Pools whose counter disagrees with their assignment rows.
     pub async fn mismatches(&self) -> usize {
         let mut tx = self.store.begin_read().await.expect("read");
-        allot_store::subscriptions::counter_mismatches(&mut tx)
-            .await
-            .expect("check")
-            .len()
+        allot_store::subscriptions::counter_mismatches(&mut tx).await.expect("check").len()
     }
 }
 
@@ -350,19 +329,19 @@ pub struct World {
 }
 
 pub async fn product(app: &TestApp, code: &str, family: &str) {
-    app.post("/api/v1/products", &app.admin, json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": [family] }))
-        .await
-        .ok();
+    app.post(
+        "/api/v1/products",
+        &app.admin,
+        json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": [family] }),
+    )
+    .await
+    .ok();
 }
 
 pub async fn org(app: &TestApp, name: &str, partner: Option<&str>) -> String {
-    app.post(
-        "/api/v1/orgs",
-        &app.admin,
-        json!({ "name": name, "partner": partner }),
-    )
-    .await
-    .ok()["id"]
+    app.post("/api/v1/orgs", &app.admin, json!({ "name": name, "partner": partner }))
+        .await
+        .ok()["id"]
         .as_str()
         .expect("id")
         .to_string()
@@ -382,13 +361,9 @@ pub async fn subscription(app: &TestApp, org: &str, items: Value) -> String {
 }
 
 pub async fn user(app: &TestApp, org: &str, email: &str) -> String {
-    app.post(
-        &format!("/api/v1/orgs/{org}/users"),
-        &app.admin,
-        json!({ "email": email }),
-    )
-    .await
-    .ok()["id"]
+    app.post(&format!("/api/v1/orgs/{org}/users"), &app.admin, json!({ "email": email }))
+        .await
+        .ok()["id"]
         .as_str()
         .expect("id")
         .to_string()
@@ -403,14 +378,7 @@ pub async fn world(app: &TestApp) -> World {
     ] {
         product(app, c, f).await;
     }
-    let partner = app
-        .post(
-            "/api/v1/partners",
-            &app.admin,
-            json!({ "name": "Partner A" }),
-        )
-        .await
-        .ok()["id"]
+    let partner = app.post("/api/v1/partners", &app.admin, json!({ "name": "Partner A" })).await.ok()["id"]
         .as_str()
         .unwrap()
         .to_string();

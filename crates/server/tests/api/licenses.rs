@@ -34,25 +34,11 @@ async fn second_add_fails_nothing_applies(backend: Backend) {
         )
         .await;
     r.problem(422, "seats_exhausted");
-    assert!(
-        r.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("anna@example.com"),
-        "{}",
-        r.body
-    );
+    assert!(r.body["detail"].as_str().unwrap().contains("anna@example.com"), "{}", r.body);
     assert_eq!(r.body["errors"][0]["product"], "messaging");
-    assert_eq!(
-        app.snapshot().await,
-        before,
-        "a refused change must write nothing"
-    );
+    assert_eq!(app.snapshot().await, before, "a refused change must write nothing");
     let mine = app
-        .get(
-            &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/users/{u}/licenses", w.org), &app.admin)
         .await
         .ok();
     assert_eq!(mine["items"], json!([]));
@@ -73,12 +59,7 @@ async fn change_adds_removes_and_moves(backend: Backend) {
     assert_eq!(r["items"][0]["subscription"], w.sub);
 
     // Moving calling to a new subscription in one change keeps the family's service data.
-    let sub_b = subscription(
-        &app,
-        &w.org,
-        json!([{ "product": "calling-professional", "quantity": 5 }]),
-    )
-    .await;
+    let sub_b = subscription(&app, &w.org, json!([{ "product": "calling-professional", "quantity": 5 }])).await;
     app.post(
         &path,
         &app.admin,
@@ -88,40 +69,30 @@ async fn change_adds_removes_and_moves(backend: Backend) {
     .ok();
     let mut tx = app.store.begin_read().await.unwrap();
     let data = tx
-        .rows("SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = 'calling'", allot_store::args![w.org.as_str(), u.as_str()])
+        .rows(
+            "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = 'calling'",
+            allot_store::args![w.org.as_str(), u.as_str()],
+        )
         .await
         .unwrap();
     assert_eq!(data.len(), 1);
     let stored: serde_json::Value = serde_json::from_str(&data[0].text(0).unwrap()).unwrap();
     assert_eq!(stored["extension"], "1234");
     assert_eq!(stored["phone_number"], "+46701234567");
-    assert_eq!(
-        data[0].opt_text(1).unwrap(),
-        None,
-        "a move does not start retention"
-    );
+    assert_eq!(data[0].opt_text(1).unwrap(), None, "a move does not start retention");
     drop(tx);
     let a = app
-        .get(
-            &format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub), &app.admin)
         .await
         .ok();
     let b = app
-        .get(
-            &format!("/api/v1/orgs/{}/subscriptions/{sub_b}", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/subscriptions/{sub_b}", w.org), &app.admin)
         .await
         .ok();
     assert_eq!(a["items"][0]["consumed"], 0);
     assert_eq!(b["items"][0]["consumed"], 1);
     let events = app
-        .get(
-            &format!("/api/v1/orgs/{}/audit-events?action=license.change", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/audit-events?action=license.change", w.org), &app.admin)
         .await
         .ok();
     let last = events["items"].as_array().unwrap().last().unwrap().clone();
@@ -129,35 +100,18 @@ async fn change_adds_removes_and_moves(backend: Backend) {
     assert_eq!(last["target"], format!("user:{u}"));
 
     // Removing what the user does not hold: refused with not_assigned.
-    app.post(
-        &path,
-        &app.admin,
-        json!({ "remove": [{ "product": "messaging" }] }),
-    )
-    .await
-    .problem(422, "not_assigned");
+    app.post(&path, &app.admin, json!({ "remove": [{ "product": "messaging" }] }))
+        .await
+        .problem(422, "not_assigned");
     // Adding what the user holds: refused, naming where it comes from.
-    let r = app
-        .post(
-            &path,
-            &app.admin,
-            json!({ "add": [{ "product": "meetings" }] }),
-        )
-        .await;
+    let r = app.post(&path, &app.admin, json!({ "add": [{ "product": "meetings" }] })).await;
     r.problem(422, "already_assigned");
     // Removing releases the seat.
-    app.post(
-        &path,
-        &app.admin,
-        json!({ "remove": [{ "product": "meetings" }] }),
-    )
-    .await
-    .ok();
+    app.post(&path, &app.admin, json!({ "remove": [{ "product": "meetings" }] }))
+        .await
+        .ok();
     let a = app
-        .get(
-            &format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub), &app.admin)
         .await
         .ok();
     assert_eq!(a["items"][1]["product"], "meetings");
@@ -225,10 +179,7 @@ async fn automatic_choice_and_status(backend: Backend) {
     // Status is derived from the clock: move past the later end date.
     app.clock.set(day(2028, 1, 2));
     let s = app
-        .get(
-            &format!("/api/v1/orgs/{}/subscriptions/{later}", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/subscriptions/{later}", w.org), &app.admin)
         .await
         .ok();
     assert_eq!(s["status"], "expired");
@@ -270,10 +221,7 @@ async fn overview_and_user_delete(backend: Backend) {
     )
     .await
     .ok();
-    let o = app
-        .get(&format!("/api/v1/orgs/{}/licenses", w.org), &app.admin)
-        .await
-        .ok();
+    let o = app.get(&format!("/api/v1/orgs/{}/licenses", w.org), &app.admin).await.ok();
     let rows = o["items"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     let meetings = rows.iter().find(|r| r["product"] == "meetings").unwrap();
@@ -297,18 +245,8 @@ async fn overview_and_user_delete(backend: Backend) {
         )
         .await;
     assert_eq!(r.status.as_u16(), 204);
-    let o = app
-        .get(&format!("/api/v1/orgs/{}/licenses", w.org), &app.admin)
-        .await
-        .ok();
-    assert!(
-        o["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["consumed"] == 0),
-        "{o}"
-    );
+    let o = app.get(&format!("/api/v1/orgs/{}/licenses", w.org), &app.admin).await.ok();
+    assert!(o["items"].as_array().unwrap().iter().all(|r| r["consumed"] == 0), "{o}");
     app.get(&format!("/api/v1/orgs/{}/users/{u}", w.org), &app.admin)
         .await
         .problem(404, "not_found");

@@ -11,15 +11,9 @@ both_backends!(resources_round_trip, status_follows_the_clock);
 #[tokio::test]
 async fn health_and_openapi() {
     let app = spawn(Backend::Sqlite).await;
-    let r = app
-        .call(reqwest::Method::GET, "/healthz", None, None)
-        .await
-        .ok();
+    let r = app.call(reqwest::Method::GET, "/healthz", None, None).await.ok();
     assert_eq!(r, json!({ "status": "ok" }));
-    let doc = app
-        .call(reqwest::Method::GET, "/api/openapi.json", None, None)
-        .await
-        .ok();
+    let doc = app.call(reqwest::Method::GET, "/api/openapi.json", None, None).await.ok();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
@@ -47,9 +41,7 @@ async fn health_and_openapi() {
             .replace("{user}", "nope");
         for method in ops.as_object().unwrap().keys() {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let r = app
-                .call(m, &concrete, Some(&app.admin), Some(json!({})))
-                .await;
+            let r = app.call(m, &concrete, Some(&app.admin), Some(json!({}))).await;
             assert!(
                 !(r.status.as_u16() == 404 && r.body["detail"] == "That path was not found."),
                 "{method} {path} is documented but not served"
@@ -61,10 +53,7 @@ async fn health_and_openapi() {
 async fn resources_round_trip(backend: Backend) {
     let app = spawn(backend).await;
     let w = world(&app).await;
-    let p = app
-        .get("/api/v1/products/calling-professional", &app.admin)
-        .await
-        .ok();
+    let p = app.get("/api/v1/products/calling-professional", &app.admin).await.ok();
     assert_eq!(p["family"], "calling");
     let p = app
         .patch(
@@ -74,10 +63,7 @@ async fn resources_round_trip(backend: Backend) {
         )
         .await
         .ok();
-    assert_eq!(
-        (p["name"].as_str(), p["retention_days"].as_i64()),
-        (Some("Calling Pro"), Some(7))
-    );
+    assert_eq!((p["name"].as_str(), p["retention_days"].as_i64()), (Some("Calling Pro"), Some(7)));
 
     let o = app
         .patch(
@@ -88,10 +74,7 @@ async fn resources_round_trip(backend: Backend) {
         .await
         .ok();
     assert_eq!(
-        (
-            o["default_usage_location"].as_str(),
-            o["payment_method_on_file"].as_bool()
-        ),
+        (o["default_usage_location"].as_str(), o["payment_method_on_file"].as_bool()),
         (Some("SE"), Some(true))
     );
     let o = app
@@ -113,11 +96,7 @@ async fn resources_round_trip(backend: Backend) {
         .await
         .ok();
     let group = app
-        .post(
-            &format!("/api/v1/orgs/{}/groups", w.org),
-            &app.admin,
-            json!({ "name": "Sales" }),
-        )
+        .post(&format!("/api/v1/orgs/{}/groups", w.org), &app.admin, json!({ "name": "Sales" }))
         .await
         .ok();
     let u = app
@@ -128,10 +107,7 @@ async fn resources_round_trip(backend: Backend) {
         )
         .await
         .ok();
-    assert_eq!(
-        u["status"], "pending",
-        "external users are pending until they accept"
-    );
+    assert_eq!(u["status"], "pending", "external users are pending until they accept");
     assert_eq!(u["site_admin_of"], json!([site["id"]]));
     assert_eq!(u["groups"], json!([group["id"]]));
     let uid = u["id"].as_str().unwrap();
@@ -144,26 +120,16 @@ async fn resources_round_trip(backend: Backend) {
         .await
         .ok();
     assert_eq!(
-        (
-            u["status"].as_str(),
-            u["display_name"].as_str(),
-            u["groups"].clone()
-        ),
+        (u["status"].as_str(), u["display_name"].as_str(), u["groups"].clone()),
         (Some("active"), Some("Gästen"), json!([]))
     );
     let found = app
-        .get(
-            &format!("/api/v1/orgs/{}/users?email=guest@other.example", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/users?email=guest@other.example", w.org), &app.admin)
         .await
         .ok();
     assert_eq!(found["items"][0]["id"], uid);
     let found = app
-        .get(
-            &format!("/api/v1/orgs/{}/users?kind=external&q=g%C3%A4st", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/users?kind=external&q=g%C3%A4st", w.org), &app.admin)
         .await
         .ok();
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
@@ -175,17 +141,8 @@ async fn resources_round_trip(backend: Backend) {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let q = cursor
-            .as_ref()
-            .map(|c| format!("&cursor={c}"))
-            .unwrap_or_default();
-        let page = app
-            .get(
-                &format!("/api/v1/orgs/{}/users?limit=2{q}", w.org),
-                &app.admin,
-            )
-            .await
-            .ok();
+        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let page = app.get(&format!("/api/v1/orgs/{}/users?limit=2{q}", w.org), &app.admin).await.ok();
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         seen.extend(items.iter().map(|u| u["id"].as_str().unwrap().to_string()));
@@ -201,10 +158,7 @@ async fn resources_round_trip(backend: Backend) {
 
     // Every mutation above is in the audit log with its actor.
     let events = app
-        .get(
-            &format!("/api/v1/orgs/{}/audit-events?limit=1000", w.org),
-            &app.admin,
-        )
+        .get(&format!("/api/v1/orgs/{}/audit-events?limit=1000", w.org), &app.admin)
         .await
         .ok();
     let actions: Vec<&str> = events["items"]
@@ -224,10 +178,7 @@ async fn resources_round_trip(backend: Backend) {
     ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
-    assert!(events["items"][0]["actor"]
-        .as_str()
-        .unwrap()
-        .starts_with("token:"));
+    assert!(events["items"][0]["actor"].as_str().unwrap().starts_with("token:"));
     assert!(events["items"][0]["request_id"].as_str().is_some());
 }
 
@@ -260,17 +211,11 @@ async fn status_follows_the_clock(backend: Backend) {
     for (at, trial_status, paid_status) in table {
         app.clock.set(at);
         let t = app
-            .get(
-                &format!("/api/v1/orgs/{}/subscriptions/{tid}", w.org),
-                &app.admin,
-            )
+            .get(&format!("/api/v1/orgs/{}/subscriptions/{tid}", w.org), &app.admin)
             .await
             .ok();
         let p = app
-            .get(
-                &format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub),
-                &app.admin,
-            )
+            .get(&format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub), &app.admin)
             .await
             .ok();
         assert_eq!(

@@ -14,14 +14,7 @@ both_backends!(partners_and_orgs_see_only_their_own, roles_are_checked);
 async fn partners_and_orgs_see_only_their_own(backend: Backend) {
     let app = spawn(backend).await;
     let w = world(&app).await;
-    let other_partner = app
-        .post(
-            "/api/v1/partners",
-            &app.admin,
-            json!({ "name": "Partner B" }),
-        )
-        .await
-        .ok()["id"]
+    let other_partner = app.post("/api/v1/partners", &app.admin, json!({ "name": "Partner B" })).await.ok()["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -33,12 +26,8 @@ async fn partners_and_orgs_see_only_their_own(backend: Backend) {
     let org_a = app.token(Role::OrgAdmin, None, Some(&w.org)).await;
 
     // Own tenant: visible.
-    app.get(&format!("/api/v1/orgs/{}", w.org), &partner_a)
-        .await
-        .ok();
-    app.get(&format!("/api/v1/orgs/{}/users/{own_user}", w.org), &org_a)
-        .await
-        .ok();
+    app.get(&format!("/api/v1/orgs/{}", w.org), &partner_a).await.ok();
+    app.get(&format!("/api/v1/orgs/{}/users/{own_user}", w.org), &org_a).await.ok();
     let listed = app.get("/api/v1/orgs", &partner_a).await.ok();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["items"][0]["id"], w.org);
@@ -89,13 +78,9 @@ async fn partners_and_orgs_see_only_their_own(backend: Backend) {
     )
     .await
     .problem(404, "not_found");
-    app.patch(
-        &format!("/api/v1/orgs/{other_org}"),
-        &partner_a,
-        json!({ "name": "Mine now" }),
-    )
-    .await
-    .problem(404, "not_found");
+    app.patch(&format!("/api/v1/orgs/{other_org}"), &partner_a, json!({ "name": "Mine now" }))
+        .await
+        .problem(404, "not_found");
     app.call(
         Method::DELETE,
         &format!("/api/v1/orgs/{other_org}/users/{other_user}"),
@@ -105,13 +90,9 @@ async fn partners_and_orgs_see_only_their_own(backend: Backend) {
     .await
     .problem(404, "not_found");
     // A partner cannot create a customer under another partner.
-    app.post(
-        "/api/v1/orgs",
-        &partner_a,
-        json!({ "name": "Sneaky", "partner": other_partner }),
-    )
-    .await
-    .problem(404, "not_found");
+    app.post("/api/v1/orgs", &partner_a, json!({ "name": "Sneaky", "partner": other_partner }))
+        .await
+        .problem(404, "not_found");
     assert_eq!(app.snapshot().await, before);
 }
 
@@ -126,16 +107,10 @@ async fn roles_are_checked(backend: Backend) {
     let before = app.snapshot().await;
 
     for t in [&read_only, &support] {
-        app.get(&format!("/api/v1/orgs/{}/users", w.org), t)
+        app.get(&format!("/api/v1/orgs/{}/users", w.org), t).await.ok();
+        app.post(&format!("/api/v1/orgs/{}/users", w.org), t, json!({ "email": "new@a.example" }))
             .await
-            .ok();
-        app.post(
-            &format!("/api/v1/orgs/{}/users", w.org),
-            t,
-            json!({ "email": "new@a.example" }),
-        )
-        .await
-        .problem(403, "forbidden");
+            .problem(403, "forbidden");
         app.post(
             &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
             t,
@@ -148,23 +123,14 @@ async fn roles_are_checked(backend: Backend) {
     app.get(&format!("/api/v1/orgs/{}/users", w.org), &sales)
         .await
         .problem(403, "forbidden");
-    app.get(
-        &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
-        &sales,
-    )
-    .await
-    .problem(403, "forbidden");
-    app.get(&format!("/api/v1/orgs/{}/subscriptions", w.org), &sales)
+    app.get(&format!("/api/v1/orgs/{}/users/{u}/licenses", w.org), &sales)
         .await
-        .ok();
+        .problem(403, "forbidden");
+    app.get(&format!("/api/v1/orgs/{}/subscriptions", w.org), &sales).await.ok();
     // Only the provider writes the catalogue and creates partners.
-    app.post(
-        "/api/v1/products",
-        &org_admin,
-        json!({ "code": "x", "name": "X", "family": "x" }),
-    )
-    .await
-    .problem(403, "forbidden");
+    app.post("/api/v1/products", &org_admin, json!({ "code": "x", "name": "X", "family": "x" }))
+        .await
+        .problem(403, "forbidden");
     app.post("/api/v1/partners", &sales, json!({ "name": "P" }))
         .await
         .problem(403, "forbidden");

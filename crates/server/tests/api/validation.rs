@@ -19,32 +19,13 @@ async fn bad_input_changes_nothing(backend: Backend) {
 
     // Malformed JSON and wrong content types.
     let r = app
-        .raw(
-            Method::POST,
-            &lic,
-            &app.admin,
-            "application/json",
-            b"{\"add\": [".to_vec(),
-        )
+        .raw(Method::POST, &lic, &app.admin, "application/json", b"{\"add\": [".to_vec())
         .await;
     r.problem(422, "validation_failed");
-    assert!(
-        r.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON"),
-        "{}",
-        r.body
-    );
-    app.raw(
-        Method::POST,
-        &users,
-        &app.admin,
-        "text/plain",
-        b"{}".to_vec(),
-    )
-    .await
-    .problem(422, "validation_failed");
+    assert!(r.body["detail"].as_str().unwrap().contains("not valid JSON"), "{}", r.body);
+    app.raw(Method::POST, &users, &app.admin, "text/plain", b"{}".to_vec())
+        .await
+        .problem(422, "validation_failed");
     // Wrong types and unknown fields.
     app.post(&lic, &app.admin, json!({ "add": "meetings" }))
         .await
@@ -53,11 +34,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         .await
         .problem(422, "validation_failed");
     let r = app
-        .post(
-            &lic,
-            &app.admin,
-            json!({ "add": [{ "product": "meetings", "seats": 2 }] }),
-        )
+        .post(&lic, &app.admin, json!({ "add": [{ "product": "meetings", "seats": 2 }] }))
         .await;
     r.problem(422, "validation_failed");
     assert!(
@@ -65,23 +42,12 @@ async fn bad_input_changes_nothing(backend: Backend) {
         "names the unknown field: {}",
         r.body
     );
-    app.post(&lic, &app.admin, json!({}))
-        .await
-        .problem(422, "validation_failed");
+    app.post(&lic, &app.admin, json!({})).await.problem(422, "validation_failed");
     // Unknown product, unknown subscription, product code that cannot exist.
-    let r = app
-        .post(
-            &lic,
-            &app.admin,
-            json!({ "add": [{ "product": "teleportation" }] }),
-        )
-        .await;
+    let r = app.post(&lic, &app.admin, json!({ "add": [{ "product": "teleportation" }] })).await;
     r.problem(422, "validation_failed");
     assert!(
-        r.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("teleportation"),
+        r.body["errors"][0]["message"].as_str().unwrap().contains("teleportation"),
         "{}",
         r.body
     );
@@ -92,25 +58,23 @@ async fn bad_input_changes_nothing(backend: Backend) {
     )
     .await
     .problem(422, "validation_failed");
-    app.post(
-        &lic,
-        &app.admin,
-        json!({ "add": [{ "product": "Not A Code" }] }),
-    )
-    .await
-    .problem(422, "validation_failed");
+    app.post(&lic, &app.admin, json!({ "add": [{ "product": "Not A Code" }] }))
+        .await
+        .problem(422, "validation_failed");
     // Every reason at once.
-    let r = app.post(&lic, &app.admin, json!({ "add": [{ "product": "teleportation" }], "remove": [{ "product": "meetings" }] })).await;
+    let r = app
+        .post(
+            &lic,
+            &app.admin,
+            json!({ "add": [{ "product": "teleportation" }], "remove": [{ "product": "meetings" }] }),
+        )
+        .await;
     assert_eq!(r.body["errors"].as_array().unwrap().len(), 2, "{}", r.body);
     // Bad emails, a taken email (case-insensitively), bad usage locations.
     for bad in ["", "anna", "anna@", "a b@example.com", "anna@example"] {
         let r = app.post(&users, &app.admin, json!({ "email": bad })).await;
         r.problem(422, "validation_failed");
-        assert!(
-            r.body["detail"].as_str().unwrap().contains("email"),
-            "{}",
-            r.body
-        );
+        assert!(r.body["detail"].as_str().unwrap().contains("email"), "{}", r.body);
     }
     app.post(&users, &app.admin, json!({ "email": "ANNA@example.com" }))
         .await
@@ -122,13 +86,9 @@ async fn bad_input_changes_nothing(backend: Backend) {
     )
     .await
     .problem(422, "validation_failed");
-    app.post(
-        &users,
-        &app.admin,
-        json!({ "email": "new@example.com", "kind": "robot" }),
-    )
-    .await
-    .problem(422, "validation_failed");
+    app.post(&users, &app.admin, json!({ "email": "new@example.com", "kind": "robot" }))
+        .await
+        .problem(422, "validation_failed");
     app.post(
         &users,
         &app.admin,
@@ -138,32 +98,28 @@ async fn bad_input_changes_nothing(backend: Backend) {
     .problem(422, "validation_failed");
     // Negative and absurd quantities, dates the wrong way round, unknown products in items.
     for q in [json!(-1), json!(10_000_001), json!(1e20), json!("ten")] {
-        app.post(&subs, &app.admin, json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "items": [{ "product": "meetings", "quantity": q }] }))
-            .await
-            .problem(422, "validation_failed");
-    }
-    app.post(
-        &subs,
-        &app.admin,
-        json!({ "start_date": "2027-01-01", "end_date": "2026-01-01" }),
-    )
-    .await
-    .problem(422, "validation_failed");
-    app.post(
-        &subs,
-        &app.admin,
-        json!({ "start_date": "2026-13-01", "end_date": "2027-01-01" }),
-    )
-    .await
-    .problem(422, "validation_failed");
-    app.post(&subs, &app.admin, json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "items": [{ "product": "nope", "quantity": 1 }] }))
+        app.post(
+            &subs,
+            &app.admin,
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "items": [{ "product": "meetings", "quantity": q }] }),
+        )
         .await
         .problem(422, "validation_failed");
-    assert_eq!(
-        app.snapshot().await,
-        before,
-        "refused calls must change nothing"
-    );
+    }
+    app.post(&subs, &app.admin, json!({ "start_date": "2027-01-01", "end_date": "2026-01-01" }))
+        .await
+        .problem(422, "validation_failed");
+    app.post(&subs, &app.admin, json!({ "start_date": "2026-13-01", "end_date": "2027-01-01" }))
+        .await
+        .problem(422, "validation_failed");
+    app.post(
+        &subs,
+        &app.admin,
+        json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "items": [{ "product": "nope", "quantity": 1 }] }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    assert_eq!(app.snapshot().await, before, "refused calls must change nothing");
     // Lowering a quantity below the seats in use.
     let other = user(&app, &w.org, "erik@example.com").await;
     app.post(
@@ -182,11 +138,7 @@ async fn bad_input_changes_nothing(backend: Backend) {
         )
         .await;
     r.problem(422, "validation_failed");
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("1 seats"),
-        "{}",
-        r.body
-    );
+    assert!(r.body["detail"].as_str().unwrap().contains("1 seats"), "{}", r.body);
     // Catalogue: a rule naming a product that does not exist; bad codes; absurd retention.
     app.post(
         "/api/v1/products",
@@ -195,13 +147,9 @@ async fn bad_input_changes_nothing(backend: Backend) {
     )
     .await
     .problem(422, "validation_failed");
-    app.post(
-        "/api/v1/products",
-        &app.admin,
-        json!({ "code": "A B", "name": "A", "family": "x" }),
-    )
-    .await
-    .problem(422, "validation_failed");
+    app.post("/api/v1/products", &app.admin, json!({ "code": "A B", "name": "A", "family": "x" }))
+        .await
+        .problem(422, "validation_failed");
     app.post(
         "/api/v1/products",
         &app.admin,
@@ -237,32 +185,15 @@ async fn bad_input_changes_nothing(backend: Backend) {
         .await
         .problem(422, "validation_failed");
     // Oversized bodies: 413 with the limit stated.
-    let huge = format!(
-        "{{\"email\": \"{}@example.com\"}}",
-        "a".repeat(2 * 1024 * 1024)
-    );
+    let huge = format!("{{\"email\": \"{}@example.com\"}}", "a".repeat(2 * 1024 * 1024));
     let r = app
-        .raw(
-            Method::POST,
-            &users,
-            &app.admin,
-            "application/json",
-            huge.into_bytes(),
-        )
+        .raw(Method::POST, &users, &app.admin, "application/json", huge.into_bytes())
         .await;
     r.problem(413, "payload_too_large");
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("1048576"),
-        "{}",
-        r.body
-    );
+    assert!(r.body["detail"].as_str().unwrap().contains("1048576"), "{}", r.body);
     // Unknown paths and ids.
-    app.get("/api/v1/nothing-here", &app.admin)
-        .await
-        .problem(404, "not_found");
-    app.get(&format!("{users}/usr_nope"), &app.admin)
-        .await
-        .problem(404, "not_found");
+    app.get("/api/v1/nothing-here", &app.admin).await.problem(404, "not_found");
+    app.get(&format!("{users}/usr_nope"), &app.admin).await.problem(404, "not_found");
     app.post(
         &format!("{users}/usr_nope/licenses"),
         &app.admin,
@@ -270,14 +201,8 @@ async fn bad_input_changes_nothing(backend: Backend) {
     )
     .await
     .problem(404, "not_found");
-    app.get("/api/v1/products/nope", &app.admin)
-        .await
-        .problem(404, "not_found");
-    assert_eq!(
-        app.snapshot().await,
-        before,
-        "refused calls must change nothing"
-    );
+    app.get("/api/v1/products/nope", &app.admin).await.problem(404, "not_found");
+    assert_eq!(app.snapshot().await, before, "refused calls must change nothing");
 }
 
 async fn idempotency_keys(backend: Backend) {
@@ -303,27 +228,15 @@ async fn idempotency_keys(backend: Backend) {
         first_body,
         "the replay is the first answer"
     );
-    let list = app
-        .get(&format!("/api/v1/orgs/{}/users", w.org), &app.admin)
-        .await
-        .ok();
-    assert_eq!(
-        list["items"].as_array().unwrap().len(),
-        1,
-        "one user, not two"
-    );
+    let list = app.get(&format!("/api/v1/orgs/{}/users", w.org), &app.admin).await.ok();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "one user, not two");
     let other = send("k1", "erik@example.com").await.unwrap();
     assert_eq!(other.status().as_u16(), 422);
-    assert_eq!(
-        other.json::<serde_json::Value>().await.unwrap()["code"],
-        "idempotency_key_reused"
-    );
+    assert_eq!(other.json::<serde_json::Value>().await.unwrap()["code"], "idempotency_key_reused");
     let long = send(&"k".repeat(256), "erik@example.com").await.unwrap();
     assert_eq!(long.status().as_u16(), 422);
     // Another token's key space is separate.
-    let org_admin = app
-        .token(allot_domain::access::Role::OrgAdmin, None, Some(&w.org))
-        .await;
+    let org_admin = app.token(allot_domain::access::Role::OrgAdmin, None, Some(&w.org)).await;
     let r = app
         .client
         .post(&users)
