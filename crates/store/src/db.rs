@@ -3,6 +3,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::writer::{WriteUnit, Writer};
 use std::time::Duration;
 
 use allot_domain::{Code, Error};
@@ -207,10 +210,10 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 enum Pools {
     /// SQLite allows one writer at a time, so Allot keeps exactly one write
-    /// connection (writers queue on the pool instead of spinning on BUSY) and
-    /// a pool of readers, which WAL lets run beside the writer.
+    /// connection, shared by queued units of work through group commit
+    /// (see `writer.rs`), and a pool of readers, which WAL lets run beside it.
     Sqlite {
-        writer: SqlitePool,
+        writer: Arc<Writer>,
         reader: SqlitePool,
     },
     Postgres(PgPool),
@@ -252,11 +255,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536");
-            let writer = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(60))
-                .connect_with(connect.clone())
-                .await?;
+            let writer = Writer::new(crate::writer::connect(&connect).await?);
             let reader = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(30))
@@ -277,11 +276,11 @@ impl Store {
         }
     }
 
-    /// A write transaction. On SQLite it begins IMMEDIATE so it holds the
-    /// write lock from the start and never fails half-way with BUSY.
+    /// A write transaction. On SQLite, a unit of the group-committed writer
+    /// transaction (begun IMMEDIATE, so it never fails half-way with BUSY).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Sqlite { writer, .. } => Tx::SqliteWrite(writer.begin_unit().await?),
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -307,7 +306,15 @@ impl Store {
     pub async fn raw_execute(&self, sql: &str) -> Result<(), StoreError> {
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
-                sqlx::raw_sql(sql).execute(writer).await?;
+                let mut unit = writer.begin_unit().await?;
+                let done = sqlx::raw_sql(sql).execute(unit.conn()?).await;
+                match done {
+                    Ok(_) => unit.commit().await?,
+                    Err(e) => {
+                        unit.rollback().await?;
+                        return Err(e.into());
+                    }
+                }
             }
             Pools::Postgres(pool) => {
                 sqlx::raw_sql(sql).execute(pool).await?;
@@ -319,7 +326,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { writer, reader } => {
-                writer.close().await;
+                writer.flush().await;
                 reader.close().await;
             }
             Pools::Postgres(pool) => pool.close().await,
@@ -329,6 +336,8 @@ impl Store {
 
 /// A transaction, or (for reads that need no snapshot) a plain connection.
 pub enum Tx {
+    /// A unit of work in SQLite's group-committed write transaction.
+    SqliteWrite(WriteUnit),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     SqliteConn(sqlx::pool::PoolConnection<sqlx::Sqlite>),
@@ -340,6 +349,11 @@ pub enum Tx {
 macro_rules! with_conn {
     ($tx:expr, |$c:ident, $to_row:ident| $body:expr) => {
         match $tx {
+            Tx::SqliteWrite(u) => {
+                let $c: &mut sqlx::SqliteConnection = u.conn()?;
+                let $to_row = sqlite_row;
+                $body
+            }
             Tx::Sqlite(t) => {
                 let $c: &mut sqlx::SqliteConnection = &mut **t;
                 let $to_row = sqlite_row;
@@ -419,7 +433,7 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
 impl Tx {
     pub fn backend(&self) -> Backend {
         match self {
-            Tx::Sqlite(_) | Tx::SqliteConn(_) => Backend::Sqlite,
+            Tx::SqliteWrite(_) | Tx::Sqlite(_) | Tx::SqliteConn(_) => Backend::Sqlite,
             Tx::Postgres(_) | Tx::PostgresConn(_) => Backend::Postgres,
         }
     }
@@ -457,6 +471,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
+            Tx::SqliteWrite(u) => u.commit().await?,
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
@@ -466,6 +481,7 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self {
+            Tx::SqliteWrite(u) => u.rollback().await?,
             Tx::Sqlite(tx) => tx.rollback().await?,
             Tx::Postgres(tx) => tx.rollback().await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}

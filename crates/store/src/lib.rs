@@ -18,6 +18,7 @@ pub mod subscriptions;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
+mod writer;
 
 pub use db::{backoff, finish, new_id, Backend, Outcome, Row, Store, StoreError, StoreOptions, Tx, Val};
 

@@ -68,13 +68,31 @@ async fn concurrent_changes_of_one_user(backend: Backend) {
     let results = join_all(same).await;
     let ok = results.iter().filter(|r| r.status.is_success()).count();
     let held = results.iter().filter(|r| r.code() == "already_assigned").count();
-    assert_eq!((ok, held), (1, 15), "{:?}", results.iter().map(|r| r.body.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        (ok, held),
+        (1, 15),
+        "{:?}",
+        results.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()
+    );
 
-    let mixed = [json!({ "add": [{ "product": "calling-professional" }] }), json!({ "add": [{ "product": "messaging" }] }), json!({ "remove": [{ "product": "meetings" }] })];
+    let mixed = [
+        json!({ "add": [{ "product": "calling-professional" }] }),
+        json!({ "add": [{ "product": "messaging" }] }),
+        json!({ "remove": [{ "product": "meetings" }] }),
+    ];
     let results = join_all(mixed.iter().map(|b| app.post(&path, &app.admin, b.clone()))).await;
-    assert!(results.iter().all(|r| r.status.is_success()), "{:?}", results.iter().map(|r| r.body.to_string()).collect::<Vec<_>>());
+    assert!(
+        results.iter().all(|r| r.status.is_success()),
+        "{:?}",
+        results.iter().map(|r| r.body.to_string()).collect::<Vec<_>>()
+    );
     let mine = app.get(&path, &app.admin).await.ok();
-    let products: Vec<&str> = mine["items"].as_array().unwrap().iter().map(|i| i["product"].as_str().unwrap()).collect();
+    let products: Vec<&str> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["product"].as_str().unwrap())
+        .collect();
     assert_eq!(products, ["calling-professional", "messaging"]);
     assert_eq!(app.mismatches().await, 0);
 }

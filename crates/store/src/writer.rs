@@ -1,0 +1,245 @@
+//! Group commit for SQLite's single writer.
+//!
+//! SQLite has one writer at a time and a durable commit costs an fsync, so
+//! one transaction per change caps Allot at the disk's fsync rate. Instead,
+//! units of work queued behind the writer share one transaction: each runs in
+//! its own SAVEPOINT (so it still applies fully or not at all), and the unit
+//! that finds no one waiting behind it commits for all. No unit reports
+//! success before that COMMIT has returned, so every answer is durable.
+//!
+//! Progress does not depend on a waiter showing up: a unit that leaves the
+//! transaction open for a waiter is only doing so because the waiter is
+//! queued, and a waiter that gives up (its request was cancelled) or a unit
+//! dropped half-way flushes the batch from a spawned task.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+use crate::db::StoreError;
+
+/// The most units one transaction carries before it is committed anyway.
+const MAX_BATCH: usize = 256;
+
+pub(crate) struct Writer {
+    state: Arc<Mutex<WriterState>>,
+    waiters: AtomicUsize,
+}
+
+pub(crate) struct WriterState {
+    conn: SqliteConnection,
+    in_tx: bool,
+    unit_open: bool,
+    pending: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Boxed with an explicit `Send` so that cleanup futures can be spawned
+/// (the compiler cannot prove `Send` for every lifetime of the plain async fn).
+fn run<'a>(conn: &'a mut SqliteConnection, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement).execute(&mut *conn).await?;
+        }
+        Ok(())
+    })
+}
+
+impl WriterState {
+    /// Undoes a unit that was dropped before it committed or rolled back.
+    async fn discard_open_unit(&mut self) {
+        if self.unit_open {
+            let _ = run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
+            self.unit_open = false;
+        }
+    }
+
+    /// Commits the shared transaction and tells every unit in it how it went.
+    async fn flush(&mut self) {
+        self.discard_open_unit().await;
+        if !self.in_tx {
+            return;
+        }
+        let result = run(&mut self.conn, "COMMIT").await.map_err(|e| format!("{e:?}"));
+        if result.is_err() {
+            let _ = run(&mut self.conn, "ROLLBACK").await;
+        }
+        self.in_tx = false;
+        for p in self.pending.drain(..) {
+            let _ = p.send(result.clone());
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(conn: SqliteConnection) -> Arc<Writer> {
+        Arc::new(Writer {
+            state: Arc::new(Mutex::new(WriterState {
+                conn,
+                in_tx: false,
+                unit_open: false,
+                pending: Vec::new(),
+            })),
+            waiters: AtomicUsize::new(0),
+        })
+    }
+
+    fn nobody_waiting(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) == 0
+    }
+
+    /// Commits whatever is pending (used at shutdown and by cleanup tasks).
+    pub(crate) async fn flush(self: &Arc<Self>) {
+        self.state.clone().lock_owned().await.flush().await;
+    }
+
+    fn spawn_flush_if_idle(self: &Arc<Self>, guard: Option<OwnedMutexGuard<WriterState>>) {
+        let writer = self.clone();
+        let task = async move {
+            let mut guard = match guard {
+                Some(g) => g,
+                None => writer.state.clone().lock_owned().await,
+            };
+            guard.discard_open_unit().await;
+            if writer.nobody_waiting() {
+                guard.flush().await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(task);
+            }
+            Err(_) => tracing::error!("a SQLite write unit was dropped outside the runtime; its batch stays open until the next write"),
+        }
+    }
+
+    /// Starts a unit of work: joins the open transaction or begins one.
+    pub(crate) async fn begin_unit(self: &Arc<Self>) -> Result<WriteUnit, StoreError> {
+        let waiting = Waiting::new(self.clone());
+        let mut guard = self.state.clone().lock_owned().await;
+        waiting.arrived();
+        guard.discard_open_unit().await;
+        let started = async {
+            if !guard.in_tx {
+                run(&mut guard.conn, "BEGIN IMMEDIATE").await?;
+                guard.in_tx = true;
+            }
+            run(&mut guard.conn, "SAVEPOINT allot_unit").await
+        }
+        .await;
+        match started {
+            Ok(()) => {
+                guard.unit_open = true;
+                Ok(WriteUnit {
+                    writer: self.clone(),
+                    guard: Some(guard),
+                })
+            }
+            Err(e) => {
+                if self.nobody_waiting() {
+                    guard.flush().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Counts a unit queued for the writer; one that gives up before its turn
+/// makes sure the batch it was expected to continue gets committed.
+struct Waiting {
+    writer: Arc<Writer>,
+    arrived: bool,
+}
+
+impl Waiting {
+    fn new(writer: Arc<Writer>) -> Self {
+        writer.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting { writer, arrived: false }
+    }
+    fn arrived(mut self) {
+        self.writer.waiters.fetch_sub(1, Ordering::SeqCst);
+        self.arrived = true;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.arrived {
+            self.writer.waiters.fetch_sub(1, Ordering::SeqCst);
+            self.writer.spawn_flush_if_idle(None);
+        }
+    }
+}
+
+/// One unit of work in the shared transaction (holds the writer while it runs).
+pub struct WriteUnit {
+    writer: Arc<Writer>,
+    guard: Option<OwnedMutexGuard<WriterState>>,
+}
+
+impl WriteUnit {
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        match self.guard.as_mut() {
+            Some(g) => Ok(&mut g.conn),
+            None => Err(StoreError::Db("the write unit has already finished".into())),
+        }
+    }
+
+    /// Keeps the unit's work and returns once it is durably committed.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let Some(mut guard) = self.guard.take() else {
+            return Err(StoreError::Db("the write unit has already finished".into()));
+        };
+        if let Err(e) = run(&mut guard.conn, "RELEASE allot_unit").await {
+            guard.discard_open_unit().await;
+            if self.writer.nobody_waiting() {
+                guard.flush().await;
+            }
+            return Err(e);
+        }
+        guard.unit_open = false;
+        let (tell, told) = oneshot::channel();
+        guard.pending.push(tell);
+        if self.writer.nobody_waiting() || guard.pending.len() >= MAX_BATCH {
+            guard.flush().await;
+        }
+        drop(guard);
+        match told.await {
+            Ok(Ok(())) => Ok(()),
+            // The shared COMMIT failed: nothing of this unit was kept, so running it again is safe.
+            Ok(Err(e)) => Err(StoreError::Retry(format!("group commit failed: {e}"))),
+            Err(_) => Err(StoreError::Retry("the group commit was abandoned".into())),
+        }
+    }
+
+    /// Undoes the unit's work; the others in the transaction are unaffected.
+    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
+        let Some(mut guard) = self.guard.take() else {
+            return Ok(());
+        };
+        let undone = run(&mut guard.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
+        guard.unit_open = false;
+        if self.writer.nobody_waiting() {
+            guard.flush().await;
+        }
+        undone
+    }
+}
+
+impl Drop for WriteUnit {
+    fn drop(&mut self) {
+        // Dropped without commit or rollback (a cancelled request): undo it
+        // and make sure the batch it sat in still gets committed.
+        if let Some(guard) = self.guard.take() {
+            self.writer.spawn_flush_if_idle(Some(guard));
+        }
+    }
+}
+
+pub(crate) async fn connect(opts: &sqlx::sqlite::SqliteConnectOptions) -> Result<SqliteConnection, StoreError> {
+    Ok(SqliteConnection::connect_with(opts).await?)
+}
