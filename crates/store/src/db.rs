@@ -5,7 +5,7 @@ use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::writer::{WriteUnit, Writer};
+use crate::writer::{WriteUnit, Writer, WriterConn};
 use std::time::Duration;
 
 use allot_domain::{Code, Error};
@@ -212,11 +212,10 @@ enum Pools {
     /// SQLite allows one writer at a time, so Allot keeps exactly one write
     /// connection, shared by queued units of work through group commit
     /// (see `writer.rs`), and a pool of readers, which WAL lets run beside it.
-    Sqlite {
-        writer: Arc<Writer>,
-        reader: SqlitePool,
-    },
-    Postgres(PgPool),
+    Sqlite { writer: Arc<Writer>, reader: SqlitePool },
+    /// A pool for reads and general writes, and per-org lanes (group-committed
+    /// writers, see `writer.rs`) for the hot path of licence changes.
+    Postgres { pool: PgPool, lanes: Arc<Vec<Arc<Writer>>> },
 }
 
 #[derive(Clone)]
@@ -233,10 +232,16 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(connect)
+                .connect_with(connect.clone())
                 .await?;
+            let lanes = (0..(opts.max_connections / 2).max(2))
+                .map(|_| Writer::new(WriterConn::Postgres(None, Box::new(connect.clone()))))
+                .collect();
             Store {
-                pools: Pools::Postgres(pool),
+                pools: Pools::Postgres {
+                    pool,
+                    lanes: Arc::new(lanes),
+                },
             }
         } else {
             let path = database
@@ -272,7 +277,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -280,16 +285,33 @@ impl Store {
     /// transaction (begun IMMEDIATE, so it never fails half-way with BUSY).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
-            Pools::Sqlite { writer, .. } => Tx::SqliteWrite(writer.begin_unit().await?),
-            Pools::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Pools::Sqlite { writer, .. } => Tx::Unit(writer.begin_unit().await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
+    }
+
+    /// A write transaction for a unit of work that touches only `org_id`'s
+    /// rows (a licence change): on PostgreSQL it joins the org's lane, where
+    /// concurrent units share one group commit instead of queueing on the
+    /// seat counter's row lock. On SQLite it is `begin()`.
+    pub async fn begin_in_org(&self, org_id: &str) -> Result<Tx, StoreError> {
+        match &self.pools {
+            Pools::Postgres { lanes, .. } => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                org_id.hash(&mut h);
+                let lane = &lanes[(h.finish() % lanes.len() as u64) as usize];
+                Ok(Tx::Unit(lane.begin_unit().await?))
+            }
+            Pools::Sqlite { .. } => self.begin().await,
+        }
     }
 
     /// A read transaction: a consistent snapshot for several queries.
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
-            Pools::Postgres(pool) => Tx::Postgres(pool.begin_with("BEGIN READ ONLY").await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(pool.begin_with("BEGIN READ ONLY").await?),
         })
     }
 
@@ -298,7 +320,7 @@ impl Store {
     pub async fn read_conn(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { reader, .. } => Tx::SqliteConn(reader.acquire().await?),
-            Pools::Postgres(pool) => Tx::PostgresConn(pool.acquire().await?),
+            Pools::Postgres { pool, .. } => Tx::PostgresConn(pool.acquire().await?),
         })
     }
 
@@ -307,7 +329,10 @@ impl Store {
         match &self.pools {
             Pools::Sqlite { writer, .. } => {
                 let mut unit = writer.begin_unit().await?;
-                let done = sqlx::raw_sql(sql).execute(unit.conn()?).await;
+                let WriterConn::Sqlite(conn) = unit.conn()? else {
+                    return Err(StoreError::Db("the SQLite writer holds a PostgreSQL connection".into()));
+                };
+                let done = sqlx::raw_sql(sql).execute(conn).await;
                 match done {
                     Ok(_) => unit.commit().await?,
                     Err(e) => {
@@ -316,7 +341,7 @@ impl Store {
                     }
                 }
             }
-            Pools::Postgres(pool) => {
+            Pools::Postgres { pool, .. } => {
                 sqlx::raw_sql(sql).execute(pool).await?;
             }
         }
@@ -329,15 +354,21 @@ impl Store {
                 writer.flush().await;
                 reader.close().await;
             }
-            Pools::Postgres(pool) => pool.close().await,
+            Pools::Postgres { pool, lanes } => {
+                for lane in lanes.iter() {
+                    lane.flush().await;
+                }
+                pool.close().await
+            }
         }
     }
 }
 
 /// A transaction, or (for reads that need no snapshot) a plain connection.
 pub enum Tx {
-    /// A unit of work in SQLite's group-committed write transaction.
-    SqliteWrite(WriteUnit),
+    /// A unit of work in a group-committed write transaction (SQLite's one
+    /// writer, or a PostgreSQL lane).
+    Unit(WriteUnit),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     SqliteConn(sqlx::pool::PoolConnection<sqlx::Sqlite>),
@@ -349,11 +380,19 @@ pub enum Tx {
 macro_rules! with_conn {
     ($tx:expr, |$c:ident, $to_row:ident| $body:expr) => {
         match $tx {
-            Tx::SqliteWrite(u) => {
-                let $c: &mut sqlx::SqliteConnection = u.conn()?;
-                let $to_row = sqlite_row;
-                $body
-            }
+            Tx::Unit(u) => match u.conn()? {
+                WriterConn::Sqlite(c) => {
+                    let $c: &mut sqlx::SqliteConnection = c;
+                    let $to_row = sqlite_row;
+                    $body
+                }
+                WriterConn::Postgres(Some(c), _) => {
+                    let $c: &mut sqlx::PgConnection = c;
+                    let $to_row = pg_row;
+                    $body
+                }
+                WriterConn::Postgres(None, _) => return Err(StoreError::Retry("the lane's connection was lost".into())),
+            },
             Tx::Sqlite(t) => {
                 let $c: &mut sqlx::SqliteConnection = &mut **t;
                 let $to_row = sqlite_row;
@@ -433,7 +472,8 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
 impl Tx {
     pub fn backend(&self) -> Backend {
         match self {
-            Tx::SqliteWrite(_) | Tx::Sqlite(_) | Tx::SqliteConn(_) => Backend::Sqlite,
+            Tx::Unit(u) if u.is_postgres() => Backend::Postgres,
+            Tx::Unit(_) | Tx::Sqlite(_) | Tx::SqliteConn(_) => Backend::Sqlite,
             Tx::Postgres(_) | Tx::PostgresConn(_) => Backend::Postgres,
         }
     }
@@ -471,7 +511,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::SqliteWrite(u) => u.commit().await?,
+            Tx::Unit(u) => u.commit().await?,
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
@@ -481,7 +521,7 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self {
-            Tx::SqliteWrite(u) => u.rollback().await?,
+            Tx::Unit(u) => u.rollback().await?,
             Tx::Sqlite(tx) => tx.rollback().await?,
             Tx::Postgres(tx) => tx.rollback().await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}

@@ -7,6 +7,13 @@
 //! that finds no one waiting behind it commits for all. No unit reports
 //! success before that COMMIT has returned, so every answer is durable.
 //!
+//! PostgreSQL gets the same treatment per org ("lanes"): a hot seat counter
+//! row is locked from its UPDATE to COMMIT, so 64 transactions on one pool
+//! queue on that row lock inside the server, which costs far more than the
+//! work itself. Units of one org are routed to one lane (a dedicated
+//! connection) and batched there; orgs share no rows, so lanes never wait
+//! on each other.
+//!
 //! Progress does not depend on a waiter showing up: a unit that leaves the
 //! transaction open for a waiter is only doing so because the waiter is
 //! queued, and a waiter that gives up (its request was cancelled) or a unit
@@ -17,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
 use crate::db::StoreError;
@@ -30,8 +37,15 @@ pub(crate) struct Writer {
     waiters: AtomicUsize,
 }
 
+/// The connection a writer owns. PostgreSQL lanes connect on first use and
+/// reconnect after the connection is lost.
+pub(crate) enum WriterConn {
+    Sqlite(SqliteConnection),
+    Postgres(Option<PgConnection>, Box<sqlx::postgres::PgConnectOptions>),
+}
+
 pub(crate) struct WriterState {
-    conn: SqliteConnection,
+    conn: WriterConn,
     in_tx: bool,
     unit_open: bool,
     pending: Vec<oneshot::Sender<Result<(), String>>>,
@@ -39,13 +53,49 @@ pub(crate) struct WriterState {
 
 /// Boxed with an explicit `Send` so that cleanup futures can be spawned
 /// (the compiler cannot prove `Send` for every lifetime of the plain async fn).
-fn run<'a>(conn: &'a mut SqliteConnection, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
     Box::pin(async move {
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(statement).execute(&mut *conn).await?;
+            match conn {
+                WriterConn::Sqlite(c) => {
+                    sqlx::query(statement).execute(&mut *c).await?;
+                }
+                WriterConn::Postgres(c, _) => {
+                    let Some(live) = c.as_mut() else {
+                        return Err(StoreError::Db("the lane's connection was lost".into()));
+                    };
+                    if let Err(e) = sqlx::query(statement).execute(&mut *live).await {
+                        // A lost connection takes its transaction with it: every
+                        // later statement of this batch fails (so its COMMIT does,
+                        // and its units are told to retry), and the next batch
+                        // connects again in `ensure_connected`.
+                        if !matches!(e, sqlx::Error::Database(_)) {
+                            *c = None;
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
         }
         Ok(())
     })
+}
+
+/// Connects a PostgreSQL lane that has no connection (first use, or lost);
+/// only called between batches.
+async fn ensure_connected(conn: &mut WriterConn) -> Result<(), StoreError> {
+    if let WriterConn::Postgres(c @ None, opts) = conn {
+        *c = Some(PgConnection::connect_with(opts).await?);
+    }
+    Ok(())
+}
+
+fn begin_sql(conn: &WriterConn) -> &'static str {
+    match conn {
+        // IMMEDIATE takes the write lock now, so a unit never fails half-way with BUSY.
+        WriterConn::Sqlite(_) => "BEGIN IMMEDIATE",
+        WriterConn::Postgres(..) => "BEGIN",
+    }
 }
 
 impl WriterState {
@@ -75,7 +125,7 @@ impl WriterState {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: SqliteConnection) -> Arc<Writer> {
+    pub(crate) fn new(conn: WriterConn) -> Arc<Writer> {
         Arc::new(Writer {
             state: Arc::new(Mutex::new(WriterState {
                 conn,
@@ -124,7 +174,9 @@ impl Writer {
         guard.discard_open_unit().await;
         let started = async {
             if !guard.in_tx {
-                run(&mut guard.conn, "BEGIN IMMEDIATE").await?;
+                ensure_connected(&mut guard.conn).await?;
+                let begin = begin_sql(&guard.conn);
+                run(&mut guard.conn, begin).await?;
                 guard.in_tx = true;
             }
             run(&mut guard.conn, "SAVEPOINT allot_unit").await
@@ -182,11 +234,15 @@ pub struct WriteUnit {
 }
 
 impl WriteUnit {
-    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+    pub(crate) fn conn(&mut self) -> Result<&mut WriterConn, StoreError> {
         match self.guard.as_mut() {
             Some(g) => Ok(&mut g.conn),
             None => Err(StoreError::Db("the write unit has already finished".into())),
         }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.guard.as_ref().map(|g| &g.conn), Some(WriterConn::Postgres(..)))
     }
 
     /// Keeps the unit's work and returns once it is durably committed.
@@ -240,6 +296,6 @@ impl Drop for WriteUnit {
     }
 }
 
-pub(crate) async fn connect(opts: &sqlx::sqlite::SqliteConnectOptions) -> Result<SqliteConnection, StoreError> {
-    Ok(SqliteConnection::connect_with(opts).await?)
+pub(crate) async fn connect(opts: &sqlx::sqlite::SqliteConnectOptions) -> Result<WriterConn, StoreError> {
+    Ok(WriterConn::Sqlite(SqliteConnection::connect_with(opts).await?))
 }

@@ -211,7 +211,7 @@ pub async fn change_licenses(
             pools: &snap.pools,
         };
         let plan = plan_license_change(&input, change).map_err(Error::rejected)?;
-        let mut tx = st.store.begin().await?;
+        let mut tx = st.store.begin_in_org(&snap.org).await?;
         let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
         match finish(tx, result).await {
             Outcome::Done(r) => {
