@@ -99,14 +99,21 @@ impl Product {
     }
 }
 
-/// Checks that span products: every code a rule names exists. (The rules
-/// issue adds cycle and contradiction checks here.)
+/// Checks that span products, each naming the product and field: every code
+/// a rule names exists; `requires` has no cycle; no product requires (directly
+/// or through what it requires) a product it excludes or cannot share a
+/// family with; `compatible_with` stays inside the family.
 pub fn validate_catalogue(products: &HashMap<ProductCode, Product>) -> Result<(), Error> {
     let mut v = Vec::new();
     let mut codes: Vec<&ProductCode> = products.keys().collect();
     codes.sort();
-    for code in codes {
-        let p = &products[code];
+    let refuse = |code: &ProductCode, field: &str, message: String| {
+        Violation::new(crate::Code::ValidationFailed, message)
+            .product(code.as_str())
+            .field(format!("rules.{field}"))
+    };
+    for code in &codes {
+        let p = &products[*code];
         for (field, list) in [
             ("requires", &p.rules.requires),
             ("excludes", &p.rules.excludes),
@@ -114,14 +121,63 @@ pub fn validate_catalogue(products: &HashMap<ProductCode, Product>) -> Result<()
         ] {
             for other in list {
                 if !products.contains_key(other) {
-                    v.push(
-                        Violation::new(
-                            crate::Code::ValidationFailed,
-                            format!("{code}: rules.{field} names {other}, which is not in the catalogue."),
-                        )
-                        .product(code.as_str())
-                        .field(format!("rules.{field}")),
-                    );
+                    v.push(refuse(
+                        code,
+                        field,
+                        format!("{code}: rules.{field} names {other}, which is not in the catalogue."),
+                    ));
+                }
+            }
+        }
+        for other in &p.rules.compatible_with {
+            if let Some(o) = products.get(other) {
+                if o.family != p.family {
+                    v.push(refuse(
+                        code,
+                        "compatible_with",
+                        format!(
+                            "{code}: rules.compatible_with names {other}, which is in family {}, not {}; compatible_with only relaxes one per family.",
+                            o.family, p.family
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if !v.is_empty() {
+        return Err(Error::rejected(v));
+    }
+    for code in &codes {
+        let p = &products[*code];
+        match requires_closure(products, code) {
+            Err(cycle) => v.push(refuse(
+                code,
+                "requires",
+                format!("{code}: rules.requires goes round in a circle ({}).", cycle.join(" → ")),
+            )),
+            Ok(needed) => {
+                for n in needed {
+                    let Some(np) = products.get(&n) else { continue };
+                    if excludes_either_way(p, np) {
+                        v.push(refuse(
+                            code,
+                            "requires",
+                            format!("{code} requires {n} but the two exclude each other, so {code} could never be assigned."),
+                        ));
+                    } else if np.family == p.family
+                        && (p.rules.exclusive_in_family || np.rules.exclusive_in_family)
+                        && !p.rules.compatible_with.contains(&n)
+                        && !np.rules.compatible_with.contains(code)
+                    {
+                        v.push(refuse(
+                            code,
+                            "requires",
+                            format!(
+                                "{code} requires {n}, but only one {} licence may be held and they are not compatible.",
+                                p.family
+                            ),
+                        ));
+                    }
                 }
             }
         }
@@ -130,5 +186,140 @@ pub fn validate_catalogue(products: &HashMap<ProductCode, Product>) -> Result<()
         Ok(())
     } else {
         Err(Error::rejected(v))
+    }
+}
+
+fn excludes_either_way(a: &Product, b: &Product) -> bool {
+    a.rules.excludes.contains(&b.code) || b.rules.excludes.contains(&a.code)
+}
+
+/// Everything `code` requires, directly or through what it requires; or the
+/// cycle found on the way (as the codes along it).
+fn requires_closure(products: &HashMap<ProductCode, Product>, code: &ProductCode) -> Result<Vec<ProductCode>, Vec<String>> {
+    fn walk(
+        products: &HashMap<ProductCode, Product>,
+        code: &ProductCode,
+        path: &mut Vec<ProductCode>,
+        found: &mut Vec<ProductCode>,
+    ) -> Result<(), Vec<String>> {
+        let Some(p) = products.get(code) else { return Ok(()) };
+        for next in &p.rules.requires {
+            if let Some(at) = path.iter().position(|c| c == next) {
+                let mut cycle: Vec<String> = path[at..].iter().map(|c| c.to_string()).collect();
+                cycle.push(next.to_string());
+                return Err(cycle);
+            }
+            if found.contains(next) {
+                continue;
+            }
+            found.push(next.clone());
+            path.push(next.clone());
+            walk(products, next, path, found)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    walk(products, code, &mut vec![code.clone()], &mut found)?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(s: &str) -> ProductCode {
+        ProductCode::parse(s).unwrap()
+    }
+
+    fn product(c: &str, family: &str, rules: ProductRules) -> (ProductCode, Product) {
+        (
+            code(c),
+            Product {
+                code: code(c),
+                name: c.into(),
+                family: code(family),
+                features: vec![],
+                rules,
+                properties: Default::default(),
+                retention_days: 0,
+            },
+        )
+    }
+
+    fn fields(r: Result<(), Error>) -> Vec<(String, String)> {
+        r.unwrap_err()
+            .violations
+            .into_iter()
+            .map(|v| (v.product.unwrap_or_default(), v.field.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn cycles_contradictions_and_families_are_refused() {
+        let requires = |c: &str| ProductRules {
+            requires: vec![code(c)],
+            ..Default::default()
+        };
+        let cycle: HashMap<_, _> = [
+            product("a", "x", requires("b")),
+            product("b", "y", requires("c")),
+            product("c", "z", requires("a")),
+        ]
+        .into_iter()
+        .collect();
+        let found = fields(validate_catalogue(&cycle));
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().all(|(_, f)| f == "rules.requires"));
+
+        let contradiction: HashMap<_, _> = [
+            product(
+                "a",
+                "x",
+                ProductRules {
+                    requires: vec![code("b")],
+                    ..Default::default()
+                },
+            ),
+            product("b", "y", requires("c")),
+            product(
+                "c",
+                "z",
+                ProductRules {
+                    excludes: vec![code("a")],
+                    ..Default::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            fields(validate_catalogue(&contradiction)),
+            [("a".to_string(), "rules.requires".to_string())]
+        );
+
+        let outside: HashMap<_, _> = [
+            product(
+                "a",
+                "x",
+                ProductRules {
+                    compatible_with: vec![code("b")],
+                    ..Default::default()
+                },
+            ),
+            product("b", "y", ProductRules::default()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            fields(validate_catalogue(&outside)),
+            [("a".to_string(), "rules.compatible_with".to_string())]
+        );
+
+        let unknown: HashMap<_, _> = [product("a", "x", requires("ghost"))].into_iter().collect();
+        assert_eq!(
+            fields(validate_catalogue(&unknown)),
+            [("a".to_string(), "rules.requires".to_string())]
+        );
     }
 }

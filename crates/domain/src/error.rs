@@ -127,6 +127,9 @@ pub struct Violation {
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
+    /// The other product of a pair rule (excludes, one per family, requires).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related_product: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,7 @@ impl Violation {
             message: message.into(),
             user: None,
             product: None,
+            related_product: None,
             subscription: None,
             row: None,
             field: None,
@@ -153,6 +157,10 @@ impl Violation {
     }
     pub fn product(mut self, p: impl Into<String>) -> Self {
         self.product = Some(p.into());
+        self
+    }
+    pub fn related(mut self, p: impl Into<String>) -> Self {
+        self.related_product = Some(p.into());
         self
     }
     pub fn subscription(mut self, s: impl Into<String>) -> Self {

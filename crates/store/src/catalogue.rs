@@ -72,6 +72,32 @@ pub async fn by_codes(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<Pro
     rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
 }
 
+/// The products named and, transitively, every product they require: what
+/// the planner needs to add required products and to check removals.
+pub async fn with_requirements(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<ProductCode, Product>, StoreError> {
+    let mut found = by_codes(tx, codes).await?;
+    loop {
+        let missing: Vec<ProductCode> = found
+            .values()
+            .flat_map(|p| p.rules.requires.iter())
+            .filter(|c| !found.contains_key(*c))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let refs: Vec<&ProductCode> = missing.iter().collect();
+        let more = by_codes(tx, &refs).await?;
+        if more.is_empty() {
+            // Named but absent: the catalogue validation prevents it; the planner reports it.
+            return Ok(found);
+        }
+        found.extend(more);
+    }
+}
+
 pub async fn insert(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let r = tx
         .exec(

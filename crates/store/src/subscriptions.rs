@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 
 use allot_domain::planner::Pool;
-use allot_domain::status::{derive_subscription_status, ProvisioningStatus, SubscriptionFacts};
+use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 
@@ -199,10 +199,10 @@ pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Resu
     Ok(())
 }
 
-/// The org's pools for some products with their subscriptions' status for
-/// `today`, in the order automatic seat choice prefers: the subscription that
-/// ends first, then by id.
-pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode], today: NaiveDate) -> Result<Vec<Pool>, StoreError> {
+/// The org's pools for some products with their subscriptions' facts, in
+/// the order automatic seat choice prefers: the subscription that ends
+/// first, then by id.
+pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Result<Vec<Pool>, StoreError> {
     if products.is_empty() {
         return Ok(Vec::new());
     }
@@ -231,7 +231,7 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode], today:
                 quantity: r.int(2)?,
                 consumed: r.int(3)?,
                 provisioning: provisioning(&r.text(4)?)?,
-                status: derive_subscription_status(&facts, today),
+                subscription_facts: facts,
             })
         })
         .collect()

@@ -145,6 +145,14 @@ pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
     Ok(())
 }
 
+fn site_from(r: &crate::Row) -> Result<Site, StoreError> {
+    Ok(Site {
+        id: r.text(0)?,
+        url: r.text(1)?,
+        attendee_accounts_enabled: r.bool(2)?,
+    })
+}
+
 pub async fn list_sites(tx: &mut Tx, org: &str) -> Result<Vec<Site>, StoreError> {
     let rows = tx
         .rows(
@@ -152,15 +160,21 @@ pub async fn list_sites(tx: &mut Tx, org: &str) -> Result<Vec<Site>, StoreError>
             args![org],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Site {
-                id: r.text(0)?,
-                url: r.text(1)?,
-                attendee_accounts_enabled: r.bool(2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(site_from).collect()
+}
+
+/// The org's sites among `ids` (others are not the org's, or do not exist).
+pub async fn sites_by_ids(tx: &mut Tx, org: &str, ids: &[&str]) -> Result<Vec<Site>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, url, attendee_accounts_enabled FROM sites WHERE org_id = $1 AND id IN ({})",
+        crate::catalogue::placeholders(2, ids.len())
+    );
+    let mut vals = vec![crate::Val::from(org)];
+    vals.extend(ids.iter().map(|i| crate::Val::from(*i)));
+    tx.rows(&sql, &vals).await?.iter().map(site_from).collect()
 }
 
 pub async fn insert_site(

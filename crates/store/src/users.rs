@@ -72,6 +72,8 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
+/// `kind=external` lists the external users who hold a licence: one whose
+/// last licence is removed drops off that list (R-ASG-4) but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
     let q = f.q.as_ref().map(|q| {
         format!(
@@ -84,6 +86,7 @@ pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, l
             &format!(
                 "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2 \
                  AND ($3 IS NULL OR email_normalized = $3) AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR status = $5) \
+                 AND ($4 IS NULL OR $4 <> 'external' OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = users.org_id AND a.user_id = users.id)) \
                  AND ($6 IS NULL OR email_normalized LIKE $6 ESCAPE '\\' OR LOWER(display_name) LIKE $6 ESCAPE '\\') \
                  ORDER BY id LIMIT $7"
             ),
@@ -131,6 +134,18 @@ pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(U
         return Ok(None);
     };
     Ok(Some((user_from(&row)?, row.int(6)?)))
+}
+
+/// The sites a user administers.
+pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<String>, StoreError> {
+    tx.rows(
+        "SELECT site_id FROM user_site_admins WHERE org_id = $1 AND user_id = $2 ORDER BY site_id",
+        args![org, id],
+    )
+    .await?
+    .iter()
+    .map(|r| r.text(0))
+    .collect()
 }
 
 /// Claims the licence-set version a plan was made from. On PostgreSQL this

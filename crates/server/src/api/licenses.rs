@@ -9,10 +9,13 @@ use std::collections::{HashMap, HashSet};
 
 use allot_domain::access::Action;
 use allot_domain::catalogue::Product;
-use allot_domain::planner::{plan_license_change, Held, LicenseChange, LicensePlan, PlanInput, Pool, Properties, UserFacts};
-use allot_domain::types::{ProductCode, UserKind, UserStatus};
+use allot_domain::catalogue::PropertyName;
+use allot_domain::planner::{
+    plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool, Properties, SiteFacts, UserFacts,
+};
+use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error, Violation};
-use allot_store::{audit, backoff, catalogue, finish, licenses, subscriptions, users, Outcome, StoreError, Tx};
+use allot_store::{audit, backoff, catalogue, finish, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
 
 use crate::auth::Ctx;
 use crate::extract::ApiJson;
@@ -92,6 +95,7 @@ pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Pa
 /// What a licence change is planned from, read without holding the write lock.
 struct Snapshot {
     org: String,
+    org_facts: OrgFacts,
     user: UserFacts,
     version: i64,
     assignments: Vec<licenses::Assignment>,
@@ -100,7 +104,6 @@ struct Snapshot {
 }
 
 async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
-    let today = st.clock.today();
     let mut rd = st.store.read_conn().await?;
     let org = ctx.org(&mut rd, org_id, Action::WriteLicenses).await?;
     let (user, version) = users::licence_state(&mut rd, &org.id, user_id)
@@ -116,17 +119,50 @@ async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, ch
         .collect();
     let mut seen = HashSet::new();
     codes.retain(|c| seen.insert(*c));
-    let catalogue = catalogue::by_codes(&mut rd, &codes).await?;
-    let added: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
-    let pools = subscriptions::pools_for(&mut rd, &org.id, &added, today).await?;
+    let catalogue = catalogue::with_requirements(&mut rd, &codes).await?;
+    // Pools for what is added and, when asked to, for what that requires.
+    let mut pool_products: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
+    if change.add_required {
+        pool_products.extend(catalogue.values().map(|p| &p.code));
+    }
+    let mut seen = HashSet::new();
+    pool_products.retain(|c| seen.insert(*c));
+    let pools = subscriptions::pools_for(&mut rd, &org.id, &pool_products).await?;
+    // Sites and site-admin roles matter only to site properties: read them only then.
+    let site_ids: Vec<&str> = change
+        .add
+        .iter()
+        .flat_map(|a| a.properties.get(&PropertyName::Site))
+        .chain(assignments.iter().flat_map(|a| a.held.properties.get(&PropertyName::Site)))
+        .map(String::as_str)
+        .collect();
+    let sites = tenants::sites_by_ids(&mut rd, &org.id, &site_ids).await?;
+    let site_admin_of = if site_ids.is_empty() {
+        Vec::new()
+    } else {
+        users::site_admin_of(&mut rd, &org.id, &user.id).await?
+    };
     let user = UserFacts {
         id: user.id,
         email: user.email,
         kind: UserKind::parse(&user.kind).unwrap_or(UserKind::Internal),
         status: UserStatus::parse(&user.status).unwrap_or(UserStatus::Active),
+        usage_location: user.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+        site_admin_of,
+    };
+    let org_facts = OrgFacts {
+        default_usage_location: org.default_usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+        sites: sites
+            .into_iter()
+            .map(|s| SiteFacts {
+                id: s.id,
+                attendee_accounts_enabled: s.attendee_accounts_enabled,
+            })
+            .collect(),
     };
     Ok(Snapshot {
         org: org.id,
+        org_facts,
         user,
         version,
         assignments,
@@ -206,9 +242,11 @@ pub async fn change_licenses(
         let held: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
         let input = PlanInput {
             user: &snap.user,
+            org: &snap.org_facts,
             held: &held,
             catalogue: &snap.catalogue,
             pools: &snap.pools,
+            today: st.clock.today(),
         };
         let plan = plan_license_change(&input, change).map_err(Error::rejected)?;
         let mut tx = st.store.begin_in_org(&snap.org).await?;

@@ -328,11 +328,17 @@ pub struct World {
     pub sub: String,
 }
 
+/// A product without rules; calling products take the calling properties.
 pub async fn product(app: &TestApp, code: &str, family: &str) {
+    let properties = if family == "calling" {
+        json!({ "location": "optional", "phone_number": "optional", "extension": "optional" })
+    } else {
+        json!({})
+    };
     app.post(
         "/api/v1/products",
         &app.admin,
-        json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": [family] }),
+        json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": [family], "properties": properties }),
     )
     .await
     .ok();
