@@ -343,7 +343,8 @@ impl<'a> Planning<'a> {
                     .or_default() += 1;
                 addition.pool = Some(pool.subscription.clone());
             }
-            Err(mut v) => {
+            Err(v) => {
+                let mut v = *v;
                 if let Some(by) = &addition.required_by {
                     v.message = format!("{} ({} requires it.)", v.message.trim_end_matches('.'), self.name(by));
                 }

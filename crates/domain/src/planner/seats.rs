@@ -20,19 +20,21 @@ fn spaced(s: &str) -> String {
 
 /// The named pool if it can take the seat, else the first assignable pool
 /// with a free seat in the order given (the subscription that ends first).
-pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a Pool, Violation> {
+pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a Pool, Box<Violation>> {
+    // Boxed: a Violation is large and the Ok path is the common one.
     let today = p.input.today;
     let product = a.product;
     let email = p.email();
     let candidates: Vec<&'a Pool> = p.input.pools.iter().filter(|pool| pool.product == product.code).collect();
-    let refuse = |code: Code, message: String| p.violation(code, message, &product.code);
+    let refuse = |code: Code, message: String| Box::new(p.violation(code, message, &product.code));
     if let Some(sub) = &a.requested_subscription {
         let Some(pool) = candidates.iter().find(|pool| &pool.subscription == sub) else {
             return Err(refuse(
                 Code::ValidationFailed,
                 format!("Subscription {sub} of this organisation carries no {}.", product.name),
             )
-            .subscription(sub.clone()));
+            .subscription(sub.clone())
+            .into());
         };
         let status = pool.status(today);
         if !status.is_usable() {
@@ -44,7 +46,8 @@ pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a 
                     spaced(status.as_str())
                 ),
             )
-            .subscription(sub.clone()));
+            .subscription(sub.clone())
+            .into());
         }
         if pool.provisioning != ProvisioningStatus::Provisioned {
             return Err(refuse(
@@ -55,7 +58,8 @@ pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a 
                     spaced(pool.provisioning.as_str())
                 ),
             )
-            .subscription(sub.clone()));
+            .subscription(sub.clone())
+            .into());
         }
         if free(p, pool) <= 0 {
             return Err(refuse(
@@ -65,7 +69,8 @@ pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a 
                     product.name, pool.quantity
                 ),
             )
-            .subscription(sub.clone()));
+            .subscription(sub.clone())
+            .into());
         }
         return Ok(pool);
     }
