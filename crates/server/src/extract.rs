@@ -28,6 +28,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// The field a data error names: serde_path_to_error writes "path: reason"
+/// ("rules.locations[0]: ..."); without a path the whole body is at fault.
+fn field_of(msg: &str) -> &str {
+    match msg.split_once(": ") {
+        Some((path, _)) if !path.is_empty() && !path.contains(char::is_whitespace) && path != "." => path,
+        _ => "body",
+    }
+}
+
 fn json_rejection(rej: JsonRejection) -> Error {
     match rej {
         JsonRejection::JsonDataError(e) => {
@@ -35,7 +44,7 @@ fn json_rejection(rej: JsonRejection) -> Error {
             let msg = std::error::Error::source(&e)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.body_text());
-            Error::validation("body", format!("The request body does not fit: {msg}."))
+            Error::validation(field_of(&msg), format!("The request body does not fit: {msg}."))
         }
         JsonRejection::JsonSyntaxError(e) => {
             let msg = std::error::Error::source(&e)

@@ -28,6 +28,17 @@ fn label(name: PropertyName) -> &'static str {
     }
 }
 
+/// What a missing property is, in a sentence ("needs an extension").
+fn wanted(name: PropertyName) -> &'static str {
+    match name {
+        PropertyName::Location => "a location",
+        PropertyName::PhoneNumber => "a phone_number (E.164, such as +46812345678)",
+        PropertyName::Extension => "an extension (2 to 10 digits)",
+        PropertyName::Site => "a site",
+        PropertyName::AccountType => "an account_type (host or attendee)",
+    }
+}
+
 pub(super) fn check_additions(p: &mut Planning<'_>) {
     let mut found: Vec<Violation> = Vec::new();
     let email = p.email();
@@ -45,7 +56,7 @@ pub(super) fn check_additions(p: &mut Planning<'_>) {
                 found.push(refuse(
                     Code::PropertyMissing,
                     *name,
-                    format!("{email} needs a {} for {}.", label(*name), product.name),
+                    format!("{email} needs {} for {}.", wanted(*name), product.name),
                 ));
             }
         }

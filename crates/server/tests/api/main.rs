@@ -6,5 +6,6 @@ mod kit;
 mod concurrency;
 mod licenses;
 mod resources;
+mod rules;
 mod tenancy;
 mod validation;
