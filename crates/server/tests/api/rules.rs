@@ -18,6 +18,7 @@ both_backends!(
     pending_external_users,
     every_violation_is_reported_at_once,
     catalogue_is_validated_when_written,
+    random_changes_write_all_or_nothing,
 );
 
 /// The catalogue of the seeds (as in `allot demo`), an org with a default
@@ -246,7 +247,9 @@ async fn one_per_family_except_compatible_pairs(backend: Backend) {
     .await;
     let message = p["errors"][0]["message"].as_str().unwrap();
     assert!(
-        message.starts_with("anna@example.com cannot hold Calling Professional together with Calling Standard: only one calling licence at a time."),
+        message.starts_with(
+            "anna@example.com cannot hold Calling Professional together with Calling Standard: only one calling licence at a time."
+        ),
         "{message}"
     );
     assert_eq!(p["errors"][0]["related_product"], "calling-standard");
@@ -312,12 +315,7 @@ async fn requires_refuses_or_adds_the_required_product(backend: Backend) {
         .await
         .ok();
     let consumed = |product: &str| {
-        sub["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["product"] == product)
-            .unwrap()["consumed"]
+        sub["items"].as_array().unwrap().iter().find(|i| i["product"] == product).unwrap()["consumed"]
             .as_i64()
             .unwrap()
     };
@@ -338,12 +336,7 @@ async fn requires_refuses_or_adds_the_required_product(backend: Backend) {
     .await;
 
     // add_required with no free seat for the required product: seats_exhausted.
-    let small = subscription(
-        &app,
-        &w.bare_org,
-        json!([{ "product": "attendant-console", "quantity": 5 }]),
-    )
-    .await;
+    let small = subscription(&app, &w.bare_org, json!([{ "product": "attendant-console", "quantity": 5 }])).await;
     let _ = small;
     // Fill calling-professional in the bare org (10 seats) with others.
     for i in 0..10 {
@@ -361,7 +354,10 @@ async fn requires_refuses_or_adds_the_required_product(backend: Backend) {
     .await;
     assert_eq!(p["errors"][0]["product"], "calling-professional");
     let message = p["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("cleo@example.com") && message.contains("Attendant Console requires it"), "{message}");
+    assert!(
+        message.contains("cleo@example.com") && message.contains("Attendant Console requires it"),
+        "{message}"
+    );
 
     // Removing what a kept licence requires is refused; removing both is fine.
     let p = refused(
@@ -401,8 +397,8 @@ async fn locations_follow_user_then_org(backend: Backend) {
     let w = rules_world(&app).await;
     // (org, usage_location of the user, expected outcome)
     let table: [(&str, Option<&str>, Option<&str>); 5] = [
-        (&w.org, None, None),                              // org default SE is in the list
-        (&w.org, Some("NO"), None),                        // the user's own location
+        (&w.org, None, None),                               // org default SE is in the list
+        (&w.org, Some("NO"), None),                         // the user's own location
         (&w.org, Some("US"), Some("location_unavailable")), // the user's wins over the org's SE
         (&w.bare_org, Some("DE"), None),
         (&w.bare_org, None, Some("usage_location_missing")),
@@ -456,12 +452,32 @@ async fn properties_are_validated(backend: Backend) {
     let calling = |props: Value| json!({ "add": [{ "product": "calling-professional", "properties": props }] });
     // (properties, expected code or None, field)
     let table: Vec<(Value, Option<&str>, &str)> = vec![
-        (json!({ "phone_number": "0701234567" }), Some("property_invalid"), "add[0].properties.phone_number"),
-        (json!({ "phone_number": "+0701234567" }), Some("property_invalid"), "add[0].properties.phone_number"),
-        (json!({ "phone_number": "+4670123456789012" }), Some("property_invalid"), "add[0].properties.phone_number"),
+        (
+            json!({ "phone_number": "0701234567" }),
+            Some("property_invalid"),
+            "add[0].properties.phone_number",
+        ),
+        (
+            json!({ "phone_number": "+0701234567" }),
+            Some("property_invalid"),
+            "add[0].properties.phone_number",
+        ),
+        (
+            json!({ "phone_number": "+4670123456789012" }),
+            Some("property_invalid"),
+            "add[0].properties.phone_number",
+        ),
         (json!({ "extension": "1" }), Some("property_invalid"), "add[0].properties.extension"),
-        (json!({ "extension": "12345678901" }), Some("property_invalid"), "add[0].properties.extension"),
-        (json!({ "extension": "12a4" }), Some("property_invalid"), "add[0].properties.extension"),
+        (
+            json!({ "extension": "12345678901" }),
+            Some("property_invalid"),
+            "add[0].properties.extension",
+        ),
+        (
+            json!({ "extension": "12a4" }),
+            Some("property_invalid"),
+            "add[0].properties.extension",
+        ),
         (json!({ "site": w.site_on }), Some("property_invalid"), "add[0].properties.site"),
         (json!({ "extension": "12", "phone_number": "+46701234567" }), None, ""),
     ];
@@ -550,14 +566,7 @@ async fn attendee_accounts_follow_site_rules(backend: Backend) {
             }
         }
     }
-    let p = refused(
-        &app,
-        &w.org,
-        &admin_of_on,
-        attendee(&w.site_on),
-        "role_not_allowed",
-    )
-    .await;
+    let p = refused(&app, &w.org, &admin_of_on, attendee(&w.site_on), "role_not_allowed").await;
     assert_eq!(
         p["errors"][0]["message"],
         format!(
@@ -583,24 +592,57 @@ async fn subscription_and_provisioning_states(backend: Backend) {
     let table: Vec<(Value, &str, Option<&str>)> = vec![
         (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }), "provisioned", None),
         (json!({ "start_date": "2026-01-01", "end_date": "2026-07-01" }), "provisioned", None), // expiring
-        (json!({ "start_date": "2026-06-01", "end_date": "2026-09-01", "trial": true }), "provisioned", None),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "suspended": true }), "provisioned", Some("subscription_not_active")),
-        (json!({ "start_date": "2025-01-01", "end_date": "2026-01-01" }), "provisioned", Some("subscription_not_active")),
-        (json!({ "start_date": "2026-04-01", "end_date": "2026-05-01", "trial": true }), "provisioned", Some("subscription_not_active")),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "cancelled": true }), "provisioned", Some("subscription_not_active")),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }), "awaiting_details", Some("service_not_provisioned")),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }), "provisioning", Some("service_not_provisioned")),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }), "cannot_provision", Some("service_not_provisioned")),
-        (json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }), "manual_partner", Some("service_not_provisioned")),
+        (
+            json!({ "start_date": "2026-06-01", "end_date": "2026-09-01", "trial": true }),
+            "provisioned",
+            None,
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "suspended": true }),
+            "provisioned",
+            Some("subscription_not_active"),
+        ),
+        (
+            json!({ "start_date": "2025-01-01", "end_date": "2026-01-01" }),
+            "provisioned",
+            Some("subscription_not_active"),
+        ),
+        (
+            json!({ "start_date": "2026-04-01", "end_date": "2026-05-01", "trial": true }),
+            "provisioned",
+            Some("subscription_not_active"),
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01", "cancelled": true }),
+            "provisioned",
+            Some("subscription_not_active"),
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }),
+            "awaiting_details",
+            Some("service_not_provisioned"),
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }),
+            "provisioning",
+            Some("service_not_provisioned"),
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }),
+            "cannot_provision",
+            Some("service_not_provisioned"),
+        ),
+        (
+            json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" }),
+            "manual_partner",
+            Some("service_not_provisioned"),
+        ),
     ];
     for (i, (facts, provisioning, expected)) in table.into_iter().enumerate() {
         let org = org_named(&app, &format!("Org {i}")).await;
         let mut body = facts.clone();
         body["items"] = json!([{ "product": "messaging", "quantity": 3, "provisioning_status": provisioning }]);
-        let sub = app
-            .post(&format!("/api/v1/orgs/{org}/subscriptions"), &app.admin, body)
-            .await
-            .ok();
+        let sub = app.post(&format!("/api/v1/orgs/{org}/subscriptions"), &app.admin, body).await.ok();
         let sub_id = sub["id"].as_str().unwrap().to_string();
         let u = user(&app, &org, &format!("u{i}@example.com")).await;
         for change in [
@@ -691,13 +733,7 @@ async fn pending_external_users(backend: Backend) {
     // An internal pending user is not affected by the rule.
     let pending_internal = new_user(&app, &w.org, json!({ "email": "new@example.com", "status": "pending" })).await;
     granted(&app, &w.org, &pending_internal, json!({ "add": [{ "product": "messaging" }] })).await;
-    granted(
-        &app,
-        &w.org,
-        &pending_internal,
-        json!({ "add": [{ "product": "cx-essentials" }] }),
-    )
-    .await;
+    granted(&app, &w.org, &pending_internal, json!({ "add": [{ "product": "cx-essentials" }] })).await;
     assert_eq!(app.mismatches().await, 0);
 }
 
@@ -736,7 +772,10 @@ async fn every_violation_is_reported_at_once(backend: Backend) {
         assert!(e["message"].as_str().unwrap().contains("many@example.com"), "{e}");
         assert!(e["product"].is_string(), "{e}");
     }
-    assert!(p["detail"].as_str().unwrap().starts_with("The change was refused for 6 reasons"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().starts_with("The change was refused for 6 reasons"),
+        "{p}"
+    );
 }
 
 async fn catalogue_is_validated_when_written(backend: Backend) {
@@ -784,7 +823,11 @@ async fn catalogue_is_validated_when_written(backend: Backend) {
             .iter()
             .any(|e| e["field"].as_str().is_some_and(|f| f.starts_with(field)));
         assert!(named, "{product} should be refused naming {field}: {}", r.body);
-        assert!(r.body["detail"].as_str().unwrap().contains(product["code"].as_str().unwrap()) || field == "rules.locations", "{}", r.body);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains(product["code"].as_str().unwrap()) || field == "rules.locations",
+            "{}",
+            r.body
+        );
     }
     // A requires cycle through a PATCH of an existing product.
     let r = app
@@ -795,7 +838,14 @@ async fn catalogue_is_validated_when_written(backend: Backend) {
         )
         .await;
     r.problem(422, "validation_failed");
-    assert!(r.body["detail"].as_str().unwrap().contains("goes round in a circle (attendant-console → calling-professional → attendant-console)"), "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("goes round in a circle (attendant-console → calling-professional → attendant-console)"),
+        "{}",
+        r.body
+    );
     assert_eq!(r.body["errors"][0]["field"], "rules.requires");
     // Making the migration pair point outside the family by moving a product.
     let r = app
@@ -814,4 +864,94 @@ async fn external_emails(app: &TestApp, org: &str) -> Vec<String> {
         .iter()
         .map(|u| u["email"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Random changes through the API: a refused one writes nothing (the whole
+/// database is compared), an accepted one leaves every pool's counter equal
+/// to its assignment rows and the user's licences as the answer says.
+async fn random_changes_write_all_or_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = rules_world(&app).await;
+    let users = [
+        new_user(&app, &w.org, json!({ "email": "r0@example.com" })).await,
+        new_user(&app, &w.org, json!({ "email": "r1@example.com", "usage_location": "US" })).await,
+        new_user(&app, &w.org, json!({ "email": "r2@example.com", "site_admin_of": [w.site_on] })).await,
+    ];
+    // Few seats, so that seats run out too.
+    let scarce = subscription(
+        &app,
+        &w.org,
+        json!([{ "product": "calling-professional", "quantity": 1 }, { "product": "meetings", "quantity": 1 }]),
+    )
+    .await;
+    let products = [
+        "cx-essentials",
+        "calling-standard",
+        "calling-professional",
+        "ucm-registration",
+        "attendant-console",
+        "meetings",
+        "messaging",
+        "contact-centre",
+    ];
+    let meetings_properties = [
+        json!({ "site": w.site_on, "account_type": "attendee" }),
+        json!({ "site": w.site_off, "account_type": "attendee" }),
+        json!({ "site": w.site_on, "account_type": "host" }),
+        json!({ "site": w.site_off, "account_type": "host" }),
+        json!({ "site": w.site_on }),
+    ];
+    let calling_properties = [json!({}), json!({ "extension": "1234" }), json!({ "extension": "1" })];
+    // xorshift: reproducible without another dependency.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut accepted, mut refused_count) = (0, 0);
+    for _ in 0..80 {
+        let user = &users[next(users.len())];
+        let mut add = Vec::new();
+        for _ in 0..next(3) {
+            let product = products[next(products.len())];
+            let properties = match product {
+                "meetings" => meetings_properties[next(meetings_properties.len())].clone(),
+                "calling-standard" | "calling-professional" => calling_properties[next(calling_properties.len())].clone(),
+                _ => json!({}),
+            };
+            let mut a = json!({ "product": product, "properties": properties });
+            match next(4) {
+                0 => a["subscription"] = json!(scarce),
+                1 => a["subscription"] = json!(w.sub),
+                _ => {}
+            }
+            add.push(a);
+        }
+        let held_now = held(&app.get(&licenses_path(&w.org, user), &app.admin).await.ok());
+        let remove: Vec<Value> = (0..next(2))
+            .filter(|_| !held_now.is_empty())
+            .map(|_| json!({ "product": held_now[next(held_now.len())] }))
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            continue;
+        }
+        let change = json!({ "add": add, "remove": remove, "add_required": next(2) == 0 });
+        let before = app.snapshot().await;
+        let r = app.post(&licenses_path(&w.org, user), &app.admin, change.clone()).await;
+        if r.status.is_success() {
+            accepted += 1;
+            let now = app.get(&licenses_path(&w.org, user), &app.admin).await.ok();
+            assert_eq!(now["items"], r.body["items"], "after {change}");
+            assert_eq!(app.mismatches().await, 0, "after {change}");
+        } else {
+            refused_count += 1;
+            assert_eq!(r.status.as_u16(), 422, "{change}: {}", r.body);
+            assert!(!r.body["errors"].as_array().unwrap().is_empty(), "{}", r.body);
+            assert_eq!(app.snapshot().await, before, "refused {change} wrote something: {}", r.body);
+        }
+    }
+    eprintln!("random changes: accepted {accepted}, refused {refused_count}");
+    assert!(accepted >= 5 && refused_count >= 5, "accepted {accepted}, refused {refused_count}");
 }
