@@ -41,10 +41,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         pools: usize,
     },
+    /// One licence change planned in memory (user with 10 licences, 200
+    /// products) vs. a seats-only check of the same change.
+    Planner,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Planner => crate::bench_planner::run()?,
         BenchCommand::Licenses {
             backend,
             scenario,

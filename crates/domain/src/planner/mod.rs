@@ -182,11 +182,27 @@ struct Planning<'a> {
     violations: Vec<Violation>,
     release: Vec<Held>,
     additions: Vec<Addition<'a>>,
-    /// Seats this plan has already taken (+) or released (−) per pool, on top of the snapshot.
-    pool_delta: HashMap<(String, ProductCode), i64>,
+    /// Seats this plan has already taken (+) or released (−) per pool
+    /// (subscription, product), on top of the snapshot. A change touches a
+    /// handful of pools, so a short list beats a map (no hashing, no clones).
+    pool_delta: Vec<(&'a str, &'a ProductCode, i64)>,
 }
 
 impl<'a> Planning<'a> {
+    fn seats_taken(&self, subscription: &str, product: &ProductCode) -> i64 {
+        self.pool_delta
+            .iter()
+            .find(|(s, p, _)| *s == subscription && *p == product)
+            .map_or(0, |(_, _, d)| *d)
+    }
+
+    fn count_seat(&mut self, subscription: &'a str, product: &'a ProductCode, delta: i64) {
+        match self.pool_delta.iter_mut().find(|(s, p, _)| *s == subscription && *p == product) {
+            Some(entry) => entry.2 += delta,
+            None => self.pool_delta.push((subscription, product, delta)),
+        }
+    }
+
     fn email(&self) -> &'a str {
         &self.input.user.email
     }
@@ -235,7 +251,7 @@ impl<'a> Planning<'a> {
                 .find(|h| h.product == r.product && r.subscription.as_ref().is_none_or(|s| *s == h.subscription));
             match found {
                 Some(h) => {
-                    *self.pool_delta.entry((h.subscription.clone(), h.product.clone())).or_default() -= 1;
+                    self.count_seat(&h.subscription, &h.product, -1);
                     self.release.push(h.clone());
                 }
                 None => {
@@ -337,10 +353,7 @@ impl<'a> Planning<'a> {
     fn push_addition(&mut self, mut addition: Addition<'a>) {
         match seats::choose_pool(self, &addition) {
             Ok(pool) => {
-                *self
-                    .pool_delta
-                    .entry((pool.subscription.clone(), pool.product.clone()))
-                    .or_default() += 1;
+                self.count_seat(&pool.subscription, &pool.product, 1);
                 addition.pool = Some(pool.subscription.clone());
             }
             Err(v) => {
@@ -414,7 +427,7 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
         violations: Vec::new(),
         release: Vec::new(),
         additions: Vec::new(),
-        pool_delta: HashMap::new(),
+        pool_delta: Vec::new(),
     };
     p.resolve_removals();
     p.resolve_additions();

@@ -2,8 +2,6 @@
 //! requires (R-RULE-3), excludes (R-RULE-1), one per family (R-RULE-2),
 //! availability by usage location (R-RULE-4) and pending external users (R-ASG-4).
 
-use std::collections::HashSet;
-
 use super::{Addition, Planning};
 use crate::catalogue::Product;
 use crate::error::Code;
@@ -141,22 +139,28 @@ pub(super) fn check_pairs(p: &mut Planning<'_>) {
     let cat = p.input.catalogue;
     let mut holding: Vec<&Product> = p.kept().filter_map(|h| cat.get(&h.product)).collect();
     holding.extend(p.additions.iter().map(|a| a.product));
-    let mut reported: HashSet<(ProductCode, ProductCode)> = HashSet::new();
+    // Each unordered pair once (two additions meet each other twice).
+    let mut reported: Vec<(&ProductCode, &ProductCode)> = Vec::new();
     let mut found = Vec::new();
     for a in &p.additions {
         for b in &holding {
             if a.product.code == b.code {
                 continue;
             }
+            let (exclusive, family) = (excluded(a.product, b), family_conflict(a.product, b));
+            if !exclusive && !family {
+                continue;
+            }
             let pair = if a.product.code < b.code {
-                (a.product.code.clone(), b.code.clone())
+                (&a.product.code, &b.code)
             } else {
-                (b.code.clone(), a.product.code.clone())
+                (&b.code, &a.product.code)
             };
             if reported.contains(&pair) {
                 continue;
             }
-            if excluded(a.product, b) {
+            reported.push(pair);
+            if exclusive {
                 found.push((
                     Code::MutuallyExclusive,
                     format!(
@@ -168,9 +172,8 @@ pub(super) fn check_pairs(p: &mut Planning<'_>) {
                     a,
                     b.code.clone(),
                 ));
-                reported.insert(pair.clone());
             }
-            if family_conflict(a.product, b) {
+            if family {
                 found.push((
                     Code::OnePerFamily,
                     format!(
@@ -184,7 +187,6 @@ pub(super) fn check_pairs(p: &mut Planning<'_>) {
                     a,
                     b.code.clone(),
                 ));
-                reported.insert(pair);
             }
         }
     }

@@ -6,12 +6,7 @@ use crate::status::ProvisioningStatus;
 
 /// Seats of `pool` still free after what this plan already took and released.
 fn free(p: &Planning<'_>, pool: &Pool) -> i64 {
-    let delta = p
-        .pool_delta
-        .get(&(pool.subscription.clone(), pool.product.clone()))
-        .copied()
-        .unwrap_or(0);
-    pool.quantity - pool.consumed - delta
+    pool.quantity - pool.consumed - p.seats_taken(&pool.subscription, &pool.product)
 }
 
 fn spaced(s: &str) -> String {
@@ -25,10 +20,10 @@ pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a 
     let today = p.input.today;
     let product = a.product;
     let email = p.email();
-    let candidates: Vec<&'a Pool> = p.input.pools.iter().filter(|pool| pool.product == product.code).collect();
+    let candidates = || p.input.pools.iter().filter(|pool| pool.product == product.code);
     let refuse = |code: Code, message: String| Box::new(p.violation(code, message, &product.code));
     if let Some(sub) = &a.requested_subscription {
-        let Some(pool) = candidates.iter().find(|pool| &pool.subscription == sub) else {
+        let Some(pool) = candidates().find(|pool| &pool.subscription == sub) else {
             return Err(refuse(
                 Code::ValidationFailed,
                 format!("Subscription {sub} of this organisation carries no {}.", product.name),
@@ -74,24 +69,20 @@ pub(super) fn choose_pool<'a>(p: &Planning<'a>, a: &Addition<'_>) -> Result<&'a 
         }
         return Ok(pool);
     }
-    if let Some(pool) = candidates.iter().find(|pool| pool.assignable(today) && free(p, pool) > 0) {
+    if let Some(pool) = candidates().find(|pool| pool.assignable(today) && free(p, pool) > 0) {
         return Ok(pool);
     }
-    let (code, why) = if candidates.is_empty() {
+    let (code, why) = if candidates().next().is_none() {
         (Code::SeatsExhausted, "the organisation has no subscription carrying it".to_string())
-    } else if !candidates.iter().any(|pool| pool.status(today).is_usable()) {
+    } else if !candidates().any(|pool| pool.status(today).is_usable()) {
         (Code::SubscriptionNotActive, "no subscription carrying it is active".to_string())
-    } else if !candidates.iter().any(|pool| pool.assignable(today)) {
+    } else if !candidates().any(|pool| pool.assignable(today)) {
         (
             Code::ServiceNotProvisioned,
             "the service is not provisioned yet on any active subscription carrying it".to_string(),
         )
     } else {
-        let total: i64 = candidates
-            .iter()
-            .filter(|pool| pool.assignable(today))
-            .map(|pool| pool.quantity)
-            .sum();
+        let total: i64 = candidates().filter(|pool| pool.assignable(today)).map(|pool| pool.quantity).sum();
         (
             Code::SeatsExhausted,
             format!("all {total} seats on its active subscriptions are taken"),
