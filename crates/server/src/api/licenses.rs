@@ -218,7 +218,7 @@ async fn write_plan(
         "license.change",
         &format!("user:{}", user.id),
         Some(&json!({ "licenses": before })),
-        Some(&json!({ "licenses": plan.result, "moved_families": plan.moved_families })),
+        Some(&json!({ "licenses": plan.result, "moved_families": plan.moved_families, "auto_added": plan.auto_added })),
         now,
     )
     .await

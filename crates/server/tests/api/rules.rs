@@ -321,6 +321,14 @@ async fn requires_refuses_or_adds_the_required_product(backend: Backend) {
     };
     assert_eq!(consumed("calling-professional"), 1);
     assert_eq!(consumed("attendant-console"), 1);
+    // The audit log says which product was added because another required it.
+    let events = app
+        .get(&format!("/api/v1/orgs/{}/audit-events?action=license.change", w.org), &app.admin)
+        .await
+        .ok();
+    let last = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["target"], format!("user:{anna}"));
+    assert_eq!(last["after"]["auto_added"], json!(["calling-professional"]));
 
     // add_required while the user holds another calling licence: the added
     // Calling Professional breaks one per family, so it is refused.
