@@ -7,6 +7,7 @@
 //! licence-change planner and the one error type every layer presents.
 
 pub mod access;
+pub mod bulk;
 pub mod catalogue;
 pub mod error;
 pub mod planner;

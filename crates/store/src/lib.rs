@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod catalogue;
 mod db;
+pub mod jobs;
 pub mod licenses;
 mod migrations;
 pub mod subscriptions;

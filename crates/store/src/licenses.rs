@@ -6,7 +6,7 @@ use allot_domain::catalogue::Product;
 use allot_domain::planner::{Held, LicensePlan, Properties};
 use allot_domain::types::ProductCode;
 
-use crate::db::{Row, StoreError, Tx};
+use crate::db::{Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,4 +221,322 @@ pub async fn count_in_pool(tx: &mut Tx, org: &str, sub: &str, product: &str) -> 
         Some(r) => r.int(0),
         None => Ok(0),
     }
+}
+
+/// The licences of many users at once (one query per call; callers pass a
+/// chunk of at most a few thousand ids).
+pub async fn of_users(tx: &mut Tx, org: &str, users: &[String]) -> Result<std::collections::HashMap<String, Vec<Assignment>>, StoreError> {
+    let mut out: std::collections::HashMap<String, Vec<Assignment>> = std::collections::HashMap::new();
+    if users.is_empty() {
+        return Ok(out);
+    }
+    let (list, vals) = crate::jobs::in_list(org, users);
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT product, subscription_id, properties, assigned_at, user_id FROM assignments \
+                 WHERE org_id = $1 AND user_id IN ({list}) ORDER BY user_id, product"
+            ),
+            &vals,
+        )
+        .await?;
+    for r in &rows {
+        out.entry(r.text(4)?).or_default().push(assignment_from(r)?);
+    }
+    Ok(out)
+}
+
+/// One user's part of a batch: whose plan, and the licence set before it.
+pub struct PlannedUser<'a> {
+    pub user: &'a str,
+    pub before: &'a [Held],
+    pub plan: &'a LicensePlan,
+}
+
+/// Rows at a time in a multi-row statement: well under every engine's limit
+/// on parameters (SQLite 32,766; PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `INSERT INTO <head> VALUES (...), (...)` for `rows` of `width` values each.
+async fn insert_many(tx: &mut Tx, head: &str, width: usize, rows: &[Vec<Val>]) -> Result<(), StoreError> {
+    for batch in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::with_capacity(head.len() + batch.len() * width * 6);
+        sql.push_str("INSERT INTO ");
+        sql.push_str(head);
+        sql.push_str(" VALUES ");
+        let mut vals = Vec::with_capacity(batch.len() * width);
+        for (i, row) in batch.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for j in 0..width {
+                if j > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(i * width + j + 1).to_string());
+            }
+            sql.push(')');
+            vals.extend(row.iter().cloned());
+        }
+        tx.exec(&sql, &vals).await?;
+    }
+    Ok(())
+}
+
+/// Applies the plans of many users in the caller's transaction with batched
+/// statements: the same effects as [`apply_plan`] per user (assignments,
+/// service data kept, restored or retained, one audit event per user), with
+/// the seat counters moved once per pool by the guarded update. The caller
+/// has locked the users (their licence versions) and planned against counts
+/// read in this transaction, so a full pool here means the plan is stale.
+pub async fn apply_plans(
+    tx: &mut Tx,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    catalogue: &std::collections::HashMap<ProductCode, Product>,
+    who: &crate::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Result<(), PoolFull>, StoreError> {
+    if planned.is_empty() {
+        return Ok(Ok(()));
+    }
+    let now_s = ts(now);
+    // Releases, grouped by pool: one DELETE per pool and batch of users.
+    let mut releases: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    for p in planned {
+        for h in &p.plan.release {
+            releases
+                .entry((h.subscription.as_str(), h.product.as_str()))
+                .or_default()
+                .push(p.user.to_string());
+        }
+    }
+    for ((sub, product), users) in &releases {
+        for batch in users.chunks(ROWS_PER_STATEMENT) {
+            let mut vals = vec![Val::from(org), Val::from(*sub), Val::from(*product)];
+            vals.extend(batch.iter().map(Val::from));
+            let gone = tx
+                .exec(
+                    &format!(
+                        "DELETE FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND user_id IN ({})",
+                        crate::catalogue::placeholders(4, batch.len())
+                    ),
+                    &vals,
+                )
+                .await?;
+            if gone != batch.len() as u64 {
+                return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
+            }
+        }
+    }
+    // Takes: one multi-row INSERT.
+    let takes: Vec<Vec<Val>> = planned
+        .iter()
+        .flat_map(|p| {
+            p.plan.take.iter().map(|h| {
+                vec![
+                    Val::from(org),
+                    Val::from(p.user),
+                    Val::from(h.product.as_str()),
+                    Val::from(&h.subscription),
+                    Val::Text(serde_json::to_string(&h.properties).unwrap_or_else(|_| "{}".into())),
+                    Val::from(&now_s),
+                ]
+            })
+        })
+        .collect();
+    insert_many(
+        tx,
+        "assignments (org_id, user_id, product, subscription_id, properties, assigned_at)",
+        6,
+        &takes,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Unique(w) => StoreError::Retry(format!("an assignment was added concurrently ({w})")),
+        other => other,
+    })?;
+    update_service_data_many(tx, org, planned, catalogue, now).await?;
+    // Audit: one event per user, written together.
+    let events: Vec<Vec<Val>> = planned
+        .iter()
+        .map(|p| {
+            vec![
+                Val::from(org),
+                Val::Text(crate::db::new_id("evt")),
+                Val::from(&now_s),
+                Val::from(&who.actor),
+                Val::from("license.change"),
+                Val::Text(format!("user:{}", p.user)),
+                Val::Text(serde_json::json!({ "licenses": p.before }).to_string()),
+                Val::Text(
+                    serde_json::json!({ "licenses": p.plan.result, "moved_families": p.plan.moved_families, "auto_added": p.plan.auto_added })
+                        .to_string(),
+                ),
+                Val::from(who.request_id.as_deref()),
+            ]
+        })
+        .collect();
+    insert_many(
+        tx,
+        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        9,
+        &events,
+    )
+    .await?;
+    // Counters last, once per pool, in key order (see apply_plan).
+    let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for p in planned {
+        for h in &p.plan.release {
+            *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() -= 1;
+        }
+        for h in &p.plan.take {
+            *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() += 1;
+        }
+    }
+    for ((sub, product), delta) in deltas {
+        if delta == 0 {
+            continue;
+        }
+        let changed = tx
+            .exec(
+                "UPDATE subscription_items SET consumed = consumed + $4 \
+                 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed + $4 <= quantity AND consumed + $4 >= 0",
+                args![org, sub, product, delta],
+            )
+            .await?;
+        if changed != 1 {
+            let product = ProductCode::parse(product).map_err(|e| StoreError::Db(e.detail))?;
+            return Ok(Err(PoolFull {
+                subscription: sub.to_string(),
+                product,
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The batched form of [`update_service_data`]: families whose last licence
+/// goes start their retention; a family taken keeps (or, within retention,
+/// gets back) its data, merged with the properties given. A family taken
+/// with no properties and no stored data needs no row: absent means empty.
+async fn update_service_data_many(
+    tx: &mut Tx,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    catalogue: &std::collections::HashMap<ProductCode, Product>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.as_str(), p.retention_days));
+    let now_s = ts(now);
+    // Retention starts: grouped by (family, days) so one UPDATE serves many users.
+    let mut retain: BTreeMap<(&str, u32), Vec<String>> = BTreeMap::new();
+    // Takes that may touch a stored row: (user, family, properties).
+    let mut taken: Vec<(&str, &str, &Properties)> = Vec::new();
+    for p in planned {
+        let held_after: Vec<&str> = p.plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
+        for h in &p.plan.release {
+            if let Some((fam, days)) = family(&h.product) {
+                if !held_after.contains(&fam) {
+                    retain.entry((fam, days)).or_default().push(p.user.to_string());
+                }
+            }
+        }
+        let held_before: Vec<&str> = p.before.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
+        for h in &p.plan.take {
+            if let Some((fam, _)) = family(&h.product) {
+                // A family held before and after with no new properties: its row is untouched (a move).
+                if held_before.contains(&fam) && h.properties.is_empty() {
+                    continue;
+                }
+                taken.push((p.user, fam, &h.properties));
+            }
+        }
+    }
+    for ((fam, days), users) in &retain {
+        let until = ts(now + chrono::Duration::days(i64::from(*days)));
+        for batch in users.chunks(ROWS_PER_STATEMENT) {
+            let mut vals = vec![Val::from(org), Val::from(*fam), Val::from(&until), Val::from(&now_s)];
+            vals.extend(batch.iter().map(Val::from));
+            tx.exec(
+                &format!(
+                    "UPDATE service_data SET retain_until = $3, updated_at = $4 WHERE org_id = $1 AND family = $2 AND user_id IN ({})",
+                    crate::catalogue::placeholders(5, batch.len())
+                ),
+                &vals,
+            )
+            .await?;
+        }
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    // Stored rows of the families taken, read once.
+    let mut by_family: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (user, fam, _) in &taken {
+        by_family.entry(fam).or_default().push(user.to_string());
+    }
+    let mut stored: std::collections::HashMap<(String, String), (String, Option<String>)> = std::collections::HashMap::new();
+    for (fam, users) in &by_family {
+        for batch in users.chunks(ROWS_PER_STATEMENT) {
+            let mut vals = vec![Val::from(org), Val::from(*fam)];
+            vals.extend(batch.iter().map(Val::from));
+            for r in tx
+                .rows(
+                    &format!(
+                        "SELECT user_id, data, retain_until FROM service_data WHERE org_id = $1 AND family = $2 AND user_id IN ({})",
+                        crate::catalogue::placeholders(3, batch.len())
+                    ),
+                    &vals,
+                )
+                .await?
+            {
+                stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
+            }
+        }
+    }
+    let mut inserts: Vec<Vec<Val>> = Vec::new();
+    for (user, fam, props) in taken {
+        let existing = stored.get(&(user.to_string(), fam.to_string()));
+        if existing.is_none() && props.is_empty() {
+            continue;
+        }
+        let mut data: BTreeMap<String, String> = match existing {
+            Some((data, until)) if until.as_ref().is_none_or(|u| *u > now_s) => serde_json::from_str(data).unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
+        for (k, v) in props {
+            let key = serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            data.insert(key, v.clone());
+        }
+        let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+        if existing.is_some() {
+            tx.exec(
+                "UPDATE service_data SET data = $4, retain_until = NULL, updated_at = $5 WHERE org_id = $1 AND user_id = $2 AND family = $3",
+                args![org, user, fam, json, &now_s],
+            )
+            .await?;
+        } else {
+            inserts.push(vec![
+                Val::from(org),
+                Val::from(user),
+                Val::from(fam),
+                Val::Text(json),
+                Val::NullText,
+                Val::from(&now_s),
+            ]);
+        }
+    }
+    insert_many(
+        tx,
+        "service_data (org_id, user_id, family, data, retain_until, updated_at)",
+        6,
+        &inserts,
+    )
+    .await
 }

@@ -4,12 +4,53 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// A per-user version of the licence set: a licence change planned from a
 /// snapshot claims the version it read, so two changes of one user planned
 /// at once cannot both apply (the second re-plans on fresh data).
 const V2: &str = "ALTER TABLE users ADD COLUMN licence_version BIGINT NOT NULL DEFAULT 0";
+
+/// Jobs: durable bulk work. A job's users are split into chunks when it is
+/// created (or when its filter is resolved); a chunk is processed in one
+/// transaction that also stores its results and marks it done, so a restart
+/// resumes at the first chunk not done, never doing a user twice.
+const V3: &str = r#"
+CREATE TABLE jobs (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    resolved BOOLEAN NOT NULL,
+    chunks BIGINT NOT NULL,
+    total BIGINT NOT NULL,
+    done BIGINT NOT NULL,
+    succeeded BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    cancel_requested BOOLEAN NOT NULL,
+    error TEXT,
+    lease_owner TEXT,
+    lease_until BIGINT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX jobs_by_id ON jobs (id);
+CREATE INDEX jobs_by_state ON jobs (state, lease_until);
+CREATE TABLE job_chunks (
+    org_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    users TEXT NOT NULL,
+    done BOOLEAN NOT NULL,
+    results TEXT,
+    PRIMARY KEY (org_id, job_id, seq),
+    FOREIGN KEY (org_id, job_id) REFERENCES jobs (org_id, id)
+);
+"#;
 
 const V1: &str = r#"
 CREATE TABLE products (

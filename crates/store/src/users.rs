@@ -269,3 +269,97 @@ pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[S
     }
     Ok(missing)
 }
+
+/// Locks many users' licence sets for a batch: bumps each licence version
+/// (on PostgreSQL this row-locks the users until commit, so a single change
+/// planned earlier fails its version claim and plans again). Returns the ids
+/// that exist.
+pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (list, vals) = crate::jobs::in_list(org, ids);
+    tx.exec(
+        &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id IN ({list})"),
+        &vals,
+    )
+    .await
+}
+
+/// Many users with the sites each administers (site admins only for those
+/// who have any), for planning a batch.
+pub async fn many(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<User>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (list, vals) = crate::jobs::in_list(org, ids);
+    let mut users: Vec<User> = tx
+        .rows(&format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
+        .await?
+        .iter()
+        .map(user_from)
+        .collect::<Result<_, _>>()?;
+    let admins = tx
+        .rows(
+            &format!("SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id IN ({list}) ORDER BY site_id"),
+            &vals,
+        )
+        .await?;
+    if !admins.is_empty() {
+        let mut by_user: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for r in &admins {
+            by_user.entry(r.text(0)?).or_default().push(r.text(1)?);
+        }
+        for u in &mut users {
+            if let Some(sites) = by_user.remove(&u.id) {
+                u.site_admin_of = sites;
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// How many of `ids` are users of the org (for refusing a list naming
+/// unknown or other tenants' users as a whole).
+pub async fn count_existing(tx: &mut Tx, org: &str, ids: &[String]) -> Result<i64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (list, vals) = crate::jobs::in_list(org, ids);
+    tx.opt_row(&format!("SELECT COUNT(*) FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
+        .await?
+        .map_or(Ok(0), |r| r.int(0))
+}
+
+/// A page of user ids matching a bulk filter, in id order after `after`.
+pub async fn ids_matching(
+    tx: &mut Tx,
+    org: &str,
+    filter: &allot_domain::bulk::UserFilter,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let domain = filter
+        .email_domain
+        .as_ref()
+        .map(|d| format!("%@{}", d.trim_start_matches('@').to_lowercase()));
+    tx.rows(
+        "SELECT u.id FROM users u WHERE u.org_id = $1 AND u.id > $2 \
+         AND ($3 IS NULL OR EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = $3 AND g.user_id = u.id)) \
+         AND ($4 IS NULL OR u.email_normalized LIKE $4) \
+         AND ($5 IS NULL OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = $5)) \
+         ORDER BY u.id LIMIT $6",
+        args![
+            org,
+            after,
+            filter.group.clone(),
+            domain,
+            filter.has_product.as_ref().map(|p| p.to_string()),
+            limit
+        ],
+    )
+    .await?
+    .iter()
+    .map(|r| r.text(0))
+    .collect()
+}

@@ -1,0 +1,330 @@
+//! Durable jobs: a row per job, its users split into chunks, each chunk done
+//! in one transaction together with the changes it makes and its results.
+//!
+//! A worker claims a job with a lease (a conditional UPDATE, so two workers
+//! never hold one job); a restarted server finds the job `running` with an
+//! expired lease and resumes it at the first chunk not done.
+
+use crate::catalogue::placeholders;
+use crate::db::{Row, StoreError, Tx, Val};
+use crate::{args, ts};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub org: String,
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    /// The request as JSON (what the worker needs to carry it out).
+    pub request: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Whether its users have been split into chunks yet.
+    pub resolved: bool,
+    pub chunks: i64,
+    pub total: i64,
+    pub done: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancel_requested: bool,
+    /// A job-level refusal as JSON `{"code", "message", "errors"}`.
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str = "org_id, id, kind, state, request, created_by, created_at, started_at, finished_at, resolved, chunks, total, done, succeeded, failed, cancel_requested, error";
+
+fn job_from(r: &Row) -> Result<Job, StoreError> {
+    Ok(Job {
+        org: r.text(0)?,
+        id: r.text(1)?,
+        kind: r.text(2)?,
+        state: r.text(3)?,
+        request: r.text(4)?,
+        created_by: r.text(5)?,
+        created_at: r.text(6)?,
+        started_at: r.opt_text(7)?,
+        finished_at: r.opt_text(8)?,
+        resolved: r.bool(9)?,
+        chunks: r.int(10)?,
+        total: r.int(11)?,
+        done: r.int(12)?,
+        succeeded: r.int(13)?,
+        failed: r.int(14)?,
+        cancel_requested: r.bool(15)?,
+        error: r.opt_text(16)?,
+    })
+}
+
+pub async fn insert(tx: &mut Tx, job: &Job) -> Result<(), StoreError> {
+    tx.exec(
+        &format!(
+            "INSERT INTO jobs ({COLUMNS}, lease_owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, 0)"
+        ),
+        args![
+            &job.org,
+            &job.id,
+            &job.kind,
+            &job.state,
+            &job.request,
+            &job.created_by,
+            &job.created_at,
+            job.started_at.clone(),
+            job.finished_at.clone(),
+            job.resolved,
+            job.chunks,
+            job.total,
+            job.done,
+            job.succeeded,
+            job.failed,
+            job.cancel_requested,
+            job.error.clone()
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores chunks of user ids from `first_seq` on.
+pub async fn insert_chunks(tx: &mut Tx, org: &str, job: &str, first_seq: i64, chunks: &[Vec<String>]) -> Result<(), StoreError> {
+    // 5 parameters a row; 200 rows keep every engine's parameter limit far away.
+    for (n, batch) in chunks.chunks(200).enumerate() {
+        let mut sql = String::from("INSERT INTO job_chunks (org_id, job_id, seq, users, done) VALUES ");
+        let mut vals = Vec::with_capacity(batch.len() * 5);
+        for (i, users) in batch.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = i * 5;
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+            let seq = first_seq + (n * 200 + i) as i64;
+            vals.extend([
+                Val::from(org),
+                Val::from(job),
+                Val::Int(seq),
+                Val::Text(serde_json::to_string(users).unwrap_or_else(|_| "[]".into())),
+                Val::Bool(false),
+            ]);
+        }
+        tx.exec(&sql, &vals).await?;
+    }
+    Ok(())
+}
+
+pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Job>, StoreError> {
+    tx.opt_row(&format!("SELECT {COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2"), args![org, id])
+        .await?
+        .as_ref()
+        .map(job_from)
+        .transpose()
+}
+
+/// A job by id alone (`GET /api/v1/jobs/{id}`); the caller checks its org.
+pub async fn get_by_id(tx: &mut Tx, id: &str) -> Result<Option<Job>, StoreError> {
+    tx.opt_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), args![id])
+        .await?
+        .as_ref()
+        .map(job_from)
+        .transpose()
+}
+
+/// Jobs waiting for a worker or whose worker's lease ran out.
+pub async fn claimable(tx: &mut Tx, now_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+    tx.rows(
+        "SELECT org_id, id FROM jobs WHERE state IN ('queued', 'running') AND lease_until < $1 ORDER BY created_at LIMIT 10",
+        args![now_ms],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .collect()
+}
+
+/// Takes (or renews) the job's lease if it is free or already ours; false if
+/// another worker holds it or the job has ended.
+pub async fn take_lease(tx: &mut Tx, org: &str, id: &str, owner: &str, now_ms: i64, until_ms: i64, now: &str) -> Result<bool, StoreError> {
+    let n = tx
+        .exec(
+            "UPDATE jobs SET state = 'running', lease_owner = $3, lease_until = $5, started_at = COALESCE(started_at, $6) \
+             WHERE org_id = $1 AND id = $2 AND state IN ('queued', 'running') AND (lease_until < $4 OR lease_owner = $3)",
+            args![org, id, owner, now_ms, until_ms, now],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Records the users of a job once they are known (a filter resolved).
+pub async fn set_resolved(tx: &mut Tx, org: &str, id: &str, chunks: i64, total: i64) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE jobs SET resolved = TRUE, chunks = $3, total = $4 WHERE org_id = $1 AND id = $2",
+        args![org, id, chunks, total],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sequence numbers of the chunks still to do, in order.
+pub async fn pending_chunks(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<i64>, StoreError> {
+    tx.rows(
+        "SELECT seq FROM job_chunks WHERE org_id = $1 AND job_id = $2 AND done = FALSE ORDER BY seq",
+        args![org, id],
+    )
+    .await?
+    .iter()
+    .map(|r| r.int(0))
+    .collect()
+}
+
+pub async fn chunk_users(tx: &mut Tx, org: &str, id: &str, seq: i64) -> Result<Vec<String>, StoreError> {
+    let r = tx
+        .opt_row(
+            "SELECT users FROM job_chunks WHERE org_id = $1 AND job_id = $2 AND seq = $3",
+            args![org, id, seq],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db(format!("chunk {seq} of job {id} is missing")))?;
+    serde_json::from_str(&r.text(0)?).map_err(|e| StoreError::Db(format!("chunk {seq} of job {id} is unreadable: {e}")))
+}
+
+/// Every chunk's users, in order (for a job processed as one unit).
+pub async fn all_chunk_users(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<(i64, Vec<String>)>, StoreError> {
+    tx.rows(
+        "SELECT seq, users FROM job_chunks WHERE org_id = $1 AND job_id = $2 ORDER BY seq",
+        args![org, id],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let users = serde_json::from_str(&r.text(1)?).map_err(|e| StoreError::Db(format!("a chunk of job {id} is unreadable: {e}")))?;
+        Ok((r.int(0)?, users))
+    })
+    .collect()
+}
+
+/// Marks a chunk done with its results and adds to the job's progress. A
+/// chunk already done (another worker got there first) makes this a Retry,
+/// which rolls back the caller's transaction: no user is done twice.
+/// What a finished chunk adds to its job.
+pub struct ChunkDone<'a> {
+    pub seq: i64,
+    /// The per-user results as JSON.
+    pub results: &'a str,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub count: i64,
+}
+
+pub async fn complete_chunk(tx: &mut Tx, org: &str, id: &str, owner: &str, c: &ChunkDone<'_>) -> Result<(), StoreError> {
+    let ChunkDone {
+        seq,
+        results,
+        succeeded,
+        failed,
+        count,
+    } = *c;
+    let n = tx
+        .exec(
+            "UPDATE job_chunks SET done = TRUE, results = $4 WHERE org_id = $1 AND job_id = $2 AND seq = $3 AND done = FALSE",
+            args![org, id, seq, results],
+        )
+        .await?;
+    if n != 1 {
+        return Err(conflict(format!("chunk {seq} of job {id} is already done")));
+    }
+    let n = tx
+        .exec(
+            "UPDATE jobs SET done = done + $3, succeeded = succeeded + $4, failed = failed + $5 \
+             WHERE org_id = $1 AND id = $2 AND lease_owner = $6",
+            args![org, id, count, succeeded, failed, owner],
+        )
+        .await?;
+    if n != 1 {
+        return Err(conflict(format!("job {id} is no longer leased by this worker")));
+    }
+    Ok(())
+}
+
+/// Ends a job. `state` is one of succeeded, completed_with_errors, failed, cancelled.
+pub async fn finish(
+    tx: &mut Tx,
+    org: &str,
+    id: &str,
+    state: &str,
+    error: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE jobs SET state = $3, error = $4, finished_at = $5, lease_owner = NULL WHERE org_id = $1 AND id = $2",
+        args![org, id, state, error, ts(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Starts a job's work over (a dry run interrupted by a restart: its results
+/// are recomputed, nothing else was written).
+pub async fn reset_progress(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE job_chunks SET done = FALSE, results = NULL WHERE org_id = $1 AND job_id = $2",
+        args![org, id],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE jobs SET done = 0, succeeded = 0, failed = 0 WHERE org_id = $1 AND id = $2",
+        args![org, id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Asks a queued or running job to stop between chunks; false if it has ended.
+pub async fn request_cancel(tx: &mut Tx, org: &str, id: &str) -> Result<bool, StoreError> {
+    let n = tx
+        .exec(
+            "UPDATE jobs SET cancel_requested = TRUE WHERE org_id = $1 AND id = $2 AND state IN ('queued', 'running')",
+            args![org, id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn cancel_requested(tx: &mut Tx, org: &str, id: &str) -> Result<bool, StoreError> {
+    let r = tx
+        .opt_row("SELECT cancel_requested FROM jobs WHERE org_id = $1 AND id = $2", args![org, id])
+        .await?;
+    match r {
+        Some(r) => r.bool(0),
+        None => Ok(false),
+    }
+}
+
+/// A page of chunks from `from_seq` on: (seq, users, results if done).
+pub async fn chunk_page(
+    tx: &mut Tx,
+    org: &str,
+    id: &str,
+    from_seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+    tx.rows(
+        "SELECT seq, users, results FROM job_chunks WHERE org_id = $1 AND job_id = $2 AND seq >= $3 ORDER BY seq LIMIT $4",
+        args![org, id, from_seq, limit],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.int(0)?, r.text(1)?, r.opt_text(2)?)))
+    .collect()
+}
+
+fn conflict(what: String) -> StoreError {
+    StoreError::Domain(allot_domain::Error::new(allot_domain::Code::Conflict, what))
+}
+
+/// `(sql placeholders, values)` for `org_id = $1 AND <col> IN (...)` lists.
+pub(crate) fn in_list(org: &str, ids: &[String]) -> (String, Vec<Val>) {
+    let mut vals = Vec::with_capacity(ids.len() + 1);
+    vals.push(Val::from(org));
+    vals.extend(ids.iter().map(Val::from));
+    (placeholders(2, ids.len()), vals)
+}
