@@ -303,6 +303,8 @@ pub fn capacity_violations(demands: &[Demand], catalogue: &std::collections::Has
 pub struct UserResult {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<u64>,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,6 +355,7 @@ impl UserResult {
         }));
         UserResult {
             user: user.to_string(),
+            email: None,
             row: None,
             outcome: Outcome::Ok,
             code: None,
@@ -367,6 +370,7 @@ impl UserResult {
         let message = violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join(" ");
         UserResult {
             user: user.to_string(),
+            email: None,
             row: None,
             outcome: Outcome::Error,
             code: Some(code.to_string()),
@@ -378,6 +382,7 @@ impl UserResult {
     pub fn skipped(user: &str, code: Option<&str>, message: impl Into<String>) -> Self {
         UserResult {
             user: user.to_string(),
+            email: None,
             row: None,
             outcome: Outcome::Skipped,
             code: code.map(str::to_string),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod extract;
 mod idempotency;
 pub mod problem;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -92,6 +93,16 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::get, users::patch, users::delete))
         .routes(routes!(licenses::of_user, licenses::change))
         .routes(routes!(audit::list))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::job_results))
+        .merge(
+            // Bulk bodies may list up to a million users: their own, larger limit.
+            OpenApiRouter::new()
+                .routes(routes!(jobs::license_summary))
+                .routes(routes!(jobs::create_license_job))
+                .layer(DefaultBodyLimit::max(jobs::MAX_BULK_BODY_BYTES)),
+        )
         .split_for_parts()
 }
 
@@ -110,11 +121,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, with the job worker running beside the
+/// HTTP server (and stopped with it).
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let worker = tokio::spawn(worker::run_worker(state.clone()));
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    worker.abort();
+    served
 }

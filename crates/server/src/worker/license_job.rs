@@ -1,0 +1,649 @@
+//! Carrying out a bulk licence job: resolve its users, check capacity before
+//! anything is written (R-BULK-3), then plan every user with the one planner
+//! and apply chunk by chunk (`per_user`) or all at once (`all_or_nothing`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use allot_domain::bulk::{capacity_violations, change_for_user, move_mapping, Demand, JobMode, LicenseJobRequest, UserResult};
+use allot_domain::catalogue::Product;
+use allot_domain::planner::{plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool, SiteFacts, UserFacts};
+use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
+use allot_domain::{Code, Error};
+use allot_store::audit::Actor;
+use allot_store::jobs::{self, ChunkDone, Job};
+use allot_store::licenses::{self, PlannedUser};
+use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, StoreError, Tx};
+
+use super::{lease_ms, now_ms};
+use crate::AppState;
+
+/// Users per chunk: one transaction, one progress step.
+pub const CHUNK_USERS: usize = 2_000;
+
+/// What every chunk of one job plans with, read once.
+struct Setting {
+    req: LicenseJobRequest,
+    catalogue: HashMap<ProductCode, Product>,
+    org_facts: OrgFacts,
+    /// Products whose pools the plans may take seats from.
+    pool_products: Vec<ProductCode>,
+    mapping: Vec<(ProductCode, ProductCode)>,
+    actor: Actor,
+}
+
+async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
+    let req: LicenseJobRequest =
+        serde_json::from_str(&job.request).map_err(|e| Error::internal(format!("job {} has an unreadable request: {e}", job.id)))?;
+    let mut rd = st.store.read_conn().await?;
+    let catalogue = catalogue::all(&mut rd).await?;
+    let org = tenants::get_org(&mut rd, &job.org)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("Organisation {}", job.org)))?;
+    let sites = tenants::list_sites(&mut rd, &job.org).await?;
+    let org_facts = OrgFacts {
+        default_usage_location: org.default_usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+        sites: sites
+            .into_iter()
+            .map(|s| SiteFacts {
+                id: s.id,
+                attendee_accounts_enabled: s.attendee_accounts_enabled,
+            })
+            .collect(),
+    };
+    let mapping = match &req.move_ {
+        Some(spec) => {
+            let items = |sub: Option<subscriptions::Subscription>| -> Vec<ProductCode> {
+                sub.map(|s| s.items.iter().filter_map(|i| ProductCode::parse(&i.product).ok()).collect())
+                    .unwrap_or_default()
+            };
+            let from = items(subscriptions::get(&mut rd, &job.org, &spec.from_subscription).await?);
+            let to = items(subscriptions::get(&mut rd, &job.org, &spec.to_subscription).await?);
+            move_mapping(spec, &from, &to, &catalogue)?
+        }
+        None => Vec::new(),
+    };
+    let mut pool_products: Vec<ProductCode> = req.add.iter().map(|a| a.product.clone()).collect();
+    pool_products.extend(mapping.iter().map(|(_, to)| to.clone()));
+    if req.add_required {
+        pool_products.extend(catalogue.keys().cloned());
+    }
+    let mut seen = HashSet::new();
+    pool_products.retain(|p| seen.insert(p.clone()));
+    Ok(Setting {
+        req,
+        catalogue,
+        org_facts,
+        pool_products,
+        mapping,
+        actor: Actor {
+            actor: job.created_by.clone(),
+            request_id: Some(format!("job:{}", job.id)),
+        },
+    })
+}
+
+/// Carries out one job as far as it goes; returns when it has ended, was
+/// taken by another worker, or an error stops it (it resumes later).
+pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), Error> {
+    if !renew(st, owner, org, id).await? {
+        return Ok(());
+    }
+    let job = {
+        let mut rd = st.store.read_conn().await?;
+        jobs::get(&mut rd, org, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Job {id}")))?
+    };
+    let setting = match load_setting(st, &job).await {
+        Ok(s) => s,
+        Err(e) => return fail(st, &job, &e).await,
+    };
+    let mut job = job;
+    if !job.resolved {
+        resolve(st, &job, &setting).await?;
+        job = reload(st, &job).await?;
+    }
+    if setting.req.dry_run && job.done > 0 {
+        // A dry run's seat arithmetic lives in memory: start it over.
+        in_transaction!(st.store, |tx| jobs::reset_progress(&mut tx, org, id).await)?;
+        job = reload(st, &job).await?;
+    }
+    if job.done == 0 {
+        let refused = capacity_check(st, &job, &setting).await?;
+        if !refused.is_empty() {
+            return refuse_whole_job(st, &job, owner, refused).await;
+        }
+    }
+    match setting.req.mode {
+        JobMode::AllOrNothing => run_all_or_nothing(st, &job, owner, &setting).await,
+        JobMode::PerUser => run_per_user(st, &job, owner, &setting).await,
+    }
+}
+
+async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
+    let mut rd = st.store.read_conn().await?;
+    jobs::get(&mut rd, &job.org, &job.id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("Job {}", job.id)))
+}
+
+async fn renew(st: &AppState, owner: &str, org: &str, id: &str) -> Result<bool, Error> {
+    let now = ts(st.clock.now());
+    in_transaction!(st.store, |tx| {
+        let t = now_ms();
+        jobs::take_lease(&mut tx, org, id, owner, t, t + lease_ms(), &now).await
+    })
+}
+
+/// A job that cannot run at all (its move names a subscription that no
+/// longer fits, say) ends `failed` with the reason.
+async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
+    let error = serde_json::json!({ "code": e.code.as_str(), "message": e.detail, "errors": e.violations }).to_string();
+    let now = st.clock.now();
+    in_transaction!(st.store, |tx| jobs::finish(
+        &mut tx,
+        &job.org,
+        &job.id,
+        "failed",
+        Some(error.clone()),
+        now
+    )
+    .await)
+}
+
+/// Splits a filter's users into chunks (the list of a `users` job was split
+/// when it was created). The users are those matching when the job starts.
+async fn resolve(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
+    let Some(filter) = &setting.req.filter else {
+        return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
+    };
+    let mut rd = st.store.read_conn().await?;
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut after = String::new();
+    let mut total = 0i64;
+    loop {
+        let page = users::ids_matching(&mut rd, &job.org, filter, &after, CHUNK_USERS as i64).await?;
+        let Some(last) = page.last() else { break };
+        after = last.clone();
+        total += page.len() as i64;
+        let full = page.len() == CHUNK_USERS;
+        chunks.push(page);
+        if !full {
+            break;
+        }
+    }
+    drop(rd);
+    let n = chunks.len() as i64;
+    in_transaction!(st.store, |tx| {
+        // Written together with the flag: a restart either sees all chunks or none.
+        jobs::insert_chunks(&mut tx, &job.org, &job.id, 0, &chunks).await?;
+        jobs::set_resolved(&mut tx, &job.org, &job.id, n, total).await
+    })
+}
+
+/// R-BULK-3: each product's seats needed against its free seats, before
+/// anything is written. Counting who already holds a product is only needed
+/// when the job has more users than there are free seats.
+async fn capacity_check(st: &AppState, job: &Job, setting: &Setting) -> Result<Vec<allot_domain::Violation>, Error> {
+    let req = &setting.req;
+    let today = st.clock.today();
+    let mut rd = st.store.read_conn().await?;
+    let codes: Vec<&ProductCode> = setting.pool_products.iter().collect();
+    let pools = subscriptions::pools_for(&mut rd, &job.org, &codes).await?;
+    let free_of = |product: &ProductCode, sub: Option<&str>| -> i64 {
+        pools
+            .iter()
+            .filter(|p| &p.product == product && sub.is_none_or(|s| s == p.subscription) && p.assignable(today))
+            .map(|p| (p.quantity - p.consumed).max(0))
+            .sum()
+    };
+    // (product, subscription named or not) → free seats.
+    let mut wanted: Vec<(ProductCode, Option<String>, i64)> = req
+        .add
+        .iter()
+        .map(|a| {
+            (
+                a.product.clone(),
+                a.subscription.clone(),
+                free_of(&a.product, a.subscription.as_deref()),
+            )
+        })
+        .collect();
+    if let Some(spec) = &req.move_ {
+        for (_, to) in &setting.mapping {
+            wanted.push((
+                to.clone(),
+                Some(spec.to_subscription.clone()),
+                free_of(to, Some(&spec.to_subscription)),
+            ));
+        }
+    }
+    if wanted.iter().all(|(_, _, free)| *free >= job.total) {
+        return Ok(Vec::new());
+    }
+    // Count exactly: users not holding an added product need a seat; a move
+    // needs one per user holding the product on the source subscription.
+    let mut needed: BTreeMap<(ProductCode, Option<String>), i64> = BTreeMap::new();
+    for (_, users_of_chunk) in jobs::all_chunk_users(&mut rd, &job.org, &job.id).await? {
+        let held = licenses::of_users(&mut rd, &job.org, &users_of_chunk).await?;
+        for u in &users_of_chunk {
+            let h: Vec<Held> = held.get(u).map(|v| v.iter().map(|a| a.held.clone()).collect()).unwrap_or_default();
+            for a in &req.add {
+                if !h.iter().any(|x| x.product == a.product) {
+                    *needed.entry((a.product.clone(), a.subscription.clone())).or_default() += 1;
+                }
+            }
+            if let Some(spec) = &req.move_ {
+                for (from, to) in &setting.mapping {
+                    if h.iter().any(|x| &x.product == from && x.subscription == spec.from_subscription) {
+                        *needed.entry((to.clone(), Some(spec.to_subscription.clone()))).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let demands: Vec<Demand> = wanted
+        .into_iter()
+        .map(|(product, subscription, free)| Demand {
+            needed: needed.get(&(product.clone(), subscription.clone())).copied().unwrap_or(0),
+            product,
+            subscription,
+            free,
+        })
+        .collect();
+    Ok(capacity_violations(&demands, &setting.catalogue))
+}
+
+/// The whole job is refused: every user's result says why, nothing else is written.
+async fn refuse_whole_job(st: &AppState, job: &Job, owner: &str, refused: Vec<allot_domain::Violation>) -> Result<(), Error> {
+    let e = Error::rejected(refused);
+    let error = serde_json::json!({ "code": e.code.as_str(), "message": e.detail, "errors": e.violations }).to_string();
+    let message = e.violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join(" ");
+    let now = st.clock.now();
+    let chunks = {
+        let mut rd = st.store.read_conn().await?;
+        jobs::all_chunk_users(&mut rd, &job.org, &job.id).await?
+    };
+    in_transaction!(st.store, |tx| {
+        for (seq, users_of_chunk) in &chunks {
+            let results: Vec<UserResult> = users_of_chunk
+                .iter()
+                .map(|u| UserResult {
+                    code: Some(e.code.as_str().to_string()),
+                    message: Some(message.clone()),
+                    ..UserResult::error(u, &[])
+                })
+                .collect();
+            let json = serde_json::to_string(&results).unwrap_or_else(|_| "[]".into());
+            let n = users_of_chunk.len() as i64;
+            jobs::complete_chunk(
+                &mut tx,
+                &job.org,
+                &job.id,
+                owner,
+                &ChunkDone {
+                    seq: *seq,
+                    results: &json,
+                    succeeded: 0,
+                    failed: n,
+                    count: n,
+                },
+            )
+            .await?;
+        }
+        jobs::finish(&mut tx, &job.org, &job.id, "failed", Some(error.clone()), now).await
+    })
+}
+
+/// Plans of one chunk: the results in user order, and the users to apply.
+struct ChunkPlans {
+    results: Vec<UserResult>,
+    /// (user, licences before, plan) of the users whose change is allowed.
+    apply: Vec<(String, Vec<Held>, LicensePlan)>,
+}
+
+/// Plans every user of a chunk against `pools`, which it updates as seats
+/// are taken and released so that later users see earlier users' seats.
+async fn plan_chunk(
+    tx: &mut Tx,
+    job: &Job,
+    setting: &Setting,
+    chunk: &[String],
+    pools: &mut [Pool],
+    today: chrono::NaiveDate,
+) -> Result<ChunkPlans, StoreError> {
+    let facts: HashMap<String, users::User> = users::many(tx, &job.org, chunk)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let mut held_by_user = licenses::of_users(tx, &job.org, chunk).await?;
+    let mut out = ChunkPlans {
+        results: Vec::with_capacity(chunk.len()),
+        apply: Vec::new(),
+    };
+    for uid in chunk {
+        let Some(u) = facts.get(uid) else {
+            out.results.push(UserResult::error(
+                uid,
+                &[allot_domain::Violation::new(
+                    Code::NotFound,
+                    format!("User {uid} no longer exists."),
+                )],
+            ));
+            continue;
+        };
+        let held: Vec<Held> = held_by_user
+            .remove(uid)
+            .map(|v| v.into_iter().map(|a| a.held).collect())
+            .unwrap_or_default();
+        let Some(change) = change_for_user(&setting.req, &held, &setting.mapping) else {
+            out.results.push(UserResult::skipped(
+                uid,
+                None,
+                format!("{} already has what this job asks for.", u.email),
+            ));
+            continue;
+        };
+        let user = UserFacts {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            kind: UserKind::parse(&u.kind).unwrap_or(UserKind::Internal),
+            status: UserStatus::parse(&u.status).unwrap_or(UserStatus::Active),
+            usage_location: u.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+            site_admin_of: u.site_admin_of.clone(),
+        };
+        let input = PlanInput {
+            user: &user,
+            org: &setting.org_facts,
+            held: &held,
+            catalogue: &setting.catalogue,
+            pools,
+            today,
+        };
+        match plan_license_change(&input, &change) {
+            Ok(plan) => {
+                for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
+                    if let Some(p) = pools
+                        .iter_mut()
+                        .find(|p| p.product == h.product && p.subscription == h.subscription)
+                    {
+                        p.consumed += delta;
+                    }
+                }
+                let mut r = UserResult::ok(uid, &plan);
+                r.email = Some(u.email.clone());
+                out.results.push(r);
+                out.apply.push((uid.clone(), held, plan));
+            }
+            Err(violations) => {
+                let mut r = UserResult::error(uid, &violations);
+                r.email = Some(u.email.clone());
+                out.results.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tally(results: &[UserResult]) -> (i64, i64) {
+    use allot_domain::bulk::Outcome;
+    let ok = results.iter().filter(|r| r.outcome != Outcome::Error).count() as i64;
+    (ok, results.len() as i64 - ok)
+}
+
+async fn apply(
+    tx: &mut Tx,
+    job: &Job,
+    setting: &Setting,
+    plans: &[(String, Vec<Held>, LicensePlan)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let planned: Vec<PlannedUser<'_>> = plans
+        .iter()
+        .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
+        .collect();
+    if let Err(full) = licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, &setting.actor, now).await? {
+        // Planned against counts read in this transaction: someone else took
+        // the seats in between. Plan the chunk again.
+        return Err(StoreError::Retry(format!(
+            "pool {} of {} filled concurrently",
+            full.subscription, full.product
+        )));
+    }
+    Ok(())
+}
+
+async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, StoreError> {
+    let codes: Vec<&ProductCode> = setting.pool_products.iter().collect();
+    subscriptions::pools_for(tx, &job.org, &codes).await
+}
+
+async fn cancelled(st: &AppState, job: &Job) -> Result<bool, Error> {
+    let mut rd = st.store.read_conn().await?;
+    Ok(jobs::cancel_requested(&mut rd, &job.org, &job.id).await?)
+}
+
+async fn end(st: &AppState, job: &Job) -> Result<(), Error> {
+    let done = reload(st, job).await?;
+    let state = if done.failed > 0 { "completed_with_errors" } else { "succeeded" };
+    let now = st.clock.now();
+    in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
+}
+
+/// `per_user`: each chunk in its own transaction; each user all or nothing.
+async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+    let pending = {
+        let mut rd = st.store.read_conn().await?;
+        jobs::pending_chunks(&mut rd, &job.org, &job.id).await?
+    };
+    // A dry run writes nothing but results, so its seat arithmetic carries
+    // from chunk to chunk in memory.
+    let mut dry_pools: Option<Vec<Pool>> = None;
+    for seq in pending {
+        if cancelled(st, job).await? {
+            let now = st.clock.now();
+            return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
+                .await);
+        }
+        let today = st.clock.today();
+        let now = st.clock.now();
+        if setting.req.dry_run {
+            let mut rd = st.store.read_conn().await?;
+            if dry_pools.is_none() {
+                dry_pools = Some(pools(&mut rd, job, setting).await?);
+            }
+            let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
+            let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
+            let plans = plan_chunk(&mut rd, job, setting, &chunk, pools, today).await?;
+            drop(rd);
+            let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
+            let (ok, failed) = tally(&plans.results);
+            in_transaction!(st.store, |tx| {
+                let t = now_ms();
+                if !jobs::take_lease(&mut tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
+                    return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
+                }
+                jobs::complete_chunk(
+                    &mut tx,
+                    &job.org,
+                    &job.id,
+                    owner,
+                    &ChunkDone {
+                        seq,
+                        results: &json,
+                        succeeded: ok,
+                        failed,
+                        count: ok + failed,
+                    },
+                )
+                .await
+            })?;
+            continue;
+        }
+        in_transaction!(st.store, |tx| {
+            let t = now_ms();
+            if !jobs::take_lease(&mut tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
+                return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
+            }
+            let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
+            // Lock first, then read: a single change planned before this
+            // chunk fails its version claim and plans again afterwards.
+            users::lock_licences(&mut tx, &job.org, &chunk).await?;
+            let mut pools = pools(&mut tx, job, setting).await?;
+            let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
+            apply(&mut tx, job, setting, &plans.apply, now).await?;
+            let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
+            let (ok, failed) = tally(&plans.results);
+            jobs::complete_chunk(
+                &mut tx,
+                &job.org,
+                &job.id,
+                owner,
+                &ChunkDone {
+                    seq,
+                    results: &json,
+                    succeeded: ok,
+                    failed,
+                    count: ok + failed,
+                },
+            )
+            .await
+        })?;
+    }
+    end(st, job).await
+}
+
+/// Plans every user of the job in `tx` and, when all are allowed and it is
+/// not a dry run, applies them and marks every chunk done. Returns how many
+/// were refused and, when nothing was applied, the plans for the results.
+async fn plan_and_apply_all(
+    tx: &mut Tx,
+    job: &Job,
+    owner: &str,
+    setting: &Setting,
+    today: chrono::NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(i64, Vec<(i64, ChunkPlans)>), StoreError> {
+    let dry = setting.req.dry_run;
+    let t = now_ms();
+    if !jobs::take_lease(tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
+        return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
+    }
+    let chunks = jobs::all_chunk_users(tx, &job.org, &job.id).await?;
+    let mut pools = pools(tx, job, setting).await?;
+    let mut all: Vec<(i64, ChunkPlans)> = Vec::with_capacity(chunks.len());
+    for (seq, chunk) in &chunks {
+        if !dry {
+            users::lock_licences(tx, &job.org, chunk).await?;
+        }
+        all.push((*seq, plan_chunk(tx, job, setting, chunk, &mut pools, today).await?));
+    }
+    let refused: i64 = all.iter().map(|(_, p)| tally(&p.results).1).sum();
+    if refused > 0 || dry {
+        return Ok((refused, all));
+    }
+    for (seq, plans) in &all {
+        apply(tx, job, setting, &plans.apply, now).await?;
+        let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
+        let n = plans.results.len() as i64;
+        jobs::complete_chunk(
+            tx,
+            &job.org,
+            &job.id,
+            owner,
+            &ChunkDone {
+                seq: *seq,
+                results: &json,
+                succeeded: n,
+                failed: 0,
+                count: n,
+            },
+        )
+        .await?;
+    }
+    Ok((0, Vec::new()))
+}
+
+/// `all_or_nothing`: every user planned in one transaction; any refusal and
+/// nothing is applied (the others are reported as skipped).
+async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+    let today = st.clock.today();
+    let now = st.clock.now();
+    let dry = setting.req.dry_run;
+    // Not `in_transaction!`: a refused job must roll back (the user locks
+    // included) yet keep its plans for the results.
+    let mut attempt = 0u32;
+    let outcome = loop {
+        let mut tx = st.store.begin().await?;
+        let result = plan_and_apply_all(&mut tx, job, owner, setting, today, now).await;
+        match result {
+            Ok((refused, all)) if refused > 0 || dry => {
+                tx.rollback().await?;
+                break (refused, all);
+            }
+            other => match allot_store::finish(tx, other).await {
+                allot_store::Outcome::Done(r) => break r?,
+                allot_store::Outcome::Retry(e) => {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(e.into());
+                    }
+                    allot_store::backoff(attempt).await;
+                }
+            },
+        }
+    };
+    let (refused, all) = outcome;
+    if refused == 0 && !dry {
+        return end(st, job).await;
+    }
+    // Refused (or a dry run): write the results alone, in their own transaction.
+    in_transaction!(st.store, |tx| {
+        for (seq, plans) in &all {
+            let results: Vec<UserResult> = plans
+                .results
+                .iter()
+                .map(|r| {
+                    if refused > 0 && r.outcome != allot_domain::bulk::Outcome::Error {
+                        UserResult::skipped(
+                            &r.user,
+                            None,
+                            format!("Not applied: the job is all or nothing and {refused} users were refused."),
+                        )
+                    } else {
+                        r.clone()
+                    }
+                })
+                .collect();
+            let json = serde_json::to_string(&results).unwrap_or_else(|_| "[]".into());
+            let (ok, failed) = tally(&results);
+            jobs::complete_chunk(
+                &mut tx,
+                &job.org,
+                &job.id,
+                owner,
+                &ChunkDone {
+                    seq: *seq,
+                    results: &json,
+                    succeeded: ok,
+                    failed,
+                    count: ok + failed,
+                },
+            )
+            .await?;
+        }
+        let (state, error) = if refused > 0 {
+            (
+                "failed",
+                Some(
+                    serde_json::json!({ "code": "validation_failed", "message": format!("{refused} users were refused; the job is all or nothing, so nothing was changed.") })
+                        .to_string(),
+                ),
+            )
+        } else {
+            ("succeeded", None)
+        };
+        jobs::finish(&mut tx, &job.org, &job.id, state, error.clone(), now).await
+    })
+}
