@@ -397,3 +397,93 @@ pub async fn world(app: &TestApp) -> World {
     .await;
     World { partner, org, sub }
 }
+
+/// Inserts `n` users straight into the database (as a data load would),
+/// emails `<prefix><i>@<domain>`; returns their ids in order.
+pub async fn many_users(app: &TestApp, org: &str, prefix: &str, domain: &str, n: usize, location: Option<&str>) -> Vec<String> {
+    use allot_store::Val;
+    let ids: Vec<String> = (0..n).map(|i| format!("usr_{prefix}{i:07}")).collect();
+    let now = allot_store::ts(today());
+    let mut tx = app.store.begin().await.expect("begin");
+    for (b, batch) in ids.chunks(500).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
+        );
+        let mut vals = Vec::new();
+        for (i, id) in batch.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let k = i * 10;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                k + 1,
+                k + 2,
+                k + 3,
+                k + 4,
+                k + 5,
+                k + 6,
+                k + 7,
+                k + 8,
+                k + 9,
+                k + 10
+            ));
+            let email = format!("{prefix}{}@{domain}", b * 500 + i);
+            vals.extend([
+                Val::from(org),
+                Val::from(id),
+                Val::from(&email),
+                Val::from(""),
+                Val::from("internal"),
+                Val::from("active"),
+                Val::from(location),
+                Val::from(email.to_lowercase()),
+                Val::from(&now),
+                Val::from(&now),
+            ]);
+        }
+        tx.exec(&sql, &vals).await.expect("insert users");
+    }
+    tx.commit().await.expect("commit");
+    ids
+}
+
+/// Polls a job until it has ended; returns its last view.
+pub async fn finished_job(app: &TestApp, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let j = app.get(&format!("/api/v1/jobs/{id}"), &app.admin).await.ok();
+        let state = j["state"].as_str().unwrap_or("");
+        if !matches!(state, "queued" | "running") {
+            return j;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} did not finish: {j}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Every result of a job (all pages).
+pub async fn job_results(app: &TestApp, id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(&format!("/api/v1/jobs/{id}/results?limit=700&cursor={cursor}"), &app.admin)
+            .await
+            .ok();
+        out.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => return out,
+        }
+    }
+}
+
+/// Seats and assignments only: what a refused or dry-run job must not change.
+pub async fn licence_state(app: &TestApp) -> Vec<String> {
+    app.snapshot()
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("item ") || l.starts_with("seat ") || l.starts_with("assignments=") || l.starts_with("service_data="))
+        .collect()
+}

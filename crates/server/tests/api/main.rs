@@ -3,6 +3,7 @@
 
 mod kit;
 
+mod bulk;
 mod concurrency;
 mod licenses;
 mod resources;
