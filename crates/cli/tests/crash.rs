@@ -1,0 +1,296 @@
+//! A bulk job survives `kill -9`: a real server is killed in the middle of a
+//! job, a new one resumes it, and afterwards every pool's counter equals its
+//! rows, no user holds a product twice, and every targeted user was done
+//! exactly once. On SQLite and on PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use allot_store::{Store, StoreOptions, Val};
+
+const BIN: &str = env!("CARGO_BIN_EXE_allot");
+const USERS: usize = 100_000;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `allot serve` on port 0 with a short job lease; returns it and its URL.
+fn serve(database: &str) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
+        .env("ALLOT_JOB_LEASE_MS", "1500")
+        .env("ALLOT_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn allot serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("allot serve printed nothing");
+        if line.contains("listening on") {
+            let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string();
+            return (running, url);
+        }
+    }
+}
+
+fn token(database: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "create-token", "--database", database, "--role", "provider_admin"])
+        .output()
+        .expect("create-token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+}
+
+async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = client.request(method, format!("{url}{path}")).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+/// Loads `n` users straight into the database, as an import would.
+async fn load_users(store: &Store, org: &str, n: usize) {
+    let now = "2026-06-15T12:00:00.000000Z";
+    let mut tx = store.begin().await.expect("begin");
+    for start in (0..n).step_by(500) {
+        let end = (start + 500).min(n);
+        let mut sql = String::from(
+            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
+        );
+        let mut vals = Vec::new();
+        for (k, i) in (start..end).enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            let b = k * 6;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, '', 'internal', 'active', NULL, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+            let email = format!("user{i}@crash.example");
+            vals.extend([
+                Val::from(org),
+                Val::Text(format!("usr_crash{i:07}")),
+                Val::from(&email),
+                Val::from(&email),
+                Val::from(now),
+                Val::from(now),
+            ]);
+        }
+        tx.exec(&sql, &vals).await.expect("insert users");
+    }
+    tx.commit().await.expect("commit");
+}
+
+async fn one_int(store: &Store, sql: &str, args: &[Val]) -> i64 {
+    let mut tx = store.begin_read().await.expect("read");
+    tx.rows(sql, args).await.expect("query")[0].int(0).expect("int")
+}
+
+async fn killed_mid_job_resumes(database: &str) {
+    let admin = token(database);
+    let (server, url) = serve(database);
+    let client = reqwest::Client::new();
+    use reqwest::Method;
+    call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({ "code": "messaging", "name": "Messaging", "family": "messaging" })),
+    )
+    .await;
+    let org = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        "/api/v1/orgs",
+        Some(json!({ "name": "Crash AB" })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/subscriptions"),
+        Some(
+            json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": [{ "product": "messaging", "quantity": USERS + 10 }] }),
+        ),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: false,
+            max_connections: 4,
+        },
+    )
+    .await
+    .expect("open");
+    load_users(&store, &org, USERS).await;
+
+    let job = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/license-jobs"),
+        Some(json!({ "filter": { "email_domain": "crash.example" }, "add": [{ "product": "messaging" }] })),
+    )
+    .await["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until some chunks are done, then kill -9 (SIGKILL: no shutdown code runs).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done_before = loop {
+        let j = call(&client, &url, &admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
+        let done = j["progress"]["done"].as_i64().unwrap();
+        if done > 0 {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "the job never started: {j}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(server);
+    let progress = one_int(&store, "SELECT done FROM jobs WHERE id = $1", &[Val::from(&job)]).await;
+    assert!(
+        progress < USERS as i64,
+        "the job finished before the kill ({done_before} then {progress}); the crash test needs more users"
+    );
+    let state: String = {
+        let mut tx = store.begin_read().await.unwrap();
+        tx.rows("SELECT state FROM jobs WHERE id = $1", &[Val::from(&job)]).await.unwrap()[0]
+            .text(0)
+            .unwrap()
+    };
+    assert_eq!(state, "running", "killed mid-way");
+
+    // A new server resumes it once the dead one's lease runs out.
+    let (_server, url) = serve(database);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let finished = loop {
+        let j = call(&client, &url, &admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
+        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job was not resumed: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert_eq!(
+        finished["progress"],
+        json!({ "done": USERS, "total": USERS, "succeeded": USERS, "failed": 0 })
+    );
+
+    // Invariants.
+    let mut tx = store.begin_read().await.unwrap();
+    let mismatches = allot_store::subscriptions::counter_mismatches(&mut tx).await.unwrap();
+    assert!(mismatches.is_empty(), "counters differ from rows: {mismatches:?}");
+    drop(tx);
+    let org_v = Val::from(&org);
+    let seats = one_int(
+        &store,
+        "SELECT COUNT(*) FROM assignments WHERE org_id = $1",
+        std::slice::from_ref(&org_v),
+    )
+    .await;
+    let holders = one_int(
+        &store,
+        "SELECT COUNT(DISTINCT user_id) FROM assignments WHERE org_id = $1",
+        std::slice::from_ref(&org_v),
+    )
+    .await;
+    assert_eq!((seats, holders), (USERS as i64, USERS as i64), "every user holds exactly one seat");
+    let consumed = one_int(
+        &store,
+        "SELECT consumed FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
+        &[org_v.clone(), Val::from(&sub)],
+    )
+    .await;
+    assert_eq!(consumed, USERS as i64);
+    // Exactly once: one audit event per user for this job, no user twice.
+    let request = Val::Text(format!("job:{job}"));
+    let events = one_int(
+        &store,
+        "SELECT COUNT(*) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
+        &[org_v.clone(), request.clone()],
+    )
+    .await;
+    let targets = one_int(
+        &store,
+        "SELECT COUNT(DISTINCT target) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
+        &[org_v.clone(), request],
+    )
+    .await;
+    assert_eq!((events, targets), (USERS as i64, USERS as i64), "every user processed exactly once");
+    let unfinished = one_int(
+        &store,
+        "SELECT COUNT(*) FROM job_chunks WHERE org_id = $1 AND done = FALSE",
+        std::slice::from_ref(&org_v),
+    )
+    .await;
+    assert_eq!(unfinished, 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_job_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    killed_mid_job_resumes(db.to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_job_survives_kill_9() {
+    let cluster = match allot_pgtemp::PgCluster::start(false) {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and PostgreSQL cannot be started: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPING the PostgreSQL crash test: {e}");
+            return;
+        }
+    };
+    let url = cluster.create_database("crash").expect("database");
+    killed_mid_job_resumes(&url).await;
+}
