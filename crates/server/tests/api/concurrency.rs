@@ -1,4 +1,6 @@
-//! Seats are never oversold: 64 concurrent changes against 50 seats.
+//! Seats are never oversold: 64 concurrent changes against 50 seats, and a
+//! randomized mix of single changes, bulk jobs and reads from several
+//! clients at once.
 
 use futures::future::join_all;
 use serde_json::json;
@@ -6,7 +8,7 @@ use serde_json::json;
 use crate::both_backends;
 use crate::kit::*;
 
-both_backends!(sixty_four_changes_fifty_seats);
+both_backends!(sixty_four_changes_fifty_seats, mixed_load_keeps_invariants);
 
 async fn sixty_four_changes_fifty_seats(backend: Backend) {
     let app = spawn(backend).await;
@@ -95,4 +97,147 @@ async fn concurrent_changes_of_one_user(backend: Backend) {
         .collect();
     assert_eq!(products, ["calling-professional", "messaging"]);
     assert_eq!(app.mismatches().await, 0);
+}
+
+/// A small reproducible generator (xorshift), one per client.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Clients issue single changes, bulk jobs (both modes) and reads at once
+/// for a fixed time, on small pools so that they compete; after each seed's
+/// run every job has ended and every counter equals its rows, with no user
+/// holding a product twice and no pool over its quantity.
+async fn mixed_load_keeps_invariants(backend: Backend) {
+    const CLIENTS: u64 = 6;
+    const RUN: std::time::Duration = std::time::Duration::from_millis(2500);
+    let seeds: Vec<u64> = std::env::var("ALLOT_TEST_SEEDS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![7, 1_000_003]);
+    for seed in seeds {
+        let app = spawn(backend).await;
+        for (c, f) in [
+            ("messaging", "messaging"),
+            ("meetings", "meetings"),
+            ("calling-standard", "calling"),
+            ("calling-professional", "calling"),
+        ] {
+            product(&app, c, f).await;
+        }
+        let org = org(&app, "Busy AB", None).await;
+        subscription(
+            &app,
+            &org,
+            json!([{ "product": "messaging", "quantity": 120 }, { "product": "meetings", "quantity": 60 },
+                   { "product": "calling-standard", "quantity": 80 }, { "product": "calling-professional", "quantity": 40 }]),
+        )
+        .await;
+        subscription(&app, &org, json!([{ "product": "calling-professional", "quantity": 30 }])).await;
+        let users = many_users(&app, &org, "busy", "busy.example", 200, None).await;
+        let products = ["messaging", "meetings", "calling-standard", "calling-professional"];
+        let deadline = std::time::Instant::now() + RUN;
+        let clients = (0..CLIENTS).map(|c| {
+            let (app, org, users) = (&app, &org, &users);
+            async move {
+                let mut rng = Rng(seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(c + 1) | 1);
+                let mut jobs = Vec::new();
+                let mut counts = [0usize; 3];
+                while std::time::Instant::now() < deadline {
+                    match rng.below(10) {
+                        0..=5 => {
+                            counts[0] += 1;
+                            let u = &users[rng.below(users.len())];
+                            let p = products[rng.below(products.len())];
+                            let body = if rng.below(2) == 0 {
+                                json!({ "add": [{ "product": p }] })
+                            } else {
+                                json!({ "remove": [{ "product": p }] })
+                            };
+                            let r = app.post(&format!("/api/v1/orgs/{org}/users/{u}/licenses"), &app.admin, body).await;
+                            assert!(
+                                r.status.as_u16() == 200 || r.status.as_u16() == 422,
+                                "single change: {} {}",
+                                r.status,
+                                r.body
+                            );
+                        }
+                        6..=7 => {
+                            counts[1] += 1;
+                            let n = 1 + rng.below(60);
+                            let mut picked: Vec<&String> = (0..n).map(|_| &users[rng.below(users.len())]).collect();
+                            picked.sort();
+                            picked.dedup();
+                            let p = products[rng.below(products.len())];
+                            let mode = if rng.below(3) == 0 { "all_or_nothing" } else { "per_user" };
+                            let change = if rng.below(3) == 0 {
+                                json!({ "remove": [{ "product": p }] })
+                            } else {
+                                json!({ "add": [{ "product": p }] })
+                            };
+                            let mut body = json!({ "users": picked, "mode": mode });
+                            for (k, v) in change.as_object().unwrap() {
+                                body[k] = v.clone();
+                            }
+                            let r = app.post(&format!("/api/v1/orgs/{org}/license-jobs"), &app.admin, body).await;
+                            assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+                            jobs.push(r.body["job"]["id"].as_str().unwrap().to_string());
+                        }
+                        _ => {
+                            counts[2] += 1;
+                            let u = &users[rng.below(users.len())];
+                            app.get(&format!("/api/v1/orgs/{org}/users/{u}/licenses"), &app.admin).await.ok();
+                            let o = app.get(&format!("/api/v1/orgs/{org}/licenses"), &app.admin).await.ok();
+                            for row in o["items"].as_array().unwrap() {
+                                assert!(row["consumed"].as_i64().unwrap() <= row["total"].as_i64().unwrap(), "{row}");
+                            }
+                        }
+                    }
+                }
+                (jobs, counts)
+            }
+        });
+        let outcomes = join_all(clients).await;
+        let mut totals = [0usize; 3];
+        for (jobs, counts) in &outcomes {
+            for (t, c) in totals.iter_mut().zip(counts) {
+                *t += c;
+            }
+            for id in jobs {
+                let j = finished_job(&app, id).await;
+                assert!(
+                    matches!(j["state"].as_str(), Some("succeeded" | "completed_with_errors" | "failed")),
+                    "seed {seed}: {j}"
+                );
+                assert_eq!(j["progress"]["done"], j["progress"]["total"], "seed {seed}: {j}");
+            }
+        }
+        assert!(totals.iter().all(|t| *t > 0), "seed {seed}: every kind of call ran: {totals:?}");
+        assert_eq!(app.mismatches().await, 0, "seed {seed}: a counter differs from its rows");
+        let mut tx = app.store.begin_read().await.unwrap();
+        let dup = tx
+            .rows(
+                "SELECT COUNT(*) FROM (SELECT user_id, product FROM assignments GROUP BY user_id, product HAVING COUNT(*) > 1) d",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(dup[0].int(0).unwrap(), 0, "seed {seed}: a user holds a product twice");
+        let over = tx
+            .rows(
+                "SELECT COUNT(*) FROM subscription_items WHERE consumed > quantity OR consumed < 0",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(over[0].int(0).unwrap(), 0, "seed {seed}: a pool is oversold");
+        eprintln!("seed {seed}: {totals:?} single/bulk/read calls, invariants hold");
+    }
 }
