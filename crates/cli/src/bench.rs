@@ -44,11 +44,22 @@ pub enum BenchCommand {
     /// One licence change planned in memory (user with 10 licences, 200
     /// products) vs. a seats-only check of the same change.
     Planner,
+    /// One product to N users by a bulk job over HTTP vs. the same rows
+    /// inserted in one transaction.
+    Bulk {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Comma-separated user counts; one run each.
+        #[arg(long, default_value = "100000", value_delimiter = ',')]
+        users: Vec<usize>,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Planner => crate::bench_planner::run()?,
+        BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
         BenchCommand::Licenses {
             backend,
             scenario,

@@ -1,6 +1,7 @@
 //! `allot`: the one binary. See `allot --help`.
 
 mod bench;
+mod bench_bulk;
 mod bench_planner;
 mod demo;
 

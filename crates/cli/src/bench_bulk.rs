@@ -1,0 +1,275 @@
+//! `allot bench bulk`: one product assigned to N users by a bulk job through
+//! the HTTP API (job created → job finished), against a baseline in the same
+//! run: the same assignment rows inserted in one transaction straight into a
+//! database of the same kind (multi-row INSERT, plus the counter update).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use allot_domain::access::Role;
+use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
+use allot_server::clock::{Clock, SystemClock};
+use allot_server::AppState;
+use allot_store::subscriptions::{Item, Subscription};
+use allot_store::tenants::Org;
+use allot_store::{in_transaction, new_id, Store, StoreError, StoreOptions, Val};
+
+use crate::anyhow_lite::{msg, Result};
+
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A product, an org with one subscription of `n` seats and `n` users, loaded
+/// with multi-row inserts (setup, not measured). Returns (org, subscription).
+async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
+    let now = SystemClock.now();
+    let today = SystemClock.today();
+    let (org, sub) = in_transaction!(store, |tx| {
+        let p = allot_domain::catalogue::Product {
+            code: allot_domain::types::ProductCode::parse("bulk-seat")?,
+            name: "Bulk Seat".into(),
+            family: allot_domain::types::ProductCode::parse("bulk")?,
+            features: vec![],
+            rules: Default::default(),
+            properties: Default::default(),
+            retention_days: 0,
+        };
+        allot_store::catalogue::insert(&mut tx, &p, now).await?;
+        let org = Org {
+            id: new_id("org"),
+            name: "Bulk Bench".into(),
+            partner: None,
+            default_usage_location: None,
+            payment_method_on_file: false,
+            self_service_purchase: false,
+            created_at: allot_store::ts(now),
+        };
+        allot_store::tenants::insert_org(&mut tx, &org, now).await?;
+        let sub = Subscription {
+            org: org.id.clone(),
+            id: new_id("sub"),
+            external_ref: None,
+            partner: None,
+            facts: SubscriptionFacts {
+                trial: false,
+                start_date: today - chrono::Duration::days(1),
+                end_date: today + chrono::Duration::days(365),
+                suspended: false,
+                cancelled: false,
+            },
+            items: vec![Item {
+                product: "bulk-seat".into(),
+                quantity: n as i64,
+                consumed: 0,
+                provisioning_status: ProvisioningStatus::Provisioned,
+            }],
+        };
+        allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
+        Ok::<_, StoreError>((org.id, sub.id))
+    })
+    .map_err(|e| msg(e.detail))?;
+    let stamp = allot_store::ts(now);
+    let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;
+    for start in (0..n).step_by(ROWS_PER_STATEMENT) {
+        let end = (start + ROWS_PER_STATEMENT).min(n);
+        let mut sql = String::from(
+            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
+        );
+        let mut vals = Vec::with_capacity((end - start) * 5);
+        for (k, i) in (start..end).enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            let b = k * 5;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, '', 'internal', 'active', NULL, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
+            vals.extend([
+                Val::from(&org),
+                Val::Text(format!("usr_{i:08}")),
+                Val::Text(format!("user{i}@bulk.example")),
+                Val::from(&stamp),
+                Val::from(&stamp),
+            ]);
+        }
+        tx.exec(&sql, &vals).await.map_err(|e| msg(format!("{e:?}")))?;
+    }
+    tx.commit().await.map_err(|e| msg(format!("{e:?}")))?;
+    Ok((org, sub))
+}
+
+/// The job through the API: POST, then poll until it has ended.
+async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 16,
+        },
+    )
+    .await
+    .map_err(|e| msg(format!("{e:?}")))?;
+    let (org, _sub) = setup(&store, n).await?;
+    let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
+        .await
+        .map_err(|e| msg(e.detail))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = AppState {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(allot_server::serve(state, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let created: Value = client
+        .post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
+        .bearer_auth(&token)
+        .json(&json!({ "filter": { "email_domain": "bulk.example" }, "add": [{ "product": "bulk-seat" }] }))
+        .send()
+        .await
+        .map_err(|e| msg(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| msg(e.to_string()))?;
+    let id = created["job"]["id"]
+        .as_str()
+        .ok_or_else(|| msg(format!("no job was created: {created}")))?
+        .to_string();
+    let job = loop {
+        let j: Value = client
+            .get(format!("{url}/api/v1/jobs/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| msg(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| msg(e.to_string()))?;
+        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let _ = server.await;
+    let mut rd = store.begin_read().await.map_err(|e| msg(format!("{e:?}")))?;
+    let mismatches = allot_store::subscriptions::counter_mismatches(&mut rd)
+        .await
+        .map_err(|e| msg(format!("{e:?}")))?;
+    if job["state"] != "succeeded" || !mismatches.is_empty() {
+        return Err(msg(format!("the bulk job did not do its work: {job}; mismatches {mismatches:?}")));
+    }
+    drop(rd);
+    store.close().await;
+    Ok((elapsed, job))
+}
+
+/// The same rows straight into the database: one transaction, multi-row
+/// INSERTs of the assignment rows and one guarded counter update.
+async fn baseline_run(database: &str, n: usize) -> Result<Duration> {
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 4,
+        },
+    )
+    .await
+    .map_err(|e| msg(format!("{e:?}")))?;
+    let (org, sub) = setup(&store, n).await?;
+    let stamp = allot_store::ts(SystemClock.now());
+    let started = Instant::now();
+    let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;
+    for start in (0..n).step_by(ROWS_PER_STATEMENT) {
+        let end = (start + ROWS_PER_STATEMENT).min(n);
+        let mut sql = String::from("INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) VALUES ");
+        let mut vals = Vec::with_capacity((end - start) * 4);
+        for (k, i) in (start..end).enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            let b = k * 4;
+            sql.push_str(&format!("(${}, ${}, 'bulk-seat', ${}, '{{}}', ${})", b + 1, b + 2, b + 3, b + 4));
+            vals.extend([
+                Val::from(&org),
+                Val::Text(format!("usr_{i:08}")),
+                Val::from(&sub),
+                Val::from(&stamp),
+            ]);
+        }
+        tx.exec(&sql, &vals).await.map_err(|e| msg(format!("{e:?}")))?;
+    }
+    tx.exec(
+        "UPDATE subscription_items SET consumed = consumed + $3 WHERE org_id = $1 AND subscription_id = $2 AND consumed + $3 <= quantity",
+        &[Val::from(&org), Val::from(&sub), Val::Int(n as i64)],
+    )
+    .await
+    .map_err(|e| msg(format!("{e:?}")))?;
+    tx.commit().await.map_err(|e| msg(format!("{e:?}")))?;
+    let elapsed = started.elapsed();
+    store.close().await;
+    Ok(elapsed)
+}
+
+/// Peak resident set size of this process so far (Linux), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
+    let backends: Vec<&str> = match backend {
+        "all" => vec!["sqlite", "postgres"],
+        "sqlite" | "postgres" => vec![backend],
+        other => return Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
+    };
+    println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished");
+    println!();
+    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|");
+    let pg = if backends.contains(&"postgres") {
+        Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
+    } else {
+        None
+    };
+    let tmp = tempfile::tempdir()?;
+    let mut k = 0;
+    for b in &backends {
+        for &n in users {
+            let mut fresh = || -> Result<String> {
+                k += 1;
+                Ok(match (*b, &pg) {
+                    ("postgres", Some(c)) => c.create_database(&format!("bulk{k}")).map_err(msg)?,
+                    _ => tmp.path().join(format!("bulk{k}.db")).to_string_lossy().to_string(),
+                })
+            };
+            let (allot_db, base_db) = (fresh()?, fresh()?);
+            let (allot, _job) = allot_run(&allot_db, n).await?;
+            let rss = peak_rss_mb();
+            let base = baseline_run(&base_db, n).await?;
+            println!(
+                "| {b} | {n} | {:.2} | {:.0} | {:.2} | {:.1}x | {} |",
+                allot.as_secs_f64(),
+                n as f64 / allot.as_secs_f64(),
+                base.as_secs_f64(),
+                allot.as_secs_f64() / base.as_secs_f64(),
+                rss.map_or("?".to_string(), |r| format!("{r:.0}"))
+            );
+        }
+    }
+    Ok(())
+}
