@@ -120,6 +120,17 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
     }
 }
 
+/// Renews the lease inside a chunk's transaction; a lost lease (another
+/// worker took the job over) aborts the chunk, which then writes nothing.
+async fn keep_lease(tx: &mut Tx, job: &Job, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let t = now_ms();
+    if jobs::take_lease(tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")))
+    }
+}
+
 async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
     let mut rd = st.store.read_conn().await?;
     jobs::get(&mut rd, &job.org, &job.id)
@@ -460,10 +471,7 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
             let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
             let (ok, failed) = tally(&plans.results);
             in_transaction!(st.store, |tx| {
-                let t = now_ms();
-                if !jobs::take_lease(&mut tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
-                    return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
-                }
+                keep_lease(&mut tx, job, owner, now).await?;
                 jobs::complete_chunk(
                     &mut tx,
                     &job.org,
@@ -482,10 +490,7 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
             continue;
         }
         in_transaction!(st.store, |tx| {
-            let t = now_ms();
-            if !jobs::take_lease(&mut tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
-                return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
-            }
+            keep_lease(&mut tx, job, owner, now).await?;
             let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
             // Lock first, then read: a single change planned before this
             // chunk fails its version claim and plans again afterwards.
@@ -526,10 +531,7 @@ async fn plan_and_apply_all(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(i64, Vec<(i64, ChunkPlans)>), StoreError> {
     let dry = setting.req.dry_run;
-    let t = now_ms();
-    if !jobs::take_lease(tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
-        return Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")));
-    }
+    keep_lease(tx, job, owner, now).await?;
     let chunks = jobs::all_chunk_users(tx, &job.org, &job.id).await?;
     let mut pools = pools(tx, job, setting).await?;
     let mut all: Vec<(i64, ChunkPlans)> = Vec::with_capacity(chunks.len());
