@@ -152,6 +152,58 @@ fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
     }
 }
 
+/// A product without rules for benchmarks.
+pub fn seat_product(code: &str) -> std::result::Result<allot_domain::catalogue::Product, allot_domain::Error> {
+    Ok(allot_domain::catalogue::Product {
+        code: allot_domain::types::ProductCode::parse(code)?,
+        name: format!("Seat {code}"),
+        family: allot_domain::types::ProductCode::parse(code)?,
+        features: vec![],
+        rules: Default::default(),
+        properties: Default::default(),
+        retention_days: 0,
+    })
+}
+
+/// An org with one active, provisioned subscription of `quantity` seats of `product`.
+pub fn seat_pool(
+    name: &str,
+    product: &str,
+    quantity: i64,
+    now: chrono::DateTime<chrono::Utc>,
+    today: chrono::NaiveDate,
+) -> (Org, Subscription) {
+    let org = Org {
+        id: new_id("org"),
+        name: name.to_string(),
+        partner: None,
+        default_usage_location: None,
+        payment_method_on_file: false,
+        self_service_purchase: false,
+        created_at: allot_store::ts(now),
+    };
+    let sub = Subscription {
+        org: org.id.clone(),
+        id: new_id("sub"),
+        external_ref: None,
+        partner: None,
+        facts: SubscriptionFacts {
+            trial: false,
+            start_date: today - chrono::Duration::days(1),
+            end_date: today + chrono::Duration::days(365),
+            suspended: false,
+            cancelled: false,
+        },
+        items: vec![Item {
+            product: product.to_string(),
+            quantity,
+            consumed: 0,
+            provisioning_status: ProvisioningStatus::Provisioned,
+        }],
+    };
+    (org, sub)
+}
+
 /// Orgs with one subscription of one product each, and the users who will
 /// each get one seat: `(org, user)` per change, dealt round-robin over pools.
 async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String, String, String)>> {
@@ -159,16 +211,7 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
     let today = SystemClock.today();
     in_transaction!(store, |tx| {
         if allot_store::catalogue::get(&mut tx, "bench-seat").await?.is_none() {
-            let p = allot_domain::catalogue::Product {
-                code: allot_domain::types::ProductCode::parse("bench-seat")?,
-                name: "Bench Seat".into(),
-                family: allot_domain::types::ProductCode::parse("bench")?,
-                features: vec![],
-                rules: Default::default(),
-                properties: Default::default(),
-                retention_days: 0,
-            };
-            allot_store::catalogue::insert(&mut tx, &p, now).await?;
+            allot_store::catalogue::insert(&mut tx, &seat_product("bench-seat")?, now).await?;
         }
         Ok::<_, StoreError>(())
     })
@@ -180,35 +223,8 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
         let made = in_transaction!(store, |tx| {
             let mut made = Vec::new();
             for i in chunk {
-                let org = Org {
-                    id: new_id("org"),
-                    name: format!("Bench {i}"),
-                    partner: None,
-                    default_usage_location: None,
-                    payment_method_on_file: false,
-                    self_service_purchase: false,
-                    created_at: allot_store::ts(now),
-                };
+                let (org, sub) = seat_pool(&format!("Bench {i}"), "bench-seat", per_pool as i64, now, today);
                 allot_store::tenants::insert_org(&mut tx, &org, now).await?;
-                let sub = Subscription {
-                    org: org.id.clone(),
-                    id: new_id("sub"),
-                    external_ref: None,
-                    partner: None,
-                    facts: SubscriptionFacts {
-                        trial: false,
-                        start_date: today - chrono::Duration::days(1),
-                        end_date: today + chrono::Duration::days(365),
-                        suspended: false,
-                        cancelled: false,
-                    },
-                    items: vec![Item {
-                        product: "bench-seat".into(),
-                        quantity: per_pool as i64,
-                        consumed: 0,
-                        provisioning_status: ProvisioningStatus::Provisioned,
-                    }],
-                };
                 allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
                 let mut users = Vec::new();
                 for u in 0..per_pool {

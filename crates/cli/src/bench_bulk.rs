@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use allot_domain::access::Role;
-use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_server::clock::{Clock, SystemClock};
 use allot_server::AppState;
-use allot_store::subscriptions::{Item, Subscription};
-use allot_store::tenants::Org;
-use allot_store::{in_transaction, new_id, Store, StoreError, StoreOptions, Val};
+use allot_store::users::User;
+use allot_store::{in_transaction, Store, StoreOptions, Val};
 
 use crate::anyhow_lite::{msg, Result};
+use crate::bench::{seat_pool, seat_product};
 
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -24,99 +23,47 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// with multi-row inserts (setup, not measured). Returns (org, subscription).
 async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
     let now = SystemClock.now();
-    let today = SystemClock.today();
-    let (org, sub) = in_transaction!(store, |tx| {
-        let p = allot_domain::catalogue::Product {
-            code: allot_domain::types::ProductCode::parse("bulk-seat")?,
-            name: "Bulk Seat".into(),
-            family: allot_domain::types::ProductCode::parse("bulk")?,
-            features: vec![],
-            rules: Default::default(),
-            properties: Default::default(),
-            retention_days: 0,
-        };
-        allot_store::catalogue::insert(&mut tx, &p, now).await?;
-        let org = Org {
-            id: new_id("org"),
-            name: "Bulk Bench".into(),
-            partner: None,
-            default_usage_location: None,
-            payment_method_on_file: false,
-            self_service_purchase: false,
-            created_at: allot_store::ts(now),
-        };
+    let (org, sub) = seat_pool("Bulk Bench", "bulk-seat", n as i64, now, SystemClock.today());
+    let users: Vec<User> = (0..n)
+        .map(|i| User {
+            id: format!("usr_{i:08}"),
+            email: format!("user{i}@bulk.example"),
+            display_name: String::new(),
+            kind: "internal".into(),
+            status: "active".into(),
+            usage_location: None,
+            site_admin_of: vec![],
+            groups: vec![],
+        })
+        .collect();
+    in_transaction!(store, |tx| {
+        allot_store::catalogue::insert(&mut tx, &seat_product("bulk-seat")?, now).await?;
         allot_store::tenants::insert_org(&mut tx, &org, now).await?;
-        let sub = Subscription {
-            org: org.id.clone(),
-            id: new_id("sub"),
-            external_ref: None,
-            partner: None,
-            facts: SubscriptionFacts {
-                trial: false,
-                start_date: today - chrono::Duration::days(1),
-                end_date: today + chrono::Duration::days(365),
-                suspended: false,
-                cancelled: false,
-            },
-            items: vec![Item {
-                product: "bulk-seat".into(),
-                quantity: n as i64,
-                consumed: 0,
-                provisioning_status: ProvisioningStatus::Provisioned,
-            }],
-        };
         allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
-        Ok::<_, StoreError>((org.id, sub.id))
+        allot_store::users::insert_many(&mut tx, &org.id, &users, now).await
     })
     .map_err(|e| msg(e.detail))?;
-    let stamp = allot_store::ts(now);
-    let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;
-    for start in (0..n).step_by(ROWS_PER_STATEMENT) {
-        let end = (start + ROWS_PER_STATEMENT).min(n);
-        let mut sql = String::from(
-            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
-        );
-        let mut vals = Vec::with_capacity((end - start) * 5);
-        for (k, i) in (start..end).enumerate() {
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            let b = k * 5;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, '', 'internal', 'active', NULL, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 3,
-                b + 4,
-                b + 5
-            ));
-            vals.extend([
-                Val::from(&org),
-                Val::Text(format!("usr_{i:08}")),
-                Val::Text(format!("user{i}@bulk.example")),
-                Val::from(&stamp),
-                Val::from(&stamp),
-            ]);
-        }
-        tx.exec(&sql, &vals).await.map_err(|e| msg(format!("{e:?}")))?;
-    }
-    tx.commit().await.map_err(|e| msg(format!("{e:?}")))?;
-    Ok((org, sub))
+    Ok((org.id, sub.id))
 }
 
-/// The job through the API: POST, then poll until it has ended.
-async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
+/// A fresh store at `database` with `n` users to give seats to.
+async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Store, String, String)> {
     let store = Store::open(
         database,
         StoreOptions {
             durable: true,
-            max_connections: 16,
+            max_connections,
         },
     )
     .await
     .map_err(|e| msg(format!("{e:?}")))?;
-    let (org, _sub) = setup(&store, n).await?;
+    let (org, sub) = setup(&store, n).await?;
+    Ok((store, org, sub))
+}
+
+/// The job through the API: POST, then poll until it has ended.
+async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
+    let (store, org, _sub) = prepared(database, n, 16).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
@@ -179,16 +126,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
 /// The same rows straight into the database: one transaction, multi-row
 /// INSERTs of the assignment rows and one guarded counter update.
 async fn baseline_run(database: &str, n: usize) -> Result<Duration> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections: 4,
-        },
-    )
-    .await
-    .map_err(|e| msg(format!("{e:?}")))?;
-    let (org, sub) = setup(&store, n).await?;
+    let (store, org, sub) = prepared(database, n, 4).await?;
     let stamp = allot_store::ts(SystemClock.now());
     let started = Instant::now();
     let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;

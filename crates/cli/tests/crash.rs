@@ -76,40 +76,22 @@ async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest:
 
 /// Loads `n` users straight into the database, as an import would.
 async fn load_users(store: &Store, org: &str, n: usize) {
-    let now = "2026-06-15T12:00:00.000000Z";
+    let users: Vec<allot_store::users::User> = (0..n)
+        .map(|i| allot_store::users::User {
+            id: format!("usr_crash{i:07}"),
+            email: format!("user{i}@crash.example"),
+            display_name: String::new(),
+            kind: "internal".into(),
+            status: "active".into(),
+            usage_location: None,
+            site_admin_of: vec![],
+            groups: vec![],
+        })
+        .collect();
     let mut tx = store.begin().await.expect("begin");
-    for start in (0..n).step_by(500) {
-        let end = (start + 500).min(n);
-        let mut sql = String::from(
-            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
-        );
-        let mut vals = Vec::new();
-        for (k, i) in (start..end).enumerate() {
-            if k > 0 {
-                sql.push_str(", ");
-            }
-            let b = k * 6;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, '', 'internal', 'active', NULL, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            ));
-            let email = format!("user{i}@crash.example");
-            vals.extend([
-                Val::from(org),
-                Val::Text(format!("usr_crash{i:07}")),
-                Val::from(&email),
-                Val::from(&email),
-                Val::from(now),
-                Val::from(now),
-            ]);
-        }
-        tx.exec(&sql, &vals).await.expect("insert users");
-    }
+    allot_store::users::insert_many(&mut tx, org, &users, chrono::Utc::now())
+        .await
+        .expect("insert users");
     tx.commit().await.expect("commit");
 }
 

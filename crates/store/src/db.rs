@@ -504,6 +504,40 @@ impl Tx {
             .transpose())
     }
 
+    /// `INSERT INTO <head> VALUES (...), (...)`: the rows (all of one width)
+    /// go in multi-row statements of [`ROWS_PER_STATEMENT`] rows.
+    pub async fn insert_rows(&mut self, head: &str, rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
+        let width = rows.first().map_or(0, Vec::len);
+        let mut rows = rows.into_iter();
+        loop {
+            let batch: Vec<Vec<Val>> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut sql = String::with_capacity(head.len() + 20 + batch.len() * width * 6);
+            sql.push_str("INSERT INTO ");
+            sql.push_str(head);
+            sql.push_str(" VALUES ");
+            let mut vals = Vec::with_capacity(batch.len() * width);
+            for (i, row) in batch.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for j in 0..width {
+                    if j > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&(i * width + j + 1).to_string());
+                }
+                sql.push(')');
+                vals.extend(row);
+            }
+            self.exec(&sql, &vals).await?;
+        }
+    }
+
     pub async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
         with_conn!(self, |c, _to_row| sqlx::raw_sql(sql).execute(c).await.map(|_| ())?);
         Ok(())
@@ -529,6 +563,10 @@ impl Tx {
         Ok(())
     }
 }
+
+/// Rows at a time in a multi-row statement or `IN` list: well under every
+/// engine's limit on parameters (SQLite 32,766; PostgreSQL 65,535).
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
 /// How a unit of work ended: done (committed or refused), or to be run again.
 pub enum Outcome<T> {

@@ -5,7 +5,6 @@
 //! never hold one job); a restarted server finds the job `running` with an
 //! expired lease and resumes it at the first chunk not done.
 
-use crate::catalogue::placeholders;
 use crate::db::{Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
@@ -88,28 +87,20 @@ pub async fn insert(tx: &mut Tx, job: &Job) -> Result<(), StoreError> {
 
 /// Stores chunks of user ids from `first_seq` on.
 pub async fn insert_chunks(tx: &mut Tx, org: &str, job: &str, first_seq: i64, chunks: &[Vec<String>]) -> Result<(), StoreError> {
-    // 5 parameters a row; 200 rows keep every engine's parameter limit far away.
-    for (n, batch) in chunks.chunks(200).enumerate() {
-        let mut sql = String::from("INSERT INTO job_chunks (org_id, job_id, seq, users, done) VALUES ");
-        let mut vals = Vec::with_capacity(batch.len() * 5);
-        for (i, users) in batch.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = i * 5;
-            sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
-            let seq = first_seq + (n * 200 + i) as i64;
-            vals.extend([
+    let rows: Vec<Vec<Val>> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, users)| {
+            vec![
                 Val::from(org),
                 Val::from(job),
-                Val::Int(seq),
+                Val::Int(first_seq + i as i64),
                 Val::Text(serde_json::to_string(users).unwrap_or_else(|_| "[]".into())),
                 Val::Bool(false),
-            ]);
-        }
-        tx.exec(&sql, &vals).await?;
-    }
-    Ok(())
+            ]
+        })
+        .collect();
+    tx.insert_rows("job_chunks (org_id, job_id, seq, users, done)", rows).await
 }
 
 pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Job>, StoreError> {
@@ -319,12 +310,4 @@ pub async fn chunk_page(
 
 fn conflict(what: String) -> StoreError {
     StoreError::Domain(allot_domain::Error::new(allot_domain::Code::Conflict, what))
-}
-
-/// `(sql placeholders, values)` for `org_id = $1 AND <col> IN (...)` lists.
-pub(crate) fn in_list(org: &str, ids: &[String]) -> (String, Vec<Val>) {
-    let mut vals = Vec::with_capacity(ids.len() + 1);
-    vals.push(Val::from(org));
-    vals.extend(ids.iter().map(Val::from));
-    (placeholders(2, ids.len()), vals)
 }

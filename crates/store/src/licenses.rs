@@ -38,158 +38,6 @@ pub async fn of_user(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Assignmen
     rows.iter().map(assignment_from).collect()
 }
 
-/// Why applying a plan stopped: a pool had no free seat left when its guarded
-/// counter was updated (another transaction took it after the plan was made).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolFull {
-    pub subscription: String,
-    pub product: ProductCode,
-}
-
-/// Applies a plan in the caller's transaction: releases, then takes, each seat
-/// through the guarded counter
-/// (`consumed = consumed + 1 WHERE consumed + 1 <= quantity`), in a fixed
-/// order so that concurrent transactions lock pools in the same order.
-/// Service data of the families involved is kept on moves, restored on a
-/// re-add within retention and marked for deletion when a family's last
-/// licence goes.
-pub async fn apply_plan(
-    tx: &mut Tx,
-    org: &str,
-    user: &str,
-    plan: &LicensePlan,
-    catalogue: &std::collections::HashMap<ProductCode, Product>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Result<(), PoolFull>, StoreError> {
-    let now_s = ts(now);
-    for h in &plan.release {
-        let gone = tx
-            .exec(
-                "DELETE FROM assignments WHERE org_id = $1 AND user_id = $2 AND product = $3 AND subscription_id = $4",
-                args![org, user, h.product.as_str(), &h.subscription],
-            )
-            .await?;
-        if gone != 1 {
-            // The plan was made from a snapshot another transaction has since changed.
-            return Err(StoreError::Retry(format!("assignment of {} changed concurrently", h.product)));
-        }
-    }
-    for h in &plan.take {
-        let props = serde_json::to_string(&h.properties).unwrap_or_else(|_| "{}".into());
-        tx.exec(
-            "INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            args![org, user, h.product.as_str(), &h.subscription, props, &now_s],
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Unique(w) => StoreError::Retry(format!("assignment of {} added concurrently ({w})", h.product)),
-            other => other,
-        })?;
-    }
-    update_service_data(tx, org, user, plan, catalogue, now).await?;
-
-    // Counters last and in key order: on PostgreSQL the row locks they take are
-    // held until commit, so keeping them short and ordered avoids deadlocks.
-    let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for h in &plan.release {
-        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() -= 1;
-    }
-    for h in &plan.take {
-        *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() += 1;
-    }
-    for ((sub, product), delta) in deltas {
-        if delta == 0 {
-            continue;
-        }
-        let changed = tx
-            .exec(
-                "UPDATE subscription_items SET consumed = consumed + $4 \
-                 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed + $4 <= quantity AND consumed + $4 >= 0",
-                args![org, sub, product, delta],
-            )
-            .await?;
-        if changed != 1 {
-            let product = ProductCode::parse(product).map_err(|e| StoreError::Db(e.detail))?;
-            return Ok(Err(PoolFull {
-                subscription: sub.to_string(),
-                product,
-            }));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// Service data lives per user and family: a move keeps it, the family's last
-/// removal starts its retention, a re-add within retention restores it.
-async fn update_service_data(
-    tx: &mut Tx,
-    org: &str,
-    user: &str,
-    plan: &LicensePlan,
-    catalogue: &std::collections::HashMap<ProductCode, Product>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
-    let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.clone(), p.retention_days));
-    let held_families: Vec<ProductCode> = plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
-    for h in &plan.release {
-        let Some((fam, retention)) = family(&h.product) else {
-            continue;
-        };
-        if !held_families.contains(&fam) {
-            let until = ts(now + chrono::Duration::days(i64::from(retention)));
-            tx.exec(
-                "UPDATE service_data SET retain_until = $4, updated_at = $5 WHERE org_id = $1 AND user_id = $2 AND family = $3",
-                args![org, user, fam.as_str(), until, ts(now)],
-            )
-            .await?;
-        }
-    }
-    for h in &plan.take {
-        let Some((fam, _)) = family(&h.product) else {
-            continue;
-        };
-        let existing = tx
-            .opt_row(
-                "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3",
-                args![org, user, fam.as_str()],
-            )
-            .await?;
-        let mut data: BTreeMap<String, String> = match &existing {
-            Some(r) => {
-                let expired = r.opt_text(1)?.is_some_and(|until| until <= ts(now));
-                if expired {
-                    BTreeMap::new()
-                } else {
-                    serde_json::from_str(&r.text(0)?).unwrap_or_default()
-                }
-            }
-            None => BTreeMap::new(),
-        };
-        for (k, v) in &h.properties {
-            let key = serde_json::to_value(k)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            data.insert(key, v.clone());
-        }
-        let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
-        if existing.is_some() {
-            tx.exec(
-                "UPDATE service_data SET data = $4, retain_until = NULL, updated_at = $5 WHERE org_id = $1 AND user_id = $2 AND family = $3",
-                args![org, user, fam.as_str(), json, ts(now)],
-            )
-            .await?;
-        } else {
-            tx.exec(
-                "INSERT INTO service_data (org_id, user_id, family, data, retain_until, updated_at) VALUES ($1, $2, $3, $4, NULL, $5)",
-                args![org, user, fam.as_str(), json, ts(now)],
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 /// Releases every seat a user holds (before deleting the user).
 pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>, StoreError> {
     let held: Vec<Held> = of_user(tx, org, user).await?.into_iter().map(|a| a.held).collect();
@@ -230,7 +78,7 @@ pub async fn of_users(tx: &mut Tx, org: &str, users: &[String]) -> Result<std::c
     if users.is_empty() {
         return Ok(out);
     }
-    let (list, vals) = crate::jobs::in_list(org, users);
+    let (list, vals) = crate::catalogue::in_list(org, users);
     let rows = tx
         .rows(
             &format!(
@@ -253,50 +101,27 @@ pub struct PlannedUser<'a> {
     pub plan: &'a LicensePlan,
 }
 
-/// Rows at a time in a multi-row statement: well under every engine's limit
-/// on parameters (SQLite 32,766; PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// `INSERT INTO <head> VALUES (...), (...)` for `rows` of `width` values each.
-async fn insert_many(tx: &mut Tx, head: &str, width: usize, rows: &[Vec<Val>]) -> Result<(), StoreError> {
-    for batch in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::with_capacity(head.len() + batch.len() * width * 6);
-        sql.push_str("INSERT INTO ");
-        sql.push_str(head);
-        sql.push_str(" VALUES ");
-        let mut vals = Vec::with_capacity(batch.len() * width);
-        for (i, row) in batch.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for j in 0..width {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&(i * width + j + 1).to_string());
-            }
-            sql.push(')');
-            vals.extend(row.iter().cloned());
-        }
-        tx.exec(&sql, &vals).await?;
-    }
-    Ok(())
+/// Why applying a plan stopped: a pool had no free seat left when its guarded
+/// counter was updated (another transaction took it after the plan was made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolFull {
+    pub subscription: String,
+    pub product: ProductCode,
 }
 
-/// Applies the plans of many users in the caller's transaction with batched
-/// statements: the same effects as [`apply_plan`] per user (assignments,
-/// service data kept, restored or retained, one audit event per user), with
-/// the seat counters moved once per pool by the guarded update. The caller
-/// has locked the users (their licence versions) and planned against counts
-/// read in this transaction, so a full pool here means the plan is stale.
+/// Applies the plans of one or many users in the caller's transaction with
+/// batched statements: releases and takes of assignment rows, service data
+/// kept on moves, restored on a re-add within retention and retained when a
+/// family's last licence goes, and each pool's seat counter moved once by
+/// the guarded update (`consumed = consumed + n WHERE consumed + n <=
+/// quantity`). The caller has claimed the users' licence versions, so a
+/// vanished or duplicate row means the plan is stale (`Retry`); a full pool
+/// is returned for the caller to judge.
 pub async fn apply_plans(
     tx: &mut Tx,
     org: &str,
     planned: &[PlannedUser<'_>],
     catalogue: &std::collections::HashMap<ProductCode, Product>,
-    who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Result<(), PoolFull>, StoreError> {
     if planned.is_empty() {
@@ -314,7 +139,7 @@ pub async fn apply_plans(
         }
     }
     for ((sub, product), users) in &releases {
-        for batch in users.chunks(ROWS_PER_STATEMENT) {
+        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
             let mut vals = vec![Val::from(org), Val::from(*sub), Val::from(*product)];
             vals.extend(batch.iter().map(Val::from));
             let gone = tx
@@ -347,11 +172,9 @@ pub async fn apply_plans(
             })
         })
         .collect();
-    insert_many(
-        tx,
+    tx.insert_rows(
         "assignments (org_id, user_id, product, subscription_id, properties, assigned_at)",
-        6,
-        &takes,
+        takes,
     )
     .await
     .map_err(|e| match e {
@@ -359,34 +182,9 @@ pub async fn apply_plans(
         other => other,
     })?;
     update_service_data_many(tx, org, planned, catalogue, now).await?;
-    // Audit: one event per user, written together.
-    let events: Vec<Vec<Val>> = planned
-        .iter()
-        .map(|p| {
-            vec![
-                Val::from(org),
-                Val::Text(crate::db::new_id("evt")),
-                Val::from(&now_s),
-                Val::from(&who.actor),
-                Val::from("license.change"),
-                Val::Text(format!("user:{}", p.user)),
-                Val::Text(serde_json::json!({ "licenses": p.before }).to_string()),
-                Val::Text(
-                    serde_json::json!({ "licenses": p.plan.result, "moved_families": p.plan.moved_families, "auto_added": p.plan.auto_added })
-                        .to_string(),
-                ),
-                Val::from(who.request_id.as_deref()),
-            ]
-        })
-        .collect();
-    insert_many(
-        tx,
-        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
-        9,
-        &events,
-    )
-    .await?;
-    // Counters last, once per pool, in key order (see apply_plan).
+    // Counters last, once per pool, in key order: on PostgreSQL the row locks
+    // they take are held until commit, so keeping them short and ordered
+    // avoids deadlocks.
     let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for p in planned {
         for h in &p.plan.release {
@@ -418,7 +216,44 @@ pub async fn apply_plans(
     Ok(Ok(()))
 }
 
-/// The batched form of [`update_service_data`]: families whose last licence
+/// The audit events of applied plans: one `license.change` per user with
+/// the licences before and after, written in multi-row statements.
+pub async fn record_changes(
+    tx: &mut Tx,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    who: &crate::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let now_s = ts(now);
+    // Audit: one event per user, written together.
+    let events: Vec<Vec<Val>> = planned
+        .iter()
+        .map(|p| {
+            vec![
+                Val::from(org),
+                Val::Text(crate::db::new_id("evt")),
+                Val::from(&now_s),
+                Val::from(&who.actor),
+                Val::from("license.change"),
+                Val::Text(format!("user:{}", p.user)),
+                Val::Text(serde_json::json!({ "licenses": p.before }).to_string()),
+                Val::Text(
+                    serde_json::json!({ "licenses": p.plan.result, "moved_families": p.plan.moved_families, "auto_added": p.plan.auto_added })
+                        .to_string(),
+                ),
+                Val::from(who.request_id.as_deref()),
+            ]
+        })
+        .collect();
+    tx.insert_rows(
+        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        events,
+    )
+    .await
+}
+
+/// Service data per user and family: families whose last licence
 /// goes start their retention; a family taken keeps (or, within retention,
 /// gets back) its data, merged with the properties given. A family taken
 /// with no properties and no stored data needs no row: absent means empty.
@@ -457,7 +292,7 @@ async fn update_service_data_many(
     }
     for ((fam, days), users) in &retain {
         let until = ts(now + chrono::Duration::days(i64::from(*days)));
-        for batch in users.chunks(ROWS_PER_STATEMENT) {
+        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
             let mut vals = vec![Val::from(org), Val::from(*fam), Val::from(&until), Val::from(&now_s)];
             vals.extend(batch.iter().map(Val::from));
             tx.exec(
@@ -480,7 +315,7 @@ async fn update_service_data_many(
     }
     let mut stored: std::collections::HashMap<(String, String), (String, Option<String>)> = std::collections::HashMap::new();
     for (fam, users) in &by_family {
-        for batch in users.chunks(ROWS_PER_STATEMENT) {
+        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
             let mut vals = vec![Val::from(org), Val::from(*fam)];
             vals.extend(batch.iter().map(Val::from));
             for r in tx
@@ -532,11 +367,6 @@ async fn update_service_data_many(
             ]);
         }
     }
-    insert_many(
-        tx,
-        "service_data (org_id, user_id, family, data, retain_until, updated_at)",
-        6,
-        &inserts,
-    )
-    .await
+    tx.insert_rows("service_data (org_id, user_id, family, data, retain_until, updated_at)", inserts)
+        .await
 }

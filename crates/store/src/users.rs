@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use allot_domain::{Code, Error};
 
-use crate::db::{Backend, Row, StoreError, Tx};
+use crate::db::{Backend, Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -226,6 +226,42 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
     write_links(tx, org, u).await
 }
 
+/// Many users at once in multi-row statements (imports, loads); site-admin
+/// and group links are not written, so give users without them. A taken
+/// email refuses the whole batch.
+pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let now = ts(now);
+    let rows: Vec<Vec<Val>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                Val::from(org),
+                Val::from(&u.id),
+                Val::from(&u.email),
+                Val::from(&u.display_name),
+                Val::from(&u.kind),
+                Val::from(&u.status),
+                Val::from(u.usage_location.as_deref()),
+                Val::Text(u.email.to_lowercase()),
+                Val::from(&now),
+                Val::from(&now),
+            ]
+        })
+        .collect();
+    tx.insert_rows(
+        &format!("users (org_id, {COLUMNS}, email_normalized, created_at, updated_at)"),
+        rows,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Unique(_) => StoreError::Domain(Error::new(
+            Code::EmailTaken,
+            "An email in the batch is already taken in this organisation.",
+        )),
+        other => other,
+    })
+}
+
 pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let r = tx
         .exec(
@@ -278,7 +314,7 @@ pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64
     if ids.is_empty() {
         return Ok(0);
     }
-    let (list, vals) = crate::jobs::in_list(org, ids);
+    let (list, vals) = crate::catalogue::in_list(org, ids);
     tx.exec(
         &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id IN ({list})"),
         &vals,
@@ -292,7 +328,7 @@ pub async fn many(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<User>, S
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let (list, vals) = crate::jobs::in_list(org, ids);
+    let (list, vals) = crate::catalogue::in_list(org, ids);
     let mut users: Vec<User> = tx
         .rows(&format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
         .await?
@@ -325,7 +361,7 @@ pub async fn count_existing(tx: &mut Tx, org: &str, ids: &[String]) -> Result<i6
     if ids.is_empty() {
         return Ok(0);
     }
-    let (list, vals) = crate::jobs::in_list(org, ids);
+    let (list, vals) = crate::catalogue::in_list(org, ids);
     tx.opt_row(&format!("SELECT COUNT(*) FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
         .await?
         .map_or(Ok(0), |r| r.int(0))

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ use allot_store::jobs::{self, Job};
 use allot_store::{audit, catalogue, in_transaction, new_id, subscriptions, ts, users};
 
 use crate::auth::Ctx;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiResult;
 use crate::worker::CHUNK_USERS;
 use crate::AppState;
@@ -340,7 +340,7 @@ pub async fn job_results(
     State(st): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    Query(q): Query<ResultsQuery>,
+    ApiQuery(q): ApiQuery<ResultsQuery>,
 ) -> ApiResult<Response> {
     let job = visible_job(&st, &ctx, &id, Action::ReadLicenses).await?;
     ctx.require(Action::ReadUsers)?;

@@ -15,7 +15,7 @@ use allot_domain::planner::{
 };
 use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error, Violation};
-use allot_store::{audit, backoff, catalogue, finish, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
+use allot_store::{backoff, catalogue, finish, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
 
 use crate::auth::Ctx;
 use crate::extract::ApiJson;
@@ -92,6 +92,32 @@ pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Pa
     Ok(Json(json!({ "items": items })))
 }
 
+/// A stored user as the planner sees it (`site_admin_of` as loaded).
+pub(crate) fn user_facts(u: users::User) -> UserFacts {
+    UserFacts {
+        kind: UserKind::parse(&u.kind).unwrap_or(UserKind::Internal),
+        status: UserStatus::parse(&u.status).unwrap_or(UserStatus::Active),
+        usage_location: u.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+        id: u.id,
+        email: u.email,
+        site_admin_of: u.site_admin_of,
+    }
+}
+
+/// A stored org and (some of) its sites as the planner sees them.
+pub(crate) fn org_facts(org: &tenants::Org, sites: Vec<tenants::Site>) -> OrgFacts {
+    OrgFacts {
+        default_usage_location: org.default_usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
+        sites: sites
+            .into_iter()
+            .map(|s| SiteFacts {
+                id: s.id,
+                attendee_accounts_enabled: s.attendee_accounts_enabled,
+            })
+            .collect(),
+    }
+}
+
 /// What a licence change is planned from, read without holding the write lock.
 struct Snapshot {
     org: String,
@@ -142,24 +168,8 @@ async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, ch
     } else {
         users::site_admin_of(&mut rd, &org.id, &user.id).await?
     };
-    let user = UserFacts {
-        id: user.id,
-        email: user.email,
-        kind: UserKind::parse(&user.kind).unwrap_or(UserKind::Internal),
-        status: UserStatus::parse(&user.status).unwrap_or(UserStatus::Active),
-        usage_location: user.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
-        site_admin_of,
-    };
-    let org_facts = OrgFacts {
-        default_usage_location: org.default_usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
-        sites: sites
-            .into_iter()
-            .map(|s| SiteFacts {
-                id: s.id,
-                attendee_accounts_enabled: s.attendee_accounts_enabled,
-            })
-            .collect(),
-    };
+    let user = user_facts(users::User { site_admin_of, ..user });
+    let org_facts = org_facts(&org, sites);
     Ok(Snapshot {
         org: org.id,
         org_facts,
@@ -184,7 +194,13 @@ async fn write_plan(
 ) -> Result<(), StoreError> {
     let (org, user) = (&snap.org, &snap.user);
     users::claim_licence_version(tx, org, &user.id, snap.version).await?;
-    if let Err(full) = licenses::apply_plan(tx, org, &user.id, plan, &snap.catalogue, now).await? {
+    let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
+    let planned = [licenses::PlannedUser {
+        user: &user.id,
+        before: &before,
+        plan,
+    }];
+    if let Err(full) = licenses::apply_plans(tx, org, &planned, &snap.catalogue, now).await? {
         let named = change.add.iter().any(|a| a.product == full.product && a.subscription.is_some());
         if !named {
             // The seat chosen from the snapshot went to someone else first: plan again on fresh counts.
@@ -210,18 +226,7 @@ async fn write_plan(
         .subscription(full.subscription.clone())])
         .into());
     }
-    let before: Vec<&Held> = snap.assignments.iter().map(|a| &a.held).collect();
-    audit::record(
-        tx,
-        Some(org),
-        &ctx.actor(),
-        "license.change",
-        &format!("user:{}", user.id),
-        Some(&json!({ "licenses": before })),
-        Some(&json!({ "licenses": plan.result, "moved_families": plan.moved_families, "auto_added": plan.auto_added })),
-        now,
-    )
-    .await
+    licenses::record_changes(tx, org, &planned, &ctx.actor(), now).await
 }
 
 /// The atomic single-user licence change: read a snapshot, plan it (pure),

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use allot_domain::bulk::{capacity_violations, change_for_user, move_mapping, Demand, JobMode, LicenseJobRequest, UserResult};
+use allot_domain::bulk::{capacity_violations, change_for_user, move_mapping, Demand, JobMode, LicenseJobRequest, Outcome, UserResult};
 use allot_domain::catalogue::Product;
-use allot_domain::planner::{plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool, SiteFacts, UserFacts};
-use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
+use allot_domain::planner::{plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool};
+use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
 use allot_store::jobs::{self, ChunkDone, Job};
@@ -15,6 +15,7 @@ use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, StoreError, Tx};
 
 use super::{lease_ms, now_ms};
+use crate::api::licenses::{org_facts, user_facts};
 use crate::AppState;
 
 /// Users per chunk: one transaction, one progress step.
@@ -40,16 +41,7 @@ async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
         .await?
         .ok_or_else(|| Error::not_found(format!("Organisation {}", job.org)))?;
     let sites = tenants::list_sites(&mut rd, &job.org).await?;
-    let org_facts = OrgFacts {
-        default_usage_location: org.default_usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
-        sites: sites
-            .into_iter()
-            .map(|s| SiteFacts {
-                id: s.id,
-                attendee_accounts_enabled: s.attendee_accounts_enabled,
-            })
-            .collect(),
-    };
+    let org_facts = org_facts(&org, sites);
     let mapping = match &req.move_ {
         Some(spec) => {
             let items = |sub: Option<subscriptions::Subscription>| -> Vec<ProductCode> {
@@ -285,22 +277,7 @@ async fn refuse_whole_job(st: &AppState, job: &Job, owner: &str, refused: Vec<al
                     ..UserResult::error(u, &[])
                 })
                 .collect();
-            let json = serde_json::to_string(&results).unwrap_or_else(|_| "[]".into());
-            let n = users_of_chunk.len() as i64;
-            jobs::complete_chunk(
-                &mut tx,
-                &job.org,
-                &job.id,
-                owner,
-                &ChunkDone {
-                    seq: *seq,
-                    results: &json,
-                    succeeded: 0,
-                    failed: n,
-                    count: n,
-                },
-            )
-            .await?;
+            record_chunk(&mut tx, job, owner, *seq, &results).await?;
         }
         jobs::finish(&mut tx, &job.org, &job.id, "failed", Some(error.clone()), now).await
     })
@@ -356,14 +333,7 @@ async fn plan_chunk(
             ));
             continue;
         };
-        let user = UserFacts {
-            id: u.id.clone(),
-            email: u.email.clone(),
-            kind: UserKind::parse(&u.kind).unwrap_or(UserKind::Internal),
-            status: UserStatus::parse(&u.status).unwrap_or(UserStatus::Active),
-            usage_location: u.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
-            site_admin_of: u.site_admin_of.clone(),
-        };
+        let user = user_facts(u.clone());
         let input = PlanInput {
             user: &user,
             org: &setting.org_facts,
@@ -397,10 +367,29 @@ async fn plan_chunk(
     Ok(out)
 }
 
-fn tally(results: &[UserResult]) -> (i64, i64) {
-    use allot_domain::bulk::Outcome;
-    let ok = results.iter().filter(|r| r.outcome != Outcome::Error).count() as i64;
-    (ok, results.len() as i64 - ok)
+/// Users refused among results.
+fn refusals(results: &[UserResult]) -> i64 {
+    results.iter().filter(|r| r.outcome == Outcome::Error).count() as i64
+}
+
+/// Stores a chunk's results, marks it done and adds it to the job's
+/// progress. Succeeded: changed, or already as asked (skipped without a
+/// code); a user skipped for a reason (not applied, cancelled) counts as done
+/// only.
+async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
+    let json = serde_json::to_string(results).unwrap_or_else(|_| "[]".into());
+    let succeeded = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok || (r.outcome == Outcome::Skipped && r.code.is_none()))
+        .count() as i64;
+    let chunk = ChunkDone {
+        seq,
+        results: &json,
+        succeeded,
+        failed: refusals(results),
+        count: results.len() as i64,
+    };
+    jobs::complete_chunk(tx, &job.org, &job.id, owner, &chunk).await
 }
 
 async fn apply(
@@ -414,7 +403,7 @@ async fn apply(
         .iter()
         .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
         .collect();
-    if let Err(full) = licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, &setting.actor, now).await? {
+    if let Err(full) = licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, now).await? {
         // Planned against counts read in this transaction: someone else took
         // the seats in between. Plan the chunk again.
         return Err(StoreError::Retry(format!(
@@ -422,7 +411,7 @@ async fn apply(
             full.subscription, full.product
         )));
     }
-    Ok(())
+    licenses::record_changes(tx, &job.org, &planned, &setting.actor, now).await
 }
 
 async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, StoreError> {
@@ -468,24 +457,9 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
             let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
             let plans = plan_chunk(&mut rd, job, setting, &chunk, pools, today).await?;
             drop(rd);
-            let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
-            let (ok, failed) = tally(&plans.results);
             in_transaction!(st.store, |tx| {
                 keep_lease(&mut tx, job, owner, now).await?;
-                jobs::complete_chunk(
-                    &mut tx,
-                    &job.org,
-                    &job.id,
-                    owner,
-                    &ChunkDone {
-                        seq,
-                        results: &json,
-                        succeeded: ok,
-                        failed,
-                        count: ok + failed,
-                    },
-                )
-                .await
+                record_chunk(&mut tx, job, owner, seq, &plans.results).await
             })?;
             continue;
         }
@@ -498,22 +472,7 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
             let mut pools = pools(&mut tx, job, setting).await?;
             let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
             apply(&mut tx, job, setting, &plans.apply, now).await?;
-            let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
-            let (ok, failed) = tally(&plans.results);
-            jobs::complete_chunk(
-                &mut tx,
-                &job.org,
-                &job.id,
-                owner,
-                &ChunkDone {
-                    seq,
-                    results: &json,
-                    succeeded: ok,
-                    failed,
-                    count: ok + failed,
-                },
-            )
-            .await
+            record_chunk(&mut tx, job, owner, seq, &plans.results).await
         })?;
     }
     end(st, job).await
@@ -541,28 +500,13 @@ async fn plan_and_apply_all(
         }
         all.push((*seq, plan_chunk(tx, job, setting, chunk, &mut pools, today).await?));
     }
-    let refused: i64 = all.iter().map(|(_, p)| tally(&p.results).1).sum();
+    let refused: i64 = all.iter().map(|(_, p)| refusals(&p.results)).sum();
     if refused > 0 || dry {
         return Ok((refused, all));
     }
     for (seq, plans) in &all {
         apply(tx, job, setting, &plans.apply, now).await?;
-        let json = serde_json::to_string(&plans.results).unwrap_or_else(|_| "[]".into());
-        let n = plans.results.len() as i64;
-        jobs::complete_chunk(
-            tx,
-            &job.org,
-            &job.id,
-            owner,
-            &ChunkDone {
-                seq: *seq,
-                results: &json,
-                succeeded: n,
-                failed: 0,
-                count: n,
-            },
-        )
-        .await?;
+        record_chunk(tx, job, owner, *seq, &plans.results).await?;
     }
     Ok((0, Vec::new()))
 }
@@ -607,10 +551,10 @@ async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Set
                 .results
                 .iter()
                 .map(|r| {
-                    if refused > 0 && r.outcome != allot_domain::bulk::Outcome::Error {
+                    if refused > 0 && r.outcome != Outcome::Error {
                         UserResult::skipped(
                             &r.user,
-                            None,
+                            Some("not_applied"),
                             format!("Not applied: the job is all or nothing and {refused} users were refused."),
                         )
                     } else {
@@ -618,22 +562,7 @@ async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Set
                     }
                 })
                 .collect();
-            let json = serde_json::to_string(&results).unwrap_or_else(|_| "[]".into());
-            let (ok, failed) = tally(&results);
-            jobs::complete_chunk(
-                &mut tx,
-                &job.org,
-                &job.id,
-                owner,
-                &ChunkDone {
-                    seq: *seq,
-                    results: &json,
-                    succeeded: ok,
-                    failed,
-                    count: ok + failed,
-                },
-            )
-            .await?;
+            record_chunk(&mut tx, job, owner, *seq, &results).await?;
         }
         let (state, error) = if refused > 0 {
             (

@@ -12,7 +12,40 @@ both_backends!(
     bad_input_is_refused_as_a_whole,
     summary_shows_all_some_none,
     cancel_stops_between_chunks,
+    idempotency_key_returns_the_same_job,
 );
+
+async fn idempotency_key_returns_the_same_job(backend: Backend) {
+    let app = spawn(backend).await;
+    let (org, sub) = messaging_org(&app, 10).await;
+    let users = many_users(&app, &org, "i", "example.com", 5, None).await;
+    let body = json!({ "users": users, "add": [{ "product": "messaging" }] });
+    let post = |key: &'static str| {
+        let (app, org, body) = (&app, &org, body.clone());
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/api/v1/orgs/{org}/license-jobs", app.url))
+                .bearer_auth(&app.admin)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            r.json::<Value>().await.unwrap()["job"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = post("job-1").await;
+    let again = post("job-1").await;
+    assert_eq!(first, again, "the same key returns the same job");
+    finished_job(&app, &first).await;
+    let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
+    assert_eq!(s["items"][0]["consumed"], 5, "one job ran, not two");
+    let mut tx = app.store.begin_read().await.unwrap();
+    let jobs = tx.rows("SELECT COUNT(*) FROM jobs", &[]).await.unwrap();
+    assert_eq!(jobs[0].int(0).unwrap(), 1);
+}
 
 async fn job(app: &TestApp, org: &str, body: Value) -> Value {
     let r = app.post(&format!("/api/v1/orgs/{org}/license-jobs"), &app.admin, body).await;
@@ -305,6 +338,12 @@ async fn bad_input_is_refused_as_a_whole(backend: Backend) {
     assert_eq!(app.snapshot().await, before, "a refused job request wrote something");
     // Another tenant's job is 404 to an org-scoped token.
     let j = job(&app, &w.org, json!({ "users": mine, "add": add })).await;
+    // Malformed result queries are refused with a problem document.
+    for q in ["limit=abc", "format=xml", "cursor=nonsense"] {
+        app.get(&format!("/api/v1/jobs/{}/results?{q}", j["id"].as_str().unwrap()), &app.admin)
+            .await
+            .problem(422, "validation_failed");
+    }
     let outsider = app.token(allot_domain::access::Role::OrgAdmin, None, Some(&other_org)).await;
     let id = j["id"].as_str().unwrap();
     app.get(&format!("/api/v1/jobs/{id}"), &outsider).await.problem(404, "not_found");

@@ -401,51 +401,24 @@ pub async fn world(app: &TestApp) -> World {
 /// Inserts `n` users straight into the database (as a data load would),
 /// emails `<prefix><i>@<domain>`; returns their ids in order.
 pub async fn many_users(app: &TestApp, org: &str, prefix: &str, domain: &str, n: usize, location: Option<&str>) -> Vec<String> {
-    use allot_store::Val;
-    let ids: Vec<String> = (0..n).map(|i| format!("usr_{prefix}{i:07}")).collect();
-    let now = allot_store::ts(today());
+    let users: Vec<allot_store::users::User> = (0..n)
+        .map(|i| allot_store::users::User {
+            id: format!("usr_{prefix}{i:07}"),
+            email: format!("{prefix}{i}@{domain}"),
+            display_name: String::new(),
+            kind: "internal".into(),
+            status: "active".into(),
+            usage_location: location.map(str::to_string),
+            site_admin_of: vec![],
+            groups: vec![],
+        })
+        .collect();
     let mut tx = app.store.begin().await.expect("begin");
-    for (b, batch) in ids.chunks(500).enumerate() {
-        let mut sql = String::from(
-            "INSERT INTO users (org_id, id, email, display_name, kind, status, usage_location, email_normalized, created_at, updated_at) VALUES ",
-        );
-        let mut vals = Vec::new();
-        for (i, id) in batch.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let k = i * 10;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                k + 1,
-                k + 2,
-                k + 3,
-                k + 4,
-                k + 5,
-                k + 6,
-                k + 7,
-                k + 8,
-                k + 9,
-                k + 10
-            ));
-            let email = format!("{prefix}{}@{domain}", b * 500 + i);
-            vals.extend([
-                Val::from(org),
-                Val::from(id),
-                Val::from(&email),
-                Val::from(""),
-                Val::from("internal"),
-                Val::from("active"),
-                Val::from(location),
-                Val::from(email.to_lowercase()),
-                Val::from(&now),
-                Val::from(&now),
-            ]);
-        }
-        tx.exec(&sql, &vals).await.expect("insert users");
-    }
+    allot_store::users::insert_many(&mut tx, org, &users, today())
+        .await
+        .expect("insert users");
     tx.commit().await.expect("commit");
-    ids
+    users.into_iter().map(|u| u.id).collect()
 }
 
 /// Polls a job until it has ended; returns its last view.
