@@ -62,12 +62,10 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `(sql placeholders, values)` for `org_id = $1 AND <col> IN (...)` lists.
-pub(crate) fn in_list(org: &str, ids: &[String]) -> (String, Vec<Val>) {
-    let mut vals = Vec::with_capacity(ids.len() + 1);
-    vals.push(Val::from(org));
-    vals.extend(ids.iter().map(Val::from));
-    (placeholders(2, ids.len()), vals)
+/// `(condition, values)` for `org_id = $1 AND <column> IN <ids>`: the ids
+/// are one list parameter, `$2` (see [`Tx::any_of`]).
+pub(crate) fn in_list(tx: &Tx, column: &str, org: &str, ids: &[String]) -> (String, Vec<Val>) {
+    (tx.any_of(column, 2), vec![Val::from(org), Val::texts(ids)])
 }
 
 pub async fn by_codes(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<ProductCode, Product>, StoreError> {

@@ -78,18 +78,20 @@ pub async fn of_users(tx: &mut Tx, org: &str, users: &[String]) -> Result<std::c
     if users.is_empty() {
         return Ok(out);
     }
-    let (list, vals) = crate::catalogue::in_list(org, users);
+    let (users_in, vals) = crate::catalogue::in_list(tx, "user_id", org, users);
     let rows = tx
-        .rows(
-            &format!(
-                "SELECT product, subscription_id, properties, assigned_at, user_id FROM assignments \
-                 WHERE org_id = $1 AND user_id IN ({list}) ORDER BY user_id, product"
-            ),
+        .rows_packed(
+            &["product", "subscription_id", "properties", "assigned_at", "user_id"],
+            &format!("FROM assignments WHERE org_id = $1 AND {users_in}"),
             &vals,
         )
         .await?;
     for r in &rows {
         out.entry(r.text(4)?).or_default().push(assignment_from(r)?);
+    }
+    // Each user's licences in product order.
+    for held in out.values_mut() {
+        held.sort_by(|a, b| a.held.product.cmp(&b.held.product));
     }
     Ok(out)
 }
@@ -139,21 +141,17 @@ pub async fn apply_plans(
         }
     }
     for ((sub, product), users) in &releases {
-        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
-            let mut vals = vec![Val::from(org), Val::from(*sub), Val::from(*product)];
-            vals.extend(batch.iter().map(Val::from));
-            let gone = tx
-                .exec(
-                    &format!(
-                        "DELETE FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND user_id IN ({})",
-                        crate::catalogue::placeholders(4, batch.len())
-                    ),
-                    &vals,
-                )
-                .await?;
-            if gone != batch.len() as u64 {
-                return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
-            }
+        let gone = tx
+            .exec(
+                &format!(
+                    "DELETE FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND {}",
+                    tx.any_of("user_id", 4)
+                ),
+                &[Val::from(org), Val::from(*sub), Val::from(*product), Val::texts(users)],
+            )
+            .await?;
+        if gone != users.len() as u64 {
+            return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
         }
     }
     // Takes: one multi-row INSERT.
@@ -216,6 +214,25 @@ pub async fn apply_plans(
     Ok(Ok(()))
 }
 
+/// A licence change's audit states, serialized from borrowed fields (no
+/// intermediate JSON tree: a job writes one pair per user).
+#[derive(serde::Serialize)]
+struct BeforeState<'a> {
+    licenses: &'a [Held],
+}
+
+#[derive(serde::Serialize)]
+struct AfterState<'a> {
+    licenses: &'a [Held],
+    moved_families: &'a [ProductCode],
+    auto_added: &'a [ProductCode],
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    // Plain structs of strings and lists: serializing them cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
 /// The audit events of applied plans: one `license.change` per user with
 /// the licences before and after, written in multi-row statements.
 pub async fn record_changes(
@@ -237,11 +254,12 @@ pub async fn record_changes(
                 Val::from(&who.actor),
                 Val::from("license.change"),
                 Val::Text(format!("user:{}", p.user)),
-                Val::Text(serde_json::json!({ "licenses": p.before }).to_string()),
-                Val::Text(
-                    serde_json::json!({ "licenses": p.plan.result, "moved_families": p.plan.moved_families, "auto_added": p.plan.auto_added })
-                        .to_string(),
-                ),
+                Val::Text(json_text(&BeforeState { licenses: p.before })),
+                Val::Text(json_text(&AfterState {
+                    licenses: &p.plan.result,
+                    moved_families: &p.plan.moved_families,
+                    auto_added: &p.plan.auto_added,
+                })),
                 Val::from(who.request_id.as_deref()),
             ]
         })
@@ -292,18 +310,20 @@ async fn update_service_data_many(
     }
     for ((fam, days), users) in &retain {
         let until = ts(now + chrono::Duration::days(i64::from(*days)));
-        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
-            let mut vals = vec![Val::from(org), Val::from(*fam), Val::from(&until), Val::from(&now_s)];
-            vals.extend(batch.iter().map(Val::from));
-            tx.exec(
-                &format!(
-                    "UPDATE service_data SET retain_until = $3, updated_at = $4 WHERE org_id = $1 AND family = $2 AND user_id IN ({})",
-                    crate::catalogue::placeholders(5, batch.len())
-                ),
-                &vals,
-            )
-            .await?;
-        }
+        tx.exec(
+            &format!(
+                "UPDATE service_data SET retain_until = $3, updated_at = $4 WHERE org_id = $1 AND family = $2 AND {}",
+                tx.any_of("user_id", 5)
+            ),
+            &[
+                Val::from(org),
+                Val::from(*fam),
+                Val::from(&until),
+                Val::from(&now_s),
+                Val::texts(users),
+            ],
+        )
+        .await?;
     }
     if taken.is_empty() {
         return Ok(());
@@ -315,21 +335,18 @@ async fn update_service_data_many(
     }
     let mut stored: std::collections::HashMap<(String, String), (String, Option<String>)> = std::collections::HashMap::new();
     for (fam, users) in &by_family {
-        for batch in users.chunks(crate::db::ROWS_PER_STATEMENT) {
-            let mut vals = vec![Val::from(org), Val::from(*fam)];
-            vals.extend(batch.iter().map(Val::from));
-            for r in tx
-                .rows(
-                    &format!(
-                        "SELECT user_id, data, retain_until FROM service_data WHERE org_id = $1 AND family = $2 AND user_id IN ({})",
-                        crate::catalogue::placeholders(3, batch.len())
-                    ),
-                    &vals,
-                )
-                .await?
-            {
-                stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
-            }
+        for r in tx
+            .rows_packed(
+                &["user_id", "data", "retain_until"],
+                &format!(
+                    "FROM service_data WHERE org_id = $1 AND family = $2 AND {}",
+                    tx.any_of("user_id", 3)
+                ),
+                &[Val::from(org), Val::from(*fam), Val::texts(users)],
+            )
+            .await?
+        {
+            stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
         }
     }
     let mut inserts: Vec<Vec<Val>> = Vec::new();

@@ -314,9 +314,9 @@ pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64
     if ids.is_empty() {
         return Ok(0);
     }
-    let (list, vals) = crate::catalogue::in_list(org, ids);
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
     tx.exec(
-        &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id IN ({list})"),
+        &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND {ids_in}"),
         &vals,
     )
     .await
@@ -328,16 +328,17 @@ pub async fn many(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<User>, S
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let (list, vals) = crate::catalogue::in_list(org, ids);
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
+    let users_in = tx.any_of("user_id", 2);
     let mut users: Vec<User> = tx
-        .rows(&format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
+        .rows_packed(&[COLUMNS], &format!("FROM users WHERE org_id = $1 AND {ids_in}"), &vals)
         .await?
         .iter()
         .map(user_from)
         .collect::<Result<_, _>>()?;
     let admins = tx
         .rows(
-            &format!("SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id IN ({list}) ORDER BY site_id"),
+            &format!("SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND {users_in} ORDER BY site_id"),
             &vals,
         )
         .await?;
@@ -361,8 +362,8 @@ pub async fn count_existing(tx: &mut Tx, org: &str, ids: &[String]) -> Result<i6
     if ids.is_empty() {
         return Ok(0);
     }
-    let (list, vals) = crate::catalogue::in_list(org, ids);
-    tx.opt_row(&format!("SELECT COUNT(*) FROM users WHERE org_id = $1 AND id IN ({list})"), &vals)
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
+    tx.opt_row(&format!("SELECT COUNT(*) FROM users WHERE org_id = $1 AND {ids_in}"), &vals)
         .await?
         .map_or(Ok(0), |r| r.int(0))
 }

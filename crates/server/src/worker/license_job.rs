@@ -12,14 +12,30 @@ use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
 use allot_store::jobs::{self, ChunkDone, Job};
 use allot_store::licenses::{self, PlannedUser};
-use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, StoreError, Tx};
+use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, Backend, StoreError, Tx};
 
 use super::{lease_ms, now_ms};
 use crate::api::licenses::{org_facts, user_facts};
 use crate::AppState;
 
-/// Users per chunk: one transaction, one progress step.
-pub const CHUNK_USERS: usize = 2_000;
+/// Users per chunk: one transaction, one progress step. Larger chunks
+/// spread a commit's fixed cost over more users; this size keeps one chunk
+/// at about a tenth of a second of writing, which single changes queued
+/// behind it on SQLite wait for at most.
+pub const CHUNK_USERS: usize = 5_000;
+
+/// Chunks of a `per_user` job in progress at once. On PostgreSQL, while
+/// one chunk waits for its commit (the WAL flush) or a lock, the others plan
+/// and write on their own connections: 100,000 users went from 10.4 s with
+/// one chunk at a time to 4.2-6.4 s with two to four (`allot bench bulk`).
+/// SQLite has one writer, so more chunks only queue behind it and make a
+/// single change wait for all of them: one at a time (measured the same).
+fn chunks_in_flight(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 3,
+        Backend::Sqlite => 1,
+    }
+}
 
 /// What every chunk of one job plans with, read once.
 struct Setting {
@@ -433,12 +449,61 @@ async fn end(st: &AppState, job: &Job) -> Result<(), Error> {
 
 /// `per_user`: each chunk in its own transaction; each user all or nothing.
 async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+    use futures::StreamExt;
     let pending = {
         let mut rd = st.store.read_conn().await?;
         jobs::pending_chunks(&mut rd, &job.org, &job.id).await?
     };
-    // A dry run writes nothing but results, so its seat arithmetic carries
-    // from chunk to chunk in memory.
+    if setting.req.dry_run {
+        return run_dry(st, job, owner, setting, pending).await;
+    }
+    let mut chunks = futures::stream::iter(pending)
+        .map(|seq| run_chunk(st, job, owner, setting, seq))
+        .buffer_unordered(chunks_in_flight(st.store.backend()));
+    let mut stopped = false;
+    while let Some(ran) = chunks.next().await {
+        stopped |= ran? == ChunkRun::Cancelled;
+    }
+    if stopped {
+        let now = st.clock.now();
+        return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
+            .await);
+    }
+    end(st, job).await
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ChunkRun {
+    Done,
+    Cancelled,
+}
+
+/// One chunk of a `per_user` job, planned and applied in one transaction.
+async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq: i64) -> Result<ChunkRun, Error> {
+    if cancelled(st, job).await? {
+        return Ok(ChunkRun::Cancelled);
+    }
+    let today = st.clock.today();
+    let now = st.clock.now();
+    in_transaction!(st.store, |tx| {
+        let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
+        // Lock first, then read: a single change planned before this
+        // chunk fails its version claim and plans again afterwards.
+        users::lock_licences(&mut tx, &job.org, &chunk).await?;
+        let mut pools = pools(&mut tx, job, setting).await?;
+        let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
+        apply(&mut tx, job, setting, &plans.apply, now).await?;
+        // The job's row last: the chunks in flight share it, so its lock
+        // is held only from here to the commit.
+        keep_lease(&mut tx, job, owner, now).await?;
+        record_chunk(&mut tx, job, owner, seq, &plans.results).await
+    })?;
+    Ok(ChunkRun::Done)
+}
+
+/// A `per_user` dry run: writes nothing but results, so its seat arithmetic
+/// carries from chunk to chunk in memory, one chunk after the other.
+async fn run_dry(st: &AppState, job: &Job, owner: &str, setting: &Setting, pending: Vec<i64>) -> Result<(), Error> {
     let mut dry_pools: Option<Vec<Pool>> = None;
     for seq in pending {
         if cancelled(st, job).await? {
@@ -448,30 +513,16 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
         }
         let today = st.clock.today();
         let now = st.clock.now();
-        if setting.req.dry_run {
-            let mut rd = st.store.read_conn().await?;
-            if dry_pools.is_none() {
-                dry_pools = Some(pools(&mut rd, job, setting).await?);
-            }
-            let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
-            let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
-            let plans = plan_chunk(&mut rd, job, setting, &chunk, pools, today).await?;
-            drop(rd);
-            in_transaction!(st.store, |tx| {
-                keep_lease(&mut tx, job, owner, now).await?;
-                record_chunk(&mut tx, job, owner, seq, &plans.results).await
-            })?;
-            continue;
+        let mut rd = st.store.read_conn().await?;
+        if dry_pools.is_none() {
+            dry_pools = Some(pools(&mut rd, job, setting).await?);
         }
+        let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
+        let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
+        let plans = plan_chunk(&mut rd, job, setting, &chunk, pools, today).await?;
+        drop(rd);
         in_transaction!(st.store, |tx| {
             keep_lease(&mut tx, job, owner, now).await?;
-            let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
-            // Lock first, then read: a single change planned before this
-            // chunk fails its version claim and plans again afterwards.
-            users::lock_licences(&mut tx, &job.org, &chunk).await?;
-            let mut pools = pools(&mut tx, job, setting).await?;
-            let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
-            apply(&mut tx, job, setting, &plans.apply, now).await?;
             record_chunk(&mut tx, job, owner, seq, &plans.results).await
         })?;
     }

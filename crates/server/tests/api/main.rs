@@ -8,5 +8,6 @@ mod concurrency;
 mod licenses;
 mod resources;
 mod rules;
+mod store;
 mod tenancy;
 mod validation;

@@ -1,0 +1,131 @@
+//! The SQL layer's bulk helpers on both engines: many rows in by
+//! `insert_rows`, out by `rows_packed` and `any_of`, every value unchanged.
+
+use allot_store::{in_transaction, Val};
+
+use crate::both_backends;
+use crate::kit::{spawn, Backend};
+
+both_backends!(bulk_rows_round_trip_every_value);
+
+/// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
+/// numbers, booleans; some columns constant in a batch, others not.
+fn row(i: i64) -> Vec<Val> {
+    let name = match i % 6 {
+        0 => "plain".to_string(),
+        1 => format!("quote \" and backslash \\ {i}"),
+        2 => "line\nbreak\ttab\r\u{1}".to_string(),
+        3 => "ünïcødé 🚀 '$1' -- not a comment".to_string(),
+        4 => String::new(),
+        _ => format!("[\"json-looking\", {i}]"),
+    };
+    vec![
+        Val::Text(format!("r{i:06}")),
+        if i % 7 == 0 { Val::NullText } else { Val::Text(name) },
+        if i % 5 == 0 {
+            Val::NullInt
+        } else {
+            Val::Int(i * 1_000_000_007 - 3)
+        },
+        Val::Bool(i % 2 == 0),
+    ]
+}
+
+async fn bulk_rows_round_trip_every_value(backend: Backend) {
+    let app = spawn(backend).await;
+    let store = &app.store;
+    in_transaction!(store, |tx| tx
+        .raw("CREATE TABLE scratch (id TEXT PRIMARY KEY, name TEXT, n BIGINT, flag BOOLEAN NOT NULL, tag TEXT NOT NULL)")
+        .await)
+    .expect("scratch table");
+    // 12,001 rows: more than one statement's worth; `tag` is the same in all.
+    let rows: Vec<Vec<Val>> = (0..12_001)
+        .map(|i| {
+            let mut r = row(i);
+            r.push(Val::from("same"));
+            r
+        })
+        .collect();
+    let expected = rows.clone();
+    in_transaction!(store, |tx| tx.insert_rows("scratch (id, name, n, flag, tag)", rows.clone()).await).expect("insert");
+    // A single row: every column constant.
+    in_transaction!(store, |tx| {
+        tx.insert_rows(
+            "scratch (id, name, n, flag, tag)",
+            vec![vec![
+                Val::from("single"),
+                Val::NullText,
+                Val::Int(-1),
+                Val::Bool(true),
+                Val::from("one"),
+            ]],
+        )
+        .await
+    })
+    .expect("insert one");
+
+    let mut rd = store.read_conn().await.expect("read");
+    let back = rd
+        .rows_packed(
+            &["id", "name", "n", "flag", "tag"],
+            "FROM scratch WHERE tag = $1",
+            &[Val::from("same")],
+        )
+        .await
+        .expect("packed read");
+    assert_eq!(back.len(), expected.len());
+    let mut back: Vec<_> = back.iter().map(|r| r.text(0).expect("id")).zip(back.iter()).collect();
+    back.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((id, r), want) in back.iter().zip(&expected) {
+        assert_eq!(Val::Text(id.clone()), want[0]);
+        let name = r.opt_text(1).expect("name");
+        assert_eq!(Val::from(name), want[1], "name of {id}");
+        let n = if r.cell_is_null(2) {
+            Val::NullInt
+        } else {
+            Val::Int(r.int(2).expect("n"))
+        };
+        assert_eq!(n, want[2], "n of {id}");
+        assert_eq!(Val::Bool(r.bool(3).expect("flag")), want[3], "flag of {id}");
+    }
+    // `any_of`: one list parameter selects exactly the ids named (one unknown).
+    let ids = vec![
+        "r000003".to_string(),
+        "r011999".to_string(),
+        "single".to_string(),
+        "nope".to_string(),
+    ];
+    let sql = format!("SELECT id, n FROM scratch WHERE {} ORDER BY id", rd.any_of("id", 1));
+    let found: Vec<String> = rd
+        .rows(&sql, &[Val::texts(&ids)])
+        .await
+        .expect("any_of")
+        .iter()
+        .map(|r| r.text(0).expect("id"))
+        .collect();
+    assert_eq!(found, vec!["r000003", "r011999", "single"]);
+    let single = rd
+        .opt_row("SELECT name, n, flag, tag FROM scratch WHERE id = $1", &[Val::from("single")])
+        .await
+        .expect("single")
+        .expect("the single row exists");
+    assert!(single.cell_is_null(0));
+    assert_eq!((single.int(1).expect("n"), single.bool(2).expect("flag")), (-1, true));
+    drop(rd);
+    // A duplicate key in a batch fails the whole statement, and the unit with it.
+    let dup = in_transaction!(store, |tx| {
+        tx.insert_rows(
+            "scratch (id, name, n, flag, tag)",
+            vec![
+                vec![Val::from("d1"), Val::NullText, Val::Int(1), Val::Bool(false), Val::from("dup")],
+                vec![Val::from("r000001"), Val::NullText, Val::Int(2), Val::Bool(false), Val::from("dup")],
+            ],
+        )
+        .await
+    });
+    let err = dup.expect_err("a duplicate key is refused");
+    assert!(err.detail.contains("existing record"), "{err:?}");
+    let mut rd = store.read_conn().await.expect("read");
+    let d1 = rd.opt_row("SELECT id FROM scratch WHERE id = 'd1'", &[]).await.expect("d1");
+    assert!(d1.is_none(), "a failed batch leaves nothing behind");
+}
