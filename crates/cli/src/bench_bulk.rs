@@ -62,7 +62,8 @@ async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Sto
 }
 
 /// The job through the API: POST, then poll until it has ended.
-async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
+/// Returns the time, the ended job, and the RSS when the job began (MB).
+async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<f64>)> {
     let (store, org, _sub) = prepared(database, n, 16).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
@@ -78,6 +79,9 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
+    // The peak RSS reported is the job's: forget the setup's high-water mark.
+    reset_peak_rss();
+    let rss_before = rss_now_mb();
     let started = Instant::now();
     let created: Value = client
         .post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
@@ -120,7 +124,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value)> {
     }
     drop(rd);
     store.close().await;
-    Ok((elapsed, job))
+    Ok((elapsed, job, rss_before))
 }
 
 /// The same rows straight into the database: one transaction, multi-row
@@ -161,10 +165,25 @@ async fn baseline_run(database: &str, n: usize) -> Result<Duration> {
     Ok(elapsed)
 }
 
-/// Peak resident set size of this process so far (Linux), in MB.
+/// Resets the process's peak RSS to its current RSS (Linux; elsewhere the
+/// figure stays the whole process's peak).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size of this process since the last reset (Linux), in MB.
 fn peak_rss_mb() -> Option<f64> {
+    rss_field_mb("VmHWM:")
+}
+
+/// Resident set size now (Linux), in MB.
+fn rss_now_mb() -> Option<f64> {
+    rss_field_mb("VmRSS:")
+}
+
+fn rss_field_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -177,8 +196,8 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
     };
     println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished");
     println!();
-    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | peak RSS MB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB |");
+    println!("|---|---|---|---|---|---|---|---|");
     let pg = if backends.contains(&"postgres") {
         Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
     } else {
@@ -196,15 +215,16 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
                 })
             };
             let (allot_db, base_db) = (fresh()?, fresh()?);
-            let (allot, _job) = allot_run(&allot_db, n).await?;
+            let (allot, _job, rss_before) = allot_run(&allot_db, n).await?;
             let rss = peak_rss_mb();
             let base = baseline_run(&base_db, n).await?;
             println!(
-                "| {b} | {n} | {:.2} | {:.0} | {:.2} | {:.1}x | {} |",
+                "| {b} | {n} | {:.2} | {:.0} | {:.2} | {:.1}x | {} | {} |",
                 allot.as_secs_f64(),
                 n as f64 / allot.as_secs_f64(),
                 base.as_secs_f64(),
                 allot.as_secs_f64() / base.as_secs_f64(),
+                rss_before.map_or("?".to_string(), |r| format!("{r:.0}")),
                 rss.map_or("?".to_string(), |r| format!("{r:.0}"))
             );
         }

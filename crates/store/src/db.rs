@@ -311,10 +311,13 @@ impl Store {
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536");
             let writer = Writer::new(crate::writer::connect(&connect).await?);
+            // Readers keep a smaller page cache each: there are many of them,
+            // the OS caches the file anyway, and 64 MB apiece let a job that
+            // reads a million users grow the process past a gigabyte.
             let reader = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(connect.read_only(true))
+                .connect_with(connect.read_only(true).pragma("cache_size", "-8192"))
                 .await?;
             Store {
                 pools: Pools::Sqlite { writer, reader },

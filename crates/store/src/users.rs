@@ -231,23 +231,32 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
 /// email refuses the whole batch.
 pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let now = ts(now);
-    let rows: Vec<Vec<Val>> = users
-        .iter()
-        .map(|u| {
-            vec![
-                Val::from(org),
-                Val::from(&u.id),
-                Val::from(&u.email),
-                Val::from(&u.display_name),
-                Val::from(&u.kind),
-                Val::from(&u.status),
-                Val::from(u.usage_location.as_deref()),
-                Val::Text(u.email.to_lowercase()),
-                Val::from(&now),
-                Val::from(&now),
-            ]
-        })
-        .collect();
+    // A statement's worth at a time: a million users never become a
+    // million argument rows in memory at once.
+    for batch in users.chunks(crate::db::BULK_ROWS_PER_STATEMENT) {
+        let rows: Vec<Vec<Val>> = batch
+            .iter()
+            .map(|u| {
+                vec![
+                    Val::from(org),
+                    Val::from(&u.id),
+                    Val::from(&u.email),
+                    Val::from(&u.display_name),
+                    Val::from(&u.kind),
+                    Val::from(&u.status),
+                    Val::from(u.usage_location.as_deref()),
+                    Val::Text(u.email.to_lowercase()),
+                    Val::from(&now),
+                    Val::from(&now),
+                ]
+            })
+            .collect();
+        insert_user_rows(tx, rows).await?;
+    }
+    Ok(())
+}
+
+async fn insert_user_rows(tx: &mut Tx, rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
     tx.insert_rows(
         &format!("users (org_id, {COLUMNS}, email_normalized, created_at, updated_at)"),
         rows,
