@@ -349,61 +349,10 @@ pub async fn job_results(
         Some("csv") => true,
         Some(other) => return Err(Error::validation("format", format!("format must be json or csv, not {other:?}.")).into()),
     };
-    let mut rd = st.store.read_conn().await?;
     if csv {
-        // The whole file, chunk by chunk.
-        let mut out = String::from("user,email,outcome,code,message,changes\r\n");
-        let mut from = 0;
-        loop {
-            let page = jobs::chunk_page(&mut rd, &job.org, &job.id, from, 50).await?;
-            let Some(last) = page.last().map(|p| p.0) else { break };
-            for (_, users_json, results) in &page {
-                for r in chunk_results(&job, users_json, results.as_deref()) {
-                    let changes = r
-                        .changes
-                        .iter()
-                        .map(|c| {
-                            let verb = if c.action == allot_domain::bulk::ChangeAction::Add {
-                                "add"
-                            } else {
-                                "remove"
-                            };
-                            format!("{verb} {} on {}", c.product, c.subscription)
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let outcome = match r.outcome {
-                        Outcome::Ok => "ok",
-                        Outcome::Error => "error",
-                        Outcome::Skipped => "skipped",
-                    };
-                    let cells = [
-                        r.user.as_str(),
-                        r.email.as_deref().unwrap_or(""),
-                        outcome,
-                        r.code.as_deref().unwrap_or(""),
-                        r.message.as_deref().unwrap_or(""),
-                        changes.as_str(),
-                    ];
-                    out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
-                    out.push_str("\r\n");
-                }
-            }
-            from = last + 1;
-        }
-        return Ok((
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{}-results.csv\"", job.id),
-                ),
-            ],
-            out,
-        )
-            .into_response());
+        return Ok(results_csv(st, job));
     }
+    let mut rd = st.store.read_conn().await?;
     // JSON pages: the cursor is "<chunk>:<offset>".
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000) as usize;
     let (mut seq, mut offset) = match q.cursor.as_deref() {
@@ -435,6 +384,87 @@ pub async fn job_results(
         offset = 0;
     }
     Ok(Json(json!({ "items": items, "next_cursor": next })).into_response())
+}
+
+/// The results as a CSV download, streamed a few chunks at a time: a job of
+/// a million users never has its whole file in memory. A read that fails
+/// half-way ends the stream with an error, so the client sees a cut-off
+/// download rather than a file that looks complete.
+fn results_csv(st: AppState, job: jobs::Job) -> Response {
+    let filename = format!("attachment; filename=\"{}-results.csv\"", job.id);
+    // State: the next chunk to read, or None once the end was reached.
+    let pages = futures::stream::unfold(Some(0i64), move |from| {
+        let st = st.clone();
+        let job = job.clone();
+        async move {
+            let from = from?;
+            let page = async {
+                let mut rd = st.store.read_conn().await?;
+                jobs::chunk_page(&mut rd, &job.org, &job.id, from, 2).await
+            }
+            .await;
+            match page {
+                Err(e) => {
+                    let e = Error::from(e);
+                    tracing::error!(job = %job.id, error = %e.detail, "results CSV cut off");
+                    Some((Err(std::io::Error::other(e.detail)), None))
+                }
+                Ok(page) => {
+                    let last = page.last()?.0;
+                    let mut out = String::new();
+                    for (_, users_json, results) in &page {
+                        for r in chunk_results(&job, users_json, results.as_deref()) {
+                            push_csv_row(&mut out, &r);
+                        }
+                    }
+                    Some((Ok(out), Some(last + 1)))
+                }
+            }
+        }
+    });
+    let header_row = futures::stream::once(async { Ok::<String, std::io::Error>("user,email,outcome,code,message,changes\r\n".into()) });
+    let body = axum::body::Body::from_stream(futures::StreamExt::chain(header_row, pages));
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, filename),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// One user's result as a CSV line.
+fn push_csv_row(out: &mut String, r: &UserResult) {
+    let changes = r
+        .changes
+        .iter()
+        .map(|c| {
+            let verb = if c.action == allot_domain::bulk::ChangeAction::Add {
+                "add"
+            } else {
+                "remove"
+            };
+            format!("{verb} {} on {}", c.product, c.subscription)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let outcome = match r.outcome {
+        Outcome::Ok => "ok",
+        Outcome::Error => "error",
+        Outcome::Skipped => "skipped",
+    };
+    let cells = [
+        r.user.as_str(),
+        r.email.as_deref().unwrap_or(""),
+        outcome,
+        r.code.as_deref().unwrap_or(""),
+        r.message.as_deref().unwrap_or(""),
+        changes.as_str(),
+    ];
+    out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+    out.push_str("\r\n");
 }
 
 /// A CSV cell: quoted when needed, and a leading `=`, `+`, `-`, `@`, tab or

@@ -415,12 +415,20 @@ async fn cancel_stops_between_chunks(backend: Backend) {
     let j = finished_job(&app, &id).await;
     assert_eq!(j["state"], "cancelled", "{j}");
     let done = j["progress"]["done"].as_i64().unwrap();
-    assert!(done < 30_000 && done % 2000 == 0, "stopped between chunks: {j}");
+    let chunk = allot_server::worker::CHUNK_USERS as i64;
+    assert!(done < 30_000 && done % chunk == 0, "stopped between chunks: {j}");
     let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
     assert_eq!(s["items"][0]["consumed"], done, "the chunks done, and only they, took seats");
     let results = job_results(&app, &id).await;
     assert_eq!(results.len(), 30_000);
     assert_eq!(results.iter().filter(|r| r["outcome"] == "skipped").count() as i64, 30_000 - done);
+    // The streamed CSV says the same, one line per user over all chunks.
+    let csv = app.get(&format!("/api/v1/jobs/{id}/results?format=csv"), &app.admin).await;
+    let text = csv.body.as_str().unwrap().to_string();
+    assert_eq!(text.lines().count(), 30_001);
+    assert_eq!(text.lines().filter(|l| l.contains(",skipped,")).count() as i64, 30_000 - done);
+    let csv_users: std::collections::HashSet<&str> = text.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(csv_users.len(), 30_000, "every user once");
     assert_eq!(app.mismatches().await, 0);
     // Cancelling an ended job is a conflict.
     app.post(&format!("/api/v1/jobs/{id}/cancel"), &app.admin, json!({}))
