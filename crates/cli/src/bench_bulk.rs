@@ -24,23 +24,27 @@ const ROWS_PER_STATEMENT: usize = 500;
 async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
     let now = SystemClock.now();
     let (org, sub) = seat_pool("Bulk Bench", "bulk-seat", n as i64, now, SystemClock.today());
-    let users: Vec<User> = (0..n)
-        .map(|i| User {
-            id: format!("usr_{i:08}"),
-            email: format!("user{i}@bulk.example"),
-            display_name: String::new(),
-            kind: "internal".into(),
-            status: "active".into(),
-            usage_location: None,
-            site_admin_of: vec![],
-            groups: vec![],
-        })
-        .collect();
+    // Users made a batch at a time: the setup's memory should not be
+    // mistaken for the job's.
+    let user = |i: usize| User {
+        id: format!("usr_{i:08}"),
+        email: format!("user{i}@bulk.example"),
+        display_name: String::new(),
+        kind: "internal".into(),
+        status: "active".into(),
+        usage_location: None,
+        site_admin_of: vec![],
+        groups: vec![],
+    };
     in_transaction!(store, |tx| {
         allot_store::catalogue::insert(&mut tx, &seat_product("bulk-seat")?, now).await?;
         allot_store::tenants::insert_org(&mut tx, &org, now).await?;
         allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
-        allot_store::users::insert_many(&mut tx, &org.id, &users, now).await
+        for start in (0..n).step_by(10_000) {
+            let batch: Vec<User> = (start..(start + 10_000).min(n)).map(user).collect();
+            allot_store::users::insert_many(&mut tx, &org.id, &batch, now).await?;
+        }
+        Ok::<(), allot_store::StoreError>(())
     })
     .map_err(|e| msg(e.detail))?;
     Ok((org.id, sub.id))

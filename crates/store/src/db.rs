@@ -698,7 +698,8 @@ impl Tx {
     }
 
     /// Many rows at once: `SELECT <columns> <rest>`, where `rest` is the
-    /// FROM clause onwards. Rows come back in no particular order.
+    /// FROM clause onwards and each column a plain (or qualified) column
+    /// name. Rows come back in no particular order.
     ///
     /// Why: sqlx copies every SQLite cell into its own allocation and hands
     /// rows over from its worker thread one by one, about 10 µs for a row of
@@ -711,9 +712,18 @@ impl Tx {
         if self.backend() == Backend::Postgres {
             return self.rows(&format!("SELECT {cols} {rest}"), args).await;
         }
+        // Named c0, c1, ... inside, so that qualified columns (`u.id`) and
+        // lists given as one string ("id, email") both work outside.
+        let each: Vec<&str> = columns.iter().flat_map(|c| c.split(',')).map(str::trim).collect();
+        let inner: Vec<String> = each.iter().enumerate().map(|(i, c)| format!("{c} AS c{i}")).collect();
+        let outer: Vec<String> = (0..each.len()).map(|i| format!("c{i}")).collect();
         let packed = self
             .opt_row(
-                &format!("SELECT json_group_array(json_array({cols})) FROM (SELECT {cols} {rest})"),
+                &format!(
+                    "SELECT json_group_array(json_array({})) FROM (SELECT {} {rest})",
+                    outer.join(", "),
+                    inner.join(", ")
+                ),
                 args,
             )
             .await?;

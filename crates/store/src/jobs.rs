@@ -103,6 +103,12 @@ pub async fn insert_chunks(tx: &mut Tx, org: &str, job: &str, first_seq: i64, ch
     tx.insert_rows("job_chunks (org_id, job_id, seq, users, done)", rows).await
 }
 
+/// Drops a job's chunks (those of a resolve cut short before the job ran).
+pub async fn delete_chunks(tx: &mut Tx, org: &str, job: &str) -> Result<u64, StoreError> {
+    tx.exec("DELETE FROM job_chunks WHERE org_id = $1 AND job_id = $2", args![org, job])
+        .await
+}
+
 pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Job>, StoreError> {
     tx.opt_row(&format!("SELECT {COLUMNS} FROM jobs WHERE org_id = $1 AND id = $2"), args![org, id])
         .await?

@@ -389,23 +389,28 @@ pub async fn ids_matching(
         .email_domain
         .as_ref()
         .map(|d| format!("%@{}", d.trim_start_matches('@').to_lowercase()));
-    tx.rows(
-        "SELECT u.id FROM users u WHERE u.org_id = $1 AND u.id > $2 \
+    let mut ids: Vec<String> = tx
+        .rows_packed(
+            &["u.id"],
+            "FROM users u WHERE u.org_id = $1 AND u.id > $2 \
          AND ($3 IS NULL OR EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = $3 AND g.user_id = u.id)) \
          AND ($4 IS NULL OR u.email_normalized LIKE $4) \
          AND ($5 IS NULL OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = $5)) \
          ORDER BY u.id LIMIT $6",
-        args![
-            org,
-            after,
-            filter.group.clone(),
-            domain,
-            filter.has_product.as_ref().map(|p| p.to_string()),
-            limit
-        ],
-    )
-    .await?
-    .iter()
-    .map(|r| r.text(0))
-    .collect()
+            args![
+                org,
+                after,
+                filter.group.clone(),
+                domain,
+                filter.has_product.as_ref().map(|p| p.to_string()),
+                limit
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<_, _>>()?;
+    // Packed rows come in no promised order.
+    ids.sort_unstable();
+    Ok(ids)
 }

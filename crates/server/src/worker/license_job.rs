@@ -172,32 +172,33 @@ async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
 
 /// Splits a filter's users into chunks (the list of a `users` job was split
 /// when it was created). The users are those matching when the job starts.
+/// One chunk in memory at a time: each is written as it is read, and the
+/// job is marked resolved after the last, so a restart in between (no chunk
+/// has run yet) drops the chunks written and starts over.
 async fn resolve(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
     let Some(filter) = &setting.req.filter else {
         return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
     };
-    let mut rd = st.store.read_conn().await?;
-    let mut chunks: Vec<Vec<String>> = Vec::new();
+    in_transaction!(st.store, |tx| jobs::delete_chunks(&mut tx, &job.org, &job.id).await)?;
     let mut after = String::new();
-    let mut total = 0i64;
+    let (mut seq, mut total) = (0i64, 0i64);
     loop {
-        let page = users::ids_matching(&mut rd, &job.org, filter, &after, CHUNK_USERS as i64).await?;
+        let page = {
+            let mut rd = st.store.read_conn().await?;
+            users::ids_matching(&mut rd, &job.org, filter, &after, CHUNK_USERS as i64).await?
+        };
         let Some(last) = page.last() else { break };
         after = last.clone();
         total += page.len() as i64;
         let full = page.len() == CHUNK_USERS;
-        chunks.push(page);
+        let chunk = [page];
+        in_transaction!(st.store, |tx| jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &chunk).await)?;
+        seq += 1;
         if !full {
             break;
         }
     }
-    drop(rd);
-    let n = chunks.len() as i64;
-    in_transaction!(st.store, |tx| {
-        // Written together with the flag: a restart either sees all chunks or none.
-        jobs::insert_chunks(&mut tx, &job.org, &job.id, 0, &chunks).await?;
-        jobs::set_resolved(&mut tx, &job.org, &job.id, n, total).await
-    })
+    in_transaction!(st.store, |tx| jobs::set_resolved(&mut tx, &job.org, &job.id, seq, total).await)
 }
 
 /// R-BULK-3: each product's seats needed against its free seats, before

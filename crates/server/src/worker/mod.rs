@@ -54,7 +54,7 @@ pub async fn run_worker(state: AppState) {
         match next_job(&state.store).await {
             Ok(Some((org, id))) => {
                 if let Err(e) = license_job::run(&state, &owner, &org, &id).await {
-                    tracing::warn!(job = %id, error = ?e, "job stopped; it resumes when its lease runs out");
+                    tracing::error!(job = %id, error = ?e, "job stopped; it resumes when its lease runs out");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
