@@ -173,20 +173,6 @@ pub async fn pending_chunks(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<i64>
     .collect()
 }
 
-/// Whether a chunk is done, as the caller's snapshot sees it.
-pub async fn chunk_done(tx: &mut Tx, org: &str, id: &str, seq: i64) -> Result<bool, StoreError> {
-    match tx
-        .opt_row(
-            "SELECT done FROM job_chunks WHERE org_id = $1 AND job_id = $2 AND seq = $3",
-            args![org, id, seq],
-        )
-        .await?
-    {
-        Some(r) => r.bool(0),
-        None => Ok(false),
-    }
-}
-
 pub async fn chunk_users(tx: &mut Tx, org: &str, id: &str, seq: i64) -> Result<Vec<String>, StoreError> {
     let r = tx
         .opt_row(

@@ -331,57 +331,6 @@ pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64
     .await
 }
 
-/// The licence versions of many users, read in the caller's snapshot, for
-/// claiming them later with [`claim_licence_versions`].
-pub async fn licence_versions(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
-    tx.rows_packed(
-        &["id", "licence_version"],
-        &format!("FROM users WHERE org_id = $1 AND {ids_in}"),
-        &vals,
-    )
-    .await?
-    .iter()
-    .map(|r| Ok((r.text(0)?, r.int(1)?)))
-    .collect()
-}
-
-/// Claims many users' licence versions at once, as a single change claims
-/// one: each version moves on only where it is still the one read. Returns
-/// how many were claimed; fewer than asked means some user's licences
-/// changed since (the caller plans again under lock).
-pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String, i64)]) -> Result<u64, StoreError> {
-    if versions.is_empty() {
-        return Ok(0);
-    }
-    let (pairs, args) = match tx.backend() {
-        crate::Backend::Postgres => (
-            "SELECT * FROM unnest($2::text[], $3::bigint[])",
-            vec![
-                Val::from(org),
-                Val::Texts(versions.iter().map(|(id, _)| Some(id.clone())).collect()),
-                Val::Ints(versions.iter().map(|(_, v)| Some(*v)).collect()),
-            ],
-        ),
-        // One JSON array of [id, version] pairs.
-        crate::Backend::Sqlite => (
-            "SELECT value->>0, value->>1 FROM json_each($2)",
-            vec![
-                Val::from(org),
-                Val::Text(serde_json::to_string(versions).map_err(|e| StoreError::Db(e.to_string()))?),
-            ],
-        ),
-    };
-    tx.exec(
-        &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND (id, licence_version) IN ({pairs})"),
-        &args,
-    )
-    .await
-}
-
 /// Many users with the sites each administers (site admins only for those
 /// who have any), for planning a batch.
 pub async fn many(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<User>, StoreError> {

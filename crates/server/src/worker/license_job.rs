@@ -24,6 +24,19 @@ use crate::AppState;
 /// behind it on SQLite wait for at most.
 pub const CHUNK_USERS: usize = 5_000;
 
+/// Chunks of a `per_user` job in progress at once. On PostgreSQL, while
+/// one chunk waits for its commit (the WAL flush) or a lock, the others plan
+/// and write on their own connections: 100,000 users went from 10.4 s with
+/// one chunk at a time to 4.2-6.4 s with two to four (`allot bench bulk`).
+/// SQLite has one writer, so more chunks only queue behind it and make a
+/// single change wait for all of them: one at a time (measured the same).
+fn chunks_in_flight(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 3,
+        Backend::Sqlite => 1,
+    }
+}
+
 /// What every chunk of one job plans with, read once.
 struct Setting {
     req: LicenseJobRequest,
@@ -435,13 +448,6 @@ async fn end(st: &AppState, job: &Job) -> Result<(), Error> {
     in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
 }
 
-/// Chunks of a `per_user` job in progress at once on PostgreSQL: while one
-/// chunk waits for its commit (the WAL flush) or a lock, the others plan and
-/// write on their own connections: 100,000 users went from 10.4 s with one
-/// chunk at a time to 4.2-6.4 s with two to four (`allot bench bulk`).
-/// SQLite has one writer, so there chunks are pipelined instead (below).
-const PG_CHUNKS_IN_FLIGHT: usize = 3;
-
 /// `per_user`: each chunk in its own transaction; each user all or nothing.
 async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
     use futures::StreamExt;
@@ -452,26 +458,19 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
     if setting.req.dry_run {
         return run_dry(st, job, owner, setting, pending).await;
     }
-    if st.store.backend() == Backend::Sqlite {
-        return run_pipelined(st, job, owner, setting, pending).await;
-    }
     let mut chunks = futures::stream::iter(pending)
         .map(|seq| run_chunk(st, job, owner, setting, seq))
-        .buffer_unordered(PG_CHUNKS_IN_FLIGHT);
+        .buffer_unordered(chunks_in_flight(st.store.backend()));
     let mut stopped = false;
     while let Some(ran) = chunks.next().await {
         stopped |= ran? == ChunkRun::Cancelled;
     }
     if stopped {
-        return finish_cancelled(st, job).await;
+        let now = st.clock.now();
+        return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
+            .await);
     }
     end(st, job).await
-}
-
-async fn finish_cancelled(st: &AppState, job: &Job) -> Result<(), Error> {
-    let now = st.clock.now();
-    in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
-        .await)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -489,138 +488,18 @@ async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq
     let now = st.clock.now();
     in_transaction!(st.store, |tx| {
         let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
-        chunk_under_lock(&mut tx, job, owner, setting, seq, &chunk, today, now).await
+        // Lock first, then read: a single change planned before this
+        // chunk fails its version claim and plans again afterwards.
+        users::lock_licences(&mut tx, &job.org, &chunk).await?;
+        let mut pools = pools(&mut tx, job, setting).await?;
+        let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
+        apply(&mut tx, job, setting, &plans.apply, now).await?;
+        // The job's row last: the chunks in flight share it, so its lock
+        // is held only from here to the commit.
+        keep_lease(&mut tx, job, owner, now).await?;
+        record_chunk(&mut tx, job, owner, seq, &plans.results).await
     })?;
     Ok(ChunkRun::Done)
-}
-
-/// Locks a chunk's users, plans them against pools read in `tx` and applies
-/// the plans with the chunk's results and progress.
-#[allow(clippy::too_many_arguments)]
-async fn chunk_under_lock(
-    tx: &mut Tx,
-    job: &Job,
-    owner: &str,
-    setting: &Setting,
-    seq: i64,
-    chunk: &[String],
-    today: chrono::NaiveDate,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
-    // Lock first, then read: a single change planned before this chunk
-    // fails its version claim and plans again afterwards.
-    users::lock_licences(tx, &job.org, chunk).await?;
-    let mut pools = pools(tx, job, setting).await?;
-    let plans = plan_chunk(tx, job, setting, chunk, &mut pools, today).await?;
-    apply(tx, job, setting, &plans.apply, now).await?;
-    // The job's row last: chunks in flight share it, so its lock is held
-    // only from here to the commit.
-    keep_lease(tx, job, owner, now).await?;
-    record_chunk(tx, job, owner, seq, &plans.results).await
-}
-
-/// A chunk planned ahead on a read snapshot, outside the writer.
-struct Prepared {
-    seq: i64,
-    users: Vec<String>,
-    /// Licence versions as the plans saw them, claimed when applied.
-    versions: Vec<(String, i64)>,
-    plans: ChunkPlans,
-    deltas: Vec<SeatDelta>,
-}
-
-/// Seats a chunk's plans take (+) or release (-) of one pool: (subscription, product, seats).
-type SeatDelta = (String, ProductCode, i64);
-
-/// SQLite: while the writer applies and commits chunk k (the commit is an
-/// fsync), chunk k+1 is read and planned on a snapshot. Its plans are used
-/// only if every user's licence version is still the one read (claimed as a
-/// single change claims one) and the guarded counters take the seats; any
-/// doubt (a version moved, a pool filled, a user refused) and the chunk is
-/// planned again under lock, exactly as without the pipeline.
-async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting, pending: Vec<i64>) -> Result<(), Error> {
-    let mut ahead: Option<Prepared> = None;
-    for (k, &seq) in pending.iter().enumerate() {
-        if cancelled(st, job).await? {
-            return finish_cancelled(st, job).await;
-        }
-        let current = match ahead.take() {
-            Some(p) => p,
-            None => prepare(st, job, setting, seq, None).await?,
-        };
-        let deltas = current.deltas.clone();
-        let next = pending.get(k + 1).copied();
-        let (written, prepared) = futures::join!(write_prepared(st, job, owner, setting, current), async {
-            match next {
-                Some(n) => Some(prepare(st, job, setting, n, Some((seq, &deltas))).await),
-                None => None,
-            }
-        });
-        written?;
-        ahead = prepared.transpose()?;
-    }
-    end(st, job).await
-}
-
-/// Reads and plans chunk `seq` in one read snapshot. `in_flight` is the
-/// chunk being written meanwhile: if the snapshot does not show it done
-/// yet, its seats are counted as taken.
-async fn prepare(st: &AppState, job: &Job, setting: &Setting, seq: i64, in_flight: Option<(i64, &[SeatDelta])>) -> Result<Prepared, Error> {
-    let today = st.clock.today();
-    let mut rd = st.store.begin_read().await?;
-    let users = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
-    let versions = users::licence_versions(&mut rd, &job.org, &users).await?;
-    let mut pools = pools(&mut rd, job, setting).await?;
-    if let Some((writing, deltas)) = in_flight {
-        if !jobs::chunk_done(&mut rd, &job.org, &job.id, writing).await? {
-            for (sub, product, delta) in deltas {
-                if let Some(p) = pools.iter_mut().find(|p| &p.subscription == sub && &p.product == product) {
-                    p.consumed += delta;
-                }
-            }
-        }
-    }
-    let plans = plan_chunk(&mut rd, job, setting, &users, &mut pools, today).await?;
-    rd.rollback().await?;
-    let mut deltas: BTreeMap<(String, ProductCode), i64> = BTreeMap::new();
-    for (_, _, plan) in &plans.apply {
-        for h in &plan.take {
-            *deltas.entry((h.subscription.clone(), h.product.clone())).or_default() += 1;
-        }
-        for h in &plan.release {
-            *deltas.entry((h.subscription.clone(), h.product.clone())).or_default() -= 1;
-        }
-    }
-    Ok(Prepared {
-        seq,
-        users,
-        versions,
-        plans,
-        deltas: deltas.into_iter().map(|((s, p), d)| (s, p, d)).collect(),
-    })
-}
-
-/// Applies a prepared chunk, or plans it again under lock when its plans
-/// cannot be trusted (see [`run_pipelined`]).
-async fn write_prepared(st: &AppState, job: &Job, owner: &str, setting: &Setting, p: Prepared) -> Result<(), Error> {
-    let today = st.clock.today();
-    let now = st.clock.now();
-    // Only the first attempt may use the prepared plans: a retry (a pool
-    // filled meanwhile) plans under lock.
-    let first = std::sync::atomic::AtomicBool::new(true);
-    let trusted = refusals(&p.plans.results) == 0;
-    in_transaction!(st.store, |tx| {
-        let fresh = first.swap(false, std::sync::atomic::Ordering::SeqCst);
-        let claimed = fresh && trusted && users::claim_licence_versions(&mut tx, &job.org, &p.versions).await? == p.versions.len() as u64;
-        if claimed {
-            apply(&mut tx, job, setting, &p.plans.apply, now).await?;
-            keep_lease(&mut tx, job, owner, now).await?;
-            record_chunk(&mut tx, job, owner, p.seq, &p.plans.results).await
-        } else {
-            tracing::debug!(job = %job.id, chunk = p.seq, "prepared plans not usable; planning the chunk under lock");
-            chunk_under_lock(&mut tx, job, owner, setting, p.seq, &p.users, today, now).await
-        }
-    })
 }
 
 /// A `per_user` dry run: writes nothing but results, so its seat arithmetic
@@ -629,7 +508,9 @@ async fn run_dry(st: &AppState, job: &Job, owner: &str, setting: &Setting, pendi
     let mut dry_pools: Option<Vec<Pool>> = None;
     for seq in pending {
         if cancelled(st, job).await? {
-            return finish_cancelled(st, job).await;
+            let now = st.clock.now();
+            return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
+                .await);
         }
         let today = st.clock.today();
         let now = st.clock.now();

@@ -6,7 +6,6 @@ use crate::both_backends;
 use crate::kit::*;
 
 both_backends!(
-    version_claims_take_only_unchanged_users,
     capacity_is_checked_before_anything_is_written,
     per_user_and_all_or_nothing_with_rule_violations,
     filters_and_moves_keep_service_data,
@@ -435,36 +434,4 @@ async fn cancel_stops_between_chunks(backend: Backend) {
     app.post(&format!("/api/v1/jobs/{id}/cancel"), &app.admin, json!({}))
         .await
         .problem(409, "conflict");
-}
-
-/// A chunk planned ahead claims its users' licence versions as read; a user
-/// whose licences changed since (version moved) is not claimed, so the
-/// worker plans that chunk again under lock.
-async fn version_claims_take_only_unchanged_users(backend: Backend) {
-    let app = spawn(backend).await;
-    let (org, _sub) = messaging_org(&app, 10).await;
-    let users = many_users(&app, &org, "v", "example.com", 3, None).await;
-    let mut rd = app.store.begin_read().await.unwrap();
-    let seen = allot_store::users::licence_versions(&mut rd, &org, &users).await.unwrap();
-    rd.rollback().await.unwrap();
-    assert_eq!(seen.len(), 3);
-    // A single change (or another chunk) moves the second user's version on.
-    let moved = vec![users[1].clone()];
-    allot_store::in_transaction!(app.store, |tx| allot_store::users::lock_licences(&mut tx, &org, &moved).await).unwrap();
-    let claimed = allot_store::in_transaction!(app.store, |tx| allot_store::users::claim_licence_versions(&mut tx, &org, &seen)
-        .await)
-    .unwrap();
-    assert_eq!(claimed, 2, "the user changed since the read is not claimed");
-    let mut rd = app.store.begin_read().await.unwrap();
-    let after = allot_store::users::licence_versions(&mut rd, &org, &users).await.unwrap();
-    for (id, v) in &after {
-        let before = seen.iter().find(|(u, _)| u == id).unwrap().1;
-        assert_eq!(*v, before + 1, "{id}: claimed once or locked once, either way one step");
-    }
-    // Claiming the old versions again claims nobody.
-    rd.rollback().await.unwrap();
-    let again = allot_store::in_transaction!(app.store, |tx| allot_store::users::claim_licence_versions(&mut tx, &org, &seen)
-        .await)
-    .unwrap();
-    assert_eq!(again, 0);
 }
