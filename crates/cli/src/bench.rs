@@ -228,16 +228,7 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
                 allot_store::subscriptions::insert(&mut tx, &sub, now).await?;
                 let mut users = Vec::new();
                 for u in 0..per_pool {
-                    let user = User {
-                        id: new_id("usr"),
-                        email: format!("u{u}@org{i}.example"),
-                        display_name: String::new(),
-                        kind: "internal".into(),
-                        status: "active".into(),
-                        usage_location: None,
-                        site_admin_of: vec![],
-                        groups: vec![],
-                    };
+                    let user = User::internal(new_id("usr"), format!("u{u}@org{i}.example"));
                     allot_store::users::insert(&mut tx, &org.id, &user, now).await?;
                     users.push(user.id);
                 }

@@ -26,16 +26,7 @@ async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
     let (org, sub) = seat_pool("Bulk Bench", "bulk-seat", n as i64, now, SystemClock.today());
     // Users made a batch at a time: the setup's memory should not be
     // mistaken for the job's.
-    let user = |i: usize| User {
-        id: format!("usr_{i:08}"),
-        email: format!("user{i}@bulk.example"),
-        display_name: String::new(),
-        kind: "internal".into(),
-        status: "active".into(),
-        usage_location: None,
-        site_admin_of: vec![],
-        groups: vec![],
-    };
+    let user = |i: usize| User::internal(format!("usr_{i:08}"), format!("user{i}@bulk.example"));
     in_transaction!(store, |tx| {
         allot_store::catalogue::insert(&mut tx, &seat_product("bulk-seat")?, now).await?;
         allot_store::tenants::insert_org(&mut tx, &org, now).await?;

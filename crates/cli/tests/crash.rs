@@ -77,16 +77,7 @@ async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest:
 /// Loads `n` users straight into the database, as an import would.
 async fn load_users(store: &Store, org: &str, n: usize) {
     let users: Vec<allot_store::users::User> = (0..n)
-        .map(|i| allot_store::users::User {
-            id: format!("usr_crash{i:07}"),
-            email: format!("user{i}@crash.example"),
-            display_name: String::new(),
-            kind: "internal".into(),
-            status: "active".into(),
-            usage_location: None,
-            site_admin_of: vec![],
-            groups: vec![],
-        })
+        .map(|i| allot_store::users::User::internal(format!("usr_crash{i:07}"), format!("user{i}@crash.example")))
         .collect();
     let mut tx = store.begin().await.expect("begin");
     allot_store::users::insert_many(&mut tx, org, &users, chrono::Utc::now())

@@ -19,6 +19,23 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+impl User {
+    /// An active internal user with no name, location, sites or groups (as
+    /// the loaders of tests and benchmarks make them by the thousand).
+    pub fn internal(id: String, email: String) -> User {
+        User {
+            id,
+            email,
+            display_name: String::new(),
+            kind: "internal".into(),
+            status: "active".into(),
+            usage_location: None,
+            site_admin_of: vec![],
+            groups: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
     pub email: Option<String>,

@@ -129,13 +129,12 @@ struct Snapshot {
     pools: Vec<Pool>,
 }
 
-async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
-    let mut rd = st.store.read_conn().await?;
-    let org = ctx.org(&mut rd, org_id, Action::WriteLicenses).await?;
-    let (user, version) = users::licence_state(&mut rd, &org.id, user_id)
+async fn read_snapshot(rd: &mut Tx, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
+    let org = ctx.org(rd, org_id, Action::WriteLicenses).await?;
+    let (user, version) = users::licence_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
-    let assignments = licenses::of_user(&mut rd, &org.id, &user.id).await?;
+    let assignments = licenses::of_user(rd, &org.id, &user.id).await?;
     let mut codes: Vec<&ProductCode> = change
         .add
         .iter()
@@ -145,7 +144,7 @@ async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, ch
         .collect();
     let mut seen = HashSet::new();
     codes.retain(|c| seen.insert(*c));
-    let catalogue = catalogue::with_requirements(&mut rd, &codes).await?;
+    let catalogue = catalogue::with_requirements(rd, &codes).await?;
     // Pools for what is added and, when asked to, for what that requires.
     let mut pool_products: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
     if change.add_required {
@@ -153,7 +152,7 @@ async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, ch
     }
     let mut seen = HashSet::new();
     pool_products.retain(|c| seen.insert(*c));
-    let pools = subscriptions::pools_for(&mut rd, &org.id, &pool_products).await?;
+    let pools = subscriptions::pools_for(rd, &org.id, &pool_products).await?;
     // Sites and site-admin roles matter only to site properties: read them only then.
     let site_ids: Vec<&str> = change
         .add
@@ -162,11 +161,11 @@ async fn read_snapshot(st: &AppState, ctx: &Ctx, org_id: &str, user_id: &str, ch
         .chain(assignments.iter().flat_map(|a| a.held.properties.get(&PropertyName::Site)))
         .map(String::as_str)
         .collect();
-    let sites = tenants::sites_by_ids(&mut rd, &org.id, &site_ids).await?;
+    let sites = tenants::sites_by_ids(rd, &org.id, &site_ids).await?;
     let site_admin_of = if site_ids.is_empty() {
         Vec::new()
     } else {
-        users::site_admin_of(&mut rd, &org.id, &user.id).await?
+        users::site_admin_of(rd, &org.id, &user.id).await?
     };
     let user = user_facts(users::User { site_admin_of, ..user });
     let org_facts = org_facts(&org, sites);
@@ -229,10 +228,19 @@ async fn write_plan(
     licenses::record_changes(tx, org, &planned, &ctx.actor(), now).await
 }
 
+/// Failed attempts after which a change plans under the user's row lock.
+const OPTIMISTIC_ATTEMPTS: u32 = 3;
+
 /// The atomic single-user licence change: read a snapshot, plan it (pure),
 /// then apply it in one short transaction whose guards (the user's licence
 /// version, the seat counters, the assignment keys) are the final word. A
 /// stale snapshot starts the attempt over; nothing is ever half-applied.
+///
+/// Under a stream of bulk chunks taking the same user, an optimistic
+/// attempt can lose every race (each chunk moves the user's version on
+/// before the claim lands). After [`OPTIMISTIC_ATTEMPTS`] the change locks
+/// the user's row first, waiting for any chunk holding it, then reads and
+/// plans inside that transaction, where nobody can overtake it.
 pub async fn change_licenses(
     st: &AppState,
     ctx: &Ctx,
@@ -243,22 +251,33 @@ pub async fn change_licenses(
     let mut attempt = 0u32;
     loop {
         let now = st.clock.now();
-        let snap = read_snapshot(st, ctx, org_id, user_id, change).await?;
-        let held: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
-        let input = PlanInput {
-            user: &snap.user,
-            org: &snap.org_facts,
-            held: &held,
-            catalogue: &snap.catalogue,
-            pools: &snap.pools,
-            today: st.clock.today(),
+        let today = st.clock.today();
+        let (tx, result) = if attempt < OPTIMISTIC_ATTEMPTS {
+            let snap = {
+                let mut rd = st.store.read_conn().await?;
+                read_snapshot(&mut rd, ctx, org_id, user_id, change).await?
+            };
+            let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
+            let mut tx = st.store.begin_in_org(&snap.org).await?;
+            let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
+            (tx, result.map(|()| (snap, plan)))
+        } else {
+            let mut tx = st.store.begin_in_org(org_id).await?;
+            let result = async {
+                // Scope first: nothing is locked in another tenant's org.
+                ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
+                users::lock_licences(&mut tx, org_id, &[user_id.to_string()]).await?;
+                let snap = read_snapshot(&mut tx, ctx, org_id, user_id, change).await?;
+                let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
+                write_plan(&mut tx, ctx, &snap, &plan, change, now).await?;
+                Ok((snap, plan))
+            }
+            .await;
+            (tx, result)
         };
-        let plan = plan_license_change(&input, change).map_err(Error::rejected)?;
-        let mut tx = st.store.begin_in_org(&snap.org).await?;
-        let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
         match finish(tx, result).await {
             Outcome::Done(r) => {
-                r?;
+                let (snap, plan) = r?;
                 let assigned_at = |h: &Held| {
                     snap.assignments
                         .iter()
@@ -282,10 +301,24 @@ pub async fn change_licenses(
                 if attempt > 12 {
                     return Err(e.into());
                 }
-                backoff(attempt).await;
+                backoff(attempt.min(OPTIMISTIC_ATTEMPTS)).await;
             }
         }
     }
+}
+
+/// The plan of `change` for the snapshot's user.
+fn plan_for(snap: &Snapshot, change: &LicenseChange, today: chrono::NaiveDate) -> Result<LicensePlan, Vec<Violation>> {
+    let held: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
+    let input = PlanInput {
+        user: &snap.user,
+        org: &snap.org_facts,
+        held: &held,
+        catalogue: &snap.catalogue,
+        pools: &snap.pools,
+        today,
+    };
+    plan_license_change(&input, change)
 }
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/users/{user}/licenses", tag = "licenses", params(("org" = String, Path), ("user" = String, Path)),

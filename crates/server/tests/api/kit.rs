@@ -403,14 +403,8 @@ pub async fn world(app: &TestApp) -> World {
 pub async fn many_users(app: &TestApp, org: &str, prefix: &str, domain: &str, n: usize, location: Option<&str>) -> Vec<String> {
     let users: Vec<allot_store::users::User> = (0..n)
         .map(|i| allot_store::users::User {
-            id: format!("usr_{prefix}{i:07}"),
-            email: format!("{prefix}{i}@{domain}"),
-            display_name: String::new(),
-            kind: "internal".into(),
-            status: "active".into(),
             usage_location: location.map(str::to_string),
-            site_admin_of: vec![],
-            groups: vec![],
+            ..allot_store::users::User::internal(format!("usr_{prefix}{i:07}"), format!("{prefix}{i}@{domain}"))
         })
         .collect();
     let mut tx = app.store.begin().await.expect("begin");
