@@ -108,7 +108,7 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
     };
     let mut job = job;
     if !job.resolved {
-        resolve(st, &job, &setting).await?;
+        resolve(st, &job, owner, &setting).await?;
         job = reload(st, &job).await?;
     }
     if setting.req.dry_run && job.done > 0 {
@@ -175,7 +175,7 @@ async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
 /// One chunk in memory at a time: each is written as it is read, and the
 /// job is marked resolved after the last, so a restart in between (no chunk
 /// has run yet) drops the chunks written and starts over.
-async fn resolve(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
+async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
     let Some(filter) = &setting.req.filter else {
         return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
     };
@@ -192,7 +192,12 @@ async fn resolve(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Erro
         total += page.len() as i64;
         let full = page.len() == CHUNK_USERS;
         let chunk = [page];
-        in_transaction!(st.store, |tx| jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &chunk).await)?;
+        let now = st.clock.now();
+        in_transaction!(st.store, |tx| {
+            // Renewed with every chunk: resolving a million users outlasts a short lease.
+            keep_lease(&mut tx, job, owner, now).await?;
+            jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &chunk).await
+        })?;
         seq += 1;
         if !full {
             break;
