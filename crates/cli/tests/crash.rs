@@ -1,7 +1,8 @@
 //! A bulk job survives `kill -9`: a real server is killed in the middle of a
 //! job, a new one resumes it, and afterwards every pool's counter equals its
 //! rows, no user holds a product twice, and every targeted user was done
-//! exactly once. On SQLite and on PostgreSQL.
+//! exactly once. On SQLite and on PostgreSQL. And a job that fails on every
+//! run ends `failed` with its error instead of being retried forever.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +29,7 @@ fn serve(database: &str) -> (Running, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
         .env("ALLOT_JOB_LEASE_MS", "1500")
+        .env("ALLOT_JOB_RETRY_MS", "100")
         .env("ALLOT_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -266,4 +268,127 @@ async fn postgres_job_survives_kill_9() {
     };
     let url = cluster.create_database("crash").expect("database");
     killed_mid_job_resumes(&url).await;
+}
+
+/// A job whose chunk cannot be read (a damaged row) fails on every run: the
+/// worker retries it a few times, then ends it `failed` with the error, and
+/// the server goes on serving other jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_failing_ends_failed() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("failing.db");
+    let database = db.to_str().unwrap();
+    let admin = token(database);
+    let (_server, url) = serve(database);
+    let client = reqwest::Client::new();
+    call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({ "code": "messaging", "name": "Messaging", "family": "messaging" })),
+    )
+    .await;
+    let org = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        "/api/v1/orgs",
+        Some(json!({ "name": "Failing AB" })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/subscriptions"),
+        Some(json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": [{ "product": "messaging", "quantity": 10 }] })),
+    )
+    .await;
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 2,
+        },
+    )
+    .await
+    .expect("store");
+    load_users(&store, &org, 4).await;
+    let users: Vec<String> = (0..4).map(|i| format!("usr_crash{i:07}")).collect();
+    let wait_for = |id: String| {
+        let (client, url, admin) = (client.clone(), url.clone(), admin.clone());
+        async move {
+            let started = Instant::now();
+            loop {
+                let j = call(&client, &url, &admin, Method::GET, &format!("/api/v1/jobs/{id}"), None).await;
+                if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+                    return j;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "the job never ended: {j}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // A healthy job first, to copy its stored request.
+    let good = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/license-jobs"),
+        Some(json!({ "users": users[..2], "add": [{ "product": "messaging" }] })),
+    )
+    .await["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_for(good.clone()).await["state"], "succeeded");
+    // The same job again under a new id, with its one chunk damaged.
+    let bad = format!("{good}x");
+    {
+        let mut tx = store.begin().await.expect("begin");
+        tx.exec(
+            "INSERT INTO jobs (org_id, id, kind, state, request, created_by, created_at, resolved, chunks, total, done, succeeded, failed, cancel_requested, lease_until) \
+             SELECT org_id, $2, kind, 'queued', request, created_by, created_at, TRUE, 1, 2, 0, 0, 0, FALSE, 0 FROM jobs WHERE id = $1",
+            &[Val::from(good.as_str()), Val::from(bad.as_str())],
+        )
+        .await
+        .expect("copy the job");
+        tx.exec(
+            "INSERT INTO job_chunks (org_id, job_id, seq, users, done) VALUES ($1, $2, 0, 'not a list of users', FALSE)",
+            &[Val::from(org.as_str()), Val::from(bad.as_str())],
+        )
+        .await
+        .expect("damaged chunk");
+        tx.commit().await.expect("commit");
+    }
+    let j = wait_for(bad.clone()).await;
+    assert_eq!(j["state"], "failed", "{j}");
+    let text = j.to_string();
+    assert!(text.contains("failed 5 times in a row"), "the error says why: {j}");
+    // Nothing of it was applied, and the server still runs jobs.
+    assert_eq!(one_int(&store, "SELECT COUNT(*) FROM assignments", &[]).await, 2);
+    let after = call(
+        &client,
+        &url,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/license-jobs"),
+        Some(json!({ "users": users[2..], "add": [{ "product": "messaging" }] })),
+    )
+    .await["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_for(after).await["state"], "succeeded");
+    assert_eq!(one_int(&store, "SELECT COUNT(*) FROM assignments", &[]).await, 4);
+    store.close().await;
 }

@@ -151,6 +151,17 @@ pub async fn take_lease(tx: &mut Tx, org: &str, id: &str, owner: &str, now_ms: i
     Ok(n == 1)
 }
 
+/// Keeps a job this owner could not finish from being taken again before
+/// `until_ms` (by anyone, this owner included): the retry delay of a failed run.
+pub async fn postpone(tx: &mut Tx, org: &str, id: &str, owner: &str, until_ms: i64) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE jobs SET lease_until = $4 WHERE org_id = $1 AND id = $2 AND lease_owner = $3",
+        args![org, id, owner, until_ms],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records the users of a job once they are known (a filter resolved).
 pub async fn set_resolved(tx: &mut Tx, org: &str, id: &str, chunks: i64, total: i64) -> Result<(), StoreError> {
     tx.exec(

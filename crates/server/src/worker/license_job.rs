@@ -154,6 +154,22 @@ async fn renew(st: &AppState, owner: &str, org: &str, id: &str) -> Result<bool, 
     })
 }
 
+/// Ends a job whose runs kept failing (see `MAX_FAILED_RUNS`): `failed`,
+/// with the last error; chunks already done stay done.
+pub(super) async fn give_up(st: &AppState, org: &str, id: &str, runs: u32, last: &Error) -> Result<(), Error> {
+    let job = {
+        let mut rd = st.store.read_conn().await?;
+        jobs::get(&mut rd, org, id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Job {id}")))?
+    };
+    let e = Error::new(
+        last.code,
+        format!("The job failed {runs} times in a row and was given up: {}", last.detail),
+    );
+    fail(st, &job, &e).await
+}
+
 /// A job that cannot run at all (its move names a subscription that no
 /// longer fits, say) ends `failed` with the reason.
 async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {

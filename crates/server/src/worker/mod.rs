@@ -4,16 +4,19 @@
 //! on one database never work on the same job), renews the lease with every
 //! chunk, and resumes jobs whose worker died (`kill -9`) once their lease has
 //! run out. A chunk's changes, its results and the job's progress commit in
-//! one transaction: a restart redoes no user and loses none.
+//! one transaction: a restart redoes no user and loses none. A run that fails
+//! is retried after a growing delay; after [`MAX_FAILED_RUNS`] in a row the
+//! job ends `failed` with the error, rather than being retried forever.
 
 mod license_job;
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use allot_store::{jobs, Store};
+use allot_store::{in_transaction, jobs, Store};
 
 use crate::AppState;
 
@@ -47,17 +50,51 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs of one job that may fail in a row (in this worker) before the job
+/// ends `failed` with the last error, instead of being retried forever.
+pub const MAX_FAILED_RUNS: u32 = 5;
+
+/// The delay before a failed run is retried, times the failures so far:
+/// by default 5 s, so a job is given up after about 50 s of failing runs.
+/// `ALLOT_JOB_RETRY_MS` changes it (the tests use 100 ms).
+fn retry_ms() -> i64 {
+    std::env::var("ALLOT_JOB_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &i64| *v >= 10)
+        .unwrap_or(5_000)
+}
+
 /// Runs until the task is aborted.
 pub async fn run_worker(state: AppState) {
     let owner = allot_store::new_id("wrk");
+    let mut failed_runs: HashMap<String, u32> = HashMap::new();
     loop {
         match next_job(&state.store).await {
-            Ok(Some((org, id))) => {
-                if let Err(e) = license_job::run(&state, &owner, &org, &id).await {
-                    tracing::error!(job = %id, error = ?e, "job stopped; it resumes when its lease runs out");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(Some((org, id))) => match license_job::run(&state, &owner, &org, &id).await {
+                Ok(()) => {
+                    failed_runs.remove(&id);
                 }
-            }
+                Err(e) => {
+                    let runs = failed_runs.entry(id.clone()).or_default();
+                    *runs += 1;
+                    let runs = *runs;
+                    if runs >= MAX_FAILED_RUNS {
+                        tracing::error!(job = %id, error = ?e, runs, "job failed too many times in a row; giving it up");
+                        if let Err(e) = license_job::give_up(&state, &org, &id, runs, &e).await {
+                            tracing::error!(job = %id, error = ?e, "cannot mark the job failed; it is retried later");
+                        }
+                        failed_runs.remove(&id);
+                    } else {
+                        tracing::error!(job = %id, error = ?e, runs, "job stopped; it is retried");
+                        let until = now_ms() + retry_ms() * i64::from(runs);
+                        let postponed = in_transaction!(state.store, |tx| jobs::postpone(&mut tx, &org, &id, &owner, until).await);
+                        if let Err(e) = postponed {
+                            tracing::error!(job = %id, error = ?e, "cannot postpone the job; it resumes when its lease runs out");
+                        }
+                    }
+                }
+            },
             Ok(None) => {
                 // Nothing claimable: wait for a new job, or look again soon
                 // (another server's job whose lease runs out).
