@@ -93,46 +93,39 @@ async fn one_int(store: &Store, sql: &str, args: &[Val]) -> i64 {
     tx.rows(sql, args).await.expect("query")[0].int(0).expect("int")
 }
 
+/// A messaging product, an org named `name` and a subscription with `seats`
+/// seats of it, made through the API. Returns (org, subscription).
+async fn messaging_org(client: &reqwest::Client, url: &str, admin: &str, name: &str, seats: i64) -> (String, String) {
+    use reqwest::Method;
+    let product = json!({ "code": "messaging", "name": "Messaging", "family": "messaging" });
+    call(client, url, admin, Method::POST, "/api/v1/products", Some(product)).await;
+    let org = call(client, url, admin, Method::POST, "/api/v1/orgs", Some(json!({ "name": name }))).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let items = json!([{ "product": "messaging", "quantity": seats }]);
+    let subscription = json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": items });
+    let sub = call(
+        client,
+        url,
+        admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/subscriptions"),
+        Some(subscription),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (org, sub)
+}
+
 async fn killed_mid_job_resumes(database: &str) {
     let admin = token(database);
     let (server, url) = serve(database);
     let client = reqwest::Client::new();
     use reqwest::Method;
-    call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        "/api/v1/products",
-        Some(json!({ "code": "messaging", "name": "Messaging", "family": "messaging" })),
-    )
-    .await;
-    let org = call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        "/api/v1/orgs",
-        Some(json!({ "name": "Crash AB" })),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let sub = call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        &format!("/api/v1/orgs/{org}/subscriptions"),
-        Some(
-            json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": [{ "product": "messaging", "quantity": USERS + 10 }] }),
-        ),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (org, sub) = messaging_org(&client, &url, &admin, "Crash AB", USERS as i64 + 10).await;
     let store = Store::open(
         database,
         StoreOptions {
@@ -282,36 +275,7 @@ async fn a_job_that_keeps_failing_ends_failed() {
     let admin = token(database);
     let (_server, url) = serve(database);
     let client = reqwest::Client::new();
-    call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        "/api/v1/products",
-        Some(json!({ "code": "messaging", "name": "Messaging", "family": "messaging" })),
-    )
-    .await;
-    let org = call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        "/api/v1/orgs",
-        Some(json!({ "name": "Failing AB" })),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    call(
-        &client,
-        &url,
-        &admin,
-        Method::POST,
-        &format!("/api/v1/orgs/{org}/subscriptions"),
-        Some(json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": [{ "product": "messaging", "quantity": 10 }] })),
-    )
-    .await;
+    let (org, _sub) = messaging_org(&client, &url, &admin, "Failing AB", 10).await;
     let store = Store::open(
         database,
         StoreOptions {
