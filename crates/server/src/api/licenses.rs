@@ -238,9 +238,10 @@ const OPTIMISTIC_ATTEMPTS: u32 = 3;
 ///
 /// Under a stream of bulk chunks taking the same user, an optimistic
 /// attempt can lose every race (each chunk moves the user's version on
-/// before the claim lands). After [`OPTIMISTIC_ATTEMPTS`] the change locks
-/// the user's row first, waiting for any chunk holding it, then reads and
-/// plans inside that transaction, where nobody can overtake it.
+/// before the claim lands, or the org's lane deadlocks with a chunk). After
+/// [`OPTIMISTIC_ATTEMPTS`] the change runs in a transaction of its own,
+/// locks the user's row first, waiting for any chunk holding it, then reads
+/// and plans inside that transaction, where nobody can overtake it.
 pub async fn change_licenses(
     st: &AppState,
     ctx: &Ctx,
@@ -262,7 +263,11 @@ pub async fn change_licenses(
             let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
             (tx, result.map(|()| (snap, plan)))
         } else {
-            let mut tx = st.store.begin_in_org(org_id).await?;
+            // Not the org's lane: a lane's shared transaction may already
+            // hold a seat counter that a bulk chunk holding this user waits
+            // for, and waiting for the user there would close the circle
+            // (PostgreSQL reports a deadlock). Alone, it only waits.
+            let mut tx = st.store.begin().await?;
             let result = async {
                 // Scope first: nothing is locked in another tenant's org.
                 ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
