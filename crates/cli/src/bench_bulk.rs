@@ -57,6 +57,12 @@ async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Sto
 }
 
 /// The job through the API: POST, then poll until it has ended.
+/// Sends a request and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value> {
+    let response = request.send().await.map_err(|e| msg(e.to_string()))?;
+    response.json().await.map_err(|e| msg(e.to_string()))
+}
+
 /// Returns the time, the ended job, and the RSS when the job began (MB).
 async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<f64>)> {
     let (store, org, _sub) = prepared(database, n, 16).await?;
@@ -78,30 +84,19 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
     reset_peak_rss();
     let rss_before = rss_now_mb();
     let started = Instant::now();
-    let created: Value = client
-        .post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
-        .bearer_auth(&token)
-        .json(&json!({ "filter": { "email_domain": "bulk.example" }, "add": [{ "product": "bulk-seat" }] }))
-        .send()
-        .await
-        .map_err(|e| msg(e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| msg(e.to_string()))?;
+    let created = json_of(
+        client
+            .post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
+            .bearer_auth(&token)
+            .json(&json!({ "filter": { "email_domain": "bulk.example" }, "add": [{ "product": "bulk-seat" }] })),
+    )
+    .await?;
     let id = created["job"]["id"]
         .as_str()
         .ok_or_else(|| msg(format!("no job was created: {created}")))?
         .to_string();
     let job = loop {
-        let j: Value = client
-            .get(format!("{url}/api/v1/jobs/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map_err(|e| msg(e.to_string()))?
-            .json()
-            .await
-            .map_err(|e| msg(e.to_string()))?;
+        let j = json_of(client.get(format!("{url}/api/v1/jobs/{id}")).bearer_auth(&token)).await?;
         if !matches!(j["state"].as_str(), Some("queued" | "running")) {
             break j;
         }

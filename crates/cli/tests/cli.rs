@@ -1,63 +1,16 @@
 //! The `allot` binary as an operator runs it: real processes on a fresh database.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_allot");
+use std::process::Command;
 
-/// Kills the child process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `allot <args>` and reads its stdout until `want` has seen what it needs.
-fn start(args: &[&str], mut want: impl FnMut(&str) -> bool) -> (Running, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn allot");
-    let stdout = child.stdout.take().expect("stdout");
-    let running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("allot {args:?} printed {lines:?} and then nothing"));
-        let done = want(&line);
-        lines.push(line);
-        if done {
-            return (running, lines);
-        }
-    }
-}
-
-fn url_in(lines: &[String], marker: &str) -> String {
-    let line = lines.iter().find(|l| l.contains(marker)).expect("a line with the URL");
-    line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string()
-}
+use common::{start, url_in, BIN};
 
 #[tokio::test]
 async fn demo_starts_on_a_fresh_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
-    let (_demo, lines) = start(&["demo", "--database", db.to_str().unwrap(), "--listen", "127.0.0.1:0"], |l| {
+    let (_demo, lines) = start(&["demo", "--database", db.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[], |l| {
         l.starts_with("allot_")
     });
     let url = url_in(&lines, "running at");
@@ -158,7 +111,7 @@ async fn create_token_then_serve() {
         .unwrap();
     assert!(!bad.status.success());
 
-    let (_server, lines) = start(&["serve", "--database", db, "--listen", "127.0.0.1:0"], |l| {
+    let (_server, lines) = start(&["serve", "--database", db, "--listen", "127.0.0.1:0"], &[], |l| {
         l.contains("listening on")
     });
     let url = url_in(&lines, "listening on");

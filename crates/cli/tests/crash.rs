@@ -4,55 +4,32 @@
 //! exactly once. On SQLite and on PostgreSQL. And a job that fails on every
 //! run ends `failed` with its error instead of being retried forever.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use allot_store::{Store, StoreOptions, Val};
 
-const BIN: &str = env!("CARGO_BIN_EXE_allot");
+use common::{start, url_in, Running, BIN};
+
 const USERS: usize = 100_000;
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `allot serve` on port 0 with a short job lease; returns it and its URL.
+/// `allot serve` on port 0 with a short job lease and retry delay; returns
+/// it and its URL.
 fn serve(database: &str) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--database", database, "--listen", "127.0.0.1:0"])
-        .env("ALLOT_JOB_LEASE_MS", "1500")
-        .env("ALLOT_JOB_RETRY_MS", "100")
-        .env("ALLOT_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn allot serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("allot serve printed nothing");
-        if line.contains("listening on") {
-            let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string();
-            return (running, url);
-        }
-    }
+    let (running, lines) = start(
+        &["serve", "--database", database, "--listen", "127.0.0.1:0"],
+        &[
+            ("ALLOT_JOB_LEASE_MS", "1500"),
+            ("ALLOT_JOB_RETRY_MS", "100"),
+            ("ALLOT_LOG", "error"),
+        ],
+        |l| l.contains("listening on"),
+    );
+    (running, url_in(&lines, "listening on"))
 }
 
 fn token(database: &str) -> String {

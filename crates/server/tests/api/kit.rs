@@ -454,3 +454,19 @@ pub async fn licence_state(app: &TestApp) -> Vec<String> {
         .filter(|l| l.starts_with("item ") || l.starts_with("seat ") || l.starts_with("assignments=") || l.starts_with("service_data="))
         .collect()
 }
+
+/// A user's stored service data of one family, straight from the database:
+/// (data as JSON, retain_until), or None when there is no row.
+pub async fn stored_service_data(app: &TestApp, org: &str, user: &str, family: &str) -> Option<(serde_json::Value, Option<String>)> {
+    let mut tx = app.store.begin_read().await.expect("read");
+    let rows = tx
+        .rows(
+            "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3",
+            allot_store::args![org, user, family],
+        )
+        .await
+        .expect("service data");
+    let row = rows.first()?;
+    let data = serde_json::from_str(&row.text(0).expect("data")).expect("data is JSON");
+    Some((data, row.opt_text(1).expect("retain_until")))
+}

@@ -67,20 +67,12 @@ async fn change_adds_removes_and_moves(backend: Backend) {
     )
     .await
     .ok();
-    let mut tx = app.store.begin_read().await.unwrap();
-    let data = tx
-        .rows(
-            "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = 'calling'",
-            allot_store::args![w.org.as_str(), u.as_str()],
-        )
+    let (stored, retain_until) = stored_service_data(&app, &w.org, &u, "calling")
         .await
-        .unwrap();
-    assert_eq!(data.len(), 1);
-    let stored: serde_json::Value = serde_json::from_str(&data[0].text(0).unwrap()).unwrap();
+        .expect("one service-data row");
     assert_eq!(stored["extension"], "1234");
     assert_eq!(stored["phone_number"], "+46701234567");
-    assert_eq!(data[0].opt_text(1).unwrap(), None, "a move does not start retention");
-    drop(tx);
+    assert_eq!(retain_until, None, "a move does not start retention");
     let a = app
         .get(&format!("/api/v1/orgs/{}/subscriptions/{}", w.org, w.sub), &app.admin)
         .await

@@ -1,0 +1,57 @@
+//! Running the real `allot` binary in tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_allot");
+
+/// Kills the child process when the test ends, however it ends.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `allot <args>` with `env` added and reads its stdout until `want`
+/// has seen what it needs; returns the process and the lines read.
+pub fn start(args: &[&str], env: &[(&str, &str)], mut want: impl FnMut(&str) -> bool) -> (Running, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn allot");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("allot {args:?} printed {lines:?} and then nothing"));
+        let done = want(&line);
+        lines.push(line);
+        if done {
+            return (running, lines);
+        }
+    }
+}
+
+/// The first `http://` word of the first line containing `marker`.
+pub fn url_in(lines: &[String], marker: &str) -> String {
+    let line = lines.iter().find(|l| l.contains(marker)).expect("a line with the URL");
+    line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string()
+}
