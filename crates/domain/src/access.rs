@@ -74,6 +74,8 @@ pub enum Action {
     ReadLicenses,
     WriteLicenses,
     ReadAudit,
+    /// Provider-wide housekeeping (purging expired service data now).
+    Maintenance,
 }
 
 /// The permission table. Tenant scope is checked separately (see

@@ -26,6 +26,9 @@ pub struct UserFilter {
     pub email_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_product: Option<ProductCode>,
+    /// Users holding a seat of this subscription (cancelling one moves them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,15 @@ pub struct LicenseJobRequest {
     pub add_required: bool,
 }
 
+/// What a `subscription_cancel` job stores: the licence change that empties
+/// the subscription (a move to another, or removal), then its cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobRequest {
+    pub subscription: String,
+    pub change: LicenseJobRequest,
+}
+
 /// The additions and removals of a bulk request are those of a single change.
 pub type JobAdd = AddLicense;
 pub type JobRemove = RemoveLicense;
@@ -107,11 +119,11 @@ impl LicenseJobRequest {
                 }
             }
             (None, Some(f)) => {
-                if f.group.is_none() && f.email_domain.is_none() && f.has_product.is_none() {
+                if f.group.is_none() && f.email_domain.is_none() && f.has_product.is_none() && f.subscription.is_none() {
                     v.push(
                         Violation::new(
                             Code::ValidationFailed,
-                            "The filter is empty: give group, email_domain or has_product.",
+                            "The filter is empty: give group, email_domain, has_product or subscription.",
                         )
                         .field("filter"),
                     );

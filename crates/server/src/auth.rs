@@ -147,6 +147,7 @@ fn describe(action: Action) -> &'static str {
         Action::ReadLicenses => "read licences",
         Action::WriteLicenses => "change licences",
         Action::ReadAudit => "read the audit log",
+        Action::Maintenance => "run provider housekeeping",
     }
 }
 

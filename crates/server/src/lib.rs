@@ -10,6 +10,7 @@ pub mod clock;
 pub mod extract;
 mod idempotency;
 pub mod problem;
+pub mod retention;
 pub mod worker;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::get, users::patch, users::delete))
         .routes(routes!(licenses::of_user, licenses::change))
         .routes(routes!(audit::list))
+        .routes(routes!(service_data::purge))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::job_results))

@@ -15,6 +15,7 @@ mod db;
 pub mod jobs;
 pub mod licenses;
 mod migrations;
+pub mod service_data;
 pub mod subscriptions;
 pub mod tenants;
 pub mod tokens;

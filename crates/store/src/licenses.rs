@@ -199,7 +199,8 @@ pub async fn apply_plans(
         let changed = tx
             .exec(
                 "UPDATE subscription_items SET consumed = consumed + $4 \
-                 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed + $4 <= quantity AND consumed + $4 >= 0",
+                 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed + $4 <= quantity AND consumed + $4 >= 0 \
+                 AND ($4 < 0 OR NOT cancelled)",
                 args![org, sub, product, delta],
             )
             .await?;

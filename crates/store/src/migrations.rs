@@ -4,12 +4,35 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// A per-user version of the licence set: a licence change planned from a
 /// snapshot claims the version it read, so two changes of one user planned
 /// at once cannot both apply (the second re-plans on fresh data).
 const V2: &str = "ALTER TABLE users ADD COLUMN licence_version BIGINT NOT NULL DEFAULT 0";
+
+/// Service data waiting for its purge is found by its retention date;
+/// licence templates assign licences to new users (R-TPL-1), for the whole
+/// org (`group_id` NULL) or for one group's members. A cancelled
+/// subscription's items are marked too: the guarded seat counter refuses a
+/// take on them, so a change planned before the cancellation cannot land
+/// after it.
+const V4: &str = r#"
+ALTER TABLE subscription_items ADD COLUMN cancelled BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX service_data_retained ON service_data (retain_until) WHERE retain_until IS NOT NULL;
+CREATE TABLE license_templates (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    group_id TEXT,
+    enabled BOOLEAN NOT NULL,
+    licenses TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id),
+    FOREIGN KEY (org_id, group_id) REFERENCES org_groups (org_id, id)
+);
+"#;
 
 /// Jobs: durable bulk work. A job's users are split into chunks when it is
 /// created (or when its filter is resolved); a chunk is processed in one

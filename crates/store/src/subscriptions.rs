@@ -287,6 +287,55 @@ pub async fn counter_mismatches(tx: &mut Tx) -> Result<Vec<(String, String, Stri
     Ok(bad)
 }
 
+/// How many users hold a seat of a subscription (any of its items).
+pub async fn holders(tx: &mut Tx, org: &str, sub: &str) -> Result<i64, StoreError> {
+    tx.opt_row(
+        "SELECT COUNT(DISTINCT user_id) FROM assignments WHERE org_id = $1 AND subscription_id = $2",
+        args![org, sub],
+    )
+    .await?
+    .map(|r| r.int(0))
+    .transpose()
+    .map(|n| n.unwrap_or(0))
+}
+
+/// Cancels a subscription if no seat of it is taken, deciding on the
+/// counters as they are once their rows are locked: a change holding one
+/// (PostgreSQL) commits first and is counted. Items are marked cancelled as
+/// well, so a take planned before this commit fails its guarded update.
+/// Returns the seats still taken when it did not cancel (nothing changed).
+pub async fn cancel_if_empty(tx: &mut Tx, org: &str, sub: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<i64>, StoreError> {
+    // A write that changes nothing, for its row locks.
+    tx.exec(
+        "UPDATE subscription_items SET cancelled = cancelled WHERE org_id = $1 AND subscription_id = $2",
+        args![org, sub],
+    )
+    .await?;
+    let taken = tx
+        .opt_row(
+            "SELECT CAST(COALESCE(SUM(consumed), 0) AS BIGINT) FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
+            args![org, sub],
+        )
+        .await?
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    if taken > 0 {
+        return Ok(Some(taken));
+    }
+    tx.exec(
+        "UPDATE subscription_items SET cancelled = TRUE WHERE org_id = $1 AND subscription_id = $2",
+        args![org, sub],
+    )
+    .await?;
+    tx.exec(
+        "UPDATE subscriptions SET cancelled = TRUE, updated_at = $3 WHERE org_id = $1 AND id = $2",
+        args![org, sub, ts(now)],
+    )
+    .await?;
+    Ok(None)
+}
+
 pub fn not_found(id: &str) -> Error {
     Error::new(Code::NotFound, format!("Subscription {id} was not found."))
 }

@@ -413,6 +413,7 @@ pub async fn ids_matching(
          AND ($3 IS NULL OR EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = $3 AND g.user_id = u.id)) \
          AND ($4 IS NULL OR u.email_normalized LIKE $4) \
          AND ($5 IS NULL OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = $5)) \
+         AND ($7 IS NULL OR EXISTS (SELECT 1 FROM assignments s WHERE s.org_id = u.org_id AND s.user_id = u.id AND s.subscription_id = $7)) \
          ORDER BY u.id LIMIT $6",
             args![
                 org,
@@ -420,7 +421,8 @@ pub async fn ids_matching(
                 filter.group.clone(),
                 domain,
                 filter.has_product.as_ref().map(|p| p.to_string()),
-                limit
+                limit,
+                filter.subscription.clone()
             ],
         )
         .await?

@@ -27,7 +27,9 @@ use crate::AppState;
 pub const MAX_BULK_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 pub fn job_view(j: &Job) -> Value {
-    let req: Value = serde_json::from_str(&j.request).unwrap_or(Value::Null);
+    let stored: Value = serde_json::from_str(&j.request).unwrap_or(Value::Null);
+    // A cancel job keeps its licence change under "change".
+    let req = stored.get("change").unwrap_or(&stored);
     json!({
         "id": j.id,
         "org": j.org,
@@ -137,13 +139,22 @@ pub async fn create_license_job(
     Path(org): Path<String>,
     ApiJson(req): ApiJson<LicenseJobRequest>,
 ) -> ApiResult<Response> {
-    let now = st.clock.now();
     // Scope and role first: another tenant's org is 404 whatever the body says.
-    let mut rd = st.store.read_conn().await?;
-    let org = ctx.org(&mut rd, &org, Action::WriteLicenses).await?;
-    req.validate()?;
-    // Products and subscriptions named must exist; a move must stay in its family.
-    let cat = catalogue::all(&mut rd).await?;
+    let org = {
+        let mut rd = st.store.read_conn().await?;
+        let org = ctx.org(&mut rd, &org, Action::WriteLicenses).await?;
+        req.validate()?;
+        check_license_job(&mut rd, &org.id, &req).await?;
+        org
+    };
+    let job = queue_job(&st, &ctx, &org.id, "license_change", &req, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job": job_view(&job) }))).into_response())
+}
+
+/// Checks what a licence job names against the store: products in the
+/// catalogue, the org's subscriptions, a move within families, the org's users.
+pub(crate) async fn check_license_job(rd: &mut allot_store::Tx, org: &str, req: &LicenseJobRequest) -> Result<(), Error> {
+    let cat = catalogue::all(rd).await?;
     let mut bad = Vec::new();
     for (i, a) in req.add.iter().enumerate() {
         if !cat.contains_key(&a.product) {
@@ -162,18 +173,19 @@ pub async fn create_license_job(
         }
     }
     if !bad.is_empty() {
-        return Err(Error::rejected(bad).into());
+        return Err(Error::rejected(bad));
     }
     let named_subs = req
         .add
         .iter()
         .filter_map(|a| a.subscription.as_ref())
         .chain(req.remove.iter().filter_map(|r| r.subscription.as_ref()))
+        .chain(req.filter.iter().filter_map(|f| f.subscription.as_ref()))
         .chain(req.move_.iter().flat_map(|m| [&m.from_subscription, &m.to_subscription]));
     let mut subs = HashMap::new();
     for s in named_subs {
         if !subs.contains_key(s) {
-            let found = subscriptions::get(&mut rd, &org.id, s)
+            let found = subscriptions::get(rd, org, s)
                 .await?
                 .ok_or_else(|| Error::not_found(format!("Subscription {s}")))?;
             subs.insert(s.clone(), found);
@@ -193,19 +205,40 @@ pub async fn create_license_job(
         allot_domain::bulk::move_mapping(spec, &products(&spec.from_subscription), &products(&spec.to_subscription), &cat)?;
     }
     if let Some(list) = &req.users {
-        check_listed_users(&mut rd, &org.id, list).await?;
+        check_listed_users(rd, org, list).await?;
     }
-    drop(rd);
-    let request = serde_json::to_string(&req).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?;
+    Ok(())
+}
+
+/// Stores a checked licence job (its listed users split into chunks) with
+/// its audit event, and wakes the worker. `then_cancel`: the subscription
+/// the job empties, cancelled by the worker when every user moved off it.
+pub(crate) async fn queue_job(
+    st: &AppState,
+    ctx: &Ctx,
+    org: &str,
+    kind: &str,
+    req: &LicenseJobRequest,
+    then_cancel: Option<&str>,
+) -> Result<Job, Error> {
+    let now = st.clock.now();
+    let request = match then_cancel {
+        None => serde_json::to_string(req),
+        Some(sub) => serde_json::to_string(&allot_domain::bulk::CancelJobRequest {
+            subscription: sub.to_string(),
+            change: req.clone(),
+        }),
+    }
+    .map_err(|e| Error::internal(format!("cannot store the request: {e}")))?;
     let chunks: Vec<Vec<String>> = req
         .users
         .as_ref()
         .map(|list| list.chunks(CHUNK_USERS).map(<[String]>::to_vec).collect())
         .unwrap_or_default();
     let job = Job {
-        org: org.id.clone(),
+        org: org.to_string(),
         id: new_id("job"),
-        kind: "license_change".into(),
+        kind: kind.into(),
         state: "queued".into(),
         request,
         created_by: ctx.actor().actor,
@@ -223,6 +256,7 @@ pub async fn create_license_job(
     };
     let summary = json!({
         "job": job.id,
+        "kind": kind,
         "users": job.total,
         "filter": req.filter,
         "add": req.add,
@@ -230,6 +264,7 @@ pub async fn create_license_job(
         "move": req.move_,
         "mode": req.mode,
         "dry_run": req.dry_run,
+        "then_cancel": then_cancel,
     });
     in_transaction!(st.store, |tx| {
         jobs::insert(&mut tx, &job).await?;
@@ -247,7 +282,7 @@ pub async fn create_license_job(
         .await
     })?;
     crate::worker::job_created();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job": job_view(&job) }))).into_response())
+    Ok(job)
 }
 
 /// A job the caller may see: 404 for another tenant's, whether it exists or not.

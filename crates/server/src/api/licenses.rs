@@ -89,7 +89,13 @@ pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Pa
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user}")))?;
     let items = views(licenses::of_user(&mut tx, &org.id, &user).await?);
-    Ok(Json(json!({ "items": items })))
+    // Per family: kept across moves, and while retained after the last licence went.
+    let service_data: Vec<Value> = allot_store::service_data::of_user(&mut tx, &org.id, &user, st.clock.now())
+        .await?
+        .into_iter()
+        .map(|f| json!({ "family": f.family, "data": f.data, "retain_until": f.retain_until }))
+        .collect();
+    Ok(Json(json!({ "items": items, "service_data": service_data })))
 }
 
 /// A stored user as the planner sees it (`site_admin_of` as loaded).

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod catalogue;
 pub mod jobs;
 pub mod licenses;
+pub mod service_data;
 pub mod subscriptions;
 pub mod tenants;
 pub mod users;

@@ -69,7 +69,20 @@ fn retry_ms() -> i64 {
 pub async fn run_worker(state: AppState) {
     let owner = allot_store::new_id("wrk");
     let mut failed_runs: HashMap<String, u32> = HashMap::new();
+    let mut last_purge: Option<std::time::Instant> = None;
     loop {
+        if last_purge.is_none_or(|t| t.elapsed() >= crate::retention::purge_interval()) {
+            last_purge = Some(std::time::Instant::now());
+            let system = allot_store::audit::Actor {
+                actor: "system:retention".into(),
+                request_id: None,
+            };
+            match crate::retention::purge_expired(&state, &system).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged service data whose retention ended"),
+                Err(e) => tracing::error!(error = ?e, "cannot purge expired service data; trying again later"),
+            }
+        }
         match next_job(&state.store).await {
             Ok(Some((org, id))) => match license_job::run(&state, &owner, &org, &id).await {
                 Ok(()) => {
