@@ -28,6 +28,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A JSON body that may be left out: an empty body is `T::default()`
+/// (`POST .../cancel` with nothing to say), anything else is read as `ApiJson`.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+            ApiError(Error::new(
+                Code::PayloadTooLarge,
+                format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
+            ))
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| ApiJsonOrEmpty(v))
+    }
+}
+
 /// The field a data error names: serde_path_to_error writes "path: reason"
 /// ("rules.locations[0]: ..."); without a path the whole body is at fault.
 fn field_of(msg: &str) -> &str {

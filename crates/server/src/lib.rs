@@ -89,6 +89,7 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenants::list_groups, tenants::create_group))
         .routes(routes!(subscriptions::list, subscriptions::create))
         .routes(routes!(subscriptions::get, subscriptions::patch))
+        .routes(routes!(subscription_cancel::cancel))
         .routes(routes!(licenses::overview))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::patch, users::delete))

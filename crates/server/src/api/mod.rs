@@ -5,6 +5,7 @@ pub mod catalogue;
 pub mod jobs;
 pub mod licenses;
 pub mod service_data;
+pub mod subscription_cancel;
 pub mod subscriptions;
 pub mod tenants;
 pub mod users;

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use allot_domain::bulk::{capacity_violations, change_for_user, move_mapping, Demand, JobMode, LicenseJobRequest, Outcome, UserResult};
+use allot_domain::bulk::{
+    capacity_violations, change_for_user, move_mapping, CancelJobRequest, Demand, JobMode, LicenseJobRequest, Outcome, UserResult,
+};
 use allot_domain::catalogue::Product;
 use allot_domain::planner::{plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool};
 use allot_domain::types::ProductCode;
@@ -23,6 +25,9 @@ use crate::AppState;
 /// at about a tenth of a second of writing, which single changes queued
 /// behind it on SQLite wait for at most.
 pub const CHUNK_USERS: usize = 5_000;
+
+/// The kind of job that empties a subscription, then cancels it.
+pub const CANCEL_JOB_KIND: &str = "subscription_cancel";
 
 /// Chunks of a `per_user` job in progress at once. On PostgreSQL, while
 /// one chunk waits for its commit (the WAL flush) or a lock, the others plan
@@ -46,11 +51,24 @@ struct Setting {
     pool_products: Vec<ProductCode>,
     mapping: Vec<(ProductCode, ProductCode)>,
     actor: Actor,
+    /// A `subscription_cancel` job: the subscription cancelled once empty.
+    then_cancel: Option<String>,
+}
+
+/// A job's stored request: a licence change, and for a `subscription_cancel`
+/// job the subscription it empties.
+fn parse_request(job: &Job) -> Result<(LicenseJobRequest, Option<String>), Error> {
+    let unreadable = |e: serde_json::Error| Error::internal(format!("job {} has an unreadable request: {e}", job.id));
+    if job.kind == CANCEL_JOB_KIND {
+        let r: CancelJobRequest = serde_json::from_str(&job.request).map_err(unreadable)?;
+        Ok((r.change, Some(r.subscription)))
+    } else {
+        Ok((serde_json::from_str(&job.request).map_err(unreadable)?, None))
+    }
 }
 
 async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
-    let req: LicenseJobRequest =
-        serde_json::from_str(&job.request).map_err(|e| Error::internal(format!("job {} has an unreadable request: {e}", job.id)))?;
+    let (req, then_cancel) = parse_request(job)?;
     let mut rd = st.store.read_conn().await?;
     let catalogue = catalogue::all(&mut rd).await?;
     let org = tenants::get_org(&mut rd, &job.org)
@@ -87,6 +105,7 @@ async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
             actor: job.created_by.clone(),
             request_id: Some(format!("job:{}", job.id)),
         },
+        then_cancel,
     })
 }
 
@@ -462,11 +481,49 @@ async fn cancelled(st: &AppState, job: &Job) -> Result<bool, Error> {
     Ok(jobs::cancel_requested(&mut rd, &job.org, &job.id).await?)
 }
 
-async fn end(st: &AppState, job: &Job) -> Result<(), Error> {
+async fn end(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
     let done = reload(st, job).await?;
     let state = if done.failed > 0 { "completed_with_errors" } else { "succeeded" };
     let now = st.clock.now();
-    in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
+    let Some(sub) = setting.then_cancel.as_deref().filter(|_| !setting.req.dry_run) else {
+        return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await);
+    };
+    // A cancel job: the subscription is cancelled in the job's finishing
+    // transaction if no seat of it is taken any more (users that failed may
+    // have lost their seat some other way meanwhile).
+    let left = in_transaction!(st.store, |tx| {
+        let left = subscriptions::cancel_if_empty(&mut tx, &job.org, sub, now).await?;
+        match left {
+            None => {
+                allot_store::audit::record(
+                    &mut tx,
+                    Some(&job.org),
+                    &setting.actor,
+                    "subscription.cancel",
+                    &format!("subscription:{sub}"),
+                    Some(&serde_json::json!({ "cancelled": false })),
+                    Some(&serde_json::json!({ "cancelled": true, "job": job.id })),
+                    now,
+                )
+                .await?;
+                jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await?;
+            }
+            Some(n) => {
+                let error = serde_json::json!({
+                    "code": Code::SubscriptionHasUsers.as_str(),
+                    "message": format!("Subscription {sub} was not cancelled: {n} seats of it are still taken. See the job's results for the users that could not be moved or removed."),
+                    "seats_taken": n,
+                })
+                .to_string();
+                jobs::finish(&mut tx, &job.org, &job.id, "completed_with_errors", Some(error), now).await?;
+            }
+        }
+        Ok::<_, StoreError>(left)
+    })?;
+    if let Some(n) = left {
+        tracing::info!(job = %job.id, subscription = sub, seats_taken = n, "cancel job ended without cancelling");
+    }
+    Ok(())
 }
 
 /// `per_user`: each chunk in its own transaction; each user all or nothing.
@@ -491,7 +548,7 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
         return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
             .await);
     }
-    end(st, job).await
+    end(st, job, setting).await
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -548,7 +605,7 @@ async fn run_dry(st: &AppState, job: &Job, owner: &str, setting: &Setting, pendi
             record_chunk(&mut tx, job, owner, seq, &plans.results).await
         })?;
     }
-    end(st, job).await
+    end(st, job, setting).await
 }
 
 /// Plans every user of the job in `tx` and, when all are allowed and it is
@@ -615,7 +672,7 @@ async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Set
     };
     let (refused, all) = outcome;
     if refused == 0 && !dry {
-        return end(st, job).await;
+        return end(st, job, setting).await;
     }
     // Refused (or a dry run): write the results alone, in their own transaction.
     in_transaction!(st.store, |tx| {

@@ -8,7 +8,7 @@
 //! is retried after a growing delay; after [`MAX_FAILED_RUNS`] in a row the
 //! job ends `failed` with the error, rather than being retried forever.
 
-mod license_job;
+pub(crate) mod license_job;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

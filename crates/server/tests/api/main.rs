@@ -6,6 +6,7 @@ mod kit;
 mod bulk;
 mod concurrency;
 mod licenses;
+mod moves;
 mod resources;
 mod rules;
 mod store;
