@@ -276,6 +276,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
     let state = AppState {
         store: store.clone(),
         clock: Arc::new(SystemClock),
+        limits: Default::default(),
     };
     let server = tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stop_rx.await;

@@ -74,6 +74,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
     let state = AppState {
         store: store.clone(),
         clock: Arc::new(SystemClock),
+        limits: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(allot_server::serve(state, listener, async move {

@@ -203,6 +203,7 @@ pub async fn seed(store: &Store) -> Result<()> {
     let st = AppState {
         store: store.clone(),
         clock: clock.clone(),
+        limits: Default::default(),
     };
     let ctx = Ctx {
         principal: Principal {
@@ -404,6 +405,7 @@ pub async fn run(database: &str, listen: &str) -> Result<()> {
     let state = AppState {
         store,
         clock: Arc::new(SystemClock),
+        limits: Default::default(),
     };
     allot_server::serve(state, listener, crate::shutdown_signal()).await?;
     Ok(())

@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             let state = AppState {
                 store,
                 clock: Arc::new(SystemClock),
+                limits: allot_server::Limits::from_env(),
             };
             allot_server::serve(state, listener, shutdown_signal()).await?;
         }

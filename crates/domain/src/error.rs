@@ -167,6 +167,10 @@ impl Violation {
         self.subscription = Some(s.into());
         self
     }
+    pub fn with_row(mut self, row: u64) -> Self {
+        self.row = Some(row);
+        self
+    }
     pub fn field(mut self, f: impl Into<String>) -> Self {
         self.field = Some(f.into());
         self

@@ -11,7 +11,9 @@ pub mod bulk;
 pub mod catalogue;
 pub mod error;
 pub mod planner;
+pub mod sheet;
 pub mod status;
+pub mod templates;
 pub mod types;
 
 pub use error::{Code, Error, Violation};

@@ -34,6 +34,34 @@ use crate::problem::ApiError;
 pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+}
+
+/// Sizes the server accepts, set per deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest CSV import, in bytes (413 above it).
+    pub max_import_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A million users with a dozen item columns is about 100 MB.
+        Limits {
+            max_import_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, changed by `ALLOT_MAX_IMPORT_BYTES`.
+    pub fn from_env() -> Self {
+        let mut l = Limits::default();
+        if let Some(v) = std::env::var("ALLOT_MAX_IMPORT_BYTES").ok().and_then(|v| v.parse().ok()) {
+            l.max_import_bytes = v;
+        }
+        l
+    }
 }
 
 #[derive(OpenApi)]
@@ -93,6 +121,7 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(licenses::overview))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::patch, users::delete))
+        .routes(routes!(sheet_export::export))
         .routes(routes!(licenses::of_user, licenses::change))
         .routes(routes!(audit::list))
         .routes(routes!(service_data::purge))
@@ -105,6 +134,12 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(jobs::license_summary))
                 .routes(routes!(jobs::create_license_job))
                 .layer(DefaultBodyLimit::max(jobs::MAX_BULK_BODY_BYTES)),
+        )
+        .merge(
+            // Imports are spooled to disk and limited by `Limits::max_import_bytes`.
+            OpenApiRouter::new()
+                .routes(routes!(sheet_import::create))
+                .layer(DefaultBodyLimit::disable()),
         )
         .split_for_parts()
 }

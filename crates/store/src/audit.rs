@@ -85,3 +85,37 @@ pub async fn list(tx: &mut Tx, org: &str, f: &AuditFilter, after: Option<&str>, 
         })
         .collect()
 }
+
+/// Many events of one action in multi-row statements: (target, before, after).
+pub async fn record_many(
+    tx: &mut Tx,
+    org: &str,
+    who: &Actor,
+    action: &str,
+    events: Vec<(String, Option<String>, Option<String>)>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(now);
+    let rows: Vec<Vec<crate::db::Val>> = events
+        .into_iter()
+        .map(|(target, before, after)| {
+            use crate::db::Val;
+            vec![
+                Val::from(org),
+                Val::Text(new_id("evt")),
+                Val::from(&at),
+                Val::from(&who.actor),
+                Val::from(action),
+                Val::Text(target),
+                before.map(Val::Text).unwrap_or(Val::NullText),
+                after.map(Val::Text).unwrap_or(Val::NullText),
+                Val::from(who.request_id.as_deref()),
+            ]
+        })
+        .collect();
+    tx.insert_rows(
+        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        rows,
+    )
+    .await
+}

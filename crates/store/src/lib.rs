@@ -17,6 +17,7 @@ pub mod licenses;
 mod migrations;
 pub mod service_data;
 pub mod subscriptions;
+pub mod templates;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

@@ -433,3 +433,63 @@ pub async fn ids_matching(
     ids.sort_unstable();
     Ok(ids)
 }
+
+/// One user of an export page with the seats it holds.
+#[derive(Debug, Clone)]
+pub struct ExportedUser {
+    pub user: User,
+    /// (product, subscription) of every seat held.
+    pub seats: Vec<(String, String)>,
+}
+
+/// A page of the users CSV: users after `after` in id order with their
+/// seats, read in one statement (a user's row is consistent with its seats).
+pub async fn export_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Result<Vec<ExportedUser>, StoreError> {
+    let rows = tx
+        .rows_packed(
+            &[
+                "u.id",
+                "u.email",
+                "u.display_name",
+                "u.kind",
+                "u.status",
+                "u.usage_location",
+                "a.product",
+                "a.subscription_id",
+            ],
+            "FROM (SELECT id, email, display_name, kind, status, usage_location FROM users \
+                   WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3) u \
+             LEFT JOIN assignments a ON a.org_id = $1 AND a.user_id = u.id ORDER BY u.id",
+            args![org, after, limit],
+        )
+        .await?;
+    let mut out: Vec<ExportedUser> = Vec::new();
+    for r in &rows {
+        let id = r.text(0)?;
+        if out.last().is_none_or(|e| e.user.id != id) {
+            out.push(ExportedUser {
+                user: user_from(r)?,
+                seats: Vec::new(),
+            });
+        }
+        if let (Some(product), Some(sub), Some(last)) = (r.opt_text(6)?, r.opt_text(7)?, out.last_mut()) {
+            last.seats.push((product, sub));
+        }
+    }
+    Ok(out)
+}
+
+/// The users of an org with these normalized emails (one chunk of an import).
+pub async fn by_emails(tx: &mut Tx, org: &str, emails: &[String]) -> Result<Vec<User>, StoreError> {
+    if emails.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .rows_packed(
+            &[COLUMNS],
+            &format!("FROM users WHERE org_id = $1 AND {}", tx.any_of("email_normalized", 2)),
+            &[Val::from(org), Val::texts(emails)],
+        )
+        .await?;
+    rows.iter().map(user_from).collect()
+}

@@ -358,11 +358,18 @@ fn chunk_results(job: &Job, users_json: &str, results: Option<&str>) -> Vec<User
             .unwrap_or_default()
             .iter()
             .map(|u| {
-                UserResult::skipped(
+                let mut r = UserResult::skipped(
                     u,
                     Some("cancelled"),
                     format!("Not processed: the job ended ({}) before this user.", job.state),
-                )
+                );
+                // An import's chunk holds rows, not user ids.
+                if let Ok(row) = serde_json::from_str::<allot_domain::sheet::SheetRow>(u) {
+                    r.user = String::new();
+                    r.email = Some(row.email);
+                    r.row = Some(row.row);
+                }
+                r
             })
             .collect(),
         None => Vec::new(),
@@ -505,14 +512,7 @@ fn push_csv_row(out: &mut String, r: &UserResult) {
 /// A CSV cell: quoted when needed, and a leading `=`, `+`, `-`, `@`, tab or
 /// CR escaped so that a spreadsheet shows it instead of running it.
 pub fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    let mut out = String::new();
+    super::sheet_export::push_cell(&mut out, s);
+    out
 }

@@ -5,6 +5,8 @@ pub mod catalogue;
 pub mod jobs;
 pub mod licenses;
 pub mod service_data;
+pub mod sheet_export;
+pub mod sheet_import;
 pub mod subscription_cancel;
 pub mod subscriptions;
 pub mod tenants;

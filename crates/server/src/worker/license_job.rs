@@ -121,6 +121,9 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
             .await?
             .ok_or_else(|| Error::not_found(format!("Job {id}")))?
     };
+    if super::per_user::is_per_user_kind(&job.kind) {
+        return super::per_user::run(st, owner, job).await;
+    }
     let setting = match load_setting(st, &job).await {
         Ok(s) => s,
         Err(e) => return fail(st, &job, &e).await,
@@ -149,7 +152,7 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
 
 /// Renews the lease inside a chunk's transaction; a lost lease (another
 /// worker took the job over) aborts the chunk, which then writes nothing.
-async fn keep_lease(tx: &mut Tx, job: &Job, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub(super) async fn keep_lease(tx: &mut Tx, job: &Job, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let t = now_ms();
     if jobs::take_lease(tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
         Ok(())
@@ -158,7 +161,7 @@ async fn keep_lease(tx: &mut Tx, job: &Job, owner: &str, now: chrono::DateTime<c
     }
 }
 
-async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
+pub(super) async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
     let mut rd = st.store.read_conn().await?;
     jobs::get(&mut rd, &job.org, &job.id)
         .await?
@@ -191,7 +194,7 @@ pub(super) async fn give_up(st: &AppState, org: &str, id: &str, runs: u32, last:
 
 /// A job that cannot run at all (its move names a subscription that no
 /// longer fits, say) ends `failed` with the reason.
-async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
+pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
     let error = serde_json::json!({ "code": e.code.as_str(), "message": e.detail, "errors": e.violations }).to_string();
     let now = st.clock.now();
     in_transaction!(st.store, |tx| jobs::finish(
@@ -433,7 +436,7 @@ fn refusals(results: &[UserResult]) -> i64 {
 /// progress. Succeeded: changed, or already as asked (skipped without a
 /// code); a user skipped for a reason (not applied, cancelled) counts as done
 /// only.
-async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
+pub(super) async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
     let json = serde_json::to_string(results).unwrap_or_else(|_| "[]".into());
     let succeeded = results
         .iter()

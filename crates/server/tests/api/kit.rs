@@ -115,6 +115,10 @@ pub fn today() -> DateTime<Utc> {
 }
 
 pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with_limits(backend, Default::default()).await
+}
+
+pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = fresh_database(backend, &dir);
     let store = Store::open(
@@ -136,6 +140,7 @@ pub async fn spawn(backend: Backend) -> TestApp {
     let state = AppState {
         store: store.clone(),
         clock: clock.clone(),
+        limits,
     };
     tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stopped.await;

@@ -9,6 +9,7 @@ mod licenses;
 mod moves;
 mod resources;
 mod rules;
+mod sheet;
 mod store;
 mod tenancy;
 mod validation;

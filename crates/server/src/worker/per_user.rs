@@ -1,0 +1,399 @@
+//! Jobs whose every user gets a change of its own, derived at run time from
+//! what the user holds then: a CSV import (`csv_import`: each row says
+//! TRUE/FALSE per item; a row whose email is unknown creates the user, who
+//! then gets the org's licence template) and applying a licence template to
+//! existing users (`template_apply`). Each chunk is one transaction; each
+//! row or user applies fully or not at all, through the one planner.
+
+use std::collections::HashMap;
+
+use allot_domain::bulk::{Outcome, UserResult};
+use allot_domain::catalogue::Product;
+use allot_domain::planner::{plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
+use allot_domain::sheet::{row_change, ImportRequest, SheetRow};
+use allot_domain::templates::{template_change, TemplateLicense};
+use allot_domain::types::{ProductCode, UserKind, UserStatus};
+use allot_domain::{Code, Error};
+use allot_store::audit::Actor;
+use allot_store::jobs::{self, Job};
+use allot_store::licenses::{self, PlannedUser};
+use allot_store::{catalogue, in_transaction, new_id, subscriptions, templates, tenants, users, StoreError, Tx};
+
+use super::license_job::{keep_lease, record_chunk, reload};
+use crate::api::licenses::{org_facts, user_facts};
+use crate::api::sheet_import::IMPORT_JOB_KIND;
+use crate::AppState;
+
+/// The kind of a job applying a template to existing users.
+pub const TEMPLATE_JOB_KIND: &str = "template_apply";
+
+/// What a `template_apply` job stores: the template's licences as they were
+/// when it was asked for, and the users in its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateApplyRequest {
+    pub template: String,
+    pub licenses: Vec<TemplateLicense>,
+    pub retain_existing: bool,
+    pub dry_run: bool,
+}
+
+pub fn is_per_user_kind(kind: &str) -> bool {
+    kind == IMPORT_JOB_KIND || kind == TEMPLATE_JOB_KIND
+}
+
+enum Work {
+    Import(ImportRequest),
+    Template(TemplateApplyRequest),
+}
+
+impl Work {
+    fn dry_run(&self) -> bool {
+        match self {
+            Work::Import(r) => r.dry_run,
+            Work::Template(r) => r.dry_run,
+        }
+    }
+}
+
+struct Setting {
+    work: Work,
+    catalogue: HashMap<ProductCode, Product>,
+    org_facts: OrgFacts,
+    pool_products: Vec<ProductCode>,
+    /// The template a user created by an import gets (the org's: a new user is in no group).
+    new_user_template: Option<Vec<TemplateLicense>>,
+    actor: Actor,
+}
+
+async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
+    let unreadable = |e: serde_json::Error| Error::internal(format!("job {} has an unreadable request: {e}", job.id));
+    let work = if job.kind == IMPORT_JOB_KIND {
+        Work::Import(serde_json::from_str(&job.request).map_err(unreadable)?)
+    } else {
+        Work::Template(serde_json::from_str(&job.request).map_err(unreadable)?)
+    };
+    let mut rd = st.store.read_conn().await?;
+    let catalogue = catalogue::all(&mut rd).await?;
+    let org = tenants::get_org(&mut rd, &job.org)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("Organisation {}", job.org)))?;
+    let org_facts = org_facts(&org, tenants::list_sites(&mut rd, &job.org).await?);
+    let new_user_template = match &work {
+        Work::Import(_) => templates::choose(&templates::list(&mut rd, &job.org).await?, &[]).map(|t| t.licenses.clone()),
+        Work::Template(_) => None,
+    };
+    let mut pool_products: Vec<ProductCode> = match &work {
+        Work::Import(r) => r.columns.iter().map(|c| c.product.clone()).collect(),
+        Work::Template(r) => r.licenses.iter().map(|l| l.product.clone()).collect(),
+    };
+    pool_products.extend(new_user_template.iter().flatten().map(|l| l.product.clone()));
+    pool_products.sort();
+    pool_products.dedup();
+    Ok(Setting {
+        work,
+        catalogue,
+        org_facts,
+        pool_products,
+        new_user_template,
+        actor: Actor {
+            actor: job.created_by.clone(),
+            request_id: Some(format!("job:{}", job.id)),
+        },
+    })
+}
+
+/// Carries out a `csv_import` or `template_apply` job as far as it goes.
+pub async fn run(st: &AppState, owner: &str, job: Job) -> Result<(), Error> {
+    let setting = match load_setting(st, &job).await {
+        Ok(s) => s,
+        Err(e) => return super::license_job::fail(st, &job, &e).await,
+    };
+    let mut job = job;
+    if setting.work.dry_run() && job.done > 0 {
+        // A dry run's seat arithmetic lives in memory: start it over.
+        in_transaction!(st.store, |tx| jobs::reset_progress(&mut tx, &job.org, &job.id).await)?;
+        job = reload(st, &job).await?;
+    }
+    let pending = {
+        let mut rd = st.store.read_conn().await?;
+        jobs::pending_chunks(&mut rd, &job.org, &job.id).await?
+    };
+    let mut dry_pools: Option<Vec<Pool>> = None;
+    for seq in pending {
+        let cancelled = {
+            let mut rd = st.store.read_conn().await?;
+            jobs::cancel_requested(&mut rd, &job.org, &job.id).await?
+        };
+        if cancelled {
+            let now = st.clock.now();
+            return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
+                .await);
+        }
+        let (today, now) = (st.clock.today(), st.clock.now());
+        if setting.work.dry_run() {
+            let mut rd = st.store.read_conn().await?;
+            if dry_pools.is_none() {
+                dry_pools = Some(pools(&mut rd, &job, &setting).await?);
+            }
+            let entries = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
+            let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
+            let planned = plan_chunk(&mut rd, &job, &setting, &entries, pools, today, false).await?;
+            drop(rd);
+            in_transaction!(st.store, |tx| {
+                keep_lease(&mut tx, &job, owner, now).await?;
+                record_chunk(&mut tx, &job, owner, seq, &planned.results).await
+            })?;
+        } else {
+            in_transaction!(st.store, |tx| {
+                let entries = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
+                let mut pools = pools(&mut tx, &job, &setting).await?;
+                let planned = plan_chunk(&mut tx, &job, &setting, &entries, &mut pools, today, true).await?;
+                apply(&mut tx, &job, &setting, &planned, now).await?;
+                keep_lease(&mut tx, &job, owner, now).await?;
+                record_chunk(&mut tx, &job, owner, seq, &planned.results).await
+            })?;
+        }
+    }
+    let done = reload(st, &job).await?;
+    let state = if done.failed > 0 { "completed_with_errors" } else { "succeeded" };
+    let now = st.clock.now();
+    in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
+}
+
+async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, StoreError> {
+    let codes: Vec<&ProductCode> = setting.pool_products.iter().collect();
+    subscriptions::pools_for(tx, &job.org, &codes).await
+}
+
+/// One chunk planned: results in entry order, users to create, plans to apply.
+struct Planned {
+    results: Vec<UserResult>,
+    new_users: Vec<users::User>,
+    plans: Vec<(String, Vec<Held>, LicensePlan)>,
+}
+
+/// A user an import creates: the row's attributes, the defaults otherwise
+/// (an external user is pending until accepting, as through the API).
+fn new_user(row: &SheetRow) -> users::User {
+    let kind = row.kind.unwrap_or(UserKind::Internal);
+    let status = row.status.unwrap_or(if kind == UserKind::External {
+        UserStatus::Pending
+    } else {
+        UserStatus::Active
+    });
+    users::User {
+        id: new_id("usr"),
+        email: row.email.clone(),
+        display_name: row.display_name.clone().unwrap_or_default(),
+        kind: kind.as_str().into(),
+        status: status.as_str().into(),
+        usage_location: row.usage_location.clone(),
+        site_admin_of: Vec::new(),
+        groups: Vec::new(),
+    }
+}
+
+/// A new user's change: the row's, plus the template's licences of the
+/// families the row does not speak of (the row wins).
+fn with_template(
+    row_change: Option<LicenseChange>,
+    row: &SheetRow,
+    setting: &Setting,
+    columns: &[allot_domain::sheet::ItemColumn],
+) -> Option<LicenseChange> {
+    let family = |p: &ProductCode| setting.catalogue.get(p).map(|x| x.family.clone());
+    let Some(template) = &setting.new_user_template else {
+        return row_change;
+    };
+    let row_families: Vec<_> = row.cells.iter().filter_map(|(i, _)| family(&columns[*i].product)).collect();
+    let mut change = row_change.unwrap_or_default();
+    for t in template {
+        if family(&t.product).is_some_and(|f| row_families.contains(&f)) || change.add.iter().any(|a| a.product == t.product) {
+            continue;
+        }
+        change.add.push(allot_domain::planner::AddLicense {
+            product: t.product.clone(),
+            subscription: t.subscription.clone(),
+            properties: Default::default(),
+        });
+    }
+    (!change.add.is_empty() || !change.remove.is_empty()).then_some(change)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_chunk(
+    tx: &mut Tx,
+    job: &Job,
+    setting: &Setting,
+    entries: &[String],
+    pools: &mut [Pool],
+    today: chrono::NaiveDate,
+    lock: bool,
+) -> Result<Planned, StoreError> {
+    let unreadable = |e: serde_json::Error| StoreError::Db(format!("job {} has an unreadable row: {e}", job.id));
+    // Who each entry is: an existing user's id, or an import row to match by email.
+    let rows: Vec<SheetRow> = match &setting.work {
+        Work::Import(_) => entries
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(unreadable))
+            .collect::<Result<_, _>>()?,
+        Work::Template(_) => Vec::new(),
+    };
+    let ids: Vec<String> = match &setting.work {
+        Work::Import(_) => {
+            let emails: Vec<String> = rows.iter().map(SheetRow::normalized_email).collect();
+            users::by_emails(tx, &job.org, &emails).await?.into_iter().map(|u| u.id).collect()
+        }
+        Work::Template(_) => entries.to_vec(),
+    };
+    if lock {
+        // Lock first, then read: a single change planned before this chunk
+        // fails its version claim and plans again afterwards.
+        users::lock_licences(tx, &job.org, &ids).await?;
+    }
+    let stored: HashMap<String, users::User> = users::many(tx, &job.org, &ids)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let by_email: HashMap<String, &users::User> = stored.values().map(|u| (u.email.to_lowercase(), u)).collect();
+    let mut held_by_user = licenses::of_users(tx, &job.org, &ids).await?;
+    let mut out = Planned {
+        results: Vec::with_capacity(entries.len()),
+        new_users: Vec::new(),
+        plans: Vec::new(),
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        // (user, created now, the change, the row)
+        let (user, created, change, row) = match &setting.work {
+            Work::Import(req) => {
+                let row = &rows[i];
+                match by_email.get(&row.normalized_email()) {
+                    Some(u) => {
+                        let held: Vec<Held> = held_by_user
+                            .get(&u.id)
+                            .map(|v| v.iter().map(|a| a.held.clone()).collect())
+                            .unwrap_or_default();
+                        let change = row_change(row, &req.columns, &held, req.mode, &setting.catalogue);
+                        ((*u).clone(), false, change, Some(row))
+                    }
+                    None => {
+                        let change = row_change(row, &req.columns, &[], req.mode, &setting.catalogue);
+                        (new_user(row), true, with_template(change, row, setting, &req.columns), Some(row))
+                    }
+                }
+            }
+            Work::Template(req) => {
+                let Some(u) = stored.get(entry) else {
+                    out.results.push(UserResult::error(
+                        entry,
+                        &[allot_domain::Violation::new(
+                            Code::NotFound,
+                            format!("User {entry} no longer exists."),
+                        )],
+                    ));
+                    continue;
+                };
+                let held: Vec<Held> = held_by_user
+                    .get(&u.id)
+                    .map(|v| v.iter().map(|a| a.held.clone()).collect())
+                    .unwrap_or_default();
+                (u.clone(), false, template_change(&req.licenses, &held, req.retain_existing), None)
+            }
+        };
+        let held: Vec<Held> = held_by_user
+            .remove(&user.id)
+            .map(|v| v.into_iter().map(|a| a.held).collect())
+            .unwrap_or_default();
+        let label = |mut r: UserResult| {
+            r.email = Some(user.email.clone());
+            r.row = row.map(|r| r.row);
+            r
+        };
+        let Some(change) = change else {
+            if created {
+                out.new_users.push(user.clone());
+                out.results.push(label(UserResult {
+                    outcome: Outcome::Ok,
+                    message: Some(format!("Created {} (no licences).", user.email)),
+                    ..UserResult::skipped(&user.id, None, "")
+                }));
+            } else {
+                out.results.push(label(UserResult::skipped(
+                    &user.id,
+                    None,
+                    format!("{} already has what was asked.", user.email),
+                )));
+            }
+            continue;
+        };
+        let facts = user_facts(user.clone());
+        let input = PlanInput {
+            user: &facts,
+            org: &setting.org_facts,
+            held: &held,
+            catalogue: &setting.catalogue,
+            pools,
+            today,
+        };
+        match plan_license_change(&input, &change) {
+            Ok(plan) => {
+                for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
+                    if let Some(p) = pools
+                        .iter_mut()
+                        .find(|p| p.product == h.product && p.subscription == h.subscription)
+                    {
+                        p.consumed += delta;
+                    }
+                }
+                let mut r = label(UserResult::ok(&user.id, &plan));
+                if created {
+                    r.message = Some(format!("Created {}.", user.email));
+                    out.new_users.push(user.clone());
+                }
+                out.results.push(r);
+                out.plans.push((user.id.clone(), held, plan));
+            }
+            Err(violations) => {
+                let mut r = label(UserResult::error(&user.id, &violations));
+                if created {
+                    // Not created: the row applies fully or not at all.
+                    r.user = String::new();
+                }
+                out.results.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn apply(tx: &mut Tx, job: &Job, setting: &Setting, planned: &Planned, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    if !planned.new_users.is_empty() {
+        users::insert_many(tx, &job.org, &planned.new_users, now)
+            .await
+            .map_err(|e| match e {
+                // Created by someone else since the chunk was read: plan it again.
+                StoreError::Domain(d) if d.code == Code::EmailTaken => StoreError::Retry("an imported email was taken concurrently".into()),
+                other => other,
+            })?;
+        let events = planned
+            .new_users
+            .iter()
+            .map(|u| (format!("user:{}", u.id), None, serde_json::to_string(u).ok()))
+            .collect();
+        allot_store::audit::record_many(tx, &job.org, &setting.actor, "user.create", events, now).await?;
+    }
+    let users: Vec<PlannedUser<'_>> = planned
+        .plans
+        .iter()
+        .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
+        .collect();
+    if let Err(full) = licenses::apply_plans(tx, &job.org, &users, &setting.catalogue, now).await? {
+        return Err(StoreError::Retry(format!(
+            "pool {} of {} filled concurrently",
+            full.subscription, full.product
+        )));
+    }
+    licenses::record_changes(tx, &job.org, &users, &setting.actor, now).await
+}
