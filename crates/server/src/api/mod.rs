@@ -9,5 +9,6 @@ pub mod sheet_export;
 pub mod sheet_import;
 pub mod subscription_cancel;
 pub mod subscriptions;
+pub mod templates;
 pub mod tenants;
 pub mod users;

@@ -113,7 +113,7 @@ pub async fn create(
     ctx: Ctx,
     Path(org): Path<String>,
     ApiJson(input): ApiJson<UserInput>,
-) -> ApiResult<(StatusCode, Json<User>)> {
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let kind = input.kind.unwrap_or(UserKind::Internal);
     // External users are pending until they accept the invitation.
     let status = input.status.unwrap_or(if kind == UserKind::External {
@@ -131,8 +131,8 @@ pub async fn create(
         site_admin_of: input.site_admin_of.clone(),
         groups: input.groups.clone(),
     };
-    let now = st.clock.now();
-    let u = in_transaction!(st.store, |tx| {
+    let (now, today) = (st.clock.now(), st.clock.today());
+    let (u, from_template) = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
         check_links(&mut tx, &org.id, &u).await?;
         users::insert(&mut tx, &org.id, &u, now).await?;
@@ -147,9 +147,15 @@ pub async fn create(
             now,
         )
         .await?;
-        Ok::<_, StoreError>(u.clone())
+        // R-TPL-1: the enabled template that fits the new user gives its licences.
+        let from_template = super::templates::give_new_user_template(&mut tx, &org, &u, &ctx.actor(), today, now).await?;
+        Ok::<_, StoreError>((u.clone(), from_template))
     })?;
-    Ok((StatusCode::CREATED, Json(u)))
+    let mut body = serde_json::to_value(&u).map_err(|e| Error::internal(format!("cannot show the user: {e}")))?;
+    if let (Some(t), Some(obj)) = (from_template, body.as_object_mut()) {
+        obj.insert("license_template".into(), t);
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}", tag = "users", params(("org" = String, Path), ("user" = String, Path)),

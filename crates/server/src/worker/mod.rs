@@ -9,7 +9,7 @@
 //! job ends `failed` with the error, rather than being retried forever.
 
 pub(crate) mod license_job;
-pub(crate) mod per_user;
+pub mod per_user;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

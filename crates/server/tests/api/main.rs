@@ -11,5 +11,6 @@ mod resources;
 mod rules;
 mod sheet;
 mod store;
+mod templates;
 mod tenancy;
 mod validation;
