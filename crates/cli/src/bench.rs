@@ -24,6 +24,17 @@ use crate::anyhow_lite::{msg, Result};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// The users CSV of N users exported over HTTP, then imported moving
+    /// everyone to another subscription (dry run, then for real) vs. the
+    /// same rows read and written directly.
+    Csv {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Comma-separated user counts; one run each.
+        #[arg(long, default_value = "100000", value_delimiter = ',')]
+        users: Vec<usize>,
+    },
     /// Single-user licence changes over HTTP vs. raw guarded update + insert.
     Licenses {
         /// sqlite, postgres or all.
@@ -60,6 +71,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Planner => crate::bench_planner::run()?,
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
+        BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
         BenchCommand::Licenses {
             backend,
             scenario,

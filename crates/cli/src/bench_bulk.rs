@@ -58,7 +58,7 @@ async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Sto
 
 /// The job through the API: POST, then poll until it has ended.
 /// Sends a request and reads its JSON answer.
-async fn json_of(request: reqwest::RequestBuilder) -> Result<Value> {
+pub(crate) async fn json_of(request: reqwest::RequestBuilder) -> Result<Value> {
     let response = request.send().await.map_err(|e| msg(e.to_string()))?;
     response.json().await.map_err(|e| msg(e.to_string()))
 }
@@ -158,17 +158,17 @@ async fn baseline_run(database: &str, n: usize) -> Result<Duration> {
 
 /// Resets the process's peak RSS to its current RSS (Linux; elsewhere the
 /// figure stays the whole process's peak).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size of this process since the last reset (Linux), in MB.
-fn peak_rss_mb() -> Option<f64> {
+pub(crate) fn peak_rss_mb() -> Option<f64> {
     rss_field_mb("VmHWM:")
 }
 
 /// Resident set size now (Linux), in MB.
-fn rss_now_mb() -> Option<f64> {
+pub(crate) fn rss_now_mb() -> Option<f64> {
     rss_field_mb("VmRSS:")
 }
 

@@ -443,37 +443,45 @@ pub struct ExportedUser {
 }
 
 /// A page of the users CSV: users after `after` in id order with their
-/// seats, read in one statement (a user's row is consistent with its seats).
+/// seats. Two range reads on primary keys (a join lets SQLite's planner pick
+/// the pool index and scan every assignment of the org per user); the caller
+/// passes a read transaction when the page must be one snapshot.
 pub async fn export_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Result<Vec<ExportedUser>, StoreError> {
     let rows = tx
         .rows_packed(
-            &[
-                "u.id",
-                "u.email",
-                "u.display_name",
-                "u.kind",
-                "u.status",
-                "u.usage_location",
-                "a.product",
-                "a.subscription_id",
-            ],
-            "FROM (SELECT id, email, display_name, kind, status, usage_location FROM users \
-                   WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3) u \
-             LEFT JOIN assignments a ON a.org_id = $1 AND a.user_id = u.id ORDER BY u.id",
+            &[COLUMNS],
+            "FROM users WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             args![org, after, limit],
         )
         .await?;
-    let mut out: Vec<ExportedUser> = Vec::new();
-    for r in &rows {
-        let id = r.text(0)?;
-        if out.last().is_none_or(|e| e.user.id != id) {
-            out.push(ExportedUser {
+    let mut out: Vec<ExportedUser> = rows
+        .iter()
+        .map(|r| {
+            Ok(ExportedUser {
                 user: user_from(r)?,
                 seats: Vec::new(),
-            });
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let Some(last) = out.last().map(|e| e.user.id.clone()) else {
+        return Ok(out);
+    };
+    let seats = tx
+        .rows_packed(
+            &["user_id", "product", "subscription_id"],
+            "FROM assignments WHERE org_id = $1 AND user_id > $2 AND user_id <= $3 ORDER BY user_id",
+            args![org, after, &last],
+        )
+        .await?;
+    // Both lists are in user id order: one merge pass.
+    let mut k = 0;
+    for r in &seats {
+        let uid = r.text(0)?;
+        while k < out.len() && out[k].user.id < uid {
+            k += 1;
         }
-        if let (Some(product), Some(sub), Some(last)) = (r.opt_text(6)?, r.opt_text(7)?, out.last_mut()) {
-            last.seats.push((product, sub));
+        if let Some(e) = out.get_mut(k).filter(|e| e.user.id == uid) {
+            e.seats.push((r.text(1)?, r.text(2)?));
         }
     }
     Ok(out)

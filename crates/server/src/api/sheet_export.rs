@@ -88,8 +88,11 @@ pub async fn export(State(st): State<AppState>, ctx: Ctx, Path(org): Path<String
         let mut after = String::new();
         loop {
             let page = async {
-                let mut rd = st.store.read_conn().await?;
-                users::export_page(&mut rd, &org_id, &after, EXPORT_PAGE).await
+                // A read transaction: a page's users and seats are one snapshot.
+                let mut rd = st.store.begin_read().await?;
+                let page = users::export_page(&mut rd, &org_id, &after, EXPORT_PAGE).await;
+                rd.rollback().await?;
+                page
             }
             .await;
             let page = match page {

@@ -1,6 +1,6 @@
 //! Seats are never oversold: 64 concurrent changes against 50 seats, and a
-//! randomized mix of single changes, bulk jobs and reads from several
-//! clients at once.
+//! randomized mix of single changes, bulk jobs, CSV imports and reads from
+//! several clients at once.
 
 use futures::future::join_all;
 use serde_json::json;
@@ -122,6 +122,7 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![7, 1_000_003]);
+    let products = ["messaging", "meetings", "calling-standard", "calling-professional"];
     for seed in seeds {
         let app = spawn(backend).await;
         for (c, f) in [
@@ -133,26 +134,31 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
             product(&app, c, f).await;
         }
         let org = org(&app, "Busy AB", None).await;
-        subscription(
+        let main_sub = subscription(
             &app,
             &org,
             json!([{ "product": "messaging", "quantity": 120 }, { "product": "meetings", "quantity": 60 },
                    { "product": "calling-standard", "quantity": 80 }, { "product": "calling-professional", "quantity": 40 }]),
         )
         .await;
-        subscription(&app, &org, json!([{ "product": "calling-professional", "quantity": 30 }])).await;
+        let second_sub = subscription(&app, &org, json!([{ "product": "calling-professional", "quantity": 30 }])).await;
+        // The CSV columns an import may use.
+        let columns: Vec<String> = products
+            .iter()
+            .map(|p| format!("{p} [{main_sub}]"))
+            .chain([format!("calling-professional [{second_sub}]")])
+            .collect();
         let users = many_users(&app, &org, "busy", "busy.example", 200, None).await;
-        let products = ["messaging", "meetings", "calling-standard", "calling-professional"];
         let deadline = std::time::Instant::now() + RUN;
         let clients = (0..CLIENTS).map(|c| {
-            let (app, org, users) = (&app, &org, &users);
+            let (app, org, users, columns) = (&app, &org, &users, &columns);
             async move {
                 let mut rng = Rng(seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(c + 1) | 1);
                 let mut jobs = Vec::new();
-                let mut counts = [0usize; 3];
+                let mut counts = [0usize; 4];
                 while std::time::Instant::now() < deadline {
                     match rng.below(10) {
-                        0..=5 => {
+                        0..=4 => {
                             counts[0] += 1;
                             let u = &users[rng.below(users.len())];
                             let p = products[rng.below(products.len())];
@@ -169,7 +175,7 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
                                 r.body
                             );
                         }
-                        6..=7 => {
+                        5..=6 => {
                             counts[1] += 1;
                             let n = 1 + rng.below(60);
                             let mut picked: Vec<&String> = (0..n).map(|_| &users[rng.below(users.len())]).collect();
@@ -190,6 +196,35 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
                             assert_eq!(r.status.as_u16(), 202, "{}", r.body);
                             jobs.push(r.body["job"]["id"].as_str().unwrap().to_string());
                         }
+                        7 => {
+                            // A CSV import: some users (and now and then a new
+                            // one) with TRUE/FALSE in one column.
+                            counts[3] += 1;
+                            let col = &columns[rng.below(columns.len())];
+                            let mut file = format!("email,{col}\n");
+                            let mut picked: Vec<usize> = (0..1 + rng.below(40)).map(|_| rng.below(users.len())).collect();
+                            picked.sort();
+                            picked.dedup();
+                            for i in picked {
+                                let v = if rng.below(3) == 0 { "FALSE" } else { "TRUE" };
+                                file.push_str(&format!("busy{i}@busy.example,{v}\n"));
+                            }
+                            if rng.below(4) == 0 {
+                                file.push_str(&format!("new-{seed}-{c}-{}@busy.example,TRUE\n", counts[3]));
+                            }
+                            let mode = if rng.below(2) == 0 { "add_only" } else { "add_and_remove" };
+                            let r = app
+                                .raw(
+                                    reqwest::Method::POST,
+                                    &format!("/api/v1/orgs/{org}/imports?mode={mode}"),
+                                    &app.admin,
+                                    "text/csv",
+                                    file.into_bytes(),
+                                )
+                                .await;
+                            assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+                            jobs.push(r.body["job"]["id"].as_str().unwrap().to_string());
+                        }
                         _ => {
                             counts[2] += 1;
                             let u = &users[rng.below(users.len())];
@@ -205,7 +240,7 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
             }
         });
         let outcomes = join_all(clients).await;
-        let mut totals = [0usize; 3];
+        let mut totals = [0usize; 4];
         for (jobs, counts) in &outcomes {
             for (t, c) in totals.iter_mut().zip(counts) {
                 *t += c;
@@ -238,6 +273,6 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(over[0].int(0).unwrap(), 0, "seed {seed}: a pool is oversold");
-        eprintln!("seed {seed}: {totals:?} single/bulk/read calls, invariants hold");
+        eprintln!("seed {seed}: {totals:?} single/bulk/read/import calls, invariants hold");
     }
 }
