@@ -7,7 +7,7 @@
 //! means, which rows are malformed (with their line numbers), and what
 //! licence change a row asks of a user holding some licences.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -306,12 +306,12 @@ pub fn row_change(
     let holds = |c: &ItemColumn| held.iter().any(|h| h.product == c.product && h.subscription == c.subscription);
     let mut add: Vec<AddLicense> = Vec::new();
     let mut remove: Vec<RemoveLicense> = Vec::new();
-    let mut families_added: BTreeMap<String, ()> = BTreeMap::new();
+    let mut families_added: BTreeSet<String> = BTreeSet::new();
     for (idx, value) in &row.cells {
         let c = &items[*idx];
         if *value && !holds(c) {
             if let Some(f) = family(&c.product) {
-                families_added.insert(f.to_string(), ());
+                families_added.insert(f.to_string());
             }
             add.push(AddLicense {
                 product: c.product.clone(),
@@ -323,7 +323,7 @@ pub fn row_change(
     for (idx, value) in &row.cells {
         let c = &items[*idx];
         if !*value && holds(c) {
-            let is_move = family(&c.product).is_some_and(|f| families_added.contains_key(f.as_str()));
+            let is_move = family(&c.product).is_some_and(|f| families_added.contains(f.as_str()));
             if mode == ImportMode::AddAndRemove || is_move {
                 remove.push(RemoveLicense {
                     product: c.product.clone(),
@@ -428,6 +428,56 @@ mod tests {
         assert!(e.iter().all(|v| v.row == Some(7)));
         assert!(e.iter().any(|v| v.message.contains("neither TRUE nor FALSE")), "{e:?}");
         assert!(e.iter().any(|v| v.message.contains("6 cells but the header has 5")), "{e:?}");
+    }
+
+    fn product(code: &str, family: &str) -> (ProductCode, Product) {
+        let code = ProductCode::parse(code).unwrap();
+        let p = Product {
+            code: code.clone(),
+            name: code.to_string(),
+            family: ProductCode::parse(family).unwrap(),
+            features: vec![],
+            rules: Default::default(),
+            properties: Default::default(),
+            retention_days: 7,
+        };
+        (code, p)
+    }
+
+    #[test]
+    fn rows_become_adds_removes_and_moves() {
+        let cat: HashMap<ProductCode, Product> = [product("calling-professional", "calling"), product("meetings", "meetings")]
+            .into_iter()
+            .collect();
+        let cols = items(); // 0: calling A, 1: calling B, 2: meetings A, 3: meetings B
+        let held = |p: &str, s: &str| Held {
+            product: ProductCode::parse(p).unwrap(),
+            subscription: s.into(),
+            properties: Default::default(),
+        };
+        let row = |cells: Vec<(usize, bool)>| SheetRow {
+            row: 2,
+            email: "a@b.se".into(),
+            display_name: None,
+            kind: None,
+            status: None,
+            usage_location: None,
+            cells,
+        };
+        let has = [held("calling-professional", "sub_a"), held("meetings", "sub_a")];
+        // FALSE on calling A + TRUE on calling B: a move in either mode.
+        for mode in [ImportMode::AddOnly, ImportMode::AddAndRemove] {
+            let c = row_change(&row(vec![(0, false), (1, true)]), &cols, &has, mode, &cat).unwrap();
+            assert_eq!((c.add.len(), c.remove.len()), (1, 1), "{mode:?}");
+            assert_eq!(c.add[0].subscription.as_deref(), Some("sub_b"));
+        }
+        // FALSE alone removes only in add_and_remove.
+        let r = row(vec![(2, false)]);
+        assert!(row_change(&r, &cols, &has, ImportMode::AddOnly, &cat).is_none());
+        assert_eq!(row_change(&r, &cols, &has, ImportMode::AddAndRemove, &cat).unwrap().remove.len(), 1);
+        // What is already so changes nothing: TRUE held, FALSE not held.
+        let r = row(vec![(0, true), (3, false)]);
+        assert!(row_change(&r, &cols, &has, ImportMode::AddAndRemove, &cat).is_none());
     }
 
     #[test]
