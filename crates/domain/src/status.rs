@@ -94,6 +94,70 @@ pub fn derive_subscription_status(f: &SubscriptionFacts, today: NaiveDate) -> Su
     }
 }
 
+/// The stored facts that give one status on a day, as conditions a database
+/// can filter on (the customer list filters by status without deriving it
+/// row by row). The exact inverse of [`derive_subscription_status`]; a test
+/// checks every status against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusWindow {
+    pub cancelled: bool,
+    /// None: either.
+    pub suspended: Option<bool>,
+    pub trial: Option<bool>,
+    /// `end_date >= end_from` when set (inclusive).
+    pub end_from: Option<NaiveDate>,
+    /// `end_date <= end_to` when set (inclusive).
+    pub end_to: Option<NaiveDate>,
+}
+
+impl StatusWindow {
+    pub fn matches(&self, f: &SubscriptionFacts) -> bool {
+        f.cancelled == self.cancelled
+            && self.suspended.is_none_or(|s| s == f.suspended)
+            && self.trial.is_none_or(|t| t == f.trial)
+            && self.end_from.is_none_or(|d| f.end_date >= d)
+            && self.end_to.is_none_or(|d| f.end_date <= d)
+    }
+}
+
+/// Which subscriptions have status `s` on `today`.
+pub fn status_window(s: SubscriptionStatus, today: NaiveDate) -> StatusWindow {
+    use SubscriptionStatus::*;
+    let day = |n: i64| today + chrono::Duration::days(n);
+    // Days left = end_date - today: "within 30 days" is 1..=30 left, ended is <= 0.
+    let dated = |trial: bool, from: Option<i64>, to: Option<i64>| StatusWindow {
+        cancelled: false,
+        suspended: Some(false),
+        trial: Some(trial),
+        end_from: from.map(day),
+        end_to: to.map(day),
+    };
+    match s {
+        Cancelled => StatusWindow {
+            cancelled: true,
+            suspended: None,
+            trial: None,
+            end_from: None,
+            end_to: None,
+        },
+        Suspended => StatusWindow {
+            cancelled: false,
+            suspended: Some(true),
+            trial: None,
+            end_from: None,
+            end_to: None,
+        },
+        TrialExpired => dated(true, None, Some(0)),
+        TrialExpiring30d => dated(true, Some(1), Some(30)),
+        TrialExpiring60d => dated(true, Some(31), Some(60)),
+        TrialActive => dated(true, Some(61), None),
+        Expired => dated(false, None, Some(0)),
+        Expiring30d => dated(false, Some(1), Some(30)),
+        Expiring60d => dated(false, Some(31), Some(60)),
+        Active => dated(false, Some(61), None),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProvisioningStatus {
@@ -175,6 +239,30 @@ mod tests {
         for (today, paid, trial) in table {
             assert_eq!(derive_subscription_status(&facts(false), d(today)), paid, "paid {today}");
             assert_eq!(derive_subscription_status(&facts(true), d(today)), trial, "trial {today}");
+        }
+    }
+
+    #[test]
+    fn windows_are_the_inverse_of_derivation() {
+        let today = d("2026-06-15");
+        for trial in [false, true] {
+            for suspended in [false, true] {
+                for cancelled in [false, true] {
+                    for left in -3..=65 {
+                        let f = SubscriptionFacts {
+                            trial,
+                            start_date: d("2026-01-01"),
+                            end_date: today + chrono::Duration::days(left),
+                            suspended,
+                            cancelled,
+                        };
+                        let derived = derive_subscription_status(&f, today);
+                        for s in SubscriptionStatus::ALL {
+                            assert_eq!(status_window(s, today).matches(&f), s == derived, "{s:?} for {f:?} ({derived:?})");
+                        }
+                    }
+                }
+            }
         }
     }
 
