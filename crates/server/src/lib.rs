@@ -111,6 +111,8 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(catalogue::get, catalogue::patch))
         .routes(routes!(tenants::list_partners, tenants::create_partner))
         .routes(routes!(tenants::get_partner))
+        .routes(routes!(customers::of_partner))
+        .routes(routes!(customers::all))
         .routes(routes!(tenants::list_orgs, tenants::create_org))
         .routes(routes!(tenants::get_org, tenants::patch_org))
         .routes(routes!(tenants::list_sites, tenants::create_site))

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod catalogue;
+pub mod customers;
 mod db;
 pub mod jobs;
 pub mod licenses;

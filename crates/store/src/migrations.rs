@@ -4,7 +4,13 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+
+/// The customer list is read in name order, for one partner or for all.
+const V5: &str = r#"
+CREATE INDEX orgs_by_partner_name ON orgs (partner_id, name, id);
+CREATE INDEX orgs_by_name ON orgs (name, id);
+"#;
 
 /// A per-user version of the licence set: a licence change planned from a
 /// snapshot claims the version it read, so two changes of one user planned

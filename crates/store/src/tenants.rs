@@ -78,9 +78,10 @@ pub async fn insert_partner(tx: &mut Tx, name: &str, now: chrono::DateTime<chron
     Ok(p)
 }
 
-const ORG_COLUMNS: &str = "id, name, partner_id, default_usage_location, payment_method_on_file, self_service_purchase, created_at";
+pub(crate) const ORG_COLUMNS: &str =
+    "id, name, partner_id, default_usage_location, payment_method_on_file, self_service_purchase, created_at";
 
-fn org_from(r: &Row) -> Result<Org, StoreError> {
+pub(crate) fn org_from(r: &Row) -> Result<Org, StoreError> {
     Ok(Org {
         id: r.text(0)?,
         name: r.text(1)?,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod catalogue;
+pub mod customers;
 pub mod jobs;
 pub mod licenses;
 pub mod service_data;

@@ -5,6 +5,7 @@ mod kit;
 
 mod bulk;
 mod concurrency;
+mod customers;
 mod licenses;
 mod moves;
 mod resources;
