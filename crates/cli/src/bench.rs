@@ -35,6 +35,20 @@ pub enum BenchCommand {
         #[arg(long, default_value = "100000", value_delimiter = ',')]
         users: Vec<usize>,
     },
+    /// A partner's customer list filtered by two subscription statuses,
+    /// first page, p50/p99 over HTTP vs. an unfiltered page read directly.
+    Customers {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 50_000)]
+        subscriptions: usize,
+        /// Requests per filter (after 20 to warm up).
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+    },
     /// Single-user licence changes over HTTP vs. raw guarded update + insert.
     Licenses {
         /// sqlite, postgres or all.
@@ -72,6 +86,12 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Planner => crate::bench_planner::run()?,
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
         BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
+        BenchCommand::Customers {
+            backend,
+            customers,
+            subscriptions,
+            requests,
+        } => crate::bench_customers::run(&backend, customers, subscriptions, requests).await?,
         BenchCommand::Licenses {
             backend,
             scenario,

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_bulk;
 mod bench_csv;
+mod bench_customers;
 mod bench_planner;
 mod demo;
 
