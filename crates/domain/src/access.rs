@@ -76,6 +76,14 @@ pub enum Action {
     ReadAudit,
     /// Provider-wide housekeeping (purging expired service data now).
     Maintenance,
+    /// Finishing a service's set-up: the details an `awaiting_details` item needs.
+    SubmitProvisioningDetails,
+    /// Asking for more seats (R-ROLE-2: org super admins, with a payment method).
+    RequestPurchase,
+    /// Fulfilling or rejecting a purchase request (the provider, the org's partner).
+    DecidePurchase,
+    /// Contact-centre queues and their members.
+    ManageQueues,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -85,11 +93,21 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     use Role::*;
     match role {
         ProviderAdmin => true,
-        PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners),
+        // Everything in its customers except the provider's own business;
+        // buying is the customer's (its super admin's) decision.
+        PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners | Maintenance | RequestPurchase),
         // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
         PartnerSales => matches!(
             action,
-            ReadCatalogue | ReadPartners | ReadOrg | CreateOrg | WriteOrg | ReadSubscriptions | WriteSubscriptions | ReadLicenses
+            ReadCatalogue
+                | ReadPartners
+                | ReadOrg
+                | CreateOrg
+                | WriteOrg
+                | ReadSubscriptions
+                | WriteSubscriptions
+                | ReadLicenses
+                | DecidePurchase
         ),
         PartnerHelpdesk => matches!(
             action,
@@ -97,15 +115,35 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         ),
         OrgSuperAdmin => matches!(
             action,
-            ReadCatalogue | ReadOrg | WriteOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
+            ReadCatalogue
+                | ReadOrg
+                | WriteOrg
+                | ReadSubscriptions
+                | ReadUsers
+                | WriteUsers
+                | ReadLicenses
+                | WriteLicenses
+                | ReadAudit
+                | SubmitProvisioningDetails
+                | RequestPurchase
+                | ManageQueues
         ),
         OrgAdmin => matches!(
             action,
-            ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ReadAudit
+            ReadCatalogue
+                | ReadOrg
+                | ReadSubscriptions
+                | ReadUsers
+                | WriteUsers
+                | ReadLicenses
+                | WriteLicenses
+                | ReadAudit
+                | SubmitProvisioningDetails
+                | ManageQueues
         ),
         OrgUserAdmin => matches!(
             action,
-            ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses
+            ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ManageQueues
         ),
         OrgSupport | OrgReadOnly => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
     }

@@ -148,6 +148,10 @@ fn describe(action: Action) -> &'static str {
         Action::WriteLicenses => "change licences",
         Action::ReadAudit => "read the audit log",
         Action::Maintenance => "run provider housekeeping",
+        Action::SubmitProvisioningDetails => "submit provisioning details",
+        Action::RequestPurchase => "buy licences",
+        Action::DecidePurchase => "fulfil or reject purchase requests",
+        Action::ManageQueues => "manage contact-centre queues",
     }
 }
 

@@ -16,6 +16,7 @@ mod db;
 pub mod jobs;
 pub mod licenses;
 mod migrations;
+pub mod purchases;
 pub mod service_data;
 pub mod subscriptions;
 pub mod templates;

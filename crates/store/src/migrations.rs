@@ -7,9 +7,27 @@ use crate::db::{Backend, Store, StoreError};
 const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The customer list is read in name order, for one partner or for all.
+/// An item awaiting details keeps the details its org's admin submitted.
+/// Purchase requests wait for the provider or the partner (R-SUB-5).
 const V5: &str = r#"
 CREATE INDEX orgs_by_partner_name ON orgs (partner_id, name, id);
 CREATE INDEX orgs_by_name ON orgs (name, id);
+ALTER TABLE subscription_items ADD COLUMN provisioning_details TEXT;
+CREATE TABLE purchase_requests (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    product TEXT NOT NULL REFERENCES products (code),
+    quantity BIGINT NOT NULL CHECK (quantity > 0),
+    subscription_id TEXT,
+    state TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at TEXT,
+    fulfilled_subscription TEXT,
+    reason TEXT,
+    PRIMARY KEY (org_id, id)
+);
 "#;
 
 /// A per-user version of the licence set: a licence change planned from a

@@ -339,3 +339,36 @@ pub async fn cancel_if_empty(tx: &mut Tx, org: &str, sub: &str, now: chrono::Dat
 pub fn not_found(id: &str) -> Error {
     Error::new(Code::NotFound, format!("Subscription {id} was not found."))
 }
+
+/// Moves an `awaiting_details` item to `provisioning` with the details its
+/// org's admin submitted; false (nothing changed) when it was not awaiting.
+pub async fn submit_details(tx: &mut Tx, org: &str, sub: &str, product: &str, details: &str) -> Result<bool, StoreError> {
+    let changed = tx
+        .exec(
+            "UPDATE subscription_items SET provisioning_status = 'provisioning', provisioning_details = $4 \
+             WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND provisioning_status = 'awaiting_details'",
+            args![org, sub, product, details],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Adds seats to an item (a fulfilled purchase), creating the item if the
+/// subscription does not carry the product yet (then `provisioning`: the
+/// provider or partner sets it up and marks it provisioned).
+pub async fn add_seats(tx: &mut Tx, org: &str, sub: &str, product: &str, n: i64) -> Result<(), StoreError> {
+    let changed = tx
+        .exec(
+            "UPDATE subscription_items SET quantity = quantity + $4 WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
+            args![org, sub, product, n],
+        )
+        .await?;
+    if changed == 0 {
+        tx.exec(
+            "INSERT INTO subscription_items (org_id, subscription_id, product, quantity, consumed, provisioning_status) VALUES ($1, $2, $3, $4, 0, 'provisioning')",
+            args![org, sub, product, n],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -39,6 +39,9 @@ pub struct OverviewRow {
     pub consumed: i64,
     pub available: i64,
     pub features: Vec<String>,
+    /// Set when no seat is free: where more can be bought (R-SUB-5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buy_more: Option<Value>,
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/licenses", tag = "licenses", params(("org" = String, Path)),
@@ -48,6 +51,14 @@ pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<Stri
     let org = ctx.org(&mut tx, &org, Action::ReadLicenses).await?;
     let rows = subscriptions::license_rows(&mut tx, &org.id).await?;
     let cat = catalogue::all(&mut tx).await?;
+    // Where more seats come from: a purchase request here, or the partner / provider.
+    let buy_more = if org.self_service_purchase && org.payment_method_on_file {
+        json!({ "purchase_request": true, "path": format!("/api/v1/orgs/{}/purchase-requests", org.id),
+                "message": "An org super admin can request more seats here." })
+    } else {
+        let who = super::purchases::contact(&mut tx, &org).await?;
+        json!({ "purchase_request": false, "contact": who, "message": format!("Contact {who} to buy more seats.") })
+    };
     let items: Vec<OverviewRow> = rows
         .into_iter()
         .map(|r| {
@@ -56,6 +67,7 @@ pub async fn overview(State(st): State<AppState>, ctx: Ctx, Path(org): Path<Stri
                 name: p.map(|p| p.name.clone()).unwrap_or_else(|| r.product.clone()),
                 features: p.map(|p| p.features.clone()).unwrap_or_default(),
                 available: r.total - r.consumed,
+                buy_more: (r.total - r.consumed <= 0).then(|| buy_more.clone()),
                 product: r.product,
                 subscription: r.subscription,
                 total: r.total,

@@ -5,6 +5,8 @@ pub mod catalogue;
 pub mod customers;
 pub mod jobs;
 pub mod licenses;
+pub mod provisioning;
+pub mod purchases;
 pub mod service_data;
 pub mod sheet_export;
 pub mod sheet_import;

@@ -6,6 +6,7 @@ mod kit;
 mod bulk;
 mod concurrency;
 mod customers;
+mod hub;
 mod licenses;
 mod moves;
 mod resources;
