@@ -211,6 +211,7 @@ pub fn run() -> Result<()> {
         status: UserStatus::Active,
         usage_location: Some(country("SE")?),
         site_admin_of: vec![],
+        queue_billed: vec![],
     };
     let org = OrgFacts {
         default_usage_location: Some(country("SE")?),

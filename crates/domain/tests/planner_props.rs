@@ -497,6 +497,7 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
         status: s.status,
         usage_location: s.usage_location.map(|c| country(COUNTRIES[c])),
         site_admin_of: s.site_admin_of.iter().map(|&i| SITES[i].0.to_string()).collect(),
+        queue_billed: vec![],
     };
     let org = OrgFacts {
         default_usage_location: s.org_location.map(|c| country(COUNTRIES[c])),

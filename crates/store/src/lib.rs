@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod licenses;
 mod migrations;
 pub mod purchases;
+pub mod queues;
 pub mod service_data;
 pub mod subscriptions;
 pub mod templates;

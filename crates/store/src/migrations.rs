@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)
 /// The customer list is read in name order, for one partner or for all.
 /// An item awaiting details keeps the details its org's admin submitted.
 /// Purchase requests wait for the provider or the partner (R-SUB-5).
+/// Contact-centre queues bill their product for each member (R-DEP-1).
 const V5: &str = r#"
 CREATE INDEX orgs_by_partner_name ON orgs (partner_id, name, id);
 CREATE INDEX orgs_by_name ON orgs (name, id);
@@ -28,6 +29,25 @@ CREATE TABLE purchase_requests (
     reason TEXT,
     PRIMARY KEY (org_id, id)
 );
+CREATE TABLE queues (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    product TEXT NOT NULL REFERENCES products (code),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE queue_members (
+    org_id TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (org_id, queue_id, user_id),
+    FOREIGN KEY (org_id, queue_id) REFERENCES queues (org_id, id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX queue_members_by_user ON queue_members (org_id, user_id);
 "#;
 
 /// A per-user version of the licence set: a licence change planned from a

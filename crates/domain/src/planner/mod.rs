@@ -48,6 +48,17 @@ pub struct UserFacts {
     pub usage_location: Option<CountryCode>,
     /// Sites this user administers (attendee accounts are refused there).
     pub site_admin_of: Vec<String>,
+    /// Products this user is billed for by membership of contact-centre
+    /// queues, with the queues (R-DEP-1): such a licence cannot be removed
+    /// while the user is still a member.
+    pub queue_billed: Vec<QueueHold>,
+}
+
+/// A queue the user is a member of, and the product it bills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueHold {
+    pub product: ProductCode,
+    pub queue: String,
 }
 
 /// A site of the org as far as licence rules care.
@@ -433,6 +444,7 @@ pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Res
     p.resolve_additions();
     rules::add_or_refuse_required(&mut p);
     rules::refuse_removing_required(&mut p);
+    rules::refuse_removing_queue_billed(&mut p);
     rules::check_pending_user(&mut p);
     rules::check_pairs(&mut p);
     rules::check_locations(&mut p);

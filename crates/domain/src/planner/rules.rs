@@ -98,6 +98,51 @@ pub(super) fn refuse_removing_required(p: &mut Planning<'_>) {
     }
 }
 
+/// R-DEP-1: a licence that queue memberships bill stays while the user is a
+/// member; the queues are named so the admin can remove the user from them
+/// (`DELETE .../users/{user}/queues` does it in one call).
+pub(super) fn refuse_removing_queue_billed(p: &mut Planning<'_>) {
+    let mut found: Vec<(ProductCode, Vec<String>)> = Vec::new();
+    for h in &p.release {
+        if p.will_hold(&h.product) || found.iter().any(|(c, _)| *c == h.product) {
+            continue;
+        }
+        let queues: Vec<String> = p
+            .input
+            .user
+            .queue_billed
+            .iter()
+            .filter(|q| q.product == h.product)
+            .map(|q| q.queue.clone())
+            .collect();
+        if !queues.is_empty() {
+            found.push((h.product.clone(), queues));
+        }
+    }
+    for (product, queues) in found {
+        let name = p.name(&product);
+        let field = p
+            .change
+            .remove
+            .iter()
+            .position(|r| r.product == product)
+            .map(|i| format!("remove[{i}]"))
+            .unwrap_or_else(|| "remove".into());
+        let v = p
+            .violation(
+                Code::RequiresProduct,
+                format!(
+                    "{} cannot lose {name}: they are a member of the queues {}, which keep {name} billed. Remove them from those queues first.",
+                    p.email(),
+                    queues.join(", ")
+                ),
+                &product,
+            )
+            .field(field);
+        p.violations.push(v);
+    }
+}
+
 /// A pending external user's licences cannot be changed in place: the only
 /// change allowed once they hold any is removing all of them.
 pub(super) fn check_pending_user(p: &mut Planning<'_>) {

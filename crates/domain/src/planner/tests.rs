@@ -91,6 +91,7 @@ fn user() -> UserFacts {
         status: UserStatus::Active,
         usage_location: None,
         site_admin_of: vec![],
+        queue_billed: vec![],
     }
 }
 

@@ -11,7 +11,7 @@ use allot_domain::access::Action;
 use allot_domain::catalogue::Product;
 use allot_domain::catalogue::PropertyName;
 use allot_domain::planner::{
-    plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool, Properties, SiteFacts, UserFacts,
+    plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool, Properties, QueueHold, SiteFacts, UserFacts,
 };
 use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error, Violation};
@@ -110,9 +110,11 @@ pub async fn of_user(State(st): State<AppState>, ctx: Ctx, Path((org, user)): Pa
     Ok(Json(json!({ "items": items, "service_data": service_data })))
 }
 
-/// A stored user as the planner sees it (`site_admin_of` as loaded).
-pub(crate) fn user_facts(u: users::User) -> UserFacts {
+/// A stored user as the planner sees it (`site_admin_of` as loaded), with
+/// the queues whose product it is billed for.
+pub(crate) fn user_facts(u: users::User, queue_billed: Vec<QueueHold>) -> UserFacts {
     UserFacts {
+        queue_billed,
         kind: UserKind::parse(&u.kind).unwrap_or(UserKind::Internal),
         status: UserStatus::parse(&u.status).unwrap_or(UserStatus::Active),
         usage_location: u.usage_location.as_deref().and_then(|c| CountryCode::parse(c).ok()),
@@ -185,7 +187,16 @@ async fn read_snapshot(rd: &mut Tx, ctx: &Ctx, org_id: &str, user_id: &str, chan
     } else {
         users::site_admin_of(rd, &org.id, &user.id).await?
     };
-    let user = user_facts(users::User { site_admin_of, ..user });
+    // Queue memberships matter only to removals.
+    let queue_billed = if change.remove.is_empty() {
+        Vec::new()
+    } else {
+        allot_store::queues::billed_of(rd, &org.id, std::slice::from_ref(&user.id))
+            .await?
+            .remove(&user.id)
+            .unwrap_or_default()
+    };
+    let user = user_facts(users::User { site_admin_of, ..user }, queue_billed);
     let org_facts = org_facts(&org, sites);
     Ok(Snapshot {
         org: org.id,
@@ -354,5 +365,17 @@ pub async fn change(
     ApiJson(change): ApiJson<LicenseChange>,
 ) -> ApiResult<Json<Value>> {
     let items = change_licenses(&st, &ctx, &org, &user, &change).await?;
-    Ok(Json(json!({ "items": items })))
+    // R-DEP-1: a removal can leave a licence billed by queue memberships
+    // (the contact-centre licence stays when the phone licence goes): say so.
+    let warnings = if change.remove.is_empty() {
+        Vec::new()
+    } else {
+        let mut rd = st.store.read_conn().await?;
+        super::queues::still_billed(&mut rd, &org, &user, &items).await?
+    };
+    let mut body = json!({ "items": items });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    Ok(Json(body))
 }

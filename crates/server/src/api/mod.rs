@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod licenses;
 pub mod provisioning;
 pub mod purchases;
+pub mod queues;
 pub mod service_data;
 pub mod sheet_export;
 pub mod sheet_import;

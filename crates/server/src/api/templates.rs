@@ -392,7 +392,8 @@ pub async fn give_new_user_template(
     let cat = catalogue::all(tx).await?;
     let codes: Vec<&ProductCode> = t.licenses.iter().map(|l| &l.product).collect();
     let pools = subscriptions::pools_for(tx, &org.id, &codes).await?;
-    let facts = user_facts(user.clone());
+    // A new user is in no queue.
+    let facts = user_facts(user.clone(), Vec::new());
     let org_facts = org_facts(org, tenants::list_sites(tx, &org.id).await?);
     let input = allot_domain::planner::PlanInput {
         user: &facts,

@@ -366,6 +366,7 @@ async fn plan_chunk(
         .map(|u| (u.id.clone(), u))
         .collect();
     let mut held_by_user = licenses::of_users(tx, &job.org, chunk).await?;
+    let mut queue_billed = allot_store::queues::billed_of(tx, &job.org, chunk).await?;
     let mut out = ChunkPlans {
         results: Vec::with_capacity(chunk.len()),
         apply: Vec::new(),
@@ -393,7 +394,7 @@ async fn plan_chunk(
             ));
             continue;
         };
-        let user = user_facts(u.clone());
+        let user = user_facts(u.clone(), queue_billed.remove(uid).unwrap_or_default());
         let input = PlanInput {
             user: &user,
             org: &setting.org_facts,

@@ -259,6 +259,7 @@ async fn plan_chunk(
         .collect();
     let by_email: HashMap<String, &users::User> = stored.values().map(|u| (u.email.to_lowercase(), u)).collect();
     let mut held_by_user = licenses::of_users(tx, &job.org, &ids).await?;
+    let mut queue_billed = allot_store::queues::billed_of(tx, &job.org, &ids).await?;
     let mut out = Planned {
         results: Vec::with_capacity(entries.len()),
         new_users: Vec::new(),
@@ -328,7 +329,7 @@ async fn plan_chunk(
             }
             continue;
         };
-        let facts = user_facts(user.clone());
+        let facts = user_facts(user.clone(), queue_billed.remove(&user.id).unwrap_or_default());
         let input = PlanInput {
             user: &facts,
             org: &setting.org_facts,

@@ -9,6 +9,7 @@ mod customers;
 mod hub;
 mod licenses;
 mod moves;
+mod queues;
 mod resources;
 mod rules;
 mod sheet;
