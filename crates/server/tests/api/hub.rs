@@ -8,7 +8,11 @@ use allot_domain::access::Role;
 use crate::both_backends;
 use crate::kit::*;
 
-both_backends!(purchase_requests_follow_the_rules, awaiting_details_is_completed_by_the_org);
+both_backends!(
+    purchase_requests_follow_the_rules,
+    awaiting_details_is_completed_by_the_org,
+    statuses_follow_the_clock_across_every_boundary
+);
 
 async fn purchase_requests_follow_the_rules(backend: Backend) {
     let app = spawn(backend).await;
@@ -211,4 +215,58 @@ async fn awaiting_details_is_completed_by_the_org(backend: Backend) {
     app.post(&lic, &app.admin, json!({ "add": [{ "product": "meetings" }] })).await.ok();
     let events = crate::moves::audit_events(&app, &o, "subscription.provisioning_details").await;
     assert_eq!(events[0]["after"]["details"]["site_url"], "setup.example.com");
+}
+
+/// R-SUB-2 through the API: the status of a paid and a trial subscription
+/// ending 2027-01-01, and of a suspended one, on each side of every
+/// boundary, with the server's clock moved.
+async fn statuses_follow_the_clock_across_every_boundary(backend: Backend) {
+    let app = spawn(backend).await;
+    product(&app, "meetings", "meetings").await;
+    let o = org(&app, "Clock AB", None).await;
+    let make = |trial: bool| {
+        let (app, o) = (&app, &o);
+        async move {
+            app.post(
+                &format!("/api/v1/orgs/{o}/subscriptions"),
+                &app.admin,
+                json!({ "trial": trial, "start_date": "2026-01-01", "end_date": "2027-01-01", "items": [] }),
+            )
+            .await
+            .ok()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (paid, trial, suspended) = (make(false).await, make(true).await, make(false).await);
+    app.patch(
+        &format!("/api/v1/orgs/{o}/subscriptions/{suspended}"),
+        &app.admin,
+        json!({ "suspended": true }),
+    )
+    .await
+    .ok();
+    let at = |y, m, d| {
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, y, m, d, 12, 0, 0)
+            .single()
+            .unwrap()
+    };
+    for (when, paid_status, trial_status) in [
+        (at(2026, 11, 1), "active", "trial_active"),              // 61 days left
+        (at(2026, 11, 2), "expiring_60d", "trial_expiring_60d"),  // 60
+        (at(2026, 12, 1), "expiring_60d", "trial_expiring_60d"),  // 31
+        (at(2026, 12, 2), "expiring_30d", "trial_expiring_30d"),  // 30
+        (at(2026, 12, 31), "expiring_30d", "trial_expiring_30d"), // 1
+        (at(2027, 1, 1), "expired", "trial_expired"),             // 0: ended
+    ] {
+        app.clock.set(when);
+        let status = |id: &String| {
+            let (app, o, id) = (&app, &o, id.clone());
+            async move { app.get(&format!("/api/v1/orgs/{o}/subscriptions/{id}"), &app.admin).await.ok()["status"].clone() }
+        };
+        assert_eq!(status(&paid).await, paid_status, "paid on {when}");
+        assert_eq!(status(&trial).await, trial_status, "trial on {when}");
+        assert_eq!(status(&suspended).await, "suspended", "suspended on {when}");
+    }
 }

@@ -253,25 +253,32 @@ impl TestApp {
             "service_data",
             "audit_events",
             "api_tokens",
+            "license_templates",
+            "purchase_requests",
+            "queues",
+            "queue_members",
+            "jobs",
+            "job_chunks",
         ] {
             let r = tx.rows(&format!("SELECT COUNT(*) FROM {t}"), &[]).await.expect("count");
             out.push(format!("{t}={}", r[0].int(0).expect("int")));
         }
         for r in tx
             .rows(
-                "SELECT org_id, subscription_id, product, quantity, consumed FROM subscription_items ORDER BY 1, 2, 3",
+                "SELECT org_id, subscription_id, product, quantity, consumed, provisioning_status FROM subscription_items ORDER BY 1, 2, 3",
                 &[],
             )
             .await
             .expect("items")
         {
             out.push(format!(
-                "item {} {} {} {}/{}",
+                "item {} {} {} {}/{} {}",
                 r.text(0).unwrap(),
                 r.text(1).unwrap(),
                 r.text(2).unwrap(),
                 r.int(4).unwrap(),
-                r.int(3).unwrap()
+                r.int(3).unwrap(),
+                r.text(5).unwrap()
             ));
         }
         for r in tx

@@ -8,6 +8,7 @@ mod concurrency;
 mod customers;
 mod hub;
 mod licenses;
+mod matrix;
 mod moves;
 mod queues;
 mod resources;

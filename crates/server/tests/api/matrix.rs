@@ -1,0 +1,878 @@
+//! R-ROLE-1…3: every endpoint × every role × own tenant / other tenant. The
+//! expected answer comes from the permission table (`role_allows`) and the
+//! endpoint's scope: another tenant's object is 404, a role that may not do
+//! the action in its own tenant is 403, anything else succeeds. Every
+//! refused call leaves the database as it was.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use allot_domain::access::{role_allows, Action, Role, ScopeKind};
+
+use crate::both_backends;
+use crate::kit::*;
+
+both_backends!(every_endpoint_every_role_every_tenant);
+
+/// One tenant: a partner with a customer org and objects of every kind.
+#[derive(Clone, Debug)]
+struct Tenant {
+    partner: String,
+    org: String,
+    sub: String,
+    user: String,
+    template: String,
+    job: String,
+}
+
+/// Objects made fresh for one call (a call may consume them).
+#[derive(Clone, Debug, Default)]
+struct Fresh {
+    id: String,
+    user: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scope {
+    /// Not bound to a tenant: catalogue, partners, provider housekeeping.
+    Provider,
+    /// A partner's own resources.
+    Partner,
+    /// An org's resources.
+    Org,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Prep {
+    None,
+    User,
+    Template,
+    Queue,
+    QueueMember,
+    Purchase,
+    EmptySub,
+    AwaitingSub,
+    Job,
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: fn(&Tenant, &Fresh) -> String,
+    body: fn(&Tenant, &Fresh) -> Option<Value>,
+    scope: Scope,
+    actions: &'static [Action],
+    prep: Prep,
+    /// Statuses that count as done for an allowed caller.
+    ok: &'static [u16],
+    csv: bool,
+}
+
+const DONE: &[u16] = &[200, 201, 202, 204];
+
+fn none(_: &Tenant, _: &Fresh) -> Option<Value> {
+    None
+}
+
+fn cases() -> Vec<Case> {
+    use Action::*;
+    let c = |name, method, path, body, scope, actions, prep| Case {
+        name,
+        method,
+        path,
+        body,
+        scope,
+        actions,
+        prep,
+        ok: DONE,
+        csv: false,
+    };
+    vec![
+        c(
+            "list products",
+            Method::GET,
+            |_, _| "/api/v1/products".into(),
+            none,
+            Scope::Provider,
+            &[ReadCatalogue],
+            Prep::None,
+        ),
+        c(
+            "create product",
+            Method::POST,
+            |_, _| "/api/v1/products".into(),
+            |_, _| Some(json!({ "code": format!("p-{}", rand_suffix()), "name": "P", "family": "f", "features": [] })),
+            Scope::Provider,
+            &[WriteCatalogue],
+            Prep::None,
+        ),
+        c(
+            "get product",
+            Method::GET,
+            |_, _| "/api/v1/products/meetings".into(),
+            none,
+            Scope::Provider,
+            &[ReadCatalogue],
+            Prep::None,
+        ),
+        c(
+            "patch product",
+            Method::PATCH,
+            |_, _| "/api/v1/products/meetings".into(),
+            |_, _| Some(json!({ "name": "Meetings" })),
+            Scope::Provider,
+            &[WriteCatalogue],
+            Prep::None,
+        ),
+        c(
+            "list partners",
+            Method::GET,
+            |_, _| "/api/v1/partners".into(),
+            none,
+            Scope::Provider,
+            &[ReadPartners],
+            Prep::None,
+        ),
+        c(
+            "create partner",
+            Method::POST,
+            |_, _| "/api/v1/partners".into(),
+            |_, _| Some(json!({ "name": "New" })),
+            Scope::Provider,
+            &[WritePartners],
+            Prep::None,
+        ),
+        c(
+            "purge service data",
+            Method::POST,
+            |_, _| "/api/v1/service-data/purge".into(),
+            |_, _| Some(json!({})),
+            Scope::Provider,
+            &[Maintenance],
+            Prep::None,
+        ),
+        c(
+            "list orgs",
+            Method::GET,
+            |_, _| "/api/v1/orgs".into(),
+            none,
+            Scope::Provider,
+            &[ReadOrg],
+            Prep::None,
+        ),
+        c(
+            "create org",
+            Method::POST,
+            |_, _| "/api/v1/orgs".into(),
+            |_, _| Some(json!({ "name": "New org" })),
+            Scope::Provider,
+            &[CreateOrg],
+            Prep::None,
+        ),
+        c(
+            "all customers",
+            Method::GET,
+            |_, _| "/api/v1/customers".into(),
+            none,
+            Scope::Provider,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "get partner",
+            Method::GET,
+            |t, _| format!("/api/v1/partners/{}", t.partner),
+            none,
+            Scope::Partner,
+            &[ReadPartners],
+            Prep::None,
+        ),
+        c(
+            "partner customers",
+            Method::GET,
+            |t, _| format!("/api/v1/partners/{}/customers", t.partner),
+            none,
+            Scope::Partner,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "get org",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}", t.org),
+            none,
+            Scope::Org,
+            &[ReadOrg],
+            Prep::None,
+        ),
+        c(
+            "patch org",
+            Method::PATCH,
+            |t, _| format!("/api/v1/orgs/{}", t.org),
+            |_, _| Some(json!({ "default_usage_location": "SE" })),
+            Scope::Org,
+            &[WriteOrg],
+            Prep::None,
+        ),
+        c(
+            "list sites",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/sites", t.org),
+            none,
+            Scope::Org,
+            &[ReadOrg],
+            Prep::None,
+        ),
+        c(
+            "create site",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/sites", t.org),
+            |_, _| Some(json!({ "url": format!("https://s{}.example.com", rand_suffix()) })),
+            Scope::Org,
+            &[WriteOrg],
+            Prep::None,
+        ),
+        c(
+            "list groups",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/groups", t.org),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "create group",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/groups", t.org),
+            |_, _| Some(json!({ "name": rand_suffix() })),
+            Scope::Org,
+            &[WriteUsers],
+            Prep::None,
+        ),
+        c(
+            "list subscriptions",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/subscriptions", t.org),
+            none,
+            Scope::Org,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "create subscription",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/subscriptions", t.org),
+            |_, _| Some(json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" })),
+            Scope::Org,
+            &[WriteSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "get subscription",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/subscriptions/{}", t.org, t.sub),
+            none,
+            Scope::Org,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "patch subscription",
+            Method::PATCH,
+            |t, _| format!("/api/v1/orgs/{}/subscriptions/{}", t.org, t.sub),
+            |_, _| Some(json!({ "external_ref": "po-1" })),
+            Scope::Org,
+            &[WriteSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "cancel subscription",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/subscriptions/{}/cancel", t.org, f.id),
+            |_, _| Some(json!({})),
+            Scope::Org,
+            &[WriteSubscriptions],
+            Prep::EmptySub,
+        ),
+        c(
+            "provisioning details",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/subscriptions/{}/items/meetings/provisioning-details", t.org, f.id),
+            |_, _| Some(json!({ "details": { "domain": "x.example" } })),
+            Scope::Org,
+            &[SubmitProvisioningDetails],
+            Prep::AwaitingSub,
+        ),
+        c(
+            "licences overview",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/licenses", t.org),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
+            "list purchases",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/purchase-requests", t.org),
+            none,
+            Scope::Org,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        c(
+            "request purchase",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/purchase-requests", t.org),
+            |t, _| Some(json!({ "product": "meetings", "quantity": 1, "subscription": t.sub })),
+            Scope::Org,
+            &[RequestPurchase],
+            Prep::None,
+        ),
+        c(
+            "fulfil purchase",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/purchase-requests/{}/fulfil", t.org, f.id),
+            |_, _| Some(json!({})),
+            Scope::Org,
+            &[DecidePurchase],
+            Prep::Purchase,
+        ),
+        c(
+            "reject purchase",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/purchase-requests/{}/reject", t.org, f.id),
+            |_, _| Some(json!({})),
+            Scope::Org,
+            &[DecidePurchase],
+            Prep::Purchase,
+        ),
+        c(
+            "list users",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users", t.org),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "create user",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/users", t.org),
+            |_, _| Some(json!({ "email": format!("n{}@m.example", rand_suffix()) })),
+            Scope::Org,
+            &[WriteUsers],
+            Prep::None,
+        ),
+        c(
+            "get user",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users/{}", t.org, t.user),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "patch user",
+            Method::PATCH,
+            |t, _| format!("/api/v1/orgs/{}/users/{}", t.org, t.user),
+            |_, _| Some(json!({ "display_name": "Anna" })),
+            Scope::Org,
+            &[WriteUsers],
+            Prep::None,
+        ),
+        c(
+            "delete user",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/users/{}", t.org, f.user),
+            none,
+            Scope::Org,
+            &[WriteUsers],
+            Prep::User,
+        ),
+        c(
+            "user licences",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users/{}/licenses", t.org, t.user),
+            none,
+            Scope::Org,
+            &[ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "change licences",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/users/{}/licenses", t.org, f.user),
+            |_, _| Some(json!({ "add": [{ "product": "meetings" }] })),
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::User,
+        ),
+        c(
+            "export users",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users.csv", t.org),
+            none,
+            Scope::Org,
+            &[ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        Case {
+            csv: true,
+            ..c(
+                "import users",
+                Method::POST,
+                |t, _| format!("/api/v1/orgs/{}/imports?mode=add_only", t.org),
+                none,
+                Scope::Org,
+                &[WriteLicenses, WriteUsers],
+                Prep::None,
+            )
+        },
+        c(
+            "license summary",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/license-summary", t.org),
+            |t, _| Some(json!({ "users": [t.user] })),
+            Scope::Org,
+            &[ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "license job",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/license-jobs", t.org),
+            |t, _| Some(json!({ "users": [t.user], "add": [{ "product": "meetings" }] })),
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::None,
+        ),
+        c(
+            "get job",
+            Method::GET,
+            |t, _| format!("/api/v1/jobs/{}", t.job),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
+            "job results",
+            Method::GET,
+            |t, _| format!("/api/v1/jobs/{}/results", t.job),
+            none,
+            Scope::Org,
+            &[ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        Case {
+            // A job may have ended before the cancel arrives: 409 then.
+            ok: &[202, 409],
+            ..c(
+                "cancel job",
+                Method::POST,
+                |_, f| format!("/api/v1/jobs/{}/cancel", f.id),
+                |_, _| Some(json!({})),
+                Scope::Org,
+                &[WriteLicenses],
+                Prep::Job,
+            )
+        },
+        c(
+            "audit events",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/audit-events", t.org),
+            none,
+            Scope::Org,
+            &[ReadAudit],
+            Prep::None,
+        ),
+        c(
+            "list templates",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/license-templates", t.org),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
+            "create template",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/license-templates", t.org),
+            |_, _| Some(json!({ "name": "T", "scope": "org", "enabled": false, "licenses": [{ "product": "meetings" }] })),
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::None,
+        ),
+        c(
+            "get template",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/license-templates/{}", t.org, t.template),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
+            "patch template",
+            Method::PATCH,
+            |t, _| format!("/api/v1/orgs/{}/license-templates/{}", t.org, t.template),
+            |_, _| Some(json!({ "name": "T2" })),
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::None,
+        ),
+        c(
+            "delete template",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/license-templates/{}", t.org, f.id),
+            none,
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::Template,
+        ),
+        c(
+            "apply template",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/license-templates/{}/apply", t.org, t.template),
+            |_, _| Some(json!({ "dry_run": true })),
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::None,
+        ),
+        c(
+            "list queues",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/queues", t.org),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
+            "create queue",
+            Method::POST,
+            |t, _| format!("/api/v1/orgs/{}/queues", t.org),
+            |_, _| Some(json!({ "name": "Q", "kind": "call", "product": "meetings" })),
+            Scope::Org,
+            &[ManageQueues],
+            Prep::None,
+        ),
+        c(
+            "get queue",
+            Method::GET,
+            |t, f| format!("/api/v1/orgs/{}/queues/{}", t.org, f.id),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::Queue,
+        ),
+        c(
+            "delete queue",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/queues/{}", t.org, f.id),
+            none,
+            Scope::Org,
+            &[ManageQueues],
+            Prep::Queue,
+        ),
+        c(
+            "add queue member",
+            Method::POST,
+            |t, f| format!("/api/v1/orgs/{}/queues/{}/members", t.org, f.id),
+            |_, f| Some(json!({ "user": f.user })),
+            Scope::Org,
+            &[ManageQueues],
+            Prep::Queue,
+        ),
+        c(
+            "remove queue member",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/queues/{}/members/{}", t.org, f.id, f.user),
+            none,
+            Scope::Org,
+            &[ManageQueues],
+            Prep::QueueMember,
+        ),
+        c(
+            "user queues",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users/{}/queues", t.org, t.user),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::None,
+        ),
+        c(
+            "leave all queues",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/users/{}/queues", t.org, f.user),
+            none,
+            Scope::Org,
+            &[ManageQueues],
+            Prep::QueueMember,
+        ),
+    ]
+}
+
+/// A unique lowercase suffix (codes, names and emails that must not repeat).
+fn rand_suffix() -> String {
+    allot_store::new_id("x").replace('_', "")
+}
+
+async fn id_of(r: Resp) -> String {
+    r.ok()["id"].as_str().expect("id").to_string()
+}
+
+async fn tenant(app: &TestApp, name: &str) -> Tenant {
+    let partner = id_of(app.post("/api/v1/partners", &app.admin, json!({ "name": name })).await).await;
+    let org = id_of(
+        app.post(
+            "/api/v1/orgs",
+            &app.admin,
+            json!({ "name": format!("{name} customer"), "partner": partner, "payment_method_on_file": true }),
+        )
+        .await,
+    )
+    .await;
+    let sub = subscription(app, &org, json!([{ "product": "meetings", "quantity": 100000 }])).await;
+    let user = user(app, &org, &format!("anna@{}.example", name.to_lowercase())).await;
+    app.post(
+        &format!("/api/v1/orgs/{org}/users/{user}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
+    let group = id_of(
+        app.post(&format!("/api/v1/orgs/{org}/groups"), &app.admin, json!({ "name": "G" }))
+            .await,
+    )
+    .await;
+    let template = id_of(
+        app.post(
+            &format!("/api/v1/orgs/{org}/license-templates"),
+            &app.admin,
+            json!({ "name": "T", "scope": { "group": group }, "enabled": false, "licenses": [{ "product": "meetings" }] }),
+        )
+        .await,
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{org}/license-jobs"),
+            &app.admin,
+            json!({ "users": [user], "add": [{ "product": "meetings" }] }),
+        )
+        .await;
+    let job = r.body["job"]["id"].as_str().unwrap().to_string();
+    finished_job(app, &job).await;
+    Tenant {
+        partner,
+        org,
+        sub,
+        user,
+        template,
+        job,
+    }
+}
+
+/// Makes what a call consumes, as the provider.
+async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
+    let fresh_user = || async {
+        let u = user(app, &t.org, &format!("{}@m.example", rand_suffix())).await;
+        app.post(
+            &format!("/api/v1/orgs/{}/users/{u}/licenses", t.org),
+            &app.admin,
+            json!({ "add": [{ "product": "meetings" }] }),
+        )
+        .await
+        .ok();
+        u
+    };
+    let queue = || async {
+        id_of(
+            app.post(
+                &format!("/api/v1/orgs/{}/queues", t.org),
+                &app.admin,
+                json!({ "name": "Q", "kind": "call", "product": "meetings" }),
+            )
+            .await,
+        )
+        .await
+    };
+    match prep {
+        Prep::None => Fresh::default(),
+        Prep::User => Fresh {
+            id: String::new(),
+            user: user(app, &t.org, &format!("{}@m.example", rand_suffix())).await,
+        },
+        Prep::Template => Fresh {
+            id: id_of(
+                app.post(
+                    &format!("/api/v1/orgs/{}/license-templates", t.org),
+                    &app.admin,
+                    json!({ "name": "T", "scope": "org", "enabled": false, "licenses": [{ "product": "meetings" }] }),
+                )
+                .await,
+            )
+            .await,
+            user: String::new(),
+        },
+        Prep::Queue => Fresh {
+            id: queue().await,
+            user: fresh_user().await,
+        },
+        Prep::QueueMember => {
+            let (q, u) = (queue().await, fresh_user().await);
+            app.post(
+                &format!("/api/v1/orgs/{}/queues/{q}/members", t.org),
+                &app.admin,
+                json!({ "user": u }),
+            )
+            .await
+            .ok();
+            Fresh { id: q, user: u }
+        }
+        Prep::Purchase => Fresh {
+            id: id_of(
+                app.post(
+                    &format!("/api/v1/orgs/{}/purchase-requests", t.org),
+                    &app.admin,
+                    json!({ "product": "meetings", "quantity": 1, "subscription": t.sub }),
+                )
+                .await,
+            )
+            .await,
+            user: String::new(),
+        },
+        Prep::EmptySub => Fresh {
+            id: subscription(app, &t.org, json!([{ "product": "meetings", "quantity": 1 }])).await,
+            user: String::new(),
+        },
+        Prep::AwaitingSub => Fresh {
+            id: subscription(
+                app,
+                &t.org,
+                json!([{ "product": "meetings", "quantity": 1, "provisioning_status": "awaiting_details" }]),
+            )
+            .await,
+            user: String::new(),
+        },
+        Prep::Job => {
+            let r = app
+                .post(
+                    &format!("/api/v1/orgs/{}/license-jobs", t.org),
+                    &app.admin,
+                    json!({ "users": [t.user], "add": [{ "product": "meetings" }], "dry_run": true }),
+                )
+                .await;
+            Fresh {
+                id: r.body["job"]["id"].as_str().unwrap().to_string(),
+                user: String::new(),
+            }
+        }
+    }
+}
+
+/// What a role should get: Some(status) for a refusal, None for done.
+fn expected(role: Role, own: bool, scope: Scope, actions: &[Action]) -> Option<u16> {
+    let kind = role.scope_kind();
+    let allowed = actions.iter().all(|a| role_allows(role, *a));
+    let outside = match scope {
+        Scope::Provider => false,
+        Scope::Partner => kind == ScopeKind::Org || (kind == ScopeKind::Partner && !own),
+        Scope::Org => kind != ScopeKind::Provider && !own,
+    };
+    if outside {
+        Some(404)
+    } else if allowed {
+        None
+    } else {
+        Some(403)
+    }
+}
+
+async fn every_endpoint_every_role_every_tenant(backend: Backend) {
+    let app = spawn(backend).await;
+    product(&app, "meetings", "meetings").await;
+    let mine = tenant(&app, "Mine").await;
+    let theirs = tenant(&app, "Theirs").await;
+    let mut tokens = Vec::new();
+    for role in Role::ALL {
+        let token = match role.scope_kind() {
+            ScopeKind::Provider => app.admin.clone(),
+            ScopeKind::Partner => app.token(role, Some(&mine.partner), None).await,
+            ScopeKind::Org => app.token(role, None, Some(&mine.org)).await,
+        };
+        tokens.push((role, token));
+    }
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for case in cases() {
+        for (role, token) in &tokens {
+            for own in [true, false] {
+                if !own && case.scope == Scope::Provider {
+                    continue;
+                }
+                let t = if own { &mine } else { &theirs };
+                let fresh = prepare(&app, t, case.prep).await;
+                let path = (case.path)(t, &fresh);
+                let want = expected(*role, own, case.scope, case.actions);
+                let before = if want.is_some() { Some(app.snapshot().await) } else { None };
+                let r = if case.csv {
+                    app.raw(
+                        case.method.clone(),
+                        &path,
+                        token,
+                        "text/csv",
+                        format!("email\n{}@m.example\n", rand_suffix()).into_bytes(),
+                    )
+                    .await
+                } else {
+                    app.call(case.method.clone(), &path, Some(token), (case.body)(t, &fresh)).await
+                };
+                let got = r.status.as_u16();
+                let fine = match want {
+                    Some(s) => got == s,
+                    None => case.ok.contains(&got),
+                };
+                if !fine {
+                    failures.push(format!(
+                        "{} as {} ({} tenant): expected {}, got {got} {}",
+                        case.name,
+                        role.as_str(),
+                        if own { "own" } else { "other" },
+                        want.map_or("success".to_string(), |s| s.to_string()),
+                        r.body
+                    ));
+                }
+                if let Some(before) = before {
+                    if app.snapshot().await != before {
+                        failures.push(format!("{} as {}: a refused call changed the database", case.name, role.as_str()));
+                    }
+                }
+                // Jobs run in the background: let them end before the next snapshot.
+                if let Some(job) = r.body["job"]["id"].as_str() {
+                    finished_job(&app, job).await;
+                }
+                if case.prep == Prep::Job {
+                    finished_job(&app, &fresh.id).await;
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} calls were wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 700, "{checked} calls");
+}
