@@ -66,6 +66,8 @@ struct Case {
     /// Statuses that count as done for an allowed caller.
     ok: &'static [u16],
     csv: bool,
+    /// Changes nothing when it succeeds (a POST that reads, a purge with nothing due).
+    changes_nothing: bool,
 }
 
 const DONE: &[u16] = &[200, 201, 202, 204];
@@ -86,6 +88,7 @@ fn cases() -> Vec<Case> {
         prep,
         ok: DONE,
         csv: false,
+        changes_nothing: false,
     };
     vec![
         c(
@@ -142,15 +145,18 @@ fn cases() -> Vec<Case> {
             &[WritePartners],
             Prep::None,
         ),
-        c(
-            "purge service data",
-            Method::POST,
-            |_, _| "/api/v1/service-data/purge".into(),
-            |_, _| Some(json!({})),
-            Scope::Provider,
-            &[Maintenance],
-            Prep::None,
-        ),
+        Case {
+            changes_nothing: true,
+            ..c(
+                "purge service data",
+                Method::POST,
+                |_, _| "/api/v1/service-data/purge".into(),
+                |_, _| Some(json!({})),
+                Scope::Provider,
+                &[Maintenance],
+                Prep::None,
+            )
+        },
         c(
             "list orgs",
             Method::GET,
@@ -433,15 +439,18 @@ fn cases() -> Vec<Case> {
                 Prep::None,
             )
         },
-        c(
-            "license summary",
-            Method::POST,
-            |t, _| format!("/api/v1/orgs/{}/license-summary", t.org),
-            |t, _| Some(json!({ "users": [t.user] })),
-            Scope::Org,
-            &[ReadLicenses, ReadUsers],
-            Prep::None,
-        ),
+        Case {
+            changes_nothing: true,
+            ..c(
+                "license summary",
+                Method::POST,
+                |t, _| format!("/api/v1/orgs/{}/license-summary", t.org),
+                |t, _| Some(json!({ "users": [t.user] })),
+                Scope::Org,
+                &[ReadLicenses, ReadUsers],
+                Prep::None,
+            )
+        },
         c(
             "license job",
             Method::POST,
@@ -780,6 +789,13 @@ async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
     }
 }
 
+async fn audit_count(app: &TestApp) -> i64 {
+    let mut tx = app.store.begin_read().await.expect("read");
+    tx.rows("SELECT COUNT(*) FROM audit_events", &[]).await.expect("count")[0]
+        .int(0)
+        .expect("int")
+}
+
 /// What a role should get: Some(status) for a refusal, None for done.
 fn expected(role: Role, own: bool, scope: Scope, actions: &[Action]) -> Option<u16> {
     let kind = role.scope_kind();
@@ -825,6 +841,7 @@ async fn every_endpoint_every_role_every_tenant(backend: Backend) {
                 let path = (case.path)(t, &fresh);
                 let want = expected(*role, own, case.scope, case.actions);
                 let before = if want.is_some() { Some(app.snapshot().await) } else { None };
+                let events_before = audit_count(&app).await;
                 let r = if case.csv {
                     app.raw(
                         case.method.clone(),
@@ -860,6 +877,15 @@ async fn every_endpoint_every_role_every_tenant(backend: Backend) {
                 // Jobs run in the background: let them end before the next snapshot.
                 if let Some(job) = r.body["job"]["id"].as_str() {
                     finished_job(&app, job).await;
+                }
+                // Every change is in the audit log (a purge with nothing to purge changes nothing).
+                if want.is_none()
+                    && case.method != Method::GET
+                    && !case.changes_nothing
+                    && got != 409
+                    && audit_count(&app).await <= events_before
+                {
+                    failures.push(format!("{} as {}: done but not in the audit log", case.name, role.as_str()));
                 }
                 if case.prep == Prep::Job {
                     finished_job(&app, &fresh.id).await;
