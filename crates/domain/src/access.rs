@@ -92,7 +92,8 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     use Action::*;
     use Role::*;
     match role {
-        ProviderAdmin => true,
+        // Buying is the customer's decision (R-ROLE-2): only its super admin asks.
+        ProviderAdmin => action != RequestPurchase,
         // Everything in its customers except the provider's own business;
         // buying is the customer's (its super admin's) decision.
         PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners | Maintenance | RequestPurchase),
@@ -223,6 +224,22 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
             assert_eq!(role_allows(r, Action::WriteCatalogue), r == Role::ProviderAdmin);
+            assert_eq!(role_allows(r, Action::Maintenance), r == Role::ProviderAdmin);
+            // R-ROLE-2: only org super admins buy.
+            assert_eq!(role_allows(r, Action::RequestPurchase), r == Role::OrgSuperAdmin);
+        }
+        // Sales agents decide purchases; helpdesk and read-only roles change nothing.
+        assert!(role_allows(Role::PartnerSales, Action::DecidePurchase));
+        for r in [Role::PartnerHelpdesk, Role::OrgSupport, Role::OrgReadOnly] {
+            for a in [
+                Action::DecidePurchase,
+                Action::ManageQueues,
+                Action::SubmitProvisioningDetails,
+                Action::WriteLicenses,
+                Action::WriteUsers,
+            ] {
+                assert!(!role_allows(r, a), "{r:?} {a:?}");
+            }
         }
     }
 }

@@ -23,6 +23,8 @@ struct Tenant {
     user: String,
     template: String,
     job: String,
+    /// An org super admin's token: only they ask to buy.
+    buyer: String,
 }
 
 /// Objects made fresh for one call (a call may consume them).
@@ -681,6 +683,7 @@ async fn tenant(app: &TestApp, name: &str) -> Tenant {
         .await;
     let job = r.body["job"]["id"].as_str().unwrap().to_string();
     finished_job(app, &job).await;
+    let buyer = app.token(Role::OrgSuperAdmin, None, Some(&org)).await;
     Tenant {
         partner,
         org,
@@ -688,6 +691,7 @@ async fn tenant(app: &TestApp, name: &str) -> Tenant {
         user,
         template,
         job,
+        buyer,
     }
 }
 
@@ -752,7 +756,7 @@ async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
             id: id_of(
                 app.post(
                     &format!("/api/v1/orgs/{}/purchase-requests", t.org),
-                    &app.admin,
+                    &t.buyer,
                     json!({ "product": "meetings", "quantity": 1, "subscription": t.sub }),
                 )
                 .await,
