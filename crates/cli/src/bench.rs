@@ -281,6 +281,46 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
     Ok(targets)
 }
 
+/// The backends a `--backend` value names.
+pub fn backends_of(backend: &str) -> Result<Vec<&'static str>> {
+    match backend {
+        "all" => Ok(vec!["sqlite", "postgres"]),
+        "sqlite" => Ok(vec!["sqlite"]),
+        "postgres" => Ok(vec!["postgres"]),
+        other => Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
+    }
+}
+
+/// A server with its job worker on a local port of this process, over a store.
+pub struct InProcessServer {
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcessServer {
+    pub async fn start(store: &Store) -> Result<InProcessServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let state = allot_server::AppState {
+            store: store.clone(),
+            clock: std::sync::Arc::new(allot_server::clock::SystemClock),
+            limits: Default::default(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(allot_server::serve(state, listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(InProcessServer { url, stop, task })
+    }
+
+    /// Stops the server and waits for it (and its worker) to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Deals targets to clients: client c gets every clients-th target.
 fn deal<T: Clone>(targets: &[T], clients: usize) -> Vec<Vec<T>> {
     (0..clients)

@@ -3,14 +3,12 @@
 //! run: the same assignment rows inserted in one transaction straight into a
 //! database of the same kind (multi-row INSERT, plus the counter update).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use allot_domain::access::Role;
 use allot_server::clock::{Clock, SystemClock};
-use allot_server::AppState;
 use allot_store::users::User;
 use allot_store::{in_transaction, Store, StoreOptions, Val};
 
@@ -69,17 +67,8 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let state = AppState {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        limits: Default::default(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(allot_server::serve(state, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = crate::bench::InProcessServer::start(&store).await?;
+    let url = server.url.clone();
     let client = reqwest::Client::new();
     // The peak RSS reported is the job's: forget the setup's high-water mark.
     reset_peak_rss();
@@ -104,8 +93,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let elapsed = started.elapsed();
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     let mut rd = store.begin_read().await.map_err(|e| msg(format!("{e:?}")))?;
     let mismatches = allot_store::subscriptions::counter_mismatches(&mut rd)
         .await
@@ -180,11 +168,7 @@ fn rss_field_mb(field: &str) -> Option<f64> {
 }
 
 pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
-    let backends: Vec<&str> = match backend {
-        "all" => vec!["sqlite", "postgres"],
-        "sqlite" | "postgres" => vec![backend],
-        other => return Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
-    };
+    let backends = crate::bench::backends_of(backend)?;
     println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished");
     println!();
     println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB |");

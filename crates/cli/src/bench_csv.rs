@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,7 +16,6 @@ use serde_json::Value;
 
 use allot_domain::access::Role;
 use allot_server::clock::{Clock, SystemClock};
-use allot_server::AppState;
 use allot_store::users::User;
 use allot_store::{in_transaction, Store, StoreOptions, Val};
 
@@ -179,17 +177,8 @@ async fn allot_run(database: &str, n: usize, dir: &std::path::Path) -> Result<Al
     let token = allot_server::auth::create_token(&s.store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let state = AppState {
-        store: s.store.clone(),
-        clock: Arc::new(SystemClock),
-        limits: Default::default(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(allot_server::serve(state, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = crate::bench::InProcessServer::start(&s.store).await?;
+    let url = server.url.clone();
     let client = reqwest::Client::new();
     reset_peak_rss();
     let rss_start = rss_now_mb();
@@ -223,8 +212,7 @@ async fn allot_run(database: &str, n: usize, dir: &std::path::Path) -> Result<Al
     let applied = import(&client, &url, &token, &s.org, &changed, false).await?;
     let apply = started.elapsed();
     let peak_import = peak_rss_mb();
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     for (what, j) in [("dry run", &dry), ("import", &applied)] {
         if j["state"] != "succeeded" || j["progress"]["succeeded"].as_u64() != Some(n as u64) {
             return Err(msg(format!("the {what} did not do its work: {j}")));
@@ -376,11 +364,7 @@ fn mb(v: Option<f64>) -> String {
 }
 
 pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
-    let backends: Vec<&str> = match backend {
-        "all" => vec!["sqlite", "postgres"],
-        "sqlite" | "postgres" => vec![backend],
-        other => return Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
-    };
+    let backends = crate::bench::backends_of(backend)?;
     println!(
         "allot bench csv: export N users over HTTP, then import the file moving everyone A -> B (dry run, then for real); durable commits"
     );

@@ -5,13 +5,11 @@
 //! the first page of 50 of the same partner's customers by name with no
 //! filter, read straight from the store (the floor of reading a page).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allot_domain::access::Role;
 use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_server::clock::{Clock, SystemClock};
-use allot_server::AppState;
 use allot_store::subscriptions::{Item, Subscription};
 use allot_store::tenants::Org;
 use allot_store::{in_transaction, new_id, Store, StoreOptions};
@@ -104,11 +102,7 @@ fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
 }
 
 pub async fn run(backend: &str, customers: usize, subscriptions: usize, requests: usize) -> Result<()> {
-    let backends: Vec<&str> = match backend {
-        "all" => vec!["sqlite", "postgres"],
-        "sqlite" | "postgres" => vec![backend],
-        other => return Err(msg(format!("unknown backend {other:?}: sqlite, postgres or all"))),
-    };
+    let backends = crate::bench::backends_of(backend)?;
     if customers == 0 || subscriptions < customers || requests == 0 {
         return Err(msg(
             "customers and requests must be at least 1, and subscriptions at least customers",
@@ -144,17 +138,8 @@ pub async fn run(backend: &str, customers: usize, subscriptions: usize, requests
         let token = allot_server::auth::create_token(&store, Role::PartnerAdmin, Some(&partner), None, None, SystemClock.now())
             .await
             .map_err(|e| msg(e.detail))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let state = AppState {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            limits: Default::default(),
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(allot_server::serve(state, listener, async move {
-            let _ = stopped.await;
-        }));
+        let server = crate::bench::InProcessServer::start(&store).await?;
+        let url = server.url.clone();
         let client = reqwest::Client::new();
         // Baseline: the unfiltered first page, straight from the store.
         let mut base = Vec::with_capacity(requests);
@@ -203,8 +188,7 @@ pub async fn run(backend: &str, customers: usize, subscriptions: usize, requests
             let (p50, p99) = quantiles(times);
             println!("| {b} | {filter} | {found} | {p50:.2} | {p99:.2} | {bp50:.2} | {bp99:.2} |");
         }
-        let _ = stop.send(());
-        let _ = server.await;
+        server.stop().await;
         store.close().await;
     }
     Ok(())

@@ -424,6 +424,19 @@ impl<'a> Planning<'a> {
     }
 }
 
+/// Counts a plan's seats in `pools`, so that users planned later in one batch
+/// see the seats earlier users took and released.
+pub fn count_plan_in(pools: &mut [Pool], plan: &LicensePlan) {
+    for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
+        if let Some(p) = pools
+            .iter_mut()
+            .find(|p| p.product == h.product && p.subscription == h.subscription)
+        {
+            p.consumed += delta;
+        }
+    }
+}
+
 /// Decide a licence change for one user. Returns the plan, or every reason
 /// the change is refused (never only the first).
 pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Result<LicensePlan, Vec<Violation>> {

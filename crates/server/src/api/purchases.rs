@@ -150,6 +150,44 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&p))))
 }
 
+/// Marks a pending request decided, with its audit event (`purchase.fulfil`
+/// or `purchase.reject`); a request decided meanwhile by someone else is a
+/// conflict and nothing changes.
+async fn record_decision(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    before: &PurchaseRequest,
+    state: &str,
+    fulfilled_subscription: Option<&str>,
+    reason: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PurchaseRequest, StoreError> {
+    let id = &before.id;
+    if !purchases::decide(tx, before, state, &ctx.actor().actor, fulfilled_subscription, reason, now).await? {
+        return Err(Error::new(Code::Conflict, format!("Purchase request {id} was decided meanwhile.")).into());
+    }
+    let after = purchases::get(tx, &before.org, id)
+        .await?
+        .ok_or_else(|| StoreError::Domain(Error::not_found(format!("Purchase request {id}"))))?;
+    let action = if state == "fulfilled" {
+        "purchase.fulfil"
+    } else {
+        "purchase.reject"
+    };
+    audit::record(
+        tx,
+        Some(&before.org),
+        &ctx.actor(),
+        action,
+        &format!("purchase:{id}"),
+        Some(&view(before)),
+        Some(&view(&after)),
+        now,
+    )
+    .await?;
+    Ok(after)
+}
+
 async fn pending(tx: &mut Tx, org: &str, id: &str) -> Result<PurchaseRequest, StoreError> {
     let p = purchases::get(tx, org, id)
         .await?
@@ -224,24 +262,7 @@ pub async fn fulfil(
             }
         };
         subscriptions::add_seats(&mut tx, &org.id, &target, &before.product, before.quantity).await?;
-        if !purchases::decide(&mut tx, &before, "fulfilled", &ctx.actor().actor, Some(&target), None, now).await? {
-            return Err(Error::new(Code::Conflict, format!("Purchase request {id} was decided meanwhile.")).into());
-        }
-        let after = purchases::get(&mut tx, &org.id, &id)
-            .await?
-            .ok_or_else(|| StoreError::Domain(Error::not_found(format!("Purchase request {id}"))))?;
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &ctx.actor(),
-            "purchase.fulfil",
-            &format!("purchase:{id}"),
-            Some(&view(&before)),
-            Some(&view(&after)),
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(after)
+        record_decision(&mut tx, &ctx, &before, "fulfilled", Some(&target), None, now).await
     })?;
     Ok(Json(view(&p)))
 }
@@ -261,24 +282,7 @@ pub async fn reject(
     let p = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::DecidePurchase).await?;
         let before = pending(&mut tx, &org.id, &id).await?;
-        if !purchases::decide(&mut tx, &before, "rejected", &ctx.actor().actor, None, input.reason.as_deref(), now).await? {
-            return Err(Error::new(Code::Conflict, format!("Purchase request {id} was decided meanwhile.")).into());
-        }
-        let after = purchases::get(&mut tx, &org.id, &id)
-            .await?
-            .ok_or_else(|| StoreError::Domain(Error::not_found(format!("Purchase request {id}"))))?;
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &ctx.actor(),
-            "purchase.reject",
-            &format!("purchase:{id}"),
-            Some(&view(&before)),
-            Some(&view(&after)),
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(after)
+        record_decision(&mut tx, &ctx, &before, "rejected", None, input.reason.as_deref(), now).await
     })?;
     Ok(Json(view(&p)))
 }

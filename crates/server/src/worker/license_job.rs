@@ -8,7 +8,7 @@ use allot_domain::bulk::{
     capacity_violations, change_for_user, move_mapping, CancelJobRequest, Demand, JobMode, LicenseJobRequest, Outcome, UserResult,
 };
 use allot_domain::catalogue::Product;
-use allot_domain::planner::{plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool};
+use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
@@ -405,14 +405,7 @@ async fn plan_chunk(
         };
         match plan_license_change(&input, &change) {
             Ok(plan) => {
-                for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
-                    if let Some(p) = pools
-                        .iter_mut()
-                        .find(|p| p.product == h.product && p.subscription == h.subscription)
-                    {
-                        p.consumed += delta;
-                    }
-                }
+                count_plan_in(pools, &plan);
                 let mut r = UserResult::ok(uid, &plan);
                 r.email = Some(u.email.clone());
                 out.results.push(r);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use allot_domain::bulk::{Outcome, UserResult};
 use allot_domain::catalogue::Product;
-use allot_domain::planner::{plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
+use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
 use allot_domain::sheet::{row_change, ImportRequest, SheetRow};
 use allot_domain::templates::{template_change, TemplateLicense};
 use allot_domain::types::{ProductCode, UserKind, UserStatus};
@@ -340,14 +340,7 @@ async fn plan_chunk(
         };
         match plan_license_change(&input, &change) {
             Ok(plan) => {
-                for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
-                    if let Some(p) = pools
-                        .iter_mut()
-                        .find(|p| p.product == h.product && p.subscription == h.subscription)
-                    {
-                        p.consumed += delta;
-                    }
-                }
+                count_plan_in(pools, &plan);
                 let mut r = label(UserResult::ok(&user.id, &plan));
                 if created {
                     r.message = Some(format!("Created {}.", user.email));
