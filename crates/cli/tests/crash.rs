@@ -1,8 +1,9 @@
 //! A bulk job survives `kill -9`: a real server is killed in the middle of a
 //! job, a new one resumes it, and afterwards every pool's counter equals its
 //! rows, no user holds a product twice, and every targeted user was done
-//! exactly once. On SQLite and on PostgreSQL. And a job that fails on every
-//! run ends `failed` with its error instead of being retried forever.
+//! exactly once. On SQLite and on PostgreSQL. The same for a CSV import
+//! that creates users. And a job that fails on every run ends `failed` with
+//! its error instead of being retried forever.
 
 mod common;
 
@@ -97,6 +98,50 @@ async fn messaging_org(client: &reqwest::Client, url: &str, admin: &str, name: &
     (org, sub)
 }
 
+/// Waits until a job has done some chunks, kills its server with `kill -9`
+/// (SIGKILL: no shutdown code runs), checks that the job was left running
+/// half-way, starts a new server and waits until it has resumed and ended
+/// the job. Returns the job's last view.
+async fn kill_mid_job_and_resume(database: &str, store: &Store, admin: &str, server: (Running, String), job: &str, total: usize) -> Value {
+    use reqwest::Method;
+    let client = reqwest::Client::new();
+    let (server, url) = server;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done_before = loop {
+        let j = call(&client, &url, admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
+        let done = j["progress"]["done"].as_i64().unwrap();
+        if done > 0 {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "the job never started: {j}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(server);
+    let progress = one_int(store, "SELECT done FROM jobs WHERE id = $1", &[Val::from(job)]).await;
+    assert!(
+        progress < total as i64,
+        "the job finished before the kill ({done_before} then {progress}); the crash test needs more users"
+    );
+    let state: String = {
+        let mut tx = store.begin_read().await.unwrap();
+        tx.rows("SELECT state FROM jobs WHERE id = $1", &[Val::from(job)]).await.unwrap()[0]
+            .text(0)
+            .unwrap()
+    };
+    assert_eq!(state, "running", "killed mid-way");
+    // A new server resumes it once the dead one's lease runs out.
+    let (_server, url) = serve(database);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let j = call(&client, &url, admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
+        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "the job was not resumed: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn killed_mid_job_resumes(database: &str) {
     let admin = token(database);
     let (server, url) = serve(database);
@@ -126,42 +171,7 @@ async fn killed_mid_job_resumes(database: &str) {
         .as_str()
         .unwrap()
         .to_string();
-    // Wait until some chunks are done, then kill -9 (SIGKILL: no shutdown code runs).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done_before = loop {
-        let j = call(&client, &url, &admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
-        let done = j["progress"]["done"].as_i64().unwrap();
-        if done > 0 {
-            break done;
-        }
-        assert!(Instant::now() < deadline, "the job never started: {j}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    drop(server);
-    let progress = one_int(&store, "SELECT done FROM jobs WHERE id = $1", &[Val::from(&job)]).await;
-    assert!(
-        progress < USERS as i64,
-        "the job finished before the kill ({done_before} then {progress}); the crash test needs more users"
-    );
-    let state: String = {
-        let mut tx = store.begin_read().await.unwrap();
-        tx.rows("SELECT state FROM jobs WHERE id = $1", &[Val::from(&job)]).await.unwrap()[0]
-            .text(0)
-            .unwrap()
-    };
-    assert_eq!(state, "running", "killed mid-way");
-
-    // A new server resumes it once the dead one's lease runs out.
-    let (_server, url) = serve(database);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let finished = loop {
-        let j = call(&client, &url, &admin, Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
-        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "the job was not resumed: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let finished = kill_mid_job_and_resume(database, &store, &admin, (server, url), &job, USERS).await;
     assert_eq!(finished["state"], "succeeded", "{finished}");
     assert_eq!(
         finished["progress"],
@@ -217,6 +227,92 @@ async fn killed_mid_job_resumes(database: &str) {
     .await;
     assert_eq!(unfinished, 0);
     store.close().await;
+}
+
+/// Rows of the import crash test: each creates a user and gives it a seat.
+const IMPORT_ROWS: usize = 40_000;
+
+/// A CSV import killed half-way: the resumed job creates every user and
+/// gives every seat exactly once.
+async fn killed_mid_import_resumes(database: &str) {
+    let admin = token(database);
+    let server = serve(database);
+    let client = reqwest::Client::new();
+    let (org, sub) = messaging_org(&client, &server.1, &admin, "Import Crash AB", IMPORT_ROWS as i64).await;
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: false,
+            max_connections: 4,
+        },
+    )
+    .await
+    .expect("open");
+    let mut file = format!("email,messaging [{sub}]\n");
+    for i in 0..IMPORT_ROWS {
+        file.push_str(&format!("new{i}@import.example,TRUE\n"));
+    }
+    let resp = client
+        .post(format!("{}/api/v1/orgs/{org}/imports?mode=add_only", server.1))
+        .bearer_auth(&admin)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status().as_u16(), 202);
+    let job = resp.json::<Value>().await.unwrap()["job"]["id"].as_str().unwrap().to_string();
+    let finished = kill_mid_job_and_resume(database, &store, &admin, server, &job, IMPORT_ROWS).await;
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+    assert_eq!(
+        finished["progress"],
+        json!({ "done": IMPORT_ROWS, "total": IMPORT_ROWS, "succeeded": IMPORT_ROWS, "failed": 0 })
+    );
+    let org_v = Val::from(&org);
+    let n = IMPORT_ROWS as i64;
+    let users = one_int(&store, "SELECT COUNT(*) FROM users WHERE org_id = $1", std::slice::from_ref(&org_v)).await;
+    let seats = one_int(
+        &store,
+        "SELECT COUNT(*) FROM assignments WHERE org_id = $1",
+        std::slice::from_ref(&org_v),
+    )
+    .await;
+    assert_eq!((users, seats), (n, n), "every row created its user and seat once");
+    let request = Val::Text(format!("job:{job}"));
+    for action in ["user.create", "license.change"] {
+        let events = one_int(
+            &store,
+            "SELECT COUNT(*) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = $3",
+            &[org_v.clone(), request.clone(), Val::from(action)],
+        )
+        .await;
+        assert_eq!(events, n, "{action} once per row");
+    }
+    let mut tx = store.begin_read().await.unwrap();
+    assert!(allot_store::subscriptions::counter_mismatches(&mut tx).await.unwrap().is_empty());
+    drop(tx);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_import_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("import-crash.db");
+    killed_mid_import_resumes(db.to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_import_survives_kill_9() {
+    let cluster = match allot_pgtemp::PgCluster::start(false) {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and PostgreSQL cannot be started: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPING the PostgreSQL crash test: {e}");
+            return;
+        }
+    };
+    let url = cluster.create_database("importcrash").expect("database");
+    killed_mid_import_resumes(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
