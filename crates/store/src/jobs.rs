@@ -32,6 +32,40 @@ pub struct Job {
     pub error: Option<String>,
 }
 
+impl Job {
+    /// A new job waiting for the worker. `stored`: (chunks, users) when its
+    /// users are stored with it; None when the worker resolves them (a filter).
+    pub fn queued(
+        org: &str,
+        kind: &str,
+        request: String,
+        created_by: String,
+        now: chrono::DateTime<chrono::Utc>,
+        stored: Option<(i64, i64)>,
+    ) -> Job {
+        let (chunks, total) = stored.unwrap_or((0, 0));
+        Job {
+            org: org.to_string(),
+            id: crate::new_id("job"),
+            kind: kind.to_string(),
+            state: "queued".into(),
+            request,
+            created_by,
+            created_at: crate::ts(now),
+            started_at: None,
+            finished_at: None,
+            resolved: stored.is_some(),
+            chunks,
+            total,
+            done: 0,
+            succeeded: 0,
+            failed: 0,
+            cancel_requested: false,
+            error: None,
+        }
+    }
+}
+
 const COLUMNS: &str = "org_id, id, kind, state, request, created_by, created_at, started_at, finished_at, resolved, chunks, total, done, succeeded, failed, cancel_requested, error";
 
 fn job_from(r: &Row) -> Result<Job, StoreError> {

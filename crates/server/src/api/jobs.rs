@@ -15,7 +15,7 @@ use allot_domain::access::Action;
 use allot_domain::bulk::{holder_state, LicenseJobRequest, Outcome, UserResult};
 use allot_domain::{Code, Error};
 use allot_store::jobs::{self, Job};
-use allot_store::{audit, catalogue, in_transaction, new_id, subscriptions, ts, users};
+use allot_store::{audit, catalogue, in_transaction, subscriptions, users};
 
 use crate::auth::Ctx;
 use crate::extract::{ApiJson, ApiQuery};
@@ -235,25 +235,14 @@ pub(crate) async fn queue_job(
         .as_ref()
         .map(|list| list.chunks(CHUNK_USERS).map(<[String]>::to_vec).collect())
         .unwrap_or_default();
-    let job = Job {
-        org: org.to_string(),
-        id: new_id("job"),
-        kind: kind.into(),
-        state: "queued".into(),
+    let job = Job::queued(
+        org,
+        kind,
         request,
-        created_by: ctx.actor().actor,
-        created_at: ts(now),
-        started_at: None,
-        finished_at: None,
-        resolved: req.users.is_some(),
-        chunks: chunks.len() as i64,
-        total: req.users.as_ref().map_or(0, |u| u.len() as i64),
-        done: 0,
-        succeeded: 0,
-        failed: 0,
-        cancel_requested: false,
-        error: None,
-    };
+        ctx.actor().actor,
+        now,
+        req.users.as_ref().map(|u| (chunks.len() as i64, u.len() as i64)),
+    );
     let summary = json!({
         "job": job.id,
         "kind": kind,

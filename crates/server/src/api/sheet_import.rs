@@ -21,8 +21,8 @@ use serde_json::json;
 use allot_domain::access::Action;
 use allot_domain::sheet::{parse_header, parse_row, rows_refused, Header, ImportMode, ImportRequest, ItemColumn, SheetRow};
 use allot_domain::{Code, Error, Violation};
+use allot_store::audit;
 use allot_store::jobs::{self, Job};
-use allot_store::{audit, new_id, ts};
 
 use super::jobs::job_view;
 use super::sheet_export::item_columns;
@@ -341,25 +341,14 @@ pub async fn create(
         file_bytes: size,
     };
     let now = st.clock.now();
-    let job = Job {
-        org: org.id.clone(),
-        id: new_id("job"),
-        kind: IMPORT_JOB_KIND.into(),
-        state: "queued".into(),
-        request: serde_json::to_string(&request).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?,
-        created_by: ctx.actor().actor,
-        created_at: ts(now),
-        started_at: None,
-        finished_at: None,
-        resolved: true,
-        chunks: rows.div_ceil(CHUNK_USERS as u64) as i64,
-        total: rows as i64,
-        done: 0,
-        succeeded: 0,
-        failed: 0,
-        cancel_requested: false,
-        error: None,
-    };
+    let job = Job::queued(
+        &org.id,
+        IMPORT_JOB_KIND,
+        serde_json::to_string(&request).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?,
+        ctx.actor().actor,
+        now,
+        Some((rows.div_ceil(CHUNK_USERS as u64) as i64, rows as i64)),
+    );
     // One transaction: the job appears with all its rows or not at all.
     let (send, mut recv) = tokio::sync::mpsc::channel::<Vec<String>>(2);
     let reading = {

@@ -314,25 +314,16 @@ pub async fn apply(
         group: t.group.clone(),
         ..UserFilter::default()
     };
-    let job = Job {
-        org: org.id.clone(),
-        id: new_id("job"),
-        kind: TEMPLATE_JOB_KIND.into(),
-        state: "queued".into(),
-        request: serde_json::to_string(&request).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?,
-        created_by: ctx.actor().actor,
-        created_at: ts(now),
-        started_at: None,
-        finished_at: None,
-        resolved: true,
-        chunks: 0,
-        total: 0,
-        done: 0,
-        succeeded: 0,
-        failed: 0,
-        cancel_requested: false,
-        error: None,
-    };
+    // Its users are stored below, in the job's own transaction (which sets
+    // the counts).
+    let job = Job::queued(
+        &org.id,
+        TEMPLATE_JOB_KIND,
+        serde_json::to_string(&request).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?,
+        ctx.actor().actor,
+        now,
+        Some((0, 0)),
+    );
     // The users are those of the template's scope now, in chunks stored
     // with the job in one transaction.
     let job = in_transaction!(st.store, |tx| {
