@@ -216,7 +216,10 @@ async fn filters_and_moves_keep_service_data(backend: Backend) {
         app.post(
             &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
             &app.admin,
-            json!({ "add": [{ "product": "calling-professional", "properties": { "extension": format!("10{i}") } }] }),
+            // On A by name: with two subscriptions ending the same day the
+            // automatic choice goes by id, and ids made in one millisecond
+            // do not sort in the order they were made.
+            json!({ "add": [{ "product": "calling-professional", "subscription": w.sub, "properties": { "extension": format!("10{i}") } }] }),
         )
         .await
         .ok();
