@@ -174,6 +174,17 @@ pub(crate) use str_enum;
 str_enum!(UserKind { Internal => "internal", External => "external" });
 str_enum!(UserStatus { Active => "active", Pending => "pending", Inactive => "inactive" });
 
+impl UserStatus {
+    /// A new user's status when none is given: external users are pending
+    /// until they accept the invitation.
+    pub fn initial(kind: UserKind) -> UserStatus {
+        match kind {
+            UserKind::External => UserStatus::Pending,
+            UserKind::Internal => UserStatus::Active,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -500,17 +500,17 @@ pub async fn export_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Res
     Ok(out)
 }
 
-/// The users of an org with these normalized emails (one chunk of an import).
-pub async fn by_emails(tx: &mut Tx, org: &str, emails: &[String]) -> Result<Vec<User>, StoreError> {
+/// The ids of the org's users with these normalized emails (one chunk of an import).
+pub async fn ids_by_emails(tx: &mut Tx, org: &str, emails: &[String]) -> Result<Vec<String>, StoreError> {
     if emails.is_empty() {
         return Ok(Vec::new());
     }
     let rows = tx
         .rows_packed(
-            &[COLUMNS],
+            &["id"],
             &format!("FROM users WHERE org_id = $1 AND {}", tx.any_of("email_normalized", 2)),
             &[Val::from(org), Val::texts(emails)],
         )
         .await?;
-    rows.iter().map(user_from).collect()
+    rows.iter().map(|r| r.text(0)).collect()
 }

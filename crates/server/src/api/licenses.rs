@@ -149,8 +149,8 @@ struct Snapshot {
     pools: Vec<Pool>,
 }
 
-async fn read_snapshot(rd: &mut Tx, ctx: &Ctx, org_id: &str, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
-    let org = ctx.org(rd, org_id, Action::WriteLicenses).await?;
+/// The caller has checked scope and role for `org`.
+async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
     let (user, version) = users::licence_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
@@ -197,9 +197,9 @@ async fn read_snapshot(rd: &mut Tx, ctx: &Ctx, org_id: &str, user_id: &str, chan
             .unwrap_or_default()
     };
     let user = user_facts(users::User { site_admin_of, ..user }, queue_billed);
-    let org_facts = org_facts(&org, sites);
+    let org_facts = org_facts(org, sites);
     Ok(Snapshot {
-        org: org.id,
+        org: org.id.clone(),
         org_facts,
         user,
         version,
@@ -214,7 +214,7 @@ async fn read_snapshot(rd: &mut Tx, ctx: &Ctx, org_id: &str, user_id: &str, chan
 /// then takes and releases seats through the guarded counters.
 async fn write_plan(
     tx: &mut Tx,
-    ctx: &Ctx,
+    who: &allot_store::audit::Actor,
     snap: &Snapshot,
     plan: &LicensePlan,
     change: &LicenseChange,
@@ -254,7 +254,31 @@ async fn write_plan(
         .subscription(full.subscription.clone())])
         .into());
     }
-    licenses::record_changes(tx, org, &planned, &ctx.actor(), now).await
+    licenses::record_changes(tx, org, &planned, who, now).await
+}
+
+/// A change of one user planned and written inside the caller's
+/// transaction, by the same snapshot, planner and guarded write as a single
+/// change: for a change that is part of a larger write (a new user's
+/// template, leaving every queue). `Ok(Err)` is the planner's refusal, with
+/// nothing written. The caller has checked scope and role.
+pub(crate) async fn change_within(
+    tx: &mut Tx,
+    org: &tenants::Org,
+    user_id: &str,
+    change: &LicenseChange,
+    who: &allot_store::audit::Actor,
+    today: chrono::NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Result<LicensePlan, Vec<Violation>>, StoreError> {
+    let snap = read_snapshot(tx, org, user_id, change).await?;
+    match plan_for(&snap, change, today) {
+        Err(refused) => Ok(Err(refused)),
+        Ok(plan) => {
+            write_plan(tx, who, &snap, &plan, change, now).await?;
+            Ok(Ok(plan))
+        }
+    }
 }
 
 /// Failed attempts after which a change plans under the user's row lock.
@@ -285,11 +309,12 @@ pub async fn change_licenses(
         let (tx, result) = if attempt < OPTIMISTIC_ATTEMPTS {
             let snap = {
                 let mut rd = st.store.read_conn().await?;
-                read_snapshot(&mut rd, ctx, org_id, user_id, change).await?
+                let org = ctx.org(&mut rd, org_id, Action::WriteLicenses).await?;
+                read_snapshot(&mut rd, &org, user_id, change).await?
             };
             let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
             let mut tx = st.store.begin_in_org(&snap.org).await?;
-            let result = write_plan(&mut tx, ctx, &snap, &plan, change, now).await;
+            let result = write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await;
             (tx, result.map(|()| (snap, plan)))
         } else {
             // Not the org's lane: a lane's shared transaction may already
@@ -299,11 +324,11 @@ pub async fn change_licenses(
             let mut tx = st.store.begin().await?;
             let result = async {
                 // Scope first: nothing is locked in another tenant's org.
-                ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
+                let org = ctx.org(&mut tx, org_id, Action::WriteLicenses).await?;
                 users::lock_licences(&mut tx, org_id, &[user_id.to_string()]).await?;
-                let snap = read_snapshot(&mut tx, ctx, org_id, user_id, change).await?;
+                let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
                 let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
-                write_plan(&mut tx, ctx, &snap, &plan, change, now).await?;
+                write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await?;
                 Ok((snap, plan))
             }
             .await;

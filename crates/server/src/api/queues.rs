@@ -12,14 +12,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use allot_domain::access::Action;
-use allot_domain::planner::{plan_license_change, Held, LicenseChange, PlanInput, RemoveLicense};
+use allot_domain::planner::{Held, LicenseChange, RemoveLicense};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
-use allot_store::licenses::{self, PlannedUser};
+use allot_store::licenses;
 use allot_store::queues::{self, Queue};
-use allot_store::{audit, catalogue, in_transaction, new_id, tenants, ts, users, StoreError, Tx};
+use allot_store::{audit, catalogue, in_transaction, new_id, ts, users, StoreError, Tx};
 
-use super::licenses::{org_facts, user_facts, LicenseView};
+use super::licenses::LicenseView;
 use crate::auth::Ctx;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiResult;
@@ -317,28 +317,11 @@ pub async fn leave_all(
                     remove: billed,
                     add_required: false,
                 };
-                let cat = catalogue::all(&mut tx).await?;
-                let org_f = org_facts(&org, tenants::list_sites(&mut tx, &org.id).await?);
-                let facts = user_facts(u.clone(), Vec::new());
-                let input = PlanInput {
-                    user: &facts,
-                    org: &org_f,
-                    held: &held,
-                    catalogue: &cat,
-                    pools: &[],
-                    today,
-                };
-                let plan = plan_license_change(&input, &change).map_err(|v| StoreError::Domain(Error::rejected(v)))?;
-                let planned = [PlannedUser {
-                    user: &u.id,
-                    before: &held,
-                    plan: &plan,
-                }];
-                if let Err(full) = licenses::apply_plans(&mut tx, &org.id, &planned, &cat, now).await? {
-                    return Err(StoreError::Retry(format!("pool {} of {} changed", full.subscription, full.product)));
-                }
-                licenses::record_changes(&mut tx, &org.id, &planned, &ctx.actor(), now).await?;
-                removed = plan.release.clone();
+                // Out of every queue by now, so nothing keeps the licences.
+                let plan = super::licenses::change_within(&mut tx, &org, &u.id, &change, &ctx.actor(), today, now)
+                    .await?
+                    .map_err(|refused| StoreError::Domain(Error::rejected(refused)))?;
+                removed = plan.release;
             }
         }
         Ok::<_, StoreError>((left, removed))

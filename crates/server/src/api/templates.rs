@@ -11,18 +11,14 @@ use serde_json::{json, Value};
 
 use allot_domain::access::Action;
 use allot_domain::bulk::UserFilter;
-use allot_domain::planner::{plan_license_change, Held};
 use allot_domain::templates::{template_change, TemplateLicense};
-use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error, Violation};
 use allot_store::audit::Actor;
 use allot_store::jobs::{self, Job};
-use allot_store::licenses::{self, PlannedUser};
 use allot_store::templates::{self, Template};
 use allot_store::{audit, catalogue, in_transaction, new_id, subscriptions, tenants, ts, users, StoreError, Tx};
 
 use super::jobs::job_view;
-use super::licenses::{org_facts, user_facts};
 use crate::auth::Ctx;
 use crate::extract::ApiJson;
 use crate::problem::ApiResult;
@@ -100,7 +96,7 @@ async fn check(tx: &mut Tx, org: &str, t: &Template) -> Result<(), StoreError> {
         return Err(Error::validation("name", "name must have 1 to 200 characters.").into());
     }
     if let Some(g) = &t.group {
-        if !tenants::list_groups(tx, org).await?.iter().any(|x| &x.id == g) {
+        if !users::unknown_links(tx, org, &[], std::slice::from_ref(g)).await?.is_empty() {
             return Err(Error::not_found(format!("Group {g}")).into());
         }
     }
@@ -380,39 +376,16 @@ pub async fn give_new_user_template(
     let Some(change) = template_change(&t.licenses, &[], true) else {
         return Ok(None);
     };
-    let cat = catalogue::all(tx).await?;
-    let codes: Vec<&ProductCode> = t.licenses.iter().map(|l| &l.product).collect();
-    let pools = subscriptions::pools_for(tx, &org.id, &codes).await?;
-    // A new user is in no queue.
-    let facts = user_facts(user.clone(), Vec::new());
-    let org_facts = org_facts(org, tenants::list_sites(tx, &org.id).await?);
-    let input = allot_domain::planner::PlanInput {
-        user: &facts,
-        org: &org_facts,
-        held: &[],
-        catalogue: &cat,
-        pools: &pools,
-        today,
-    };
-    let refused = |errors: Vec<Violation>| Ok(Some(json!({ "template": t.id, "applied": false, "errors": errors })));
-    let plan = match plan_license_change(&input, &change) {
-        Ok(p) => p,
-        Err(v) => return refused(v),
-    };
-    let before: Vec<Held> = Vec::new();
-    let planned = [PlannedUser {
-        user: &user.id,
-        before: &before,
-        plan: &plan,
-    }];
-    if let Err(full) = licenses::apply_plans(tx, &org.id, &planned, &cat, now).await? {
-        return refused(vec![Violation::new(
-            Code::SeatsExhausted,
-            format!("Subscription {} has no free seat of {} left.", full.subscription, full.product),
-        )
-        .product(full.product.as_str())
-        .subscription(&full.subscription)]);
+    match super::licenses::change_within(tx, org, &user.id, &change, who, today, now).await {
+        Ok(Ok(plan)) => Ok(Some(json!({ "template": t.id, "applied": true, "licenses": plan.result }))),
+        Ok(Err(errors)) => Ok(Some(json!({ "template": t.id, "applied": false, "errors": errors }))),
+        // A seat the plan counted on went to someone else while it was
+        // written: the whole creation starts over, and the planner then sees
+        // the pool full and says so (the user is still created).
+        Err(StoreError::Domain(e)) if e.code == Code::SeatsExhausted => Err(StoreError::Retry(format!(
+            "a seat for the template was taken concurrently: {}",
+            e.detail
+        ))),
+        Err(e) => Err(e),
     }
-    licenses::record_changes(tx, &org.id, &planned, who, now).await?;
-    Ok(Some(json!({ "template": t.id, "applied": true, "licenses": plan.result })))
 }

@@ -115,12 +115,7 @@ pub async fn create(
     ApiJson(input): ApiJson<UserInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let kind = input.kind.unwrap_or(UserKind::Internal);
-    // External users are pending until they accept the invitation.
-    let status = input.status.unwrap_or(if kind == UserKind::External {
-        UserStatus::Pending
-    } else {
-        UserStatus::Active
-    });
+    let status = input.status.unwrap_or(UserStatus::initial(kind));
     let u = User {
         id: new_id("usr"),
         email: input.email.to_string(),

@@ -70,9 +70,10 @@ fn retry_ms() -> i64 {
 pub async fn run_worker(state: AppState) {
     let owner = allot_store::new_id("wrk");
     let mut failed_runs: HashMap<String, u32> = HashMap::new();
+    let purge_every = crate::retention::purge_interval();
     let mut last_purge: Option<std::time::Instant> = None;
     loop {
-        if last_purge.is_none_or(|t| t.elapsed() >= crate::retention::purge_interval()) {
+        if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
             last_purge = Some(std::time::Instant::now());
             let system = allot_store::audit::Actor {
                 actor: "system:retention".into(),

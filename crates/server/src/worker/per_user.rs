@@ -177,11 +177,7 @@ struct Planned {
 /// (an external user is pending until accepting, as through the API).
 fn new_user(row: &SheetRow) -> users::User {
     let kind = row.kind.unwrap_or(UserKind::Internal);
-    let status = row.status.unwrap_or(if kind == UserKind::External {
-        UserStatus::Pending
-    } else {
-        UserStatus::Active
-    });
+    let status = row.status.unwrap_or(UserStatus::initial(kind));
     users::User {
         id: new_id("usr"),
         email: row.email.clone(),
@@ -243,7 +239,7 @@ async fn plan_chunk(
     let ids: Vec<String> = match &setting.work {
         Work::Import(_) => {
             let emails: Vec<String> = rows.iter().map(SheetRow::normalized_email).collect();
-            users::by_emails(tx, &job.org, &emails).await?.into_iter().map(|u| u.id).collect()
+            users::ids_by_emails(tx, &job.org, &emails).await?
         }
         Work::Template(_) => entries.to_vec(),
     };
@@ -266,27 +262,18 @@ async fn plan_chunk(
         plans: Vec::new(),
     };
     for (i, entry) in entries.iter().enumerate() {
-        // (user, created now, the change, the row)
-        let (user, created, change, row) = match &setting.work {
-            Work::Import(req) => {
+        // Who: a stored user, or (an import row with an unknown email) one made now.
+        let (user, created, row) = match &setting.work {
+            Work::Import(_) => {
                 let row = &rows[i];
                 match by_email.get(&row.normalized_email()) {
-                    Some(u) => {
-                        let held: Vec<Held> = held_by_user
-                            .get(&u.id)
-                            .map(|v| v.iter().map(|a| a.held.clone()).collect())
-                            .unwrap_or_default();
-                        let change = row_change(row, &req.columns, &held, req.mode, &setting.catalogue);
-                        ((*u).clone(), false, change, Some(row))
-                    }
-                    None => {
-                        let change = row_change(row, &req.columns, &[], req.mode, &setting.catalogue);
-                        (new_user(row), true, with_template(change, row, setting, &req.columns), Some(row))
-                    }
+                    Some(u) => ((*u).clone(), false, Some(row)),
+                    None => (new_user(row), true, Some(row)),
                 }
             }
-            Work::Template(req) => {
-                let Some(u) = stored.get(entry) else {
+            Work::Template(_) => match stored.get(entry) {
+                Some(u) => (u.clone(), false, None),
+                None => {
                     out.results.push(UserResult::error(
                         entry,
                         &[allot_domain::Violation::new(
@@ -295,18 +282,26 @@ async fn plan_chunk(
                         )],
                     ));
                     continue;
-                };
-                let held: Vec<Held> = held_by_user
-                    .get(&u.id)
-                    .map(|v| v.iter().map(|a| a.held.clone()).collect())
-                    .unwrap_or_default();
-                (u.clone(), false, template_change(&req.licenses, &held, req.retain_existing), None)
-            }
+                }
+            },
         };
         let held: Vec<Held> = held_by_user
             .remove(&user.id)
             .map(|v| v.into_iter().map(|a| a.held).collect())
             .unwrap_or_default();
+        // What: derived from what the user holds now.
+        let change = match &setting.work {
+            Work::Import(req) => {
+                let row = &rows[i];
+                let change = row_change(row, &req.columns, &held, req.mode, &setting.catalogue);
+                if created {
+                    with_template(change, row, setting, &req.columns)
+                } else {
+                    change
+                }
+            }
+            Work::Template(req) => template_change(&req.licenses, &held, req.retain_existing),
+        };
         let label = |mut r: UserResult| {
             r.email = Some(user.email.clone());
             r.row = row.map(|r| r.row);
