@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use allot_domain::status::{ProvisioningStatus, StatusWindow, SubscriptionFacts};
 
 use crate::db::{StoreError, Tx, Val};
+use crate::subscriptions::{provisioning, sub_from, SUB_COLUMNS};
 use crate::tenants::{org_from, Org, ORG_COLUMNS};
 
 #[derive(Debug, Clone, Default)]
@@ -163,25 +164,13 @@ pub async fn statuses_of(
     }
     let subs = tx
         .rows(
-            &format!(
-                "SELECT org_id, trial, start_date, end_date, suspended, cancelled FROM subscriptions WHERE {}",
-                tx.any_of("org_id", 1)
-            ),
+            &format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE {}", tx.any_of("org_id", 1)),
             &[Val::texts(orgs)],
         )
         .await?;
     for r in &subs {
-        let date = |s: String| {
-            chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| StoreError::Db(format!("stored date {s:?} is unreadable: {e}")))
-        };
-        let facts = SubscriptionFacts {
-            trial: r.bool(1)?,
-            start_date: date(r.text(2)?)?,
-            end_date: date(r.text(3)?)?,
-            suspended: r.bool(4)?,
-            cancelled: r.bool(5)?,
-        };
-        out.entry(r.text(0)?).or_default().0.push(facts);
+        let sub = sub_from(r)?;
+        out.entry(sub.org).or_default().0.push(sub.facts);
     }
     let items = tx
         .rows(
@@ -193,8 +182,7 @@ pub async fn statuses_of(
         )
         .await?;
     for r in &items {
-        let s = r.text(1)?;
-        let p = ProvisioningStatus::parse(&s).ok_or_else(|| StoreError::Db(format!("unknown provisioning status {s:?}")))?;
+        let p = provisioning(&r.text(1)?)?;
         out.entry(r.text(0)?).or_default().1.push(p);
     }
     Ok(out)

@@ -51,33 +51,27 @@ pub struct Purged {
 }
 
 /// Deletes up to `limit` rows of service data whose retention ended at or
-/// before `now`, returning what went (the caller records it in the audit log).
+/// before `now`, returning what went (the caller records it in the audit
+/// log). One statement: a licence re-added meanwhile has cleared
+/// `retain_until`, so its row no longer matches.
 pub async fn purge_expired(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>, limit: i64) -> Result<Vec<Purged>, StoreError> {
     let now_s = ts(now);
-    let expired = tx
+    let gone = tx
         .rows(
-            "SELECT org_id, user_id, family FROM service_data WHERE retain_until IS NOT NULL AND retain_until <= $1 \
-             ORDER BY org_id, user_id, family LIMIT $2",
+            "DELETE FROM service_data WHERE retain_until IS NOT NULL AND retain_until <= $1 \
+             AND (org_id, user_id, family) IN (SELECT org_id, user_id, family FROM service_data \
+                 WHERE retain_until IS NOT NULL AND retain_until <= $1 ORDER BY org_id, user_id, family LIMIT $2) \
+             RETURNING org_id, user_id, family",
             args![&now_s, limit],
         )
         .await?;
-    let mut out = Vec::with_capacity(expired.len());
-    for r in &expired {
-        let p = Purged {
-            org: r.text(0)?,
-            user: r.text(1)?,
-            family: r.text(2)?,
-        };
-        // Re-checked here: a licence re-added since the SELECT cleared retain_until.
-        let gone = tx
-            .exec(
-                "DELETE FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = $3 AND retain_until IS NOT NULL AND retain_until <= $4",
-                args![&p.org, &p.user, &p.family, &now_s],
-            )
-            .await?;
-        if gone == 1 {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    gone.iter()
+        .map(|r| {
+            Ok(Purged {
+                org: r.text(0)?,
+                user: r.text(1)?,
+                family: r.text(2)?,
+            })
+        })
+        .collect()
 }

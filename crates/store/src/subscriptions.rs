@@ -33,13 +33,13 @@ fn date(s: &str) -> Result<NaiveDate, StoreError> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| StoreError::Db(format!("stored date {s:?} is unreadable: {e}")))
 }
 
-fn provisioning(s: &str) -> Result<ProvisioningStatus, StoreError> {
+pub(crate) fn provisioning(s: &str) -> Result<ProvisioningStatus, StoreError> {
     ProvisioningStatus::parse(s).ok_or_else(|| StoreError::Db(format!("unknown provisioning status {s:?}")))
 }
 
-const SUB_COLUMNS: &str = "org_id, id, external_ref, partner_id, trial, start_date, end_date, suspended, cancelled";
+pub(crate) const SUB_COLUMNS: &str = "org_id, id, external_ref, partner_id, trial, start_date, end_date, suspended, cancelled";
 
-fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
+pub(crate) fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
     Ok(Subscription {
         org: r.text(0)?,
         id: r.text(1)?,

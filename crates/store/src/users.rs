@@ -184,19 +184,6 @@ pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i6
     }
 }
 
-/// Moves a user's licence version on (and locks the row on PostgreSQL):
-/// for writes that change what the planner reads about the user other than
-/// its licences (queue memberships), so a change planned before them plans
-/// again.
-pub async fn bump_licence_version(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
-    tx.exec(
-        "UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id = $2",
-        args![org, id],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Reads a user inside a write transaction and, on PostgreSQL, locks the row
 /// so that concurrent changes of the same user's licences run one after the
 /// other (SQLite already runs one writer at a time).

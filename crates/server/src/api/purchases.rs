@@ -223,18 +223,13 @@ pub async fn fulfil(
                 s
             }
             None => {
-                let mut carrying = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = subscriptions::list(&mut tx, &org.id, after.as_deref(), 500).await?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.id.clone());
-                    carrying.extend(
-                        page.into_iter()
-                            .filter(|s| !s.facts.cancelled && s.items.iter().any(|i| i.product == before.product))
-                            .map(|s| s.id),
-                    );
-                }
+                let code = ProductCode::parse(&before.product)?;
+                let carrying: Vec<String> = subscriptions::pools_for(&mut tx, &org.id, &[&code])
+                    .await?
+                    .into_iter()
+                    .filter(|p| !p.subscription_facts.cancelled)
+                    .map(|p| p.subscription)
+                    .collect();
                 match carrying.as_slice() {
                     [one] => one.clone(),
                     [] => {

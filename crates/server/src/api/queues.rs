@@ -191,7 +191,7 @@ pub async fn add_member(
             .ok_or_else(|| StoreError::Domain(Error::not_found(format!("User {}", input.user))))?;
         // Bumping the user's licence version first: a licence change planned
         // before this membership fails its claim and plans again with it.
-        users::bump_licence_version(&mut tx, &org.id, &user.id).await?;
+        users::lock_licences(&mut tx, &org.id, std::slice::from_ref(&user.id)).await?;
         let held = licenses::of_user(&mut tx, &org.id, &user.id).await?;
         if !held.iter().any(|a| a.held.product.as_str() == q.product) {
             return Err(Error::new(
@@ -281,7 +281,7 @@ pub async fn leave_all(
         let u = users::get(&mut tx, &org.id, &user)
             .await?
             .ok_or_else(|| StoreError::Domain(Error::not_found(format!("User {user}"))))?;
-        users::bump_licence_version(&mut tx, &org.id, &u.id).await?;
+        users::lock_licences(&mut tx, &org.id, std::slice::from_ref(&u.id)).await?;
         let left = queues::remove_from_all(&mut tx, &org.id, &u.id).await?;
         for q in &left {
             audit::record(
