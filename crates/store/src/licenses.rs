@@ -234,8 +234,53 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
-/// The audit events of applied plans: one `license.change` per user with
-/// the licences before and after, written in multi-row statements.
+/// The audit events of applied plans, built (and their states serialized)
+/// before the write, for [`record_events`]: a bulk job builds the next
+/// chunk's while the writer writes the current one.
+pub struct ChangeEvents(Vec<Vec<Val>>);
+
+/// One `license.change` per user with the licences before and after.
+pub fn change_events(
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    who: &crate::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ChangeEvents {
+    let now_s = ts(now);
+    ChangeEvents(
+        planned
+            .iter()
+            .map(|p| {
+                vec![
+                    Val::from(org),
+                    Val::Text(crate::db::new_id("evt")),
+                    Val::from(&now_s),
+                    Val::from(&who.actor),
+                    Val::from("license.change"),
+                    Val::Text(format!("user:{}", p.user)),
+                    Val::Text(json_text(&BeforeState { licenses: p.before })),
+                    Val::Text(json_text(&AfterState {
+                        licenses: &p.plan.result,
+                        moved_families: &p.plan.moved_families,
+                        auto_added: &p.plan.auto_added,
+                    })),
+                    Val::from(who.request_id.as_deref()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Writes events built by [`change_events`], in multi-row statements.
+pub async fn record_events(tx: &mut Tx, events: ChangeEvents) -> Result<(), StoreError> {
+    tx.insert_rows(
+        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        events.0,
+    )
+    .await
+}
+
+/// The audit events of applied plans (see [`change_events`]).
 pub async fn record_changes(
     tx: &mut Tx,
     org: &str,
@@ -243,33 +288,7 @@ pub async fn record_changes(
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let now_s = ts(now);
-    // Audit: one event per user, written together.
-    let events: Vec<Vec<Val>> = planned
-        .iter()
-        .map(|p| {
-            vec![
-                Val::from(org),
-                Val::Text(crate::db::new_id("evt")),
-                Val::from(&now_s),
-                Val::from(&who.actor),
-                Val::from("license.change"),
-                Val::Text(format!("user:{}", p.user)),
-                Val::Text(json_text(&BeforeState { licenses: p.before })),
-                Val::Text(json_text(&AfterState {
-                    licenses: &p.plan.result,
-                    moved_families: &p.plan.moved_families,
-                    auto_added: &p.plan.auto_added,
-                })),
-                Val::from(who.request_id.as_deref()),
-            ]
-        })
-        .collect();
-    tx.insert_rows(
-        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
-        events,
-    )
-    .await
+    record_events(tx, change_events(org, planned, who, now)).await
 }
 
 /// Service data per user and family: families whose last licence

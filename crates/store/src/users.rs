@@ -332,6 +332,65 @@ pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[S
     Ok(missing)
 }
 
+/// The licence-set versions of those of `ids` that exist, for planning a
+/// batch outside the write transaction (see [`claim_licence_versions`]).
+pub async fn licence_versions(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
+    tx.rows_packed(
+        &["id, licence_version"],
+        &format!("FROM users WHERE org_id = $1 AND {ids_in}"),
+        &vals,
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.int(1)?)))
+    .collect()
+}
+
+/// Claims the versions a batch was planned from, all or none: `false` when
+/// any user's licences changed since (or the user is gone), and the caller
+/// must plan again under [`lock_licences`] in the same transaction (the
+/// versions claimed meanwhile only move on once more).
+pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String, i64)]) -> Result<bool, StoreError> {
+    if versions.is_empty() {
+        return Ok(true);
+    }
+    let claimed = match tx.backend() {
+        Backend::Postgres => {
+            let ids: Vec<&str> = versions.iter().map(|(id, _)| id.as_str()).collect();
+            let at = Val::Ints(versions.iter().map(|(_, v)| Some(*v)).collect());
+            tx.exec(
+                "UPDATE users u SET licence_version = u.licence_version + 1 \
+                 FROM unnest($2::text[], $3::bigint[]) AS c(id, v) \
+                 WHERE u.org_id = $1 AND u.id = c.id AND u.licence_version = c.v",
+                &[Val::from(org), Val::texts(&ids), at],
+            )
+            .await?
+        }
+        Backend::Sqlite => {
+            // `id IN` finds the rows by key; the version is checked against
+            // a second list of "id:version" (ids are Allot's own and hold no
+            // colon). Matching the pairs as row values instead made SQLite
+            // read both lists per row: 12 ms instead of 6 ms for 5,000 users.
+            let ids: Vec<&str> = versions.iter().map(|(id, _)| id.as_str()).collect();
+            let keys: Vec<String> = versions.iter().map(|(id, v)| format!("{id}:{v}")).collect();
+            tx.exec(
+                &format!(
+                    "UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND {} \
+                     AND id || ':' || licence_version IN (SELECT value FROM json_each($3))",
+                    tx.any_of("id", 2)
+                ),
+                &[Val::from(org), Val::texts(&ids), Val::texts(&keys)],
+            )
+            .await?
+        }
+    };
+    Ok(claimed == versions.len() as u64)
+}
+
 /// Locks many users' licence sets for a batch: bumps each licence version
 /// (on PostgreSQL this row-locks the users until commit, so a single change
 /// planned earlier fails its version claim and plans again). Returns the ids

@@ -29,20 +29,17 @@ pub const CHUNK_USERS: usize = 5_000;
 /// The kind of job that empties a subscription, then cancels it.
 pub const CANCEL_JOB_KIND: &str = "subscription_cancel";
 
-/// Chunks of a `per_user` job in progress at once. On PostgreSQL, while
-/// one chunk waits for its commit (the WAL flush) or a lock, the others plan
-/// and write on their own connections: 100,000 users went from 10.4 s with
-/// one chunk at a time to 4.2-6.4 s with two to four (`allot bench bulk`).
-/// SQLite has one writer, so more chunks only queue behind it and make a
-/// single change wait for all of them: one at a time (measured the same).
-fn chunks_in_flight(backend: Backend) -> usize {
-    match backend {
-        Backend::Postgres => 3,
-        Backend::Sqlite => 1,
-    }
-}
+/// Chunks of a `per_user` job in progress at once on PostgreSQL: while one
+/// chunk waits for its commit (the WAL flush) or a lock, the others plan and
+/// write on their own connections: 100,000 users went from 10.4 s with one
+/// chunk at a time to 4.2-6.4 s with two to four (`allot bench bulk`).
+/// SQLite has one writer, so more chunks would only queue behind it; there
+/// the next chunk is read and planned while the writer writes one
+/// (`run_pipelined`).
+const CHUNKS_IN_FLIGHT_POSTGRES: usize = 3;
 
 /// What every chunk of one job plans with, read once.
+#[derive(Clone)]
 struct Setting {
     req: LicenseJobRequest,
     catalogue: HashMap<ProductCode, Product>,
@@ -426,46 +423,90 @@ fn refusals(results: &[UserResult]) -> i64 {
     results.iter().filter(|r| r.outcome == Outcome::Error).count() as i64
 }
 
-/// Stores a chunk's results, marks it done and adds it to the job's
-/// progress. Succeeded: changed, or already as asked (skipped without a
-/// code); a user skipped for a reason (not applied, cancelled) counts as done
-/// only.
-pub(super) async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
-    let json = serde_json::to_string(results).unwrap_or_else(|_| "[]".into());
-    let succeeded = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::Ok || (r.outcome == Outcome::Skipped && r.code.is_none()))
-        .count() as i64;
-    let chunk = ChunkDone {
-        seq,
-        results: &json,
-        succeeded,
-        failed: refusals(results),
-        count: results.len() as i64,
-    };
-    jobs::complete_chunk(tx, &job.org, &job.id, owner, &chunk).await
+/// A chunk's results as stored (serialized, counted), ready to be written.
+pub(super) struct ChunkRecord {
+    seq: i64,
+    json: String,
+    succeeded: i64,
+    failed: i64,
+    count: i64,
 }
 
-async fn apply(
+impl ChunkRecord {
+    /// Succeeded: changed, or already as asked (skipped without a code); a
+    /// user skipped for a reason (not applied, cancelled) counts as done only.
+    pub(super) fn of(seq: i64, results: &[UserResult]) -> ChunkRecord {
+        ChunkRecord {
+            seq,
+            // Plain structs of strings: serializing them cannot fail.
+            json: serde_json::to_string(results).unwrap_or_else(|_| "[]".into()),
+            succeeded: results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Ok || (r.outcome == Outcome::Skipped && r.code.is_none()))
+                .count() as i64,
+            failed: refusals(results),
+            count: results.len() as i64,
+        }
+    }
+
+    /// Stores the results, marks the chunk done and adds it to the job's progress.
+    pub(super) async fn store(&self, tx: &mut Tx, job: &Job, owner: &str) -> Result<(), StoreError> {
+        let chunk = ChunkDone {
+            seq: self.seq,
+            results: &self.json,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            count: self.count,
+        };
+        jobs::complete_chunk(tx, &job.org, &job.id, owner, &chunk).await
+    }
+}
+
+/// Stores a chunk's results, marks it done and adds it to the job's progress.
+pub(super) async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
+    ChunkRecord::of(seq, results).store(tx, job, owner).await
+}
+
+fn planned_users(plans: &[(String, Vec<Held>, LicensePlan)]) -> Vec<PlannedUser<'_>> {
+    plans
+        .iter()
+        .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
+        .collect()
+}
+
+/// Takes and releases the planned seats. A full pool means the chunk was
+/// planned against counts someone else changed since: plan it again.
+async fn apply_seats(
     tx: &mut Tx,
     job: &Job,
     setting: &Setting,
     plans: &[(String, Vec<Held>, LicensePlan)],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let planned: Vec<PlannedUser<'_>> = plans
-        .iter()
-        .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
-        .collect();
-    if let Err(full) = licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, now).await? {
-        // Planned against counts read in this transaction: someone else took
-        // the seats in between. Plan the chunk again.
-        return Err(StoreError::Retry(format!(
+    let planned = planned_users(plans);
+    match licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, now).await? {
+        Ok(()) => Ok(()),
+        Err(full) => Err(StoreError::Retry(format!(
             "pool {} of {} filled concurrently",
             full.subscription, full.product
-        )));
+        ))),
     }
-    licenses::record_changes(tx, &job.org, &planned, &setting.actor, now).await
+}
+
+/// Everything a chunk writes besides the seats, built from its plans
+/// before the write: its audit events and its results.
+struct ChunkWrite {
+    events: licenses::ChangeEvents,
+    record: ChunkRecord,
+}
+
+impl ChunkWrite {
+    fn of(job: &Job, setting: &Setting, seq: i64, plans: &ChunkPlans, now: chrono::DateTime<chrono::Utc>) -> ChunkWrite {
+        ChunkWrite {
+            events: licenses::change_events(&job.org, &planned_users(&plans.apply), &setting.actor, now),
+            record: ChunkRecord::of(seq, &plans.results),
+        }
+    }
 }
 
 async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, StoreError> {
@@ -533,13 +574,19 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
     if setting.req.dry_run {
         return run_dry(st, job, owner, setting, pending).await;
     }
-    let mut chunks = futures::stream::iter(pending)
-        .map(|seq| run_chunk(st, job, owner, setting, seq))
-        .buffer_unordered(chunks_in_flight(st.store.backend()));
-    let mut stopped = false;
-    while let Some(ran) = chunks.next().await {
-        stopped |= ran? == ChunkRun::Cancelled;
-    }
+    let stopped = match st.store.backend() {
+        Backend::Sqlite => run_pipelined(st, job, owner, setting, pending).await? == ChunkRun::Cancelled,
+        Backend::Postgres => {
+            let mut chunks = futures::stream::iter(pending)
+                .map(|seq| run_chunk(st, job, owner, setting, seq))
+                .buffer_unordered(CHUNKS_IN_FLIGHT_POSTGRES);
+            let mut stopped = false;
+            while let Some(ran) = chunks.next().await {
+                stopped |= ran? == ChunkRun::Cancelled;
+            }
+            stopped
+        }
+    };
     if stopped {
         let now = st.clock.now();
         return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
@@ -563,18 +610,166 @@ async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq
     let now = st.clock.now();
     in_transaction!(st.store, |tx| {
         let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
-        // Lock first, then read: a single change planned before this
-        // chunk fails its version claim and plans again afterwards.
-        users::lock_licences(&mut tx, &job.org, &chunk).await?;
-        let mut pools = pools(&mut tx, job, setting).await?;
-        let plans = plan_chunk(&mut tx, job, setting, &chunk, &mut pools, today).await?;
-        apply(&mut tx, job, setting, &plans.apply, now).await?;
-        // The job's row last: the chunks in flight share it, so its lock
-        // is held only from here to the commit.
-        keep_lease(&mut tx, job, owner, now).await?;
-        record_chunk(&mut tx, job, owner, seq, &plans.results).await
+        let plans = plan_locked(&mut tx, job, setting, &chunk, today).await?;
+        let write = ChunkWrite::of(job, setting, seq, &plans, now);
+        write_chunk(&mut tx, job, owner, setting, &plans, write, now).await
     })?;
     Ok(ChunkRun::Done)
+}
+
+/// Plans a chunk inside the write transaction: lock first, then read, so a
+/// single change planned before this chunk fails its version claim and
+/// plans again afterwards, and the plans see current seats.
+async fn plan_locked(
+    tx: &mut Tx,
+    job: &Job,
+    setting: &Setting,
+    chunk: &[String],
+    today: chrono::NaiveDate,
+) -> Result<ChunkPlans, StoreError> {
+    users::lock_licences(tx, &job.org, chunk).await?;
+    let mut pools = pools(tx, job, setting).await?;
+    plan_chunk(tx, job, setting, chunk, &mut pools, today).await
+}
+
+/// Applies a chunk's plans and records its audit events, results and
+/// progress (`write` built from the same plans, at `now`).
+async fn write_chunk(
+    tx: &mut Tx,
+    job: &Job,
+    owner: &str,
+    setting: &Setting,
+    plans: &ChunkPlans,
+    write: ChunkWrite,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    apply_seats(tx, job, setting, &plans.apply, now).await?;
+    licenses::record_events(tx, write.events).await?;
+    // The job's row last: on PostgreSQL the chunks in flight share it, so
+    // its lock is held only from here to the commit.
+    keep_lease(tx, job, owner, now).await?;
+    write.record.store(tx, job, owner).await
+}
+
+/// A chunk read and planned on a read snapshot ahead of the writer.
+struct PlannedAhead {
+    seq: i64,
+    chunk: Vec<String>,
+    /// The licence versions the plans were made from, claimed when written.
+    versions: Vec<(String, i64)>,
+    plans: ChunkPlans,
+    /// Its audit events and results, built at `now`.
+    write: ChunkWrite,
+    now: chrono::DateTime<chrono::Utc>,
+    /// The pools as this chunk's plans leave them, for the next chunk.
+    pools: Vec<Pool>,
+}
+
+/// Reads a chunk's users, their licences and versions in one snapshot and
+/// plans them against `pools` (read from the snapshot when `None`).
+async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools: Option<Vec<Pool>>) -> Result<PlannedAhead, Error> {
+    let today = st.clock.today();
+    let now = st.clock.now();
+    let mut rd = st.store.begin_read().await?;
+    let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
+    let mut pools = match pools {
+        Some(p) => p,
+        None => self::pools(&mut rd, job, setting).await?,
+    };
+    // Versions before licences would do without a snapshot too: a change
+    // landing in between only makes the claim fail.
+    let versions = users::licence_versions(&mut rd, &job.org, &chunk).await?;
+    let plans = plan_chunk(&mut rd, job, setting, &chunk, &mut pools, today).await?;
+    rd.commit().await?;
+    let write = ChunkWrite::of(job, setting, seq, &plans, now);
+    Ok(PlannedAhead {
+        seq,
+        chunk,
+        versions,
+        plans,
+        write,
+        now,
+        pools,
+    })
+}
+
+/// Writes a chunk planned ahead. Its plans are used when every user was
+/// allowed and none changed since (their versions are claimed); otherwise
+/// (a refusal, a user changed or gone, or a pool that filled meanwhile, which
+/// the guarded counters report) the chunk is planned again inside the
+/// transaction as `run_chunk` does. So a refusal or a seat choice always
+/// rests on current data, and a plan ahead only saves the reading. Returns
+/// whether the plan ahead was used.
+async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting, ahead: PlannedAhead) -> Result<bool, Error> {
+    let (seq, chunk) = (ahead.seq, ahead.chunk.clone());
+    let mut ahead = Some(ahead);
+    in_transaction!(st.store, |tx| {
+        // Only the first attempt may use it: a retry follows a conflict.
+        let usable = match ahead.take() {
+            Some(a) if refusals(&a.plans.results) == 0 => {
+                if users::claim_licence_versions(&mut tx, &job.org, &a.versions).await? {
+                    Some(a)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let used = usable.is_some();
+        match usable {
+            Some(a) => write_chunk(&mut tx, job, owner, setting, &a.plans, a.write, a.now).await?,
+            None => {
+                tracing::debug!(job = %job.id, seq, "chunk planned again in its transaction");
+                let now = st.clock.now();
+                let plans = plan_locked(&mut tx, job, setting, &chunk, st.clock.today()).await?;
+                let write = ChunkWrite::of(job, setting, seq, &plans, now);
+                write_chunk(&mut tx, job, owner, setting, &plans, write, now).await?;
+            }
+        }
+        Ok::<_, StoreError>(used)
+    })
+}
+
+/// `per_user` on SQLite. One writer, so chunks are written one at a time;
+/// while the writer writes one chunk, the next is read and planned on a read
+/// connection (the other core), carrying the seat counts on in memory.
+/// When a chunk had to be planned again in its transaction, the next one's
+/// plan rests on counts that were not written: it is planned again after
+/// the write, from fresh counts.
+async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting, pending: Vec<i64>) -> Result<ChunkRun, Error> {
+    let mut queue = pending.into_iter();
+    let Some(first) = queue.next() else {
+        return Ok(ChunkRun::Done);
+    };
+    let mut ahead = plan_ahead(st, job, setting, first, None).await?;
+    let shared = std::sync::Arc::new(setting.clone());
+    loop {
+        if cancelled(st, job).await? {
+            return Ok(ChunkRun::Cancelled);
+        }
+        let pools = std::mem::take(&mut ahead.pools);
+        let next = queue.next();
+        // A task of its own, so that its planning runs on another core
+        // than the write's statements are prepared on.
+        let read_next = next.map(|seq| {
+            let (st, job, setting) = (st.clone(), job.clone(), shared.clone());
+            tokio::spawn(async move { plan_ahead(&st, &job, &setting, seq, Some(pools)).await })
+        });
+        let written = write_planned(st, job, owner, setting, ahead).await;
+        let read = match read_next {
+            Some(task) => Some(
+                task.await
+                    .map_err(|e| Error::internal(format!("planning a chunk ahead stopped: {e}")))?,
+            ),
+            None => None,
+        };
+        let used_plan_ahead = written?;
+        ahead = match (read, next) {
+            (None, _) | (_, None) => return Ok(ChunkRun::Done),
+            (Some(r), Some(_)) if used_plan_ahead => r?,
+            (Some(_), Some(seq)) => plan_ahead(st, job, setting, seq, None).await?,
+        };
+    }
 }
 
 /// A `per_user` dry run: writes nothing but results, so its seat arithmetic
@@ -632,8 +827,8 @@ async fn plan_and_apply_all(
         return Ok((refused, all));
     }
     for (seq, plans) in &all {
-        apply(tx, job, setting, &plans.apply, now).await?;
-        record_chunk(tx, job, owner, *seq, &plans.results).await?;
+        let write = ChunkWrite::of(job, setting, *seq, plans, now);
+        write_chunk(tx, job, owner, setting, plans, write, now).await?;
     }
     Ok((0, Vec::new()))
 }

@@ -4,9 +4,10 @@
 use allot_store::{in_transaction, Val};
 
 use crate::both_backends;
-use crate::kit::{spawn, Backend};
+use crate::kit::{many_users, spawn, world, Backend};
 
 both_backends!(bulk_rows_round_trip_every_value);
+both_backends!(a_batch_claims_the_versions_it_was_planned_from_or_none);
 
 /// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
 /// numbers, booleans; some columns constant in a batch, others not.
@@ -128,4 +129,64 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
     let mut rd = store.read_conn().await.expect("read");
     let d1 = rd.opt_row("SELECT id FROM scratch WHERE id = 'd1'", &[]).await.expect("d1");
     assert!(d1.is_none(), "a failed batch leaves nothing behind");
+}
+
+/// A bulk chunk planned ahead of the writer claims the licence versions it
+/// read: all of them when none moved, none when any moved or the user is
+/// gone (the chunk is then planned again in its transaction).
+async fn a_batch_claims_the_versions_it_was_planned_from_or_none(backend: Backend) {
+    use allot_store::users;
+    let app = spawn(backend).await;
+    let store = &app.store;
+    let w = world(&app).await;
+    let ids = many_users(&app, &w.org, "claim", "claim.example", 300, None).await;
+    let mut planned = versions_of(store, &w.org, &ids).await;
+    planned.sort();
+    assert_eq!(planned.len(), 300);
+    assert!(planned.iter().all(|(_, v)| *v == 0));
+    // Unknown ids and other tenants' users are not read.
+    let other = crate::kit::org(&app, "Customer B", None).await;
+    let theirs = many_users(&app, &other, "theirs", "b.example", 2, None).await;
+    assert!(
+        users::licence_versions(&mut store.read_conn().await.expect("read"), &w.org, &theirs)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+
+    // Nobody moved: every version is claimed, and each moves on by one.
+    let claimed = in_transaction!(store, |tx| users::claim_licence_versions(&mut tx, &w.org, &planned).await).expect("claim");
+    assert!(claimed);
+    let mut now = versions_of(store, &w.org, &ids).await;
+    now.sort();
+    assert!(now.iter().all(|(_, v)| *v == 1), "{:?}", &now[..3]);
+
+    // The same claim again is stale for all: nothing moves.
+    let again = in_transaction!(store, |tx| users::claim_licence_versions(&mut tx, &w.org, &planned).await).expect("claim");
+    assert!(!again);
+
+    // One user changed since the read (a single change, say): the claim of
+    // the batch fails as a whole, and the caller's rollback keeps the rest.
+    let fresh = versions_of(store, &w.org, &ids).await;
+    in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids[7..8]).await).expect("lock one");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!users::claim_licence_versions(&mut tx, &w.org, &fresh).await.expect("claim"));
+    tx.rollback().await.expect("rollback");
+    let after = versions_of(store, &w.org, &ids).await;
+    for (id, v) in &after {
+        let want = if id == &ids[7] { 2 } else { 1 };
+        assert_eq!(*v, want, "version of {id}");
+    }
+
+    // A user of another org named with this org's versions is not claimed.
+    let mut with_theirs = after.clone();
+    with_theirs.push((theirs[0].clone(), 0));
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!users::claim_licence_versions(&mut tx, &w.org, &with_theirs).await.expect("claim"));
+    tx.rollback().await.expect("rollback");
+}
+
+async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> Vec<(String, i64)> {
+    let mut rd = store.begin_read().await.expect("read");
+    allot_store::users::licence_versions(&mut rd, org, ids).await.expect("versions")
 }
