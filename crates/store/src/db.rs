@@ -577,7 +577,8 @@ fn anonymous_params<'a>(sql: &'a str, args: &'a [Val]) -> (Cow<'a, str>, Cow<'a,
     }
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
-    let mut vals = Vec::with_capacity(args.len());
+    // The argument each `?` binds, by index (None: NULL).
+    let mut picks: Vec<Option<usize>> = Vec::with_capacity(args.len());
     let mut copied = 0; // bytes of `sql` already in `out`
     let mut i = 0;
     while i < bytes.len() {
@@ -604,16 +605,25 @@ fn anonymous_params<'a>(sql: &'a str, args: &'a [Val]) -> (Cow<'a, str>, Cow<'a,
                 // A number past the arguments (or too long to parse) binds
                 // NULL, as SQLite does with an unbound parameter.
                 let n: usize = sql[start + 1..i].parse().unwrap_or(0);
-                let v = n.checked_sub(1).and_then(|k| args.get(k)).cloned().unwrap_or(Val::NullText);
+                picks.push(n.checked_sub(1).filter(|k| *k < args.len()));
                 out.push_str(&sql[copied..start]);
                 out.push('?');
-                vals.push(v);
                 copied = i;
             }
             _ => i += 1,
         }
     }
     out.push_str(&sql[copied.min(sql.len())..]);
+    // `$1, $2, ...` each once and in order (a multi-row INSERT's are): the
+    // arguments bind as they are, without copying lists of thousands.
+    let in_order = picks.len() == args.len() && picks.iter().enumerate().all(|(i, p)| *p == Some(i));
+    if in_order {
+        return (Cow::Owned(out), Cow::Borrowed(args));
+    }
+    let vals = picks
+        .iter()
+        .map(|p| p.and_then(|k| args.get(k)).cloned().unwrap_or(Val::NullText))
+        .collect();
     (Cow::Owned(out), Cow::Owned(vals))
 }
 
@@ -753,9 +763,74 @@ impl Tx {
     /// values thus cost a few binds, not thousands of per-value argument
     /// copies (and on SQLite an O(n²) parameter lookup).
     pub async fn insert_rows(&mut self, head: &str, rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
+        let prepared = PreparedRows::new(self.backend(), head, &rows);
+        self.insert_prepared(prepared).await
+    }
+
+    /// Runs the statements of a [`PreparedRows`] (made for this engine).
+    pub async fn insert_prepared(&mut self, prepared: PreparedRows) -> Result<(), StoreError> {
+        if prepared.backend != self.backend() {
+            return Err(StoreError::Db("rows prepared for another engine".into()));
+        }
+        for (sql, args) in &prepared.statements {
+            self.exec(sql, args).await?;
+        }
+        Ok(())
+    }
+
+    /// `<column> IN` the list parameter `$n` (a [`Val::Texts`]): `= ANY($n)`
+    /// on PostgreSQL, `IN (SELECT value FROM json_each($n))` on SQLite. One
+    /// parameter however long the list, so chunks of thousands of ids need
+    /// no batching and bind in one step.
+    pub fn any_of(&self, column: &str, n: usize) -> String {
+        match self.backend() {
+            Backend::Postgres => format!("{column} = ANY(${n})"),
+            Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${n}))"),
+        }
+    }
+
+    pub async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
+        with_conn!(self, |c, _to_row| sqlx::raw_sql(sql).execute(c).await.map(|_| ())?);
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Unit(u) => u.commit().await?,
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Unit(u) => u.rollback().await?,
+            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Postgres(tx) => tx.rollback().await?,
+            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Rows per statement of [`Tx::insert_rows`]: its few list parameters have
+/// no engine limit; this bounds the memory of one statement.
+/// The statements of a multi-row INSERT with their arguments, built for one
+/// engine apart from any transaction (see [`Tx::insert_rows`]): a bulk job
+/// builds the next chunk's while the writer writes the current one.
+pub struct PreparedRows {
+    backend: Backend,
+    statements: Vec<(String, Vec<Val>)>,
+}
+
+impl PreparedRows {
+    pub fn new(backend: Backend, head: &str, rows: &[Vec<Val>]) -> PreparedRows {
         let width = rows.first().map_or(0, Vec::len);
         let (table, columns) = head.split_once('(').unwrap_or((head, ""));
-        let pg = self.backend() == Backend::Postgres;
+        let pg = backend == Backend::Postgres;
+        let mut statements = Vec::new();
         for batch in rows.chunks(BULK_ROWS_PER_STATEMENT) {
             let cell = |r: &[Val], j: usize| r.get(j).cloned().unwrap_or(Val::NullText);
             let constant: Vec<bool> = (0..width).map(|j| batch.iter().all(|r| r.get(j) == batch[0].get(j))).collect();
@@ -811,50 +886,19 @@ impl Tx {
                 format!("json_each(${})", args.len())
             };
             let sql = format!("INSERT INTO {table}({columns} SELECT {} FROM {source}", picks.join(", "));
-            self.exec(&sql, &args).await?;
+            statements.push(match backend {
+                // Rewritten now, not when run (see `anonymous_params`).
+                Backend::Sqlite => match anonymous_params(&sql, &args) {
+                    (Cow::Owned(anon), Cow::Borrowed(_)) => (anon, args),
+                    (anon, vals) => (anon.into_owned(), vals.into_owned()),
+                },
+                Backend::Postgres => (sql, args),
+            });
         }
-        Ok(())
-    }
-
-    /// `<column> IN` the list parameter `$n` (a [`Val::Texts`]): `= ANY($n)`
-    /// on PostgreSQL, `IN (SELECT value FROM json_each($n))` on SQLite. One
-    /// parameter however long the list, so chunks of thousands of ids need
-    /// no batching and bind in one step.
-    pub fn any_of(&self, column: &str, n: usize) -> String {
-        match self.backend() {
-            Backend::Postgres => format!("{column} = ANY(${n})"),
-            Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${n}))"),
-        }
-    }
-
-    pub async fn raw(&mut self, sql: &str) -> Result<(), StoreError> {
-        with_conn!(self, |c, _to_row| sqlx::raw_sql(sql).execute(c).await.map(|_| ())?);
-        Ok(())
-    }
-
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Unit(u) => u.commit().await?,
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
-            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
-        }
-        Ok(())
-    }
-
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Unit(u) => u.rollback().await?,
-            Tx::Sqlite(tx) => tx.rollback().await?,
-            Tx::Postgres(tx) => tx.rollback().await?,
-            Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
-        }
-        Ok(())
+        PreparedRows { backend, statements }
     }
 }
 
-/// Rows per statement of [`Tx::insert_rows`]: its few list parameters have
-/// no engine limit; this bounds the memory of one statement.
 pub(crate) const BULK_ROWS_PER_STATEMENT: usize = 5_000;
 
 /// One column's values as a typed list parameter (the type of its first
@@ -1003,5 +1047,32 @@ mod tests {
         let (sql, vals) = anonymous_params("SELECT $1, $9, $99999999999999999999999", &[Val::Int(1)]);
         assert_eq!(sql, "SELECT ?, ?, ?");
         assert_eq!(vals.as_ref(), &[Val::Int(1), Val::NullText, Val::NullText]);
+    }
+
+    #[test]
+    fn arguments_used_once_in_order_are_bound_without_a_copy() {
+        let args = [Val::Int(1), Val::Text("a long list".into())];
+        let (sql, vals) = anonymous_params("INSERT INTO t (a, b) SELECT $1, value FROM json_each($2)", &args);
+        assert_eq!(sql, "INSERT INTO t (a, b) SELECT ?, value FROM json_each(?)");
+        assert!(matches!(vals, Cow::Borrowed(_)));
+        assert_eq!(vals.as_ref(), &args);
+        // One argument fewer used than given: copied, in the order used.
+        let (_, vals) = anonymous_params("SELECT $1", &args);
+        assert!(matches!(vals, Cow::Owned(_)));
+        assert_eq!(vals.as_ref(), &[Val::Int(1)]);
+    }
+
+    #[test]
+    fn prepared_rows_are_rewritten_for_sqlite_once() {
+        let rows: Vec<Vec<Val>> = (0..3).map(|i| vec![Val::from("org"), Val::Int(i)]).collect();
+        let lite = PreparedRows::new(Backend::Sqlite, "t (org, n)", &rows);
+        assert_eq!(lite.statements.len(), 1);
+        assert_eq!(lite.statements[0].0, "INSERT INTO t (org, n) SELECT ?, value FROM json_each(?)");
+        assert_eq!(lite.statements[0].1, vec![Val::from("org"), Val::Text("[0,1,2]".into())]);
+        let pg = PreparedRows::new(Backend::Postgres, "t (org, n)", &rows);
+        assert_eq!(
+            pg.statements[0].0,
+            "INSERT INTO t (org, n) SELECT $1, u.c0 FROM unnest($2) AS u(c0)"
+        );
     }
 }

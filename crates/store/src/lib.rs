@@ -26,7 +26,7 @@ pub mod tokens;
 pub mod users;
 mod writer;
 
-pub use db::{backoff, finish, new_id, Backend, Outcome, Row, Store, StoreError, StoreOptions, Tx, Val};
+pub use db::{backoff, finish, new_id, Backend, Outcome, PreparedRows, Row, Store, StoreError, StoreOptions, Tx, Val};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

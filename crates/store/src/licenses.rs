@@ -6,7 +6,7 @@ use allot_domain::catalogue::Product;
 use allot_domain::planner::{Held, LicensePlan, Properties};
 use allot_domain::types::ProductCode;
 
-use crate::db::{Row, StoreError, Tx, Val};
+use crate::db::{Backend, PreparedRows, Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,35 +126,36 @@ pub async fn apply_plans(
     catalogue: &std::collections::HashMap<ProductCode, Product>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Result<(), PoolFull>, StoreError> {
-    if planned.is_empty() {
-        return Ok(Ok(()));
-    }
+    let seats = seat_changes(tx.backend(), org, planned, now);
+    apply_seat_changes(tx, org, seats, planned, catalogue, now).await
+}
+
+/// The seat writes of a batch of plans as statements, built apart from any
+/// transaction (a bulk job builds the next chunk's while the writer writes
+/// the current one); [`apply_seat_changes`] runs them.
+pub struct SeatChanges {
+    /// Users released from each pool (subscription, product).
+    releases: BTreeMap<(String, String), Vec<String>>,
+    /// The assignment rows taken.
+    takes: PreparedRows,
+    /// Each pool's seats taken minus released, in key order.
+    deltas: BTreeMap<(String, String), i64>,
+}
+
+pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], now: chrono::DateTime<chrono::Utc>) -> SeatChanges {
     let now_s = ts(now);
-    // Releases, grouped by pool: one DELETE per pool and batch of users.
-    let mut releases: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    let pool = |h: &Held| (h.subscription.clone(), h.product.as_str().to_string());
+    let mut releases: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut deltas: BTreeMap<(String, String), i64> = BTreeMap::new();
     for p in planned {
         for h in &p.plan.release {
-            releases
-                .entry((h.subscription.as_str(), h.product.as_str()))
-                .or_default()
-                .push(p.user.to_string());
+            releases.entry(pool(h)).or_default().push(p.user.to_string());
+            *deltas.entry(pool(h)).or_default() -= 1;
+        }
+        for h in &p.plan.take {
+            *deltas.entry(pool(h)).or_default() += 1;
         }
     }
-    for ((sub, product), users) in &releases {
-        let gone = tx
-            .exec(
-                &format!(
-                    "DELETE FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND {}",
-                    tx.any_of("user_id", 4)
-                ),
-                &[Val::from(org), Val::from(*sub), Val::from(*product), Val::texts(users)],
-            )
-            .await?;
-        if gone != users.len() as u64 {
-            return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
-        }
-    }
-    // Takes: one multi-row INSERT.
     let takes: Vec<Vec<Val>> = planned
         .iter()
         .flat_map(|p| {
@@ -170,12 +171,46 @@ pub async fn apply_plans(
             })
         })
         .collect();
-    tx.insert_rows(
-        "assignments (org_id, user_id, product, subscription_id, properties, assigned_at)",
-        takes,
-    )
-    .await
-    .map_err(|e| match e {
+    SeatChanges {
+        releases,
+        takes: PreparedRows::new(
+            backend,
+            "assignments (org_id, user_id, product, subscription_id, properties, assigned_at)",
+            &takes,
+        ),
+        deltas,
+    }
+}
+
+/// Runs [`SeatChanges`] made from `planned` (see [`apply_plans`]).
+pub async fn apply_seat_changes(
+    tx: &mut Tx,
+    org: &str,
+    seats: SeatChanges,
+    planned: &[PlannedUser<'_>],
+    catalogue: &std::collections::HashMap<ProductCode, Product>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Result<(), PoolFull>, StoreError> {
+    if planned.is_empty() {
+        return Ok(Ok(()));
+    }
+    // Releases, grouped by pool: one DELETE per pool and batch of users.
+    for ((sub, product), users) in &seats.releases {
+        let gone = tx
+            .exec(
+                &format!(
+                    "DELETE FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND {}",
+                    tx.any_of("user_id", 4)
+                ),
+                &[Val::from(org), Val::from(sub), Val::from(product), Val::texts(users)],
+            )
+            .await?;
+        if gone != users.len() as u64 {
+            return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
+        }
+    }
+    // Takes: multi-row INSERTs.
+    tx.insert_prepared(seats.takes).await.map_err(|e| match e {
         StoreError::Unique(w) => StoreError::Retry(format!("an assignment was added concurrently ({w})")),
         other => other,
     })?;
@@ -183,16 +218,7 @@ pub async fn apply_plans(
     // Counters last, once per pool, in key order: on PostgreSQL the row locks
     // they take are held until commit, so keeping them short and ordered
     // avoids deadlocks.
-    let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for p in planned {
-        for h in &p.plan.release {
-            *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() -= 1;
-        }
-        for h in &p.plan.take {
-            *deltas.entry((h.subscription.as_str(), h.product.as_str())).or_default() += 1;
-        }
-    }
-    for ((sub, product), delta) in deltas {
+    for ((sub, product), delta) in seats.deltas {
         if delta == 0 {
             continue;
         }
@@ -201,13 +227,13 @@ pub async fn apply_plans(
                 "UPDATE subscription_items SET consumed = consumed + $4 \
                  WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed + $4 <= quantity AND consumed + $4 >= 0 \
                  AND ($4 < 0 OR NOT cancelled)",
-                args![org, sub, product, delta],
+                args![org, &sub, &product, delta],
             )
             .await?;
         if changed != 1 {
-            let product = ProductCode::parse(product).map_err(|e| StoreError::Db(e.detail))?;
+            let product = ProductCode::parse(&product).map_err(|e| StoreError::Db(e.detail))?;
             return Ok(Err(PoolFull {
-                subscription: sub.to_string(),
+                subscription: sub,
                 product,
             }));
         }
@@ -237,47 +263,47 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 /// The audit events of applied plans, built (and their states serialized)
 /// before the write, for [`record_events`]: a bulk job builds the next
 /// chunk's while the writer writes the current one.
-pub struct ChangeEvents(Vec<Vec<Val>>);
+pub struct ChangeEvents(PreparedRows);
 
 /// One `license.change` per user with the licences before and after.
 pub fn change_events(
+    backend: Backend,
     org: &str,
     planned: &[PlannedUser<'_>],
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ChangeEvents {
     let now_s = ts(now);
-    ChangeEvents(
-        planned
-            .iter()
-            .map(|p| {
-                vec![
-                    Val::from(org),
-                    Val::Text(crate::db::new_id("evt")),
-                    Val::from(&now_s),
-                    Val::from(&who.actor),
-                    Val::from("license.change"),
-                    Val::Text(format!("user:{}", p.user)),
-                    Val::Text(json_text(&BeforeState { licenses: p.before })),
-                    Val::Text(json_text(&AfterState {
-                        licenses: &p.plan.result,
-                        moved_families: &p.plan.moved_families,
-                        auto_added: &p.plan.auto_added,
-                    })),
-                    Val::from(who.request_id.as_deref()),
-                ]
-            })
-            .collect(),
-    )
+    let rows: Vec<Vec<Val>> = planned
+        .iter()
+        .map(|p| {
+            vec![
+                Val::from(org),
+                Val::Text(crate::db::new_id("evt")),
+                Val::from(&now_s),
+                Val::from(&who.actor),
+                Val::from("license.change"),
+                Val::Text(format!("user:{}", p.user)),
+                Val::Text(json_text(&BeforeState { licenses: p.before })),
+                Val::Text(json_text(&AfterState {
+                    licenses: &p.plan.result,
+                    moved_families: &p.plan.moved_families,
+                    auto_added: &p.plan.auto_added,
+                })),
+                Val::from(who.request_id.as_deref()),
+            ]
+        })
+        .collect();
+    ChangeEvents(PreparedRows::new(
+        backend,
+        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        &rows,
+    ))
 }
 
 /// Writes events built by [`change_events`], in multi-row statements.
 pub async fn record_events(tx: &mut Tx, events: ChangeEvents) -> Result<(), StoreError> {
-    tx.insert_rows(
-        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
-        events.0,
-    )
-    .await
+    tx.insert_prepared(events.0).await
 }
 
 /// The audit events of applied plans (see [`change_events`]).
@@ -288,7 +314,7 @@ pub async fn record_changes(
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    record_events(tx, change_events(org, planned, who, now)).await
+    record_events(tx, change_events(tx.backend(), org, planned, who, now)).await
 }
 
 /// Service data per user and family: families whose last licence

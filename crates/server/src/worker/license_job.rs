@@ -26,6 +26,10 @@ use crate::AppState;
 /// behind it on SQLite wait for at most.
 pub const CHUNK_USERS: usize = 5_000;
 
+/// Chunks a filter job's resolution writes per commit: fewer commits (each
+/// a WAL flush) while a few chunks' ids in memory stay small.
+const RESOLVE_CHUNKS_PER_COMMIT: usize = 4;
+
 /// The kind of job that empties a subscription, then cancels it.
 pub const CANCEL_JOB_KIND: &str = "subscription_cancel";
 
@@ -207,9 +211,10 @@ pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Erro
 
 /// Splits a filter's users into chunks (the list of a `users` job was split
 /// when it was created). The users are those matching when the job starts.
-/// One chunk in memory at a time: each is written as it is read, and the
-/// job is marked resolved after the last, so a restart in between (no chunk
-/// has run yet) drops the chunks written and starts over.
+/// A few chunks in memory at a time (`RESOLVE_CHUNKS_PER_COMMIT`), written
+/// as they are read, and the job is marked resolved after the last, so a
+/// restart in between (no chunk has run yet) drops the chunks written and
+/// starts over.
 async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
     let Some(filter) = &setting.req.filter else {
         return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
@@ -217,24 +222,29 @@ async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Re
     in_transaction!(st.store, |tx| jobs::delete_chunks(&mut tx, &job.org, &job.id).await)?;
     let mut after = String::new();
     let (mut seq, mut total) = (0i64, 0i64);
+    let mut pages: Vec<Vec<String>> = Vec::with_capacity(RESOLVE_CHUNKS_PER_COMMIT);
     loop {
         let page = {
             let mut rd = st.store.read_conn().await?;
             users::ids_matching(&mut rd, &job.org, filter, &after, CHUNK_USERS as i64).await?
         };
-        let Some(last) = page.last() else { break };
-        after = last.clone();
-        total += page.len() as i64;
-        let full = page.len() == CHUNK_USERS;
-        let chunk = [page];
-        let now = st.clock.now();
-        in_transaction!(st.store, |tx| {
-            // Renewed with every chunk: resolving a million users outlasts a short lease.
-            keep_lease(&mut tx, job, owner, now).await?;
-            jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &chunk).await
-        })?;
-        seq += 1;
-        if !full {
+        let last_page = page.len() < CHUNK_USERS;
+        if let Some(last) = page.last() {
+            after = last.clone();
+            total += page.len() as i64;
+            pages.push(page);
+        }
+        if !pages.is_empty() && (last_page || pages.len() == RESOLVE_CHUNKS_PER_COMMIT) {
+            let now = st.clock.now();
+            in_transaction!(st.store, |tx| {
+                // Renewed with every commit: resolving a million users outlasts a short lease.
+                keep_lease(&mut tx, job, owner, now).await?;
+                jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &pages).await
+            })?;
+            seq += pages.len() as i64;
+            pages.clear();
+        }
+        if last_page {
             break;
         }
     }
@@ -474,17 +484,19 @@ fn planned_users(plans: &[(String, Vec<Held>, LicensePlan)]) -> Vec<PlannedUser<
         .collect()
 }
 
-/// Takes and releases the planned seats. A full pool means the chunk was
-/// planned against counts someone else changed since: plan it again.
+/// Takes and releases the planned seats (`seats` built from `plans`). A
+/// full pool means the chunk was planned against counts someone else
+/// changed since: plan it again.
 async fn apply_seats(
     tx: &mut Tx,
     job: &Job,
     setting: &Setting,
     plans: &[(String, Vec<Held>, LicensePlan)],
+    seats: licenses::SeatChanges,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     let planned = planned_users(plans);
-    match licenses::apply_plans(tx, &job.org, &planned, &setting.catalogue, now).await? {
+    match licenses::apply_seat_changes(tx, &job.org, seats, &planned, &setting.catalogue, now).await? {
         Ok(()) => Ok(()),
         Err(full) => Err(StoreError::Retry(format!(
             "pool {} of {} filled concurrently",
@@ -493,17 +505,20 @@ async fn apply_seats(
     }
 }
 
-/// Everything a chunk writes besides the seats, built from its plans
-/// before the write: its audit events and its results.
+/// Everything a chunk writes, as statements built from its plans before
+/// the write: its seats, audit events and results.
 struct ChunkWrite {
+    seats: licenses::SeatChanges,
     events: licenses::ChangeEvents,
     record: ChunkRecord,
 }
 
 impl ChunkWrite {
-    fn of(job: &Job, setting: &Setting, seq: i64, plans: &ChunkPlans, now: chrono::DateTime<chrono::Utc>) -> ChunkWrite {
+    fn of(backend: Backend, job: &Job, setting: &Setting, seq: i64, plans: &ChunkPlans, now: chrono::DateTime<chrono::Utc>) -> ChunkWrite {
+        let planned = planned_users(&plans.apply);
         ChunkWrite {
-            events: licenses::change_events(&job.org, &planned_users(&plans.apply), &setting.actor, now),
+            seats: licenses::seat_changes(backend, &job.org, &planned, now),
+            events: licenses::change_events(backend, &job.org, &planned, &setting.actor, now),
             record: ChunkRecord::of(seq, &plans.results),
         }
     }
@@ -611,7 +626,7 @@ async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq
     in_transaction!(st.store, |tx| {
         let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
         let plans = plan_locked(&mut tx, job, setting, &chunk, today).await?;
-        let write = ChunkWrite::of(job, setting, seq, &plans, now);
+        let write = ChunkWrite::of(tx.backend(), job, setting, seq, &plans, now);
         write_chunk(&mut tx, job, owner, setting, &plans, write, now).await
     })?;
     Ok(ChunkRun::Done)
@@ -643,7 +658,7 @@ async fn write_chunk(
     write: ChunkWrite,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    apply_seats(tx, job, setting, &plans.apply, now).await?;
+    apply_seats(tx, job, setting, &plans.apply, write.seats, now).await?;
     licenses::record_events(tx, write.events).await?;
     // The job's row last: on PostgreSQL the chunks in flight share it, so
     // its lock is held only from here to the commit.
@@ -681,7 +696,7 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
     let versions = users::licence_versions(&mut rd, &job.org, &chunk).await?;
     let plans = plan_chunk(&mut rd, job, setting, &chunk, &mut pools, today).await?;
     rd.commit().await?;
-    let write = ChunkWrite::of(job, setting, seq, &plans, now);
+    let write = ChunkWrite::of(st.store.backend(), job, setting, seq, &plans, now);
     Ok(PlannedAhead {
         seq,
         chunk,
@@ -722,7 +737,7 @@ async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting,
                 tracing::debug!(job = %job.id, seq, "chunk planned again in its transaction");
                 let now = st.clock.now();
                 let plans = plan_locked(&mut tx, job, setting, &chunk, st.clock.today()).await?;
-                let write = ChunkWrite::of(job, setting, seq, &plans, now);
+                let write = ChunkWrite::of(tx.backend(), job, setting, seq, &plans, now);
                 write_chunk(&mut tx, job, owner, setting, &plans, write, now).await?;
             }
         }
@@ -827,7 +842,7 @@ async fn plan_and_apply_all(
         return Ok((refused, all));
     }
     for (seq, plans) in &all {
-        let write = ChunkWrite::of(job, setting, *seq, plans, now);
+        let write = ChunkWrite::of(tx.backend(), job, setting, *seq, plans, now);
         write_chunk(tx, job, owner, setting, plans, write, now).await?;
     }
     Ok((0, Vec::new()))
