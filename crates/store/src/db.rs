@@ -277,6 +277,13 @@ impl Store {
     /// Opens `postgres://…` URLs with PostgreSQL and anything else as a SQLite
     /// file path (or `sqlite:` URL), creating the file if needed, then migrates.
     pub async fn open(database: &str, opts: StoreOptions) -> Result<Store, StoreError> {
+        Store::open_migrated_to(database, opts, i64::MAX).await
+    }
+
+    /// [`Store::open`], applying the migrations up to `last` only: for tests
+    /// that upgrade a database of an older schema.
+    #[doc(hidden)]
+    pub async fn open_migrated_to(database: &str, opts: StoreOptions, last: i64) -> Result<Store, StoreError> {
         let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(database)?;
             let pool = PgPoolOptions::new()
@@ -328,7 +335,7 @@ impl Store {
                 pools: Pools::Sqlite { writer, reader },
             }
         };
-        crate::migrations::migrate(&store).await?;
+        crate::migrations::migrate(&store, last).await?;
         Ok(store)
     }
 

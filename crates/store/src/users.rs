@@ -143,7 +143,10 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
 pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64)>, StoreError> {
     let Some(row) = tx
         .opt_row(
-            &format!("SELECT {COLUMNS}, licence_version FROM users WHERE org_id = $1 AND id = $2"),
+            &format!(
+                "SELECT {COLUMNS}, v.version FROM users u JOIN licence_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
+                 WHERE u.org_id = $1 AND u.id = $2"
+            ),
             args![org, id],
         )
         .await?
@@ -166,12 +169,12 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
 }
 
 /// Claims the licence-set version a plan was made from. On PostgreSQL this
-/// also locks the user row until commit. A concurrent change that claimed it
+/// also locks the user's version row until commit. A concurrent change that claimed it
 /// first makes this a `Retry`: plan again on fresh data.
 pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64) -> Result<(), StoreError> {
     let n = tx
         .exec(
-            "UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND id = $2 AND licence_version = $3",
+            "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3",
             args![org, id, version],
         )
         .await?;
@@ -240,6 +243,11 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
         Err(StoreError::Unique(_)) => return Err(email_taken(&u.email)),
         other => other?,
     };
+    tx.exec(
+        "INSERT INTO licence_versions (org_id, user_id, version) VALUES ($1, $2, 0)",
+        args![org, &u.id],
+    )
+    .await?;
     write_links(tx, org, u).await
 }
 
@@ -269,6 +277,8 @@ pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::Da
             })
             .collect();
         insert_user_rows(tx, rows).await?;
+        let versions: Vec<Vec<Val>> = batch.iter().map(|u| vec![Val::from(org), Val::from(&u.id), Val::Int(0)]).collect();
+        tx.insert_rows("licence_versions (org_id, user_id, version)", versions).await?;
     }
     Ok(())
 }
@@ -338,10 +348,10 @@ pub async fn licence_versions(tx: &mut Tx, org: &str, ids: &[String]) -> Result<
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
     tx.rows_packed(
-        &["id, licence_version"],
-        &format!("FROM users WHERE org_id = $1 AND {ids_in}"),
+        &["user_id, version"],
+        &format!("FROM licence_versions WHERE org_id = $1 AND {ids_in}"),
         &vals,
     )
     .await?
@@ -363,9 +373,9 @@ pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String,
             let ids: Vec<&str> = versions.iter().map(|(id, _)| id.as_str()).collect();
             let at = Val::Ints(versions.iter().map(|(_, v)| Some(*v)).collect());
             tx.exec(
-                "UPDATE users u SET licence_version = u.licence_version + 1 \
+                "UPDATE licence_versions l SET version = l.version + 1 \
                  FROM unnest($2::text[], $3::bigint[]) AS c(id, v) \
-                 WHERE u.org_id = $1 AND u.id = c.id AND u.licence_version = c.v",
+                 WHERE l.org_id = $1 AND l.user_id = c.id AND l.version = c.v",
                 &[Val::from(org), Val::texts(&ids), at],
             )
             .await?
@@ -379,9 +389,9 @@ pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String,
             let keys: Vec<String> = versions.iter().map(|(id, v)| format!("{id}:{v}")).collect();
             tx.exec(
                 &format!(
-                    "UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND {} \
-                     AND id || ':' || licence_version IN (SELECT value FROM json_each($3))",
-                    tx.any_of("id", 2)
+                    "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {} \
+                     AND user_id || ':' || version IN (SELECT value FROM json_each($3))",
+                    tx.any_of("user_id", 2)
                 ),
                 &[Val::from(org), Val::texts(&ids), Val::texts(&keys)],
             )
@@ -392,16 +402,16 @@ pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String,
 }
 
 /// Locks many users' licence sets for a batch: bumps each licence version
-/// (on PostgreSQL this row-locks the users until commit, so a single change
+/// (on PostgreSQL this row-locks their version rows until commit, so a single change
 /// planned earlier fails its version claim and plans again). Returns the ids
 /// that exist.
 pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
-    let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
+    let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
     tx.exec(
-        &format!("UPDATE users SET licence_version = licence_version + 1 WHERE org_id = $1 AND {ids_in}"),
+        &format!("UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
         &vals,
     )
     .await

@@ -66,7 +66,7 @@ static DB_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 
 /// A database URL for one test: a SQLite file in a temp dir, or a new
 /// database in the throwaway cluster (or in `$ALLOT_TEST_DATABASE_URL`'s server).
-fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
+pub fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
     match backend {
         Backend::Sqlite => dir.path().join("allot.db").to_string_lossy().to_string(),
         Backend::Postgres => {

@@ -8,6 +8,7 @@ use crate::kit::{many_users, spawn, world, Backend};
 
 both_backends!(bulk_rows_round_trip_every_value);
 both_backends!(a_batch_claims_the_versions_it_was_planned_from_or_none);
+both_backends!(upgrading_to_the_version_table_keeps_every_version);
 
 /// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
 /// numbers, booleans; some columns constant in a batch, others not.
@@ -189,4 +190,60 @@ async fn a_batch_claims_the_versions_it_was_planned_from_or_none(backend: Backen
 async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> Vec<(String, i64)> {
     let mut rd = store.begin_read().await.expect("read");
     allot_store::users::licence_versions(&mut rd, org, ids).await.expect("versions")
+}
+
+/// Migration 6 moves each user's licence version out of `users` into
+/// `licence_versions`: a database of schema 5 with users at various versions
+/// keeps every version, and new users start at 0.
+async fn upgrading_to_the_version_table_keeps_every_version(backend: Backend) {
+    use allot_store::{Store, StoreOptions};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = crate::kit::fresh_database(backend, &dir);
+    let opts = || StoreOptions {
+        durable: false,
+        max_connections: 4,
+    };
+    let old = Store::open_migrated_to(&database, opts(), 5).await.expect("schema 5");
+    in_transaction!(old, |tx| {
+        tx.raw(
+            "INSERT INTO orgs (id, name, partner_id, payment_method_on_file, self_service_purchase, created_at, updated_at) \
+             VALUES ('org_old', 'Old', NULL, FALSE, FALSE, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+        )
+        .await?;
+        for i in 0..30i64 {
+            tx.exec(
+                "INSERT INTO users (org_id, id, email, email_normalized, display_name, kind, status, created_at, updated_at, licence_version) \
+                 VALUES ('org_old', $1, $2, $2, 'Old user', 'internal', 'active', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', $3)",
+                &[Val::Text(format!("usr_old{i:03}")), Val::Text(format!("old{i}@old.example")), Val::Int(i * 7)],
+            )
+            .await?;
+        }
+        Ok::<(), allot_store::StoreError>(())
+    })
+    .expect("schema-5 rows");
+    old.close().await;
+
+    let store = Store::open(&database, opts()).await.expect("upgraded");
+    let ids: Vec<String> = (0..30).map(|i| format!("usr_old{i:03}")).collect();
+    let mut got = versions_of(&store, "org_old", &ids).await;
+    got.sort();
+    let want: Vec<(String, i64)> = (0..30i64).map(|i| (format!("usr_old{i:03}"), i * 7)).collect();
+    assert_eq!(got, want);
+    // The old column is gone, and a user created now starts at version 0.
+    let mut rd = store.read_conn().await.expect("read");
+    assert!(rd.opt_row("SELECT licence_version FROM users", &[]).await.is_err());
+    drop(rd);
+    let new = allot_store::users::User::internal("usr_new".into(), "new@old.example".into());
+    in_transaction!(store, |tx| allot_store::users::insert(
+        &mut tx,
+        "org_old",
+        &new,
+        crate::kit::today()
+    )
+    .await)
+    .expect("new user");
+    assert_eq!(
+        versions_of(&store, "org_old", &["usr_new".to_string()]).await,
+        vec![("usr_new".to_string(), 0)]
+    );
 }
