@@ -355,6 +355,8 @@ struct ChunkPlans {
     results: Vec<UserResult>,
     /// (user, licences before, plan) of the users whose change is allowed.
     apply: Vec<(String, Vec<Held>, LicensePlan)>,
+    /// Users refused (among other reasons or only) for want of a seat.
+    short_of_seats: usize,
 }
 
 /// Plans every user of a chunk against `pools`, which it updates as seats
@@ -377,6 +379,7 @@ async fn plan_chunk(
     let mut out = ChunkPlans {
         results: Vec::with_capacity(chunk.len()),
         apply: Vec::new(),
+        short_of_seats: 0,
     };
     for uid in chunk {
         let Some(u) = facts.get(uid) else {
@@ -419,6 +422,9 @@ async fn plan_chunk(
                 out.apply.push((uid.clone(), held, plan));
             }
             Err(violations) => {
+                if violations.iter().any(|v| v.code == Code::SeatsExhausted) {
+                    out.short_of_seats += 1;
+                }
                 let mut r = UserResult::error(uid, &violations);
                 r.email = Some(u.email.clone());
                 out.results.push(r);
@@ -708,20 +714,21 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
     })
 }
 
-/// Writes a chunk planned ahead. Its plans are used when every user was
-/// allowed and none changed since (their versions are claimed); otherwise
-/// (a refusal, a user changed or gone, or a pool that filled meanwhile, which
+/// Writes a chunk planned ahead. Its plans are used when none of its users
+/// changed since (their versions are claimed) and nobody was refused for
+/// want of a seat; otherwise (a user changed or gone, a refusal for seats
+/// that others may have freed since, or a pool that filled meanwhile, which
 /// the guarded counters report) the chunk is planned again inside the
-/// transaction as `run_chunk` does. So a refusal or a seat choice always
-/// rests on current data, and a plan ahead only saves the reading. Returns
-/// whether the plan ahead was used.
+/// transaction as `run_chunk` does. A refusal by the rules thus rests on the
+/// same kind of snapshot a single change is refused on, a seat refusal or a
+/// seat choice on current counts. Returns whether the plan ahead was used.
 async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting, ahead: PlannedAhead) -> Result<bool, Error> {
     let (seq, chunk) = (ahead.seq, ahead.chunk.clone());
     let mut ahead = Some(ahead);
     in_transaction!(st.store, |tx| {
         // Only the first attempt may use it: a retry follows a conflict.
         let usable = match ahead.take() {
-            Some(a) if refusals(&a.plans.results) == 0 => {
+            Some(a) if a.plans.short_of_seats == 0 => {
                 if users::claim_licence_versions(&mut tx, &job.org, &a.versions).await? {
                     Some(a)
                 } else {
