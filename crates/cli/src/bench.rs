@@ -122,23 +122,10 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                 "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline |"
             );
             println!("|---|---|---|---|---|---|---|---|---|");
-            let pg = if backends.contains(&"postgres") {
-                Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
-            } else {
-                None
-            };
-            let tmp = tempfile::tempdir()?;
-            let mut n = 0;
+            let mut databases = FreshDatabases::for_backends(&backends)?;
             for b in &backends {
                 for (name, pool_count) in &scenarios {
-                    let mut fresh = || -> Result<String> {
-                        n += 1;
-                        Ok(match (*b, &pg) {
-                            ("postgres", Some(c)) => c.create_database(&format!("bench{n}")).map_err(msg)?,
-                            _ => tmp.path().join(format!("bench{n}.db")).to_string_lossy().to_string(),
-                        })
-                    };
-                    let (allot_db, base_db) = (fresh()?, fresh()?);
+                    let (allot_db, base_db) = (databases.fresh(b, "bench")?, databases.fresh(b, "bench")?);
                     let allot = bench_allot(&allot_db, *pool_count, clients, changes_per_client).await?;
                     let base = bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
                     println!(
@@ -279,6 +266,45 @@ async fn setup(store: &Store, pools: usize, total: usize) -> Result<Vec<(String,
         }
     }
     Ok(targets)
+}
+
+/// Fresh databases for a benchmark's runs: SQLite files in a temporary
+/// directory, or databases of one throwaway PostgreSQL cluster, started only
+/// when a PostgreSQL backend is asked for.
+pub struct FreshDatabases {
+    pg: Option<allot_pgtemp::PgCluster>,
+    tmp: tempfile::TempDir,
+    made: usize,
+}
+
+impl FreshDatabases {
+    pub fn for_backends(backends: &[&str]) -> Result<FreshDatabases> {
+        let pg = if backends.contains(&"postgres") {
+            Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
+        } else {
+            None
+        };
+        Ok(FreshDatabases {
+            pg,
+            tmp: tempfile::tempdir()?,
+            made: 0,
+        })
+    }
+
+    /// The temporary directory (benchmarks keep their files there too).
+    pub fn dir(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
+    /// A new, empty database of `backend`, named `<prefix><n>`.
+    pub fn fresh(&mut self, backend: &str, prefix: &str) -> Result<String> {
+        self.made += 1;
+        let name = format!("{prefix}{}", self.made);
+        Ok(match (backend, &self.pg) {
+            ("postgres", Some(c)) => c.create_database(&name).map_err(msg)?,
+            _ => self.tmp.path().join(format!("{name}.db")).to_string_lossy().to_string(),
+        })
+    }
 }
 
 /// The backends a `--backend` value names.

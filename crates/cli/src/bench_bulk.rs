@@ -194,23 +194,10 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
     println!();
     println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB |");
     println!("|---|---|---|---|---|---|---|---|");
-    let pg = if backends.contains(&"postgres") {
-        Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
-    } else {
-        None
-    };
-    let tmp = tempfile::tempdir()?;
-    let mut k = 0;
+    let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         for &n in users {
-            let mut fresh = || -> Result<String> {
-                k += 1;
-                Ok(match (*b, &pg) {
-                    ("postgres", Some(c)) => c.create_database(&format!("bulk{k}")).map_err(msg)?,
-                    _ => tmp.path().join(format!("bulk{k}.db")).to_string_lossy().to_string(),
-                })
-            };
-            let (allot_db, base_db) = (fresh()?, fresh()?);
+            let (allot_db, base_db) = (databases.fresh(b, "bulk")?, databases.fresh(b, "bulk")?);
             let (allot, _job, rss_before) = allot_run(&allot_db, n).await?;
             let rss = peak_rss_mb();
             let base = baseline_run(&base_db, n).await?;

@@ -371,25 +371,12 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
     println!();
     println!("| backend | users | file MB | export s | baseline export s | ratio | import dry run s | import apply s | import total s | baseline parse+write s | ratio | RSS at start MB | peak RSS export MB | peak RSS import MB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let pg = if backends.contains(&"postgres") {
-        Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
-    } else {
-        None
-    };
-    let tmp = tempfile::tempdir()?;
-    let mut k = 0;
+    let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         for &n in users {
-            let mut fresh = || -> Result<String> {
-                k += 1;
-                Ok(match (*b, &pg) {
-                    ("postgres", Some(c)) => c.create_database(&format!("csv{k}")).map_err(msg)?,
-                    _ => tmp.path().join(format!("csv{k}.db")).to_string_lossy().to_string(),
-                })
-            };
-            let (allot_db, base_db) = (fresh()?, fresh()?);
-            let a = allot_run(&allot_db, n, tmp.path()).await?;
-            let (base_export, base_import) = baseline_run(&base_db, n, tmp.path()).await?;
+            let (allot_db, base_db) = (databases.fresh(b, "csv")?, databases.fresh(b, "csv")?);
+            let a = allot_run(&allot_db, n, databases.dir()).await?;
+            let (base_export, base_import) = baseline_run(&base_db, n, databases.dir()).await?;
             let total = a.dry + a.apply;
             println!(
                 "| {b} | {n} | {:.0} | {:.2} | {:.2} | {:.1}x | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}x | {} | {} | {} |",

@@ -114,17 +114,9 @@ pub async fn run(backend: &str, customers: usize, subscriptions: usize, requests
     println!();
     println!("| backend | filter | matches on page | p50 ms | p99 ms | baseline p50 ms | baseline p99 ms |");
     println!("|---|---|---|---|---|---|---|");
-    let pg = if backends.contains(&"postgres") {
-        Some(allot_pgtemp::PgCluster::start(true).map_err(|e| msg(format!("cannot start PostgreSQL: {e}")))?)
-    } else {
-        None
-    };
-    let tmp = tempfile::tempdir()?;
+    let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
-        let database = match (*b, &pg) {
-            ("postgres", Some(c)) => c.create_database("customers").map_err(msg)?,
-            _ => tmp.path().join("customers.db").to_string_lossy().to_string(),
-        };
+        let database = databases.fresh(b, "customers")?;
         let store = Store::open(
             &database,
             StoreOptions {
