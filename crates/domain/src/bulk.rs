@@ -263,11 +263,7 @@ pub fn change_for_user(req: &LicenseJobRequest, held: &[Held], mapping: &[(Produ
             });
         }
     }
-    if change.add.is_empty() && change.remove.is_empty() {
-        None
-    } else {
-        Some(change)
-    }
+    change.unless_empty()
 }
 
 /// Seats one product (on one subscription, or on any) needs for a job, and

@@ -332,15 +332,12 @@ pub fn row_change(
             }
         }
     }
-    if add.is_empty() && remove.is_empty() {
-        None
-    } else {
-        Some(LicenseChange {
-            add,
-            remove,
-            add_required: false,
-        })
+    LicenseChange {
+        add,
+        remove,
+        add_required: false,
     }
+    .unless_empty()
 }
 
 /// What a `csv_import` job stores: its rows are in the job's chunks.

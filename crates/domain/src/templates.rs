@@ -62,15 +62,12 @@ pub fn template_change(licenses: &[TemplateLicense], held: &[Held], retain_exist
             }
         }
     }
-    if add.is_empty() && remove.is_empty() {
-        None
-    } else {
-        Some(LicenseChange {
-            add,
-            remove,
-            add_required: false,
-        })
+    LicenseChange {
+        add,
+        remove,
+        add_required: false,
     }
+    .unless_empty()
 }
 
 #[cfg(test)]

@@ -137,6 +137,18 @@ pub struct LicenseChange {
     pub add_required: bool,
 }
 
+impl LicenseChange {
+    /// Adds and removes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// The change, or `None` when there is nothing to do.
+    pub fn unless_empty(self) -> Option<LicenseChange> {
+        (!self.is_empty()).then_some(self)
+    }
+}
+
 /// Everything the planner reads. `pools` are the org's pools for the products
 /// that may be added (including required ones), in the order automatic seat
 /// choice should prefer them; `catalogue` holds at least every product the
@@ -440,7 +452,7 @@ pub fn count_plan_in(pools: &mut [Pool], plan: &LicensePlan) {
 /// Decide a licence change for one user. Returns the plan, or every reason
 /// the change is refused (never only the first).
 pub fn plan_license_change(input: &PlanInput<'_>, change: &LicenseChange) -> Result<LicensePlan, Vec<Violation>> {
-    if change.add.is_empty() && change.remove.is_empty() {
+    if change.is_empty() {
         return Err(vec![Violation::new(Code::ValidationFailed, "The change adds and removes nothing.")
             .user(input.user.email.clone())
             .field("add")]);
