@@ -629,13 +629,25 @@ async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq
     }
     let today = st.clock.today();
     let now = st.clock.now();
-    in_transaction!(st.store, |tx| {
-        let chunk = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
-        let plans = plan_locked(&mut tx, job, setting, &chunk, today).await?;
-        let write = ChunkWrite::of(tx.backend(), job, setting, seq, &plans, now);
-        write_chunk(&mut tx, job, owner, setting, &plans, write, now).await
-    })?;
+    in_transaction!(st.store, |tx| write_chunk_locked(&mut tx, job, owner, setting, seq, today, now)
+        .await)?;
     Ok(ChunkRun::Done)
+}
+
+/// A chunk locked, read, planned and written in the caller's transaction.
+async fn write_chunk_locked(
+    tx: &mut Tx,
+    job: &Job,
+    owner: &str,
+    setting: &Setting,
+    seq: i64,
+    today: chrono::NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let chunk = jobs::chunk_users(tx, &job.org, &job.id, seq).await?;
+    let plans = plan_locked(tx, job, setting, &chunk, today).await?;
+    let write = ChunkWrite::of(tx.backend(), job, setting, seq, &plans, now);
+    write_chunk(tx, job, owner, setting, &plans, write, now).await
 }
 
 /// Plans a chunk inside the write transaction: lock first, then read, so a
@@ -675,7 +687,6 @@ async fn write_chunk(
 /// A chunk read and planned on a read snapshot ahead of the writer.
 struct PlannedAhead {
     seq: i64,
-    chunk: Vec<String>,
     /// The licence versions the plans were made from, claimed when written.
     versions: Vec<(String, i64)>,
     plans: ChunkPlans,
@@ -705,7 +716,6 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
     let write = ChunkWrite::of(st.store.backend(), job, setting, seq, &plans, now);
     Ok(PlannedAhead {
         seq,
-        chunk,
         versions,
         plans,
         write,
@@ -723,7 +733,7 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
 /// same kind of snapshot a single change is refused on, a seat refusal or a
 /// seat choice on current counts. Returns whether the plan ahead was used.
 async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting, ahead: PlannedAhead) -> Result<bool, Error> {
-    let (seq, chunk) = (ahead.seq, ahead.chunk.clone());
+    let seq = ahead.seq;
     let mut ahead = Some(ahead);
     in_transaction!(st.store, |tx| {
         // Only the first attempt may use it: a retry follows a conflict.
@@ -742,10 +752,7 @@ async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting,
             Some(a) => write_chunk(&mut tx, job, owner, setting, &a.plans, a.write, a.now).await?,
             None => {
                 tracing::debug!(job = %job.id, seq, "chunk planned again in its transaction");
-                let now = st.clock.now();
-                let plans = plan_locked(&mut tx, job, setting, &chunk, st.clock.today()).await?;
-                let write = ChunkWrite::of(tx.backend(), job, setting, seq, &plans, now);
-                write_chunk(&mut tx, job, owner, setting, &plans, write, now).await?;
+                write_chunk_locked(&mut tx, job, owner, setting, seq, st.clock.today(), st.clock.now()).await?;
             }
         }
         Ok::<_, StoreError>(used)
