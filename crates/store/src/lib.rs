@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod customers;
 mod db;
 pub mod jobs;
+pub mod licence_epochs;
 pub mod licenses;
 mod migrations;
 pub mod purchases;

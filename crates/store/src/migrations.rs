@@ -4,7 +4,19 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7)];
+
+/// Per org, how many licence writes of each kind it has had (see
+/// `licence_epochs`): a bulk chunk planned ahead checks one row instead of
+/// claiming 5,000 versions.
+const V7: &str = r#"
+CREATE TABLE licence_epochs (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    versioned BIGINT NOT NULL,
+    ahead BIGINT NOT NULL,
+    PRIMARY KEY (org_id)
+);
+"#;
 
 /// A user's licence-set version lives in a narrow table of its own: a bulk
 /// chunk claims 5,000 of them per commit, and bumping a 40-byte row costs

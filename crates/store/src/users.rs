@@ -168,7 +168,8 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
     .collect()
 }
 
-/// Claims the licence-set version a plan was made from. On PostgreSQL this
+/// Claims the licence-set version a plan was made from, and counts a
+/// versioned write (see [`crate::licence_epochs`]). On PostgreSQL this
 /// also locks the user's version row until commit. A concurrent change that claimed it
 /// first makes this a `Retry`: plan again on fresh data.
 pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64) -> Result<(), StoreError> {
@@ -179,7 +180,7 @@ pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i6
         )
         .await?;
     if n == 1 {
-        Ok(())
+        crate::licence_epochs::note_versioned_write(tx, org).await
     } else {
         Err(StoreError::Retry(format!(
             "the licences of user {id} changed while the change was planned"
@@ -313,9 +314,11 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
     write_links(tx, org, u).await
 }
 
+/// Deletes a user (its licence version goes with it); a versioned write,
+/// so that a chunk planned ahead with this user is planned again.
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
     tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
-    Ok(())
+    crate::licence_epochs::note_versioned_write(tx, org).await
 }
 
 /// Which of the given site ids belong to the org, and which group ids.
@@ -342,79 +345,23 @@ pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[S
     Ok(missing)
 }
 
-/// The licence-set versions of those of `ids` that exist, for planning a
-/// batch outside the write transaction (see [`claim_licence_versions`]).
-pub async fn licence_versions(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
-    tx.rows_packed(
-        &["user_id, version"],
-        &format!("FROM licence_versions WHERE org_id = $1 AND {ids_in}"),
-        &vals,
-    )
-    .await?
-    .iter()
-    .map(|r| Ok((r.text(0)?, r.int(1)?)))
-    .collect()
-}
-
-/// Claims the versions a batch was planned from, all or none: `false` when
-/// any user's licences changed since (or the user is gone), and the caller
-/// must plan again under [`lock_licences`] in the same transaction (the
-/// versions claimed meanwhile only move on once more).
-pub async fn claim_licence_versions(tx: &mut Tx, org: &str, versions: &[(String, i64)]) -> Result<bool, StoreError> {
-    if versions.is_empty() {
-        return Ok(true);
-    }
-    let claimed = match tx.backend() {
-        Backend::Postgres => {
-            let ids: Vec<&str> = versions.iter().map(|(id, _)| id.as_str()).collect();
-            let at = Val::Ints(versions.iter().map(|(_, v)| Some(*v)).collect());
-            tx.exec(
-                "UPDATE licence_versions l SET version = l.version + 1 \
-                 FROM unnest($2::text[], $3::bigint[]) AS c(id, v) \
-                 WHERE l.org_id = $1 AND l.user_id = c.id AND l.version = c.v",
-                &[Val::from(org), Val::texts(&ids), at],
-            )
-            .await?
-        }
-        Backend::Sqlite => {
-            // `id IN` finds the rows by key; the version is checked against
-            // a second list of "id:version" (ids are Allot's own and hold no
-            // colon). Matching the pairs as row values instead made SQLite
-            // read both lists per row: 12 ms instead of 6 ms for 5,000 users.
-            let ids: Vec<&str> = versions.iter().map(|(id, _)| id.as_str()).collect();
-            let keys: Vec<String> = versions.iter().map(|(id, v)| format!("{id}:{v}")).collect();
-            tx.exec(
-                &format!(
-                    "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {} \
-                     AND user_id || ':' || version IN (SELECT value FROM json_each($3))",
-                    tx.any_of("user_id", 2)
-                ),
-                &[Val::from(org), Val::texts(&ids), Val::texts(&keys)],
-            )
-            .await?
-        }
-    };
-    Ok(claimed == versions.len() as u64)
-}
-
 /// Locks many users' licence sets for a batch: bumps each licence version
 /// (on PostgreSQL this row-locks their version rows until commit, so a single change
-/// planned earlier fails its version claim and plans again). Returns the ids
-/// that exist.
+/// planned earlier fails its version claim and plans again), and counts a
+/// versioned write (see [`crate::licence_epochs`]). Returns the ids that exist.
 pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
     let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
-    tx.exec(
-        &format!("UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
-        &vals,
-    )
-    .await
+    let locked = tx
+        .exec(
+            &format!("UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
+            &vals,
+        )
+        .await?;
+    crate::licence_epochs::note_versioned_write(tx, org).await?;
+    Ok(locked)
 }
 
 /// Many users with the sites each administers (site admins only for those

@@ -15,6 +15,7 @@ use allot_domain::planner::{
 };
 use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error, Violation};
+use allot_store::licence_epochs::{self, LicenceEpoch};
 use allot_store::{backoff, catalogue, finish, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
 
 use crate::auth::Ctx;
@@ -144,6 +145,8 @@ struct Snapshot {
     org_facts: OrgFacts,
     user: UserFacts,
     version: i64,
+    /// The org's licence-write counts, read before anything else.
+    epoch: LicenceEpoch,
     assignments: Vec<licenses::Assignment>,
     catalogue: HashMap<ProductCode, Product>,
     pools: Vec<Pool>,
@@ -151,6 +154,9 @@ struct Snapshot {
 
 /// The caller has checked scope and role for `org`.
 async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
+    // First: a chunk written between this and the reads below (no snapshot
+    // isolation on a read connection) then only makes the write plan again.
+    let epoch = licence_epochs::read(rd, &org.id).await?;
     let (user, version) = users::licence_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
@@ -203,6 +209,7 @@ async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &
         org_facts,
         user,
         version,
+        epoch,
         assignments,
         catalogue,
         pools,
@@ -210,8 +217,9 @@ async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &
 }
 
 /// Applies a plan made from `snap`: claims the user's licence version (a
-/// concurrent change of the same user makes the whole attempt start over),
-/// then takes and releases seats through the guarded counters.
+/// concurrent change of the same user, or a bulk chunk written since, makes
+/// the whole attempt start over), then takes and releases seats through the
+/// guarded counters.
 async fn write_plan(
     tx: &mut Tx,
     who: &allot_store::audit::Actor,
@@ -221,6 +229,12 @@ async fn write_plan(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let (org, user) = (&snap.org, &snap.user);
+    if licence_epochs::chunk_written_since(tx, org, snap.epoch).await? {
+        return Err(StoreError::Retry(format!(
+            "a bulk chunk changed licences in org {org} while the change of user {} was planned",
+            user.id
+        )));
+    }
     users::claim_licence_version(tx, org, &user.id, snap.version).await?;
     let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
@@ -307,15 +321,31 @@ pub async fn change_licenses(
         let now = st.clock.now();
         let today = st.clock.today();
         let (tx, result) = if attempt < OPTIMISTIC_ATTEMPTS {
-            let snap = {
+            let (org, snap) = {
                 let mut rd = st.store.read_conn().await?;
                 let org = ctx.org(&mut rd, org_id, Action::WriteLicenses).await?;
-                read_snapshot(&mut rd, &org, user_id, change).await?
+                let snap = read_snapshot(&mut rd, &org, user_id, change).await?;
+                (org, snap)
             };
             let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
             let mut tx = st.store.begin_in_org(&snap.org).await?;
-            let result = write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await;
-            (tx, result.map(|()| (snap, plan)))
+            let result = async {
+                // A bulk chunk planned ahead was written meanwhile (SQLite):
+                // plan again here, where the writer's transaction sees it.
+                // Starting over would queue behind the job's next chunk and
+                // meet the same again, chunk after chunk.
+                let (snap, plan) = if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.epoch).await? {
+                    let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
+                    let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
+                    (snap, plan)
+                } else {
+                    (snap, plan)
+                };
+                write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await?;
+                Ok((snap, plan))
+            }
+            .await;
+            (tx, result)
         } else {
             // Not the org's lane: a lane's shared transaction may already
             // hold a seat counter that a bulk chunk holding this user waits

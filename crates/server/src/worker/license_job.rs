@@ -13,6 +13,7 @@ use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
 use allot_store::jobs::{self, ChunkDone, Job};
+use allot_store::licence_epochs::{self, LicenceEpoch};
 use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, Backend, StoreError, Tx};
 
@@ -687,8 +688,8 @@ async fn write_chunk(
 /// A chunk read and planned on a read snapshot ahead of the writer.
 struct PlannedAhead {
     seq: i64,
-    /// The licence versions the plans were made from, claimed when written.
-    versions: Vec<(String, i64)>,
+    /// The org's licence-write counts the plans were made on.
+    epoch: LicenceEpoch,
     plans: ChunkPlans,
     /// Its audit events and results, built at `now`.
     write: ChunkWrite,
@@ -697,26 +698,24 @@ struct PlannedAhead {
     pools: Vec<Pool>,
 }
 
-/// Reads a chunk's users, their licences and versions in one snapshot and
-/// plans them against `pools` (read from the snapshot when `None`).
+/// Reads a chunk's users and their licences in one snapshot and plans them
+/// against `pools` (read from the snapshot when `None`).
 async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools: Option<Vec<Pool>>) -> Result<PlannedAhead, Error> {
     let today = st.clock.today();
     let now = st.clock.now();
     let mut rd = st.store.begin_read().await?;
+    let epoch = licence_epochs::read(&mut rd, &job.org).await?;
     let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
     let mut pools = match pools {
         Some(p) => p,
         None => self::pools(&mut rd, job, setting).await?,
     };
-    // Versions before licences would do without a snapshot too: a change
-    // landing in between only makes the claim fail.
-    let versions = users::licence_versions(&mut rd, &job.org, &chunk).await?;
     let plans = plan_chunk(&mut rd, job, setting, &chunk, &mut pools, today).await?;
     rd.commit().await?;
     let write = ChunkWrite::of(st.store.backend(), job, setting, seq, &plans, now);
     Ok(PlannedAhead {
         seq,
-        versions,
+        epoch,
         plans,
         write,
         now,
@@ -724,38 +723,46 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
     })
 }
 
-/// Writes a chunk planned ahead. Its plans are used when none of its users
-/// changed since (their versions are claimed) and nobody was refused for
-/// want of a seat; otherwise (a user changed or gone, a refusal for seats
-/// that others may have freed since, or a pool that filled meanwhile, which
-/// the guarded counters report) the chunk is planned again inside the
-/// transaction as `run_chunk` does. A refusal by the rules thus rests on the
-/// same kind of snapshot a single change is refused on, a seat refusal or a
-/// seat choice on current counts. Returns whether the plan ahead was used.
-async fn write_planned(st: &AppState, job: &Job, owner: &str, setting: &Setting, ahead: PlannedAhead) -> Result<bool, Error> {
+/// Writes a chunk planned ahead. Its plans are used when no other licence
+/// write of the org landed since its snapshot but this job's previous chunk
+/// (`own_last`, see [`licence_epochs::claim_chunk_ahead`]) and nobody was
+/// refused for want of a seat; otherwise (a single change or another job
+/// meanwhile, a refusal for seats that others may have freed since, or a
+/// pool that filled meanwhile, which the guarded counters report) the chunk
+/// is planned again inside the transaction as `run_chunk` does. A refusal by
+/// the rules thus rests on the same kind of snapshot a single change is
+/// refused on, a seat refusal or a seat choice on current counts. Returns
+/// the org's count of chunks planned ahead after this one when its plans
+/// were used.
+async fn write_planned(
+    st: &AppState,
+    job: &Job,
+    owner: &str,
+    setting: &Setting,
+    ahead: PlannedAhead,
+    own_last: Option<i64>,
+) -> Result<Option<i64>, Error> {
     let seq = ahead.seq;
     let mut ahead = Some(ahead);
     in_transaction!(st.store, |tx| {
         // Only the first attempt may use it: a retry follows a conflict.
         let usable = match ahead.take() {
-            Some(a) if a.plans.short_of_seats == 0 => {
-                if users::claim_licence_versions(&mut tx, &job.org, &a.versions).await? {
-                    Some(a)
-                } else {
-                    None
-                }
-            }
+            Some(a) if a.plans.short_of_seats == 0 => licence_epochs::claim_chunk_ahead(&mut tx, &job.org, a.epoch, own_last)
+                .await?
+                .map(|count| (count, a)),
             _ => None,
         };
-        let used = usable.is_some();
         match usable {
-            Some(a) => write_chunk(&mut tx, job, owner, setting, &a.plans, a.write, a.now).await?,
+            Some((count, a)) => {
+                write_chunk(&mut tx, job, owner, setting, &a.plans, a.write, a.now).await?;
+                Ok::<_, StoreError>(Some(count))
+            }
             None => {
                 tracing::debug!(job = %job.id, seq, "chunk planned again in its transaction");
                 write_chunk_locked(&mut tx, job, owner, setting, seq, st.clock.today(), st.clock.now()).await?;
+                Ok(None)
             }
         }
-        Ok::<_, StoreError>(used)
     })
 }
 
@@ -771,6 +778,7 @@ async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting,
         return Ok(ChunkRun::Done);
     };
     let mut ahead = plan_ahead(st, job, setting, first, None).await?;
+    let mut own_last = None;
     let shared = std::sync::Arc::new(setting.clone());
     loop {
         if cancelled(st, job).await? {
@@ -784,7 +792,7 @@ async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting,
             let (st, job, setting) = (st.clone(), job.clone(), shared.clone());
             tokio::spawn(async move { plan_ahead(&st, &job, &setting, seq, Some(pools)).await })
         });
-        let written = write_planned(st, job, owner, setting, ahead).await;
+        let written = write_planned(st, job, owner, setting, ahead, own_last).await;
         let read = match read_next {
             Some(task) => Some(
                 task.await
@@ -792,10 +800,10 @@ async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting,
             ),
             None => None,
         };
-        let used_plan_ahead = written?;
+        own_last = written?;
         ahead = match (read, next) {
             (None, _) | (_, None) => return Ok(ChunkRun::Done),
-            (Some(r), Some(_)) if used_plan_ahead => r?,
+            (Some(r), Some(_)) if own_last.is_some() => r?,
             (Some(_), Some(seq)) => plan_ahead(st, job, setting, seq, None).await?,
         };
     }

@@ -55,7 +55,11 @@ async fn sixty_four_changes_fifty_seats(backend: Backend) {
     assert_eq!(app.mismatches().await, 0);
 }
 
-both_backends!(concurrent_changes_of_one_user);
+both_backends!(
+    concurrent_changes_of_one_user,
+    single_changes_while_a_long_job_runs,
+    a_change_planned_before_a_chunk_was_written_sees_it
+);
 
 /// Changes of one user planned at the same time: each is planned from what
 /// the user holds, so exactly one add of a product wins and the rest are told
@@ -275,4 +279,157 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
         assert_eq!(over[0].int(0).unwrap(), 0, "seed {seed}: a pool is oversold");
         eprintln!("seed {seed}: {totals:?} single/bulk/read/import calls, invariants hold");
     }
+}
+
+/// Single changes of the users of a job of several chunks, while it runs:
+/// on SQLite the chunks are planned ahead of the writer, so changes land
+/// between a chunk's plan and its write, and chunks between a single
+/// change's plan and its write. Each side must see the other: every user
+/// is processed once, counters equal rows, nobody holds a product twice,
+/// and the users no single change touched all got the product.
+async fn single_changes_while_a_long_job_runs(backend: Backend) {
+    const USERS: usize = 12_000;
+    let app = spawn(backend).await;
+    product(&app, "messaging", "messaging").await;
+    product(&app, "meetings", "meetings").await;
+    let org = org(&app, "Long Job AB", None).await;
+    subscription(
+        &app,
+        &org,
+        json!([{ "product": "messaging", "quantity": USERS + 100 }, { "product": "meetings", "quantity": 500 }]),
+    )
+    .await;
+    let users = many_users(&app, &org, "long", "long.example", USERS, None).await;
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{org}/license-jobs"),
+            &app.admin,
+            json!({ "users": users, "add": [{ "product": "messaging" }] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+    let id = r.body["job"]["id"].as_str().unwrap().to_string();
+    let clients = (0..3u64).map(|c| {
+        let (app, org, users, id) = (&app, &org, &users, &id);
+        async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c + 1));
+            let mut touched = Vec::new();
+            loop {
+                let j = app.get(&format!("/api/v1/jobs/{id}"), &app.admin).await.ok();
+                if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+                    break;
+                }
+                // Spread over all chunks, the later ones most of all.
+                let u = &users[rng.below(users.len())];
+                let body = match rng.below(3) {
+                    0 => json!({ "remove": [{ "product": "messaging" }] }),
+                    1 => json!({ "add": [{ "product": "messaging" }] }),
+                    _ => json!({ "add": [{ "product": "meetings" }] }),
+                };
+                let r = app.post(&format!("/api/v1/orgs/{org}/users/{u}/licenses"), &app.admin, body).await;
+                assert!(
+                    r.status.as_u16() == 200 || r.status.as_u16() == 422,
+                    "single change during the job: {} {}",
+                    r.status,
+                    r.body
+                );
+                touched.push(u.clone());
+                // Paced, so that some chunks go through without a change
+                // landing meanwhile (and are written from their plan
+                // ahead) while single changes still meet chunks written
+                // since their own plan.
+                tokio::time::sleep(std::time::Duration::from_millis(100 + rng.below(300) as u64)).await;
+            }
+            touched
+        }
+    });
+    let touched: std::collections::HashSet<String> = join_all(clients).await.into_iter().flatten().collect();
+    assert!(!touched.is_empty(), "no single change ran while the job did");
+    let j = finished_job(&app, &id).await;
+    assert!(matches!(j["state"].as_str(), Some("succeeded" | "completed_with_errors")), "{j}");
+    assert_eq!(j["progress"]["done"], USERS as i64, "{j}");
+    let results = job_results(&app, &id).await;
+    let processed: std::collections::HashSet<&str> = results.iter().filter_map(|r| r["user"].as_str()).collect();
+    assert_eq!((results.len(), processed.len()), (USERS, USERS), "every user once");
+    for r in &results {
+        let user = r["user"].as_str().unwrap_or_default();
+        assert!(
+            r["outcome"] == "ok" || touched.contains(user),
+            "only a user changed meanwhile may end other than ok: {r}"
+        );
+    }
+
+    assert_eq!(app.mismatches().await, 0, "a counter differs from its rows");
+    let mut rd = app.store.begin_read().await.unwrap();
+    let dup = rd
+        .rows(
+            "SELECT COUNT(*) FROM (SELECT user_id, product FROM assignments GROUP BY user_id, product HAVING COUNT(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dup[0].int(0).unwrap(), 0, "a user holds a product twice");
+    let holders: std::collections::HashSet<String> = rd
+        .rows("SELECT user_id FROM assignments WHERE product = 'messaging'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.text(0).unwrap())
+        .collect();
+    let missing = users.iter().filter(|u| !touched.contains(*u) && !holders.contains(*u)).count();
+    assert_eq!(missing, 0, "users no single change touched all got the product");
+}
+
+/// A single change planned before a bulk chunk took the same user, and
+/// written after it: the test holds the writer with a chunk's write (the
+/// user's seat, the org's count of chunks planned ahead, no version bump),
+/// the change plans meanwhile, then waits for the writer. It must see the
+/// chunk: refused as already held, one seat taken, not two.
+async fn a_change_planned_before_a_chunk_was_written_sees_it(backend: Backend) {
+    use allot_store::licence_epochs;
+    let app = spawn(backend).await;
+    product(&app, "messaging", "messaging").await;
+    let org = org(&app, "Overtaken AB", None).await;
+    let sub = subscription(&app, &org, json!([{ "product": "messaging", "quantity": 5 }])).await;
+    let user = many_users(&app, &org, "late", "late.example", 1, None).await.remove(0);
+
+    let mut chunk = app.store.begin().await.expect("begin");
+    let seen = licence_epochs::read(&mut chunk, &org).await.expect("epoch");
+    // None on PostgreSQL, which plans no chunk ahead; its row locks order the two there.
+    licence_epochs::claim_chunk_ahead(&mut chunk, &org, seen, None)
+        .await
+        .expect("claim");
+    chunk
+        .exec(
+            "INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) \
+             VALUES ($1, $2, 'messaging', $3, '{}', '2026-11-30T00:00:00.000000Z')",
+            &[
+                allot_store::Val::from(&org),
+                allot_store::Val::from(&user),
+                allot_store::Val::from(&sub),
+            ],
+        )
+        .await
+        .expect("the chunk's assignment");
+    chunk
+        .exec(
+            "UPDATE subscription_items SET consumed = consumed + 1 WHERE org_id = $1 AND subscription_id = $2",
+            &[allot_store::Val::from(&org), allot_store::Val::from(&sub)],
+        )
+        .await
+        .expect("the chunk's seat");
+    let path = format!("/api/v1/orgs/{org}/users/{user}/licenses");
+    let change = app.post(&path, &app.admin, json!({ "add": [{ "product": "messaging" }] }));
+    let write = async {
+        // Long enough for the change to read and plan; it then waits.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        chunk.commit().await.expect("commit the chunk");
+    };
+    let (r, ()) = tokio::join!(change, write);
+    r.problem(422, "already_assigned");
+    let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
+    assert_eq!(s["items"][0]["consumed"], 1, "{s}");
+    assert_eq!(app.mismatches().await, 0);
+    let held = app.get(&format!("/api/v1/orgs/{org}/users/{user}/licenses"), &app.admin).await.ok();
+    assert_eq!(held["items"].as_array().map(Vec::len), Some(1), "{held}");
 }

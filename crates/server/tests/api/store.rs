@@ -7,7 +7,7 @@ use crate::both_backends;
 use crate::kit::{many_users, spawn, world, Backend};
 
 both_backends!(bulk_rows_round_trip_every_value);
-both_backends!(a_batch_claims_the_versions_it_was_planned_from_or_none);
+both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences);
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
 
 /// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
@@ -132,64 +132,128 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
     assert!(d1.is_none(), "a failed batch leaves nothing behind");
 }
 
-/// A bulk chunk planned ahead of the writer claims the licence versions it
-/// read: all of them when none moved, none when any moved or the user is
-/// gone (the chunk is then planned again in its transaction).
-async fn a_batch_claims_the_versions_it_was_planned_from_or_none(backend: Backend) {
+/// The licence-write counts that let a bulk chunk planned ahead skip
+/// claiming its users' versions (allot_store::licence_epochs). On SQLite a
+/// chunk planned ahead is written only if no licence write but its own
+/// job's previous chunk landed since its snapshot, and a single change
+/// learns of any chunk written since its own; PostgreSQL never plans a
+/// chunk ahead and keeps no counts.
+async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(backend: Backend) {
+    use allot_store::licence_epochs::{self, LicenceEpoch};
     use allot_store::users;
     let app = spawn(backend).await;
     let store = &app.store;
     let w = world(&app).await;
-    let ids = many_users(&app, &w.org, "claim", "claim.example", 300, None).await;
-    let mut planned = versions_of(store, &w.org, &ids).await;
-    planned.sort();
-    assert_eq!(planned.len(), 300);
-    assert!(planned.iter().all(|(_, v)| *v == 0));
-    // Unknown ids and other tenants' users are not read.
+    let ids = many_users(&app, &w.org, "epoch", "epoch.example", 3, None).await;
     let other = crate::kit::org(&app, "Customer B", None).await;
-    let theirs = many_users(&app, &other, "theirs", "b.example", 2, None).await;
-    assert!(
-        users::licence_versions(&mut store.read_conn().await.expect("read"), &w.org, &theirs)
+    let read = |org: String| async move {
+        licence_epochs::read(&mut store.begin_read().await.expect("read"), &org)
             .await
-            .expect("versions")
-            .is_empty()
-    );
+            .expect("epoch")
+    };
+    let claim = |seen: LicenceEpoch, own_last: Option<i64>| {
+        let org = w.org.clone();
+        async move { in_transaction!(store, |tx| licence_epochs::claim_chunk_ahead(&mut tx, &org, seen, own_last).await).expect("claim") }
+    };
+    let versioned_writes = ["a single change's version claim", "a batch locking its users", "a user's deletion"];
 
-    // Nobody moved: every version is claimed, and each moves on by one.
-    let claimed = in_transaction!(store, |tx| users::claim_licence_versions(&mut tx, &w.org, &planned).await).expect("claim");
-    assert!(claimed);
-    let mut now = versions_of(store, &w.org, &ids).await;
-    now.sort();
-    assert!(now.iter().all(|(_, v)| *v == 1), "{:?}", &now[..3]);
-
-    // The same claim again is stale for all: nothing moves.
-    let again = in_transaction!(store, |tx| users::claim_licence_versions(&mut tx, &w.org, &planned).await).expect("claim");
-    assert!(!again);
-
-    // One user changed since the read (a single change, say): the claim of
-    // the batch fails as a whole, and the caller's rollback keeps the rest.
-    let fresh = versions_of(store, &w.org, &ids).await;
-    in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids[7..8]).await).expect("lock one");
-    let mut tx = store.begin().await.expect("begin");
-    assert!(!users::claim_licence_versions(&mut tx, &w.org, &fresh).await.expect("claim"));
-    tx.rollback().await.expect("rollback");
-    let after = versions_of(store, &w.org, &ids).await;
-    for (id, v) in &after {
-        let want = if id == &ids[7] { 2 } else { 1 };
-        assert_eq!(*v, want, "version of {id}");
+    if backend == Backend::Postgres {
+        // Every check passes and nothing is counted: the per-user versions
+        // and their row locks are the whole protocol there.
+        let seen = read(w.org.clone()).await;
+        assert_eq!(seen, LicenceEpoch::default());
+        assert_eq!(claim(seen, None).await, None, "PostgreSQL plans no chunk ahead");
+        in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids).await).expect("lock");
+        assert_eq!(read(w.org.clone()).await, LicenceEpoch::default());
+        let mut tx = store.begin().await.expect("begin");
+        assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, seen).await.expect("check"));
+        return;
     }
 
-    // A user of another org named with this org's versions is not claimed.
-    let mut with_theirs = after.clone();
-    with_theirs.push((theirs[0].clone(), 0));
+    // A first chunk, nothing else since its snapshot: written, counted.
+    let s0 = read(w.org.clone()).await;
+    assert_eq!(s0, LicenceEpoch::default(), "an org without writes counts zero");
+    assert_eq!(claim(s0, None).await, Some(1));
+    // The next chunk was planned while the first was written: its snapshot
+    // missed only its own job's previous chunk.
+    assert_eq!(claim(s0, Some(1)).await, Some(2));
+    // A snapshot from before two of them missed a chunk it cannot account for.
+    assert_eq!(claim(s0, Some(2)).await, None);
+    let s2 = read(w.org.clone()).await;
+    assert_eq!(s2, LicenceEpoch { versioned: 0, ahead: 2 });
+    // A claim rolled back counts nothing.
     let mut tx = store.begin().await.expect("begin");
-    assert!(!users::claim_licence_versions(&mut tx, &w.org, &with_theirs).await.expect("claim"));
+    assert_eq!(
+        licence_epochs::claim_chunk_ahead(&mut tx, &w.org, s2, Some(2))
+            .await
+            .expect("claim"),
+        Some(3)
+    );
     tx.rollback().await.expect("rollback");
+    assert_eq!(read(w.org.clone()).await, s2);
+
+    // Each versioned write since the snapshot makes the chunk plan again.
+    for (i, what) in versioned_writes.iter().enumerate() {
+        let seen = read(w.org.clone()).await;
+        match i {
+            0 => in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0).await),
+            1 => in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids[1..2]).await.map(|_| ())),
+            _ => in_transaction!(store, |tx| users::delete(&mut tx, &w.org, &ids[2]).await),
+        }
+        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let now = read(w.org.clone()).await;
+        assert_eq!(now.versioned, seen.versioned + 1, "{what} is counted");
+        assert_eq!(claim(seen, Some(2)).await, None, "a chunk planned before {what} is planned again");
+    }
+    // A failed version claim (stale version) counts nothing.
+    let before = read(w.org.clone()).await;
+    assert!(in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0).await).is_err());
+    assert_eq!(read(w.org.clone()).await, before);
+
+    // Another job's chunk since the snapshot: planned again too.
+    let seen = read(w.org.clone()).await;
+    assert_eq!(claim(seen, None).await, Some(3), "the other job's chunk");
+    assert_eq!(claim(seen, Some(2)).await, None);
+
+    // A single change learns of a chunk written since its snapshot, and only then.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(licence_epochs::chunk_written_since(&mut tx, &w.org, seen).await.expect("check"));
+    let fresh = licence_epochs::read(&mut tx, &w.org).await.expect("epoch");
+    assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, fresh).await.expect("check"));
+    tx.rollback().await.expect("rollback");
+
+    // Another org's counts are its own.
+    assert_eq!(read(other.clone()).await, LicenceEpoch::default());
+    assert_eq!(
+        in_transaction!(store, |tx| licence_epochs::claim_chunk_ahead(
+            &mut tx,
+            &other,
+            LicenceEpoch::default(),
+            None
+        )
+        .await)
+        .expect("claim"),
+        Some(1)
+    );
+    assert_eq!(read(w.org.clone()).await.ahead, 3);
 }
 
 async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> Vec<(String, i64)> {
     let mut rd = store.begin_read().await.expect("read");
-    allot_store::users::licence_versions(&mut rd, org, ids).await.expect("versions")
+    let mut got = Vec::new();
+    for id in ids {
+        if let Some(r) = rd
+            .opt_row(
+                "SELECT user_id, version FROM licence_versions WHERE org_id = $1 AND user_id = $2",
+                &[Val::from(org), Val::from(id)],
+            )
+            .await
+            .expect("version")
+        {
+            got.push((r.text(0).expect("id"), r.int(1).expect("version")));
+        }
+    }
+    got
 }
 
 /// Migration 6 moves each user's licence version out of `users` into
