@@ -7,6 +7,12 @@ mod bench_customers;
 mod bench_planner;
 mod demo;
 
+/// A bulk job allocates and frees millions of short strings and rows across
+/// threads; with the system allocator, malloc and free were a sixth of a
+/// 100,000-user job's CPU time (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
