@@ -317,11 +317,14 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536")
-                // Checkpoint after ~40 MB of WAL instead of SQLite's 4 MB: a
+                // Checkpoint after ~100 MB of WAL instead of SQLite's 4 MB: a
                 // bulk job commits every 5,000 users and would otherwise copy
                 // pages back (and fsync the file) every few chunks, often the
-                // same index pages again. 100k users: 1.40 s -> 1.30 s.
-                .pragma("wal_autocheckpoint", "10000");
+                // same index pages again. 100k users: 1.40 s -> 1.30 s at
+                // 10,000 pages; once chunks stopped rewriting 5,000 version
+                // rows, 25,000 pages measured best (BENCHMARKS.md). A commit
+                // that crosses it pays for the checkpoint (~0.1-0.2 s).
+                .pragma("wal_autocheckpoint", "25000");
             let writer = Writer::new(crate::writer::connect(&connect).await?);
             // Readers keep a smaller page cache each: there are many of them,
             // the OS caches the file anyway, and 64 MB apiece let a job that
