@@ -682,6 +682,25 @@ impl Tx {
         }
     }
 
+    /// Defers counting a versioned licence write of `org` to the commit of
+    /// the writer's shared transaction; `false` when this is not a unit of
+    /// it (the caller then counts it at once).
+    pub(crate) fn defer_versioned_write(&mut self, org: &str) -> Result<bool, StoreError> {
+        match self {
+            Tx::Unit(u) if !u.is_postgres() => u.defer_versioned_write(org).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a versioned licence write of `org` in this transaction is
+    /// still to be counted (see [`Tx::defer_versioned_write`]).
+    pub(crate) fn versioned_write_pending(&self, org: &str) -> bool {
+        match self {
+            Tx::Unit(u) => u.versioned_write_pending(org),
+            _ => false,
+        }
+    }
+
     /// The statement as this engine binds it fastest (see [`anonymous_params`]).
     fn for_engine<'a>(&self, sql: &'a str, args: &'a [Val]) -> (Cow<'a, str>, Cow<'a, [Val]>) {
         match self.backend() {

@@ -57,25 +57,28 @@ pub async fn read(tx: &mut Tx, org: &str) -> Result<LicenceEpoch, StoreError> {
     )
 }
 
-/// Counts a versioned write of the org's licences, in the write's own
-/// transaction, so that a chunk planned ahead of it is planned again.
+/// One more versioned write of the org `?1` (SQLite only, hence `?1`).
+pub(crate) const COUNT_VERSIONED_WRITE: &str = "INSERT INTO licence_epochs (org_id, versioned, ahead) VALUES (?1, 1, 0) \
+     ON CONFLICT (org_id) DO UPDATE SET versioned = licence_epochs.versioned + 1";
+
+/// Counts a versioned write of the org's licences in the write's own
+/// transaction, so that a chunk planned ahead of it is planned again. In a
+/// unit of SQLite's shared write transaction it is counted once per org
+/// just before the COMMIT (a single change then adds no statement to the
+/// writer's path); a chunk in the same transaction sees it as pending.
 pub async fn note_versioned_write(tx: &mut Tx, org: &str) -> Result<(), StoreError> {
-    if tx.backend() == Backend::Postgres {
+    if tx.backend() == Backend::Postgres || tx.defer_versioned_write(org)? {
         return Ok(());
     }
-    tx.exec(
-        "INSERT INTO licence_epochs (org_id, versioned, ahead) VALUES ($1, 1, 0) \
-         ON CONFLICT (org_id) DO UPDATE SET versioned = licence_epochs.versioned + 1",
-        args![org],
-    )
-    .await?;
+    tx.exec(COUNT_VERSIONED_WRITE, args![org]).await?;
     Ok(())
 }
 
-/// Whether a bulk chunk planned ahead was written since `seen` (then a
-/// single change planned on that snapshot must plan again).
-pub async fn chunk_written_since(tx: &mut Tx, org: &str, seen: LicenceEpoch) -> Result<bool, StoreError> {
-    Ok(read(tx, org).await?.ahead != seen.ahead)
+/// Whether a bulk chunk planned ahead was written since a snapshot that
+/// saw `seen_ahead` of them (then a single change planned on that snapshot
+/// must plan again).
+pub async fn chunk_written_since(tx: &mut Tx, org: &str, seen_ahead: i64) -> Result<bool, StoreError> {
+    Ok(read(tx, org).await?.ahead != seen_ahead)
 }
 
 /// Claims the right to write a chunk planned ahead on snapshot `seen`, and
@@ -86,7 +89,7 @@ pub async fn chunk_written_since(tx: &mut Tx, org: &str, seen: LicenceEpoch) -> 
 /// chunk must be planned again in its transaction. PostgreSQL does not plan
 /// ahead: there it is always `None`.
 pub async fn claim_chunk_ahead(tx: &mut Tx, org: &str, seen: LicenceEpoch, own_last: Option<i64>) -> Result<Option<i64>, StoreError> {
-    if tx.backend() == Backend::Postgres {
+    if tx.backend() == Backend::Postgres || tx.versioned_write_pending(org) {
         return Ok(None);
     }
     let now = read(tx, org).await?;

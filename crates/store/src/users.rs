@@ -138,13 +138,16 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
     Ok(users.pop())
 }
 
-/// The user (without site-admin roles and groups) and the version of its
-/// licence set, for planning a licence change.
-pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64)>, StoreError> {
+/// The user (without site-admin roles and groups), the version of its
+/// licence set and the org's count of bulk chunks written from plans made
+/// ahead (see [`crate::licence_epochs`]), read together for planning a
+/// licence change.
+pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64, i64)>, StoreError> {
     let Some(row) = tx
         .opt_row(
             &format!(
-                "SELECT {COLUMNS}, v.version FROM users u JOIN licence_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
+                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM licence_epochs e WHERE e.org_id = u.org_id), 0) \
+                 FROM users u JOIN licence_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
                  WHERE u.org_id = $1 AND u.id = $2"
             ),
             args![org, id],
@@ -153,7 +156,7 @@ pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(U
     else {
         return Ok(None);
     };
-    Ok(Some((user_from(&row)?, row.int(6)?)))
+    Ok(Some((user_from(&row)?, row.int(6)?, row.int(7)?)))
 }
 
 /// The sites a user administers.
@@ -169,14 +172,18 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
 }
 
 /// Claims the licence-set version a plan was made from, and counts a
-/// versioned write (see [`crate::licence_epochs`]). On PostgreSQL this
-/// also locks the user's version row until commit. A concurrent change that claimed it
-/// first makes this a `Retry`: plan again on fresh data.
-pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64) -> Result<(), StoreError> {
+/// versioned write (see [`crate::licence_epochs`]). The claim also fails
+/// when a bulk chunk planned ahead was written in the org since the plan's
+/// snapshot saw `chunks_ahead` of them (SQLite; always 0 on PostgreSQL). On
+/// PostgreSQL this also locks the user's version row until commit. A
+/// concurrent change that claimed it first makes this a `Retry`: plan
+/// again on fresh data.
+pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64, chunks_ahead: i64) -> Result<(), StoreError> {
     let n = tx
         .exec(
-            "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3",
-            args![org, id, version],
+            "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
+             AND COALESCE((SELECT ahead FROM licence_epochs WHERE org_id = $1), 0) = $4",
+            args![org, id, version, chunks_ahead],
         )
         .await?;
     if n == 1 {

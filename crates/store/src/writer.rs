@@ -49,6 +49,12 @@ pub(crate) struct WriterState {
     in_tx: bool,
     unit_open: bool,
     pending: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Orgs with versioned licence writes in the open unit, and in the units
+    /// the open transaction has kept: counted once per org and transaction,
+    /// just before its COMMIT (see `crate::licence_epochs`), instead of one
+    /// statement per single change on the writer's path.
+    unit_versioned: Vec<String>,
+    batch_versioned: Vec<String>,
 }
 
 /// Boxed with an explicit `Send` so that cleanup futures can be spawned
@@ -101,6 +107,7 @@ fn begin_sql(conn: &WriterConn) -> &'static str {
 impl WriterState {
     /// Undoes a unit that was dropped before it committed or rolled back.
     async fn discard_open_unit(&mut self) {
+        self.unit_versioned.clear();
         if self.unit_open {
             let _ = run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
             self.unit_open = false;
@@ -113,7 +120,11 @@ impl WriterState {
         if !self.in_tx {
             return;
         }
-        let result = run(&mut self.conn, "COMMIT").await.map_err(|e| format!("{e:?}"));
+        let counted = count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await;
+        let result = match counted {
+            Ok(()) => run(&mut self.conn, "COMMIT").await.map_err(|e| format!("{e:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        };
         if result.is_err() {
             let _ = run(&mut self.conn, "ROLLBACK").await;
         }
@@ -124,6 +135,20 @@ impl WriterState {
     }
 }
 
+/// Counts one versioned licence write per org of the transaction (SQLite).
+async fn count_versioned_writes(conn: &mut WriterConn, orgs: Vec<String>) -> Result<(), StoreError> {
+    let WriterConn::Sqlite(c) = conn else {
+        return Ok(());
+    };
+    for org in orgs {
+        sqlx::query(crate::licence_epochs::COUNT_VERSIONED_WRITE)
+            .bind(org)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Writer {
     pub(crate) fn new(conn: WriterConn) -> Arc<Writer> {
         Arc::new(Writer {
@@ -132,6 +157,8 @@ impl Writer {
                 in_tx: false,
                 unit_open: false,
                 pending: Vec::new(),
+                unit_versioned: Vec::new(),
+                batch_versioned: Vec::new(),
             })),
             waiters: AtomicUsize::new(0),
         })
@@ -245,6 +272,26 @@ impl WriteUnit {
         matches!(self.guard.as_ref().map(|g| &g.conn), Some(WriterConn::Postgres(..)))
     }
 
+    /// Notes a versioned licence write of `org`, counted when the
+    /// transaction commits if this unit is kept.
+    pub(crate) fn defer_versioned_write(&mut self, org: &str) -> Result<(), StoreError> {
+        let Some(g) = self.guard.as_mut() else {
+            return Err(StoreError::Db("the write unit has already finished".into()));
+        };
+        if !g.unit_versioned.iter().any(|o| o == org) {
+            g.unit_versioned.push(org.to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether this unit, or a unit kept earlier in the same transaction,
+    /// made a versioned licence write of `org` not counted yet.
+    pub(crate) fn versioned_write_pending(&self, org: &str) -> bool {
+        self.guard
+            .as_ref()
+            .is_some_and(|g| g.unit_versioned.iter().chain(&g.batch_versioned).any(|o| o == org))
+    }
+
     /// Keeps the unit's work and returns once it is durably committed.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let Some(mut guard) = self.guard.take() else {
@@ -258,6 +305,11 @@ impl WriteUnit {
             return Err(e);
         }
         guard.unit_open = false;
+        for org in std::mem::take(&mut guard.unit_versioned) {
+            if !guard.batch_versioned.contains(&org) {
+                guard.batch_versioned.push(org);
+            }
+        }
         let (tell, told) = oneshot::channel();
         guard.pending.push(tell);
         if self.writer.nobody_waiting() || guard.pending.len() >= MAX_BATCH {
@@ -279,6 +331,7 @@ impl WriteUnit {
         };
         let undone = run(&mut guard.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
         guard.unit_open = false;
+        guard.unit_versioned.clear();
         if self.writer.nobody_waiting() {
             guard.flush().await;
         }

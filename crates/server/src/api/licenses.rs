@@ -15,7 +15,7 @@ use allot_domain::planner::{
 };
 use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error, Violation};
-use allot_store::licence_epochs::{self, LicenceEpoch};
+use allot_store::licence_epochs;
 use allot_store::{backoff, catalogue, finish, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
 
 use crate::auth::Ctx;
@@ -145,8 +145,9 @@ struct Snapshot {
     org_facts: OrgFacts,
     user: UserFacts,
     version: i64,
-    /// The org's licence-write counts, read before anything else.
-    epoch: LicenceEpoch,
+    /// The org's count of bulk chunks written from plans made ahead, read
+    /// with the version (see `allot_store::licence_epochs`).
+    chunks_ahead: i64,
     assignments: Vec<licenses::Assignment>,
     catalogue: HashMap<ProductCode, Product>,
     pools: Vec<Pool>,
@@ -154,10 +155,9 @@ struct Snapshot {
 
 /// The caller has checked scope and role for `org`.
 async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
-    // First: a chunk written between this and the reads below (no snapshot
-    // isolation on a read connection) then only makes the write plan again.
-    let epoch = licence_epochs::read(rd, &org.id).await?;
-    let (user, version) = users::licence_state(rd, &org.id, user_id)
+    // First: a change landing between this and the reads below (no
+    // snapshot isolation on a read connection) then only makes the claim fail.
+    let (user, version, chunks_ahead) = users::licence_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {user_id}")))?;
     let assignments = licenses::of_user(rd, &org.id, &user.id).await?;
@@ -209,7 +209,7 @@ async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &
         org_facts,
         user,
         version,
-        epoch,
+        chunks_ahead,
         assignments,
         catalogue,
         pools,
@@ -229,13 +229,7 @@ async fn write_plan(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let (org, user) = (&snap.org, &snap.user);
-    if licence_epochs::chunk_written_since(tx, org, snap.epoch).await? {
-        return Err(StoreError::Retry(format!(
-            "a bulk chunk changed licences in org {org} while the change of user {} was planned",
-            user.id
-        )));
-    }
-    users::claim_licence_version(tx, org, &user.id, snap.version).await?;
+    users::claim_licence_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
     let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
         user: &user.id,
@@ -330,19 +324,21 @@ pub async fn change_licenses(
             let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
             let mut tx = st.store.begin_in_org(&snap.org).await?;
             let result = async {
-                // A bulk chunk planned ahead was written meanwhile (SQLite):
-                // plan again here, where the writer's transaction sees it.
-                // Starting over would queue behind the job's next chunk and
-                // meet the same again, chunk after chunk.
-                let (snap, plan) = if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.epoch).await? {
-                    let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
-                    let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
-                    (snap, plan)
-                } else {
-                    (snap, plan)
-                };
-                write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await?;
-                Ok((snap, plan))
+                match write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await {
+                    Ok(()) => Ok((snap, plan)),
+                    // The claim failed (it comes first: nothing is written)
+                    // because a bulk chunk planned ahead was written
+                    // meanwhile (SQLite): plan again here, where the writer's
+                    // transaction sees it. Starting over would queue behind
+                    // the job's next chunk and meet the same again.
+                    Err(StoreError::Retry(_)) if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
+                        let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
+                        let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
+                        write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await?;
+                        Ok((snap, plan))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             .await;
             (tx, result)

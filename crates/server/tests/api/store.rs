@@ -166,7 +166,9 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
         in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids).await).expect("lock");
         assert_eq!(read(w.org.clone()).await, LicenceEpoch::default());
         let mut tx = store.begin().await.expect("begin");
-        assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, seen).await.expect("check"));
+        assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
+            .await
+            .expect("check"));
         return;
     }
 
@@ -196,7 +198,8 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     for (i, what) in versioned_writes.iter().enumerate() {
         let seen = read(w.org.clone()).await;
         match i {
-            0 => in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0).await),
+            0 => in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0, seen.ahead)
+                .await),
             1 => in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids[1..2]).await.map(|_| ())),
             _ => in_transaction!(store, |tx| users::delete(&mut tx, &w.org, &ids[2]).await),
         }
@@ -207,8 +210,31 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     }
     // A failed version claim (stale version) counts nothing.
     let before = read(w.org.clone()).await;
-    assert!(in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0).await).is_err());
+    assert!(
+        in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0, before.ahead)
+            .await)
+        .is_err()
+    );
     assert_eq!(read(w.org.clone()).await, before);
+    // A single change's claim fails, its version unchanged, when a chunk
+    // planned ahead was written since its snapshot.
+    let mut tx = store.begin().await.expect("begin");
+    let stale = users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead - 1).await;
+    assert!(matches!(stale, Err(allot_store::StoreError::Retry(_))), "{stale:?}");
+    users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead)
+        .await
+        .expect("a current claim");
+    // Counted when the shared transaction commits: until then a chunk
+    // written in the same transaction sees it as pending.
+    assert_eq!(licence_epochs::read(&mut tx, &w.org).await.expect("epoch"), before);
+    assert_eq!(
+        licence_epochs::claim_chunk_ahead(&mut tx, &w.org, before, Some(before.ahead))
+            .await
+            .expect("claim"),
+        None
+    );
+    tx.commit().await.expect("commit");
+    assert_eq!(read(w.org.clone()).await.versioned, before.versioned + 1);
 
     // Another job's chunk since the snapshot: planned again too.
     let seen = read(w.org.clone()).await;
@@ -217,9 +243,13 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
 
     // A single change learns of a chunk written since its snapshot, and only then.
     let mut tx = store.begin().await.expect("begin");
-    assert!(licence_epochs::chunk_written_since(&mut tx, &w.org, seen).await.expect("check"));
+    assert!(licence_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
+        .await
+        .expect("check"));
     let fresh = licence_epochs::read(&mut tx, &w.org).await.expect("epoch");
-    assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, fresh).await.expect("check"));
+    assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, fresh.ahead)
+        .await
+        .expect("check"));
     tx.rollback().await.expect("rollback");
 
     // Another org's counts are its own.
