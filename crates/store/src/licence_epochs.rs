@@ -13,13 +13,16 @@
 //!   per chunk was a fifth of the writer's time.
 //!
 //! On SQLite each org counts both kinds in one row, in the writes' own
-//! transactions. A single change is written only if no chunk planned ahead
-//! was written since its snapshot (else it plans again inside the writer's
-//! transaction); a chunk planned ahead is written only if neither a
-//! versioned write nor another chunk was written since its snapshot, except
-//! its own job's previous chunk (else it is planned again under its users'
-//! versions). Chunks and single changes thus never pass each other unseen,
-//! and neither has to bump a version per user of a chunk.
+//! transactions (versioned writes once per org and shared transaction of
+//! the writer, just before its COMMIT, so that a single change adds no
+//! statement to the writer's path). A single change is written only if no
+//! chunk planned ahead was written since its snapshot (its version claim
+//! checks the count; else it plans again inside the writer's transaction);
+//! a chunk planned ahead is written only if neither a versioned write nor
+//! another chunk was written since its snapshot, except its own job's
+//! previous chunk (else it is planned again under its users' versions).
+//! Chunks and single changes thus never pass each other unseen, and no
+//! chunk has to bump a version per user.
 //!
 //! PostgreSQL plans every chunk inside its transaction, under the row locks
 //! of its users' versions, so there the counts stay at zero and every check
