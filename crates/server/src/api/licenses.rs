@@ -326,11 +326,12 @@ pub async fn change_licenses(
             let result = async {
                 match write_plan(&mut tx, &ctx.actor(), &snap, &plan, change, now).await {
                     Ok(()) => Ok((snap, plan)),
-                    // The claim failed (it comes first: nothing is written)
-                    // because a bulk chunk planned ahead was written
-                    // meanwhile (SQLite): plan again here, where the writer's
+                    // A bulk chunk planned ahead was written meanwhile
+                    // (SQLite): plan again here, where the writer's
                     // transaction sees it. Starting over would queue behind
-                    // the job's next chunk and meet the same again.
+                    // the job's next chunk and meet the same again. Only a
+                    // failed claim gets here, and it wrote nothing: a claim
+                    // that went through has checked the chunk count.
                     Err(StoreError::Retry(_)) if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
                         let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
                         let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;

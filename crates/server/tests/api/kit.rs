@@ -330,6 +330,19 @@ impl TestApp {
         let mut tx = self.store.begin_read().await.expect("read");
         allot_store::subscriptions::counter_mismatches(&mut tx).await.expect("check").len()
     }
+
+    /// (User, product) pairs held more than once.
+    pub async fn duplicate_holdings(&self) -> i64 {
+        let mut tx = self.store.begin_read().await.expect("read");
+        let n = tx
+            .rows(
+                "SELECT COUNT(*) FROM (SELECT user_id, product FROM assignments GROUP BY user_id, product HAVING COUNT(*) > 1) d",
+                &[],
+            )
+            .await
+            .expect("duplicates");
+        n[0].int(0).expect("count")
+    }
 }
 
 /// A small world: the calling/meetings catalogue, a partner with a customer
