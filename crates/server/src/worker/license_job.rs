@@ -12,7 +12,7 @@ use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicensePla
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
-use allot_store::jobs::{self, ChunkDone, Job};
+use allot_store::jobs::{self, ChunkDone, Job, PackedResults};
 use allot_store::licence_epochs::{self, LicenceEpoch};
 use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, Backend, StoreError, Tx};
@@ -443,7 +443,7 @@ fn refusals(results: &[UserResult]) -> i64 {
 /// A chunk's results as stored (serialized, counted), ready to be written.
 pub(super) struct ChunkRecord {
     seq: i64,
-    json: String,
+    results: PackedResults,
     succeeded: i64,
     failed: i64,
     count: i64,
@@ -456,7 +456,7 @@ impl ChunkRecord {
         ChunkRecord {
             seq,
             // Plain structs of strings: serializing them cannot fail.
-            json: serde_json::to_string(results).unwrap_or_else(|_| "[]".into()),
+            results: PackedResults::of_json(&serde_json::to_string(results).unwrap_or_else(|_| "[]".into())),
             succeeded: results
                 .iter()
                 .filter(|r| r.outcome == Outcome::Ok || (r.outcome == Outcome::Skipped && r.code.is_none()))
@@ -470,7 +470,7 @@ impl ChunkRecord {
     pub(super) async fn store(&self, tx: &mut Tx, job: &Job, owner: &str) -> Result<(), StoreError> {
         let chunk = ChunkDone {
             seq: self.seq,
-            results: &self.json,
+            results: &self.results,
             succeeded: self.succeeded,
             failed: self.failed,
             count: self.count,
