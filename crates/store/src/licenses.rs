@@ -140,6 +140,22 @@ pub struct SeatChanges {
     takes: PreparedRows,
     /// Each pool's seats taken minus released, in key order.
     deltas: BTreeMap<(String, String), i64>,
+    /// The stored service data the takes may touch, when read ahead of the
+    /// write (see [`SeatChanges::with_stored_service_data`]).
+    stored: Option<StoredServiceData>,
+}
+
+impl SeatChanges {
+    /// Uses service data read on the snapshot the plans were made on,
+    /// instead of reading it in the write transaction. Only for plans whose
+    /// users' licences nobody can have changed since (a chunk whose
+    /// snapshot `licence_epochs` vouches for); the one thing that may have
+    /// changed, a row purged after its retention ended, is handled when
+    /// written.
+    pub fn with_stored_service_data(mut self, stored: StoredServiceData) -> SeatChanges {
+        self.stored = Some(stored);
+        self
+    }
 }
 
 pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], now: chrono::DateTime<chrono::Utc>) -> SeatChanges {
@@ -179,6 +195,7 @@ pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], no
             &takes,
         ),
         deltas,
+        stored: None,
     }
 }
 
@@ -214,7 +231,7 @@ pub async fn apply_seat_changes(
         StoreError::Unique(w) => StoreError::Retry(format!("an assignment was added concurrently ({w})")),
         other => other,
     })?;
-    update_service_data_many(tx, org, planned, catalogue, now).await?;
+    update_service_data_many(tx, org, planned, catalogue, now, seats.stored).await?;
     // Counters last, once per pool, in key order: on PostgreSQL the row locks
     // they take are held until commit, so keeping them short and ordered
     // avoids deadlocks.
@@ -317,22 +334,21 @@ pub async fn record_changes(
     record_events(tx, change_events(tx.backend(), org, planned, who, now)).await
 }
 
-/// Service data per user and family: families whose last licence
-/// goes start their retention; a family taken keeps (or, within retention,
-/// gets back) its data, merged with the properties given. A family taken
-/// with no properties and no stored data needs no row: absent means empty.
-async fn update_service_data_many(
-    tx: &mut Tx,
-    org: &str,
-    planned: &[PlannedUser<'_>],
-    catalogue: &std::collections::HashMap<ProductCode, Product>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+/// Stored service data rows a batch's takes may touch, by (user, family):
+/// (data, retain_until).
+pub struct StoredServiceData(std::collections::HashMap<(String, String), (String, Option<String>)>);
+
+/// What a batch of plans does to service data: the families whose last
+/// licence goes, by (family, retention days), and the takes that may touch
+/// a stored row as (user, family, properties).
+type ServiceDataChanges<'a> = (BTreeMap<(&'a str, u32), Vec<String>>, Vec<(&'a str, &'a str, &'a Properties)>);
+
+fn service_data_changes<'a>(
+    planned: &'a [PlannedUser<'_>],
+    catalogue: &'a std::collections::HashMap<ProductCode, Product>,
+) -> ServiceDataChanges<'a> {
     let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.as_str(), p.retention_days));
-    let now_s = ts(now);
-    // Retention starts: grouped by (family, days) so one UPDATE serves many users.
     let mut retain: BTreeMap<(&str, u32), Vec<String>> = BTreeMap::new();
-    // Takes that may touch a stored row: (user, family, properties).
     let mut taken: Vec<(&str, &str, &Properties)> = Vec::new();
     for p in planned {
         let held_after: Vec<&str> = p.plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
@@ -354,6 +370,61 @@ async fn update_service_data_many(
             }
         }
     }
+    (retain, taken)
+}
+
+/// The stored rows the takes of `planned` may touch (read ahead of the
+/// write: see [`SeatChanges::with_stored_service_data`]).
+pub async fn stored_service_data(
+    tx: &mut Tx,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    catalogue: &std::collections::HashMap<ProductCode, Product>,
+) -> Result<StoredServiceData, StoreError> {
+    let (_, taken) = service_data_changes(planned, catalogue);
+    read_stored_service_data(tx, org, &taken).await
+}
+
+/// Stored rows of the families taken, read once per family.
+async fn read_stored_service_data(tx: &mut Tx, org: &str, taken: &[(&str, &str, &Properties)]) -> Result<StoredServiceData, StoreError> {
+    let mut by_family: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (user, fam, _) in taken {
+        by_family.entry(fam).or_default().push(user.to_string());
+    }
+    let mut stored = std::collections::HashMap::new();
+    for (fam, users) in &by_family {
+        for r in tx
+            .rows_packed(
+                &["user_id", "data", "retain_until"],
+                &format!(
+                    "FROM service_data WHERE org_id = $1 AND family = $2 AND {}",
+                    tx.any_of("user_id", 3)
+                ),
+                &[Val::from(org), Val::from(*fam), Val::texts(users)],
+            )
+            .await?
+        {
+            stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
+        }
+    }
+    Ok(StoredServiceData(stored))
+}
+
+/// Service data per user and family: families whose last licence
+/// goes start their retention; a family taken keeps (or, within retention,
+/// gets back) its data, merged with the properties given. A family taken
+/// with no properties and no stored data needs no row: absent means empty.
+/// `stored` is read here unless it was read ahead.
+async fn update_service_data_many(
+    tx: &mut Tx,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    catalogue: &std::collections::HashMap<ProductCode, Product>,
+    now: chrono::DateTime<chrono::Utc>,
+    stored: Option<StoredServiceData>,
+) -> Result<(), StoreError> {
+    let now_s = ts(now);
+    let (retain, taken) = service_data_changes(planned, catalogue);
     for ((fam, days), users) in &retain {
         let until = ts(now + chrono::Duration::days(i64::from(*days)));
         tx.exec(
@@ -374,27 +445,10 @@ async fn update_service_data_many(
     if taken.is_empty() {
         return Ok(());
     }
-    // Stored rows of the families taken, read once.
-    let mut by_family: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (user, fam, _) in &taken {
-        by_family.entry(fam).or_default().push(user.to_string());
-    }
-    let mut stored: std::collections::HashMap<(String, String), (String, Option<String>)> = std::collections::HashMap::new();
-    for (fam, users) in &by_family {
-        for r in tx
-            .rows_packed(
-                &["user_id", "data", "retain_until"],
-                &format!(
-                    "FROM service_data WHERE org_id = $1 AND family = $2 AND {}",
-                    tx.any_of("user_id", 3)
-                ),
-                &[Val::from(org), Val::from(*fam), Val::texts(users)],
-            )
-            .await?
-        {
-            stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
-        }
-    }
+    let stored = match stored {
+        Some(s) => s.0,
+        None => read_stored_service_data(tx, org, &taken).await?.0,
+    };
     let mut inserts: Vec<Vec<Val>> = Vec::new();
     for (user, fam, props) in taken {
         let existing = stored.get(&(user.to_string(), fam.to_string()));
@@ -413,13 +467,19 @@ async fn update_service_data_many(
             data.insert(key, v.clone());
         }
         let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
-        if existing.is_some() {
-            tx.exec(
-                "UPDATE service_data SET data = $4, retain_until = NULL, updated_at = $5 WHERE org_id = $1 AND user_id = $2 AND family = $3",
-                args![org, user, fam, json, &now_s],
-            )
-            .await?;
-        } else {
+        // A row read ahead may since have been purged (its retention had
+        // ended, so its data was not kept anyway): then it is inserted.
+        let updated = match existing {
+            Some(_) => {
+                tx.exec(
+                    "UPDATE service_data SET data = $4, retain_until = NULL, updated_at = $5 WHERE org_id = $1 AND user_id = $2 AND family = $3",
+                    args![org, user, fam, &json, &now_s],
+                )
+                .await?
+            }
+            None => 0,
+        };
+        if updated == 0 {
             inserts.push(vec![
                 Val::from(org),
                 Val::from(user),

@@ -711,8 +711,12 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
         None => self::pools(&mut rd, job, setting).await?,
     };
     let plans = plan_chunk(&mut rd, job, setting, &chunk, &mut pools, today).await?;
+    // On the same snapshot, off the writer's path (the claim of the chunk
+    // vouches that no licence write changed these users' rows since).
+    let stored = licenses::stored_service_data(&mut rd, &job.org, &planned_users(&plans.apply), &setting.catalogue).await?;
     rd.commit().await?;
-    let write = ChunkWrite::of(st.store.backend(), job, setting, seq, &plans, now);
+    let mut write = ChunkWrite::of(st.store.backend(), job, setting, seq, &plans, now);
+    write.seats = write.seats.with_stored_service_data(stored);
     Ok(PlannedAhead {
         seq,
         epoch,

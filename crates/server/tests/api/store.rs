@@ -9,6 +9,7 @@ use crate::kit::{many_users, spawn, world, Backend};
 both_backends!(bulk_rows_round_trip_every_value);
 both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences);
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
+both_backends!(service_data_read_ahead_and_purged_meanwhile_is_written_anew);
 
 /// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
 /// numbers, booleans; some columns constant in a batch, others not.
@@ -340,4 +341,79 @@ async fn upgrading_to_the_version_table_keeps_every_version(backend: Backend) {
         versions_of(&store, "org_old", &["usr_new".to_string()]).await,
         vec![("usr_new".to_string(), 0)]
     );
+}
+
+/// A chunk planned ahead reads the stored service data its takes may touch
+/// on its snapshot, off the writer's path. A row read then whose retention
+/// had ended may be purged before the write: the family taken then gets a
+/// row with the properties given, instead of an update of nothing.
+async fn service_data_read_ahead_and_purged_meanwhile_is_written_anew(backend: Backend) {
+    use allot_domain::catalogue::PropertyName;
+    use allot_domain::planner::{Held, LicensePlan, Properties};
+    use allot_domain::types::ProductCode;
+    use allot_store::{catalogue, licenses, service_data};
+    let app = spawn(backend).await;
+    let store = &app.store;
+    let w = world(&app).await;
+    let user = many_users(&app, &w.org, "svc", "svc.example", 1, None).await.remove(0);
+    let long_ago = "2000-01-01T00:00:00.000000Z";
+    in_transaction!(store, |tx| tx
+        .exec(
+            "INSERT INTO service_data (org_id, user_id, family, data, retain_until, updated_at) \
+             VALUES ($1, $2, 'calling', '{\"phone_number\":\"+46 8 1234\"}', $3, $3)",
+            &[Val::from(&w.org), Val::from(&user), Val::from(long_ago)],
+        )
+        .await
+        .map(|_| ()))
+    .expect("an expired row");
+    let code = ProductCode::parse("calling-professional").expect("code");
+    let catalogue = catalogue::with_requirements(&mut store.read_conn().await.expect("read"), &[&code])
+        .await
+        .expect("catalogue");
+    let properties: Properties = [(PropertyName::Extension, "42".to_string())].into_iter().collect();
+    let held = Held {
+        product: code,
+        subscription: w.sub.clone(),
+        properties,
+    };
+    let plan = LicensePlan {
+        release: vec![],
+        take: vec![held.clone()],
+        auto_added: vec![],
+        moved_families: vec![],
+        result: vec![held],
+    };
+    let planned = [licenses::PlannedUser {
+        user: &user,
+        before: &[],
+        plan: &plan,
+    }];
+    let stored = licenses::stored_service_data(&mut store.begin_read().await.expect("read"), &w.org, &planned, &catalogue)
+        .await
+        .expect("read ahead");
+    let now = chrono::Utc::now();
+    let purged = in_transaction!(store, |tx| service_data::purge_expired(&mut tx, now, 100).await).expect("purge");
+    assert_eq!(purged.len(), 1, "the expired row went between the read and the write");
+
+    let seats = licenses::seat_changes(store.backend(), &w.org, &planned, now).with_stored_service_data(stored);
+    let mut tx = store.begin().await.expect("begin");
+    licenses::apply_seat_changes(&mut tx, &w.org, seats, &planned, &catalogue, now)
+        .await
+        .expect("apply")
+        .expect("a free seat");
+    tx.commit().await.expect("commit");
+    let row = store
+        .read_conn()
+        .await
+        .expect("read")
+        .opt_row(
+            "SELECT data, retain_until FROM service_data WHERE org_id = $1 AND user_id = $2 AND family = 'calling'",
+            &[Val::from(&w.org), Val::from(&user)],
+        )
+        .await
+        .expect("query")
+        .expect("the family taken has its row again");
+    assert_eq!(row.text(0).expect("data"), r#"{"extension":"42"}"#, "the expired data is not kept");
+    assert_eq!(row.opt_text(1).expect("until"), None);
+    assert_eq!(app.mismatches().await, 0);
 }
