@@ -844,8 +844,6 @@ impl Tx {
     }
 }
 
-/// Rows per statement of [`Tx::insert_rows`]: its few list parameters have
-/// no engine limit; this bounds the memory of one statement.
 /// The statements of a multi-row INSERT with their arguments, built for one
 /// engine apart from any transaction (see [`Tx::insert_rows`]): a bulk job
 /// builds the next chunk's while the writer writes the current one.
@@ -928,6 +926,8 @@ impl PreparedRows {
     }
 }
 
+/// Rows per statement of [`Tx::insert_rows`]: its few list parameters have
+/// no engine limit; this bounds the memory of one statement.
 pub(crate) const BULK_ROWS_PER_STATEMENT: usize = 5_000;
 
 /// One column's values as a typed list parameter (the type of its first

@@ -667,7 +667,8 @@ async fn plan_locked(
 }
 
 /// Applies a chunk's plans and records its audit events, results and
-/// progress (`write` built from the same plans, at `now`).
+/// progress (`write` built from the same plans, at `now`), renewing the
+/// job's lease.
 async fn write_chunk(
     tx: &mut Tx,
     job: &Job,
@@ -677,12 +678,26 @@ async fn write_chunk(
     write: ChunkWrite,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    apply_seats(tx, job, setting, &plans.apply, write.seats, now).await?;
-    licenses::record_events(tx, write.events).await?;
+    let record = apply_chunk(tx, job, setting, plans, write, now).await?;
     // The job's row last: on PostgreSQL the chunks in flight share it, so
     // its lock is held only from here to the commit.
     keep_lease(tx, job, owner, now).await?;
-    write.record.store(tx, job, owner).await
+    record.store(tx, job, owner).await
+}
+
+/// Applies a chunk's plans and records its audit events; returns its
+/// results, still to be stored.
+async fn apply_chunk(
+    tx: &mut Tx,
+    job: &Job,
+    setting: &Setting,
+    plans: &ChunkPlans,
+    write: ChunkWrite,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ChunkRecord, StoreError> {
+    apply_seats(tx, job, setting, &plans.apply, write.seats, now).await?;
+    licenses::record_events(tx, write.events).await?;
+    Ok(write.record)
 }
 
 /// A chunk read and planned on a read snapshot ahead of the writer.
@@ -867,9 +882,13 @@ async fn plan_and_apply_all(
     if refused > 0 || dry {
         return Ok((refused, all));
     }
+    // The lease was renewed above, in this same transaction.
     for (seq, plans) in &all {
         let write = ChunkWrite::of(tx.backend(), job, setting, *seq, plans, now);
-        write_chunk(tx, job, owner, setting, plans, write, now).await?;
+        apply_chunk(tx, job, setting, plans, write, now)
+            .await?
+            .store(tx, job, owner)
+            .await?;
     }
     Ok((0, Vec::new()))
 }
