@@ -557,19 +557,33 @@ fn push_json_value(json: &mut String, v: &Val) {
         Val::Bool(b) => json.push_str(if *b { "1" } else { "0" }),
         Val::NullInt | Val::NullText => json.push_str("null"),
         list @ (Val::Texts(_) | Val::Ints(_) | Val::Bools(_)) => json.push_str(&json_list(list)),
-        Val::Text(t) => {
-            json.push('"');
-            for c in t.chars() {
-                match c {
-                    '"' => json.push_str("\\\""),
-                    '\\' => json.push_str("\\\\"),
-                    c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
-                    c => json.push(c),
-                }
-            }
-            json.push('"');
-        }
+        Val::Text(t) => push_json_string(json, t),
     }
+}
+
+/// `t` as a JSON string. Copies the runs between characters to escape
+/// whole: a bulk job's audit rows carry their licence states as JSON text.
+fn push_json_string(json: &mut String, t: &str) {
+    json.push('"');
+    let mut run = 0;
+    for (i, b) in t.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on character boundaries.
+        json.push_str(&t[run..i]);
+        if escaped.is_empty() {
+            json.push_str(&format!("\\u{b:04x}"));
+        } else {
+            json.push_str(escaped);
+        }
+        run = i + 1;
+    }
+    json.push_str(&t[run..]);
+    json.push('"');
 }
 
 /// Rewrites `$N` parameters as anonymous `?` ones, repeating each argument
@@ -854,13 +868,25 @@ pub struct PreparedRows {
 
 impl PreparedRows {
     pub fn new(backend: Backend, head: &str, rows: &[Vec<Val>]) -> PreparedRows {
-        let width = rows.first().map_or(0, Vec::len);
+        PreparedRows::with_shared(backend, head, &[], rows)
+    }
+
+    /// [`PreparedRows::new`] for rows whose first columns hold the same
+    /// values in every row (the org, the time, the actor): `shared` gives
+    /// them once and each row holds only the columns after them, so a bulk
+    /// job does not clone and compare them thousands of times.
+    pub fn with_shared<'a>(backend: Backend, head: &str, shared: &'a [Val], rows: &'a [Vec<Val>]) -> PreparedRows {
+        let k = shared.len();
+        let width = k + rows.first().map_or(0, Vec::len);
         let (table, columns) = head.split_once('(').unwrap_or((head, ""));
         let pg = backend == Backend::Postgres;
         let mut statements = Vec::new();
         for batch in rows.chunks(BULK_ROWS_PER_STATEMENT) {
-            let cell = |r: &[Val], j: usize| r.get(j).cloned().unwrap_or(Val::NullText);
-            let constant: Vec<bool> = (0..width).map(|j| batch.iter().all(|r| r.get(j) == batch[0].get(j))).collect();
+            let get = |r: &'a [Val], j: usize| value_at(shared, r, j);
+            let cell = |r: &'a [Val], j: usize| get(r, j).cloned().unwrap_or(Val::NullText);
+            let constant: Vec<bool> = (0..width)
+                .map(|j| j < k || batch.iter().all(|r| get(r, j) == get(&batch[0], j)))
+                .collect();
             let varying: Vec<usize> = (0..width).filter(|&j| !constant[j]).collect();
             let mut args: Vec<Val> = Vec::new();
             let mut picks: Vec<String> = Vec::with_capacity(width);
@@ -902,7 +928,7 @@ impl PreparedRows {
                         if n > 0 {
                             json.push(',');
                         }
-                        push_json_value(&mut json, row.get(j).unwrap_or(&Val::NullText));
+                        push_json_value(&mut json, get(row, j).unwrap_or(&Val::NullText));
                     }
                     if varying.len() > 1 {
                         json.push(']');
@@ -923,6 +949,14 @@ impl PreparedRows {
             });
         }
         PreparedRows { backend, statements }
+    }
+}
+
+/// Column `j` of a row given as `shared` columns followed by `row`'s own.
+fn value_at<'a>(shared: &'a [Val], row: &'a [Val], j: usize) -> Option<&'a Val> {
+    match j.checked_sub(shared.len()) {
+        None => shared.get(j),
+        Some(own) => row.get(own),
     }
 }
 
@@ -1039,9 +1073,12 @@ pub fn new_id(prefix: &str) -> String {
     for i in (0..10).rev() {
         out.push(ALPHABET[((millis >> (i * 5)) & 31) as usize] as char);
     }
-    let mut rng = rand::thread_rng();
+    // 80 random bits, five per character, from one draw (a bulk job makes
+    // an id per audit event; a draw per character showed in its profile).
+    let mut bits: u128 = rand::thread_rng().gen();
     for _ in 0..16 {
-        out.push(ALPHABET[rng.gen_range(0..32)] as char);
+        out.push(ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
     }
     out
 }
@@ -1103,5 +1140,50 @@ mod tests {
             pg.statements[0].0,
             "INSERT INTO t (org, n) SELECT $1, u.c0 FROM unnest($2) AS u(c0)"
         );
+    }
+
+    #[test]
+    fn shared_columns_prepare_the_same_statements_as_full_rows() {
+        let shared = [Val::from("org"), Val::from("2026-11-30")];
+        let own: Vec<Vec<Val>> = (0..3).map(|i| vec![Val::Int(i), Val::Text(format!("say \"{i}\""))]).collect();
+        let full: Vec<Vec<Val>> = own.iter().map(|r| shared.iter().chain(r).cloned().collect()).collect();
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let a = PreparedRows::with_shared(backend, "t (org, at, n, s)", &shared, &own);
+            let b = PreparedRows::new(backend, "t (org, at, n, s)", &full);
+            assert_eq!(a.statements, b.statements, "{backend:?}");
+        }
+        // A shared column is bound once even when there is a single row.
+        let one = PreparedRows::with_shared(Backend::Sqlite, "t (org, at, n, s)", &shared, &own[..1]);
+        assert_eq!(one.statements[0].1[0], Val::from("org"));
+    }
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_control_characters() {
+        let text = "plain {\"a\":[1]} back\\slash\nline\ttab\u{1}bell é € 😀";
+        let mut json = String::new();
+        push_json_string(&mut json, text);
+        assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text);
+        assert!(
+            json.contains("\\u0001") && json.contains("\\u000a") && json.contains("é € 😀"),
+            "{json}"
+        );
+        let mut empty = String::new();
+        push_json_string(&mut empty, "");
+        assert_eq!(empty, "\"\"");
+    }
+
+    #[test]
+    fn ids_are_prefixed_sort_by_time_and_differ() {
+        let a = new_id("evt");
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_id("evt");
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 4 + 26, "{id}");
+            assert!(id.starts_with("evt_"));
+            assert!(id[4..].bytes().all(|c| b"0123456789abcdefghjkmnpqrstvwxyz".contains(&c)), "{id}");
+        }
+        assert!(a < b, "{a} then {b}");
+        let many: std::collections::HashSet<String> = (0..10_000).map(|_| new_id("x")).collect();
+        assert_eq!(many.len(), 10_000, "ids made in the same millisecond must still differ");
     }
 }

@@ -290,16 +290,18 @@ pub fn change_events(
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> ChangeEvents {
-    let now_s = ts(now);
+    let shared = [
+        Val::from(org),
+        Val::Text(ts(now)),
+        Val::from(&who.actor),
+        Val::from("license.change"),
+        Val::from(who.request_id.as_deref()),
+    ];
     let rows: Vec<Vec<Val>> = planned
         .iter()
         .map(|p| {
             vec![
-                Val::from(org),
                 Val::Text(crate::db::new_id("evt")),
-                Val::from(&now_s),
-                Val::from(&who.actor),
-                Val::from("license.change"),
                 Val::Text(format!("user:{}", p.user)),
                 Val::Text(json_text(&BeforeState { licenses: p.before })),
                 Val::Text(json_text(&AfterState {
@@ -307,13 +309,13 @@ pub fn change_events(
                     moved_families: &p.plan.moved_families,
                     auto_added: &p.plan.auto_added,
                 })),
-                Val::from(who.request_id.as_deref()),
             ]
         })
         .collect();
-    ChangeEvents(PreparedRows::new(
+    ChangeEvents(PreparedRows::with_shared(
         backend,
-        "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
+        "audit_events (org_id, at, actor, action, request_id, id, target, before_state, after_state)",
+        &shared,
         &rows,
     ))
 }

@@ -370,7 +370,7 @@ async fn plan_chunk(
     pools: &mut [Pool],
     today: chrono::NaiveDate,
 ) -> Result<ChunkPlans, StoreError> {
-    let facts: HashMap<String, users::User> = users::many(tx, &job.org, chunk)
+    let mut facts: HashMap<String, users::User> = users::many(tx, &job.org, chunk)
         .await?
         .into_iter()
         .map(|u| (u.id.clone(), u))
@@ -383,7 +383,9 @@ async fn plan_chunk(
         short_of_seats: 0,
     };
     for uid in chunk {
-        let Some(u) = facts.get(uid) else {
+        // Taken, not cloned: a chunk lists each user once (a job refuses a
+        // list with a user twice; a filter yields each user once).
+        let Some(u) = facts.remove(uid) else {
             out.results.push(UserResult::error(
                 uid,
                 &[allot_domain::Violation::new(
@@ -405,7 +407,7 @@ async fn plan_chunk(
             ));
             continue;
         };
-        let user = user_facts(u.clone(), queue_billed.remove(uid).unwrap_or_default());
+        let user = user_facts(u, queue_billed.remove(uid).unwrap_or_default());
         let input = PlanInput {
             user: &user,
             org: &setting.org_facts,
@@ -418,7 +420,7 @@ async fn plan_chunk(
             Ok(plan) => {
                 count_plan_in(pools, &plan);
                 let mut r = UserResult::ok(uid, &plan);
-                r.email = Some(u.email.clone());
+                r.email = Some(user.email);
                 out.results.push(r);
                 out.apply.push((uid.clone(), held, plan));
             }
@@ -427,7 +429,7 @@ async fn plan_chunk(
                     out.short_of_seats += 1;
                 }
                 let mut r = UserResult::error(uid, &violations);
-                r.email = Some(u.email.clone());
+                r.email = Some(user.email);
                 out.results.push(r);
             }
         }
