@@ -82,8 +82,16 @@ pub(crate) async fn json_of(request: reqwest::RequestBuilder) -> Result<Value> {
     response.json().await.map_err(|e| msg(e.to_string()))
 }
 
-/// Returns the time, the ended job, and the RSS when the job began (MB).
-async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<f64>)> {
+/// What one job through the API measured.
+struct AllotRun {
+    elapsed: Duration,
+    /// RSS when the job began, MB.
+    rss_before: Option<f64>,
+    /// CPU time of the whole process (server and client) during the job.
+    cpu: Option<f64>,
+}
+
+async fn allot_run(database: &str, n: usize) -> Result<AllotRun> {
     let (store, org, _sub) = prepared(database, n, 16).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
@@ -94,6 +102,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
     // The peak RSS reported is the job's: forget the setup's high-water mark.
     reset_peak_rss();
     let rss_before = rss_now_mb();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let created = json_of(
         client
@@ -114,6 +123,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     server.stop().await;
     let mut rd = store.begin_read().await.map_err(|e| msg(format!("{e:?}")))?;
     let mismatches = allot_store::subscriptions::counter_mismatches(&mut rd)
@@ -124,7 +134,7 @@ async fn allot_run(database: &str, n: usize) -> Result<(Duration, Value, Option<
     }
     drop(rd);
     store.close().await;
-    Ok((elapsed, job, rss_before))
+    Ok(AllotRun { elapsed, rss_before, cpu })
 }
 
 /// The same rows straight into the database: one transaction, multi-row
@@ -181,6 +191,17 @@ pub(crate) fn rss_now_mb() -> Option<f64> {
     rss_field_mb("VmRSS:")
 }
 
+/// User plus system CPU time of this process, all threads (Linux), in
+/// seconds: how much of the machine's cores a run kept busy.
+pub(crate) fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime, in USER_HZ ticks (100 per second on Linux, whatever the kernel's HZ).
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn rss_field_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
@@ -192,23 +213,24 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
     let backends = crate::bench::backends_of(backend)?;
     println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished");
     println!();
-    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB | CPU s during job |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         for &n in users {
             let (allot_db, base_db) = (databases.fresh(b, "bulk")?, databases.fresh(b, "bulk")?);
-            let (allot, _job, rss_before) = allot_run(&allot_db, n).await?;
+            let run = allot_run(&allot_db, n).await?;
             let rss = peak_rss_mb();
             let base = baseline_run(&base_db, n).await?;
+            let allot = run.elapsed.as_secs_f64();
             println!(
-                "| {b} | {n} | {:.2} | {:.0} | {:.2} | {:.1}x | {} | {} |",
-                allot.as_secs_f64(),
-                n as f64 / allot.as_secs_f64(),
+                "| {b} | {n} | {allot:.2} | {:.0} | {:.2} | {:.1}x | {} | {} | {} |",
+                n as f64 / allot,
                 base.as_secs_f64(),
-                allot.as_secs_f64() / base.as_secs_f64(),
-                rss_before.map_or("?".to_string(), |r| format!("{r:.0}")),
-                rss.map_or("?".to_string(), |r| format!("{r:.0}"))
+                allot / base.as_secs_f64(),
+                run.rss_before.map_or("?".to_string(), |r| format!("{r:.0}")),
+                rss.map_or("?".to_string(), |r| format!("{r:.0}")),
+                run.cpu.map_or("?".to_string(), |c| format!("{c:.2}"))
             );
         }
     }

@@ -151,7 +151,8 @@ impl SeatChanges {
     /// users' licences nobody can have changed since (a chunk whose
     /// snapshot `licence_epochs` vouches for); the one thing that may have
     /// changed, a row purged after its retention ended, is handled when
-    /// written.
+    /// written. `stored` must have been read for the same plans: the
+    /// service-data changes worked out with it are the ones written.
     pub fn with_stored_service_data(mut self, stored: StoredServiceData) -> SeatChanges {
         self.stored = Some(stored);
         self
@@ -336,28 +337,35 @@ pub async fn record_changes(
     record_events(tx, change_events(tx.backend(), org, planned, who, now)).await
 }
 
-/// Stored service data rows a batch's takes may touch, by (user, family):
-/// (data, retain_until).
-pub struct StoredServiceData(std::collections::HashMap<(String, String), (String, Option<String>)>);
+/// Stored service data rows a batch's takes may touch, (data,
+/// retain_until) by family and user, with the batch's service-data changes they were
+/// read for (worked out once, off the writer's path when read ahead).
+pub struct StoredServiceData {
+    changes: ServiceDataChanges,
+    rows: StoredRows,
+}
 
-/// What a batch of plans does to service data: the families whose last
-/// licence goes, by (family, retention days), and the takes that may touch
-/// a stored row as (user, family, properties).
-type ServiceDataChanges<'a> = (BTreeMap<(&'a str, u32), Vec<String>>, Vec<(&'a str, &'a str, &'a Properties)>);
+/// By family, then user (looked up without building a key).
+type StoredRows = std::collections::HashMap<String, std::collections::HashMap<String, (String, Option<String>)>>;
 
-fn service_data_changes<'a>(
-    planned: &'a [PlannedUser<'_>],
-    catalogue: &'a std::collections::HashMap<ProductCode, Product>,
-) -> ServiceDataChanges<'a> {
+/// What a batch of plans does to service data.
+struct ServiceDataChanges {
+    /// Users whose family's last licence goes, by (family, retention days).
+    retain: BTreeMap<(String, u32), Vec<String>>,
+    /// Takes that may touch a stored row: (user, family, properties given).
+    taken: Vec<(String, String, Properties)>,
+}
+
+fn service_data_changes(planned: &[PlannedUser<'_>], catalogue: &std::collections::HashMap<ProductCode, Product>) -> ServiceDataChanges {
     let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.as_str(), p.retention_days));
-    let mut retain: BTreeMap<(&str, u32), Vec<String>> = BTreeMap::new();
-    let mut taken: Vec<(&str, &str, &Properties)> = Vec::new();
+    let mut retain: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
+    let mut taken: Vec<(String, String, Properties)> = Vec::new();
     for p in planned {
         let held_after: Vec<&str> = p.plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
         for h in &p.plan.release {
             if let Some((fam, days)) = family(&h.product) {
                 if !held_after.contains(&fam) {
-                    retain.entry((fam, days)).or_default().push(p.user.to_string());
+                    retain.entry((fam.to_string(), days)).or_default().push(p.user.to_string());
                 }
             }
         }
@@ -368,11 +376,11 @@ fn service_data_changes<'a>(
                 if held_before.contains(&fam) && h.properties.is_empty() {
                     continue;
                 }
-                taken.push((p.user, fam, &h.properties));
+                taken.push((p.user.to_string(), fam.to_string(), h.properties.clone()));
             }
         }
     }
-    (retain, taken)
+    ServiceDataChanges { retain, taken }
 }
 
 /// The stored rows the takes of `planned` may touch (read ahead of the
@@ -383,17 +391,18 @@ pub async fn stored_service_data(
     planned: &[PlannedUser<'_>],
     catalogue: &std::collections::HashMap<ProductCode, Product>,
 ) -> Result<StoredServiceData, StoreError> {
-    let (_, taken) = service_data_changes(planned, catalogue);
-    read_stored_service_data(tx, org, &taken).await
+    let changes = service_data_changes(planned, catalogue);
+    let rows = read_stored_rows(tx, org, &changes.taken).await?;
+    Ok(StoredServiceData { changes, rows })
 }
 
 /// Stored rows of the families taken, read once per family.
-async fn read_stored_service_data(tx: &mut Tx, org: &str, taken: &[(&str, &str, &Properties)]) -> Result<StoredServiceData, StoreError> {
-    let mut by_family: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+async fn read_stored_rows(tx: &mut Tx, org: &str, taken: &[(String, String, Properties)]) -> Result<StoredRows, StoreError> {
+    let mut by_family: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (user, fam, _) in taken {
-        by_family.entry(fam).or_default().push(user.to_string());
+        by_family.entry(fam).or_default().push(user);
     }
-    let mut stored = std::collections::HashMap::new();
+    let mut stored = StoredRows::new();
     for (fam, users) in &by_family {
         for r in tx
             .rows_packed(
@@ -406,10 +415,13 @@ async fn read_stored_service_data(tx: &mut Tx, org: &str, taken: &[(&str, &str, 
             )
             .await?
         {
-            stored.insert((r.text(0)?, fam.to_string()), (r.text(1)?, r.opt_text(2)?));
+            stored
+                .entry(fam.to_string())
+                .or_default()
+                .insert(r.text(0)?, (r.text(1)?, r.opt_text(2)?));
         }
     }
-    Ok(StoredServiceData(stored))
+    Ok(stored)
 }
 
 /// Service data per user and family: families whose last licence
@@ -426,8 +438,11 @@ async fn update_service_data_many(
     stored: Option<StoredServiceData>,
 ) -> Result<(), StoreError> {
     let now_s = ts(now);
-    let (retain, taken) = service_data_changes(planned, catalogue);
-    for ((fam, days), users) in &retain {
+    let (changes, read_ahead) = match stored {
+        Some(s) => (s.changes, Some(s.rows)),
+        None => (service_data_changes(planned, catalogue), None),
+    };
+    for ((fam, days), users) in &changes.retain {
         let until = ts(now + chrono::Duration::days(i64::from(*days)));
         tx.exec(
             &format!(
@@ -436,7 +451,7 @@ async fn update_service_data_many(
             ),
             &[
                 Val::from(org),
-                Val::from(*fam),
+                Val::from(fam),
                 Val::from(&until),
                 Val::from(&now_s),
                 Val::texts(users),
@@ -444,16 +459,16 @@ async fn update_service_data_many(
         )
         .await?;
     }
-    if taken.is_empty() {
+    if changes.taken.is_empty() {
         return Ok(());
     }
-    let stored = match stored {
-        Some(s) => s.0,
-        None => read_stored_service_data(tx, org, &taken).await?.0,
+    let stored = match read_ahead {
+        Some(rows) => rows,
+        None => read_stored_rows(tx, org, &changes.taken).await?,
     };
     let mut inserts: Vec<Vec<Val>> = Vec::new();
-    for (user, fam, props) in taken {
-        let existing = stored.get(&(user.to_string(), fam.to_string()));
+    for (user, fam, props) in &changes.taken {
+        let existing = stored.get(fam.as_str()).and_then(|of_family| of_family.get(user.as_str()));
         if existing.is_none() && props.is_empty() {
             continue;
         }
