@@ -131,8 +131,13 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
         Err(e) => return fail(st, &job, &e).await,
     };
     let mut job = job;
+    let mut first_planned = None;
     if !job.resolved {
-        resolve(st, &job, owner, &setting).await?;
+        // A per_user job on SQLite plans its chunks ahead of the writer
+        // (`run_pipelined`): its first chunk is planned while the rest of
+        // the filter resolves.
+        let plan_first = st.store.backend() == Backend::Sqlite && setting.req.mode == JobMode::PerUser && !setting.req.dry_run;
+        first_planned = resolve(st, &job, owner, &setting, plan_first).await?;
         job = reload(st, &job).await?;
     }
     if setting.req.dry_run && job.done > 0 {
@@ -148,7 +153,7 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
     }
     match setting.req.mode {
         JobMode::AllOrNothing => run_all_or_nothing(st, &job, owner, &setting).await,
-        JobMode::PerUser => run_per_user(st, &job, owner, &setting).await,
+        JobMode::PerUser => run_per_user(st, &job, owner, &setting, first_planned).await,
     }
 }
 
@@ -213,17 +218,19 @@ pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Erro
 /// Splits a filter's users into chunks (the list of a `users` job was split
 /// when it was created). The users are those matching when the job starts.
 /// A few chunks in memory at a time (`RESOLVE_CHUNKS_PER_COMMIT`), written
-/// as they are read, and the job is marked resolved after the last, so a
-/// restart in between (no chunk has run yet) drops the chunks written and
-/// starts over.
-async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+/// as they are read; the first commit drops the chunks of a resolution a
+/// restart interrupted, and the last marks the job resolved. With
+/// `plan_first`, the first chunk is stored alone and starts being planned
+/// ahead at once, while the rest resolves; no licence is written before the
+/// whole job is resolved and its capacity checked.
+async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting, plan_first: bool) -> Result<Option<PlanningAhead>, Error> {
     let Some(filter) = &setting.req.filter else {
         return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
     };
-    in_transaction!(st.store, |tx| jobs::delete_chunks(&mut tx, &job.org, &job.id).await)?;
     let mut after = String::new();
     let (mut seq, mut total) = (0i64, 0i64);
     let mut pages: Vec<Vec<String>> = Vec::with_capacity(RESOLVE_CHUNKS_PER_COMMIT);
+    let mut first_planned = None;
     loop {
         let page = {
             let mut rd = st.store.read_conn().await?;
@@ -235,13 +242,27 @@ async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Re
             total += page.len() as i64;
             pages.push(page);
         }
-        if !pages.is_empty() && (last_page || pages.len() == RESOLVE_CHUNKS_PER_COMMIT) {
+        // The first chunk is stored alone when it is to be planned at once.
+        let batch_full = pages.len() == RESOLVE_CHUNKS_PER_COMMIT || (seq == 0 && plan_first);
+        if last_page || batch_full {
             let now = st.clock.now();
+            let first_batch = seq == 0;
             in_transaction!(st.store, |tx| {
                 // Renewed with every commit: resolving a million users outlasts a short lease.
                 keep_lease(&mut tx, job, owner, now).await?;
-                jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &pages).await
+                if first_batch {
+                    // Chunks of a resolution that a restart interrupted.
+                    jobs::delete_chunks(&mut tx, &job.org, &job.id).await?;
+                }
+                jobs::insert_chunks(&mut tx, &job.org, &job.id, seq, &pages).await?;
+                if last_page {
+                    jobs::set_resolved(&mut tx, &job.org, &job.id, seq + pages.len() as i64, total).await?;
+                }
+                Ok::<_, StoreError>(())
             })?;
+            if first_batch && plan_first && !pages.is_empty() {
+                first_planned = Some(PlanningAhead::start(st, job, std::sync::Arc::new(setting.clone()), 0, None));
+            }
             seq += pages.len() as i64;
             pages.clear();
         }
@@ -249,7 +270,7 @@ async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Re
             break;
         }
     }
-    in_transaction!(st.store, |tx| jobs::set_resolved(&mut tx, &job.org, &job.id, seq, total).await)
+    Ok(first_planned)
 }
 
 /// R-BULK-3: each product's seats needed against its free seats, before
@@ -589,7 +610,7 @@ async fn end(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
 }
 
 /// `per_user`: each chunk in its own transaction; each user all or nothing.
-async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting, first_planned: Option<PlanningAhead>) -> Result<(), Error> {
     use futures::StreamExt;
     let pending = {
         let mut rd = st.store.read_conn().await?;
@@ -599,7 +620,7 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting) 
         return run_dry(st, job, owner, setting, pending).await;
     }
     let stopped = match st.store.backend() {
-        Backend::Sqlite => run_pipelined(st, job, owner, setting, pending).await? == ChunkRun::Cancelled,
+        Backend::Sqlite => run_pipelined(st, job, owner, setting, pending, first_planned).await? == ChunkRun::Cancelled,
         Backend::Postgres => {
             let mut chunks = futures::stream::iter(pending)
                 .map(|seq| run_chunk(st, job, owner, setting, seq))
@@ -787,18 +808,58 @@ async fn write_planned(
     })
 }
 
+/// A chunk being planned ahead on a task of its own, so that its planning
+/// runs on another core than the writer's work. Dropped unfinished (the
+/// job stopped), the planning is called off: it only reads.
+struct PlanningAhead {
+    seq: i64,
+    task: tokio::task::JoinHandle<Result<PlannedAhead, Error>>,
+}
+
+impl PlanningAhead {
+    fn start(st: &AppState, job: &Job, setting: std::sync::Arc<Setting>, seq: i64, pools: Option<Vec<Pool>>) -> PlanningAhead {
+        let (st, job) = (st.clone(), job.clone());
+        PlanningAhead {
+            seq,
+            task: tokio::spawn(async move { plan_ahead(&st, &job, &setting, seq, pools).await }),
+        }
+    }
+
+    async fn finish(mut self) -> Result<PlannedAhead, Error> {
+        (&mut self.task)
+            .await
+            .map_err(|e| Error::internal(format!("planning a chunk ahead stopped: {e}")))?
+    }
+}
+
+impl Drop for PlanningAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// `per_user` on SQLite. One writer, so chunks are written one at a time;
 /// while the writer writes one chunk, the next is read and planned on a read
 /// connection (the other core), carrying the seat counts on in memory.
 /// When a chunk had to be planned again in its transaction, the next one's
 /// plan rests on counts that were not written: it is planned again after
 /// the write, from fresh counts.
-async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting, pending: Vec<i64>) -> Result<ChunkRun, Error> {
+async fn run_pipelined(
+    st: &AppState,
+    job: &Job,
+    owner: &str,
+    setting: &Setting,
+    pending: Vec<i64>,
+    first_planned: Option<PlanningAhead>,
+) -> Result<ChunkRun, Error> {
     let mut queue = pending.into_iter();
     let Some(first) = queue.next() else {
         return Ok(ChunkRun::Done);
     };
-    let mut ahead = plan_ahead(st, job, setting, first, None).await?;
+    let mut ahead = match first_planned {
+        Some(planning) if planning.seq == first => planning.finish().await?,
+        _ => plan_ahead(st, job, setting, first, None).await?,
+    };
     let mut own_last = None;
     let shared = std::sync::Arc::new(setting.clone());
     loop {
@@ -809,16 +870,10 @@ async fn run_pipelined(st: &AppState, job: &Job, owner: &str, setting: &Setting,
         let next = queue.next();
         // A task of its own, so that its planning runs on another core
         // than the write's statements are prepared on.
-        let read_next = next.map(|seq| {
-            let (st, job, setting) = (st.clone(), job.clone(), shared.clone());
-            tokio::spawn(async move { plan_ahead(&st, &job, &setting, seq, Some(pools)).await })
-        });
+        let read_next = next.map(|seq| PlanningAhead::start(st, job, shared.clone(), seq, Some(pools)));
         let written = write_planned(st, job, owner, setting, ahead, own_last).await;
         let read = match read_next {
-            Some(task) => Some(
-                task.await
-                    .map_err(|e| Error::internal(format!("planning a chunk ahead stopped: {e}")))?,
-            ),
+            Some(planning) => Some(planning.finish().await),
             None => None,
         };
         own_last = written?;
