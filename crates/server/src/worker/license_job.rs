@@ -786,7 +786,8 @@ async fn write_planned(
 ) -> Result<Option<i64>, Error> {
     let seq = ahead.seq;
     let mut ahead = Some(ahead);
-    in_transaction!(st.store, |tx| {
+    let mut spent: Option<ChunkPlans> = None;
+    let written = in_transaction!(st.store, |tx| {
         // Only the first attempt may use it: a retry follows a conflict.
         let usable = match ahead.take() {
             Some(a) if a.plans.short_of_seats == 0 => licence_epochs::claim_chunk_ahead(&mut tx, &job.org, a.epoch, own_last)
@@ -797,6 +798,7 @@ async fn write_planned(
         match usable {
             Some((count, a)) => {
                 write_chunk(&mut tx, job, owner, setting, &a.plans, a.write, a.now).await?;
+                spent = Some(a.plans);
                 Ok::<_, StoreError>(Some(count))
             }
             None => {
@@ -805,7 +807,13 @@ async fn write_planned(
                 Ok(None)
             }
         }
-    })
+    });
+    // Thousands of plans to free: not while holding the writer, nor on the
+    // way to writing the next chunk.
+    if let Some(plans) = spent {
+        tokio::spawn(async move { drop(plans) });
+    }
+    written
 }
 
 /// A chunk being planned ahead on a task of its own, so that its planning
