@@ -9,7 +9,10 @@ mod demo;
 
 /// A bulk job allocates and frees millions of short strings and rows across
 /// threads; with the system allocator, malloc and free were a sixth of a
-/// 100,000-user job's CPU time (`perf`, BENCHMARKS.md).
+/// 100,000-user job's CPU time (`perf`, BENCHMARKS.md). Built with
+/// `no_thp` (workspace Cargo.toml): with transparent huge pages, the kernel
+/// zeroed 2 MB pages for memory mimalloc had just returned, 5-7% of the
+/// job's CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
