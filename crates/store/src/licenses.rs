@@ -338,8 +338,9 @@ pub async fn record_changes(
 }
 
 /// Stored service data rows a batch's takes may touch, (data,
-/// retain_until) by family and user, with the batch's service-data changes they were
-/// read for (worked out once, off the writer's path when read ahead).
+/// retain_until) by family and user, with the batch's service-data changes
+/// they were read for (worked out once, off the writer's path when read
+/// ahead).
 pub struct StoredServiceData {
     changes: ServiceDataChanges,
     rows: StoredRows,
