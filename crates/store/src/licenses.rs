@@ -177,22 +177,26 @@ pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], no
         .iter()
         .flat_map(|p| {
             p.plan.take.iter().map(|h| {
+                let properties = if h.properties.is_empty() {
+                    "{}".to_string()
+                } else {
+                    serde_json::to_string(&h.properties).unwrap_or_else(|_| "{}".into())
+                };
                 vec![
-                    Val::from(org),
                     Val::from(p.user),
                     Val::from(h.product.as_str()),
                     Val::from(&h.subscription),
-                    Val::Text(serde_json::to_string(&h.properties).unwrap_or_else(|_| "{}".into())),
-                    Val::from(&now_s),
+                    Val::Text(properties),
                 ]
             })
         })
         .collect();
     SeatChanges {
         releases,
-        takes: PreparedRows::new(
+        takes: PreparedRows::with_shared(
             backend,
-            "assignments (org_id, user_id, product, subscription_id, properties, assigned_at)",
+            "assignments (org_id, assigned_at, user_id, product, subscription_id, properties)",
+            &[Val::from(org), Val::Text(now_s)],
             &takes,
         ),
         deltas,
@@ -298,18 +302,42 @@ pub fn change_events(
         Val::from("license.change"),
         Val::from(who.request_id.as_deref()),
     ];
+    // The users of a bulk job mostly go from the same licences to the same
+    // licences: a state equal to the previous user's is copied, not
+    // serialized again.
+    let mut before_seen: Option<(&[Held], String)> = None;
+    let mut after_seen: Option<(&LicensePlan, String)> = None;
     let rows: Vec<Vec<Val>> = planned
         .iter()
         .map(|p| {
+            let before = match &before_seen {
+                Some((held, text)) if *held == p.before => text.clone(),
+                _ => {
+                    let text = json_text(&BeforeState { licenses: p.before });
+                    before_seen = Some((p.before, text.clone()));
+                    text
+                }
+            };
+            let same_after = |seen: &LicensePlan| {
+                seen.result == p.plan.result && seen.moved_families == p.plan.moved_families && seen.auto_added == p.plan.auto_added
+            };
+            let after = match &after_seen {
+                Some((plan, text)) if same_after(plan) => text.clone(),
+                _ => {
+                    let text = json_text(&AfterState {
+                        licenses: &p.plan.result,
+                        moved_families: &p.plan.moved_families,
+                        auto_added: &p.plan.auto_added,
+                    });
+                    after_seen = Some((p.plan, text.clone()));
+                    text
+                }
+            };
             vec![
                 Val::Text(crate::db::new_id("evt")),
                 Val::Text(format!("user:{}", p.user)),
-                Val::Text(json_text(&BeforeState { licenses: p.before })),
-                Val::Text(json_text(&AfterState {
-                    licenses: &p.plan.result,
-                    moved_families: &p.plan.moved_families,
-                    auto_added: &p.plan.auto_added,
-                })),
+                Val::Text(before),
+                Val::Text(after),
             ]
         })
         .collect();

@@ -13,7 +13,73 @@ both_backends!(
     summary_shows_all_some_none,
     cancel_stops_between_chunks,
     idempotency_key_returns_the_same_job,
+    audit_events_carry_each_users_own_states,
 );
+
+/// A job's audit events are built in bulk, and a state equal to the
+/// previous user's is reused: users whose licences differ from their
+/// neighbours' must still get their own before and after.
+async fn audit_events_carry_each_users_own_states(backend: Backend) {
+    let app = spawn(backend).await;
+    product(&app, "messaging", "messaging").await;
+    product(&app, "voice", "voice").await;
+    let org = org(&app, "Audit AB", None).await;
+    subscription(
+        &app,
+        &org,
+        json!([{ "product": "messaging", "quantity": 20 }, { "product": "voice", "quantity": 20 }]),
+    )
+    .await;
+    let users = many_users(&app, &org, "a", "example.com", 12, None).await;
+    // Every third user holds voice first: runs of equal and of different states.
+    let with_voice: Vec<String> = users.iter().step_by(3).cloned().collect();
+    job(&app, &org, json!({ "users": with_voice, "add": [{ "product": "voice" }] })).await;
+    let j = job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let events = app
+        .get(
+            &format!("/api/v1/orgs/{org}/audit-events?action=license.change&limit=1000"),
+            &app.admin,
+        )
+        .await
+        .ok();
+    let request = format!("job:{}", j["id"].as_str().unwrap());
+    let ours: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["request_id"] == request)
+        .collect();
+    assert_eq!(ours.len(), users.len());
+    let products = |state: &Value| {
+        let mut p: Vec<String> = state["licenses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["product"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    for e in &ours {
+        let user = e["target"].as_str().unwrap().strip_prefix("user:").unwrap();
+        let had_voice = with_voice.iter().any(|u| u == user);
+        let expected_before: Vec<&str> = if had_voice { vec!["voice"] } else { vec![] };
+        let expected_after: Vec<&str> = if had_voice { vec!["messaging", "voice"] } else { vec!["messaging"] };
+        assert_eq!(products(&e["before"]), expected_before, "{e}");
+        assert_eq!(products(&e["after"]), expected_after, "{e}");
+        assert_eq!(e["after"]["moved_families"], json!([]), "{e}");
+        // The columns every event of a chunk shares.
+        assert_eq!(e["action"], "license.change");
+        assert_eq!(e["actor"], ours[0]["actor"]);
+        assert_eq!(e["at"], ours[0]["at"]);
+        assert!(!e["actor"].as_str().unwrap().is_empty() && !e["at"].as_str().unwrap().is_empty());
+    }
+    let mut targets: Vec<&str> = ours.iter().map(|e| e["target"].as_str().unwrap()).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), users.len(), "one event per user");
+}
 
 async fn idempotency_key_returns_the_same_job(backend: Backend) {
     let app = spawn(backend).await;
