@@ -36,20 +36,9 @@ async fn audit_events_carry_each_users_own_states(backend: Backend) {
     job(&app, &org, json!({ "users": with_voice, "add": [{ "product": "voice" }] })).await;
     let j = job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     assert_eq!(j["state"], "succeeded", "{j}");
-    let events = app
-        .get(
-            &format!("/api/v1/orgs/{org}/audit-events?action=license.change&limit=1000"),
-            &app.admin,
-        )
-        .await
-        .ok();
+    let events = licence_change_events(&app, &org).await;
     let request = format!("job:{}", j["id"].as_str().unwrap());
-    let ours: Vec<&Value> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["request_id"] == request)
-        .collect();
+    let ours: Vec<&Value> = events.iter().filter(|e| e["request_id"] == request).collect();
     assert_eq!(ours.len(), users.len());
     let products = |state: &Value| {
         let mut p: Vec<String> = state["licenses"]
@@ -120,6 +109,18 @@ async fn job(app: &TestApp, org: &str, body: Value) -> Value {
     finished_job(app, &id).await
 }
 
+/// The org's `license.change` audit events (up to 1,000).
+async fn licence_change_events(app: &TestApp, org: &str) -> Vec<Value> {
+    let events = app
+        .get(
+            &format!("/api/v1/orgs/{org}/audit-events?action=license.change&limit=1000"),
+            &app.admin,
+        )
+        .await
+        .ok();
+    events["items"].as_array().unwrap().clone()
+}
+
 async fn messaging_org(app: &TestApp, seats: i64) -> (String, String) {
     product(app, "messaging", "messaging").await;
     let org = org(app, "Bulk AB", None).await;
@@ -163,14 +164,7 @@ async fn capacity_is_checked_before_anything_is_written(backend: Backend) {
     assert_eq!(s["items"][0]["consumed"], 1000);
     assert_eq!(app.mismatches().await, 0);
     // Every change is in the audit log, attributed to the job.
-    let events = app
-        .get(
-            &format!("/api/v1/orgs/{org}/audit-events?action=license.change&limit=1000"),
-            &app.admin,
-        )
-        .await
-        .ok();
-    let items = events["items"].as_array().unwrap();
+    let items = licence_change_events(&app, &org).await;
     assert_eq!(items.len(), 1000);
     assert!(items
         .iter()
