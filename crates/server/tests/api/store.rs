@@ -11,6 +11,25 @@ both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_lic
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
 both_backends!(service_data_read_ahead_and_purged_meanwhile_is_written_anew);
 
+/// The bundled SQLite is built without `SQLITE_ENABLE_MEMORY_MANAGEMENT`
+/// (`.cargo/config.toml`): with it, every page fetch of every connection
+/// took one process-wide mutex, which the writer and the readers planning
+/// chunks ahead fought over (BENCHMARKS.md).
+#[tokio::test]
+async fn bundled_sqlite_has_no_process_wide_page_cache_mutex() {
+    let app = spawn(Backend::Sqlite).await;
+    let mut rd = app.store.begin_read().await.unwrap();
+    let options: Vec<String> = rd
+        .rows("PRAGMA compile_options", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.text(0).unwrap())
+        .collect();
+    assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+}
+
 /// (id, name, n, flag) of row `i`: awkward text, nulls, large and negative
 /// numbers, booleans; some columns constant in a batch, others not.
 fn row(i: i64) -> Vec<Val> {
