@@ -103,9 +103,7 @@ async fn idempotency_key_returns_the_same_job(backend: Backend) {
 }
 
 async fn job(app: &TestApp, org: &str, body: Value) -> Value {
-    let r = app.post(&format!("/api/v1/orgs/{org}/license-jobs"), &app.admin, body).await;
-    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
-    let id = r.body["job"]["id"].as_str().unwrap().to_string();
+    let id = start_job(app, org, body).await;
     finished_job(app, &id).await
 }
 
@@ -458,14 +456,7 @@ async fn cancel_stops_between_chunks(backend: Backend) {
     let app = spawn(backend).await;
     let (org, sub) = messaging_org(&app, 40_000).await;
     let users = many_users(&app, &org, "c", "example.com", 30_000, None).await;
-    let r = app
-        .post(
-            &format!("/api/v1/orgs/{org}/license-jobs"),
-            &app.admin,
-            json!({ "users": users, "add": [{ "product": "messaging" }] }),
-        )
-        .await;
-    let id = r.body["job"]["id"].as_str().unwrap().to_string();
+    let id = start_job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     let c = app.post(&format!("/api/v1/jobs/{id}/cancel"), &app.admin, json!({})).await;
     assert_eq!(c.status.as_u16(), 202, "{}", c.body);
     let j = finished_job(&app, &id).await;

@@ -196,9 +196,7 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
                             for (k, v) in change.as_object().unwrap() {
                                 body[k] = v.clone();
                             }
-                            let r = app.post(&format!("/api/v1/orgs/{org}/license-jobs"), &app.admin, body).await;
-                            assert_eq!(r.status.as_u16(), 202, "{}", r.body);
-                            jobs.push(r.body["job"]["id"].as_str().unwrap().to_string());
+                            jobs.push(start_job(app, org, body).await);
                         }
                         7 => {
                             // A CSV import: some users (and now and then a new
@@ -293,15 +291,7 @@ async fn single_changes_while_a_long_job_runs(backend: Backend) {
     )
     .await;
     let users = many_users(&app, &org, "long", "long.example", USERS, None).await;
-    let r = app
-        .post(
-            &format!("/api/v1/orgs/{org}/license-jobs"),
-            &app.admin,
-            json!({ "users": users, "add": [{ "product": "messaging" }] }),
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
-    let id = r.body["job"]["id"].as_str().unwrap().to_string();
+    let id = start_job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     let clients = (0..3u64).map(|c| {
         let (app, org, users, id) = (&app, &org, &users, &id);
         async move {

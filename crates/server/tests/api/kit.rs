@@ -440,6 +440,14 @@ pub async fn many_users(app: &TestApp, org: &str, prefix: &str, domain: &str, n:
     users.into_iter().map(|u| u.id).collect()
 }
 
+/// Creates a licence job as the provider admin (202) and returns its id,
+/// without waiting for it.
+pub async fn start_job(app: &TestApp, org: &str, body: Value) -> String {
+    let r = app.post(&format!("/api/v1/orgs/{org}/license-jobs"), &app.admin, body).await;
+    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+    r.body["job"]["id"].as_str().expect("a job id").to_string()
+}
+
 /// Polls a job until it has ended; returns its last view.
 pub async fn finished_job(app: &TestApp, id: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -141,15 +141,13 @@ async fn edit_move_keeps_service_data(backend: Backend) {
     let app = spawn(backend).await;
     let c = calling_org(&app, 50).await;
     let before = service_data_rows(&app, &c.org, "calling").await;
-    let r = app
-        .post(
-            &format!("/api/v1/orgs/{}/license-jobs", c.org),
-            &app.admin,
-            json!({ "users": c.users, "move": { "from_subscription": c.a, "to_subscription": c.b } }),
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
-    let j = finished_job(&app, r.body["job"]["id"].as_str().unwrap()).await;
+    let id = start_job(
+        &app,
+        &c.org,
+        json!({ "users": c.users, "move": { "from_subscription": c.a, "to_subscription": c.b } }),
+    )
+    .await;
+    let j = finished_job(&app, &id).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_all_moved(&app, &c, &before).await;
 }

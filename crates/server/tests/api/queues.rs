@@ -114,14 +114,8 @@ async fn queues_keep_their_licence_billed(backend: Backend) {
         .await;
     r.problem(422, "requires_product");
     assert!(r.body["detail"].as_str().unwrap().contains("Callbacks, Support"), "{}", r.body);
-    let job = app
-        .post(
-            &format!("/api/v1/orgs/{o}/license-jobs"),
-            &app.admin,
-            json!({ "users": [agent], "remove": [{ "product": "contact-centre" }] }),
-        )
-        .await;
-    let j = finished_job(&app, job.body["job"]["id"].as_str().unwrap()).await;
+    let id = start_job(&app, &o, json!({ "users": [agent], "remove": [{ "product": "contact-centre" }] })).await;
+    let j = finished_job(&app, &id).await;
     assert_eq!(j["progress"]["failed"], 1, "{j}");
     assert_eq!(job_results(&app, j["id"].as_str().unwrap()).await[0]["code"], "requires_product");
     let (_, rows) = import_done(
