@@ -112,6 +112,14 @@ enum AdminCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Revoke an API token by its id (tok_...): it stops working at once.
+    RevokeToken {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The token's id, as listed by GET /api/v1/tokens (not its secret).
+        #[arg(long)]
+        id: String,
+    },
     /// Check invariants: every pool's consumed count equals its assignment rows.
     Check {
         #[command(flatten)]
@@ -194,6 +202,19 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             .map_err(|e| anyhow_lite::msg(e.detail))?;
             eprintln!("Created a {} token. It is shown only now; store it safely.", role.as_str());
             println!("{token}");
+        }
+        Command::Admin {
+            command: AdminCommand::RevokeToken { db, id },
+        } => {
+            let store = db.open().await?;
+            let revoked = allot_server::api::tokens::revoke_as_operator(&store, &id, SystemClock.now())
+                .await
+                .map_err(|e| anyhow_lite::msg(e.detail))?;
+            store.close().await;
+            if !revoked {
+                return Err(anyhow_lite::msg(format!("no live token has the id {id:?}")));
+            }
+            println!("revoked token {id}");
         }
         Command::Admin {
             command: AdminCommand::Check { db },

@@ -84,6 +84,9 @@ pub enum Action {
     DecidePurchase,
     /// Contact-centre queues and their members.
     ManageQueues,
+    /// API tokens of the caller's tenant: list, create (no role above the
+    /// caller's own, see [`Principal::may_grant`]) and revoke.
+    ManageTokens,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -98,6 +101,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         // buying is the customer's (its super admin's) decision.
         PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners | Maintenance | RequestPurchase),
         // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
+        // Tokens are their admin's to hand out.
         PartnerSales => matches!(
             action,
             ReadCatalogue
@@ -128,6 +132,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | SubmitProvisioningDetails
                 | RequestPurchase
                 | ManageQueues
+                | ManageTokens
         ),
         OrgAdmin => matches!(
             action,
@@ -177,6 +182,29 @@ impl Principal {
     }
     pub fn may(&self, action: Action) -> bool {
         role_allows(self.role, action)
+    }
+
+    /// Whether this principal may hand out a token of `role`: never a role
+    /// above its own. The tenant the new token is bound to is checked as
+    /// scope (404 outside it), not here.
+    pub fn may_grant(&self, role: Role) -> bool {
+        self.may(Action::ManageTokens) && role.rank() <= self.role.rank()
+    }
+}
+
+impl Role {
+    /// How far a role reaches: the provider above partners above orgs, and
+    /// within a tenant its admin above the narrower roles.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Role::ProviderAdmin => 9,
+            Role::PartnerAdmin => 8,
+            Role::PartnerSales | Role::PartnerHelpdesk => 7,
+            Role::OrgSuperAdmin => 6,
+            Role::OrgAdmin => 5,
+            Role::OrgUserAdmin => 4,
+            Role::OrgSupport | Role::OrgReadOnly => 3,
+        }
     }
 }
 

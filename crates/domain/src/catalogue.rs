@@ -56,12 +56,11 @@ impl Product {
     /// checked against the whole catalogue by [`validate_catalogue`].
     pub fn validate(&self) -> Result<(), Error> {
         let mut v = Vec::new();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            v.push(Violation::new(crate::Code::ValidationFailed, "name must have 1 to 200 characters.").field("name"));
+        if let Err(e) = crate::types::check_text("name", &self.name, 200) {
+            v.push(Violation::new(crate::Code::ValidationFailed, e.detail).field("name"));
         }
         for (i, f) in self.features.iter().enumerate() {
-            if f.trim().is_empty() || f.len() > 100 {
+            if crate::types::check_text("feature", f, 100).is_err() {
                 v.push(
                     Violation::new(crate::Code::ValidationFailed, format!("feature {i} must have 1 to 100 characters."))
                         .field(format!("features[{i}]")),

@@ -39,6 +39,9 @@ pub enum Code {
     CsvHeaderInvalid,
     CsvRowInvalid,
     Conflict,
+    /// The server cannot serve the request now (not ready: its database
+    /// cannot be written to, or it is shutting down).
+    Unavailable,
     Internal,
 }
 
@@ -59,6 +62,7 @@ impl Code {
             PayloadTooLarge => 413,
             RateLimited => 429,
             Internal => 500,
+            Unavailable => 503,
             // Every rule and validation failure: the request was understood and refused.
             ValidationFailed
             | SeatsExhausted
@@ -115,6 +119,7 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::CsvHeaderInvalid, "csv_header_invalid"),
     (Code::CsvRowInvalid, "csv_row_invalid"),
     (Code::Conflict, "conflict"),
+    (Code::Unavailable, "unavailable"),
     (Code::Internal, "internal"),
 ];
 

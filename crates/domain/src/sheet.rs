@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::Product;
 use crate::error::{Code, Error, Violation};
 use crate::planner::{AddLicense, Held, LicenseChange, RemoveLicense};
-use crate::types::{CountryCode, Email, ProductCode, UserKind, UserStatus};
+use crate::types::{excerpt, CountryCode, Email, ProductCode, UserKind, UserStatus};
 
 /// The user columns, in export order.
 pub const USER_COLUMNS: [&str; 5] = ["email", "display_name", "kind", "status", "usage_location"];
@@ -76,6 +76,79 @@ pub fn escape_cell(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Finds a quoted cell that is never closed, reading a CSV file's bytes as
+/// they arrive. A CSV reader takes such a quote as a cell that runs to the
+/// end of the file, so five rows would become one user whose name holds
+/// the other four; the import refuses the file instead, naming the line.
+///
+/// It follows the reader's rules: a quote opens a quoted cell only at the
+/// start of a cell (elsewhere it is a plain character), `""` inside one is
+/// a quote, and a quote followed by anything else closes it.
+#[derive(Debug, Clone)]
+pub struct QuoteScanner {
+    state: QuoteState,
+    line: u64,
+    opened_on: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    CellStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl Default for QuoteScanner {
+    fn default() -> Self {
+        QuoteScanner {
+            state: QuoteState::CellStart,
+            line: 1,
+            opened_on: 0,
+        }
+    }
+}
+
+impl QuoteScanner {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        use QuoteState::*;
+        for &b in bytes {
+            if b == b'\n' {
+                self.line += 1;
+            }
+            self.state = match (self.state, b) {
+                (CellStart, b'"') => {
+                    self.opened_on = self.line;
+                    Quoted
+                }
+                (CellStart | Unquoted | QuoteInQuoted, b',' | b'\n') => CellStart,
+                (CellStart | Unquoted, _) => Unquoted,
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (QuoteInQuoted, _) => Unquoted,
+            };
+        }
+    }
+
+    /// At the end of the file: the line of a quoted cell still open, if any.
+    pub fn unclosed_quote(&self) -> Option<u64> {
+        (self.state == QuoteState::Quoted).then_some(self.opened_on)
+    }
+}
+
+/// The refusal of a file whose quoted cell opened on `line` never closes.
+pub fn unclosed_quote_refused(line: u64) -> Error {
+    let msg = format!(
+        "Line {line} opens a quoted cell (\") that is never closed, so the rest of the file would be read as one cell. Close the quote, or remove it."
+    );
+    Error {
+        code: Code::CsvRowInvalid,
+        detail: format!("The file was not imported: {msg}"),
+        violations: vec![Violation::new(Code::CsvRowInvalid, msg).with_row(line)],
+    }
+}
+
 fn parse_heading(h: &str) -> Option<(&str, &str)> {
     let h = h.trim();
     let open = h.rfind(" [")?;
@@ -100,7 +173,7 @@ pub fn parse_header(cells: &[String], org_items: &[ItemColumn]) -> Result<Header
             continue;
         }
         if let Some(first) = seen.insert(text.to_lowercase(), i + 1) {
-            problems.push(format!("column {} repeats \"{text}\" (column {first})", i + 1));
+            problems.push(format!("column {} repeats \"{}\" (column {first})", i + 1, excerpt(text)));
             roles.push(ColumnRole::Unnamed);
             continue;
         }
@@ -121,12 +194,16 @@ pub fn parse_header(cells: &[String], org_items: &[ItemColumn]) -> Result<Header
             None => {
                 let why = match parse_heading(text) {
                     Some((product, sub)) => format!(
-                        "column {} \"{text}\" names no item of this organisation (product {product} on subscription {sub})",
-                        i + 1
+                        "column {} \"{}\" names no item of this organisation (product {} on subscription {})",
+                        i + 1,
+                        excerpt(text),
+                        excerpt(product),
+                        excerpt(sub)
                     ),
                     None => format!(
-                        "column {} \"{text}\" is not a known column: use {} or \"<product code> [<subscription id>]\"",
+                        "column {} \"{}\" is not a known column: use {} or \"<product code> [<subscription id>]\"",
                         i + 1,
+                        excerpt(text),
                         USER_COLUMNS.join(", ")
                     ),
                 };
@@ -141,9 +218,17 @@ pub fn parse_header(cells: &[String], org_items: &[ItemColumn]) -> Result<Header
     if problems.is_empty() {
         Ok(Header { roles, items })
     } else {
-        let detail = format!("The header row is not valid: {}.", problems.join("; "));
+        // However many columns are wrong, the answer lists at most
+        // MAX_LISTED_PROBLEMS and says how many there were.
+        let total = problems.len();
+        let detail = if total == 1 {
+            format!("The header row is not valid: {}.", problems[0])
+        } else {
+            format!("The header row is not valid: {total} problems, the first: {}.", problems[0])
+        };
         let violations = problems
             .into_iter()
+            .take(MAX_LISTED_PROBLEMS)
             .map(|p| Violation::new(Code::CsvHeaderInvalid, p).field("header"))
             .collect();
         Err(Error {
@@ -211,24 +296,25 @@ pub fn parse_row(header: &Header, row: u64, cells: &[String]) -> Result<SheetRow
                 Err(e) => problems.push(bad("email", format!("Line {row}: {}", e.detail))),
             },
             ColumnRole::DisplayName => {
-                if v.chars().count() > 200 {
-                    problems.push(bad(
-                        "display_name",
-                        format!("Line {row}: display_name may have at most 200 characters."),
-                    ));
-                } else if !v.is_empty() {
+                if v.is_empty() {
+                } else if let Err(e) = crate::types::check_text("display_name", v, 200) {
+                    problems.push(bad("display_name", format!("Line {row}: {}", e.detail)));
+                } else {
                     out.display_name = Some(v.to_string());
                 }
             }
             ColumnRole::Kind if !v.is_empty() => match UserKind::parse(&v.to_lowercase()) {
                 Some(k) => out.kind = Some(k),
-                None => problems.push(bad("kind", format!("Line {row}: kind must be internal or external, not \"{v}\"."))),
+                None => problems.push(bad(
+                    "kind",
+                    format!("Line {row}: kind must be internal or external, not \"{}\".", excerpt(v)),
+                )),
             },
             ColumnRole::Status if !v.is_empty() => match UserStatus::parse(&v.to_lowercase()) {
                 Some(s) => out.status = Some(s),
                 None => problems.push(bad(
                     "status",
-                    format!("Line {row}: status must be active, pending or inactive, not \"{v}\"."),
+                    format!("Line {row}: status must be active, pending or inactive, not \"{}\".", excerpt(v)),
                 )),
             },
             ColumnRole::UsageLocation if !v.is_empty() => match CountryCode::parse(v) {
@@ -244,15 +330,20 @@ pub fn parse_row(header: &Header, row: u64, cells: &[String]) -> Result<SheetRow
                     problems.push(bad(
                         &header.items[*idx].heading(),
                         format!(
-                            "Line {row}, column {}: \"{v}\" is neither TRUE nor FALSE (leave the cell blank for no change).",
-                            header.items[*idx].heading()
+                            "Line {row}, column {}: \"{}\" is neither TRUE nor FALSE (leave the cell blank for no change).",
+                            header.items[*idx].heading(),
+                            excerpt(v)
                         ),
                     ));
                 }
             }
             ColumnRole::Unnamed if !v.is_empty() => problems.push(bad(
                 "row",
-                format!("Line {row}, column {}: \"{v}\" is under a column without a valid heading.", i + 1),
+                format!(
+                    "Line {row}, column {}: \"{}\" is under a column without a valid heading.",
+                    i + 1,
+                    excerpt(v)
+                ),
             )),
             _ => {}
         }
@@ -396,11 +487,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, Code::CsvHeaderInvalid);
+        // The detail names the first problem and the count; the violations each.
+        assert!(e.detail.contains("4 problems"), "{}", e.detail);
         assert!(e.detail.contains("\"name\" is not a known column"), "{}", e.detail);
-        assert!(e.detail.contains("sub_x"), "{}", e.detail);
-        assert!(e.detail.contains("repeats"), "{}", e.detail);
-        assert!(e.detail.contains("email column is missing"), "{}", e.detail);
-        assert_eq!(e.violations.len(), 4);
+        let all: Vec<&str> = e.violations.iter().map(|v| v.message.as_str()).collect();
+        assert_eq!(all.len(), 4);
+        for named in ["\"name\" is not a known column", "sub_x", "repeats", "email column is missing"] {
+            assert!(all.iter().any(|m| m.contains(named)), "{named} in {all:?}");
+        }
     }
 
     #[test]
@@ -483,5 +577,43 @@ mod tests {
             assert_eq!(unescape_cell(&escape_cell(s)), s);
         }
         assert_eq!(escape_cell("=1"), "'=1");
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+
+    fn scan(s: &str) -> Option<u64> {
+        let mut q = QuoteScanner::default();
+        // Fed in pieces, as an upload arrives.
+        for piece in s.as_bytes().chunks(3) {
+            q.feed(piece);
+        }
+        q.unclosed_quote()
+    }
+
+    #[test]
+    fn a_quote_left_open_is_found_on_its_line() {
+        assert_eq!(scan("email,display_name\na@x.se,\"Anna\nb@x.se,Bo\nc@x.se,Cy\n"), Some(2));
+        assert_eq!(scan("email\n\"a@x.se"), Some(2));
+    }
+
+    #[test]
+    fn closed_quotes_escapes_and_plain_quotes_are_fine() {
+        assert_eq!(
+            scan("email,display_name\na@x.se,\"Anna, \"\"the\"\" first\"\nb@x.se,5\" screen\n"),
+            None
+        );
+        assert_eq!(scan("email,display_name\na@x.se,\"two\nlines\"\n"), None);
+        assert_eq!(scan("email,display_name\r\na@x.se,\"x\"\r\n"), None);
+        assert_eq!(scan(""), None);
+    }
+
+    #[test]
+    fn long_cells_are_quoted_in_part() {
+        let long = "x".repeat(10_000);
+        assert!(excerpt(&long).chars().count() <= 61);
+        assert_eq!(excerpt("short"), "short");
     }
 }

@@ -5,6 +5,43 @@ use std::fmt;
 
 use crate::error::Error;
 
+/// `s` as quoted back in a message: whole if short, else its first 60
+/// characters and "…". A refusal names a value; it does not echo a
+/// megabyte of it.
+pub fn excerpt(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(60) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..cut])),
+    }
+}
+
+/// Whether a character may not appear in a name, label or other free text:
+/// control characters (NUL, line breaks, escapes) and the invisible marks
+/// that reorder text (bidi embeddings, overrides and isolates), with which a
+/// name can display as something it is not.
+pub fn is_forbidden_in_text(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks a one-line free text (a name, a label): trimmed, 1 to `max`
+/// characters, none of them [forbidden](is_forbidden_in_text). Returns it trimmed.
+pub fn check_text(field: &str, raw: &str, max: usize) -> Result<String, Error> {
+    let t = raw.trim();
+    if t.is_empty() || t.chars().count() > max {
+        return Err(Error::validation(field, format!("{field} must have 1 to {max} characters.")));
+    }
+    if let Some(c) = t.chars().find(|c| is_forbidden_in_text(*c)) {
+        return Err(Error::validation(
+            field,
+            format!(
+                "{field} may not contain control or text-direction characters (found U+{:04X}).",
+                c as u32
+            ),
+        ));
+    }
+    Ok(t.to_string())
+}
+
 /// An email address as Allot accepts it: one `@`, a non-empty local part, a
 /// domain with a dot, no spaces or control characters, at most 254 characters.
 /// Kept as given (case preserved); compare with [`Email::normalized`].
@@ -15,15 +52,15 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let s = raw.trim();
-        let bad = |why: &str| Error::validation("email", format!("\"{raw}\" is not a valid email address: {why}."));
+        let bad = |why: &str| Error::validation("email", format!("\"{}\" is not a valid email address: {why}.", excerpt(raw)));
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
         if s.len() > 254 {
             return Err(bad("it is longer than 254 characters"));
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("it contains spaces or control characters"));
+        if s.chars().any(|c| c.is_whitespace() || is_forbidden_in_text(c)) {
+            return Err(bad("it contains spaces, control or text-direction characters"));
         }
         let Some((local, domain)) = s.split_once('@') else {
             return Err(bad("it has no @"));
@@ -85,7 +122,10 @@ impl ProductCode {
         } else {
             Err(Error::validation(
                 field,
-                format!("\"{raw}\" is not a valid code: use 1 to 64 lowercase letters, digits and -, starting with a letter."),
+                format!(
+                    "\"{}\" is not a valid code: use 1 to 64 lowercase letters, digits and -, starting with a letter.",
+                    excerpt(raw)
+                ),
             ))
         }
     }
@@ -119,7 +159,7 @@ impl CountryCode {
         } else {
             Err(Error::validation(
                 "usage_location",
-                format!("\"{raw}\" is not an ISO 3166 alpha-2 country code such as SE or NL."),
+                format!("\"{}\" is not an ISO 3166 alpha-2 country code such as SE or NL.", excerpt(raw)),
             ))
         }
     }

@@ -1,22 +1,48 @@
 //! `Idempotency-Key` on mutating calls: the same key with the same request
 //! replays the first answer; with another request → 422; while the first is
-//! still running → 409. Keys are scoped to the caller's token.
+//! still running → 409.
+//!
+//! The caller is authenticated before a key is looked at, so a request
+//! without a live token never reads a stored answer nor writes a row (it gets
+//! its 401 from the handler as any other would). Keys belong to the token.
+//!
+//! The request is identified by its method, URI and a SHA-256 of its body.
+//! The body is hashed as it streams in: up to [`IN_MEMORY_BODY`] it is kept in
+//! memory, beyond that it is spooled to an unnamed temporary file and handed
+//! to the handler from there, so a 200 MB import with a key costs disk, not
+//! memory, and each route's own size limit still applies when the handler
+//! reads it.
+//!
+//! A reservation is released when its request is abandoned (the client hung
+//! up: [`Reservation`]'s drop), and one left by a server that died is taken
+//! over after a lease. Stored answers are replayed for a time to live and
+//! then purged by the worker; an answer larger than [`Limits::max_replay_bytes`]
+//! is not kept (its replay says so instead of running the request twice).
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use allot_domain::{Code, Error};
 use allot_store::in_transaction;
-use allot_store::tokens::{self, IdempotencyState};
+use allot_store::tokens::{self, IdempotencyState, KeyTimes};
 
-use crate::auth::hash_token;
-use crate::extract::MAX_BODY_BYTES;
+use crate::auth::{authenticate, Authenticated};
 use crate::problem::ApiError;
-use crate::AppState;
+use crate::{AppState, Limits};
+
+/// Bodies up to this size are hashed and kept in memory; larger ones are
+/// spooled to a temporary file while they are hashed.
+const IN_MEMORY_BODY: usize = 1024 * 1024;
+
+/// Stored in place of an answer too large to keep, so a replay can say so.
+const ANSWER_NOT_KEPT: &str = "allot:answer-not-kept (not JSON, so no real answer equals it)";
 
 pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if !matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT | Method::DELETE) {
@@ -35,32 +61,29 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             .into_response()
         }
     };
-    let Some(scope) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(hash_token)
-    else {
-        // No caller to scope the key to: the handler answers 401.
-        return next.run(req).await;
+    let principal = match authenticate(&st, req.headers()).await {
+        Ok(p) => p,
+        Err(e) => return ApiError(e).into_response(),
     };
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError(Error::new(
-            Code::PayloadTooLarge,
-            format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
-        ))
-        .into_response();
+    let token = principal.token_id.clone();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(Authenticated(principal));
+    let spool_limit = st.limits.max_import_bytes.max(crate::api::jobs::MAX_BULK_BODY_BYTES as u64);
+    let (body_hash, body) = match hash_body(body, spool_limit).await {
+        Ok(b) => b,
+        Err(e) => return ApiError(e).into_response(),
     };
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update(b"\n");
     h.update(parts.uri.to_string());
     h.update(b"\n");
-    h.update(&bytes);
+    h.update(body_hash);
     let request_hash = hex::encode(h.finalize());
+    let times = key_times(&st.limits);
     let now = st.clock.now();
-    let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &scope, &key, &request_hash, now).await);
+    let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &token, &key, &request_hash, now, times)
+        .await);
     match state {
         Err(e) => ApiError(e).into_response(),
         Ok(IdempotencyState::Mismatch) => ApiError(Error::new(
@@ -71,6 +94,13 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
         Ok(IdempotencyState::InProgress) => ApiError(Error::new(
             Code::IdempotencyKeyInProgress,
             "The first request with this Idempotency-Key is still running; try again shortly.",
+        ))
+        .into_response(),
+        Ok(IdempotencyState::Done { status, body }) if body == ANSWER_NOT_KEPT => ApiError(Error::new(
+            Code::Conflict,
+            format!(
+                "The first request with this Idempotency-Key was done (status {status}), but its answer was too large to keep; read the result instead of sending it again."
+            ),
         ))
         .into_response(),
         Ok(IdempotencyState::Done { status, body }) => {
@@ -86,23 +116,177 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             resp
         }
         Ok(IdempotencyState::Reserved) => {
-            let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            let mut reservation = Reservation {
+                st: st.clone(),
+                token,
+                key,
+                settled: false,
+            };
+            let resp = next.run(Request::from_parts(parts, body)).await;
             let (rparts, rbody) = resp.into_parts();
-            let body = to_bytes(rbody, usize::MAX).await.unwrap_or_default();
-            let status = rparts.status.as_u16();
-            let text = String::from_utf8_lossy(&body).to_string();
-            // Server errors are not replayed: the caller may retry them with the same key.
-            let saved = in_transaction!(st.store, |tx| {
-                if status < 500 {
-                    tokens::complete_key(&mut tx, &scope, &key, status, &text).await
-                } else {
-                    tokens::release_key(&mut tx, &scope, &key).await
+            let max = st.limits.max_replay_bytes;
+            // Read the answer up to the size kept for replays; a larger one
+            // is passed on as it streams, and not kept.
+            let (head, rest) = match read_up_to(rbody, max).await {
+                Ok(split) => split,
+                Err(e) => {
+                    tracing::error!(error = %e, "the handler's answer could not be read");
+                    reservation.release().await;
+                    return ApiError(Error::internal("The answer could not be sent; nothing more is known.")).into_response();
                 }
-            });
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "could not record idempotency key");
+            };
+            let status = rparts.status.as_u16();
+            let kept = if rest.is_some() {
+                ANSWER_NOT_KEPT.to_string()
+            } else {
+                String::from_utf8_lossy(&head).into_owned()
+            };
+            // Server errors are not replayed: the caller may retry them with the same key.
+            if status < 500 {
+                reservation.complete(status, &kept).await;
+            } else {
+                reservation.release().await;
             }
-            Response::from_parts(rparts, Body::from(body))
+            let body = match rest {
+                None => Body::from(head),
+                Some(rest) => Body::from_stream(futures::stream::once(async move { Ok::<_, axum::Error>(head) }).chain(rest.into_data_stream())),
+            };
+            Response::from_parts(rparts, body)
         }
+    }
+}
+
+fn key_times(limits: &Limits) -> KeyTimes {
+    KeyTimes {
+        lease: chrono::Duration::from_std(limits.idempotency_lease).unwrap_or(chrono::Duration::minutes(10)),
+        ttl: chrono::Duration::from_std(limits.idempotency_ttl).unwrap_or(chrono::Duration::hours(24)),
+    }
+}
+
+/// A reserved key whose request has not finished: dropped unsettled (the
+/// request's future was cancelled because its client hung up), it releases
+/// the key from a task of its own so a retry can run.
+struct Reservation {
+    st: AppState,
+    token: String,
+    key: String,
+    settled: bool,
+}
+
+impl Reservation {
+    async fn complete(&mut self, status: u16, body: &str) {
+        let (token, key) = (&self.token, &self.key);
+        let saved = in_transaction!(self.st.store, |tx| tokens::complete_key(&mut tx, token, key, status, body).await);
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "could not record an idempotent answer");
+        }
+        self.settled = true;
+    }
+
+    async fn release(&mut self) {
+        release_key(&self.st, &self.token, &self.key).await;
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (st, token, key) = (self.st.clone(), std::mem::take(&mut self.token), std::mem::take(&mut self.key));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { release_key(&st, &token, &key).await });
+        }
+    }
+}
+
+async fn release_key(st: &AppState, token: &str, key: &str) {
+    let released = in_transaction!(st.store, |tx| tokens::release_key(&mut tx, token, key).await);
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release an idempotency key; it is freed when its lease ends");
+    }
+}
+
+/// Hashes a request body as it arrives and gives back a body with the same
+/// bytes: in memory when small, from an unnamed temporary file when large.
+/// Refuses with 413 a body over `limit` (no route takes more).
+async fn hash_body(body: Body, limit: u64) -> Result<([u8; 32], Body), Error> {
+    let too_large = || {
+        Error::new(
+            Code::PayloadTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    };
+    let read_failed = |e: &dyn std::fmt::Display| Error::validation("body", format!("The request body could not be read: {e}"));
+    let spool_failed = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot spool a request body to a temporary file");
+        Error::internal("The request body could not be stored for reading.")
+    };
+    let mut hasher = Sha256::new();
+    let mut memory: Vec<u8> = Vec::new();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut total: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| read_failed(&e))?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(too_large());
+        }
+        hasher.update(&chunk);
+        match file.as_mut() {
+            Some(f) => f.write_all(&chunk).await.map_err(spool_failed)?,
+            None if memory.len() + chunk.len() <= IN_MEMORY_BODY => memory.extend_from_slice(&chunk),
+            None => {
+                let std_file = tempfile::tempfile().map_err(spool_failed)?;
+                let mut f = tokio::fs::File::from_std(std_file);
+                f.write_all(&memory).await.map_err(spool_failed)?;
+                f.write_all(&chunk).await.map_err(spool_failed)?;
+                memory = Vec::new();
+                file = Some(f);
+            }
+        }
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let body = match file {
+        None => Body::from(memory),
+        Some(mut f) => {
+            f.flush().await.map_err(spool_failed)?;
+            f.rewind().await.map_err(spool_failed)?;
+            Body::from_stream(futures::stream::unfold(f, |mut f| async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                match f.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok::<Bytes, std::io::Error>(Bytes::from(buf)), f))
+                    }
+                    Err(e) => Some((Err(e), f)),
+                }
+            }))
+        }
+    };
+    Ok((digest, body))
+}
+
+/// Reads at most `max` bytes of an answer. Returns them, and the rest of the
+/// body (unread) if the answer is longer.
+async fn read_up_to(body: Body, max: usize) -> Result<(Bytes, Option<Body>), axum::Error> {
+    let mut body = body;
+    let mut head: Vec<u8> = Vec::new();
+    loop {
+        let Some(frame) = body.frame().await else {
+            return Ok((Bytes::from(head), None));
+        };
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: none of Allot's answers has any
+        };
+        if head.len() + data.len() > max {
+            head.extend_from_slice(&data);
+            return Ok((Bytes::from(head), Some(body)));
+        }
+        head.extend_from_slice(&data);
     }
 }

@@ -42,23 +42,43 @@ pub struct AppState {
 pub struct Limits {
     /// The largest CSV import, in bytes (413 above it).
     pub max_import_bytes: u64,
+    /// How long an answer stored for an `Idempotency-Key` is replayed.
+    pub idempotency_ttl: std::time::Duration,
+    /// How long a key stays reserved for a request that neither finished
+    /// nor released it (its server died); then another request may take it.
+    pub idempotency_lease: std::time::Duration,
+    /// The largest answer kept for replays; a larger one is not stored.
+    pub max_replay_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        // A million users with a dozen item columns is about 100 MB.
         Limits {
+            // A million users with a dozen item columns is about 100 MB.
             max_import_bytes: 256 * 1024 * 1024,
+            idempotency_ttl: std::time::Duration::from_secs(24 * 3600),
+            idempotency_lease: std::time::Duration::from_secs(600),
+            // Every answer of a mutating call is far smaller (refusals list
+            // at most 100 errors).
+            max_replay_bytes: 1024 * 1024,
         }
     }
 }
 
 impl Limits {
-    /// The defaults, changed by `ALLOT_MAX_IMPORT_BYTES`.
+    /// The defaults, changed by `ALLOT_MAX_IMPORT_BYTES`,
+    /// `ALLOT_IDEMPOTENCY_TTL_SECS` and `ALLOT_IDEMPOTENCY_LEASE_SECS`.
     pub fn from_env() -> Self {
         let mut l = Limits::default();
-        if let Some(v) = std::env::var("ALLOT_MAX_IMPORT_BYTES").ok().and_then(|v| v.parse().ok()) {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(v) = var("ALLOT_MAX_IMPORT_BYTES") {
             l.max_import_bytes = v;
+        }
+        if let Some(v) = var("ALLOT_IDEMPOTENCY_TTL_SECS").filter(|v| *v >= 1) {
+            l.idempotency_ttl = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = var("ALLOT_IDEMPOTENCY_LEASE_SECS").filter(|v| *v >= 1) {
+            l.idempotency_lease = std::time::Duration::from_secs(v);
         }
         l
     }
@@ -94,6 +114,26 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Readiness: the database answers and can be written to now. A writer that
+/// cannot begin a transaction (a lock held elsewhere, a read-only server)
+/// makes this 503 while `/healthz`, the liveness answer, stays 200.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+    (status = 200, description = "The server can serve reads and writes"),
+    (status = 503, description = "The database cannot be written to now", content_type = "application/problem+json")
+))]
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Result<Json<Value>, ApiError> {
+    match st.store.probe_writable(std::time::Duration::from_secs(2)).await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::error!(error = ?e, "readiness probe failed: the database cannot be written to");
+            Err(ApiError(Error::new(
+                allot_domain::Code::Unavailable,
+                "The database cannot be written to now; see the server's log.",
+            )))
+        }
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError(Error::not_found("That path"))
 }
@@ -107,6 +147,7 @@ async fn method_not_allowed() -> ApiError {
 pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(catalogue::list, catalogue::create))
         .routes(routes!(catalogue::get, catalogue::patch))
         .routes(routes!(tenants::list_partners, tenants::create_partner))
@@ -139,6 +180,8 @@ pub fn api_parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(templates::get, templates::patch, templates::delete))
         .routes(routes!(templates::apply))
         .routes(routes!(service_data::purge))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::job_results))

@@ -32,6 +32,7 @@ pub fn title(code: Code) -> &'static str {
         413 => "Payload too large",
         429 => "Too many requests",
         500 => "Internal error",
+        503 => "Service unavailable",
         _ => "Request refused",
     }
 }

@@ -44,6 +44,21 @@ pub async fn purge_expired(st: &AppState, who: &Actor) -> Result<usize, Error> {
     }
 }
 
+/// Deletes stored idempotency keys past their time to live (and
+/// reservations abandoned longer ago than that); returns how many went.
+pub async fn purge_idempotency_keys(st: &AppState) -> Result<u64, Error> {
+    let keep = st.limits.idempotency_ttl.max(st.limits.idempotency_lease);
+    let before = st.clock.now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::hours(24));
+    let mut total = 0;
+    loop {
+        let purged = in_transaction!(st.store, |tx| allot_store::tokens::purge_keys(&mut tx, before, PURGE_BATCH).await)?;
+        total += purged;
+        if (purged as i64) < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// How often the worker purges: `ALLOT_PURGE_INTERVAL_MS`, default an hour.
 pub fn purge_interval() -> std::time::Duration {
     let ms = std::env::var("ALLOT_PURGE_INTERVAL_MS")

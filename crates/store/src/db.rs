@@ -416,6 +416,27 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database answers and can be written to now, within
+    /// `within`: SQLite's writer begins a unit (taking the write lock) and
+    /// undoes it; PostgreSQL begins a transaction that is given a
+    /// transaction id (refused by a read-only server) and rolls it back.
+    pub async fn probe_writable(&self, within: Duration) -> Result<(), StoreError> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => writer.probe(within).await,
+            Pools::Postgres { pool, .. } => {
+                let probe = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT txid_current()").execute(&mut *tx).await?;
+                    tx.rollback().await?;
+                    Ok::<(), StoreError>(())
+                };
+                tokio::time::timeout(within, probe)
+                    .await
+                    .map_err(|_| StoreError::Db(format!("PostgreSQL did not begin a write within {} ms", within.as_millis())))?
+            }
+        }
+    }
+
     pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { writer, reader } => {

@@ -4,7 +4,15 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8)];
+
+/// Tokens say when they were last used and may expire; stored idempotent
+/// answers expire and are purged by age, hence the index.
+const V8: &str = r#"
+ALTER TABLE api_tokens ADD COLUMN last_used_at TEXT;
+ALTER TABLE api_tokens ADD COLUMN expires_at TEXT;
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+"#;
 
 /// Per org, how many licence writes of each kind it has had (see
 /// `licence_epochs`): a bulk chunk planned ahead checks one row instead of

@@ -18,6 +18,17 @@
 //! transaction open for a waiter is only doing so because the waiter is
 //! queued, and a waiter that gives up (its request was cancelled) or a unit
 //! dropped half-way flushes the batch from a spawned task.
+//!
+//! Transaction boundaries are immune to cancellation. A request's future can
+//! be dropped at any await (the client hung up, a timeout fired). Had that
+//! happened while it awaited `BEGIN`, `RELEASE` or `COMMIT`, the statement
+//! would still run on the connection while the state here never learnt of
+//! it: a transaction nobody knows is open, and every later `BEGIN` failing.
+//! So every step that moves the connection across a boundary (begin a unit,
+//! keep it, undo it, commit the batch) runs in a task of its own with the
+//! state's guard moved into it; the request only waits for the answer. A
+//! request dropped while waiting leaves the task to finish the step and to
+//! undo a unit nobody will use.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +59,7 @@ pub(crate) struct WriterState {
     conn: WriterConn,
     in_tx: bool,
     unit_open: bool,
-    pending: Vec<oneshot::Sender<Result<(), String>>>,
+    pending: Vec<oneshot::Sender<Settled>>,
     /// Orgs with versioned licence writes in the open unit, and in the units
     /// the open transaction has kept: counted once per org and transaction,
     /// just before its COMMIT (see `crate::licence_epochs`), instead of one
@@ -105,6 +116,28 @@ fn begin_sql(conn: &WriterConn) -> &'static str {
 }
 
 impl WriterState {
+    /// Joins the open transaction or begins one, then opens the unit's
+    /// SAVEPOINT. Runs only in a detached task (see the module doc).
+    async fn start_unit(&mut self) -> Result<(), StoreError> {
+        self.discard_open_unit().await;
+        if !self.in_tx {
+            ensure_connected(&mut self.conn).await?;
+            let begin = begin_sql(&self.conn);
+            if let Err(e) = run(&mut self.conn, begin).await {
+                // Should the connection be inside a transaction this state does
+                // not know of (it cannot happen through this module, but a
+                // writer must never stay stuck), end it so the next unit can
+                // begin; the unit that saw the failure retries.
+                let _ = run(&mut self.conn, "ROLLBACK").await;
+                return Err(StoreError::Retry(format!("BEGIN failed: {e:?}")));
+            }
+            self.in_tx = true;
+        }
+        run(&mut self.conn, "SAVEPOINT allot_unit").await?;
+        self.unit_open = true;
+        Ok(())
+    }
+
     /// Undoes a unit that was dropped before it committed or rolled back.
     async fn discard_open_unit(&mut self) {
         self.unit_versioned.clear();
@@ -130,7 +163,10 @@ impl WriterState {
         }
         self.in_tx = false;
         for p in self.pending.drain(..) {
-            let _ = p.send(result.clone());
+            let _ = p.send(match &result {
+                Ok(()) => Settled::Committed,
+                Err(e) => Settled::CommitFailed(e.clone()),
+            });
         }
     }
 }
@@ -168,9 +204,16 @@ impl Writer {
         self.waiters.load(Ordering::SeqCst) == 0
     }
 
-    /// Commits whatever is pending (used at shutdown and by cleanup tasks).
+    /// Commits whatever is pending (used at shutdown).
     pub(crate) async fn flush(self: &Arc<Self>) {
-        self.state.clone().lock_owned().await.flush().await;
+        let guard = self.state.clone().lock_owned().await;
+        let task = spawn_detached(async move {
+            let mut guard = guard;
+            guard.flush().await;
+        });
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     fn spawn_flush_if_idle(self: &Arc<Self>, guard: Option<OwnedMutexGuard<WriterState>>) {
@@ -185,45 +228,51 @@ impl Writer {
                 guard.flush().await;
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(task);
-            }
-            Err(_) => tracing::error!("a SQLite write unit was dropped outside the runtime; its batch stays open until the next write"),
-        }
+        spawn_detached(task);
     }
 
     /// Starts a unit of work: joins the open transaction or begins one.
     pub(crate) async fn begin_unit(self: &Arc<Self>) -> Result<WriteUnit, StoreError> {
         let waiting = Waiting::new(self.clone());
-        let mut guard = self.state.clone().lock_owned().await;
+        let guard = self.state.clone().lock_owned().await;
         waiting.arrived();
-        guard.discard_open_unit().await;
-        let started = async {
-            if !guard.in_tx {
-                ensure_connected(&mut guard.conn).await?;
-                let begin = begin_sql(&guard.conn);
-                run(&mut guard.conn, begin).await?;
-                guard.in_tx = true;
-            }
-            run(&mut guard.conn, "SAVEPOINT allot_unit").await
-        }
-        .await;
-        match started {
-            Ok(()) => {
-                guard.unit_open = true;
-                Ok(WriteUnit {
-                    writer: self.clone(),
-                    guard: Some(guard),
-                })
-            }
-            Err(e) => {
-                if self.nobody_waiting() {
-                    guard.flush().await;
+        let (tell, told) = oneshot::channel();
+        let writer = self.clone();
+        spawn_detached(async move {
+            let mut guard = guard;
+            match guard.start_unit().await {
+                // Sent as a `WriteUnit`, never as a bare guard: should the
+                // request be gone (the send fails) or go before it takes the
+                // unit out of the channel, dropping the unit undoes it and
+                // commits the batch if no one else is coming to.
+                Ok(()) => {
+                    let _ = tell.send(Ok(WriteUnit {
+                        writer,
+                        guard: Some(guard),
+                    }));
                 }
-                Err(e)
+                Err(e) => {
+                    if writer.nobody_waiting() {
+                        guard.flush().await;
+                    }
+                    drop(guard);
+                    let _ = tell.send(Err(e));
+                }
             }
+        });
+        match told.await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Retry("the writer stopped before the unit began".into())),
         }
+    }
+
+    /// Whether the writer can write now: a unit begins (on SQLite that takes
+    /// the database's write lock) and is undone, within `within`.
+    pub(crate) async fn probe(self: &Arc<Self>, within: std::time::Duration) -> Result<(), StoreError> {
+        let unit = tokio::time::timeout(within, self.begin_unit())
+            .await
+            .map_err(|_| StoreError::Db(format!("the writer did not begin a unit within {} ms", within.as_millis())))??;
+        unit.rollback().await
     }
 }
 
@@ -294,48 +343,90 @@ impl WriteUnit {
 
     /// Keeps the unit's work and returns once it is durably committed.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
-        let Some(mut guard) = self.guard.take() else {
+        let Some(guard) = self.guard.take() else {
             return Err(StoreError::Db("the write unit has already finished".into()));
         };
-        if let Err(e) = run(&mut guard.conn, "RELEASE allot_unit").await {
-            guard.discard_open_unit().await;
-            if self.writer.nobody_waiting() {
+        let (tell, told) = oneshot::channel();
+        let writer = self.writer.clone();
+        spawn_detached(async move {
+            let mut guard = guard;
+            if let Err(e) = run(&mut guard.conn, "RELEASE allot_unit").await {
+                guard.discard_open_unit().await;
+                if writer.nobody_waiting() {
+                    guard.flush().await;
+                }
+                let _ = tell.send(Settled::Refused(e));
+                return;
+            }
+            guard.unit_open = false;
+            for org in std::mem::take(&mut guard.unit_versioned) {
+                if !guard.batch_versioned.contains(&org) {
+                    guard.batch_versioned.push(org);
+                }
+            }
+            guard.pending.push(tell);
+            if writer.nobody_waiting() || guard.pending.len() >= MAX_BATCH {
                 guard.flush().await;
             }
-            return Err(e);
-        }
-        guard.unit_open = false;
-        for org in std::mem::take(&mut guard.unit_versioned) {
-            if !guard.batch_versioned.contains(&org) {
-                guard.batch_versioned.push(org);
-            }
-        }
-        let (tell, told) = oneshot::channel();
-        guard.pending.push(tell);
-        if self.writer.nobody_waiting() || guard.pending.len() >= MAX_BATCH {
-            guard.flush().await;
-        }
-        drop(guard);
+        });
         match told.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Settled::Committed) => Ok(()),
             // The shared COMMIT failed: nothing of this unit was kept, so running it again is safe.
-            Ok(Err(e)) => Err(StoreError::Retry(format!("group commit failed: {e}"))),
+            Ok(Settled::CommitFailed(e)) => Err(StoreError::Retry(format!("group commit failed: {e}"))),
+            Ok(Settled::Refused(e)) => Err(e),
             Err(_) => Err(StoreError::Retry("the group commit was abandoned".into())),
         }
     }
 
     /// Undoes the unit's work; the others in the transaction are unaffected.
     pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
-        let Some(mut guard) = self.guard.take() else {
+        let Some(guard) = self.guard.take() else {
             return Ok(());
         };
-        let undone = run(&mut guard.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
-        guard.unit_open = false;
-        guard.unit_versioned.clear();
-        if self.writer.nobody_waiting() {
-            guard.flush().await;
+        let writer = self.writer.clone();
+        let task = spawn_detached(async move {
+            let mut guard = guard;
+            let undone = run(&mut guard.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
+            guard.unit_open = false;
+            guard.unit_versioned.clear();
+            if writer.nobody_waiting() {
+                guard.flush().await;
+            }
+            undone
+        });
+        match task {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Db("the writer stopped during a rollback".into()))),
+            None => Err(StoreError::Db("no runtime to roll the unit back on".into())),
         }
-        undone
+    }
+}
+
+/// How a unit that asked to be kept ended.
+enum Settled {
+    /// Its batch was durably committed.
+    Committed,
+    /// Its batch's COMMIT failed: nothing of it was kept.
+    CommitFailed(String),
+    /// The unit itself could not be kept (its SAVEPOINT failed to release).
+    Refused(StoreError),
+}
+
+/// Runs a step of the writer in a task no request owns (see the module doc).
+/// Outside a Tokio runtime (never the case while a connection is open, since
+/// sqlx needs one) nothing can be spawned, and that is logged.
+fn spawn_detached<F>(task: F) -> Option<tokio::task::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => Some(rt.spawn(task)),
+        Err(_) => {
+            tracing::error!("a writer step was called outside the Tokio runtime; it was not run");
+            None
+        }
     }
 }
 

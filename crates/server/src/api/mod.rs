@@ -15,4 +15,5 @@ pub mod subscription_cancel;
 pub mod subscriptions;
 pub mod templates;
 pub mod tenants;
+pub mod tokens;
 pub mod users;

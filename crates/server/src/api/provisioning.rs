@@ -37,11 +37,11 @@ pub async fn submit(
     if input.details.is_empty() || input.details.len() > 50 {
         return Err(Error::validation("details", "details must hold 1 to 50 entries.").into());
     }
-    if let Some((k, _)) = input
-        .details
-        .iter()
-        .find(|(k, v)| k.trim().is_empty() || k.len() > 100 || v.chars().count() > 1000)
-    {
+    if let Some((k, _)) = input.details.iter().find(|(k, v)| {
+        allot_domain::types::check_text("name", k, 100).is_err()
+            || v.chars().count() > 1000
+            || v.chars().any(allot_domain::types::is_forbidden_in_text)
+    }) {
         return Err(Error::validation(
             &format!("details.{k}"),
             "Each detail needs a name of 1 to 100 characters and a value of at most 1000.",

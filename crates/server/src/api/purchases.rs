@@ -270,8 +270,8 @@ pub async fn reject(
     Path((org, id)): Path<(String, String)>,
     ApiJsonOrEmpty(input): ApiJsonOrEmpty<RejectInput>,
 ) -> ApiResult<Json<Value>> {
-    if input.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
-        return Err(Error::validation("reason", "reason may have at most 1000 characters.").into());
+    if let Some(reason) = input.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+        allot_domain::types::check_text("reason", reason, 1000)?;
     }
     let now = st.clock.now();
     let p = in_transaction!(st.store, |tx| {

@@ -98,10 +98,7 @@ pub async fn create(
     Path(org): Path<String>,
     ApiJson(input): ApiJson<QueueInput>,
 ) -> ApiResult<(StatusCode, Json<Queue>)> {
-    let name = input.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::validation("name", "name must have 1 to 200 characters.").into());
-    }
+    let name = allot_domain::types::check_text("name", &input.name, 200)?;
     if !KINDS.contains(&input.kind.as_str()) {
         return Err(Error::validation("kind", format!("kind must be call, outbound or inbox, not \"{}\".", input.kind)).into());
     }

@@ -55,6 +55,7 @@ fn too_large(limit: u64) -> Error {
 /// Writes the body to an anonymous temporary file, refusing it as soon as it
 /// passes `limit` bytes.
 async fn spool(body: Body, limit: u64) -> Result<(std::fs::File, u64), Error> {
+    let mut quotes = allot_domain::sheet::QuoteScanner::default();
     let io = |e: std::io::Error| Error::internal(format!("cannot spool the upload: {e}"));
     let file = tempfile::tempfile().map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -69,6 +70,10 @@ async fn spool(body: Body, limit: u64) -> Result<(std::fs::File, u64), Error> {
         // Small writes into a buffer; the disk write of a full buffer is
         // short enough not to matter to the runtime.
         out.write_all(&part).map_err(io)?;
+        quotes.feed(&part);
+    }
+    if let Some(line) = quotes.unclosed_quote() {
+        return Err(allot_domain::sheet::unclosed_quote_refused(line));
     }
     let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.rewind().map_err(io)?;

@@ -91,10 +91,7 @@ pub fn view(t: &Template) -> Value {
 /// What a template names must exist in the org: its group, each product,
 /// each subscription (carrying that product); no product twice.
 async fn check(tx: &mut Tx, org: &str, t: &Template) -> Result<(), StoreError> {
-    let name = t.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::validation("name", "name must have 1 to 200 characters.").into());
-    }
+    allot_domain::types::check_text("name", &t.name, 200)?;
     if let Some(g) = &t.group {
         if !users::unknown_links(tx, org, &[], std::slice::from_ref(g)).await?.is_empty() {
             return Err(Error::not_found(format!("Group {g}")).into());

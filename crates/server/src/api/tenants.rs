@@ -18,11 +18,7 @@ use crate::problem::ApiResult;
 use crate::AppState;
 
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 200 {
-        return Err(Error::validation(field, format!("{field} must have 1 to 200 characters.")));
-    }
-    Ok(n.to_string())
+    allot_domain::types::check_text(field, name, 200)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Option<Value> {

@@ -64,11 +64,10 @@ pub struct UserQuery {
 }
 
 fn check_display_name(n: &str) -> Result<String, Error> {
-    let n = n.trim();
-    if n.chars().count() > 200 {
-        return Err(Error::validation("display_name", "display_name may have at most 200 characters."));
+    if n.trim().is_empty() {
+        return Ok(String::new());
     }
-    Ok(n.to_string())
+    allot_domain::types::check_text("display_name", n, 200)
 }
 
 async fn check_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {

@@ -84,6 +84,11 @@ pub async fn run_worker(state: AppState) {
                 Ok(n) => tracing::info!(rows = n, "purged service data whose retention ended"),
                 Err(e) => tracing::error!(error = ?e, "cannot purge expired service data; trying again later"),
             }
+            match crate::retention::purge_idempotency_keys(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "purged idempotency keys past their time to live"),
+                Err(e) => tracing::error!(error = ?e, "cannot purge idempotency keys; trying again later"),
+            }
         }
         match next_job(&state.store).await {
             Ok(Some((org, id))) => match license_job::run(&state, &owner, &org, &id).await {

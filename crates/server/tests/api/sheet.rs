@@ -13,6 +13,7 @@ both_backends!(
     csv_import_creates_users_adds_and_removes,
     csv_from_spreadsheets_is_read,
     malformed_files_are_refused_and_change_nothing,
+    hostile_files_get_small_answers_and_change_nothing,
 );
 
 pub async fn export_csv(app: &TestApp, org: &str) -> String {
@@ -230,28 +231,44 @@ async fn csv_from_spreadsheets_is_read(backend: Backend) {
     let c = calling_org(&app, 2).await;
     let b = format!("calling-professional [{}]", c.b);
     let a = format!("calling-professional [{}]", c.a);
-    // BOM, CRLF, quoted cells with commas and a newline, True/false, trailing
-    // empty columns, a blank line, and an escaped formula.
+    // BOM, CRLF, quoted cells with commas and doubled quotes, True/false,
+    // trailing empty columns, a blank line, and an escaped formula.
     let mut file = vec![0xEF, 0xBB, 0xBF];
     file.extend_from_slice(
         format!(
             "Email,display_name,usage_location,{a},\"{b}\",,\r\n\
              c0@calling.example,\"Doe, Jane\",,false,True,,\r\n\
              \r\n\
-             quoted@calling.example,\"Line one\r\nline two\",SE,,TRUE,,\r\n\
+             quoted@calling.example,\"Line \"\"one\"\", two\",SE,,TRUE,,\r\n\
              formula@calling.example,'=1+2,SE,,,,\r\n"
         )
         .as_bytes(),
     );
+    // A quoted cell over two lines is read as one cell, and the lines after
+    // it keep their numbers; a line break is no part of a name, so the file
+    // is refused naming both of its bad lines, and nothing changes.
+    let before = app.snapshot().await;
+    let multi_line = "email,display_name\r\nm@calling.example,\"Line one\r\nline two\"\r\nnot-an-email,Bo\r\n";
+    let refused = import_csv(&app, &c.org, "mode=add_only", multi_line).await;
+    refused.problem(422, "csv_row_invalid");
+    let rows: Vec<i64> = refused.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rows, vec![2, 4], "{}", refused.body);
+    assert_eq!(app.snapshot().await, before);
+
     let (j, r) = import_done(&app, &c.org, "mode=add_only", file).await;
     assert_eq!(j["state"], "succeeded", "{j} {r:?}");
     assert_eq!(r.len(), 3);
-    assert_eq!(r.iter().map(|x| x["row"].as_i64().unwrap()).collect::<Vec<_>>(), vec![2, 4, 6]);
+    assert_eq!(r.iter().map(|x| x["row"].as_i64().unwrap()).collect::<Vec<_>>(), vec![2, 4, 5]);
     let q = app
         .get(&format!("/api/v1/orgs/{}/users?email=quoted@calling.example", c.org), &app.admin)
         .await
         .ok();
-    assert_eq!(q["items"][0]["display_name"], "Line one\r\nline two");
+    assert_eq!(q["items"][0]["display_name"], "Line \"one\", two");
     let f = app
         .get(&format!("/api/v1/orgs/{}/users?email=formula@calling.example", c.org), &app.admin)
         .await
@@ -265,7 +282,14 @@ async fn csv_from_spreadsheets_is_read(backend: Backend) {
 }
 
 async fn malformed_files_are_refused_and_change_nothing(backend: Backend) {
-    let app = spawn_with_limits(backend, allot_server::Limits { max_import_bytes: 10_000 }).await;
+    let app = spawn_with_limits(
+        backend,
+        allot_server::Limits {
+            max_import_bytes: 10_000,
+            ..Default::default()
+        },
+    )
+    .await;
     let c = calling_org(&app, 2).await;
     let a = format!("calling-professional [{}]", c.a);
     let state = app.snapshot().await;
@@ -285,9 +309,18 @@ async fn malformed_files_are_refused_and_change_nothing(backend: Backend) {
         422,
         "csv_header_invalid",
     );
+    // The detail names the first and the count; the errors name each.
     let detail = e["detail"].as_str().unwrap();
+    assert!(detail.contains("4 problems") && detail.contains("\"mail\""), "{detail}");
+    let messages: Vec<&str> = e["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 4, "{messages:?}");
     for named in ["\"mail\"", "sub_nope", "\"Phone\"", "email column is missing"] {
-        assert!(detail.contains(named), "{named} in {detail}");
+        assert!(messages.iter().any(|m| m.contains(named)), "{named} in {messages:?}");
     }
     // Bad cells, each with its line.
     let e = refused(
@@ -365,4 +398,45 @@ async fn malformed_files_are_refused_and_change_nothing(backend: Backend) {
     let mut before = state;
     before.retain(|l| !l.starts_with("orgs=") && !l.starts_with("api_tokens=") && !l.starts_with("audit_events="));
     assert_eq!(after, before, "refused files change nothing");
+}
+
+/// A small upload never makes a huge answer: a header of 100,000 unknown
+/// columns, a megabyte cell, and a quote left open (which a CSV reader would
+/// take as one cell to the end of the file) are each refused in a few
+/// kilobytes, naming the first problems and the count, changing nothing.
+async fn hostile_files_get_small_answers_and_change_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let c = calling_org(&app, 2).await;
+    let before = app.snapshot().await;
+    let mut header = String::from("email");
+    for i in 0..100_000 {
+        header.push_str(&format!(
+            ",unknown column number {i:06} with a long and useless heading text that nobody needs"
+        ));
+    }
+    header.push_str("\nx@calling.example\n");
+    assert!(header.len() > 7_000_000, "{}", header.len());
+    let r = import_csv(&app, &c.org, "", header).await;
+    r.problem(422, "csv_header_invalid");
+    let size = r.body.to_string().len();
+    assert!(size < 64 * 1024, "a {size}-byte answer");
+    assert_eq!(r.body["errors"].as_array().unwrap().len(), 100);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("100000 problems"),
+        "{}",
+        r.body["detail"]
+    );
+
+    let huge_cell = format!("email,display_name\n{}@calling.example,x\n", "a".repeat(1_000_000));
+    let r = import_csv(&app, &c.org, "", huge_cell).await;
+    r.problem(422, "csv_row_invalid");
+    let size = r.body.to_string().len();
+    assert!(size < 4 * 1024, "a {size}-byte answer: {}", r.body);
+
+    let open_quote = "email,display_name\na@calling.example,Anna\nb@calling.example,\"Bo\nc@calling.example,Cy\nd@calling.example,Di\ne@calling.example,Ed\n";
+    let r = import_csv(&app, &c.org, "", open_quote).await;
+    r.problem(422, "csv_row_invalid");
+    assert_eq!(r.body["errors"][0]["row"], 3, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap().contains("never closed"), "{}", r.body);
+    assert_eq!(app.snapshot().await, before);
 }
