@@ -84,6 +84,11 @@ pub enum Action {
     DecidePurchase,
     /// Contact-centre queues and their members.
     ManageQueues,
+    /// An org's billing facts and sales policy (`payment_method_on_file`,
+    /// `self_service_purchase`): the provider's and the org's partner's to
+    /// set, never the org's own admins' (they would lift the policy that
+    /// refused their purchase a moment earlier).
+    SetBillingTerms,
     /// API tokens of the caller's tenant: list, create (no role above the
     /// caller's own, see [`Principal::may_grant`]) and revoke.
     ManageTokens,
@@ -104,7 +109,8 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         // Tokens are their admin's to hand out.
         PartnerSales => matches!(
             action,
-            ReadCatalogue
+            SetBillingTerms
+                | ReadCatalogue
                 | ReadPartners
                 | ReadOrg
                 | CreateOrg

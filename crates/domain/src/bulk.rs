@@ -130,11 +130,14 @@ impl LicenseJobRequest {
                 }
                 if let Some(d) = &f.email_domain {
                     let d = d.trim_start_matches('@');
-                    if d.is_empty() || !d.contains('.') || d.chars().any(|c| c.is_whitespace() || c == '@') {
+                    // The same characters an email's domain may hold (see `Email`):
+                    // `%` and `_` are no wildcards here.
+                    let labels_ok = d.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+                    if d.len() > 253 || !d.contains('.') || !labels_ok || !d.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
                         v.push(
                             Violation::new(
                                 Code::ValidationFailed,
-                                format!("\"{d}\" is not an email domain such as example.com."),
+                                format!("\"{}\" is not an email domain such as example.com.", crate::types::excerpt(d)),
                             )
                             .field("filter.email_domain"),
                         );

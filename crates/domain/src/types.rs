@@ -42,6 +42,22 @@ pub fn check_text(field: &str, raw: &str, max: usize) -> Result<String, Error> {
     Ok(t.to_string())
 }
 
+/// Checks a search text from a query string (`?q=`, `?email=`): at most
+/// `max` characters and none [forbidden](is_forbidden_in_text). A NUL would
+/// end the text early for the database and match everything.
+pub fn check_search(field: &str, raw: &str, max: usize) -> Result<(), Error> {
+    if raw.chars().count() > max {
+        return Err(Error::validation(field, format!("{field} may have at most {max} characters.")));
+    }
+    if raw.chars().any(is_forbidden_in_text) {
+        return Err(Error::validation(
+            field,
+            format!("{field} may not contain control or text-direction characters."),
+        ));
+    }
+    Ok(())
+}
+
 /// An email address as Allot accepts it: one `@`, a non-empty local part, a
 /// domain with a dot, no spaces or control characters, at most 254 characters.
 /// Kept as given (case preserved); compare with [`Email::normalized`].

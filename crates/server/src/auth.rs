@@ -172,6 +172,24 @@ impl Ctx {
         Ok(org)
     }
 
+    /// 403 naming `field` unless the role may do `action`: for fields of a
+    /// body that only some of the roles allowed to send it may set.
+    pub fn require_for_field(&self, action: Action, field: &str) -> Result<(), Error> {
+        if self.principal.may(action) {
+            return Ok(());
+        }
+        let msg = format!(
+            "A {} token may not set {field}: only roles that may {} can.",
+            self.principal.role.as_str(),
+            describe(action)
+        );
+        Err(Error {
+            code: Code::Forbidden,
+            detail: msg.clone(),
+            violations: vec![allot_domain::Violation::new(Code::Forbidden, msg).field(field)],
+        })
+    }
+
     /// Checks a partner lies in the caller's scope (else 404) and the action.
     pub fn partner(&self, partner_id: &str, action: Action) -> Result<(), Error> {
         if !self.principal.covers_partner(partner_id) {
@@ -203,6 +221,7 @@ fn describe(action: Action) -> &'static str {
         Action::DecidePurchase => "fulfil or reject purchase requests",
         Action::ManageQueues => "manage contact-centre queues",
         Action::ManageTokens => "manage API tokens",
+        Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
     }
 }
 

@@ -356,14 +356,35 @@ pub async fn submit_details(tx: &mut Tx, org: &str, sub: &str, product: &str, de
 /// Adds seats to an item (a fulfilled purchase), creating the item if the
 /// subscription does not carry the product yet (then `provisioning`: the
 /// provider or partner sets it up and marks it provisioned).
-pub async fn add_seats(tx: &mut Tx, org: &str, sub: &str, product: &str, n: i64) -> Result<(), StoreError> {
+/// Adds `n` seats of `product` to a subscription (a new item if it has
+/// none), refusing to take an item past `max` seats.
+pub async fn add_seats(tx: &mut Tx, org: &str, sub: &str, product: &str, n: i64, max: i64) -> Result<(), StoreError> {
     let changed = tx
         .exec(
-            "UPDATE subscription_items SET quantity = quantity + $4 WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
-            args![org, sub, product, n],
+            "UPDATE subscription_items SET quantity = quantity + $4 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND quantity <= $5 - $4",
+            args![org, sub, product, n, max],
         )
         .await?;
     if changed == 0 {
+        if let Some(r) = tx
+            .opt_row(
+                "SELECT quantity FROM subscription_items WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
+                args![org, sub, product],
+            )
+            .await?
+        {
+            return Err(Error::validation(
+                "quantity",
+                format!(
+                    "Subscription {sub} has {} seats of {product}; {n} more would pass the maximum of {max}.",
+                    r.int(0)?
+                ),
+            )
+            .into());
+        }
+        if n > max {
+            return Err(Error::validation("quantity", format!("{n} seats would pass the maximum of {max}.")).into());
+        }
         tx.exec(
             "INSERT INTO subscription_items (org_id, subscription_id, product, quantity, consumed, provisioning_status) VALUES ($1, $2, $3, $4, 0, 'provisioning')",
             args![org, sub, product, n],

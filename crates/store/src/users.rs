@@ -87,17 +87,17 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
     Ok(())
 }
 
+/// `s` matched literally by `LIKE … ESCAPE '\'`.
+pub fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
 /// `kind=external` lists the external users who hold a licence: one whose
 /// last licence is removed drops off that list (R-ASG-4) but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-    let q = f.q.as_ref().map(|q| {
-        format!(
-            "%{}%",
-            q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-        )
-    });
+    let q = f.q.as_ref().map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
     let rows = tx
         .rows(
             &format!(
@@ -425,16 +425,18 @@ pub async fn ids_matching(
     after: &str,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
+    // Emails hold exactly one `@`, so "ends with @<domain>" is the domain
+    // exactly; the domain's LIKE wildcards are escaped (and refused upstream).
     let domain = filter
         .email_domain
         .as_ref()
-        .map(|d| format!("%@{}", d.trim_start_matches('@').to_lowercase()));
+        .map(|d| format!("%@{}", escape_like(&d.trim_start_matches('@').to_lowercase())));
     let mut ids: Vec<String> = tx
         .rows_packed(
             &["u.id"],
             "FROM users u WHERE u.org_id = $1 AND u.id > $2 \
          AND ($3 IS NULL OR EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = $3 AND g.user_id = u.id)) \
-         AND ($4 IS NULL OR u.email_normalized LIKE $4) \
+         AND ($4 IS NULL OR u.email_normalized LIKE $4 ESCAPE '\\') \
          AND ($5 IS NULL OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = $5)) \
          AND ($7 IS NULL OR EXISTS (SELECT 1 FROM assignments s WHERE s.org_id = u.org_id AND s.user_id = u.id AND s.subscription_id = $7)) \
          ORDER BY u.id LIMIT $6",

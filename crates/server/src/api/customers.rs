@@ -95,7 +95,13 @@ async fn list(st: &AppState, filter: CustomerFilter, q: &CustomerQuery) -> Resul
     }
     let after = q.cursor.as_deref().filter(|c| !c.is_empty()).map(decode_cursor).transpose()?;
     let filter = CustomerFilter {
-        q: q.q.as_ref().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+        q: match &q.q {
+            Some(t) => {
+                allot_domain::types::check_search("q", t, 200)?;
+                Some(t.trim().to_string()).filter(|t| !t.is_empty())
+            }
+            None => None,
+        },
         statuses: statuses.iter().map(|s| status_window(*s, today)).collect(),
         provisioning,
         ..filter

@@ -26,6 +26,9 @@ use crate::AppState;
 /// Bodies of bulk requests may name up to a million users.
 pub const MAX_BULK_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// The largest page of a job's results.
+pub const MAX_RESULTS_PAGE: i64 = 10_000;
+
 pub fn job_view(j: &Job) -> Value {
     let stored: Value = serde_json::from_str(&j.request).unwrap_or(Value::Null);
     // A cancel job keeps its licence change under "change".
@@ -385,7 +388,13 @@ pub async fn job_results(
     }
     let mut rd = st.store.read_conn().await?;
     // JSON pages: the cursor is "<chunk>:<offset>".
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000) as usize;
+    // Result pages may be larger than other lists' (a job has up to a
+    // million of them), but a limit outside the range is refused as anywhere.
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_RESULTS_PAGE).contains(&limit) {
+        return Err(Error::validation("limit", format!("limit must be between 1 and {MAX_RESULTS_PAGE} (got {limit}).")).into());
+    }
+    let limit = limit as usize;
     let (mut seq, mut offset) = match q.cursor.as_deref() {
         None | Some("") => (0i64, 0usize),
         Some(c) => c

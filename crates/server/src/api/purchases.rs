@@ -256,7 +256,15 @@ pub async fn fulfil(
                 }
             }
         };
-        subscriptions::add_seats(&mut tx, &org.id, &target, &before.product, before.quantity).await?;
+        subscriptions::add_seats(
+            &mut tx,
+            &org.id,
+            &target,
+            &before.product,
+            before.quantity,
+            super::subscriptions::MAX_QUANTITY,
+        )
+        .await?;
         record_decision(&mut tx, &ctx, &before, "fulfilled", Some(&target), None, now).await
     })?;
     Ok(Json(view(&p)))

@@ -64,6 +64,23 @@ pub async fn cancel(
     if req.force && req.move_users_to.is_some() {
         return Err(Error::validation("force", "Give move_users_to or force, not both.").into());
     }
+    // The target is checked whatever happens next: a made-up id is refused
+    // even when nobody needs moving (the caller's intent was wrong).
+    if let Some(target) = &req.move_users_to {
+        if *target == sub {
+            return Err(Error::validation("move_users_to", "A subscription cannot move its users to itself.").into());
+        }
+        let t = subscriptions::get(&mut rd, &org.id, target)
+            .await?
+            .ok_or_else(|| subscriptions::not_found(target))?;
+        if t.facts.cancelled {
+            return Err(Error::validation(
+                "move_users_to",
+                format!("Subscription {target} is cancelled: it cannot take users."),
+            )
+            .into());
+        }
+    }
     if s.facts.cancelled {
         return Ok(Json(view(&s, today)).into_response());
     }

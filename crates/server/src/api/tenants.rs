@@ -214,9 +214,16 @@ pub async fn patch_org(
         if let Some(n) = &name {
             org.name = n.clone();
         }
+        // Fields some writers may not set: refused by name, before anything changes.
+        if patch.payment_method_on_file.is_some() {
+            ctx.require_for_field(Action::SetBillingTerms, "payment_method_on_file")?;
+        }
+        if patch.self_service_purchase.is_some() {
+            ctx.require_for_field(Action::SetBillingTerms, "self_service_purchase")?;
+        }
         if let Some(p) = &patch.partner {
             // Moving a customer between partners is the provider's call.
-            ctx.require(Action::WritePartners)?;
+            ctx.require_for_field(Action::WritePartners, "partner")?;
             if let Some(pid) = p {
                 if tenants::get_partner(&mut tx, pid).await?.is_none() {
                     return Err(Error::not_found(format!("Partner {pid}")).into());

@@ -93,6 +93,12 @@ pub async fn list(
         cursor: q.cursor.clone(),
     }
     .page()?;
+    if let Some(t) = &q.q {
+        allot_domain::types::check_search("q", t, 200)?;
+    }
+    if let Some(t) = &q.email {
+        allot_domain::types::check_search("email", t, 254)?;
+    }
     let filter = UserFilter {
         email: q.email.clone(),
         kind: q.kind.map(|k| k.as_str().to_string()),
