@@ -381,14 +381,15 @@ type StoredRows = std::collections::HashMap<String, std::collections::HashMap<St
 struct ServiceDataChanges {
     /// Users whose family's last licence goes, by (family, retention days).
     retain: BTreeMap<(String, u32), Vec<String>>,
-    /// Takes that may touch a stored row: (user, family, properties given).
-    taken: Vec<(String, String, Properties)>,
+    /// Takes that may touch a stored row: (user, family, properties given,
+    /// product taken).
+    taken: Vec<(String, String, Properties, ProductCode)>,
 }
 
 fn service_data_changes(planned: &[PlannedUser<'_>], catalogue: &std::collections::HashMap<ProductCode, Product>) -> ServiceDataChanges {
     let family = |code: &ProductCode| catalogue.get(code).map(|p| (p.family.as_str(), p.retention_days));
     let mut retain: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
-    let mut taken: Vec<(String, String, Properties)> = Vec::new();
+    let mut taken: Vec<(String, String, Properties, ProductCode)> = Vec::new();
     for p in planned {
         let held_after: Vec<&str> = p.plan.result.iter().filter_map(|h| family(&h.product).map(|f| f.0)).collect();
         for h in &p.plan.release {
@@ -405,7 +406,7 @@ fn service_data_changes(planned: &[PlannedUser<'_>], catalogue: &std::collection
                 if held_before.contains(&fam) && h.properties.is_empty() {
                     continue;
                 }
-                taken.push((p.user.to_string(), fam.to_string(), h.properties.clone()));
+                taken.push((p.user.to_string(), fam.to_string(), h.properties.clone(), h.product.clone()));
             }
         }
     }
@@ -426,9 +427,9 @@ pub async fn stored_service_data(
 }
 
 /// Stored rows of the families taken, read once per family.
-async fn read_stored_rows(tx: &mut Tx, org: &str, taken: &[(String, String, Properties)]) -> Result<StoredRows, StoreError> {
+async fn read_stored_rows(tx: &mut Tx, org: &str, taken: &[(String, String, Properties, ProductCode)]) -> Result<StoredRows, StoreError> {
     let mut by_family: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (user, fam, _) in taken {
+    for (user, fam, _, _) in taken {
         by_family.entry(fam).or_default().push(user);
     }
     let mut stored = StoredRows::new();
@@ -496,7 +497,13 @@ async fn update_service_data_many(
         None => read_stored_rows(tx, org, &changes.taken).await?,
     };
     let mut inserts: Vec<Vec<Val>> = Vec::new();
-    for (user, fam, props) in &changes.taken {
+    let name_of = |k: &allot_domain::catalogue::PropertyName| {
+        serde_json::to_value(k)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    for (user, fam, props, product) in &changes.taken {
         let existing = stored.get(fam.as_str()).and_then(|of_family| of_family.get(user.as_str()));
         if existing.is_none() && props.is_empty() {
             continue;
@@ -505,13 +512,31 @@ async fn update_service_data_many(
             Some((data, until)) if until.as_ref().is_none_or(|u| *u > now_s) => serde_json::from_str(data).unwrap_or_default(),
             _ => BTreeMap::new(),
         };
-        for (k, v) in props {
-            let key = serde_json::to_value(k)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            data.insert(key, v.clone());
+        // A family taken again within its retention gets its data back in
+        // the licence too: each property the product takes that the change
+        // did not name is restored from the stored data.
+        let given: BTreeMap<String, String> = props.iter().map(|(k, v)| (name_of(k), v.clone())).collect();
+        let mut restored = given.clone();
+        if let Some(p) = catalogue.get(product) {
+            for name in p.properties.keys().map(name_of) {
+                if let (false, Some(v)) = (given.contains_key(&name), data.get(&name)) {
+                    restored.insert(name, v.clone());
+                }
+            }
         }
+        if restored.len() > given.len() {
+            tx.exec(
+                "UPDATE assignments SET properties = $4 WHERE org_id = $1 AND user_id = $2 AND product = $3",
+                args![
+                    org,
+                    user,
+                    product.as_str(),
+                    serde_json::to_string(&restored).unwrap_or_else(|_| "{}".into())
+                ],
+            )
+            .await?;
+        }
+        data.extend(given);
         let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
         // A row read ahead may since have been purged (its retention had
         // ended, so its data was not kept anyway): then it is inserted.

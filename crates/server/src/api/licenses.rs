@@ -364,6 +364,31 @@ pub async fn change_licenses(
         match finish(tx, result).await {
             Outcome::Done(r) => {
                 let (snap, plan) = r?;
+                // A family taken again may have had its properties restored
+                // from its retained service data by the store: then the
+                // stored licences are the answer, not the plan's.
+                let family = |code: &ProductCode| snap.catalogue.get(code).map(|p| p.family.clone());
+                let restorable = plan.take.iter().any(|h| {
+                    let held_before = snap.assignments.iter().any(|a| family(&a.held.product) == family(&h.product));
+                    !held_before
+                        && snap
+                            .catalogue
+                            .get(&h.product)
+                            .is_some_and(|p| p.properties.keys().any(|k| !h.properties.contains_key(k)))
+                });
+                if restorable {
+                    let mut rd = st.store.read_conn().await?;
+                    let stored = allot_store::licenses::of_user(&mut rd, org_id, user_id).await?;
+                    return Ok(stored
+                        .into_iter()
+                        .map(|a| LicenseView {
+                            product: a.held.product.to_string(),
+                            subscription: a.held.subscription,
+                            properties: a.held.properties,
+                            assigned_at: a.assigned_at,
+                        })
+                        .collect());
+                }
                 let assigned_at = |h: &Held| {
                     snap.assignments
                         .iter()

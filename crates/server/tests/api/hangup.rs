@@ -87,7 +87,7 @@ async fn hanging_up_clients_never_stop_writes(backend: Backend) {
                     &format!("/api/v1/orgs/{}/users/{victim}/licenses", w.org),
                     &app.admin,
                     None,
-                    &json!({ "remove": ["meetings"] }),
+                    &json!({ "remove": [{ "product": "meetings" }] }),
                 ),
             };
             let half = rng.gen_range(0..10) == 0;

@@ -15,6 +15,7 @@ both_backends!(
     cancel_with_move_users_to_moves_everyone,
     cancel_with_force_removes_and_retains,
     retention_restores_then_purge_forgets,
+    re_adding_within_retention_restores_the_licence_properties,
 );
 
 /// Users with calling licences on subscription A, each with a phone number,
@@ -356,4 +357,86 @@ async fn retention_restores_then_purge_forgets(backend: Backend) {
     );
     let l = app.get(&lic, &app.admin).await.ok();
     assert_eq!(l["service_data"], json!([]));
+}
+
+/// A licence removed and added back within its family's retention gets its
+/// properties back in the licence itself, not only in the stored service
+/// data, on every path: a single change (which may name a new value), a
+/// bulk job, a CSV row and a template.
+async fn re_adding_within_retention_restores_the_licence_properties(backend: Backend) {
+    let app = spawn(backend).await;
+    let c = calling_org(&app, 4).await;
+    for u in &c.users {
+        app.post(
+            &format!("/api/v1/orgs/{}/users/{u}/licenses", c.org),
+            &app.admin,
+            json!({ "remove": [{ "product": "calling-professional" }] }),
+        )
+        .await
+        .ok();
+    }
+    let properties_of = |i: usize| {
+        let path = format!("/api/v1/orgs/{}/users/{}/licenses", c.org, c.users[i]);
+        let app = &app;
+        async move {
+            let l = app.get(&path, &app.admin).await.ok();
+            let items = l["items"].as_array().expect("items").clone();
+            assert_eq!(items.len(), 1, "{l}");
+            items[0]["properties"].clone()
+        }
+    };
+    let expected =
+        |i: usize, extension: &str| json!({ "phone_number": format!("+46812{i:05}"), "extension": extension, "location": "Stockholm HQ" });
+    // A single change that names a new extension: the other two come back.
+    let answer = app
+        .post(
+            &format!("/api/v1/orgs/{}/users/{}/licenses", c.org, c.users[0]),
+            &app.admin,
+            json!({ "add": [{ "product": "calling-professional", "subscription": c.a, "properties": { "extension": "9999" } }] }),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        answer["items"][0]["properties"],
+        expected(0, "9999"),
+        "the answer shows them: {answer}"
+    );
+    assert_eq!(properties_of(0).await, expected(0, "9999"));
+    // A bulk job.
+    let id = start_job(
+        &app,
+        &c.org,
+        json!({ "users": [c.users[1]], "add": [{ "product": "calling-professional", "subscription": c.a }] }),
+    )
+    .await;
+    assert_eq!(finished_job(&app, &id).await["state"], "succeeded");
+    assert_eq!(properties_of(1).await, expected(1, "2001"));
+    // A CSV row.
+    let csv = format!("email,calling-professional [{}]\nc2@calling.example,TRUE\n", c.a);
+    let (j, r) = crate::sheet::import_done(&app, &c.org, "mode=add_only", csv).await;
+    assert_eq!(j["state"], "succeeded", "{j} {r:?}");
+    assert_eq!(properties_of(2).await, expected(2, "2002"));
+    // A template applied to the org's users (the others hold it already).
+    let tpl = app
+        .post(
+            &format!("/api/v1/orgs/{}/license-templates", c.org),
+            &app.admin,
+            json!({ "name": "Calling", "scope": "org", "licenses": [{ "product": "calling-professional", "subscription": c.a }] }),
+        )
+        .await
+        .ok();
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{}/license-templates/{}/apply", c.org, tpl["id"].as_str().expect("id")),
+            &app.admin,
+            json!({ "existing_users": true }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+    assert_eq!(
+        finished_job(&app, r.body["job"]["id"].as_str().expect("id")).await["state"],
+        "succeeded"
+    );
+    assert_eq!(properties_of(3).await, expected(3, "2003"));
+    assert_eq!(app.mismatches().await, 0);
 }
