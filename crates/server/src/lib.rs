@@ -11,6 +11,7 @@ pub mod extract;
 mod idempotency;
 pub mod problem;
 pub mod retention;
+pub mod serve;
 pub mod worker;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct Limits {
     pub idempotency_lease: std::time::Duration,
     /// The largest answer kept for replays; a larger one is not stored.
     pub max_replay_bytes: usize,
+    /// Open connections and how long they may idle (see [`serve`]).
+    pub connections: serve::ConnectionLimits,
 }
 
 impl Default for Limits {
@@ -61,13 +64,16 @@ impl Default for Limits {
             // Every answer of a mutating call is far smaller (refusals list
             // at most 100 errors).
             max_replay_bytes: 1024 * 1024,
+            connections: serve::ConnectionLimits::default(),
         }
     }
 }
 
 impl Limits {
     /// The defaults, changed by `ALLOT_MAX_IMPORT_BYTES`,
-    /// `ALLOT_IDEMPOTENCY_TTL_SECS` and `ALLOT_IDEMPOTENCY_LEASE_SECS`.
+    /// `ALLOT_IDEMPOTENCY_TTL_SECS`, `ALLOT_IDEMPOTENCY_LEASE_SECS`,
+    /// `ALLOT_MAX_CONNECTIONS`, `ALLOT_HEADER_TIMEOUT_MS` and
+    /// `ALLOT_BODY_TIMEOUT_MS`.
     pub fn from_env() -> Self {
         let mut l = Limits::default();
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
@@ -79,6 +85,15 @@ impl Limits {
         }
         if let Some(v) = var("ALLOT_IDEMPOTENCY_LEASE_SECS").filter(|v| *v >= 1) {
             l.idempotency_lease = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = var("ALLOT_MAX_CONNECTIONS").filter(|v| *v >= 1) {
+            l.connections.max_connections = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = var("ALLOT_HEADER_TIMEOUT_MS").filter(|v| *v >= 100) {
+            l.connections.header_timeout = std::time::Duration::from_millis(v);
+        }
+        if let Some(v) = var("ALLOT_BODY_TIMEOUT_MS").filter(|v| *v >= 100) {
+            l.connections.body_timeout = std::time::Duration::from_millis(v);
         }
         l
     }
@@ -224,7 +239,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let worker = tokio::spawn(worker::run_worker(state.clone()));
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let limits = state.limits.connections;
+    let served = serve::serve_connections(listener, router(state), limits, shutdown, std::time::Duration::from_secs(30)).await;
     worker.abort();
     served
 }

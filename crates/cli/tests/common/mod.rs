@@ -18,10 +18,18 @@ impl Drop for Running {
 
 /// Starts `allot <args>` with `env` added and reads its stdout until `want`
 /// has seen what it needs; returns the process and the lines read.
-pub fn start(args: &[&str], env: &[(&str, &str)], mut want: impl FnMut(&str) -> bool) -> (Running, Vec<String>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn start(args: &[&str], env: &[(&str, &str)], want: impl FnMut(&str) -> bool) -> (Running, Vec<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).envs(env.iter().copied());
+    start_command(cmd, &format!("allot {args:?}"), want)
+}
+
+/// Starts `cmd` (which runs `allot` somehow, e.g. under a shell that sets a
+/// limit first) and reads its stdout as [`start`] does.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn start_command(mut cmd: Command, label: &str, mut want: impl FnMut(&str) -> bool) -> (Running, Vec<String>) {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -41,7 +49,7 @@ pub fn start(args: &[&str], env: &[(&str, &str)], mut want: impl FnMut(&str) -> 
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("allot {args:?} printed {lines:?} and then nothing"));
+            .unwrap_or_else(|_| panic!("{label} printed {lines:?} and then nothing"));
         let done = want(&line);
         lines.push(line);
         if done {

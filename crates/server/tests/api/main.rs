@@ -5,6 +5,7 @@ mod kit;
 
 mod bulk;
 mod concurrency;
+mod connections;
 mod customers;
 mod fields;
 mod hangup;
