@@ -8,6 +8,7 @@ mod concurrency;
 mod connections;
 mod customers;
 mod fields;
+mod fuzz;
 mod hangup;
 mod hub;
 mod idempotency;
