@@ -119,17 +119,22 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             );
             println!();
             println!(
-                "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline |"
+                "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline | batched baseline changes/s | p50 ms | p99 ms | Allot / batched |"
             );
-            println!("|---|---|---|---|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             let mut databases = FreshDatabases::for_backends(&backends)?;
             for b in &backends {
                 for (name, pool_count) in &scenarios {
-                    let (allot_db, base_db) = (databases.fresh(b, "bench")?, databases.fresh(b, "bench")?);
+                    let (allot_db, base_db, batched_db) = (
+                        databases.fresh(b, "bench")?,
+                        databases.fresh(b, "bench")?,
+                        databases.fresh(b, "bench")?,
+                    );
                     let allot = bench_allot(&allot_db, *pool_count, clients, changes_per_client).await?;
                     let base = bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
+                    let batched = bench_baseline_batched(&batched_db, *pool_count, clients, changes_per_client).await?;
                     println!(
-                        "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% |",
+                        "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0} | {:.1} | {:.1} | {:.0}% |",
                         if *pool_count == 1 { "" } else { "s" },
                         allot.rate,
                         allot.p50,
@@ -137,7 +142,11 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                         base.rate,
                         base.p50,
                         base.p99,
-                        100.0 * allot.rate / base.rate
+                        100.0 * allot.rate / base.rate,
+                        batched.rate,
+                        batched.p50,
+                        batched.p99,
+                        100.0 * allot.rate / batched.rate
                     );
                 }
             }
@@ -539,6 +548,173 @@ async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client
     let failed: usize = results.iter().map(|r| r.1).sum();
     if failed > 0 {
         return Err(msg(format!("{failed} baseline changes failed")));
+    }
+    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed))
+}
+
+/// One change for a batching writer: the target and where to say whether
+/// its seat was taken.
+type BatchedChange = (
+    (String, String, String),
+    tokio::sync::oneshot::Sender<std::result::Result<bool, String>>,
+);
+
+/// A writer that batches the baseline's statements the way Allot's group
+/// commit does: whatever changes are queued (up to 256) share one
+/// transaction, each in its own SAVEPOINT, and are answered after the one
+/// COMMIT. Generic over the engine; only the statements are run.
+async fn batching_writer<DB>(
+    mut conn: DB::Connection,
+    begin: &'static str,
+    affected: fn(&DB::QueryResult) -> u64,
+    now: String,
+    mut queue: tokio::sync::mpsc::Receiver<BatchedChange>,
+) where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    const INSERT: &str = "INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) VALUES ($1, $2, 'bench-seat', $3, '{}', $4)";
+    const TAKE: &str = "UPDATE subscription_items SET consumed = consumed + 1 WHERE org_id = $1 AND subscription_id = $2 AND product = 'bench-seat' AND consumed + 1 <= quantity";
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut taken = Vec::with_capacity(batch.len());
+        let done: std::result::Result<(), sqlx::Error> = async {
+            sqlx::raw_sql(begin).execute(&mut conn).await?;
+            for ((org, sub, user), _) in &batch {
+                sqlx::raw_sql("SAVEPOINT change").execute(&mut conn).await?;
+                sqlx::query(INSERT)
+                    .bind(org.clone())
+                    .bind(user.clone())
+                    .bind(sub.clone())
+                    .bind(now.clone())
+                    .execute(&mut conn)
+                    .await?;
+                let took = affected(&sqlx::query(TAKE).bind(org.clone()).bind(sub.clone()).execute(&mut conn).await?) == 1;
+                if !took {
+                    sqlx::raw_sql("ROLLBACK TO change").execute(&mut conn).await?;
+                }
+                sqlx::raw_sql("RELEASE change").execute(&mut conn).await?;
+                taken.push(took);
+            }
+            sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
+            Ok(())
+        }
+        .await;
+        match done {
+            Ok(()) => {
+                for ((_, tell), took) in batch.into_iter().zip(taken) {
+                    let _ = tell.send(Ok(took));
+                }
+            }
+            Err(e) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+                for (_, tell) in batch {
+                    let _ = tell.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The second baseline: the same statements as [`bench_baseline`], batched
+/// per commit as Allot batches them (one writer on SQLite; on PostgreSQL as
+/// many lanes as Allot opens, orgs routed to them by hash), so that the
+/// ratio shows what Allot's own work costs, not what group commit saves.
+async fn bench_baseline_batched(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
+    let store = Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections: 4,
+        },
+    )
+    .await
+    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let targets = setup(&store, pools, clients * per_client).await?;
+    store.close().await;
+    let now = allot_store::ts(SystemClock.now());
+    let mut lanes = Vec::new();
+    // The writers run as futures of this task, not spawned: sqlx's generic
+    // executor bounds are not provably `Send` for every lifetime, so the
+    // writers are not `Send` futures either.
+    let mut writers: Vec<futures::future::LocalBoxFuture<'static, ()>> = Vec::new();
+    if database.starts_with("postgres") {
+        use sqlx::Connection;
+        // As many lanes as Allot's store opens with the 32 connections its bench uses.
+        for _ in 0..16 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let conn = sqlx::PgConnection::connect(database).await?;
+            writers.push(Box::pin(batching_writer::<sqlx::Postgres>(
+                conn,
+                "BEGIN",
+                |r| r.rows_affected(),
+                now.clone(),
+                rx,
+            )));
+            lanes.push(tx);
+        }
+    } else {
+        use sqlx::ConnectOptions;
+        let conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(database)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        writers.push(Box::pin(batching_writer::<sqlx::Sqlite>(
+            conn,
+            "BEGIN IMMEDIATE",
+            |r| r.rows_affected(),
+            now.clone(),
+            rx,
+        )));
+        lanes.push(tx);
+    }
+    let started = Instant::now();
+    let clients_done = async move {
+        let lane_of = |org: &str| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            org.hash(&mut h);
+            (h.finish() % lanes.len() as u64) as usize
+        };
+        let results: Vec<(Vec<Duration>, usize)> = join_all(deal(&targets, clients).into_iter().map(|mine| {
+            let lanes = &lanes;
+            async move {
+                let mut lat = Vec::new();
+                let mut failed = 0;
+                for (org, sub, user) in mine {
+                    let t = Instant::now();
+                    let lane = &lanes[lane_of(&org)];
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    let sent = lane.send(((org, sub, user), tell)).await.is_ok();
+                    match (sent, told.await) {
+                        (true, Ok(Ok(true))) => lat.push(t.elapsed()),
+                        _ => failed += 1,
+                    }
+                }
+                (lat, failed)
+            }
+        }))
+        .await;
+        // The writers end when their queues close.
+        drop(lanes);
+        (results, started.elapsed())
+    };
+    let ((results, elapsed), _) = futures::join!(clients_done, join_all(writers));
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    if failed > 0 {
+        return Err(msg(format!("{failed} batched baseline changes failed")));
     }
     Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed))
 }

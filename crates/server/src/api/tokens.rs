@@ -127,8 +127,8 @@ pub async fn create(
     ctx: Ctx,
     ApiJson(input): ApiJson<TokenInput>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    ctx.require(Action::ManageTokens)?;
-    // The tenant first (404 outside the caller's scope), then the role.
+    // The tenant first (404 outside the caller's scope), then the role (403),
+    // as everywhere.
     if let Some(partner) = &input.partner {
         ctx.partner(partner, Action::ManageTokens)?;
     }
@@ -136,6 +136,7 @@ pub async fn create(
         let mut rd = st.store.read_conn().await?;
         ctx.org(&mut rd, org, Action::ManageTokens).await?;
     }
+    ctx.require(Action::ManageTokens)?;
     if input.partner.is_none() && input.org.is_none() && ctx.principal.role.scope_kind() != ScopeKind::Provider {
         return Err(Error::new(
             Code::Forbidden,
@@ -179,7 +180,6 @@ pub async fn create(
 #[utoipa::path(delete, path = "/api/v1/tokens/{token}", tag = "tokens", params(("token" = String, Path, description = "The token's id (not its secret)")),
     responses((status = 204, description = "Revoked: it stops working at once"), (status = 404, description = "No live token with that id in the caller's scope")))]
 pub async fn revoke(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    ctx.require(Action::ManageTokens)?;
     let now = st.clock.now();
     let not_found = || Error::not_found(format!("Token {id}"));
     in_transaction!(st.store, |tx| {
@@ -187,6 +187,7 @@ pub async fn revoke(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>
             .await?
             .filter(|t| t.revoked_at.is_none() && in_scope(&ctx, t))
             .ok_or_else(|| StoreError::from(not_found()))?;
+        ctx.require(Action::ManageTokens)?;
         if !ctx.principal.may_grant(t.role) {
             return Err(Error::new(
                 Code::Forbidden,
