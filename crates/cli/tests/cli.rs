@@ -126,6 +126,37 @@ async fn create_token_then_serve() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
+    // A second token, revoked from the command line while the server runs:
+    // its very next request is refused.
+    let made: serde_json::Value = client
+        .post(format!("{url}/api/v1/tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "to revoke", "role": "provider_admin" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (second, second_id) = (made["token"].as_str().unwrap(), made["id"].as_str().unwrap());
+    let r = client.get(format!("{url}/api/v1/orgs")).bearer_auth(second).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let revoked = Command::new(BIN)
+        .args(["admin", "revoke-token", "--database", db, "--id", second_id])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let r = client.get(format!("{url}/api/v1/orgs")).bearer_auth(second).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a revoked token still works");
+    let r = client.get(format!("{url}/api/v1/orgs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the other token still works");
+    let again = Command::new(BIN)
+        .args(["admin", "revoke-token", "--database", db, "--id", second_id])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no live token"));
+
     let check = Command::new(BIN).args(["admin", "check", "--database", db]).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }

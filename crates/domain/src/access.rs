@@ -89,6 +89,9 @@ pub enum Action {
     /// set, never the org's own admins' (they would lift the policy that
     /// refused their purchase a moment earlier).
     SetBillingTerms,
+    /// Making users site administrators (`site_admin_of`): an admin role in
+    /// the service, so the org's full admins grant it, not user admins.
+    GrantSiteAdmin,
     /// API tokens of the caller's tenant: list, create (no role above the
     /// caller's own, see [`Principal::may_grant`]) and revoke.
     ManageTokens,
@@ -139,10 +142,12 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | RequestPurchase
                 | ManageQueues
                 | ManageTokens
+                | GrantSiteAdmin
         ),
         OrgAdmin => matches!(
             action,
-            ReadCatalogue
+            GrantSiteAdmin
+                | ReadCatalogue
                 | ReadOrg
                 | ReadSubscriptions
                 | ReadUsers

@@ -221,6 +221,7 @@ fn describe(action: Action) -> &'static str {
         Action::DecidePurchase => "fulfil or reject purchase requests",
         Action::ManageQueues => "manage contact-centre queues",
         Action::ManageTokens => "manage API tokens",
+        Action::GrantSiteAdmin => "make users site administrators",
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
     }
 }

@@ -134,6 +134,9 @@ pub async fn create(
     let (now, today) = (st.clock.now(), st.clock.today());
     let (u, from_template) = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
+        if !u.site_admin_of.is_empty() {
+            ctx.require_for_field(Action::GrantSiteAdmin, "site_admin_of")?;
+        }
         check_links(&mut tx, &org.id, &u).await?;
         users::insert(&mut tx, &org.id, &u, now).await?;
         audit::record(
@@ -182,6 +185,9 @@ pub async fn patch(
     let now = st.clock.now();
     let u = in_transaction!(st.store, |tx| {
         let org = ctx.org(&mut tx, &org, Action::WriteUsers).await?;
+        if p.site_admin_of.is_some() {
+            ctx.require_for_field(Action::GrantSiteAdmin, "site_admin_of")?;
+        }
         let before = users::get_for_update(&mut tx, &org.id, &user)
             .await?
             .ok_or_else(|| Error::not_found(format!("User {user}")))?;

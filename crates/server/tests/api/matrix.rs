@@ -870,6 +870,7 @@ const WHO_MAY: &[(Action, &str)] = &[
     (Action::DecidePurchase, "YYY------"),
     (Action::ManageQueues, "YY--YYY--"),
     (Action::ManageTokens, "YY--Y----"),
+    (Action::GrantSiteAdmin, "YY--YY---"),
 ];
 
 fn may(role: Role, action: Action) -> bool {
