@@ -416,6 +416,17 @@ impl Store {
         Ok(())
     }
 
+    /// How many units of work are queued behind the group-committed writers
+    /// now (SQLite's one writer, or PostgreSQL's lanes): for tests that must
+    /// see a write waiting before they let the writer go.
+    #[doc(hidden)]
+    pub fn writer_waiters(&self) -> usize {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => writer.waiting(),
+            Pools::Postgres { lanes, .. } => lanes.iter().map(|l| l.waiting()).sum(),
+        }
+    }
+
     /// Whether the database answers and can be written to now, within
     /// `within`: SQLite's writer begins a unit (taking the write lock) and
     /// undoes it; PostgreSQL begins a transaction that is given a

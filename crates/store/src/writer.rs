@@ -200,6 +200,11 @@ impl Writer {
         })
     }
 
+    /// How many units are queued behind this writer now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::SeqCst)
+    }
+
     fn nobody_waiting(&self) -> bool {
         self.waiters.load(Ordering::SeqCst) == 0
     }

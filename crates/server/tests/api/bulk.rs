@@ -171,6 +171,7 @@ async fn capacity_is_checked_before_anything_is_written(backend: Backend) {
     let again = job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     assert_eq!(again["state"], "succeeded");
     let results = job_results(&app, again["id"].as_str().unwrap()).await;
+    assert_eq!(results.len(), 1000);
     assert!(results.iter().all(|r| r["outcome"] == "skipped"), "{}", results[0]);
     assert_eq!(app.mismatches().await, 0);
 }
@@ -457,13 +458,27 @@ async fn cancel_stops_between_chunks(backend: Backend) {
     let (org, sub) = messaging_org(&app, 40_000).await;
     let users = many_users(&app, &org, "c", "example.com", 30_000, None).await;
     let id = start_job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
+    // Cancel once the first chunk is done, so that the job stops between
+    // chunks with some done (a cancel before the first would prove less).
+    let chunk = allot_server::worker::CHUNK_USERS as i64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let j = app.get(&format!("/api/v1/jobs/{id}"), &app.admin).await.ok();
+        if j["progress"]["done"].as_i64().unwrap_or(0) >= chunk {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first chunk never finished: {j}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     let c = app.post(&format!("/api/v1/jobs/{id}/cancel"), &app.admin, json!({})).await;
-    assert_eq!(c.status.as_u16(), 202, "{}", c.body);
+    assert_eq!(c.status.as_u16(), 202, "the job ended before it could be cancelled: {}", c.body);
     let j = finished_job(&app, &id).await;
     assert_eq!(j["state"], "cancelled", "{j}");
     let done = j["progress"]["done"].as_i64().unwrap();
-    let chunk = allot_server::worker::CHUNK_USERS as i64;
-    assert!(done < 30_000 && done % chunk == 0, "stopped between chunks: {j}");
+    assert!(
+        done >= chunk && done < 30_000 && done % chunk == 0,
+        "stopped between chunks, some done: {j}"
+    );
     let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
     assert_eq!(s["items"][0]["consumed"], done, "the chunks done, and only they, took seats");
     let results = job_results(&app, &id).await;

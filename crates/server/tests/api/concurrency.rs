@@ -396,9 +396,31 @@ async fn a_change_planned_before_a_chunk_was_written_sees_it(backend: Backend) {
         .expect("the chunk's seat");
     let path = format!("/api/v1/orgs/{org}/users/{user}/licenses");
     let change = app.post(&path, &app.admin, json!({ "add": [{ "product": "messaging" }] }));
+    let store = app.store.clone();
     let write = async {
-        // Long enough for the change to read and plan; it then waits.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The chunk commits only once the change has read, planned and is
+        // waiting to write: behind the writer on SQLite, on the seat
+        // counter's row lock on PostgreSQL. So the interleaving happened.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting = match backend {
+                Backend::Sqlite => store.writer_waiters() > 0,
+                Backend::Postgres => {
+                    let mut rd = store.read_conn().await.expect("read");
+                    rd.rows("SELECT COUNT(*) FROM pg_locks WHERE NOT granted", &[])
+                        .await
+                        .expect("locks")[0]
+                        .int(0)
+                        .expect("count")
+                        > 0
+                }
+            };
+            if waiting {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the change never waited for the chunk");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         chunk.commit().await.expect("commit the chunk");
     };
     let (r, ()) = tokio::join!(change, write);

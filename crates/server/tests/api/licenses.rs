@@ -238,6 +238,7 @@ async fn overview_and_user_delete(backend: Backend) {
         .await;
     assert_eq!(r.status.as_u16(), 204);
     let o = app.get(&format!("/api/v1/orgs/{}/licenses", w.org), &app.admin).await.ok();
+    assert!(!o["items"].as_array().unwrap().is_empty(), "{o}");
     assert!(o["items"].as_array().unwrap().iter().all(|r| r["consumed"] == 0), "{o}");
     app.get(&format!("/api/v1/orgs/{}/users/{u}", w.org), &app.admin)
         .await

@@ -149,6 +149,7 @@ async fn queues_keep_their_licence_billed(backend: Backend) {
     let l = app.get(&lic, &app.admin).await.ok();
     assert_eq!(l["items"], json!([]));
     let s: Value = app.get(&format!("/api/v1/orgs/{o}/subscriptions/{sub}"), &app.admin).await.ok();
+    assert!(!s["items"].as_array().unwrap().is_empty(), "{s}");
     assert!(s["items"].as_array().unwrap().iter().all(|i| i["consumed"] == 0), "{s}");
     let q = app.get(&format!("{queues}/{}", ids[0]), &app.admin).await.ok();
     assert_eq!(q["members"], json!([]));

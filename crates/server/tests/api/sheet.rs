@@ -129,6 +129,7 @@ async fn csv_round_trip_changes_nothing(backend: Backend) {
     for query in ["mode=add_and_remove&dry_run=true", "mode=add_and_remove"] {
         let (j, results) = import_done(&app, &c.org, query, csv.clone()).await;
         assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(results.len(), 20, "one result per row");
         assert!(
             results.iter().all(|r| r["outcome"] == "skipped" && r["changes"] == json!([])),
             "{results:?}"

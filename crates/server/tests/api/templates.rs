@@ -54,6 +54,7 @@ async fn template_move_keeps_service_data(backend: Backend) {
         "{dry}"
     );
     let results = job_results(&app, dry["id"].as_str().unwrap()).await;
+    assert_eq!(results.len(), 50);
     assert!(results.iter().all(|r| r["changes"].as_array().unwrap().len() == 2), "{results:?}");
     assert_eq!(licence_state(&app).await, state, "a dry run changes nothing");
     let j = apply(&app, &c.org, &tpl, json!({ "existing_users": true, "retain_existing": true })).await;
@@ -62,6 +63,7 @@ async fn template_move_keeps_service_data(backend: Backend) {
     // Applied again: everyone already has it.
     let again = apply(&app, &c.org, &tpl, json!({})).await;
     let results = job_results(&app, again["id"].as_str().unwrap()).await;
+    assert_eq!(results.len(), 50);
     assert!(results.iter().all(|r| r["outcome"] == "skipped"), "{results:?}");
 }
 
