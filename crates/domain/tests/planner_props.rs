@@ -301,9 +301,9 @@ impl DrawnChange {
 #[derive(Debug, Clone)]
 struct Scenario {
     raw: Vec<RawProduct>,
-    /// Per product and subscription: (quantity, state, provisioning) when the
-    /// subscription carries it.
-    pools: Vec<[Option<(i64, SubState, ProvisioningStatus)>; 2]>,
+    /// Per product and subscription: (quantity, seats other users hold,
+    /// state, provisioning) when the subscription carries it.
+    pools: Vec<[Option<(i64, i64, SubState, ProvisioningStatus)>; 2]>,
     kind: UserKind,
     status: UserStatus,
     usage_location: Option<usize>,
@@ -312,8 +312,12 @@ struct Scenario {
     changes: Vec<DrawnChange>,
 }
 
-fn pool() -> impl Strategy<Value = Option<(i64, SubState, ProvisioningStatus)>> {
-    prop::option::weighted(0.8, (0..5i64, sub_state(), provisioning()))
+fn pool() -> impl Strategy<Value = Option<(i64, i64, SubState, ProvisioningStatus)>> {
+    // Other users hold some of the seats already (at most all of them).
+    prop::option::weighted(
+        0.8,
+        (0..5i64, 0..3i64, sub_state(), provisioning()).prop_map(|(q, taken, s, p)| (q, taken.min(q), s, p)),
+    )
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -450,6 +454,128 @@ fn broken_rules(world: &World<'_>, before: &[Held], after: &[Held], consumed: &H
     broken
 }
 
+/// What a plan failed to do of what was asked: every product added is held
+/// after it, from the subscription named if one was, with the properties
+/// given; every product removed (and not added back) is gone.
+fn not_done(change: &LicenseChange, result: &[Held]) -> Vec<String> {
+    let mut undone = Vec::new();
+    for a in &change.add {
+        match result.iter().find(|h| h.product == a.product) {
+            None => undone.push(format!("{} was to be added", a.product)),
+            Some(h) => {
+                if let Some(s) = &a.subscription {
+                    if &h.subscription != s {
+                        undone.push(format!("{} was to come from {s}, not {}", a.product, h.subscription));
+                    }
+                }
+                for (k, v) in &a.properties {
+                    if h.properties.get(k) != Some(v) {
+                        undone.push(format!("{} was to carry {k:?} = {v:?}", a.product));
+                    }
+                }
+            }
+        }
+    }
+    for r in &change.remove {
+        if change.add.iter().any(|a| a.product == r.product) {
+            continue;
+        }
+        if result.iter().any(|h| h.product == r.product) {
+            undone.push(format!("{} was to be removed", r.product));
+        }
+    }
+    undone
+}
+
+/// Whether the checker agrees with a reason given for a refusal: `Some(true)`
+/// if the rule it names does forbid the change, `Some(false)` if it cannot
+/// (a refusal without ground), `None` for the reasons this checker does not
+/// judge (properties, sites and attendee accounts; `validation_failed`).
+fn refusal_justified(
+    world: &World<'_>,
+    change: &LicenseChange,
+    held: &[Held],
+    consumed: &HashMap<(String, ProductCode), i64>,
+    v: &allot_domain::Violation,
+) -> Option<bool> {
+    let product = v.product.as_deref().map(code);
+    let related = v.related_product.as_deref().map(code);
+    let p = product.as_ref().and_then(|c| world.cat.get(c));
+    let rp = related.as_ref().and_then(|c| world.cat.get(c));
+    let location = world.user.usage_location.as_ref().or(world.org.default_usage_location.as_ref());
+    let held_after_removals = |c: &ProductCode| held.iter().any(|h| &h.product == c) && !change.remove.iter().any(|r| &r.product == c);
+    let will_hold = |c: &ProductCode| held_after_removals(c) || change.add.iter().any(|a| &a.product == c);
+    Some(match v.code.as_str() {
+        "not_assigned" => change.remove.iter().any(|r| {
+            !held
+                .iter()
+                .any(|h| h.product == r.product && r.subscription.as_ref().is_none_or(|s| s == &h.subscription))
+        }),
+        "user_pending" => world.user.kind == UserKind::External && world.user.status == UserStatus::Pending && !held.is_empty(),
+        "mutually_exclusive" => match (p, rp) {
+            (Some(a), Some(b)) => a.rules.excludes.contains(&b.code) || b.rules.excludes.contains(&a.code),
+            _ => false,
+        },
+        "one_per_family" => match (p, rp) {
+            (Some(a), Some(b)) => {
+                let compatible = a.rules.compatible_with.contains(&b.code) || b.rules.compatible_with.contains(&a.code);
+                a.family == b.family && (a.rules.exclusive_in_family || b.rules.exclusive_in_family) && !compatible
+            }
+            _ => false,
+        },
+        "requires_product" => match (p, &related) {
+            // Named the other way round when the change removes what a held product needs.
+            (Some(a), Some(r)) => {
+                (a.rules.requires.contains(r) && !(will_hold(r) && !change.add_required))
+                    || world.cat.get(r).is_some_and(|b| b.rules.requires.contains(&a.code))
+                    || a.rules.requires.contains(r)
+            }
+            _ => false,
+        },
+        "usage_location_missing" => p.is_some_and(|a| a.rules.locations.is_some()) && location.is_none(),
+        "location_unavailable" => match (p.and_then(|a| a.rules.locations.as_ref()), location) {
+            (Some(allowed), Some(l)) => !allowed.contains(l),
+            _ => false,
+        },
+        "seats_exhausted" => match &product {
+            // No pool that could give the product a seat has one free, after
+            // what this change itself releases.
+            Some(c) => {
+                let named = change.add.iter().find(|a| &a.product == c).and_then(|a| a.subscription.clone());
+                !SUBS.iter().any(|s| {
+                    let key = (s.to_string(), c.clone());
+                    let Some(t) = world.pools.get(&key) else { return false };
+                    let released = held
+                        .iter()
+                        .filter(|h| h.subscription == *s && &h.product == c && !held_after_removals(c))
+                        .count() as i64;
+                    let free = t.quantity - consumed.get(&key).copied().unwrap_or(0) + released;
+                    named.as_deref().is_none_or(|n| n == *s) && t.usable && t.provisioned && free > 0
+                })
+            }
+            None => false,
+        },
+        "subscription_not_active" => match (&product, v.subscription.as_deref()) {
+            (Some(c), Some(s)) => world.pools.get(&(s.to_string(), c.clone())).is_some_and(|t| !t.usable),
+            (Some(c), None) => !SUBS
+                .iter()
+                .any(|s| world.pools.get(&(s.to_string(), c.clone())).is_some_and(|t| t.usable)),
+            _ => false,
+        },
+        "service_not_provisioned" => match (&product, v.subscription.as_deref()) {
+            (Some(c), Some(s)) => world.pools.get(&(s.to_string(), c.clone())).is_some_and(|t| !t.provisioned),
+            (Some(c), None) => !SUBS.iter().any(|s| {
+                world
+                    .pools
+                    .get(&(s.to_string(), c.clone()))
+                    .is_some_and(|t| t.provisioned && t.usable)
+            }),
+            _ => false,
+        },
+        _ => return None,
+    })
+}
+
 // ---------------------------------------------------------------- the property
 
 /// What a run reached, so that a test can tell the generator does its job.
@@ -468,15 +594,21 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
     let cat = catalogue(&s.raw);
     let mut pools = Vec::new();
     let mut truth = HashMap::new();
+    let mut others: HashMap<(String, ProductCode), i64> = HashMap::new();
     for (i, per_sub) in s.pools.iter().enumerate() {
         for (j, p) in per_sub.iter().enumerate() {
-            let Some((quantity, state, provisioning)) = *p else { continue };
+            let Some((quantity, taken, state, provisioning)) = *p else {
+                continue;
+            };
             let product = code(&format!("p{i}"));
+            if taken > 0 {
+                others.insert((SUBS[j].to_string(), product.clone()), taken);
+            }
             pools.push(Pool {
                 subscription: SUBS[j].to_string(),
                 product: product.clone(),
                 quantity,
-                consumed: 0,
+                consumed: taken,
                 provisioning,
                 subscription_facts: state.facts(),
             });
@@ -516,7 +648,7 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
         org: &org,
     };
     let mut held: Vec<Held> = Vec::new();
-    let mut consumed: HashMap<(String, ProductCode), i64> = HashMap::new();
+    let mut consumed: HashMap<(String, ProductCode), i64> = others;
     for drawn in &s.changes {
         let change = &drawn.request(&cat, &held);
         if change.add.is_empty() && change.remove.is_empty() {
@@ -550,6 +682,12 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
                 }
                 let broken = broken_rules(&world, &held, &plan.result, &next_consumed);
                 prop_assert!(broken.is_empty(), "change {change:?} on {held:?} broke: {broken:#?}");
+                let undone = not_done(change, &plan.result);
+                prop_assert!(
+                    undone.is_empty(),
+                    "change {change:?} on {held:?} planned {:?} but: {undone:#?}",
+                    plan.result
+                );
                 held = plan.result;
                 consumed = next_consumed;
                 for p in pools.iter_mut() {
@@ -568,6 +706,12 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
                 for v in &violations {
                     prop_assert!(!v.message.trim().is_empty());
                     prop_assert_eq!(v.user.as_deref(), Some("anna@example.com"), "{:?}", v);
+                    if let Some(false) = refusal_justified(&world, change, &held, &consumed, v) {
+                        prop_assert!(
+                            false,
+                            "refused {change:?} on {held:?} with {v:?}, which the checker finds no ground for"
+                        );
+                    }
                 }
             }
         }
@@ -625,4 +769,103 @@ fn scenarios_reach_plans_and_every_refusal() {
         assert!(codes.contains(expected), "the generator never reaches {expected}: {codes:?}");
     }
     eprintln!("plans {plans}, refusals {refusals}, codes {codes:?}");
+}
+
+/// The checker itself can fail: a plan that does nothing, one that ignores
+/// the subscription asked for, and refusals without ground are all caught.
+#[test]
+fn the_checker_catches_idle_plans_and_groundless_refusals() {
+    use allot_domain::error::Code;
+    let raw = vec![RawProduct {
+        family: 0,
+        exclusive: false,
+        compatible: vec![],
+        requires: vec![],
+        excludes: vec![],
+        locations: None,
+        properties: vec![],
+    }];
+    let cat = catalogue(&raw);
+    let p0 = code("p0");
+    let mut pools = HashMap::new();
+    for s in SUBS {
+        pools.insert(
+            (s.to_string(), p0.clone()),
+            PoolTruth {
+                quantity: 2,
+                usable: true,
+                provisioned: true,
+            },
+        );
+    }
+    let user = UserFacts {
+        id: "usr-1".into(),
+        email: "anna@example.com".into(),
+        kind: UserKind::Internal,
+        status: UserStatus::Active,
+        usage_location: None,
+        site_admin_of: vec![],
+        queue_billed: vec![],
+    };
+    let org = OrgFacts {
+        default_usage_location: None,
+        sites: vec![],
+    };
+    let world = World {
+        cat: &cat,
+        pools,
+        user: &user,
+        org: &org,
+    };
+    let add = LicenseChange {
+        add: vec![AddLicense {
+            product: p0.clone(),
+            subscription: Some("sub-a".into()),
+            properties: BTreeMap::new(),
+        }],
+        remove: vec![],
+        add_required: false,
+    };
+    assert!(!not_done(&add, &[]).is_empty(), "a plan that adds nothing");
+    let from_b = Held {
+        product: p0.clone(),
+        subscription: "sub-b".into(),
+        properties: BTreeMap::new(),
+    };
+    assert!(!not_done(&add, std::slice::from_ref(&from_b)).is_empty(), "the wrong subscription");
+    let from_a = Held {
+        subscription: "sub-a".into(),
+        ..from_b.clone()
+    };
+    assert!(not_done(&add, std::slice::from_ref(&from_a)).is_empty());
+    let remove = LicenseChange {
+        add: vec![],
+        remove: vec![RemoveLicense {
+            product: p0.clone(),
+            subscription: None,
+        }],
+        add_required: false,
+    };
+    assert!(
+        !not_done(&remove, std::slice::from_ref(&from_a)).is_empty(),
+        "a removal left undone"
+    );
+    let none = HashMap::new();
+    let reason = |c: Code| allot_domain::Violation::new(c, "refused").user("anna@example.com").product("p0");
+    // Seats are free and the licence is held: neither refusal has ground.
+    assert_eq!(
+        refusal_justified(&world, &add, &[], &none, &reason(Code::SeatsExhausted)),
+        Some(false)
+    );
+    assert_eq!(
+        refusal_justified(&world, &remove, std::slice::from_ref(&from_a), &none, &reason(Code::NotAssigned)),
+        Some(false)
+    );
+    assert_eq!(refusal_justified(&world, &add, &[], &none, &reason(Code::UserPending)), Some(false));
+    // With both pools full the seat refusal stands.
+    let full: HashMap<(String, ProductCode), i64> = SUBS.iter().map(|s| ((s.to_string(), p0.clone()), 2)).collect();
+    assert_eq!(
+        refusal_justified(&world, &add, &[], &full, &reason(Code::SeatsExhausted)),
+        Some(true)
+    );
 }
