@@ -303,7 +303,7 @@ struct Scenario {
     raw: Vec<RawProduct>,
     /// Per product and subscription: (quantity, seats other users hold,
     /// state, provisioning) when the subscription carries it.
-    pools: Vec<[Option<(i64, i64, SubState, ProvisioningStatus)>; 2]>,
+    pools: Vec<[Option<DrawnPool>; 2]>,
     kind: UserKind,
     status: UserStatus,
     usage_location: Option<usize>,
@@ -312,7 +312,10 @@ struct Scenario {
     changes: Vec<DrawnChange>,
 }
 
-fn pool() -> impl Strategy<Value = Option<(i64, i64, SubState, ProvisioningStatus)>> {
+/// (quantity, seats other users hold, state, provisioning) of a pool.
+type DrawnPool = (i64, i64, SubState, ProvisioningStatus);
+
+fn pool() -> impl Strategy<Value = Option<DrawnPool>> {
     // Other users hold some of the seats already (at most all of them).
     prop::option::weighted(
         0.8,
@@ -504,7 +507,6 @@ fn refusal_justified(
     let rp = related.as_ref().and_then(|c| world.cat.get(c));
     let location = world.user.usage_location.as_ref().or(world.org.default_usage_location.as_ref());
     let held_after_removals = |c: &ProductCode| held.iter().any(|h| &h.product == c) && !change.remove.iter().any(|r| &r.product == c);
-    let will_hold = |c: &ProductCode| held_after_removals(c) || change.add.iter().any(|a| &a.product == c);
     Some(match v.code.as_str() {
         "not_assigned" => change.remove.iter().any(|r| {
             !held
@@ -523,13 +525,10 @@ fn refusal_justified(
             }
             _ => false,
         },
+        // The pair is bound by `requires` (named the other way round when the
+        // change removes what a held product needs).
         "requires_product" => match (p, &related) {
-            // Named the other way round when the change removes what a held product needs.
-            (Some(a), Some(r)) => {
-                (a.rules.requires.contains(r) && !(will_hold(r) && !change.add_required))
-                    || world.cat.get(r).is_some_and(|b| b.rules.requires.contains(&a.code))
-                    || a.rules.requires.contains(r)
-            }
+            (Some(a), Some(r)) => a.rules.requires.contains(r) || world.cat.get(r).is_some_and(|b| b.rules.requires.contains(&a.code)),
             _ => false,
         },
         "usage_location_missing" => p.is_some_and(|a| a.rules.locations.is_some()) && location.is_none(),
