@@ -442,13 +442,10 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
     Ok(figures(latencies, elapsed))
 }
 
-/// The baseline: the same rows and the same guarded counter, straight to the
-/// database with raw sqlx. SQLite gets what Allot gives it (one writer
-/// connection, WAL, synchronous=FULL, BEGIN IMMEDIATE); PostgreSQL a pool of
-/// as many connections as clients.
-async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
-    // Allot's migration and setup only create the same schema and rows; the
-    // measured statements below are raw sqlx.
+/// A baseline's database: Allot's migration and setup create the same
+/// schema and rows as Allot's run gets; the baseline then measures raw
+/// statements on it. Returns the (org, subscription, user) targets.
+async fn baseline_database(database: &str, pools: usize, total: usize) -> Result<Vec<(String, String, String)>> {
     let store = Store::open(
         database,
         StoreOptions {
@@ -458,8 +455,19 @@ async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client
     )
     .await
     .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
-    let targets = setup(&store, pools, clients * per_client).await?;
+    let targets = setup(&store, pools, total).await?;
     store.close().await;
+    Ok(targets)
+}
+
+/// The baseline: the same rows and the same guarded counter, straight to the
+/// database with raw sqlx. SQLite gets what Allot gives it (one writer
+/// connection, WAL, synchronous=FULL, BEGIN IMMEDIATE); PostgreSQL a pool of
+/// as many connections as clients.
+async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
+    // Allot's migration and setup only create the same schema and rows; the
+    // measured statements below are raw sqlx.
+    let targets = baseline_database(database, pools, clients * per_client).await?;
     const INSERT: &str = "INSERT INTO assignments (org_id, user_id, product, subscription_id, properties, assigned_at) VALUES ($1, $2, 'bench-seat', $3, '{}', $4)";
     const TAKE: &str = "UPDATE subscription_items SET consumed = consumed + 1 WHERE org_id = $1 AND subscription_id = $2 AND product = 'bench-seat' AND consumed + 1 <= quantity";
     let now = allot_store::ts(SystemClock.now());
@@ -629,17 +637,7 @@ async fn batching_writer<DB>(
 /// many lanes as Allot opens, orgs routed to them by hash), so that the
 /// ratio shows what Allot's own work costs, not what group commit saves.
 async fn bench_baseline_batched(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections: 4,
-        },
-    )
-    .await
-    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
-    let targets = setup(&store, pools, clients * per_client).await?;
-    store.close().await;
+    let targets = baseline_database(database, pools, clients * per_client).await?;
     let now = allot_store::ts(SystemClock.now());
     let mut lanes = Vec::new();
     // The writers run as futures of this task, not spawned: sqlx's generic

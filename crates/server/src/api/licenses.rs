@@ -378,16 +378,7 @@ pub async fn change_licenses(
                 });
                 if restorable {
                     let mut rd = st.store.read_conn().await?;
-                    let stored = allot_store::licenses::of_user(&mut rd, org_id, user_id).await?;
-                    return Ok(stored
-                        .into_iter()
-                        .map(|a| LicenseView {
-                            product: a.held.product.to_string(),
-                            subscription: a.held.subscription,
-                            properties: a.held.properties,
-                            assigned_at: a.assigned_at,
-                        })
-                        .collect());
+                    return Ok(views(allot_store::licenses::of_user(&mut rd, org_id, user_id).await?));
                 }
                 let assigned_at = |h: &Held| {
                     snap.assignments

@@ -32,6 +32,10 @@ use crate::problem::ApiResult;
 use crate::worker::CHUNK_USERS;
 use crate::AppState;
 
+/// The most columns a users file may have: the five user columns and one per
+/// subscription item, far fewer than this in any organisation.
+const MAX_COLUMNS: usize = 10_000;
+
 /// The kind of an import job.
 pub const IMPORT_JOB_KIND: &str = "csv_import";
 
@@ -153,6 +157,14 @@ fn check_file(file: &std::fs::File, org_items: &[ItemColumn]) -> Result<(Header,
                 ))
             }
             Ok(Some(_)) if blank(&rec) => continue,
+            // A header of more columns than any organisation has items is
+            // refused before its cells are copied and checked one by one.
+            Ok(Some(_)) if rec.len() > MAX_COLUMNS => {
+                return Err(Error::new(
+                    Code::CsvHeaderInvalid,
+                    format!("The header row has {} columns; a users file has at most {MAX_COLUMNS}.", rec.len()),
+                ))
+            }
             Ok(Some(_)) => break parse_header(&cells(&rec), org_items)?,
             Err(v) => return Err(rows_refused(vec![*v], 1)),
         }

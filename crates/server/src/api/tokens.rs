@@ -83,6 +83,22 @@ pub struct TokenInput {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// 403 unless the caller may hand out (and so `verb`) a token of `role`:
+/// no role above one's own.
+fn may_grant(ctx: &Ctx, role: Role, verb: &str) -> Result<(), Error> {
+    if ctx.principal.may_grant(role) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::Forbidden,
+        format!(
+            "A {} token may not {verb} a {} token: no role above one's own.",
+            ctx.principal.role.as_str(),
+            role.as_str()
+        ),
+    ))
+}
+
 /// Whether a stored token lies in the caller's scope.
 fn in_scope(ctx: &Ctx, t: &TokenInfo) -> bool {
     let p = &ctx.principal;
@@ -144,17 +160,7 @@ pub async fn create(
         )
         .into());
     }
-    if !ctx.principal.may_grant(input.role) {
-        return Err(Error::new(
-            Code::Forbidden,
-            format!(
-                "A {} token may not create a {} token: no role above one's own.",
-                ctx.principal.role.as_str(),
-                input.role.as_str()
-            ),
-        )
-        .into());
-    }
+    may_grant(&ctx, input.role, "create")?;
     let spec = TokenSpec {
         role: input.role,
         partner: input.partner.as_deref(),
@@ -188,17 +194,7 @@ pub async fn revoke(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>
             .filter(|t| t.revoked_at.is_none() && in_scope(&ctx, t))
             .ok_or_else(|| StoreError::from(not_found()))?;
         ctx.require(Action::ManageTokens)?;
-        if !ctx.principal.may_grant(t.role) {
-            return Err(Error::new(
-                Code::Forbidden,
-                format!(
-                    "A {} token may not revoke a {} token.",
-                    ctx.principal.role.as_str(),
-                    t.role.as_str()
-                ),
-            )
-            .into());
-        }
+        may_grant(&ctx, t.role, "revoke")?;
         if !tokens::revoke(&mut tx, &id, now).await? {
             return Err(not_found().into());
         }

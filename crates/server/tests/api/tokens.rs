@@ -146,8 +146,8 @@ async fn token_scope_and_rank(backend: Backend) {
     assert!(ids.contains(&by_partner["id"].as_str().expect("id")));
     assert_eq!(
         seen["items"].as_array().expect("items").len(),
-        3,
-        "its own, the one it made and the partner's: {seen}"
+        4,
+        "its own, the org admin's, the one it made and the partner's: {seen}"
     );
     assert!(seen["items"].as_array().expect("items").iter().all(|t| t["org"] == w.org.as_str()));
     let seen = app.get("/api/v1/tokens", &partner_admin).await.ok();
