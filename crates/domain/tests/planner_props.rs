@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use allot_domain::catalogue::{validate_catalogue, Product, ProductRules, PropertyName, Requirement};
 use allot_domain::planner::{
-    plan_license_change, AddLicense, Held, LicenseChange, OrgFacts, PlanInput, Pool, RemoveLicense, SiteFacts, UserFacts,
+    plan_license_change, AddLicense, Held, LicenseChange, OrgFacts, PlanInput, Pool, QueueHold, RemoveLicense, SiteFacts, UserFacts,
 };
 use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
@@ -225,6 +225,8 @@ type DrawnAdd = (usize, Option<String>, BTreeMap<PropertyName, String>, bool);
 /// A change as drawn; `request` turns it into the request for a given state.
 #[derive(Debug, Clone)]
 struct DrawnChange {
+    /// Which of the two users the change is for.
+    who: usize,
     add: Vec<DrawnAdd>,
     /// (index, subscription, of a held licence rather than any product)
     remove: Vec<(usize, Option<String>, bool)>,
@@ -242,14 +244,19 @@ fn change(n: usize) -> impl Strategy<Value = DrawnChange> {
         prop_oneof![1 => Just(Vec::<DrawnAdd>::new()), 4 => prop::collection::vec(add, 1..3)],
         prop::collection::vec(remove, 0..3),
         any::<bool>(),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|(add, mut remove, add_required)| {
+        .prop_map(|(add, mut remove, add_required, second_user)| {
             if !add.is_empty() && remove.len() == 2 {
                 remove.pop(); // at most one removal beside additions; one or two alone
             }
-            (add, remove, add_required)
+            DrawnChange {
+                who: usize::from(second_user),
+                add,
+                remove,
+                add_required,
+            }
         })
-        .prop_map(|(add, remove, add_required)| DrawnChange { add, remove, add_required })
 }
 
 impl DrawnChange {
@@ -309,6 +316,8 @@ struct Scenario {
     usage_location: Option<usize>,
     org_location: Option<usize>,
     site_admin_of: Vec<usize>,
+    /// Products the first user's queue memberships bill (R-DEP-1).
+    queue_billed: Vec<usize>,
     changes: Vec<DrawnChange>,
 }
 
@@ -333,10 +342,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop::option::weighted(0.6, 0..3usize),
             prop::option::weighted(0.6, 0..3usize),
             prop::collection::vec(0..2usize, 0..2),
+            prop::collection::vec(0..n, 0..2),
             prop::collection::vec(change(n), 1..12),
         )
             .prop_map(
-                |(raw, pools, kind, status, usage_location, org_location, site_admin_of, changes)| Scenario {
+                |(raw, pools, kind, status, usage_location, org_location, site_admin_of, queue_billed, changes)| Scenario {
                     raw,
                     pools,
                     kind,
@@ -344,6 +354,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     usage_location,
                     org_location,
                     site_admin_of,
+                    queue_billed,
                     changes,
                 },
             )
@@ -361,7 +372,7 @@ struct PoolTruth {
 
 struct World<'a> {
     cat: &'a HashMap<ProductCode, Product>,
-    pools: HashMap<(String, ProductCode), PoolTruth>,
+    pools: &'a HashMap<(String, ProductCode), PoolTruth>,
     user: &'a UserFacts,
     org: &'a OrgFacts,
 }
@@ -450,6 +461,12 @@ fn broken_rules(world: &World<'_>, before: &[Held], after: &[Held], consumed: &H
             broken.push(format!("pool {sub}/{product} holds {used} of {quantity} seats"));
         }
     }
+    for q in &world.user.queue_billed {
+        let was = before.iter().any(|h| h.product == q.product);
+        if was && !after.iter().any(|h| h.product == q.product) {
+            broken.push(format!("{} removed while queue {} bills it", q.product, q.queue));
+        }
+    }
     let pending_external = world.user.kind == UserKind::External && world.user.status == UserStatus::Pending;
     if pending_external && !before.is_empty() && before != after && !after.is_empty() {
         broken.push("a pending external user's licences were changed in place".to_string());
@@ -527,8 +544,12 @@ fn refusal_justified(
         },
         // The pair is bound by `requires` (named the other way round when the
         // change removes what a held product needs).
+        // Without one, a queue membership bills the product being removed.
         "requires_product" => match (p, &related) {
             (Some(a), Some(r)) => a.rules.requires.contains(r) || world.cat.get(r).is_some_and(|b| b.rules.requires.contains(&a.code)),
+            (Some(a), None) => {
+                world.user.queue_billed.iter().any(|q| q.product == a.code) && change.remove.iter().any(|r| r.product == a.code)
+            }
             _ => false,
         },
         "usage_location_missing" => p.is_some_and(|a| a.rules.locations.is_some()) && location.is_none(),
@@ -585,6 +606,10 @@ struct Reached {
     codes: BTreeSet<&'static str>,
     /// How many refusals had each code among their reasons.
     histogram: BTreeMap<&'static str, usize>,
+    /// Plans for the second user (sharing the pools), and removals refused
+    /// because a queue membership bills the licence.
+    second_user_plans: usize,
+    queue_refusals: usize,
 }
 
 fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
@@ -621,15 +646,35 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
             );
         }
     }
-    let user = UserFacts {
-        id: "usr-1".into(),
-        email: "anna@example.com".into(),
-        kind: s.kind,
-        status: s.status,
-        usage_location: s.usage_location.map(|c| country(COUNTRIES[c])),
-        site_admin_of: s.site_admin_of.iter().map(|&i| SITES[i].0.to_string()).collect(),
-        queue_billed: vec![],
-    };
+    // Two users share the pools: the first as drawn, with queue memberships;
+    // the second an ordinary internal user.
+    let users = [
+        UserFacts {
+            id: "usr-1".into(),
+            email: "anna@example.com".into(),
+            kind: s.kind,
+            status: s.status,
+            usage_location: s.usage_location.map(|c| country(COUNTRIES[c])),
+            site_admin_of: s.site_admin_of.iter().map(|&i| SITES[i].0.to_string()).collect(),
+            queue_billed: s
+                .queue_billed
+                .iter()
+                .map(|&i| QueueHold {
+                    product: code(&format!("p{i}")),
+                    queue: format!("queue-{i}"),
+                })
+                .collect(),
+        },
+        UserFacts {
+            id: "usr-2".into(),
+            email: "bo@example.com".into(),
+            kind: UserKind::Internal,
+            status: UserStatus::Active,
+            usage_location: s.usage_location.map(|c| country(COUNTRIES[c])),
+            site_admin_of: vec![],
+            queue_billed: vec![],
+        },
+    ];
     let org = OrgFacts {
         default_usage_location: s.org_location.map(|c| country(COUNTRIES[c])),
         sites: SITES
@@ -640,21 +685,23 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
             })
             .collect(),
     };
-    let world = World {
-        cat: &cat,
-        pools: truth,
-        user: &user,
-        org: &org,
-    };
-    let mut held: Vec<Held> = Vec::new();
+    let mut held_by: [Vec<Held>; 2] = [Vec::new(), Vec::new()];
     let mut consumed: HashMap<(String, ProductCode), i64> = others;
     for drawn in &s.changes {
+        let user = &users[drawn.who];
+        let world = World {
+            cat: &cat,
+            pools: &truth,
+            user,
+            org: &org,
+        };
+        let held = held_by[drawn.who].clone();
         let change = &drawn.request(&cat, &held);
         if change.add.is_empty() && change.remove.is_empty() {
             continue; // a removal drawn while nothing is held; the empty change has its own unit test
         }
         let input = PlanInput {
-            user: &user,
+            user,
             org: &org,
             held: &held,
             catalogue: &cat,
@@ -687,7 +734,8 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
                     "change {change:?} on {held:?} planned {:?} but: {undone:#?}",
                     plan.result
                 );
-                held = plan.result;
+                reached.second_user_plans += drawn.who;
+                held_by[drawn.who] = plan.result;
                 consumed = next_consumed;
                 for p in pools.iter_mut() {
                     p.consumed = consumed.get(&(p.subscription.clone(), p.product.clone())).copied().unwrap_or(0);
@@ -697,6 +745,10 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
                 // Refused: nothing to apply, and every reason is explained.
                 reached.refusals += 1;
                 reached.codes.extend(violations.iter().map(|v| v.code.as_str()));
+                reached.queue_refusals += violations
+                    .iter()
+                    .filter(|v| v.code.as_str() == "requires_product" && v.related_product.is_none())
+                    .count();
                 let distinct: BTreeSet<&'static str> = violations.iter().map(|v| v.code.as_str()).collect();
                 for c in distinct {
                     *reached.histogram.entry(c).or_default() += 1;
@@ -704,7 +756,7 @@ fn run(s: &Scenario) -> Result<Reached, TestCaseError> {
                 prop_assert!(!violations.is_empty());
                 for v in &violations {
                     prop_assert!(!v.message.trim().is_empty());
-                    prop_assert_eq!(v.user.as_deref(), Some("anna@example.com"), "{:?}", v);
+                    prop_assert_eq!(v.user.as_deref(), Some(user.email.as_str()), "{:?}", v);
                     if let Some(false) = refusal_justified(&world, change, &held, &consumed, v) {
                         prop_assert!(
                             false,
@@ -741,10 +793,22 @@ fn scenarios_reach_plans_and_every_refusal() {
         total.plans += r.plans;
         total.refusals += r.refusals;
         total.codes.extend(r.codes);
+        total.second_user_plans += r.second_user_plans;
+        total.queue_refusals += r.queue_refusals;
         for (c, k) in r.histogram {
             *total.histogram.entry(c).or_default() += k;
         }
     }
+    assert!(
+        total.second_user_plans > 50,
+        "{} plans for the second user",
+        total.second_user_plans
+    );
+    assert!(
+        total.queue_refusals > 5,
+        "{} removals refused for queue memberships",
+        total.queue_refusals
+    );
     let (plans, refusals, codes) = (total.plans, total.refusals, total.codes);
     let histogram = &total.histogram;
     // About one change in six gets a plan: the rules are dense on purpose.
@@ -812,7 +876,7 @@ fn the_checker_catches_idle_plans_and_groundless_refusals() {
     };
     let world = World {
         cat: &cat,
-        pools,
+        pools: &pools,
         user: &user,
         org: &org,
     };
