@@ -220,3 +220,10 @@ impl Drop for PgCluster {
         let _ = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "stop"]);
     }
 }
+
+/// Whether a test may skip its PostgreSQL part when no cluster can be had:
+/// only when asked by name (`ALLOT_SKIP_POSTGRES=1`) and never under CI
+/// (`CI=true`), so that a test that did nothing cannot pass unnoticed.
+pub fn skip_allowed() -> bool {
+    std::env::var("ALLOT_SKIP_POSTGRES").as_deref() == Ok("1") && std::env::var("CI").as_deref() != Ok("true")
+}

@@ -13,8 +13,10 @@
 //! memory, and each route's own size limit still applies when the handler
 //! reads it.
 //!
-//! A reservation is released when its request is abandoned (the client hung
-//! up: [`Reservation`]'s drop), and one left by a server that died is taken
+//! A request with a key runs in a task of its own, so a client that hangs up
+//! cannot cut it off half-way: it finishes and its answer is stored for the
+//! retry. A request that fails in that task frees its key
+//! ([`Reservation`]'s drop). A reservation left by a server that died is taken
 //! over after a lease. Stored answers are replayed for a time to live and
 //! then purged by the worker; an answer larger than [`Limits::max_replay_bytes`]
 //! is not kept (its replay says so instead of running the request twice).
@@ -80,6 +82,31 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     h.update(b"\n");
     h.update(body_hash);
     let request_hash = hex::encode(h.finalize());
+    // From the reservation on, everything runs in a task of its own: a
+    // client that hangs up cannot cut the request off half-way (its writes
+    // may already be committed), which would leave its key reserved for
+    // ever or freed for a second run. The request finishes, its answer is
+    // stored, and a retry replays it.
+    match tokio::spawn(reserve_and_run(st, next, parts, body, token, key, request_hash)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "a request with an Idempotency-Key stopped");
+            ApiError(Error::internal("The request stopped; see the server's log.")).into_response()
+        }
+    }
+}
+
+/// Reserves the key and, if it is new, runs the request and stores its
+/// answer; otherwise answers from the key. Runs in a task of its own.
+async fn reserve_and_run(
+    st: AppState,
+    next: Next,
+    parts: axum::http::request::Parts,
+    body: Body,
+    token: String,
+    key: String,
+    request_hash: String,
+) -> Response {
     let times = key_times(&st.limits);
     let now = st.clock.now();
     let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &token, &key, &request_hash, now, times)
@@ -116,42 +143,60 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             resp
         }
         Ok(IdempotencyState::Reserved) => {
-            let mut reservation = Reservation {
-                st: st.clone(),
-                token,
-                key,
-                settled: false,
-            };
-            let resp = next.run(Request::from_parts(parts, body)).await;
-            let (rparts, rbody) = resp.into_parts();
+            // Should this task fail, the reservation's drop frees the key.
             let max = st.limits.max_replay_bytes;
-            // Read the answer up to the size kept for replays; a larger one
-            // is passed on as it streams, and not kept.
-            let (head, rest) = match read_up_to(rbody, max).await {
-                Ok(split) => split,
-                Err(e) => {
-                    tracing::error!(error = %e, "the handler's answer could not be read");
-                    reservation.release().await;
-                    return ApiError(Error::internal("The answer could not be sent; nothing more is known.")).into_response();
+            let run = async move {
+                let mut reservation = Reservation {
+                    st: st.clone(),
+                    token,
+                    key,
+                    settled: false,
+                };
+                let resp = next.run(Request::from_parts(parts, body)).await;
+                let (token, key) = reservation.hand_over();
+                let (rparts, rbody) = resp.into_parts();
+                // Read the answer up to the size kept for replays; a larger
+                // one is passed on as it streams, and not kept.
+                match read_up_to(rbody, max).await {
+                    Err(e) => {
+                        release_key(&st, &token, &key).await;
+                        Err(e)
+                    }
+                    Ok((head, rest)) => {
+                        let status = rparts.status.as_u16();
+                        // Server errors are not replayed: the caller may retry them with the same key.
+                        if status >= 500 {
+                            release_key(&st, &token, &key).await;
+                        } else {
+                            let kept = if rest.is_some() {
+                                ANSWER_NOT_KEPT.to_string()
+                            } else {
+                                String::from_utf8_lossy(&head).into_owned()
+                            };
+                            let saved = in_transaction!(st.store, |tx| tokens::complete_key(&mut tx, &token, &key, status, &kept).await);
+                            if let Err(e) = saved {
+                                tracing::warn!(error = %e, "could not record an idempotent answer");
+                            }
+                        }
+                        Ok((rparts, head, rest))
+                    }
                 }
             };
-            let status = rparts.status.as_u16();
-            let kept = if rest.is_some() {
-                ANSWER_NOT_KEPT.to_string()
-            } else {
-                String::from_utf8_lossy(&head).into_owned()
-            };
-            // Server errors are not replayed: the caller may retry them with the same key.
-            if status < 500 {
-                reservation.complete(status, &kept).await;
-            } else {
-                reservation.release().await;
+            match run.await {
+                Ok((rparts, head, rest)) => {
+                    let body = match rest {
+                        None => Body::from(head),
+                        Some(rest) => {
+                            Body::from_stream(futures::stream::once(async move { Ok::<_, axum::Error>(head) }).chain(rest.into_data_stream()))
+                        }
+                    };
+                    Response::from_parts(rparts, body)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the handler's answer could not be read");
+                    ApiError(Error::internal("The answer could not be sent; nothing more is known.")).into_response()
+                }
             }
-            let body = match rest {
-                None => Body::from(head),
-                Some(rest) => Body::from_stream(futures::stream::once(async move { Ok::<_, axum::Error>(head) }).chain(rest.into_data_stream())),
-            };
-            Response::from_parts(rparts, body)
         }
     }
 }
@@ -163,9 +208,9 @@ fn key_times(limits: &Limits) -> KeyTimes {
     }
 }
 
-/// A reserved key whose request has not finished: dropped unsettled (the
-/// request's future was cancelled because its client hung up), it releases
-/// the key from a task of its own so a retry can run.
+/// A reserved key whose request has not finished: dropped unsettled (its
+/// task failed), it releases the key from a task of its own so a retry can
+/// run.
 struct Reservation {
     st: AppState,
     token: String,
@@ -174,18 +219,10 @@ struct Reservation {
 }
 
 impl Reservation {
-    async fn complete(&mut self, status: u16, body: &str) {
-        let (token, key) = (&self.token, &self.key);
-        let saved = in_transaction!(self.st.store, |tx| tokens::complete_key(&mut tx, token, key, status, body).await);
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "could not record an idempotent answer");
-        }
+    /// Takes the key out for whoever settles it now; the drop then does nothing.
+    fn hand_over(&mut self) -> (String, String) {
         self.settled = true;
-    }
-
-    async fn release(&mut self) {
-        release_key(&self.st, &self.token, &self.key).await;
-        self.settled = true;
+        (std::mem::take(&mut self.token), std::mem::take(&mut self.key))
     }
 }
 

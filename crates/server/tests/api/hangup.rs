@@ -58,6 +58,8 @@ async fn hanging_up_clients_never_stop_writes(backend: Backend) {
     let mut real_writes = 0usize;
     let mut hangups = 0usize;
     let mut round = 0usize;
+    // Keyed user creations whose client hung up: (key, email).
+    let mut keyed = Vec::new();
     // Bounded by rounds and by time: at most ~40 s per backend.
     while round < 300 && started.elapsed() < Duration::from_secs(40) {
         round += 1;
@@ -71,12 +73,17 @@ async fn hanging_up_clients_never_stop_writes(backend: Backend) {
                     Some(&format!("bogus-{round}-{k}")),
                     &json!({ "name": "Never created" }),
                 ),
-                1 => http_post(
-                    &format!("/api/v1/orgs/{}/users", w.org),
-                    &app.admin,
-                    Some(&format!("key-{round}-{k}")),
-                    &json!({ "email": format!("gone{round}x{k}@hang.example") }),
-                ),
+                1 => {
+                    let (key, email) = (format!("key-{round}-{k}"), format!("gone{round}x{k}@hang.example"));
+                    let request = http_post(
+                        &format!("/api/v1/orgs/{}/users", w.org),
+                        &app.admin,
+                        Some(&key),
+                        &json!({ "email": email }),
+                    );
+                    keyed.push((key, email));
+                    request
+                }
                 2 => http_post(
                     &format!("/api/v1/orgs/{}/users/{victim}/licenses", w.org),
                     &app.admin,
@@ -133,6 +140,32 @@ async fn hanging_up_clients_never_stop_writes(backend: Backend) {
         )
         .await;
     assert!(after.status.is_success() || after.code() == "already_assigned", "{}", after.body);
+    // Every keyed request whose client hung up can be sent again with its
+    // key: it is replayed or runs now, but a request carried out whose key
+    // was freed anyway would run twice and find its email taken.
+    for (key, email) in &keyed {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let again = app
+                .client
+                .post(format!("{}/api/v1/orgs/{}/users", app.url, w.org))
+                .bearer_auth(&app.admin)
+                .header("idempotency-key", key)
+                .json(&json!({ "email": email }))
+                .send()
+                .await
+                .expect("send");
+            let status = again.status().as_u16();
+            let body = again.text().await.unwrap_or_default();
+            // A first run still finishing says so for a moment.
+            if status == 409 && body.contains("idempotency_key_in_progress") && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            assert_eq!(status, 201, "{key} sent again: {body}");
+            break;
+        }
+    }
     let ready = app.call(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status.as_u16(), 200, "{}", ready.body);
     assert_eq!(app.mismatches().await, 0, "a seat counter disagrees with its rows");
