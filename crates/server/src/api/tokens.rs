@@ -195,20 +195,9 @@ pub async fn revoke(State(st): State<AppState>, ctx: Ctx, Path(id): Path<String>
             .ok_or_else(|| StoreError::from(not_found()))?;
         ctx.require(Action::ManageTokens)?;
         may_grant(&ctx, t.role, "revoke")?;
-        if !tokens::revoke(&mut tx, &id, now).await? {
+        if !revoke_and_record(&mut tx, &t, &ctx.actor(), now).await? {
             return Err(not_found().into());
         }
-        audit::record(
-            &mut tx,
-            t.org.as_deref(),
-            &ctx.actor(),
-            "token.revoke",
-            &format!("token:{id}"),
-            None,
-            None,
-            now,
-        )
-        .await?;
         Ok::<_, StoreError>(())
     })?;
     Ok(StatusCode::NO_CONTENT)
@@ -222,24 +211,26 @@ pub async fn revoke_as_operator(store: &allot_store::Store, id: &str, now: chron
         request_id: None,
     };
     let revoked = in_transaction!(store, |tx| {
-        let Some(t) = tokens::get(&mut tx, id).await? else {
-            return Ok::<_, StoreError>(false);
-        };
-        if !tokens::revoke(&mut tx, id, now).await? {
-            return Ok(false);
+        match tokens::get(&mut tx, id).await? {
+            Some(t) => revoke_and_record(&mut tx, &t, &actor, now).await,
+            None => Ok::<_, StoreError>(false),
         }
-        audit::record(
-            &mut tx,
-            t.org.as_deref(),
-            &actor,
-            "token.revoke",
-            &format!("token:{id}"),
-            None,
-            None,
-            now,
-        )
-        .await?;
-        Ok(true)
     })?;
     Ok(revoked)
+}
+
+/// Revokes a token and records it in the audit log (of the token's org, if
+/// it has one); false if it was already revoked.
+async fn revoke_and_record(
+    tx: &mut allot_store::Tx,
+    t: &TokenInfo,
+    actor: &allot_store::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    if !tokens::revoke(tx, &t.id, now).await? {
+        return Ok(false);
+    }
+    let target = format!("token:{}", t.id);
+    audit::record(tx, t.org.as_deref(), actor, "token.revoke", &target, None, None, now).await?;
+    Ok(true)
 }
