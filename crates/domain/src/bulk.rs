@@ -130,10 +130,8 @@ impl LicenseJobRequest {
                 }
                 if let Some(d) = &f.email_domain {
                     let d = d.trim_start_matches('@');
-                    // The same characters an email's domain may hold (see `Email`):
-                    // `%` and `_` are no wildcards here.
-                    let labels_ok = d.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
-                    if d.len() > 253 || !d.contains('.') || !labels_ok || !d.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
+                    // A domain as an email holds one: `%` and `_` are no wildcards here.
+                    if !crate::types::is_domain(d) {
                         v.push(
                             Violation::new(
                                 Code::ValidationFailed,

@@ -58,6 +58,16 @@ pub fn check_search(field: &str, raw: &str, max: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `d` is a domain as an email address may have one: two or more
+/// dot-separated labels of letters, digits and `-`, none empty or starting
+/// or ending with `-`.
+pub fn is_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.contains('.')
+        && d.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+        && d.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
+}
+
 /// An email address as Allot accepts it: one `@`, a non-empty local part, a
 /// domain with a dot, no spaces or control characters, at most 254 characters.
 /// Kept as given (case preserved); compare with [`Email::normalized`].
@@ -87,12 +97,11 @@ impl Email {
         if domain.contains('@') {
             return Err(bad("it has more than one @"));
         }
-        let labels: Vec<&str> = domain.split('.').collect();
-        if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
-            return Err(bad("the domain must look like example.com"));
-        }
         if !domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.') {
             return Err(bad("the domain may hold only letters, digits, - and ."));
+        }
+        if !is_domain(domain) {
+            return Err(bad("the domain must look like example.com"));
         }
         Ok(Email(s.to_string()))
     }

@@ -143,60 +143,46 @@ async fn reserve_and_run(
             resp
         }
         Ok(IdempotencyState::Reserved) => {
-            // Should this task fail, the reservation's drop frees the key.
-            let max = st.limits.max_replay_bytes;
-            let run = async move {
-                let mut reservation = Reservation {
-                    st: st.clone(),
-                    token,
-                    key,
-                    settled: false,
-                };
-                let resp = next.run(Request::from_parts(parts, body)).await;
-                let (token, key) = reservation.hand_over();
-                let (rparts, rbody) = resp.into_parts();
-                // Read the answer up to the size kept for replays; a larger
-                // one is passed on as it streams, and not kept.
-                match read_up_to(rbody, max).await {
-                    Err(e) => {
-                        release_key(&st, &token, &key).await;
-                        Err(e)
-                    }
-                    Ok((head, rest)) => {
-                        let status = rparts.status.as_u16();
-                        // Server errors are not replayed: the caller may retry them with the same key.
-                        if status >= 500 {
-                            release_key(&st, &token, &key).await;
-                        } else {
-                            let kept = if rest.is_some() {
-                                ANSWER_NOT_KEPT.to_string()
-                            } else {
-                                String::from_utf8_lossy(&head).into_owned()
-                            };
-                            let saved = in_transaction!(st.store, |tx| tokens::complete_key(&mut tx, &token, &key, status, &kept).await);
-                            if let Err(e) = saved {
-                                tracing::warn!(error = %e, "could not record an idempotent answer");
-                            }
-                        }
-                        Ok((rparts, head, rest))
-                    }
-                }
+            // Should the handler panic, the reservation's drop frees the key.
+            let mut reservation = Reservation {
+                st: st.clone(),
+                token,
+                key,
+                settled: false,
             };
-            match run.await {
-                Ok((rparts, head, rest)) => {
-                    let body = match rest {
-                        None => Body::from(head),
-                        Some(rest) => {
-                            Body::from_stream(futures::stream::once(async move { Ok::<_, axum::Error>(head) }).chain(rest.into_data_stream()))
-                        }
-                    };
-                    Response::from_parts(rparts, body)
-                }
+            let resp = next.run(Request::from_parts(parts, body)).await;
+            let (token, key) = reservation.hand_over();
+            let (rparts, rbody) = resp.into_parts();
+            // Read the answer up to the size kept for replays; a larger one
+            // is passed on as it streams, and not kept.
+            let (head, rest) = match read_up_to(rbody, st.limits.max_replay_bytes).await {
+                Ok(split) => split,
                 Err(e) => {
                     tracing::error!(error = %e, "the handler's answer could not be read");
-                    ApiError(Error::internal("The answer could not be sent; nothing more is known.")).into_response()
+                    release_key(&st, &token, &key).await;
+                    return ApiError(Error::internal("The answer could not be sent; nothing more is known.")).into_response();
+                }
+            };
+            let status = rparts.status.as_u16();
+            // Server errors are not replayed: the caller may retry them with the same key.
+            if status >= 500 {
+                release_key(&st, &token, &key).await;
+            } else {
+                let kept = if rest.is_some() {
+                    ANSWER_NOT_KEPT.to_string()
+                } else {
+                    String::from_utf8_lossy(&head).into_owned()
+                };
+                let saved = in_transaction!(st.store, |tx| tokens::complete_key(&mut tx, &token, &key, status, &kept).await);
+                if let Err(e) = saved {
+                    tracing::warn!(error = %e, "could not record an idempotent answer");
                 }
             }
+            let body = match rest {
+                None => Body::from(head),
+                Some(rest) => Body::from_stream(futures::stream::once(async move { Ok::<_, axum::Error>(head) }).chain(rest.into_data_stream())),
+            };
+            Response::from_parts(rparts, body)
         }
     }
 }

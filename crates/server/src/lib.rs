@@ -19,7 +19,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use serde_json::{json, Value};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -124,21 +123,28 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The server is up")))]
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The answer of the health and readiness checks.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HealthStatus {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The server is up", body = HealthStatus)))]
+async fn healthz() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok" })
 }
 
 /// Readiness: the database answers and can be written to now. A writer that
 /// cannot begin a transaction (a lock held elsewhere, a read-only server)
 /// makes this 503 while `/healthz`, the liveness answer, stays 200.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
-    (status = 200, description = "The server can serve reads and writes"),
+    (status = 200, description = "The server can serve reads and writes", body = HealthStatus),
     (status = 503, description = "The database cannot be written to now", content_type = "application/problem+json")
 ))]
-async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn readyz(axum::extract::State(st): axum::extract::State<AppState>) -> Result<Json<HealthStatus>, ApiError> {
     match st.store.probe_writable(std::time::Duration::from_secs(2)).await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(()) => Ok(Json(HealthStatus { status: "ready" })),
         Err(e) => {
             tracing::error!(error = ?e, "readiness probe failed: the database cannot be written to");
             Err(ApiError(Error::new(

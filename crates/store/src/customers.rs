@@ -94,10 +94,7 @@ pub async fn page(
         conds.push(format!("o.id = {a}"));
     }
     if let Some(text) = &f.q {
-        let pattern = format!(
-            "%{}%",
-            text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-        );
+        let pattern = format!("%{}%", crate::escape_like(&text.to_lowercase()));
         let a = q.arg(Val::Text(pattern));
         conds.push(format!("LOWER(o.name) LIKE {a} ESCAPE '\\'"));
     }

@@ -31,6 +31,12 @@ pub use db::{backoff, finish, new_id, Backend, Outcome, PreparedRows, Row, Store
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// `s` as a `LIKE … ESCAPE '\'` pattern that matches it literally: its
+/// `%` and `_` are no wildcards.
+pub fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 /// Timestamps are stored as fixed-width RFC 3339 UTC text so that both engines
 /// compare and sort them as strings.
 pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {

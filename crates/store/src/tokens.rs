@@ -181,6 +181,14 @@ pub async fn reserve_key(
         Ok(created < ts(now - limit))
     };
     match existing {
+        None => {
+            tx.exec(
+                "INSERT INTO idempotency_keys (token_id, idem_key, request_hash, status, body, created_at) VALUES ($1, $2, $3, NULL, NULL, $4)",
+                args![token, key, request_hash, ts(now)],
+            )
+            .await?;
+            Ok(IdempotencyState::Reserved)
+        }
         Some(r) if !stale(&r)? => {
             if r.text(0)? != request_hash {
                 return Ok(IdempotencyState::Mismatch);
@@ -193,16 +201,10 @@ pub async fn reserve_key(
                 _ => Ok(IdempotencyState::InProgress),
             }
         }
-        stale => {
-            if stale.is_some() {
-                tx.exec(
-                    "DELETE FROM idempotency_keys WHERE token_id = $1 AND idem_key = $2",
-                    args![token, key],
-                )
-                .await?;
-            }
+        // Past its time: the key is taken over for this request.
+        Some(_) => {
             tx.exec(
-                "INSERT INTO idempotency_keys (token_id, idem_key, request_hash, status, body, created_at) VALUES ($1, $2, $3, NULL, NULL, $4)",
+                "UPDATE idempotency_keys SET request_hash = $3, status = NULL, body = NULL, created_at = $4 WHERE token_id = $1 AND idem_key = $2",
                 args![token, key, request_hash, ts(now)],
             )
             .await?;

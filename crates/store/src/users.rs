@@ -87,17 +87,12 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
     Ok(())
 }
 
-/// `s` matched literally by `LIKE … ESCAPE '\'`.
-pub fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
 /// `kind=external` lists the external users who hold a licence: one whose
 /// last licence is removed drops off that list (R-ASG-4) but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-    let q = f.q.as_ref().map(|q| format!("%{}%", escape_like(&q.to_lowercase())));
+    let q = f.q.as_ref().map(|q| format!("%{}%", crate::escape_like(&q.to_lowercase())));
     let rows = tx
         .rows(
             &format!(
@@ -430,7 +425,7 @@ pub async fn ids_matching(
     let domain = filter
         .email_domain
         .as_ref()
-        .map(|d| format!("%@{}", escape_like(&d.trim_start_matches('@').to_lowercase())));
+        .map(|d| format!("%@{}", crate::escape_like(&d.trim_start_matches('@').to_lowercase())));
     let mut ids: Vec<String> = tx
         .rows_packed(
             &["u.id"],

@@ -206,7 +206,7 @@ impl Writer {
     }
 
     fn nobody_waiting(&self) -> bool {
-        self.waiters.load(Ordering::SeqCst) == 0
+        self.waiting() == 0
     }
 
     /// Commits whatever is pending (used at shutdown).
