@@ -337,11 +337,11 @@ impl InProcessServer {
     pub async fn start(store: &Store) -> Result<InProcessServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = allot_server::AppState {
-            store: store.clone(),
-            clock: std::sync::Arc::new(allot_server::clock::SystemClock),
-            limits: Default::default(),
-        };
+        let state = allot_server::AppState::new(
+            store.clone(),
+            std::sync::Arc::new(allot_server::clock::SystemClock),
+            allot_server::Config::default(),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(allot_server::serve(state, listener, async move {
             let _ = stopped.await;
@@ -380,11 +380,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        limits: Default::default(),
-    };
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), allot_server::Config::default());
     let server = tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stop_rx.await;
     }));

@@ -11,9 +11,10 @@ use allot_domain::access::{Principal, Role};
 use allot_domain::catalogue::{ProductRules, PropertyName, Requirement};
 use allot_domain::planner::{AddLicense, LicenseChange};
 use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
-use allot_domain::types::{CountryCode, ProductCode};
-use allot_server::api::{catalogue::ProductInput, licenses::change_licenses};
-use allot_server::auth::{create_token, Ctx};
+use allot_domain::types::{CountryCode, ProductCode, UserKind, UserStatus};
+use allot_server::app::catalogue::ProductInput;
+use allot_server::app::Caller;
+use allot_server::auth::create_token;
 use allot_server::clock::{Clock, SystemClock};
 use allot_server::AppState;
 use allot_store::subscriptions::{Item, Subscription};
@@ -200,12 +201,8 @@ const ORGS: &[&str] = &[
 pub async fn seed(store: &Store) -> Result<()> {
     let clock = Arc::new(SystemClock);
     let (now, today) = (clock.now(), clock.today());
-    let st = AppState {
-        store: store.clone(),
-        clock: clock.clone(),
-        limits: Default::default(),
-    };
-    let ctx = Ctx {
+    let st = AppState::new(store.clone(), clock.clone(), allot_server::Config::default());
+    let ctx = Caller {
         principal: Principal {
             token_id: "demo-seed".into(),
             role: Role::ProviderAdmin,
@@ -215,7 +212,7 @@ pub async fn seed(store: &Store) -> Result<()> {
         request_id: new_id("req"),
     };
     for p in catalogue_inputs() {
-        allot_server::api::catalogue::create_product(&st, &ctx, p)
+        allot_server::app::catalogue::create_product(&st, &ctx, p)
             .await
             .map_err(|e| msg(e.detail))?;
     }
@@ -298,8 +295,8 @@ pub async fn seed(store: &Store) -> Result<()> {
                         }
                     ),
                     display_name: format!("{} {}", capitalise(first), capitalise(last)),
-                    kind: if external { "external" } else { "internal" }.into(),
-                    status: if external { "pending" } else { "active" }.into(),
+                    kind: if external { UserKind::External } else { UserKind::Internal },
+                    status: if external { UserStatus::Pending } else { UserStatus::Active },
                     usage_location: (j % 4 != 0).then(|| country.to_string()),
                     site_admin_of: if j == 0 { vec![site.id.clone()] } else { vec![] },
                     groups: if j % 3 == 0 { vec![group.id.clone()] } else { vec![] },
@@ -343,7 +340,7 @@ pub async fn seed(store: &Store) -> Result<()> {
             if j < 3 && provisioning == ProvisioningStatus::Provisioned {
                 change.add.push(add("contact-centre", &[(PropertyName::Location, "HQ".into())]));
             }
-            change_licenses(&st, &ctx, &org.id, user, &change)
+            allot_server::app::licenses::change_user_licenses(&st, &ctx, &org.id, user, change.clone())
                 .await
                 .map_err(|e| msg(format!("seeding licences: {}", e.detail)))?;
         }
@@ -363,7 +360,7 @@ fn capitalise(s: &str) -> String {
         .join(" ")
 }
 
-pub async fn run(database: &str, listen: &str) -> Result<()> {
+pub async fn run(database: &str, listen: &str, config: allot_server::Config, metrics_listen: Option<&str>) -> Result<()> {
     // Seed with fast commits, then serve with durable ones.
     let seeding = Store::open(
         database,
@@ -402,11 +399,8 @@ pub async fn run(database: &str, listen: &str) -> Result<()> {
     println!("Provider admin token (shown once):");
     println!("{token}");
     println!("Try: curl -H 'Authorization: Bearer {token}' {url}/api/v1/orgs");
-    let state = AppState {
-        store,
-        clock: Arc::new(SystemClock),
-        limits: Default::default(),
-    };
-    allot_server::serve(state, listener, crate::shutdown_signal()).await?;
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), config);
+    crate::serve_until_signal(state, listener, metrics_listen).await?;
+    store.close().await;
     Ok(())
 }

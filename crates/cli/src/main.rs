@@ -55,15 +55,105 @@ impl DbArgs {
     }
 }
 
+/// How `allot serve` (and `allot demo`) serves: every setting of
+/// `allot_server::Config`, from a flag or its environment variable.
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Serve Prometheus metrics at /metrics on this address (not served if left out).
+    #[arg(long, env = "ALLOT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Seconds shutdown (SIGTERM, SIGINT) waits for requests in flight.
+    #[arg(long, env = "ALLOT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    shutdown_grace_secs: u64,
+    /// Requests per second one API token may send (a burst of as many is allowed).
+    #[arg(long, env = "ALLOT_RATE_LIMIT", default_value_t = 1_000_000.0)]
+    rate_limit: f64,
+    /// The largest CSV import, in bytes.
+    #[arg(long, env = "ALLOT_MAX_IMPORT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_import_bytes: u64,
+    /// How long an answer stored for an Idempotency-Key is replayed.
+    #[arg(long, env = "ALLOT_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
+    idempotency_ttl_secs: u64,
+    /// How long a key stays reserved by a request that never finished.
+    #[arg(long, env = "ALLOT_IDEMPOTENCY_LEASE_SECS", default_value_t = 600)]
+    idempotency_lease_secs: u64,
+    /// Open connections at most (lowered to what the file limit allows).
+    #[arg(long, env = "ALLOT_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Milliseconds a connection may take to send a request head (or idle between requests).
+    #[arg(long, env = "ALLOT_HEADER_TIMEOUT_MS", default_value_t = 15_000)]
+    header_timeout_ms: u64,
+    /// Milliseconds a request body may stall.
+    #[arg(long, env = "ALLOT_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// Milliseconds a claimed job stays claimed without renewal.
+    #[arg(long, env = "ALLOT_JOB_LEASE_MS", default_value_t = 30_000)]
+    job_lease_ms: u64,
+    /// Milliseconds before a failed job run is retried (times the failures so far).
+    #[arg(long, env = "ALLOT_JOB_RETRY_MS", default_value_t = 5_000)]
+    job_retry_ms: u64,
+    /// Milliseconds between purges of expired service data and idempotency keys.
+    #[arg(long, env = "ALLOT_PURGE_INTERVAL_MS", default_value_t = 3_600_000)]
+    purge_interval_ms: u64,
+}
+
+impl ServeArgs {
+    /// The one configuration of the server, checked.
+    fn config(&self) -> anyhow_lite::Result<allot_server::Config> {
+        use std::time::Duration;
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v < min {
+                Err(anyhow_lite::msg(format!("--{name} must be at least {min} (got {v})")))
+            } else {
+                Ok(v)
+            }
+        };
+        if !(self.rate_limit.is_finite() && self.rate_limit > 0.0) {
+            return Err(anyhow_lite::msg(format!(
+                "--rate-limit must be a positive number (got {})",
+                self.rate_limit
+            )));
+        }
+        Ok(allot_server::Config {
+            limits: allot_server::Limits {
+                max_import_bytes: self.max_import_bytes,
+                idempotency_ttl: Duration::from_secs(at_least("idempotency-ttl-secs", self.idempotency_ttl_secs, 1)?),
+                idempotency_lease: Duration::from_secs(at_least("idempotency-lease-secs", self.idempotency_lease_secs, 1)?),
+                max_replay_bytes: allot_server::Limits::default().max_replay_bytes,
+                connections: allot_server::serve::ConnectionLimits {
+                    max_connections: at_least("max-connections", self.max_connections as u64, 1)? as usize,
+                    header_timeout: Duration::from_millis(at_least("header-timeout-ms", self.header_timeout_ms, 100)?),
+                    body_timeout: Duration::from_millis(at_least("body-timeout-ms", self.body_timeout_ms, 100)?),
+                },
+            },
+            jobs: allot_server::config::JobTimings {
+                lease: Duration::from_millis(at_least("job-lease-ms", self.job_lease_ms, 100)?),
+                retry: Duration::from_millis(at_least("job-retry-ms", self.job_retry_ms, 10)?),
+            },
+            purge_interval: Duration::from_millis(at_least("purge-interval-ms", self.purge_interval_ms, 100)?),
+            rate_limit: allot_server::config::RateLimit {
+                per_second: self.rate_limit,
+                burst: self.rate_limit.max(1.0),
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..allot_server::Config::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (migrates the database first).
+    /// Serve the HTTP API (migrates the database first). SIGTERM or SIGINT
+    /// stops it gracefully: requests in flight finish, job leases are given
+    /// back, the database is closed; then it exits 0.
     Serve {
         #[command(flatten)]
         db: DbArgs,
         /// Address and port to listen on.
         #[arg(long, env = "ALLOT_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Create or upgrade the database schema, then exit.
     Migrate {
@@ -83,6 +173,8 @@ enum Command {
         database: String,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Measure Allot against a baseline in the same run (see BENCHMARKS.md).
     Bench {
@@ -150,8 +242,45 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server gracefully");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, with the metrics on their own address
+/// when one is given.
+pub(crate) async fn serve_until_signal(
+    app: AppState,
+    listener: tokio::net::TcpListener,
+    metrics_listen: Option<&str>,
+) -> anyhow_lite::Result<()> {
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let l = bind(addr).await?;
+            println!("Metrics at http://{}/metrics", l.local_addr()?);
+            Some(tokio::spawn(allot_server::serve_metrics(app.clone(), l)))
+        }
+        None => None,
+    };
+    allot_server::serve(app, listener, shutdown_signal()).await?;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    Ok(())
 }
 
 pub(crate) async fn bind(listen: &str) -> anyhow_lite::Result<tokio::net::TcpListener> {
@@ -162,16 +291,15 @@ pub(crate) async fn bind(listen: &str) -> anyhow_lite::Result<tokio::net::TcpLis
 
 async fn run(cli: Cli) -> anyhow_lite::Result<()> {
     match cli.command {
-        Command::Serve { db, listen } => {
+        Command::Serve { db, listen, serve } => {
+            let config = serve.config()?;
             let store = db.open().await?;
             let listener = bind(&listen).await?;
             println!("Allot is listening on http://{} (database {})", listener.local_addr()?, db.database);
-            let state = AppState {
-                store,
-                clock: Arc::new(SystemClock),
-                limits: allot_server::Limits::from_env(),
-            };
-            allot_server::serve(state, listener, shutdown_signal()).await?;
+            let app = AppState::new(store.clone(), Arc::new(SystemClock), config);
+            serve_until_signal(app, listener, serve.metrics_listen.as_deref()).await?;
+            store.close().await;
+            println!("Allot stopped");
         }
         Command::Migrate { db } => {
             db.open().await?;
@@ -207,7 +335,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             command: AdminCommand::RevokeToken { db, id },
         } => {
             let store = db.open().await?;
-            let revoked = allot_server::api::tokens::revoke_as_operator(&store, &id, SystemClock.now())
+            let revoked = allot_server::app::tokens::revoke_as_operator(&store, &id, SystemClock.now())
                 .await
                 .map_err(|e| anyhow_lite::msg(e.detail))?;
             store.close().await;
@@ -233,7 +361,9 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 return Err(anyhow_lite::msg(format!("{} pools disagree with their assignments", bad.len())));
             }
         }
-        Command::Demo { database, listen } => demo::run(&database, &listen).await?,
+        Command::Demo { database, listen, serve } => {
+            demo::run(&database, &listen, serve.config()?, serve.metrics_listen.as_deref()).await?
+        }
         Command::Bench { command } => bench::run(command).await?,
     }
     Ok(())

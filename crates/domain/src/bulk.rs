@@ -16,7 +16,7 @@ use crate::types::ProductCode;
 /// The most users one job may name in its `users` list (a filter has no limit).
 pub const MAX_LISTED_USERS: usize = 1_000_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,7 +31,7 @@ pub struct UserFilter {
     pub subscription: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveSpec {
     /// Only this product (and its family) moves; without it, every licence
@@ -42,7 +42,7 @@ pub struct MoveSpec {
     pub to_subscription: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobMode {
     /// Each user all or nothing; the others go on.
@@ -52,8 +52,57 @@ pub enum JobMode {
     AllOrNothing,
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `POST .../license-jobs`: a licence change for many users.
+    LicenseChange,
+    /// `POST .../subscriptions/{sub}/cancel`: empties a subscription, then cancels it.
+    SubscriptionCancel,
+    /// `POST .../imports`: a users CSV.
+    CsvImport,
+    /// `POST .../license-templates/{tpl}/apply`: a template given to existing users.
+    TemplateApply,
+}
+
+/// Where a job is: `queued` until a worker takes it, `running`, then one of
+/// the four ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    CompletedWithErrors,
+    Failed,
+    Cancelled,
+}
+
+crate::types::str_enum!(JobKind {
+    LicenseChange => "license_change",
+    SubscriptionCancel => "subscription_cancel",
+    CsvImport => "csv_import",
+    TemplateApply => "template_apply",
+});
+crate::types::str_enum!(JobState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    CompletedWithErrors => "completed_with_errors",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+
+impl JobState {
+    /// Whether the job has ended (no worker will touch it again).
+    pub fn has_ended(&self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
 /// `POST .../license-jobs`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LicenseJobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +357,7 @@ pub fn capacity_violations(demands: &[Demand], catalogue: &std::collections::Has
 }
 
 /// What happened to one user in a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserResult {
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,7 +373,7 @@ pub struct UserResult {
     pub changes: Vec<ResultChange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -332,14 +381,14 @@ pub enum Outcome {
     Skipped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResultChange {
     pub action: ChangeAction,
     pub product: ProductCode,
     pub subscription: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeAction {
     Add,
@@ -402,7 +451,7 @@ impl UserResult {
 }
 
 /// R-BULK-2: over the selected users, whether all, some or none hold an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HolderState {
     All,

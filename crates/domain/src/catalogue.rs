@@ -8,7 +8,7 @@ use crate::error::{Error, Violation};
 use crate::types::{CountryCode, ProductCode};
 
 /// The per-assignment properties a product may take (API.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyName {
     Location,
@@ -18,14 +18,14 @@ pub enum PropertyName {
     AccountType,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
     Required,
     Optional,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProductRules {
     /// At most one product of this family per user, except `compatible_with` pairs.
@@ -37,7 +37,7 @@ pub struct ProductRules {
     pub locations: Option<Vec<CountryCode>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Product {
     pub code: ProductCode,
     pub name: String,

@@ -1,11 +1,11 @@
 //! The one error type of Allot. Every layer returns it; the server presents it
 //! as an RFC 9457 problem document (and later as HTML and SCIM errors).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Stable machine codes (API.md, "Error codes"). Never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {
     Unauthenticated,
@@ -38,6 +38,10 @@ pub enum Code {
     RateLimited,
     CsvHeaderInvalid,
     CsvRowInvalid,
+    /// The body is not JSON at all (bad syntax, not UTF-8).
+    MalformedJson,
+    /// The body comes in a media type the operation does not take.
+    UnsupportedMediaType,
     Conflict,
     /// The server cannot serve the request now (not ready: its database
     /// cannot be written to, or it is shutting down).
@@ -58,8 +62,10 @@ impl Code {
             Forbidden | PaymentMethodRequired | SelfServicePurchaseDisabled => 403,
             NotFound => 404,
             EmailTaken | SubscriptionHasUsers | IdempotencyKeyInProgress | Conflict => 409,
+            MalformedJson => 400,
             PreconditionFailed => 412,
             PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
             RateLimited => 429,
             Internal => 500,
             Unavailable => 503,
@@ -118,13 +124,15 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::RateLimited, "rate_limited"),
     (Code::CsvHeaderInvalid, "csv_header_invalid"),
     (Code::CsvRowInvalid, "csv_row_invalid"),
+    (Code::MalformedJson, "malformed_json"),
+    (Code::UnsupportedMediaType, "unsupported_media_type"),
     (Code::Conflict, "conflict"),
     (Code::Unavailable, "unavailable"),
     (Code::Internal, "internal"),
 ];
 
 /// One reason a request was refused, naming what it is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Violation {
     pub code: Code,
     pub message: String,

@@ -23,7 +23,7 @@ pub const USER_COLUMNS: [&str; 5] = ["email", "display_name", "kind", "status", 
 pub const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// One subscription item column.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemColumn {
     pub product: ProductCode,
     pub subscription: String,
@@ -240,7 +240,7 @@ pub fn parse_header(cells: &[String], org_items: &[ItemColumn]) -> Result<Header
 }
 
 /// One data row, checked: what it says about one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SheetRow {
     /// The line number of the row's first line in the file (the header is line 1).
     pub row: u64,
@@ -373,7 +373,7 @@ pub fn rows_refused(problems: Vec<Violation>, total: usize) -> Error {
 
 /// Whether an import may take licences away (`add_and_remove`) or only add
 /// (`add_only`; a FALSE paired with a TRUE of the same family is still a move).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportMode {
     #[default]

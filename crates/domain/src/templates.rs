@@ -12,12 +12,23 @@ use crate::types::ProductCode;
 
 /// One licence a template gives: a product, from one subscription or from
 /// any with free seats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateLicense {
     pub product: ProductCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+}
+
+/// What a `template_apply` job stores: the template's licences as they were
+/// when it was asked for, and the users in its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateApplyRequest {
+    pub template: String,
+    pub licenses: Vec<TemplateLicense>,
+    pub retain_existing: bool,
+    pub dry_run: bool,
 }
 
 impl TemplateLicense {

@@ -207,20 +207,73 @@ impl<'de> Deserialize<'de> for CountryCode {
 }
 
 /// Internal members of the org, or external (guest) users who must accept first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserKind {
     Internal,
     External,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {
     Active,
     Pending,
     Inactive,
 }
+
+/// A string schema with a pattern, for the OpenAPI document of a newtype
+/// that parses (the pattern says in the document what `parse` checks).
+macro_rules! string_schema {
+    ($t:ty, $name:literal, $pattern:expr, $max:expr, $desc:literal, $example:literal) => {
+        impl utoipa::PartialSchema for $t {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some($pattern))
+                    .max_length(Some($max))
+                    .description(Some($desc))
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $t {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed($name)
+            }
+        }
+    };
+}
+
+/// What [`Email::parse`] accepts, as a regular expression: a local part of
+/// 1 to 64 characters without spaces, control or text-direction characters
+/// or `@`, and a domain of dot-separated labels of letters, digits and `-`.
+pub const EMAIL_PATTERN: &str = r"^[^\s@\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]{1,64}@(?:[^\W_](?:(?:[^\W_]|-)*[^\W_])?\.)+[^\W_](?:(?:[^\W_]|-)*[^\W_])?$";
+
+string_schema!(
+    Email,
+    "Email",
+    EMAIL_PATTERN,
+    254,
+    "An email address; unique in its organisation, compared case-insensitively.",
+    "anna@example.com"
+);
+string_schema!(
+    ProductCode,
+    "ProductCode",
+    "^[a-z][a-z0-9-]{0,63}$",
+    64,
+    "A catalogue code: lowercase letters, digits and -, starting with a letter.",
+    "calling-professional"
+);
+string_schema!(
+    CountryCode,
+    "CountryCode",
+    "^[A-Z]{2}$",
+    2,
+    "An ISO 3166-1 alpha-2 country code.",
+    "SE"
+);
 
 macro_rules! str_enum {
     ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {

@@ -1,17 +1,49 @@
-//! Extractors that turn every bad input into a problem document.
+//! Extractors that turn every bad input into a problem document: a body
+//! that is not JSON is 400 `malformed_json`, a body in another media type
+//! 415 `unsupported_media_type`, JSON of the wrong shape 422
+//! `validation_failed` naming the field. Also the caller
+//! ([`crate::app::Caller`]) and the `If-Match` precondition.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use allot_domain::{Code, Error};
 
+use crate::app::etag::IfMatch;
+use crate::app::{App, Caller};
+use crate::auth::{authenticate, Authenticated};
+use crate::observe::RequestId;
 use crate::problem::ApiError;
 
 /// The largest request body accepted (1 MiB); larger ones answer 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+fn too_large() -> Error {
+    Error::new(
+        Code::PayloadTooLarge,
+        format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
+    )
+}
+
+/// Whether the request says its body is JSON (`application/json` or a
+/// `+json` type, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+pub fn unsupported_media_type(expected: &str) -> Error {
+    Error::new(
+        Code::UnsupportedMediaType,
+        format!("Send the body as {expected} (with that Content-Type)."),
+    )
+}
 
 /// JSON body; malformed JSON, wrong types, unknown fields and oversized
 /// bodies answer with a problem document that says which.
@@ -21,6 +53,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError(unsupported_media_type("application/json")));
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rej) => Err(ApiError(json_rejection(rej))),
@@ -37,12 +72,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOr
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-            ApiError(Error::new(
-                Code::PayloadTooLarge,
-                format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
-            ))
-        })?;
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError(too_large()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ApiJsonOrEmpty(T::default()));
         }
@@ -73,16 +105,14 @@ fn json_rejection(rej: JsonRejection) -> Error {
             let msg = std::error::Error::source(&e)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.body_text());
-            Error::validation("body", format!("The request body is not valid JSON: {msg}."))
+            Error::new(Code::MalformedJson, format!("The request body is not valid JSON: {msg}."))
         }
-        JsonRejection::MissingJsonContentType(_) => {
-            Error::validation("content-type", "Send the body as JSON with Content-Type: application/json.")
-        }
-        JsonRejection::BytesRejection(e) if e.status().as_u16() == 413 => Error::new(
-            Code::PayloadTooLarge,
-            format!("The request body is larger than the limit of {MAX_BODY_BYTES} bytes."),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type("application/json"),
+        JsonRejection::BytesRejection(e) if e.status().as_u16() == 413 => too_large(),
+        other => Error::new(
+            Code::MalformedJson,
+            format!("The request body could not be read: {}.", other.body_text()),
         ),
-        other => Error::validation("body", format!("The request body could not be read: {}.", other.body_text())),
     }
 }
 
@@ -95,52 +125,64 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError(Error::validation(
-                "query",
-                format!("The query string does not fit: {}.", e.body_text()),
-            ))),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let text = e.body_text();
+                // serde_urlencoded says "unknown field `x`, expected ..." or
+                // "invalid value ... for `limit`": name the parameter when it can.
+                let field = text
+                    .split('`')
+                    .nth(1)
+                    .filter(|f| !f.is_empty() && f.len() <= 40 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    .unwrap_or("query");
+                Err(ApiError(Error::validation(
+                    field,
+                    format!("The query string does not fit: {text}."),
+                )))
+            }
             Err(e) => Err(ApiError(Error::validation("query", e.body_text()))),
         }
     }
 }
 
-/// `?limit=&cursor=` of list endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct PageQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
+/// `If-Match`, when the request sends one.
+pub struct Precondition(pub IfMatch);
 
-pub struct Page {
-    pub limit: i64,
-    pub after: Option<String>,
-}
+impl<S: Send + Sync> FromRequestParts<S> for Precondition {
+    type Rejection = ApiError;
 
-impl PageQuery {
-    pub fn page(&self) -> Result<Page, Error> {
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(Error::validation(
-                "limit",
-                format!("limit must be between 1 and 1000 (got {limit})."),
-            ));
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(header::IF_MATCH) {
+            None => Ok(Precondition(IfMatch::none())),
+            Some(v) => match v.to_str() {
+                Ok(s) => Ok(Precondition(IfMatch::parse(s))),
+                Err(_) => Err(ApiError(Error::validation("If-Match", "If-Match must be visible ASCII."))),
+            },
         }
-        let after = match &self.cursor {
-            None => None,
-            Some(c) if !c.is_empty() && c.len() <= 200 && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') => {
-                Some(c.clone())
-            }
-            Some(_) => return Err(Error::validation("cursor", "cursor is not one this server handed out.")),
-        };
-        Ok(Page { limit, after })
     }
 }
 
-/// A list answer: `{"items": [...], "next_cursor": ...}`. `rows` holds up to
-/// `limit + 1` items (the extra one only says that there are more).
-pub fn paged<T: serde::Serialize>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> serde_json::Value {
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next = if more { rows.last().map(&key) } else { None };
-    serde_json::json!({ "items": rows, "next_cursor": next })
+/// The caller: a live token's principal (401 otherwise) and the request's id.
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let principal = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(p)) => p.clone(),
+            None => authenticate(app, &parts.headers).await?,
+        };
+        crate::observe::TokenSlot::note(&parts.extensions, &principal.token_id);
+        let request_id = match parts.extensions.get::<RequestId>() {
+            Some(RequestId(id)) => id.clone(),
+            None => allot_store::new_id("req"),
+        };
+        Ok(Caller { principal, request_id })
+    }
+}
+
+/// The announced size of a body, if any.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }

@@ -35,9 +35,10 @@ use allot_domain::{Code, Error};
 use allot_store::in_transaction;
 use allot_store::tokens::{self, IdempotencyState, KeyTimes};
 
+use crate::app::App as AppState;
 use crate::auth::{authenticate, Authenticated};
+use crate::config::Limits;
 use crate::problem::ApiError;
-use crate::{AppState, Limits};
 
 /// Bodies up to this size are hashed and kept in memory; larger ones are
 /// spooled to a temporary file while they are hashed.
@@ -69,8 +70,9 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     };
     let token = principal.token_id.clone();
     let (mut parts, body) = req.into_parts();
+    crate::observe::TokenSlot::note(&parts.extensions, &principal.token_id);
     parts.extensions.insert(Authenticated(principal));
-    let spool_limit = st.limits.max_import_bytes.max(crate::api::jobs::MAX_BULK_BODY_BYTES as u64);
+    let spool_limit = st.config.limits.max_import_bytes.max(crate::api::MAX_BULK_BODY_BYTES as u64);
     let (body_hash, body) = match hash_body(body, spool_limit).await {
         Ok(b) => b,
         Err(e) => return ApiError(e).into_response(),
@@ -107,7 +109,7 @@ async fn reserve_and_run(
     key: String,
     request_hash: String,
 ) -> Response {
-    let times = key_times(&st.limits);
+    let times = key_times(&st.config.limits);
     let now = st.clock.now();
     let state = in_transaction!(st.store, |tx| tokens::reserve_key(&mut tx, &token, &key, &request_hash, now, times)
         .await);
@@ -155,7 +157,7 @@ async fn reserve_and_run(
             let (rparts, rbody) = resp.into_parts();
             // Read the answer up to the size kept for replays; a larger one
             // is passed on as it streams, and not kept.
-            let (head, rest) = match read_up_to(rbody, st.limits.max_replay_bytes).await {
+            let (head, rest) = match read_up_to(rbody, st.config.limits.max_replay_bytes).await {
                 Ok(split) => split,
                 Err(e) => {
                     tracing::error!(error = %e, "the handler's answer could not be read");

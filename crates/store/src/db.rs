@@ -181,12 +181,18 @@ pub enum StoreError {
     Constraint(String),
     /// Serialization failure, deadlock or busy database: run the unit again.
     Retry(String),
+    /// The plan being written was made from a read that is stale now (a
+    /// seat it counted on went to someone else, the user's licences changed
+    /// meanwhile): nothing was written; read and plan again.
+    Replan(String),
     Db(String),
 }
 
 impl StoreError {
+    /// Whether running the unit of work again may succeed: the database
+    /// asked for it, or the plan must be made again from fresh reads.
     pub fn is_retry(&self) -> bool {
-        matches!(self, StoreError::Retry(_))
+        matches!(self, StoreError::Retry(_) | StoreError::Replan(_))
     }
 }
 
@@ -206,6 +212,10 @@ impl From<StoreError> for Error {
                 Error::new(Code::Conflict, "The change would break a database constraint and was not applied.")
             }
             StoreError::Retry(what) => Error::new(Code::Conflict, format!("The database stayed busy; try again ({what}).")),
+            StoreError::Replan(what) => Error::new(
+                Code::Conflict,
+                format!("What the change was planned from kept changing meanwhile; try again ({what})."),
+            ),
             StoreError::Db(what) => {
                 tracing::error!(%what, "database error");
                 Error::internal("A database error occurred; nothing was changed.")
@@ -427,6 +437,19 @@ impl Store {
         }
     }
 
+    /// The connection pools now, for metrics: (pool, open connections, idle ones).
+    pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
+        match &self.pools {
+            Pools::Sqlite { reader, .. } => vec![("sqlite_readers", reader.size(), reader.num_idle())],
+            Pools::Postgres { pool, .. } => vec![("postgres", pool.size(), pool.num_idle())],
+        }
+    }
+
+    /// Units of work queued behind the group-committed writers (metrics).
+    pub fn writer_queue_depth(&self) -> usize {
+        self.writer_waiters()
+    }
+
     /// Whether the database answers and can be written to now, within
     /// `within`: SQLite's writer begins a unit (taking the write lock) and
     /// undoes it; PostgreSQL begins a transaction that is given a
@@ -451,8 +474,10 @@ impl Store {
     pub async fn close(&self) {
         match &self.pools {
             Pools::Sqlite { writer, reader } => {
-                writer.flush().await;
                 reader.close().await;
+                if let Err(e) = writer.checkpoint().await {
+                    tracing::warn!(error = ?e, "cannot checkpoint the write-ahead log at shutdown");
+                }
             }
             Pools::Postgres { pool, lanes } => {
                 for lane in lanes.iter() {

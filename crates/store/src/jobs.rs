@@ -5,6 +5,8 @@
 //! never hold one job); a restarted server finds the job `running` with an
 //! expired lease and resumes it at the first chunk not done.
 
+use allot_domain::bulk::{JobKind, JobState};
+
 use crate::db::{Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
@@ -12,8 +14,8 @@ use crate::{args, ts};
 pub struct Job {
     pub org: String,
     pub id: String,
-    pub kind: String,
-    pub state: String,
+    pub kind: JobKind,
+    pub state: JobState,
     /// The request as JSON (what the worker needs to carry it out).
     pub request: String,
     pub created_by: String,
@@ -37,7 +39,7 @@ impl Job {
     /// users are stored with it; None when the worker resolves them (a filter).
     pub fn queued(
         org: &str,
-        kind: &str,
+        kind: JobKind,
         request: String,
         created_by: String,
         now: chrono::DateTime<chrono::Utc>,
@@ -47,8 +49,8 @@ impl Job {
         Job {
             org: org.to_string(),
             id: crate::new_id("job"),
-            kind: kind.to_string(),
-            state: "queued".into(),
+            kind,
+            state: JobState::Queued,
             request,
             created_by,
             created_at: crate::ts(now),
@@ -72,8 +74,14 @@ fn job_from(r: &Row) -> Result<Job, StoreError> {
     Ok(Job {
         org: r.text(0)?,
         id: r.text(1)?,
-        kind: r.text(2)?,
-        state: r.text(3)?,
+        kind: {
+            let k = r.text(2)?;
+            JobKind::parse(&k).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown kind {k:?}")))?
+        },
+        state: {
+            let s = r.text(3)?;
+            JobState::parse(&s).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown state {s:?}")))?
+        },
         request: r.text(4)?,
         created_by: r.text(5)?,
         created_at: r.text(6)?,
@@ -98,8 +106,8 @@ pub async fn insert(tx: &mut Tx, job: &Job) -> Result<(), StoreError> {
         args![
             &job.org,
             &job.id,
-            &job.kind,
-            &job.state,
+            job.kind.as_str(),
+            job.state.as_str(),
             &job.request,
             &job.created_by,
             &job.created_at,
@@ -194,6 +202,16 @@ pub async fn postpone(tx: &mut Tx, org: &str, id: &str, owner: &str, until_ms: i
     )
     .await?;
     Ok(())
+}
+
+/// Gives back every lease this owner holds on a job not ended (its worker
+/// stops): the jobs are claimable again at once. Returns how many.
+pub async fn release_leases(tx: &mut Tx, owner: &str) -> Result<u64, StoreError> {
+    tx.exec(
+        "UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1 AND state IN ('queued', 'running')",
+        args![owner],
+    )
+    .await
 }
 
 /// Records the users of a job once they are known (a filter resolved).
@@ -333,18 +351,18 @@ pub async fn complete_chunk(tx: &mut Tx, org: &str, id: &str, owner: &str, c: &C
     Ok(())
 }
 
-/// Ends a job. `state` is one of succeeded, completed_with_errors, failed, cancelled.
+/// Ends a job in one of the ended states.
 pub async fn finish(
     tx: &mut Tx,
     org: &str,
     id: &str,
-    state: &str,
+    state: JobState,
     error: Option<String>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE jobs SET state = $3, error = $4, finished_at = $5, lease_owner = NULL WHERE org_id = $1 AND id = $2",
-        args![org, id, state, error, ts(now)],
+        args![org, id, state.as_str(), error, ts(now)],
     )
     .await?;
     Ok(())
@@ -403,6 +421,45 @@ pub async fn chunk_page(
     .iter()
     .map(|r| Ok((r.int(0)?, r.text(1)?, r.opt_text(2)?.map(PackedResults::json_of).transpose()?)))
     .collect()
+}
+
+/// How many jobs there are of each kind in each state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCount {
+    pub kind: JobKind,
+    pub state: JobState,
+    pub jobs: i64,
+}
+
+/// Jobs by kind and state, and the users done and in total of the jobs
+/// not ended (for metrics).
+pub async fn counts(tx: &mut Tx) -> Result<(Vec<JobCount>, i64, i64), StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let (k, s) = (r.text(0)?, r.text(1)?);
+        out.push(JobCount {
+            kind: JobKind::parse(&k).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown kind {k:?}")))?,
+            state: JobState::parse(&s).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown state {s:?}")))?,
+            jobs: r.int(2)?,
+        });
+    }
+    let active = tx
+        .opt_row(
+            "SELECT CAST(COALESCE(SUM(done), 0) AS BIGINT), CAST(COALESCE(SUM(total), 0) AS BIGINT) FROM jobs WHERE state IN ('queued', 'running')",
+            &[],
+        )
+        .await?;
+    let (done, total) = match active {
+        Some(r) => (r.int(0)?, r.int(1)?),
+        None => (0, 0),
+    };
+    Ok((out, done, total))
 }
 
 fn conflict(what: String) -> StoreError {

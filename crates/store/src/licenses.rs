@@ -228,12 +228,12 @@ pub async fn apply_seat_changes(
             )
             .await?;
         if gone != users.len() as u64 {
-            return Err(StoreError::Retry(format!("assignments of {product} changed concurrently")));
+            return Err(StoreError::Replan(format!("assignments of {product} changed concurrently")));
         }
     }
     // Takes: multi-row INSERTs.
     tx.insert_prepared(seats.takes).await.map_err(|e| match e {
-        StoreError::Unique(w) => StoreError::Retry(format!("an assignment was added concurrently ({w})")),
+        StoreError::Unique(w) => StoreError::Replan(format!("an assignment was added concurrently ({w})")),
         other => other,
     })?;
     update_service_data_many(tx, org, planned, catalogue, now, seats.stored).await?;

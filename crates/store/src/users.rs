@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use allot_domain::types::{UserKind, UserStatus};
 use allot_domain::{Code, Error};
 
 use crate::db::{Backend, Row, StoreError, Tx, Val};
@@ -12,8 +13,8 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub display_name: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: UserKind,
+    pub status: UserStatus,
     pub usage_location: Option<String>,
     pub site_admin_of: Vec<String>,
     pub groups: Vec<String>,
@@ -27,8 +28,8 @@ impl User {
             id,
             email,
             display_name: String::new(),
-            kind: "internal".into(),
-            status: "active".into(),
+            kind: UserKind::Internal,
+            status: UserStatus::Active,
             usage_location: None,
             site_admin_of: vec![],
             groups: vec![],
@@ -39,20 +40,30 @@ impl User {
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
     pub email: Option<String>,
-    pub kind: Option<String>,
-    pub status: Option<String>,
+    pub kind: Option<UserKind>,
+    pub status: Option<UserStatus>,
     pub q: Option<String>,
 }
 
 const COLUMNS: &str = "id, email, display_name, kind, status, usage_location";
+
+/// A stored kind; one this version does not know is damage (or a newer
+/// server's data), refused loudly rather than read as something else.
+fn kind_of(s: &str) -> Result<UserKind, StoreError> {
+    UserKind::parse(s).ok_or_else(|| StoreError::Db(format!("a stored user has the unknown kind {s:?}")))
+}
+
+fn status_of(s: &str) -> Result<UserStatus, StoreError> {
+    UserStatus::parse(s).ok_or_else(|| StoreError::Db(format!("a stored user has the unknown status {s:?}")))
+}
 
 fn user_from(r: &Row) -> Result<User, StoreError> {
     Ok(User {
         id: r.text(0)?,
         email: r.text(1)?,
         display_name: r.text(2)?,
-        kind: r.text(3)?,
-        status: r.text(4)?,
+        kind: kind_of(&r.text(3)?)?,
+        status: status_of(&r.text(4)?)?,
         usage_location: r.opt_text(5)?,
         site_admin_of: Vec::new(),
         groups: Vec::new(),
@@ -106,8 +117,8 @@ pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, l
                 org,
                 after.unwrap_or(""),
                 f.email.as_ref().map(|e| e.to_lowercase()),
-                f.kind.clone(),
-                f.status.clone(),
+                f.kind.map(|k| k.as_str()),
+                f.status.map(|s| s.as_str()),
                 q,
                 limit
             ],
@@ -184,7 +195,7 @@ pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i6
     if n == 1 {
         crate::licence_epochs::note_versioned_write(tx, org).await
     } else {
-        Err(StoreError::Retry(format!(
+        Err(StoreError::Replan(format!(
             "the licences of user {id} changed while the change was planned"
         )))
     }
@@ -239,7 +250,7 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
     let r = tx
         .exec(
             &format!("INSERT INTO users (org_id, {COLUMNS}, email_normalized, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"),
-            args![org, &u.id, &u.email, &u.display_name, &u.kind, &u.status, u.usage_location.as_deref(), u.email.to_lowercase(), ts(now)],
+            args![org, &u.id, &u.email, &u.display_name, u.kind.as_str(), u.status.as_str(), u.usage_location.as_deref(), u.email.to_lowercase(), ts(now)],
         )
         .await;
     match r {
@@ -270,8 +281,8 @@ pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::Da
                     Val::from(&u.id),
                     Val::from(&u.email),
                     Val::from(&u.display_name),
-                    Val::from(&u.kind),
-                    Val::from(&u.status),
+                    Val::from(u.kind.as_str()),
+                    Val::from(u.status.as_str()),
                     Val::from(u.usage_location.as_deref()),
                     Val::Text(u.email.to_lowercase()),
                     Val::from(&now),
@@ -306,7 +317,7 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
         .exec(
             "UPDATE users SET email = $3, email_normalized = $4, display_name = $5, kind = $6, status = $7, usage_location = $8, updated_at = $9 \
              WHERE org_id = $1 AND id = $2",
-            args![org, &u.id, &u.email, u.email.to_lowercase(), &u.display_name, &u.kind, &u.status, u.usage_location.as_deref(), ts(now)],
+            args![org, &u.id, &u.email, u.email.to_lowercase(), &u.display_name, u.kind.as_str(), u.status.as_str(), u.usage_location.as_deref(), ts(now)],
         )
         .await;
     match r {

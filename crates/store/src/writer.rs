@@ -221,6 +221,28 @@ impl Writer {
         }
     }
 
+    /// SQLite: commits whatever is pending, then checkpoints the write-ahead
+    /// log into the database and truncates it (at shutdown, so that no
+    /// large log is left beside the file).
+    pub(crate) async fn checkpoint(self: &Arc<Self>) -> Result<(), StoreError> {
+        let guard = self.state.clone().lock_owned().await;
+        let task = spawn_detached(async move {
+            let mut guard = guard;
+            guard.flush().await;
+            let state = &mut *guard;
+            match &mut state.conn {
+                WriterConn::Sqlite(_) => run(&mut state.conn, "PRAGMA wal_checkpoint(TRUNCATE)").await,
+                WriterConn::Postgres(..) => Ok(()),
+            }
+        });
+        match task {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Db(format!("the checkpoint stopped: {e}")))),
+            None => Ok(()),
+        }
+    }
+
     fn spawn_flush_if_idle(self: &Arc<Self>, guard: Option<OwnedMutexGuard<WriterState>>) {
         let writer = self.clone();
         let task = async move {

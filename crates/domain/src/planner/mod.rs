@@ -77,7 +77,7 @@ pub struct OrgFacts {
 }
 
 /// A licence the user holds: a seat of one pool (subscription × product).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Held {
     pub product: ProductCode,
     pub subscription: String,
@@ -106,7 +106,7 @@ impl Pool {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddLicense {
     pub product: ProductCode,
@@ -116,7 +116,7 @@ pub struct AddLicense {
     pub properties: Properties,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveLicense {
     pub product: ProductCode,
@@ -125,7 +125,7 @@ pub struct RemoveLicense {
 }
 
 /// A requested change: adds and removes applied together or not at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LicenseChange {
     #[serde(default)]

@@ -1,167 +1,83 @@
-//! `/api/v1/products`: the catalogue. Provider admins write; every admin reads.
+//! `/api/v1/products` and `/api/v1/catalogue`: the catalogue.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
 
-use allot_domain::access::Action;
-use allot_domain::catalogue::{validate_catalogue, Product, ProductRules, PropertyName, Requirement};
-use allot_domain::types::ProductCode;
-use allot_domain::Error;
-use allot_store::{audit, catalogue, in_transaction, StoreError};
-
-use crate::auth::Ctx;
-use crate::extract::{paged, ApiJson, ApiQuery, PageQuery};
+use crate::app::catalogue::{self, CatalogueChanges, CatalogueDocument, ProductInput, ProductPatch, ProductView};
+use crate::app::paging::{PageQuery, Paged};
+use crate::app::{App, Caller};
+use crate::extract::{ApiJson, ApiQuery, Precondition};
 use crate::problem::ApiResult;
-use crate::AppState;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductInput {
-    pub code: ProductCode,
-    pub name: String,
-    pub family: ProductCode,
-    #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default)]
-    pub rules: ProductRules,
-    #[serde(default)]
-    pub properties: BTreeMap<PropertyName, Requirement>,
-    #[serde(default)]
-    pub retention_days: u32,
+use super::Tagged;
+
+#[utoipa::path(get, path = "/api/v1/products", operation_id = "list_products", tag = "catalogue", params(PageQuery),
+    responses((status = 200, description = "Products, by code", body = Paged<ProductView>)))]
+pub async fn list_products(
+    State(app): State<App>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<ProductView>>> {
+    Ok(Json(catalogue::list_products(&app, &caller, &q).await?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductPatch {
-    pub name: Option<String>,
-    pub family: Option<ProductCode>,
-    pub features: Option<Vec<String>>,
-    pub rules: Option<ProductRules>,
-    pub properties: Option<BTreeMap<PropertyName, Requirement>>,
-    pub retention_days: Option<u32>,
+#[utoipa::path(post, path = "/api/v1/products", operation_id = "create_product", tag = "catalogue", request_body = ProductInput,
+    responses((status = 201, description = "Created", body = ProductView, headers(("ETag" = String, description = "The product's etag"))),
+              (status = 409, description = "conflict: a product with that code exists")))]
+pub async fn create_product(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(input): ApiJson<ProductInput>,
+) -> ApiResult<Tagged<ProductView>> {
+    Ok(Tagged(StatusCode::CREATED, catalogue::create_product(&app, &caller, input).await?))
 }
 
-/// Validates a product alone and within the catalogue it would join.
-async fn check_in_catalogue(tx: &mut allot_store::Tx, p: &Product) -> Result<(), StoreError> {
-    p.validate()?;
-    let mut all = catalogue::all(tx).await?;
-    all.insert(p.code.clone(), p.clone());
-    validate_catalogue(&all)?;
-    Ok(())
+#[utoipa::path(get, path = "/api/v1/products/{code}", operation_id = "get_product", tag = "catalogue",
+    params(("code" = String, Path, description = "The product's code")),
+    responses((status = 200, description = "The product", body = ProductView, headers(("ETag" = String, description = "The product's etag")))))]
+pub async fn get_product(State(app): State<App>, caller: Caller, Path(code): Path<String>) -> ApiResult<Tagged<ProductView>> {
+    Ok(Tagged(StatusCode::OK, catalogue::get_product(&app, &caller, &code).await?))
 }
 
-pub async fn create_product(st: &AppState, ctx: &Ctx, input: ProductInput) -> Result<Product, Error> {
-    ctx.require(Action::WriteCatalogue)?;
-    let p = Product {
-        code: input.code,
-        name: input.name.trim().to_string(),
-        family: input.family,
-        features: input.features,
-        rules: input.rules,
-        properties: input.properties,
-        retention_days: input.retention_days,
-    };
-    let now = st.clock.now();
-    in_transaction!(st.store, |tx| {
-        check_in_catalogue(&mut tx, &p).await?;
-        catalogue::insert(&mut tx, &p, now).await?;
-        audit::record(
-            &mut tx,
-            None,
-            &ctx.actor(),
-            "product.create",
-            &format!("product:{}", p.code),
-            None,
-            Some(&serde_json::to_value(&p).unwrap_or_default()),
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(p.clone())
-    })
-}
-
-pub async fn patch_product(st: &AppState, ctx: &Ctx, code: &str, patch: ProductPatch) -> Result<Product, Error> {
-    ctx.require(Action::WriteCatalogue)?;
-    let now = st.clock.now();
-    in_transaction!(st.store, |tx| {
-        let before = catalogue::get(&mut tx, code)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("Product {code}")))?;
-        let mut p = before.clone();
-        if let Some(v) = &patch.name {
-            p.name = v.trim().to_string();
-        }
-        if let Some(v) = &patch.family {
-            p.family = v.clone();
-        }
-        if let Some(v) = &patch.features {
-            p.features = v.clone();
-        }
-        if let Some(v) = &patch.rules {
-            p.rules = v.clone();
-        }
-        if let Some(v) = &patch.properties {
-            p.properties = v.clone();
-        }
-        if let Some(v) = patch.retention_days {
-            p.retention_days = v;
-        }
-        check_in_catalogue(&mut tx, &p).await?;
-        catalogue::update(&mut tx, &p, now).await?;
-        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&p).ok());
-        audit::record(
-            &mut tx,
-            None,
-            &ctx.actor(),
-            "product.update",
-            &format!("product:{code}"),
-            b.as_ref(),
-            a.as_ref(),
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(p)
-    })
-}
-
-#[utoipa::path(get, path = "/api/v1/products", tag = "catalogue", params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "Products, by code")))]
-pub async fn list(State(st): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Value>> {
-    ctx.require(Action::ReadCatalogue)?;
-    let page = q.page()?;
-    let mut tx = st.store.begin_read().await?;
-    let rows = catalogue::list(&mut tx, page.after.as_deref(), page.limit + 1).await?;
-    Ok(Json(paged(rows, page.limit, |p| p.code.to_string())))
-}
-
-#[utoipa::path(post, path = "/api/v1/products", tag = "catalogue",
-    responses((status = 201, description = "Created"), (status = 422, description = "Invalid product or rules")))]
-pub async fn create(State(st): State<AppState>, ctx: Ctx, ApiJson(input): ApiJson<ProductInput>) -> ApiResult<(StatusCode, Json<Product>)> {
-    Ok((StatusCode::CREATED, Json(create_product(&st, &ctx, input).await?)))
-}
-
-#[utoipa::path(get, path = "/api/v1/products/{code}", tag = "catalogue", params(("code" = String, Path)),
-    responses((status = 200, description = "The product"), (status = 404, description = "No such product")))]
-pub async fn get(State(st): State<AppState>, ctx: Ctx, Path(code): Path<String>) -> ApiResult<Json<Product>> {
-    ctx.require(Action::ReadCatalogue)?;
-    let mut tx = st.store.begin_read().await?;
-    let p = catalogue::get(&mut tx, &code)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("Product {code}")))?;
-    Ok(Json(p))
-}
-
-#[utoipa::path(patch, path = "/api/v1/products/{code}", tag = "catalogue", params(("code" = String, Path)),
-    responses((status = 200, description = "Updated"), (status = 422, description = "Invalid")))]
-pub async fn patch(
-    State(st): State<AppState>,
-    ctx: Ctx,
+#[utoipa::path(patch, path = "/api/v1/products/{code}", operation_id = "update_product", tag = "catalogue",
+    params(("code" = String, Path, description = "The product's code"),
+           ("If-Match" = Option<String>, Header, description = "Change only if the product's etag is still this")),
+    request_body = ProductPatch,
+    responses((status = 200, description = "Updated", body = ProductView, headers(("ETag" = String, description = "The product's new etag")))))]
+pub async fn update_product(
+    State(app): State<App>,
+    caller: Caller,
     Path(code): Path<String>,
-    ApiJson(input): ApiJson<ProductPatch>,
-) -> ApiResult<Json<Product>> {
-    Ok(Json(patch_product(&st, &ctx, &code, input).await?))
+    Precondition(if_match): Precondition,
+    ApiJson(patch): ApiJson<ProductPatch>,
+) -> ApiResult<Tagged<ProductView>> {
+    Ok(Tagged(
+        StatusCode::OK,
+        catalogue::update_product(&app, &caller, &code, patch, &if_match).await?,
+    ))
+}
+
+/// `?dry_run=` of applying a catalogue document.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ApplyQuery {
+    /// Only say what would be created, changed and left alone.
+    pub dry_run: Option<bool>,
+}
+
+#[utoipa::path(put, path = "/api/v1/catalogue", operation_id = "apply_catalogue", tag = "catalogue", params(ApplyQuery),
+    request_body = CatalogueDocument,
+    responses((status = 200, description = "Applied as a whole (or, with dry_run, what would be): the products created, changed and left alone", body = CatalogueChanges)))]
+pub async fn apply_catalogue(
+    State(app): State<App>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
+    ApiJson(doc): ApiJson<CatalogueDocument>,
+) -> ApiResult<Json<CatalogueChanges>> {
+    Ok(Json(
+        catalogue::apply_catalogue(&app, &caller, doc, q.dry_run.unwrap_or(false)).await?,
+    ))
 }

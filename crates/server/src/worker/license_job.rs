@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allot_domain::bulk::{
-    capacity_violations, change_for_user, move_mapping, CancelJobRequest, Demand, JobMode, LicenseJobRequest, Outcome, UserResult,
+    capacity_violations, change_for_user, move_mapping, CancelJobRequest, Demand, JobKind, JobMode, JobState, LicenseJobRequest, Outcome,
+    UserResult,
 };
 use allot_domain::catalogue::Product;
 use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicensePlan, OrgFacts, PlanInput, Pool};
@@ -17,22 +18,16 @@ use allot_store::licence_epochs::{self, LicenceEpoch};
 use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, subscriptions, tenants, ts, users, Backend, StoreError, Tx};
 
-use super::{lease_ms, now_ms};
-use crate::api::licenses::{org_facts, user_facts};
-use crate::AppState;
+use super::{now_ms, Lease};
+use crate::app::facts::{org_facts, user_facts};
+use crate::app::jobs::JobError;
+use crate::app::App as AppState;
 
-/// Users per chunk: one transaction, one progress step. Larger chunks
-/// spread a commit's fixed cost over more users; this size keeps one chunk
-/// at about a tenth of a second of writing, which single changes queued
-/// behind it on SQLite wait for at most.
-pub const CHUNK_USERS: usize = 5_000;
+pub use crate::app::jobs::CHUNK_USERS;
 
 /// Chunks a filter job's resolution writes per commit: fewer commits (each
 /// a WAL flush) while a few chunks' ids in memory stay small.
 const RESOLVE_CHUNKS_PER_COMMIT: usize = 4;
-
-/// The kind of job that empties a subscription, then cancels it.
-pub const CANCEL_JOB_KIND: &str = "subscription_cancel";
 
 /// Chunks of a `per_user` job in progress at once on PostgreSQL: while one
 /// chunk waits for its commit (the WAL flush) or a lock, the others plan and
@@ -61,7 +56,7 @@ struct Setting {
 /// job the subscription it empties.
 fn parse_request(job: &Job) -> Result<(LicenseJobRequest, Option<String>), Error> {
     let unreadable = |e: serde_json::Error| Error::internal(format!("job {} has an unreadable request: {e}", job.id));
-    if job.kind == CANCEL_JOB_KIND {
+    if job.kind == JobKind::SubscriptionCancel {
         let r: CancelJobRequest = serde_json::from_str(&job.request).map_err(unreadable)?;
         Ok((r.change, Some(r.subscription)))
     } else {
@@ -113,7 +108,7 @@ async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
 
 /// Carries out one job as far as it goes; returns when it has ended, was
 /// taken by another worker, or an error stops it (it resumes later).
-pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), Error> {
+pub async fn run(st: &AppState, owner: &Lease, org: &str, id: &str) -> Result<(), Error> {
     if !renew(st, owner, org, id).await? {
         return Ok(());
     }
@@ -123,7 +118,7 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
             .await?
             .ok_or_else(|| Error::not_found(format!("Job {id}")))?
     };
-    if super::per_user::is_per_user_kind(&job.kind) {
+    if super::per_user::is_per_user_kind(job.kind) {
         return super::per_user::run(st, owner, job).await;
     }
     let setting = match load_setting(st, &job).await {
@@ -159,9 +154,9 @@ pub async fn run(st: &AppState, owner: &str, org: &str, id: &str) -> Result<(), 
 
 /// Renews the lease inside a chunk's transaction; a lost lease (another
 /// worker took the job over) aborts the chunk, which then writes nothing.
-pub(super) async fn keep_lease(tx: &mut Tx, job: &Job, owner: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+pub(super) async fn keep_lease(tx: &mut Tx, job: &Job, owner: &Lease, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let t = now_ms();
-    if jobs::take_lease(tx, &job.org, &job.id, owner, t, t + lease_ms(), &ts(now)).await? {
+    if jobs::take_lease(tx, &job.org, &job.id, owner, t, t + owner.millis, &ts(now)).await? {
         Ok(())
     } else {
         Err(StoreError::Domain(Error::new(Code::Conflict, "the job's lease was lost")))
@@ -175,11 +170,11 @@ pub(super) async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
         .ok_or_else(|| Error::not_found(format!("Job {}", job.id)))
 }
 
-async fn renew(st: &AppState, owner: &str, org: &str, id: &str) -> Result<bool, Error> {
+async fn renew(st: &AppState, owner: &Lease, org: &str, id: &str) -> Result<bool, Error> {
     let now = ts(st.clock.now());
     in_transaction!(st.store, |tx| {
         let t = now_ms();
-        jobs::take_lease(&mut tx, org, id, owner, t, t + lease_ms(), &now).await
+        jobs::take_lease(&mut tx, org, id, owner, t, t + owner.millis, &now).await
     })
 }
 
@@ -202,13 +197,13 @@ pub(super) async fn give_up(st: &AppState, org: &str, id: &str, runs: u32, last:
 /// A job that cannot run at all (its move names a subscription that no
 /// longer fits, say) ends `failed` with the reason.
 pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
-    let error = serde_json::json!({ "code": e.code.as_str(), "message": e.detail, "errors": e.violations }).to_string();
+    let error = JobError::of(e).to_stored();
     let now = st.clock.now();
     in_transaction!(st.store, |tx| jobs::finish(
         &mut tx,
         &job.org,
         &job.id,
-        "failed",
+        JobState::Failed,
         Some(error.clone()),
         now
     )
@@ -223,7 +218,7 @@ pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Erro
 /// `plan_first`, the first chunk is stored alone and starts being planned
 /// ahead at once, while the rest resolves; no licence is written before the
 /// whole job is resolved and its capacity checked.
-async fn resolve(st: &AppState, job: &Job, owner: &str, setting: &Setting, plan_first: bool) -> Result<Option<PlanningAhead>, Error> {
+async fn resolve(st: &AppState, job: &Job, owner: &Lease, setting: &Setting, plan_first: bool) -> Result<Option<PlanningAhead>, Error> {
     let Some(filter) = &setting.req.filter else {
         return Err(Error::internal(format!("job {} has neither users nor filter", job.id)));
     };
@@ -347,9 +342,9 @@ async fn capacity_check(st: &AppState, job: &Job, setting: &Setting) -> Result<V
 }
 
 /// The whole job is refused: every user's result says why, nothing else is written.
-async fn refuse_whole_job(st: &AppState, job: &Job, owner: &str, refused: Vec<allot_domain::Violation>) -> Result<(), Error> {
+async fn refuse_whole_job(st: &AppState, job: &Job, owner: &Lease, refused: Vec<allot_domain::Violation>) -> Result<(), Error> {
     let e = Error::rejected(refused);
-    let error = serde_json::json!({ "code": e.code.as_str(), "message": e.detail, "errors": e.violations }).to_string();
+    let error = JobError::of(&e).to_stored();
     let message = e.violations.iter().map(|v| v.message.as_str()).collect::<Vec<_>>().join(" ");
     let now = st.clock.now();
     let chunks = {
@@ -368,7 +363,7 @@ async fn refuse_whole_job(st: &AppState, job: &Job, owner: &str, refused: Vec<al
                 .collect();
             record_chunk(&mut tx, job, owner, *seq, &results).await?;
         }
-        jobs::finish(&mut tx, &job.org, &job.id, "failed", Some(error.clone()), now).await
+        jobs::finish(&mut tx, &job.org, &job.id, JobState::Failed, Some(error.clone()), now).await
     })
 }
 
@@ -490,7 +485,7 @@ impl ChunkRecord {
     }
 
     /// Stores the results, marks the chunk done and adds it to the job's progress.
-    pub(super) async fn store(&self, tx: &mut Tx, job: &Job, owner: &str) -> Result<(), StoreError> {
+    pub(super) async fn store(&self, tx: &mut Tx, job: &Job, owner: &Lease) -> Result<(), StoreError> {
         let chunk = ChunkDone {
             seq: self.seq,
             results: &self.results,
@@ -503,7 +498,7 @@ impl ChunkRecord {
 }
 
 /// Stores a chunk's results, marks it done and adds it to the job's progress.
-pub(super) async fn record_chunk(tx: &mut Tx, job: &Job, owner: &str, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
+pub(super) async fn record_chunk(tx: &mut Tx, job: &Job, owner: &Lease, seq: i64, results: &[UserResult]) -> Result<(), StoreError> {
     ChunkRecord::of(seq, results).store(tx, job, owner).await
 }
 
@@ -528,7 +523,7 @@ async fn apply_seats(
     let planned = planned_users(plans);
     match licenses::apply_seat_changes(tx, &job.org, seats, &planned, &setting.catalogue, now).await? {
         Ok(()) => Ok(()),
-        Err(full) => Err(StoreError::Retry(format!(
+        Err(full) => Err(StoreError::Replan(format!(
             "pool {} of {} filled concurrently",
             full.subscription, full.product
         ))),
@@ -566,7 +561,11 @@ async fn cancelled(st: &AppState, job: &Job) -> Result<bool, Error> {
 
 async fn end(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
     let done = reload(st, job).await?;
-    let state = if done.failed > 0 { "completed_with_errors" } else { "succeeded" };
+    let state = if done.failed > 0 {
+        JobState::CompletedWithErrors
+    } else {
+        JobState::Succeeded
+    };
     let now = st.clock.now();
     let Some(sub) = setting.then_cancel.as_deref().filter(|_| !setting.req.dry_run) else {
         return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await);
@@ -592,13 +591,14 @@ async fn end(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
                 jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await?;
             }
             Some(n) => {
-                let error = serde_json::json!({
-                    "code": Code::SubscriptionHasUsers.as_str(),
-                    "message": format!("Subscription {sub} was not cancelled: {n} seats of it are still taken. See the job's results for the users that could not be moved or removed."),
-                    "seats_taken": n,
-                })
-                .to_string();
-                jobs::finish(&mut tx, &job.org, &job.id, "completed_with_errors", Some(error), now).await?;
+                let error = JobError {
+                    code: Code::SubscriptionHasUsers,
+                    message: format!("Subscription {sub} was not cancelled: {n} seats of it are still taken. See the job's results for the users that could not be moved or removed."),
+                    errors: Vec::new(),
+                    seats_taken: Some(n),
+                }
+                .to_stored();
+                jobs::finish(&mut tx, &job.org, &job.id, JobState::CompletedWithErrors, Some(error), now).await?;
             }
         }
         Ok::<_, StoreError>(left)
@@ -610,7 +610,13 @@ async fn end(st: &AppState, job: &Job, setting: &Setting) -> Result<(), Error> {
 }
 
 /// `per_user`: each chunk in its own transaction; each user all or nothing.
-async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting, first_planned: Option<PlanningAhead>) -> Result<(), Error> {
+async fn run_per_user(
+    st: &AppState,
+    job: &Job,
+    owner: &Lease,
+    setting: &Setting,
+    first_planned: Option<PlanningAhead>,
+) -> Result<(), Error> {
     use futures::StreamExt;
     let pending = {
         let mut rd = st.store.read_conn().await?;
@@ -634,8 +640,15 @@ async fn run_per_user(st: &AppState, job: &Job, owner: &str, setting: &Setting, 
     };
     if stopped {
         let now = st.clock.now();
-        return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
-            .await);
+        return in_transaction!(st.store, |tx| jobs::finish(
+            &mut tx,
+            &job.org,
+            &job.id,
+            JobState::Cancelled,
+            None,
+            now
+        )
+        .await);
     }
     end(st, job, setting).await
 }
@@ -647,7 +660,7 @@ enum ChunkRun {
 }
 
 /// One chunk of a `per_user` job, planned and applied in one transaction.
-async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq: i64) -> Result<ChunkRun, Error> {
+async fn run_chunk(st: &AppState, job: &Job, owner: &Lease, setting: &Setting, seq: i64) -> Result<ChunkRun, Error> {
     if cancelled(st, job).await? {
         return Ok(ChunkRun::Cancelled);
     }
@@ -662,7 +675,7 @@ async fn run_chunk(st: &AppState, job: &Job, owner: &str, setting: &Setting, seq
 async fn write_chunk_locked(
     tx: &mut Tx,
     job: &Job,
-    owner: &str,
+    owner: &Lease,
     setting: &Setting,
     seq: i64,
     today: chrono::NaiveDate,
@@ -695,7 +708,7 @@ async fn plan_locked(
 async fn write_chunk(
     tx: &mut Tx,
     job: &Job,
-    owner: &str,
+    owner: &Lease,
     setting: &Setting,
     plans: &ChunkPlans,
     write: ChunkWrite,
@@ -779,7 +792,7 @@ async fn plan_ahead(st: &AppState, job: &Job, setting: &Setting, seq: i64, pools
 async fn write_planned(
     st: &AppState,
     job: &Job,
-    owner: &str,
+    owner: &Lease,
     setting: &Setting,
     ahead: PlannedAhead,
     own_last: Option<i64>,
@@ -855,7 +868,7 @@ impl Drop for PlanningAhead {
 async fn run_pipelined(
     st: &AppState,
     job: &Job,
-    owner: &str,
+    owner: &Lease,
     setting: &Setting,
     pending: Vec<i64>,
     first_planned: Option<PlanningAhead>,
@@ -895,13 +908,20 @@ async fn run_pipelined(
 
 /// A `per_user` dry run: writes nothing but results, so its seat arithmetic
 /// carries from chunk to chunk in memory, one chunk after the other.
-async fn run_dry(st: &AppState, job: &Job, owner: &str, setting: &Setting, pending: Vec<i64>) -> Result<(), Error> {
+async fn run_dry(st: &AppState, job: &Job, owner: &Lease, setting: &Setting, pending: Vec<i64>) -> Result<(), Error> {
     let mut dry_pools: Option<Vec<Pool>> = None;
     for seq in pending {
         if cancelled(st, job).await? {
             let now = st.clock.now();
-            return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
-                .await);
+            return in_transaction!(st.store, |tx| jobs::finish(
+                &mut tx,
+                &job.org,
+                &job.id,
+                JobState::Cancelled,
+                None,
+                now
+            )
+            .await);
         }
         let today = st.clock.today();
         let now = st.clock.now();
@@ -927,7 +947,7 @@ async fn run_dry(st: &AppState, job: &Job, owner: &str, setting: &Setting, pendi
 async fn plan_and_apply_all(
     tx: &mut Tx,
     job: &Job,
-    owner: &str,
+    owner: &Lease,
     setting: &Setting,
     today: chrono::NaiveDate,
     now: chrono::DateTime<chrono::Utc>,
@@ -960,7 +980,7 @@ async fn plan_and_apply_all(
 
 /// `all_or_nothing`: every user planned in one transaction; any refusal and
 /// nothing is applied (the others are reported as skipped).
-async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Setting) -> Result<(), Error> {
+async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &Lease, setting: &Setting) -> Result<(), Error> {
     let today = st.clock.today();
     let now = st.clock.now();
     let dry = setting.req.dry_run;
@@ -1012,15 +1032,13 @@ async fn run_all_or_nothing(st: &AppState, job: &Job, owner: &str, setting: &Set
             record_chunk(&mut tx, job, owner, *seq, &results).await?;
         }
         let (state, error) = if refused > 0 {
-            (
-                "failed",
-                Some(
-                    serde_json::json!({ "code": "validation_failed", "message": format!("{refused} users were refused; the job is all or nothing, so nothing was changed.") })
-                        .to_string(),
-                ),
-            )
+            let e = Error::new(
+                Code::ValidationFailed,
+                format!("{refused} users were refused; the job is all or nothing, so nothing was changed."),
+            );
+            (JobState::Failed, Some(JobError::of(&e).to_stored()))
         } else {
-            ("succeeded", None)
+            (JobState::Succeeded, None)
         };
         jobs::finish(&mut tx, &job.org, &job.id, state, error.clone(), now).await
     })

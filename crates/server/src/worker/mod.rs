@@ -7,40 +7,39 @@
 //! one transaction: a restart redoes no user and loses none. A run that fails
 //! is retried after a growing delay; after [`MAX_FAILED_RUNS`] in a row the
 //! job ends `failed` with the error, rather than being retried forever.
+//! Stopped at shutdown, the worker gives its leases back, so that another
+//! server resumes its jobs at once instead of when the lease runs out.
+//!
+//! The worker decides nothing about licences itself: it plans with the
+//! domain's planner and reads the store through the same adapters as the
+//! use cases (`crate::app`).
 
 pub(crate) mod license_job;
 pub mod per_user;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 use allot_store::{in_transaction, jobs, Store};
 
-use crate::AppState;
+use crate::app::App;
 
 pub use license_job::CHUNK_USERS;
 
-/// Wakes the worker when a job is created in this process.
-fn signal() -> &'static Notify {
-    static SIGNAL: OnceLock<Notify> = OnceLock::new();
-    SIGNAL.get_or_init(Notify::new)
+/// The worker's hold on the jobs it claims: its id (a job's `lease_owner`)
+/// and how long a claim lasts without renewal. Derefs to the id, which is
+/// what the store's lease calls take.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    id: String,
+    pub millis: i64,
 }
 
-pub fn job_created() {
-    signal().notify_one();
-}
-
-/// How long a claimed job stays claimed without the worker renewing it.
-/// `ALLOT_JOB_LEASE_MS` shortens it (the crash tests use 1,500 ms).
-pub fn lease_ms() -> i64 {
-    std::env::var("ALLOT_JOB_LEASE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v: &i64| *v >= 100)
-        .unwrap_or(30_000)
+impl std::ops::Deref for Lease {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Wall-clock milliseconds for leases (not the business clock tests move).
@@ -55,22 +54,43 @@ pub fn now_ms() -> i64 {
 /// ends `failed` with the last error, instead of being retried forever.
 pub const MAX_FAILED_RUNS: u32 = 5;
 
-/// The delay before a failed run is retried, times the failures so far:
-/// by default 5 s, so a job is given up after about 50 s of failing runs.
-/// `ALLOT_JOB_RETRY_MS` changes it (the tests use 100 ms).
-fn retry_ms() -> i64 {
-    std::env::var("ALLOT_JOB_RETRY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v: &i64| *v >= 10)
-        .unwrap_or(5_000)
+/// A running worker.
+pub struct Worker {
+    app: App,
+    lease: Lease,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn start(app: App) -> Worker {
+        let lease = Lease {
+            id: allot_store::new_id("wrk"),
+            millis: app.config.jobs.lease.as_millis().try_into().unwrap_or(i64::MAX),
+        };
+        let task = tokio::spawn(run_worker(app.clone(), lease.clone()));
+        Worker { app, lease, task }
+    }
+
+    /// Stops the worker (a chunk it was writing is rolled back, as after a
+    /// crash) and gives back its leases, so that any server picks its jobs
+    /// up at once.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let released = in_transaction!(self.app.store, |tx| jobs::release_leases(&mut tx, &self.lease).await);
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "gave back the leases of unfinished jobs"),
+            Err(e) => tracing::error!(error = ?e, "cannot give back job leases; they run out by themselves"),
+        }
+    }
 }
 
 /// Runs until the task is aborted.
-pub async fn run_worker(state: AppState) {
-    let owner = allot_store::new_id("wrk");
+async fn run_worker(app: App, lease: Lease) {
     let mut failed_runs: HashMap<String, u32> = HashMap::new();
-    let purge_every = crate::retention::purge_interval();
+    let purge_every = app.config.purge_interval;
+    let retry_ms: i64 = app.config.jobs.retry.as_millis().try_into().unwrap_or(i64::MAX);
     let mut last_purge: Option<std::time::Instant> = None;
     loop {
         if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
@@ -79,19 +99,19 @@ pub async fn run_worker(state: AppState) {
                 actor: "system:retention".into(),
                 request_id: None,
             };
-            match crate::retention::purge_expired(&state, &system).await {
+            match crate::app::retention::purge_expired(&app, &system).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "purged service data whose retention ended"),
                 Err(e) => tracing::error!(error = ?e, "cannot purge expired service data; trying again later"),
             }
-            match crate::retention::purge_idempotency_keys(&state).await {
+            match crate::app::retention::purge_idempotency_keys(&app).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(keys = n, "purged idempotency keys past their time to live"),
                 Err(e) => tracing::error!(error = ?e, "cannot purge idempotency keys; trying again later"),
             }
         }
-        match next_job(&state.store).await {
-            Ok(Some((org, id))) => match license_job::run(&state, &owner, &org, &id).await {
+        match next_job(&app.store).await {
+            Ok(Some((org, id))) => match license_job::run(&app, &lease, &org, &id).await {
                 Ok(()) => {
                     failed_runs.remove(&id);
                 }
@@ -101,14 +121,14 @@ pub async fn run_worker(state: AppState) {
                     let runs = *runs;
                     if runs >= MAX_FAILED_RUNS {
                         tracing::error!(job = %id, error = ?e, runs, "job failed too many times in a row; giving it up");
-                        if let Err(e) = license_job::give_up(&state, &org, &id, runs, &e).await {
+                        if let Err(e) = license_job::give_up(&app, &org, &id, runs, &e).await {
                             tracing::error!(job = %id, error = ?e, "cannot mark the job failed; it is retried later");
                         }
                         failed_runs.remove(&id);
                     } else {
                         tracing::error!(job = %id, error = ?e, runs, "job stopped; it is retried");
-                        let until = now_ms() + retry_ms() * i64::from(runs);
-                        let postponed = in_transaction!(state.store, |tx| jobs::postpone(&mut tx, &org, &id, &owner, until).await);
+                        let until = now_ms() + retry_ms.saturating_mul(i64::from(runs));
+                        let postponed = in_transaction!(app.store, |tx| jobs::postpone(&mut tx, &org, &id, &lease, until).await);
                         if let Err(e) = postponed {
                             tracing::error!(job = %id, error = ?e, "cannot postpone the job; it resumes when its lease runs out");
                         }
@@ -118,7 +138,7 @@ pub async fn run_worker(state: AppState) {
             Ok(None) => {
                 // Nothing claimable: wait for a new job, or look again soon
                 // (another server's job whose lease runs out).
-                let _ = tokio::time::timeout(Duration::from_millis(250), signal().notified()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(250), app.jobs_queued.notified()).await;
             }
             Err(e) => {
                 tracing::warn!(error = ?e, "cannot look for jobs");

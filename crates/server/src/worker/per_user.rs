@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 
+use allot_domain::bulk::{JobKind, JobState};
 use allot_domain::bulk::{Outcome, UserResult};
 use allot_domain::catalogue::Product;
 use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
 use allot_domain::sheet::{row_change, ImportRequest, SheetRow};
-use allot_domain::templates::{template_change, TemplateLicense};
+use allot_domain::templates::{template_change, TemplateApplyRequest, TemplateLicense};
 use allot_domain::types::{ProductCode, UserKind, UserStatus};
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
@@ -20,26 +21,13 @@ use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, new_id, subscriptions, templates, tenants, users, StoreError, Tx};
 
 use super::license_job::{keep_lease, record_chunk, reload};
-use crate::api::licenses::{org_facts, user_facts};
-use crate::api::sheet_import::IMPORT_JOB_KIND;
-use crate::AppState;
+use super::Lease;
+use crate::app::facts::{org_facts, user_facts};
+use crate::app::App as AppState;
 
-/// The kind of a job applying a template to existing users.
-pub const TEMPLATE_JOB_KIND: &str = "template_apply";
-
-/// What a `template_apply` job stores: the template's licences as they were
-/// when it was asked for, and the users in its chunks.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateApplyRequest {
-    pub template: String,
-    pub licenses: Vec<TemplateLicense>,
-    pub retain_existing: bool,
-    pub dry_run: bool,
-}
-
-pub fn is_per_user_kind(kind: &str) -> bool {
-    kind == IMPORT_JOB_KIND || kind == TEMPLATE_JOB_KIND
+/// Whether jobs of this kind are carried out here.
+pub fn is_per_user_kind(kind: JobKind) -> bool {
+    matches!(kind, JobKind::CsvImport | JobKind::TemplateApply)
 }
 
 enum Work {
@@ -68,7 +56,7 @@ struct Setting {
 
 async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
     let unreadable = |e: serde_json::Error| Error::internal(format!("job {} has an unreadable request: {e}", job.id));
-    let work = if job.kind == IMPORT_JOB_KIND {
+    let work = if job.kind == JobKind::CsvImport {
         Work::Import(serde_json::from_str(&job.request).map_err(unreadable)?)
     } else {
         Work::Template(serde_json::from_str(&job.request).map_err(unreadable)?)
@@ -104,7 +92,7 @@ async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
 }
 
 /// Carries out a `csv_import` or `template_apply` job as far as it goes.
-pub async fn run(st: &AppState, owner: &str, job: Job) -> Result<(), Error> {
+pub async fn run(st: &AppState, owner: &Lease, job: Job) -> Result<(), Error> {
     let setting = match load_setting(st, &job).await {
         Ok(s) => s,
         Err(e) => return super::license_job::fail(st, &job, &e).await,
@@ -127,8 +115,15 @@ pub async fn run(st: &AppState, owner: &str, job: Job) -> Result<(), Error> {
         };
         if cancelled {
             let now = st.clock.now();
-            return in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, "cancelled", None, now)
-                .await);
+            return in_transaction!(st.store, |tx| jobs::finish(
+                &mut tx,
+                &job.org,
+                &job.id,
+                JobState::Cancelled,
+                None,
+                now
+            )
+            .await);
         }
         let (today, now) = (st.clock.today(), st.clock.now());
         if setting.work.dry_run() {
@@ -156,7 +151,11 @@ pub async fn run(st: &AppState, owner: &str, job: Job) -> Result<(), Error> {
         }
     }
     let done = reload(st, &job).await?;
-    let state = if done.failed > 0 { "completed_with_errors" } else { "succeeded" };
+    let state = if done.failed > 0 {
+        JobState::CompletedWithErrors
+    } else {
+        JobState::Succeeded
+    };
     let now = st.clock.now();
     in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
 }
@@ -182,8 +181,8 @@ fn new_user(row: &SheetRow) -> users::User {
         id: new_id("usr"),
         email: row.email.clone(),
         display_name: row.display_name.clone().unwrap_or_default(),
-        kind: kind.as_str().into(),
-        status: status.as_str().into(),
+        kind,
+        status,
         usage_location: row.usage_location.clone(),
         site_admin_of: Vec::new(),
         groups: Vec::new(),
@@ -363,7 +362,9 @@ async fn apply(tx: &mut Tx, job: &Job, setting: &Setting, planned: &Planned, now
             .await
             .map_err(|e| match e {
                 // Created by someone else since the chunk was read: plan it again.
-                StoreError::Domain(d) if d.code == Code::EmailTaken => StoreError::Retry("an imported email was taken concurrently".into()),
+                StoreError::Domain(d) if d.code == Code::EmailTaken => {
+                    StoreError::Replan("an imported email was taken concurrently".into())
+                }
                 other => other,
             })?;
         let events = planned
@@ -379,7 +380,7 @@ async fn apply(tx: &mut Tx, job: &Job, setting: &Setting, planned: &Planned, now
         .map(|(u, before, plan)| PlannedUser { user: u, before, plan })
         .collect();
     if let Err(full) = licenses::apply_plans(tx, &job.org, &users, &setting.catalogue, now).await? {
-        return Err(StoreError::Retry(format!(
+        return Err(StoreError::Replan(format!(
             "pool {} of {} filled concurrently",
             full.subscription, full.product
         )));

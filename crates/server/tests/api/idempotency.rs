@@ -215,12 +215,8 @@ async fn stored_answers_expire_and_are_purged(backend: Backend) {
     assert_ne!(first["id"], later["id"]);
     // The purge removes keys past their time to live.
     app.clock.set(today() + chrono::Duration::hours(49));
-    let st = allot_server::AppState {
-        store: app.store.clone(),
-        clock: app.clock.clone(),
-        limits: Default::default(),
-    };
-    let purged = allot_server::retention::purge_idempotency_keys(&st).await.expect("purge");
+    let st = allot_server::AppState::new(app.store.clone(), app.clock.clone(), allot_server::Config::default());
+    let purged = allot_server::app::retention::purge_idempotency_keys(&st).await.expect("purge");
     assert_eq!(purged, 1);
     assert_eq!(key_rows(&app).await, 0);
 }

@@ -139,11 +139,7 @@ pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState {
-        store: store.clone(),
-        clock: clock.clone(),
-        limits,
-    };
+    let state = AppState::new(store.clone(), clock.clone(), allot_server::Config::with_limits(limits));
     tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stopped.await;
     }));

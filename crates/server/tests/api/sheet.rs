@@ -372,7 +372,8 @@ async fn malformed_files_are_refused_and_change_nothing(backend: Backend) {
             b"{}".to_vec(),
         )
         .await;
-    refused(r, 422, "validation_failed");
+    // A body that is not CSV is of a media type the import does not take.
+    refused(r, 415, "unsupported_media_type");
     refused(
         import_csv(&app, &c.org, "mode=replace", "email\nx@calling.example\n").await,
         422,

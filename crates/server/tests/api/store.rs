@@ -240,7 +240,7 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     // planned ahead was written since its snapshot.
     let mut tx = store.begin().await.expect("begin");
     let stale = users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead - 1).await;
-    assert!(matches!(stale, Err(allot_store::StoreError::Retry(_))), "{stale:?}");
+    assert!(matches!(stale, Err(allot_store::StoreError::Replan(_))), "{stale:?}");
     users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead)
         .await
         .expect("a current claim");

@@ -17,15 +17,15 @@ async fn bad_input_changes_nothing(backend: Backend) {
     let subs = format!("/api/v1/orgs/{}/subscriptions", w.org);
     let before = app.snapshot().await;
 
-    // Malformed JSON and wrong content types.
+    // Malformed JSON (400) and wrong content types (415).
     let r = app
         .raw(Method::POST, &lic, &app.admin, "application/json", b"{\"add\": [".to_vec())
         .await;
-    r.problem(422, "validation_failed");
+    r.problem(400, "malformed_json");
     assert!(r.body["detail"].as_str().unwrap().contains("not valid JSON"), "{}", r.body);
     app.raw(Method::POST, &users, &app.admin, "text/plain", b"{}".to_vec())
         .await
-        .problem(422, "validation_failed");
+        .problem(415, "unsupported_media_type");
     // Wrong types and unknown fields.
     app.post(&lic, &app.admin, json!({ "add": "meetings" }))
         .await

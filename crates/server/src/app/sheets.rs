@@ -1,48 +1,54 @@
-//! `POST .../imports`: a users CSV as a job (R-CSV-2). The body is spooled
-//! to a temporary file under the size limit, then read twice off the async
-//! threads: once to check the whole file (header, every row, duplicate
-//! emails) so that a malformed file is refused with every reason and
-//! nothing stored, and once to store its rows as the job's chunks, a chunk
-//! at a time. The worker applies the rows (`worker::sheet_import`).
+//! Users as CSV files. Export: every user of an org with a TRUE/FALSE
+//! column per subscription item, streamed page by page, so a million users
+//! never sit in memory and a slow client slows the reading down instead of
+//! filling the server. Import: the upload is spooled to a temporary file
+//! under the size limit, then read twice off the async threads: once to
+//! check the whole file (header, every row, duplicate emails) so that a
+//! malformed file is refused with every reason and nothing stored, and once
+//! to store its rows as a `csv_import` job's chunks, a chunk at a time. The
+//! worker applies the rows (`crate::worker::per_user`).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Seek, Write};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
 use allot_domain::access::Action;
-use allot_domain::sheet::{parse_header, parse_row, rows_refused, Header, ImportMode, ImportRequest, ItemColumn, SheetRow};
+use allot_domain::bulk::JobKind;
+use allot_domain::sheet::{
+    escape_cell, parse_header, parse_row, rows_refused, Header, ImportMode, ImportRequest, ItemColumn, SheetRow, USER_COLUMNS,
+};
+use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error, Violation};
-use allot_store::audit;
 use allot_store::jobs::{self, Job};
+use allot_store::{audit, subscriptions, users};
 
-use super::jobs::job_view;
-use super::sheet_export::item_columns;
-use crate::auth::Ctx;
-use crate::extract::ApiQuery;
-use crate::problem::ApiResult;
-use crate::worker::CHUNK_USERS;
-use crate::AppState;
+use super::jobs::{JobView, CHUNK_USERS};
+use super::{App, Caller};
 
 /// The most columns a users file may have: the five user columns and one per
 /// subscription item, far fewer than this in any organisation.
 const MAX_COLUMNS: usize = 10_000;
 
-/// The kind of an import job.
-pub const IMPORT_JOB_KIND: &str = "csv_import";
+/// Users per page of an export: one statement each, about 1 MB of CSV.
+const EXPORT_PAGE: i64 = 5_000;
 
-#[derive(Debug, Deserialize)]
+/// Pages of an export written ahead of the client.
+const PAGES_AHEAD: usize = 2;
+
+/// `?mode=&dry_run=` of an import.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
+    /// `add_only` (default): blank and FALSE cells change nothing (a FALSE
+    /// paired with a TRUE of the same family is a move); `add_and_remove`:
+    /// FALSE removes.
     pub mode: Option<ImportMode>,
+    /// Only say what each row would change.
     pub dry_run: Option<bool>,
 }
 
@@ -58,23 +64,28 @@ fn too_large(limit: u64) -> Error {
 
 /// Writes the body to an anonymous temporary file, refusing it as soon as it
 /// passes `limit` bytes.
-async fn spool(body: Body, limit: u64) -> Result<(std::fs::File, u64), Error> {
+async fn spool<S, B, E>(mut stream: S, limit: u64) -> Result<(std::fs::File, u64), Error>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     let mut quotes = allot_domain::sheet::QuoteScanner::default();
     let io = |e: std::io::Error| Error::internal(format!("cannot spool the upload: {e}"));
     let file = tempfile::tempfile().map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut size = 0u64;
-    let mut stream = body.into_data_stream();
     while let Some(part) = stream.next().await {
         let part = part.map_err(|e| Error::validation("body", format!("The upload could not be read: {e}.")))?;
+        let part = part.as_ref();
         size += part.len() as u64;
         if size > limit {
             return Err(too_large(limit));
         }
         // Small writes into a buffer; the disk write of a full buffer is
         // short enough not to matter to the runtime.
-        out.write_all(&part).map_err(io)?;
-        quotes.feed(&part);
+        out.write_all(part).map_err(io)?;
+        quotes.feed(part);
     }
     if let Some(line) = quotes.unclosed_quote() {
         return Err(allot_domain::sheet::unclosed_quote_refused(line));
@@ -292,55 +303,33 @@ fn send_chunks(file: &std::fs::File, header: &Header, out: tokio::sync::mpsc::Se
     Ok(())
 }
 
-fn is_csv(headers: &HeaderMap) -> bool {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        ct.as_str(),
-        "text/csv" | "application/csv" | "text/plain" | "application/vnd.ms-excel"
-    )
-}
-
-#[utoipa::path(post, path = "/api/v1/orgs/{org}/imports", tag = "csv",
-    params(("org" = String, Path), ("mode" = Option<String>, Query, description = "add_only (default) or add_and_remove"),
-           ("dry_run" = Option<bool>, Query)),
-    request_body(content = String, content_type = "text/csv"),
-    responses((status = 202, description = "The import job"), (status = 413, description = "Over the size limit"),
-              (status = 422, description = "csv_header_invalid or csv_row_invalid, with every reason")))]
-pub async fn create(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Path(org): Path<String>,
-    ApiQuery(q): ApiQuery<ImportQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
+/// Checks an uploaded users file as a whole and queues it as a
+/// `csv_import` job (its rows stored with the job in one transaction).
+/// `declared_len`: the upload's announced size, refused early when over
+/// the limit.
+pub async fn import_users_csv<S, B, E>(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    q: &ImportQuery,
+    declared_len: Option<u64>,
+    body: S,
+) -> Result<JobView, Error>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     let (org, org_items) = {
-        let mut rd = st.store.read_conn().await?;
-        let org = ctx.org(&mut rd, &org, Action::WriteLicenses).await?;
-        ctx.require(Action::WriteUsers)?;
+        let mut rd = app.store.read_conn().await?;
+        let org = caller.org(&mut rd, org, Action::WriteLicenses).await?;
+        caller.require(Action::WriteUsers)?;
         let items = item_columns(&mut rd, &org.id).await?;
         (org, items)
     };
-    if !is_csv(&headers) {
-        return Err(Error::validation("content-type", "Send the file as the body with Content-Type: text/csv.").into());
-    }
-    let limit = st.limits.max_import_bytes;
-    if let Some(declared) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if declared > limit {
-            return Err(too_large(limit).into());
-        }
+    let limit = app.config.limits.max_import_bytes;
+    if declared_len.is_some_and(|declared| declared > limit) {
+        return Err(too_large(limit));
     }
     let (file, size) = spool(body, limit).await?;
     let file = std::sync::Arc::new(file);
@@ -357,12 +346,12 @@ pub async fn create(
         rows,
         file_bytes: size,
     };
-    let now = st.clock.now();
+    let now = app.clock.now();
     let job = Job::queued(
         &org.id,
-        IMPORT_JOB_KIND,
+        JobKind::CsvImport,
         serde_json::to_string(&request).map_err(|e| Error::internal(format!("cannot store the request: {e}")))?,
-        ctx.actor().actor,
+        caller.actor().actor,
         now,
         Some((rows.div_ceil(CHUNK_USERS as u64) as i64, rows as i64)),
     );
@@ -372,7 +361,7 @@ pub async fn create(
         let file = file.clone();
         tokio::task::spawn_blocking(move || send_chunks(&file, &header, send))
     };
-    let mut tx = st.store.begin().await?;
+    let mut tx = app.store.begin().await?;
     let stored: Result<(), Error> = async {
         jobs::insert(&mut tx, &job).await?;
         let mut seq = 0i64;
@@ -386,7 +375,7 @@ pub async fn create(
         audit::record(
             &mut tx,
             Some(&job.org),
-            &ctx.actor(),
+            &caller.actor(),
             "import.create",
             &format!("job:{}", job.id),
             None,
@@ -406,9 +395,150 @@ pub async fn create(
         Ok(()) => tx.commit().await?,
         Err(e) => {
             tx.rollback().await?;
-            return Err(e.into());
+            return Err(e);
         }
     }
-    crate::worker::job_created();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job": job_view(&job) }))).into_response())
+    app.job_queued();
+    Ok(JobView::of(&job))
+}
+
+/// Appends one CSV cell: formula characters escaped, quoted when needed.
+pub fn push_cell(out: &mut String, raw: &str) {
+    let s = escape_cell(raw);
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(&s);
+    }
+}
+
+/// A CSV cell: quoted when needed, and a leading `=`, `+`, `-`, `@`, tab or
+/// CR escaped so that a spreadsheet shows it instead of running it.
+pub fn csv_cell(s: &str) -> String {
+    let mut out = String::new();
+    push_cell(&mut out, s);
+    out
+}
+
+/// The org's item columns, in product then subscription order.
+pub async fn item_columns(tx: &mut allot_store::Tx, org: &str) -> Result<Vec<ItemColumn>, Error> {
+    subscriptions::license_rows(tx, org)
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(ItemColumn {
+                product: ProductCode::parse(&r.product)?,
+                subscription: r.subscription,
+            })
+        })
+        .collect()
+}
+
+/// A CSV download: its file name and its text, a page at a time. A read
+/// that fails half-way ends the stream with an error, so the client sees a
+/// cut-off download rather than a file that looks complete.
+pub struct CsvDownload {
+    pub filename: String,
+    pub pages: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
+}
+
+/// Every user of the org, one row each: email, display name, kind, status,
+/// usage location, then TRUE or FALSE per subscription item.
+pub async fn export_users_csv(app: &App, caller: &Caller, org: &str) -> Result<CsvDownload, Error> {
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadUsers).await?;
+    caller.require(Action::ReadLicenses)?;
+    let columns = item_columns(&mut rd, &org.id).await?;
+    drop(rd);
+    let mut head = String::new();
+    for (i, name) in USER_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(columns.iter().map(ItemColumn::heading))
+        .enumerate()
+    {
+        if i > 0 {
+            head.push(',');
+        }
+        push_cell(&mut head, &name);
+    }
+    head.push_str("\r\n");
+    let (send, recv) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(PAGES_AHEAD);
+    let org_id = org.id.clone();
+    let store = app.store.clone();
+    tokio::spawn(async move {
+        if send.send(Ok(head)).await.is_err() {
+            return;
+        }
+        let index: HashMap<(&str, &str), usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((c.product.as_str(), c.subscription.as_str()), i))
+            .collect();
+        let mut after = String::new();
+        loop {
+            let page = async {
+                // A read transaction: a page's users and seats are one snapshot.
+                let mut rd = store.begin_read().await?;
+                let page = users::export_page(&mut rd, &org_id, &after, EXPORT_PAGE).await;
+                rd.rollback().await?;
+                page
+            }
+            .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = Error::from(e);
+                    tracing::error!(org = %org_id, error = %e.detail, "users CSV cut off");
+                    let _ = send.send(Err(std::io::Error::other(e.detail))).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            after = last.user.id.clone();
+            let full = page.len() as i64 == EXPORT_PAGE;
+            let mut out = String::with_capacity(page.len() * (60 + 6 * columns.len()));
+            let mut held = vec![false; columns.len()];
+            for e in &page {
+                let u = &e.user;
+                for (i, v) in [
+                    u.email.as_str(),
+                    u.display_name.as_str(),
+                    u.kind.as_str(),
+                    u.status.as_str(),
+                    u.usage_location.as_deref().unwrap_or(""),
+                ]
+                .iter()
+                .enumerate()
+                {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    push_cell(&mut out, v);
+                }
+                held.iter_mut().for_each(|h| *h = false);
+                for (p, s) in &e.seats {
+                    if let Some(i) = index.get(&(p.as_str(), s.as_str())) {
+                        held[*i] = true;
+                    }
+                }
+                for h in &held {
+                    out.push_str(if *h { ",TRUE" } else { ",FALSE" });
+                }
+                out.push_str("\r\n");
+            }
+            if send.send(Ok(out)).await.is_err() {
+                return; // the client went away
+            }
+            if !full {
+                return;
+            }
+        }
+    });
+    Ok(CsvDownload {
+        filename: format!("{}-users.csv", org.id),
+        pages: recv,
+    })
 }

@@ -1,0 +1,108 @@
+//! Who is calling and what they may touch: the one place where the role
+//! table (`allot_domain::access`) and tenant scope are applied. Every use
+//! case starts here; an object outside the caller's scope is "not found"
+//! whether it exists or not, so other tenants cannot be probed.
+
+use allot_domain::access::{Action, Principal, ScopeKind};
+use allot_domain::{Code, Error, Violation};
+use allot_store::audit::Actor;
+use allot_store::tenants::{self, Org};
+use allot_store::Tx;
+
+/// The caller of one use case: its principal and the request's id (which
+/// the audit log records beside the change).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            actor: format!("token:{}", self.principal.token_id),
+            request_id: Some(self.request_id.clone()),
+        }
+    }
+
+    pub fn scope_kind(&self) -> ScopeKind {
+        self.principal.role.scope_kind()
+    }
+
+    /// 403 unless the caller's role may do `action` (inside its own tenant).
+    pub fn require(&self, action: Action) -> Result<(), Error> {
+        if self.principal.may(action) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::Forbidden,
+                format!("A {} token may not {}.", self.principal.role.as_str(), describe(action)),
+            ))
+        }
+    }
+
+    /// Loads an org the caller may see (else 404, whether or not it exists)
+    /// and checks the role may do `action` there (else 403).
+    pub async fn org(&self, tx: &mut Tx, org_id: &str, action: Action) -> Result<Org, Error> {
+        let org = tenants::get_org(tx, org_id)
+            .await?
+            .filter(|o| self.principal.covers_org(&o.id, o.partner.as_deref()))
+            .ok_or_else(|| Error::not_found(format!("Organisation {org_id}")))?;
+        self.require(action)?;
+        Ok(org)
+    }
+
+    /// 403 naming `field` unless the role may do `action`: for fields of a
+    /// body that only some of the roles allowed to send it may set.
+    pub fn require_for_field(&self, action: Action, field: &str) -> Result<(), Error> {
+        if self.principal.may(action) {
+            return Ok(());
+        }
+        let msg = format!(
+            "A {} token may not set {field}: only roles that may {} can.",
+            self.principal.role.as_str(),
+            describe(action)
+        );
+        Err(Error {
+            code: Code::Forbidden,
+            detail: msg.clone(),
+            violations: vec![Violation::new(Code::Forbidden, msg).field(field)],
+        })
+    }
+
+    /// Checks a partner lies in the caller's scope (else 404) and the action.
+    pub fn partner(&self, partner_id: &str, action: Action) -> Result<(), Error> {
+        if !self.principal.covers_partner(partner_id) {
+            return Err(Error::not_found(format!("Partner {partner_id}")));
+        }
+        self.require(action)
+    }
+}
+
+/// The action as the end of "A ... token may not ...".
+pub fn describe(action: Action) -> &'static str {
+    match action {
+        Action::ReadCatalogue => "read the catalogue",
+        Action::WriteCatalogue => "change the catalogue",
+        Action::ReadPartners => "read partners",
+        Action::WritePartners => "create partners",
+        Action::ReadOrg => "read organisations",
+        Action::CreateOrg => "create organisations",
+        Action::WriteOrg => "change organisations",
+        Action::ReadSubscriptions => "read subscriptions",
+        Action::WriteSubscriptions => "change subscriptions",
+        Action::ReadUsers => "read users",
+        Action::WriteUsers => "change users",
+        Action::ReadLicenses => "read licences",
+        Action::WriteLicenses => "change licences",
+        Action::ReadAudit => "read the audit log",
+        Action::Maintenance => "run provider housekeeping",
+        Action::SubmitProvisioningDetails => "submit provisioning details",
+        Action::RequestPurchase => "buy licences",
+        Action::DecidePurchase => "fulfil or reject purchase requests",
+        Action::ManageQueues => "manage contact-centre queues",
+        Action::ManageTokens => "manage API tokens",
+        Action::GrantSiteAdmin => "make users site administrators",
+        Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
+    }
+}

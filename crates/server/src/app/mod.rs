@@ -1,0 +1,99 @@
+//! The use-case layer: one function per thing a caller can do
+//! (`change_user_licenses`, `create_license_job`, `cancel_subscription`,
+//! `import_users_csv`, ...). Each takes the application ([`App`]: store,
+//! clock, configuration), the caller ([`Caller`]: principal and request
+//! id) and a typed input, and answers a typed output or the domain error.
+//! Scope and role checks, transactions and their retries, the audit record
+//! and job queueing happen here, once.
+//!
+//! Everything that lets people or products in hangs off this layer: the
+//! JSON API (`crate::api`), the worker (`crate::worker`), and the console
+//! and integrations to come. This layer knows nothing of HTTP: no axum type
+//! appears here (a test reads these sources to keep it so).
+//!
+//! The input and output types are also the wire types of the JSON API: they
+//! derive `serde` and `utoipa::ToSchema`, so the OpenAPI document describes
+//! exactly what these functions take and give.
+
+pub mod access;
+pub mod audit;
+pub mod catalogue;
+pub mod customers;
+pub mod etag;
+pub mod facts;
+pub mod jobs;
+pub mod licenses;
+pub mod paging;
+pub mod purchases;
+pub mod queues;
+pub mod retention;
+pub mod sheets;
+pub mod subscriptions;
+pub mod templates;
+pub mod tenants;
+pub mod tokens;
+pub mod users;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use allot_store::Store;
+
+use crate::clock::Clock;
+use crate::config::Config;
+
+pub use access::Caller;
+
+/// A one-line free text as `allot_domain::types::check_text` accepts it
+/// (before trimming): no control or text-direction characters, and not
+/// blank. For the OpenAPI document.
+pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$";
+
+/// Text that may be empty but holds no control or text-direction characters.
+pub const ANY_TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$";
+
+/// The application: what every use case runs against.
+#[derive(Clone)]
+pub struct App {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    /// Wakes this process's job worker when a job is queued here.
+    pub(crate) jobs_queued: Arc<Notify>,
+    /// What the HTTP layer counts (requests, latencies), read by `/metrics`.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Per-token request budgets.
+    pub(crate) rate: Arc<crate::ratelimit::RateLimiter>,
+    /// Set once shutdown has begun (`/readyz` then answers 503).
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl App {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: Config) -> App {
+        let rate = crate::ratelimit::RateLimiter::new(config.rate_limit);
+        App {
+            store,
+            clock,
+            config: Arc::new(config),
+            jobs_queued: Arc::new(Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
+            rate: Arc::new(rate),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Tells the worker that a job waits.
+    pub(crate) fn job_queued(&self) {
+        self.jobs_queued.notify_one();
+    }
+}

@@ -1,0 +1,294 @@
+//! Users of an org. A user created by any path gets the licences of the
+//! enabled template that fits it (see `templates::give_new_user_template`).
+
+use serde::{Deserialize, Serialize};
+
+use allot_domain::access::Action;
+use allot_domain::types::{CountryCode, Email, UserKind, UserStatus};
+use allot_domain::Error;
+use allot_store::users::{self, User, UserFilter};
+use allot_store::{audit, in_transaction, licenses, new_id, StoreError, Tx};
+
+use super::etag::{self, IfMatch};
+use super::paging::{Page, Paged};
+use super::templates::TemplateOutcome;
+use super::tenants::double_option;
+use super::{App, Caller};
+
+/// A user as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub kind: UserKind,
+    pub status: UserStatus,
+    /// Where the user uses its licences (some products are sold only in some countries).
+    #[schema(value_type = Option<CountryCode>)]
+    pub usage_location: Option<String>,
+    /// Ids of the org's sites this user administers.
+    pub site_admin_of: Vec<String>,
+    /// Ids of the org's groups this user is a member of.
+    pub groups: Vec<String>,
+    /// Changes whenever the user does; send it as `If-Match` to update only what was read.
+    pub etag: String,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            etag: etag::of(&u),
+            id: u.id,
+            email: u.email,
+            display_name: u.display_name,
+            kind: u.kind,
+            status: u.status,
+            usage_location: u.usage_location,
+            site_admin_of: u.site_admin_of,
+            groups: u.groups,
+        }
+    }
+}
+
+/// A user just created, with what its licence template gave it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// Set when an enabled template fits the new user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_template: Option<TemplateOutcome>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    pub email: Email,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub display_name: Option<String>,
+    /// Default `internal`.
+    #[serde(default)]
+    pub kind: Option<UserKind>,
+    /// Default `active` (`pending` for an external user, until accepted).
+    #[serde(default)]
+    pub status: Option<UserStatus>,
+    #[serde(default)]
+    pub usage_location: Option<CountryCode>,
+    #[serde(default)]
+    pub site_admin_of: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Changes to a user; fields left out stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub email: Option<Email>,
+    #[schema(max_length = 200)]
+    pub display_name: Option<String>,
+    pub kind: Option<UserKind>,
+    pub status: Option<UserStatus>,
+    /// null clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<CountryCode>)]
+    pub usage_location: Option<Option<CountryCode>>,
+    pub site_admin_of: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+}
+
+/// The user list's filters and page.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
+    pub cursor: Option<String>,
+    /// The user with this email (case-insensitive, exact).
+    #[param(
+        max_length = 254,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    pub email: Option<String>,
+    pub kind: Option<UserKind>,
+    pub status: Option<UserStatus>,
+    /// Text the email or display name contains (case-insensitive).
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    pub q: Option<String>,
+}
+
+fn check_display_name(n: &str) -> Result<String, Error> {
+    if n.trim().is_empty() {
+        return Ok(String::new());
+    }
+    allot_domain::types::check_text("display_name", n, 200)
+}
+
+fn user_not_found(id: &str) -> Error {
+    Error::not_found(format!("User {}", allot_domain::types::excerpt(id)))
+}
+
+async fn check_links(tx: &mut Tx, org: &str, u: &User) -> Result<(), StoreError> {
+    let missing = users::unknown_links(tx, org, &u.site_admin_of, &u.groups).await?;
+    if !missing.is_empty() {
+        return Err(Error::validation("site_admin_of", format!("Not in this organisation: {}.", missing.join(", "))).into());
+    }
+    Ok(())
+}
+
+pub async fn list_users(app: &App, caller: &Caller, org: &str, q: &UserQuery) -> Result<Paged<UserView>, Error> {
+    let page = Page::of(q.limit, q.cursor.as_deref())?;
+    if let Some(t) = &q.q {
+        allot_domain::types::check_search("q", t, 200)?;
+    }
+    if let Some(t) = &q.email {
+        allot_domain::types::check_search("email", t, 254)?;
+    }
+    let filter = UserFilter {
+        email: q.email.clone(),
+        kind: q.kind,
+        status: q.status,
+        q: q.q.clone().filter(|s| !s.is_empty()),
+    };
+    let mut tx = app.store.begin_read().await?;
+    let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
+    let rows = users::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
+    Ok(Paged::from_rows(rows, page.limit, |u| u.id.clone()).map(UserView::from))
+}
+
+pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput) -> Result<CreatedUser, Error> {
+    let kind = input.kind.unwrap_or(UserKind::Internal);
+    let status = input.status.unwrap_or(UserStatus::initial(kind));
+    let u = User {
+        id: new_id("usr"),
+        email: input.email.to_string(),
+        display_name: check_display_name(input.display_name.as_deref().unwrap_or(""))?,
+        kind,
+        status,
+        usage_location: input.usage_location.map(|c| c.to_string()),
+        site_admin_of: input.site_admin_of.clone(),
+        groups: input.groups.clone(),
+    };
+    let (now, today) = (app.clock.now(), app.clock.today());
+    let (u, from_template) = in_transaction!(app.store, |tx| {
+        let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
+        if !u.site_admin_of.is_empty() {
+            caller.require_for_field(Action::GrantSiteAdmin, "site_admin_of")?;
+        }
+        check_links(&mut tx, &org.id, &u).await?;
+        users::insert(&mut tx, &org.id, &u, now).await?;
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "user.create",
+            &format!("user:{}", u.id),
+            None,
+            serde_json::to_value(&u).ok().as_ref(),
+            now,
+        )
+        .await?;
+        // The enabled template that fits the new user gives its licences.
+        let from_template = super::templates::give_new_user_template(&mut tx, &org, &u, &caller.actor(), today, now).await?;
+        Ok::<_, StoreError>((u.clone(), from_template))
+    })?;
+    Ok(CreatedUser {
+        user: u.into(),
+        license_template: from_template,
+    })
+}
+
+pub async fn get_user(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserView, Error> {
+    let mut tx = app.store.read_conn().await?;
+    let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
+    Ok(users::get(&mut tx, &org.id, user)
+        .await?
+        .ok_or_else(|| user_not_found(user))?
+        .into())
+}
+
+pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: UserPatch, if_match: &IfMatch) -> Result<UserView, Error> {
+    let display_name = p.display_name.as_deref().map(check_display_name).transpose()?;
+    let now = app.clock.now();
+    let u = in_transaction!(app.store, |tx| {
+        let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
+        if p.site_admin_of.is_some() {
+            caller.require_for_field(Action::GrantSiteAdmin, "site_admin_of")?;
+        }
+        let before = users::get_for_update(&mut tx, &org.id, user)
+            .await?
+            .ok_or_else(|| user_not_found(user))?;
+        if_match.check(&format!("User {user}"), &etag::of(&before))?;
+        let mut u = before.clone();
+        if let Some(e) = &p.email {
+            u.email = e.to_string();
+        }
+        if let Some(n) = &display_name {
+            u.display_name = n.clone();
+        }
+        if let Some(k) = p.kind {
+            u.kind = k;
+        }
+        if let Some(s) = p.status {
+            u.status = s;
+        }
+        if let Some(l) = &p.usage_location {
+            u.usage_location = l.as_ref().map(|c| c.to_string());
+        }
+        if let Some(s) = &p.site_admin_of {
+            u.site_admin_of = s.clone();
+        }
+        if let Some(g) = &p.groups {
+            u.groups = g.clone();
+        }
+        check_links(&mut tx, &org.id, &u).await?;
+        users::update(&mut tx, &org.id, &u, now).await?;
+        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&u).ok());
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "user.update",
+            &format!("user:{}", u.id),
+            b.as_ref(),
+            a.as_ref(),
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(u)
+    })?;
+    Ok(u.into())
+}
+
+/// Deletes a user; its seats are released (its service data enters retention).
+pub async fn delete_user(app: &App, caller: &Caller, org: &str, user: &str, if_match: &IfMatch) -> Result<(), Error> {
+    let now = app.clock.now();
+    in_transaction!(app.store, |tx| {
+        let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
+        let before = users::get_for_update(&mut tx, &org.id, user)
+            .await?
+            .ok_or_else(|| user_not_found(user))?;
+        if_match.check(&format!("User {user}"), &etag::of(&before))?;
+        let released = licenses::release_all(&mut tx, &org.id, user).await?;
+        users::delete(&mut tx, &org.id, user).await?;
+        let b = serde_json::json!({ "user": before, "licenses": released });
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "user.delete",
+            &format!("user:{user}"),
+            Some(&b),
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(())
+    })
+}

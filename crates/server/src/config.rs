@@ -1,0 +1,116 @@
+//! Everything a deployment may set, in one value built once by the binary
+//! (from its flags and environment) and passed down. Nothing below `main`
+//! reads the environment: a test builds the `Config` it wants.
+
+use std::time::Duration;
+
+use crate::serve::ConnectionLimits;
+
+/// Sizes and times the server works within.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub limits: Limits,
+    pub jobs: JobTimings,
+    /// How often the worker purges expired service data and idempotency keys.
+    pub purge_interval: Duration,
+    /// Requests per second one token may send (see [`RateLimit`]).
+    pub rate_limit: RateLimit,
+    /// How long shutdown waits for requests in flight before it closes them.
+    pub shutdown_grace: Duration,
+    /// How long a cached token or catalogue may lag a change made by another
+    /// server on the same database (changes made by this one apply at once).
+    pub cache_sync: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            jobs: JobTimings::default(),
+            purge_interval: Duration::from_secs(3600),
+            rate_limit: RateLimit::default(),
+            shutdown_grace: Duration::from_secs(30),
+            cache_sync: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults with other limits (tests).
+    pub fn with_limits(limits: Limits) -> Config {
+        Config {
+            limits,
+            ..Config::default()
+        }
+    }
+}
+
+/// Sizes the server accepts, set per deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest CSV import, in bytes (413 above it).
+    pub max_import_bytes: u64,
+    /// How long an answer stored for an `Idempotency-Key` is replayed.
+    pub idempotency_ttl: Duration,
+    /// How long a key stays reserved for a request that neither finished
+    /// nor released it (its server died); then another request may take it.
+    pub idempotency_lease: Duration,
+    /// The largest answer kept for replays; a larger one is not stored.
+    pub max_replay_bytes: usize,
+    /// Open connections and how long they may idle (see [`crate::serve`]).
+    pub connections: ConnectionLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A million users with a dozen item columns is about 100 MB.
+            max_import_bytes: 256 * 1024 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_lease: Duration::from_secs(600),
+            // Every answer of a mutating call is far smaller (refusals list
+            // at most 100 errors).
+            max_replay_bytes: 1024 * 1024,
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// How the job worker holds and retries jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobTimings {
+    /// How long a claimed job stays claimed without its worker renewing it;
+    /// then another server's worker takes it over.
+    pub lease: Duration,
+    /// The delay before a failed run is retried, times the failures so far.
+    pub retry: Duration,
+}
+
+impl Default for JobTimings {
+    fn default() -> Self {
+        JobTimings {
+            lease: Duration::from_secs(30),
+            // A job is given up after about 50 s of failing runs.
+            retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A token bucket per API token: `per_second` requests on average, up to
+/// `burst` at once. Beyond it the answer is 429 `rate_limited` with
+/// `Retry-After`. The default is far above what one server answers, so only
+/// a deployment that sets it meets it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 1_000_000.0,
+            burst: 1_000_000.0,
+        }
+    }
+}
