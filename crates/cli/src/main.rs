@@ -49,9 +49,13 @@ impl DbArgs {
             durable: !self.no_durable_commits,
             ..Default::default()
         };
-        Store::open(&self.database, opts)
-            .await
-            .map_err(|e| anyhow_lite::msg(format!("cannot open database {}: {}", self.database, allot_domain::Error::from(e))))
+        Store::open(&self.database, opts).await.map_err(|e| {
+            anyhow_lite::msg(format!(
+                "cannot open database {}: {}",
+                self.database,
+                allot_domain::Error::from(e).detail
+            ))
+        })
     }
 }
 
@@ -176,10 +180,34 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// The catalogue as one JSON document.
+    Catalogue {
+        #[command(subcommand)]
+        command: CatalogueCommand,
+    },
+    /// Print the OpenAPI document of this build's HTTP API (the repository
+    /// keeps it as openapi.json: `allot openapi > openapi.json`).
+    Openapi,
     /// Measure Allot against a baseline in the same run (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogueCommand {
+    /// Apply a catalogue document ({"products": [...]}, as PUT
+    /// /api/v1/catalogue takes it): checked as a whole, then applied in one
+    /// transaction. Prints what was created, changed and left alone.
+    Apply {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The JSON file.
+        file: std::path::PathBuf,
+        /// Only say what would change.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -365,6 +393,43 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             demo::run(&database, &listen, serve.config()?, serve.metrics_listen.as_deref()).await?
         }
         Command::Bench { command } => bench::run(command).await?,
+        Command::Catalogue {
+            command: CatalogueCommand::Apply { db, file, dry_run },
+        } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow_lite::msg(format!("cannot read {}: {e}", file.display())))?;
+            let doc: allot_server::app::catalogue::CatalogueDocument = serde_json::from_str(&text)
+                .map_err(|e| anyhow_lite::msg(format!("{} is not a catalogue document: {e}", file.display())))?;
+            let store = db.open().await?;
+            let app = AppState::new(store.clone(), Arc::new(SystemClock), allot_server::Config::default());
+            let caller = allot_server::app::Caller::operator("cli");
+            let result = allot_server::app::catalogue::apply_catalogue(&app, &caller, doc, dry_run).await;
+            store.close().await;
+            let changes = result.map_err(|e| {
+                let reasons: Vec<String> = e
+                    .violations
+                    .iter()
+                    .map(|v| format!("  {}: {}", v.field.as_deref().unwrap_or("-"), v.message))
+                    .collect();
+                anyhow_lite::msg(format!("{}\n{}", e.detail, reasons.join("\n")))
+            })?;
+            let list = |v: &[allot_domain::types::ProductCode]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            };
+            let verb = if dry_run { "would be " } else { "" };
+            println!("{verb}created: {}", list(&changes.created));
+            println!("{verb}changed: {}", list(&changes.changed));
+            println!("left alone: {}", list(&changes.left_alone));
+        }
+        Command::Openapi => {
+            let doc = allot_server::openapi()
+                .to_pretty_json()
+                .map_err(|e| anyhow_lite::msg(format!("cannot write the document: {e}")))?;
+            println!("{doc}");
+        }
     }
     Ok(())
 }

@@ -78,7 +78,7 @@ pub enum Action {
     Maintenance,
     /// Finishing a service's set-up: the details an `awaiting_details` item needs.
     SubmitProvisioningDetails,
-    /// Asking for more seats (R-ROLE-2: org super admins, with a payment method).
+    /// Asking for more seats (org super admins, with a payment method).
     RequestPurchase,
     /// Fulfilling or rejecting a purchase request (the provider, the org's partner).
     DecidePurchase,
@@ -103,12 +103,12 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     use Action::*;
     use Role::*;
     match role {
-        // Buying is the customer's decision (R-ROLE-2): only its super admin asks.
+        // Buying is the customer's decision: only its super admin asks.
         ProviderAdmin => action != RequestPurchase,
         // Everything in its customers except the provider's own business;
         // buying is the customer's (its super admin's) decision.
         PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners | Maintenance | RequestPurchase),
-        // Sales agents: subscriptions and purchases, never user data (R-ROLE-1).
+        // Sales agents: subscriptions and purchases, never user data.
         // Tokens are their admin's to hand out.
         PartnerSales => matches!(
             action,
@@ -264,7 +264,7 @@ mod tests {
             assert_eq!(Role::parse(r.as_str()), Some(r));
             assert_eq!(role_allows(r, Action::WriteCatalogue), r == Role::ProviderAdmin);
             assert_eq!(role_allows(r, Action::Maintenance), r == Role::ProviderAdmin);
-            // R-ROLE-2: only org super admins buy.
+            // Only org super admins buy.
             assert_eq!(role_allows(r, Action::RequestPurchase), r == Role::OrgSuperAdmin);
         }
         // Sales agents decide purchases; helpdesk and read-only roles change nothing.

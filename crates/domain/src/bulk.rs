@@ -326,7 +326,7 @@ pub struct Demand {
     pub free: i64,
 }
 
-/// R-BULK-3: a product whose free seats are fewer than the users who need one
+/// A product whose free seats are fewer than the users who need one
 /// is refused as a whole, before anything is written.
 pub fn capacity_violations(demands: &[Demand], catalogue: &std::collections::HashMap<ProductCode, Product>) -> Vec<Violation> {
     demands
@@ -450,7 +450,7 @@ impl UserResult {
     }
 }
 
-/// R-BULK-2: over the selected users, whether all, some or none hold an item.
+/// Over the selected users, whether all, some or none hold an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HolderState {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::error::{Error, Violation};
 use crate::types::{CountryCode, ProductCode};
 
-/// The per-assignment properties a product may take (API.md).
+/// The per-assignment properties a product may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyName {

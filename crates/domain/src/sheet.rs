@@ -1,4 +1,4 @@
-//! The users CSV (R-CSV-1/2): one row per user, `email`, `display_name`,
+//! The users CSV: one row per user, `email`, `display_name`,
 //! `kind`, `status`, `usage_location`, then one `TRUE`/`FALSE` column per
 //! subscription item headed `<product code> [<subscription id>]`.
 //!

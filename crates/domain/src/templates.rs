@@ -1,4 +1,4 @@
-//! Licence templates (R-TPL-1/2): the licences every new user gets, for the
+//! Licence templates: the licences every new user gets, for the
 //! whole org or for one group's members, and what applying one to a user who
 //! already holds licences changes.
 //!

@@ -27,10 +27,12 @@ pub fn is_forbidden_in_text(c: char) -> bool {
 /// characters, none of them [forbidden](is_forbidden_in_text). Returns it trimmed.
 pub fn check_text(field: &str, raw: &str, max: usize) -> Result<String, Error> {
     let t = raw.trim();
-    if t.is_empty() || t.chars().count() > max {
+    // Counted and checked as sent, so that what is refused does not depend
+    // on the spaces around it.
+    if t.is_empty() || raw.chars().count() > max {
         return Err(Error::validation(field, format!("{field} must have 1 to {max} characters.")));
     }
-    if let Some(c) = t.chars().find(|c| is_forbidden_in_text(*c)) {
+    if let Some(c) = raw.chars().find(|c| is_forbidden_in_text(*c)) {
         return Err(Error::validation(
             field,
             format!(

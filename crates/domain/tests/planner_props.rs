@@ -1,7 +1,7 @@
 //! Property tests of the licence planner: random catalogues, random users and
 //! random sequences of changes starting from no licences. Whenever the planner
 //! returns a plan, an independent checker (below, written from the rules as
-//! stated in REQUIREMENTS.md, not from the planner's code) must find the
+//! stated as the product's rules, not from the planner's code) must find the
 //! resulting state lawful; whenever it refuses, the state stays as it was and
 //! every reason names the user.
 
@@ -316,7 +316,7 @@ struct Scenario {
     usage_location: Option<usize>,
     org_location: Option<usize>,
     site_admin_of: Vec<usize>,
-    /// Products the first user's queue memberships bill (R-DEP-1).
+    /// Products the first user's queue memberships bill.
     queue_billed: Vec<usize>,
     changes: Vec<DrawnChange>,
 }

@@ -56,11 +56,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json(req.headers()) {
             return Err(ApiError(unsupported_media_type("application/json")));
         }
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError(json_rejection(rej))),
-        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rej) if rej.status().as_u16() == 413 => return Err(ApiError(too_large())),
+            Err(rej) => {
+                return Err(ApiError(Error::new(
+                    Code::MalformedJson,
+                    format!("The request body could not be read: {}.", rej.body_text()),
+                )))
+            }
+        };
+        parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A body's JSON as `T`. Every body Allot takes is a JSON object: an array
+/// or a bare value that serde could read into a struct is refused too.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let v = match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(v)) => v,
+        Err(rej) => return Err(ApiError(json_rejection(rej))),
+    };
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError(Error::validation("body", "The request body must be a JSON object.")));
+    }
+    Ok(v)
 }
 
 /// A JSON body that may be left out: an empty body is `T::default()`
@@ -70,16 +90,19 @@ pub struct ApiJsonOrEmpty<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOrEmpty<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError(too_large()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or a JSON null: the operation's defaults.
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(ApiJsonOrEmpty(T::default()));
         }
-        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| ApiJsonOrEmpty(v))
+        if !is_json(&parts.headers) {
+            return Err(ApiError(unsupported_media_type("application/json")));
+        }
+        parse_json(&bytes).map(ApiJsonOrEmpty)
     }
 }
 

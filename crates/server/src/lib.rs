@@ -48,7 +48,13 @@ pub type AppState = App;
         description = "Licence and subscription administration: catalogue, customers, subscriptions, seats and licences. \
                        Errors are RFC 9457 problem documents; every answer carries x-request-id."
     ),
-    components(schemas(crate::problem::Problem)),
+    components(schemas(
+        crate::problem::Problem,
+        crate::app::customers::CustomerOrder,
+        crate::app::jobs::ResultsFormat,
+        allot_domain::sheet::ImportMode,
+        allot_domain::planner::PropertiesSchema
+    )),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

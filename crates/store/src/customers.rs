@@ -1,6 +1,6 @@
 //! The customer list of a partner (or of the provider): orgs filtered by the
 //! derived status of their subscriptions and the provisioning status of
-//! their services (R-SUB-4). A customer matches a filter when **at least
+//! their services. A customer matches a filter when **at least
 //! one** of its subscriptions (items) has one of the selected values. Status
 //! is never stored: each selected status becomes the date window that gives
 //! it today (`allot_domain::status::status_window`).

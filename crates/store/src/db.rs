@@ -181,6 +181,10 @@ pub enum StoreError {
     Constraint(String),
     /// Serialization failure, deadlock or busy database: run the unit again.
     Retry(String),
+    /// The database cannot be opened at all: the sentence says why (a
+    /// missing directory, a file that is not a database, a server that
+    /// refused the connection).
+    Open(String),
     /// The plan being written was made from a read that is stale now (a
     /// seat it counted on went to someone else, the user's licences changed
     /// meanwhile): nothing was written; read and plan again.
@@ -212,6 +216,7 @@ impl From<StoreError> for Error {
                 Error::new(Code::Conflict, "The change would break a database constraint and was not applied.")
             }
             StoreError::Retry(what) => Error::new(Code::Conflict, format!("The database stayed busy; try again ({what}).")),
+            StoreError::Open(why) => Error::new(Code::Unavailable, why),
             StoreError::Replan(what) => Error::new(
                 Code::Conflict,
                 format!("What the change was planned from kept changing meanwhile; try again ({what})."),
@@ -278,6 +283,62 @@ enum Pools {
     Postgres { pool: PgPool, lanes: Arc<Vec<Arc<Writer>>> },
 }
 
+/// How long opening waits for PostgreSQL to answer before saying it did not.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection to PostgreSQL before the pool is built: a server that is
+/// down or unreachable is named (host and port) within seconds, instead of
+/// the pool retrying for its whole acquire timeout.
+async fn check_postgres_reachable(connect: &PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::ConnectOptions;
+    let at = format!("{}:{}", connect.get_host(), connect.get_port());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect.connect()).await {
+        Err(_) => Err(StoreError::Open(format!(
+            "PostgreSQL at {at} did not answer within {} s.",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(sqlx::Error::Io(e))) => Err(StoreError::Open(format!("PostgreSQL at {at} cannot be reached: {e}."))),
+        Ok(Err(sqlx::Error::Database(e))) => Err(StoreError::Open(format!(
+            "PostgreSQL at {at} refused the connection: {}.",
+            e.message()
+        ))),
+        Ok(Err(e)) => Err(StoreError::Open(format!("cannot connect to PostgreSQL at {at}: {e}."))),
+        Ok(Ok(c)) => {
+            let _ = sqlx::Connection::close(c).await;
+            Ok(())
+        }
+    }
+}
+
+/// A SQLite database's file must be in a directory that exists (the file
+/// itself is created when missing).
+fn check_sqlite_path(path: &str) -> Result<(), StoreError> {
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    let p = std::path::Path::new(path);
+    if p.is_dir() {
+        return Err(StoreError::Open(format!("{path} is a directory, not a database file.")));
+    }
+    match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(StoreError::Open(format!(
+            "the directory {} does not exist (create it, or give another path for the database).",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Why SQLite could not open `path`, in words.
+fn sqlite_open_error(path: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Db(what) if what.starts_with("26:") => StoreError::Open(format!("{path} is not a SQLite database (or is damaged).")),
+        StoreError::Db(what) if what.starts_with("14:") => StoreError::Open(format!("{path} cannot be opened: {what}.")),
+        StoreError::Db(what) => StoreError::Open(format!("{path} cannot be opened as a SQLite database: {what}.")),
+        other => other,
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
@@ -295,7 +356,9 @@ impl Store {
     #[doc(hidden)]
     pub async fn open_migrated_to(database: &str, opts: StoreOptions, last: i64) -> Result<Store, StoreError> {
         let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            let connect = PgConnectOptions::from_str(database)?;
+            let connect = PgConnectOptions::from_str(database)
+                .map_err(|e| StoreError::Open(format!("{database} is not a PostgreSQL URL Allot can use: {e}")))?;
+            check_postgres_reachable(&connect).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(Duration::from_secs(30))
@@ -335,7 +398,8 @@ impl Store {
                 // rows, 25,000 pages measured best (BENCHMARKS.md). A commit
                 // that crosses it pays for the checkpoint (~0.1-0.2 s).
                 .pragma("wal_autocheckpoint", "25000");
-            let writer = Writer::new(crate::writer::connect(&connect).await?);
+            check_sqlite_path(path)?;
+            let writer = Writer::new(crate::writer::connect(&connect).await.map_err(|e| sqlite_open_error(path, e))?);
             // Readers keep a smaller page cache each: there are many of them,
             // the OS caches the file anyway, and 64 MB apiece let a job that
             // reads a million users grow the process past a gigabyte.

@@ -55,8 +55,8 @@ fn for_backend(sql: &str, backend: Backend) -> String {
 
 /// The customer list is read in name order, for one partner or for all.
 /// An item awaiting details keeps the details its org's admin submitted.
-/// Purchase requests wait for the provider or the partner (R-SUB-5).
-/// Contact-centre queues bill their product for each member (R-DEP-1).
+/// Purchase requests wait for the provider or the partner.
+/// Contact-centre queues bill their product for each member.
 const V5: &str = r#"
 CREATE INDEX orgs_by_partner_name ON orgs (partner_id, name, id);
 CREATE INDEX orgs_by_name ON orgs (name, id);
@@ -103,7 +103,7 @@ CREATE INDEX queue_members_by_user ON queue_members (org_id, user_id);
 const V2: &str = "ALTER TABLE users ADD COLUMN licence_version BIGINT NOT NULL DEFAULT 0";
 
 /// Service data waiting for its purge is found by its retention date;
-/// licence templates assign licences to new users (R-TPL-1), for the whole
+/// licence templates assign licences to new users, for the whole
 /// org (`group_id` NULL) or for one group's members. A cancelled
 /// subscription's items are marked too: the guarded seat counter refuses a
 /// take on them, so a change planned before the cancellation cannot land

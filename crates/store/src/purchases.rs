@@ -1,4 +1,4 @@
-//! Purchase requests (R-SUB-5): pending until the provider or the org's
+//! Purchase requests: pending until the provider or the org's
 //! partner fulfils (the seats are added) or rejects them.
 
 use serde::Serialize;

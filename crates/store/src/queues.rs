@@ -1,4 +1,4 @@
-//! Contact-centre queues and their members (R-DEP-1). A queue bills one
+//! Contact-centre queues and their members. A queue bills one
 //! product for each member: a member holds that product's licence, and the
 //! licence cannot be removed while the user is a member of any such queue.
 

@@ -1,4 +1,4 @@
-//! Licence templates of an org (R-TPL-1/2).
+//! Licence templates of an org.
 
 use allot_domain::templates::TemplateLicense;
 

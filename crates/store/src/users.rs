@@ -101,7 +101,7 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 /// Users of an org in id order. The `q` filter matches email or display name
 /// case-insensitively; `email` matches exactly (case-insensitively).
 /// `kind=external` lists the external users who hold a licence: one whose
-/// last licence is removed drops off that list (R-ASG-4) but still exists.
+/// last licence is removed drops off that list but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
     let q = f.q.as_ref().map(|q| format!("%{}%", crate::escape_like(&q.to_lowercase())));
     let rows = tx

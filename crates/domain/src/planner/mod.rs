@@ -38,6 +38,21 @@ pub use properties::{valid_e164, valid_extension};
 /// Per-assignment properties (e.g. `{"location": "HQ", "extension": "1234"}`).
 pub type Properties = BTreeMap<PropertyName, String>;
 
+/// The OpenAPI schema of [`Properties`], under that name.
+pub struct PropertiesSchema;
+
+impl utoipa::PartialSchema for PropertiesSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <Properties as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for PropertiesSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Properties")
+    }
+}
+
 /// What the planner needs to know about the user.
 #[derive(Debug, Clone)]
 pub struct UserFacts {
@@ -49,7 +64,7 @@ pub struct UserFacts {
     /// Sites this user administers (attendee accounts are refused there).
     pub site_admin_of: Vec<String>,
     /// Products this user is billed for by membership of contact-centre
-    /// queues, with the queues (R-DEP-1): such a licence cannot be removed
+    /// queues, with the queues: such a licence cannot be removed
     /// while the user is still a member.
     pub queue_billed: Vec<QueueHold>,
 }
@@ -81,6 +96,7 @@ pub struct OrgFacts {
 pub struct Held {
     pub product: ProductCode,
     pub subscription: String,
+    #[schema(value_type = PropertiesSchema)]
     pub properties: Properties,
 }
 
@@ -113,6 +129,7 @@ pub struct AddLicense {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = PropertiesSchema)]
     pub properties: Properties,
 }
 

@@ -1,4 +1,4 @@
-//! Per-assignment properties (R-CAT-2, R-RULE-5): which a product takes,
+//! Per-assignment properties: which a product takes,
 //! which it requires, what a valid value is, and the site rules of meeting
 //! accounts (attendee accounts need the site's feature and are not for the
 //! site's own admins).

@@ -1,6 +1,6 @@
 //! The catalogue's rules between products, and the user's own state:
-//! requires (R-RULE-3), excludes (R-RULE-1), one per family (R-RULE-2),
-//! availability by usage location (R-RULE-4) and pending external users (R-ASG-4).
+//! Requires, excludes, one per family,
+//! availability by usage location and pending external users.
 
 use super::{Addition, Planning};
 use crate::catalogue::Product;
@@ -98,7 +98,7 @@ pub(super) fn refuse_removing_required(p: &mut Planning<'_>) {
     }
 }
 
-/// R-DEP-1: a licence that queue memberships bill stays while the user is a
+/// A licence that queue memberships bill stays while the user is a
 /// member; the queues are named so the admin can remove the user from them
 /// (`DELETE .../users/{user}/queues` does it in one call).
 pub(super) fn refuse_removing_queue_billed(p: &mut Planning<'_>) {

@@ -105,7 +105,8 @@ pub async fn list_groups(State(app): State<App>, caller: Caller, Path(org): Path
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/groups", operation_id = "create_group", tag = "orgs",
     params(("org" = String, Path, description = "The organisation's id")), request_body = GroupInput,
-    responses((status = 201, description = "Created", body = GroupView)))]
+    responses((status = 201, description = "Created", body = GroupView),
+              (status = 409, description = "conflict: the organisation has a group of that name")))]
 pub async fn create_group(
     State(app): State<App>,
     caller: Caller,

@@ -18,9 +18,28 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The operator at the command line (who holds the database): a
+    /// provider admin that the audit log names `system:<what>`.
+    pub fn operator(what: &str) -> Caller {
+        Caller {
+            principal: Principal {
+                token_id: format!("system:{what}"),
+                role: allot_domain::access::Role::ProviderAdmin,
+                partner: None,
+                org: None,
+            },
+            request_id: allot_store::new_id("req"),
+        }
+    }
+
     pub fn actor(&self) -> Actor {
+        let id = &self.principal.token_id;
         Actor {
-            actor: format!("token:{}", self.principal.token_id),
+            actor: if id.starts_with("system:") {
+                id.clone()
+            } else {
+                format!("token:{id}")
+            },
             request_id: Some(self.request_id.clone()),
         }
     }

@@ -21,10 +21,16 @@ pub struct AuditQuery {
     /// Events at or after this time (RFC 3339).
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// Only this actor (`token:<id>`, `system:...`).
-    #[param(max_length = 200)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub actor: Option<String>,
     /// Only this action (`user.create`, `license.assign`, ...).
-    #[param(max_length = 200)]
+    #[param(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub action: Option<String>,
 }
 

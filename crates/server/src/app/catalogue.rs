@@ -22,13 +22,18 @@ use super::{App, Caller};
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
     pub code: ProductCode,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: String,
     /// Products of one family replace each other (a move keeps the user's
     /// service data); often the code of the family's first product.
     pub family: ProductCode,
     /// What the product lets its holder use (each 1 to 100 characters).
     #[serde(default)]
+    #[schema(schema_with = features_schema)]
     pub features: Vec<String>,
     #[serde(default)]
     pub rules: ProductRules,
@@ -36,7 +41,7 @@ pub struct ProductInput {
     #[serde(default)]
     pub properties: BTreeMap<PropertyName, Requirement>,
     /// Days a user's service data is kept after the family's last licence went.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::u32")]
     #[schema(maximum = 3650)]
     pub retention_days: u32,
 }
@@ -59,14 +64,42 @@ impl ProductInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: Option<String>,
     pub family: Option<ProductCode>,
+    #[schema(schema_with = optional_features_schema)]
     pub features: Option<Vec<String>>,
     pub rules: Option<ProductRules>,
     pub properties: Option<BTreeMap<PropertyName, Requirement>>,
+    #[serde(default, deserialize_with = "super::whole::opt_u32")]
     #[schema(maximum = 3650)]
     pub retention_days: Option<u32>,
+}
+
+fn features_array() -> utoipa::openapi::schema::ArrayBuilder {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new().items(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(100))
+            .pattern(Some(super::TEXT_PATTERN)),
+    )
+}
+
+fn features_schema() -> utoipa::openapi::schema::Array {
+    features_array().build()
+}
+
+fn optional_features_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    features_array()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
 }
 
 /// A product as shown, with its `etag`.
@@ -144,7 +177,6 @@ pub async fn update_product(app: &App, caller: &Caller, code: &str, patch: Produ
         let before = catalogue::get(&mut tx, code)
             .await?
             .ok_or_else(|| Error::not_found(format!("Product {code}")))?;
-        if_match.check(&format!("Product {code}"), &etag::of(&before))?;
         let mut p = before.clone();
         if let Some(v) = &patch.name {
             p.name = v.trim().to_string();
@@ -165,6 +197,7 @@ pub async fn update_product(app: &App, caller: &Caller, code: &str, patch: Produ
             p.retention_days = v;
         }
         check_in_catalogue(&mut tx, &p).await?;
+        if_match.check(&format!("Product {code}"), &etag::of(&before))?;
         catalogue::update(&mut tx, &p, now).await?;
         let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&p).ok());
         audit::record(

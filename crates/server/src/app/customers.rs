@@ -56,7 +56,7 @@ pub struct CustomerQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = r"^[0-9a-f]*\.[0-9a-f]*$", max_length = 2000)]
+    #[param(pattern = r"^(?:[0-9a-f]*\.[0-9a-f]*)?$", max_length = 2000)]
     pub cursor: Option<String>,
     /// `GET /api/v1/customers` only, for the provider: a partner id, or
     /// `none` for customers without a partner.
@@ -76,10 +76,21 @@ pub struct CustomerView {
 
 fn list_of<T>(raw: &Option<String>, field: &str, parse: impl Fn(&str) -> Option<T>, allowed: &[&str]) -> Result<Vec<T>, Error> {
     let Some(raw) = raw else { return Ok(Vec::new()) };
+    // Each value named exactly: an empty one (`a,,b`, or nothing at all) is
+    // a mistake, not "any".
     raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| parse(s).ok_or_else(|| Error::validation(field, format!("{field} may hold {}; not \"{s}\".", allowed.join(", ")))))
+        .map(|s| {
+            parse(s).ok_or_else(|| {
+                Error::validation(
+                    field,
+                    format!(
+                        "{field} may hold {}; not \"{}\".",
+                        allowed.join(", "),
+                        allot_domain::types::excerpt(s)
+                    ),
+                )
+            })
+        })
         .collect()
 }
 

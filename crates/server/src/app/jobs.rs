@@ -165,8 +165,18 @@ async fn check_listed_users(tx: &mut Tx, org: &str, ids: &[String]) -> Result<()
 #[serde(deny_unknown_fields)]
 pub struct SummaryRequest {
     /// The selected users' ids (each once).
-    #[schema(min_items = 1)]
+    #[schema(schema_with = user_ids_schema)]
     pub users: Vec<String>,
+}
+
+/// A list of user ids, each once.
+fn user_ids_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)))
+        .min_items(Some(1))
+        .unique_items(true)
+        .build()
 }
 
 /// One subscription item seen from the selected users.
@@ -467,7 +477,7 @@ pub struct ResultsQuery {
     #[param(value_type = Option<ResultsFormat>)]
     pub format: Option<String>,
     /// The `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9]{1,18}:[0-9]{1,18}$")]
+    #[param(pattern = "^(?:[0-9]{1,18}:[0-9]{1,18})?$")]
     pub cursor: Option<String>,
     /// Results per page, 1 to 10,000 (default 1,000).
     #[param(minimum = 1, maximum = 10000)]
@@ -483,7 +493,31 @@ pub enum ResultsFormat {
 }
 
 impl ResultsQuery {
+    /// The page asked for: (first chunk, offset in it, results per page).
+    /// Checked for every format, so that a parameter out of range is
+    /// refused whatever the answer's form.
+    pub fn page(&self) -> Result<(i64, usize, usize), Error> {
+        // Result pages may be larger than other lists' (a job has up to a
+        // million of them), but a limit outside the range is refused as anywhere.
+        let limit = self.limit.unwrap_or(1000);
+        if !(1..=MAX_RESULTS_PAGE).contains(&limit) {
+            return Err(Error::validation(
+                "limit",
+                format!("limit must be between 1 and {MAX_RESULTS_PAGE} (got {limit})."),
+            ));
+        }
+        let (seq, offset) = match self.cursor.as_deref() {
+            None | Some("") => (0i64, 0usize),
+            Some(c) => c
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                .ok_or_else(|| Error::validation("cursor", "That cursor is not one this server gave out."))?,
+        };
+        Ok((seq, offset, limit as usize))
+    }
+
     pub fn format(&self) -> Result<ResultsFormat, Error> {
+        self.page()?;
         match self.format.as_deref() {
             None | Some("json") => Ok(ResultsFormat::Json),
             Some("csv") => Ok(ResultsFormat::Csv),
@@ -513,23 +547,7 @@ pub async fn job_for_results(app: &App, caller: &Caller, id: &str) -> Result<Job
 pub async fn list_job_results(app: &App, caller: &Caller, id: &str, q: &ResultsQuery) -> Result<ResultsPage, Error> {
     let job = job_for_results(app, caller, id).await?;
     q.format()?;
-    // Result pages may be larger than other lists' (a job has up to a
-    // million of them), but a limit outside the range is refused as anywhere.
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=MAX_RESULTS_PAGE).contains(&limit) {
-        return Err(Error::validation(
-            "limit",
-            format!("limit must be between 1 and {MAX_RESULTS_PAGE} (got {limit})."),
-        ));
-    }
-    let limit = limit as usize;
-    let (mut seq, mut offset) = match q.cursor.as_deref() {
-        None | Some("") => (0i64, 0usize),
-        Some(c) => c
-            .split_once(':')
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-            .ok_or_else(|| Error::validation("cursor", "That cursor is not one this server gave out."))?,
-    };
+    let (mut seq, mut offset, limit) = q.page()?;
     let mut rd = app.store.read_conn().await?;
     let mut items: Vec<UserResult> = Vec::new();
     let mut next = None;

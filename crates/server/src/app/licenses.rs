@@ -23,6 +23,7 @@ use super::{App, Caller};
 pub struct LicenseView {
     pub product: String,
     pub subscription: String,
+    #[schema(value_type = allot_domain::planner::PropertiesSchema)]
     pub properties: Properties,
     pub assigned_at: String,
 }

@@ -51,6 +51,47 @@ pub use access::Caller;
 /// blank. For the OpenAPI document.
 pub const TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$";
 
+/// Deserializes a whole number that JSON may write as `2` or `2.0` (JSON
+/// Schema's `integer` allows both); `2.5` is refused.
+pub(crate) mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    fn of<'de, D: Deserializer<'de>>(v: serde_json::Number) -> Result<i64, D::Error> {
+        if let Some(i) = v.as_i64() {
+            return Ok(i);
+        }
+        match v.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+            _ => Err(serde::de::Error::custom(format!("expected a whole number, not {v}"))),
+        }
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        of::<D>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?.map(of::<D>).transpose()
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = of::<D>(serde_json::Number::deserialize(d)?)?;
+        u32::try_from(v).map_err(|_| serde::de::Error::custom(format!("expected a whole number from 0 to {}, not {v}", u32::MAX)))
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<serde_json::Number>::deserialize(d)? {
+            None => Ok(None),
+            Some(n) => {
+                let v = of::<D>(n)?;
+                u32::try_from(v)
+                    .map(Some)
+                    .map_err(|_| serde::de::Error::custom(format!("expected a whole number from 0 to {}, not {v}", u32::MAX)))
+            }
+        }
+    }
+}
+
 /// Text that may be empty but holds no control or text-direction characters.
 pub const ANY_TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$";
 

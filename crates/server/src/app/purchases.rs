@@ -81,6 +81,7 @@ impl From<PurchaseRequest> for PurchaseView {
 #[serde(deny_unknown_fields)]
 pub struct PurchaseInput {
     pub product: ProductCode,
+    #[serde(deserialize_with = "super::whole::i64")]
     #[schema(minimum = 1, maximum = 100_000)]
     pub quantity: i64,
     /// The subscription the seats should go to.
@@ -100,7 +101,10 @@ pub struct FulfilInput {
 #[serde(deny_unknown_fields)]
 pub struct RejectInput {
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -318,8 +322,8 @@ pub async fn fulfil_purchase_request(app: &App, caller: &Caller, org: &str, id: 
 }
 
 pub async fn reject_purchase_request(app: &App, caller: &Caller, org: &str, id: &str, input: RejectInput) -> Result<PurchaseView, Error> {
-    if let Some(reason) = input.reason.as_deref().filter(|r| !r.trim().is_empty()) {
-        allot_domain::types::check_text("reason", reason, 1000)?;
+    if let Some(reason) = input.reason.as_deref() {
+        allot_domain::types::check_search("reason", reason, 1000)?;
     }
     let now = app.clock.now();
     let p = in_transaction!(app.store, |tx| {

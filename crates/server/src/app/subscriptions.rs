@@ -110,6 +110,7 @@ pub fn view(s: &Subscription, today: NaiveDate) -> SubscriptionView {
 pub struct ItemInput {
     pub product: ProductCode,
     /// Seats, 0 to 10,000,000 (default 0 for a new item; unchanged for an existing one).
+    #[serde(default, deserialize_with = "super::whole::opt_i64")]
     #[schema(minimum = 0, maximum = 10_000_000)]
     pub quantity: Option<i64>,
     pub provisioning_status: Option<ProvisioningStatus>,
@@ -118,7 +119,10 @@ pub struct ItemInput {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionInput {
-    #[schema(max_length = 200)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub external_ref: Option<String>,
     /// The partner that sold it (default: the org's partner).
     pub partner: Option<String>,
@@ -140,7 +144,10 @@ pub struct SubscriptionInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionPatch {
-    #[schema(max_length = 200)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub external_ref: Option<String>,
     pub trial: Option<bool>,
     pub start_date: Option<NaiveDate>,
@@ -173,8 +180,8 @@ fn check_dates(f: &SubscriptionFacts) -> Result<(), Error> {
 
 fn check_ref(r: &Option<String>) -> Result<(), Error> {
     match r {
-        Some(s) if s.len() > 200 => Err(Error::validation("external_ref", "external_ref may have at most 200 characters.")),
-        _ => Ok(()),
+        Some(s) => allot_domain::types::check_search("external_ref", s, 200),
+        None => Ok(()),
     }
 }
 
@@ -293,7 +300,6 @@ pub async fn update_subscription(
         let before = subscriptions::get(&mut tx, &org.id, sub)
             .await?
             .ok_or_else(|| subscriptions::not_found(sub))?;
-        if_match.check(&format!("Subscription {sub}"), &subscription_etag(&before))?;
         check_items(&mut tx, &patch.items).await?;
         let mut s = before.clone();
         if let Some(r) = &patch.external_ref {
@@ -312,6 +318,7 @@ pub async fn update_subscription(
             s.facts.suspended = v;
         }
         check_dates(&s.facts)?;
+        if_match.check(&format!("Subscription {sub}"), &subscription_etag(&before))?;
         subscriptions::update(&mut tx, &s, now).await?;
         for it in &patch.items {
             let existing = before.items.iter().find(|x| x.product == it.product.as_str());

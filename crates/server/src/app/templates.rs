@@ -27,7 +27,14 @@ use super::{App, Caller};
 #[serde(untagged)]
 pub enum TemplateScope {
     Named(String),
-    Group { group: String },
+    Group(GroupScope),
+}
+
+/// `{"group": id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupScope {
+    pub group: String,
 }
 
 impl utoipa::PartialSchema for TemplateScope {
@@ -61,7 +68,7 @@ impl TemplateScope {
     fn of(t: &Template) -> TemplateScope {
         match &t.group {
             None => TemplateScope::Named("org".into()),
-            Some(g) => TemplateScope::Group { group: g.clone() },
+            Some(g) => TemplateScope::Group(GroupScope { group: g.clone() }),
         }
     }
     fn group(&self) -> Result<Option<String>, Error> {
@@ -74,7 +81,7 @@ impl TemplateScope {
                     allot_domain::types::excerpt(other)
                 ),
             )),
-            TemplateScope::Group { group } => Ok(Some(group.clone())),
+            TemplateScope::Group(GroupScope { group }) => Ok(Some(group.clone())),
         }
     }
 }
@@ -122,10 +129,24 @@ fn yes() -> bool {
     true
 }
 
+/// A flag that may only be true (or left out).
+fn only_true() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .default(Some(serde_json::Value::Bool(true)))
+        .build()
+}
+
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: String,
     pub scope: TemplateScope,
     #[serde(default = "yes")]
@@ -138,7 +159,11 @@ pub struct TemplateInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplatePatch {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: Option<String>,
     pub scope: Option<TemplateScope>,
     pub enabled: Option<bool>,
@@ -150,7 +175,7 @@ pub struct TemplatePatch {
 pub struct ApplyInput {
     /// Must be true: new users get their template when they are created.
     #[serde(default = "yes")]
-    #[schema(default = true)]
+    #[schema(schema_with = only_true)]
     pub existing_users: bool,
     /// Keep licences the template does not name (default); false removes them.
     #[serde(default = "yes")]
@@ -282,7 +307,6 @@ pub async fn update_license_template(
     let t = in_transaction!(app.store, |tx| {
         let org = caller.org(&mut tx, org, Action::WriteLicenses).await?;
         let before = find(&mut tx, &org.id, tpl).await?;
-        if_match.check(&format!("Licence template {tpl}"), &template_etag(&before))?;
         let mut t = before.clone();
         if let Some(n) = &p.name {
             t.name = n.trim().to_string();
@@ -297,6 +321,7 @@ pub async fn update_license_template(
             t.licenses = l.clone();
         }
         check(&mut tx, &org.id, &t).await?;
+        if_match.check(&format!("Licence template {tpl}"), &template_etag(&before))?;
         templates::update(&mut tx, &t, now).await?;
         t.updated_at = ts(now);
         audit::record(

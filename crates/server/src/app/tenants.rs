@@ -52,7 +52,11 @@ impl From<Partner> for PartnerView {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerInput {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: String,
 }
 
@@ -136,7 +140,11 @@ impl From<Org> for OrgView {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgInput {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: String,
     #[serde(default)]
     pub partner: Option<String>,
@@ -152,7 +160,11 @@ pub struct OrgInput {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgPatch {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: Option<String>,
     /// Moves the customer to another partner (null: to none); provider only.
     #[serde(default, deserialize_with = "double_option")]
@@ -262,7 +274,6 @@ pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, i
             }
             org.partner = p.clone();
         }
-        if_match.check(&format!("Organisation {id}"), &etag::of(&before))?;
         if let Some(l) = &patch.default_usage_location {
             org.default_usage_location = l.as_ref().map(|c| c.to_string());
         }
@@ -272,6 +283,7 @@ pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, i
         if let Some(v) = patch.self_service_purchase {
             org.self_service_purchase = v;
         }
+        if_match.check(&format!("Organisation {id}"), &etag::of(&before))?;
         tenants::update_org(&mut tx, &org, now).await?;
         audit::record(
             &mut tx,
@@ -315,7 +327,7 @@ pub struct SiteInput {
     /// The site's address as admins type it: `acme.webex.example` or
     /// `https://acme.webex.example` (stored with `https://` when no scheme is given).
     #[schema(
-        pattern = r"^\s*(?:[hH][tT][tT][pP][sS]?://)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+(?::[0-9]{1,5})?(?:/[^\s]*)?\s*$",
+        pattern = r"^\s*(?:[hH][tT][tT][pP][sS]?://)?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(?:/[^\s\x00-\x1f\x7f-\x9f]*)?\s*$",
         max_length = 200
     )]
     pub url: String,
@@ -345,7 +357,8 @@ pub fn normalize_site_url(raw: &str) -> Option<String> {
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => {
-            if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            // A port from 1 to 65535, written without leading zeros.
+            if p.is_empty() || p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
                 return None;
             }
             (h, Some(p))
@@ -423,7 +436,11 @@ impl From<Group> for GroupView {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupInput {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub name: String,
 }
 

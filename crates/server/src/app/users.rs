@@ -65,7 +65,10 @@ pub struct CreatedUser {
 pub struct UserInput {
     pub email: Email,
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub display_name: Option<String>,
     /// Default `internal`.
     #[serde(default)]
@@ -86,7 +89,10 @@ pub struct UserInput {
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     pub email: Option<Email>,
-    #[schema(max_length = 200)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
     pub display_name: Option<String>,
     pub kind: Option<UserKind>,
     pub status: Option<UserStatus>,
@@ -124,6 +130,7 @@ pub struct UserQuery {
 }
 
 fn check_display_name(n: &str) -> Result<String, Error> {
+    allot_domain::types::check_search("display_name", n, 200)?;
     if n.trim().is_empty() {
         return Ok(String::new());
     }
@@ -224,7 +231,6 @@ pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: U
         let before = users::get_for_update(&mut tx, &org.id, user)
             .await?
             .ok_or_else(|| user_not_found(user))?;
-        if_match.check(&format!("User {user}"), &etag::of(&before))?;
         let mut u = before.clone();
         if let Some(e) = &p.email {
             u.email = e.to_string();
@@ -248,6 +254,7 @@ pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: U
             u.groups = g.clone();
         }
         check_links(&mut tx, &org.id, &u).await?;
+        if_match.check(&format!("User {user}"), &etag::of(&before))?;
         users::update(&mut tx, &org.id, &u, now).await?;
         let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&u).ok());
         audit::record(

@@ -1,5 +1,5 @@
 //! Carrying out a bulk licence job: resolve its users, check capacity before
-//! anything is written (R-BULK-3), then plan every user with the one planner
+//! anything is written, then plan every user with the one planner
 //! and apply chunk by chunk (`per_user`) or all at once (`all_or_nothing`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -268,7 +268,7 @@ async fn resolve(st: &AppState, job: &Job, owner: &Lease, setting: &Setting, pla
     Ok(first_planned)
 }
 
-/// R-BULK-3: each product's seats needed against its free seats, before
+/// Each product's seats needed against its free seats, before
 /// anything is written. Counting who already holds a product is only needed
 /// when the job has more users than there are free seats.
 async fn capacity_check(st: &AppState, job: &Job, setting: &Setting) -> Result<Vec<allot_domain::Violation>, Error> {

@@ -1,4 +1,4 @@
-//! Bulk licence changes as jobs (R-BULK-1 … R-BULK-4) on both backends.
+//! Bulk licence changes as jobs on both backends.
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,4 @@
-//! The customer list (R-SUB-4): statuses derived for today, filters that
+//! The customer list: statuses derived for today, filters that
 //! match a customer when at least one subscription matches, search, sort,
 //! pages, and who sees which customers.
 

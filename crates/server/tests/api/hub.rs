@@ -1,5 +1,5 @@
-//! The provider's and partner's side: purchase requests (R-SUB-5, R-ROLE-2)
-//! and finishing a service's provisioning (R-SUB-3).
+//! The provider's and partner's side: purchase requests
+//! and finishing a service's provisioning.
 
 use serde_json::json;
 
@@ -217,7 +217,7 @@ async fn awaiting_details_is_completed_by_the_org(backend: Backend) {
     assert_eq!(events[0]["after"]["details"]["site_url"], "setup.example.com");
 }
 
-/// R-SUB-2 through the API: the status of a paid and a trial subscription
+/// Through the API: the status of a paid and a trial subscription
 /// ending 2027-01-01, and of a suspended one, on each side of every
 /// boundary, with the server's clock moved.
 async fn statuses_follow_the_clock_across_every_boundary(backend: Backend) {

@@ -98,6 +98,8 @@ pub fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
 }
 
 pub struct TestApp {
+    /// The application the server runs (for its metrics, or a second listener).
+    pub app: AppState,
     pub url: String,
     pub client: reqwest::Client,
     pub store: Store,
@@ -121,6 +123,10 @@ pub async fn spawn(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -> TestApp {
+    spawn_with_config(backend, allot_server::Config::with_limits(limits)).await
+}
+
+pub async fn spawn_with_config(backend: Backend, config: allot_server::Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database = fresh_database(backend, &dir);
     let store = Store::open(
@@ -139,11 +145,13 @@ pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState::new(store.clone(), clock.clone(), allot_server::Config::with_limits(limits));
+    let state = AppState::new(store.clone(), clock.clone(), config);
+    let app = state.clone();
     tokio::spawn(allot_server::serve(state, listener, async move {
         let _ = stopped.await;
     }));
     TestApp {
+        app,
         url,
         client: reqwest::Client::new(),
         store,
@@ -204,6 +212,30 @@ impl TestApp {
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
         self.call(Method::PATCH, path, Some(token), Some(body)).await
     }
+    /// Sends a request with extra headers (`If-Match`, `x-request-id`, ...).
+    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp { status, body, headers }
+    }
+
     /// Sends a raw body with a content type (for malformed input).
     /// A new connection each time: the server may close one early (413).
     pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Resp {

@@ -4,8 +4,10 @@
 mod kit;
 
 mod bulk;
+mod catalogue;
 mod concurrency;
 mod connections;
+mod conventions;
 mod customers;
 mod fields;
 mod fuzz;

@@ -1,4 +1,4 @@
-//! R-ROLE-1…3: every endpoint × every role × own tenant / other tenant. The
+//! The role table: every endpoint × every role × own tenant / other tenant. The
 //! expected answer comes from a permission table written out here (`WHO_MAY`) and the
 //! endpoint's scope: another tenant's object is 404, a role that may not do
 //! the action in its own tenant is 403, anything else succeeds. Every

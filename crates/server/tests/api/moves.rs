@@ -1,5 +1,5 @@
 //! Moving users between subscriptions with their service data kept
-//! (R-MOVE-1/2, R-SUB-6, seed 001), and retention of the data of a family
+//! (seed 001), and retention of the data of a family
 //! whose last licence went (seed 002), on both backends.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Dependent resources (R-DEP-1): contact-centre queues keep their product
+//! Dependent resources: contact-centre queues keep their product
 //! billed; removing the phone licence warns, removing the billed licence is
 //! refused on every path, and one call takes the user out of every queue.
 

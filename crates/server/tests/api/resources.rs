@@ -142,7 +142,7 @@ async fn resources_round_trip(backend: Backend) {
     assert_eq!(found["items"][0]["id"], uid);
     let found = app.get(&format!("/api/v1/orgs/{}/users?q=g%C3%A4st", w.org), &app.admin).await.ok();
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
-    // The external users list shows external users who hold a licence (R-ASG-4).
+    // The external users list shows external users who hold a licence.
     let found = app
         .get(&format!("/api/v1/orgs/{}/users?kind=external&q=g%C3%A4st", w.org), &app.admin)
         .await

@@ -1,4 +1,4 @@
-//! Licence rules (R-RULE-1 … R-RULE-6, R-SUB-3, R-ASG-4) through the HTTP API,
+//! Licence rules through the HTTP API,
 //! on the demo-like catalogue: one table per rule, each refusal checked for
 //! its code, its sentence and that it wrote nothing.
 

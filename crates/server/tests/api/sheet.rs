@@ -1,5 +1,5 @@
 //! The users CSV: export, import as a job, moves through it, and every kind
-//! of malformed file refused with its reason and nothing changed (R-CSV-1/2).
+//! of malformed file refused with its reason and nothing changed.
 
 use serde_json::{json, Value};
 

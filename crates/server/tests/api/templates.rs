@@ -1,4 +1,4 @@
-//! Licence templates (R-TPL-1/2): given to new users however created,
+//! Licence templates: given to new users however created,
 //! applied to existing users as a job (moves keep service data), checked.
 
 use serde_json::{json, Value};
