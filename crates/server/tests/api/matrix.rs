@@ -60,6 +60,8 @@ enum Prep {
 }
 
 struct Case {
+    /// The operation's `operationId`: every registered route has a case
+    /// (checked against the server's own OpenAPI document).
     name: &'static str,
     method: Method,
     path: fn(&Tenant, &Fresh) -> String,
@@ -96,7 +98,7 @@ fn cases() -> Vec<Case> {
     };
     vec![
         c(
-            "list tokens",
+            "list_tokens",
             Method::GET,
             |_, _| "/api/v1/tokens".into(),
             none,
@@ -105,7 +107,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create a token",
+            "create_token",
             Method::POST,
             |_, _| "/api/v1/tokens".into(),
             |t, _| Some(json!({ "role": "org_read_only", "org": t.org })),
@@ -114,7 +116,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "revoke a token",
+            "revoke_token",
             Method::DELETE,
             |_, f| format!("/api/v1/tokens/{}", f.id),
             none,
@@ -123,7 +125,7 @@ fn cases() -> Vec<Case> {
             Prep::Token,
         ),
         c(
-            "list products",
+            "list_products",
             Method::GET,
             |_, _| "/api/v1/products".into(),
             none,
@@ -132,7 +134,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create product",
+            "create_product",
             Method::POST,
             |_, _| "/api/v1/products".into(),
             |_, _| Some(json!({ "code": format!("p-{}", rand_suffix()), "name": "P", "family": "f", "features": [] })),
@@ -141,7 +143,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get product",
+            "get_product",
             Method::GET,
             |_, _| "/api/v1/products/meetings".into(),
             none,
@@ -150,7 +152,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "patch product",
+            "update_product",
             Method::PATCH,
             |_, _| "/api/v1/products/meetings".into(),
             |_, _| Some(json!({ "name": "Meetings" })),
@@ -159,7 +161,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list partners",
+            "list_partners",
             Method::GET,
             |_, _| "/api/v1/partners".into(),
             none,
@@ -168,7 +170,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create partner",
+            "create_partner",
             Method::POST,
             |_, _| "/api/v1/partners".into(),
             |_, _| Some(json!({ "name": "New" })),
@@ -177,9 +179,22 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         Case {
+            // A dry run: it says what would change and changes nothing.
             changes_nothing: true,
             ..c(
-                "purge service data",
+                "apply_catalogue",
+                Method::PUT,
+                |_, _| "/api/v1/catalogue?dry_run=true".into(),
+                |_, _| Some(json!({ "products": [{ "code": "meetings", "name": "Meetings", "family": "meetings" }] })),
+                Scope::Provider,
+                &[WriteCatalogue],
+                Prep::None,
+            )
+        },
+        Case {
+            changes_nothing: true,
+            ..c(
+                "purge_service_data",
                 Method::POST,
                 |_, _| "/api/v1/service-data/purge".into(),
                 |_, _| Some(json!({})),
@@ -189,7 +204,7 @@ fn cases() -> Vec<Case> {
             )
         },
         c(
-            "list orgs",
+            "list_orgs",
             Method::GET,
             |_, _| "/api/v1/orgs".into(),
             none,
@@ -198,7 +213,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create org",
+            "create_org",
             Method::POST,
             |_, _| "/api/v1/orgs".into(),
             |_, _| Some(json!({ "name": "New org" })),
@@ -207,7 +222,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "all customers",
+            "list_customers",
             Method::GET,
             |_, _| "/api/v1/customers".into(),
             none,
@@ -216,7 +231,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get partner",
+            "get_partner",
             Method::GET,
             |t, _| format!("/api/v1/partners/{}", t.partner),
             none,
@@ -225,7 +240,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "partner customers",
+            "list_partner_customers",
             Method::GET,
             |t, _| format!("/api/v1/partners/{}/customers", t.partner),
             none,
@@ -234,7 +249,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get org",
+            "get_org",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}", t.org),
             none,
@@ -243,7 +258,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "patch org",
+            "update_org",
             Method::PATCH,
             |t, _| format!("/api/v1/orgs/{}", t.org),
             |_, _| Some(json!({ "default_usage_location": "SE" })),
@@ -252,7 +267,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list sites",
+            "list_sites",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/sites", t.org),
             none,
@@ -261,7 +276,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create site",
+            "create_site",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/sites", t.org),
             |_, _| Some(json!({ "url": format!("https://s{}.example.com", rand_suffix()) })),
@@ -270,7 +285,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list groups",
+            "list_groups",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/groups", t.org),
             none,
@@ -279,7 +294,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create group",
+            "create_group",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/groups", t.org),
             |_, _| Some(json!({ "name": rand_suffix() })),
@@ -288,7 +303,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list subscriptions",
+            "list_subscriptions",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/subscriptions", t.org),
             none,
@@ -297,7 +312,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create subscription",
+            "create_subscription",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/subscriptions", t.org),
             |_, _| Some(json!({ "start_date": "2026-01-01", "end_date": "2027-01-01" })),
@@ -306,7 +321,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get subscription",
+            "get_subscription",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/subscriptions/{}", t.org, t.sub),
             none,
@@ -315,7 +330,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "patch subscription",
+            "update_subscription",
             Method::PATCH,
             |t, _| format!("/api/v1/orgs/{}/subscriptions/{}", t.org, t.sub),
             |_, _| Some(json!({ "external_ref": "po-1" })),
@@ -324,7 +339,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "cancel subscription",
+            "cancel_subscription",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/subscriptions/{}/cancel", t.org, f.id),
             |_, _| Some(json!({})),
@@ -333,7 +348,7 @@ fn cases() -> Vec<Case> {
             Prep::EmptySub,
         ),
         c(
-            "provisioning details",
+            "submit_provisioning_details",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/subscriptions/{}/items/meetings/provisioning-details", t.org, f.id),
             |_, _| Some(json!({ "details": { "domain": "x.example" } })),
@@ -342,7 +357,7 @@ fn cases() -> Vec<Case> {
             Prep::AwaitingSub,
         ),
         c(
-            "licences overview",
+            "list_org_licenses",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/licenses", t.org),
             none,
@@ -351,7 +366,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list purchases",
+            "list_purchase_requests",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/purchase-requests", t.org),
             none,
@@ -360,7 +375,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "request purchase",
+            "create_purchase_request",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/purchase-requests", t.org),
             |t, _| Some(json!({ "product": "meetings", "quantity": 1, "subscription": t.sub })),
@@ -369,7 +384,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "fulfil purchase",
+            "fulfil_purchase_request",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/purchase-requests/{}/fulfil", t.org, f.id),
             |_, _| Some(json!({})),
@@ -378,7 +393,7 @@ fn cases() -> Vec<Case> {
             Prep::Purchase,
         ),
         c(
-            "reject purchase",
+            "reject_purchase_request",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/purchase-requests/{}/reject", t.org, f.id),
             |_, _| Some(json!({})),
@@ -387,7 +402,7 @@ fn cases() -> Vec<Case> {
             Prep::Purchase,
         ),
         c(
-            "list users",
+            "list_users",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users", t.org),
             none,
@@ -396,7 +411,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create user",
+            "create_user",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/users", t.org),
             |_, _| Some(json!({ "email": format!("n{}@m.example", rand_suffix()) })),
@@ -405,7 +420,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get user",
+            "get_user",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users/{}", t.org, t.user),
             none,
@@ -414,7 +429,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "patch user",
+            "update_user",
             Method::PATCH,
             |t, _| format!("/api/v1/orgs/{}/users/{}", t.org, t.user),
             |_, _| Some(json!({ "display_name": "Anna" })),
@@ -423,7 +438,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "delete user",
+            "delete_user",
             Method::DELETE,
             |t, f| format!("/api/v1/orgs/{}/users/{}", t.org, f.user),
             none,
@@ -432,7 +447,7 @@ fn cases() -> Vec<Case> {
             Prep::User,
         ),
         c(
-            "user licences",
+            "list_user_licenses",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users/{}/licenses", t.org, t.user),
             none,
@@ -441,7 +456,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "change licences",
+            "change_user_licenses",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/users/{}/licenses", t.org, f.user),
             |_, _| Some(json!({ "add": [{ "product": "meetings" }] })),
@@ -450,7 +465,7 @@ fn cases() -> Vec<Case> {
             Prep::User,
         ),
         c(
-            "export users",
+            "export_users_csv",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users.csv", t.org),
             none,
@@ -461,7 +476,7 @@ fn cases() -> Vec<Case> {
         Case {
             csv: true,
             ..c(
-                "import users",
+                "import_users_csv",
                 Method::POST,
                 |t, _| format!("/api/v1/orgs/{}/imports?mode=add_only", t.org),
                 none,
@@ -473,7 +488,7 @@ fn cases() -> Vec<Case> {
         Case {
             changes_nothing: true,
             ..c(
-                "license summary",
+                "summarize_licenses",
                 Method::POST,
                 |t, _| format!("/api/v1/orgs/{}/license-summary", t.org),
                 |t, _| Some(json!({ "users": [t.user] })),
@@ -483,7 +498,7 @@ fn cases() -> Vec<Case> {
             )
         },
         c(
-            "license job",
+            "create_license_job",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/license-jobs", t.org),
             |t, _| Some(json!({ "users": [t.user], "add": [{ "product": "meetings" }] })),
@@ -492,7 +507,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get job",
+            "get_job",
             Method::GET,
             |t, _| format!("/api/v1/jobs/{}", t.job),
             none,
@@ -501,7 +516,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "job results",
+            "list_job_results",
             Method::GET,
             |t, _| format!("/api/v1/jobs/{}/results", t.job),
             none,
@@ -513,7 +528,7 @@ fn cases() -> Vec<Case> {
             // A job may have ended before the cancel arrives: 409 then.
             ok: &[202, 409],
             ..c(
-                "cancel job",
+                "cancel_job",
                 Method::POST,
                 |_, f| format!("/api/v1/jobs/{}/cancel", f.id),
                 |_, _| Some(json!({})),
@@ -523,7 +538,7 @@ fn cases() -> Vec<Case> {
             )
         },
         c(
-            "audit events",
+            "list_audit_events",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/audit-events", t.org),
             none,
@@ -532,7 +547,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list templates",
+            "list_license_templates",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/license-templates", t.org),
             none,
@@ -541,7 +556,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create template",
+            "create_license_template",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/license-templates", t.org),
             |_, _| Some(json!({ "name": "T", "scope": "org", "enabled": false, "licenses": [{ "product": "meetings" }] })),
@@ -550,7 +565,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get template",
+            "get_license_template",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/license-templates/{}", t.org, t.template),
             none,
@@ -559,7 +574,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "patch template",
+            "update_license_template",
             Method::PATCH,
             |t, _| format!("/api/v1/orgs/{}/license-templates/{}", t.org, t.template),
             |_, _| Some(json!({ "name": "T2" })),
@@ -568,7 +583,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "delete template",
+            "delete_license_template",
             Method::DELETE,
             |t, f| format!("/api/v1/orgs/{}/license-templates/{}", t.org, f.id),
             none,
@@ -577,7 +592,7 @@ fn cases() -> Vec<Case> {
             Prep::Template,
         ),
         c(
-            "apply template",
+            "apply_license_template",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/license-templates/{}/apply", t.org, t.template),
             |_, _| Some(json!({ "dry_run": true })),
@@ -586,7 +601,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "list queues",
+            "list_queues",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/queues", t.org),
             none,
@@ -595,7 +610,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "create queue",
+            "create_queue",
             Method::POST,
             |t, _| format!("/api/v1/orgs/{}/queues", t.org),
             |_, _| Some(json!({ "name": "Q", "kind": "call", "product": "meetings" })),
@@ -604,7 +619,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "get queue",
+            "get_queue",
             Method::GET,
             |t, f| format!("/api/v1/orgs/{}/queues/{}", t.org, f.id),
             none,
@@ -613,7 +628,7 @@ fn cases() -> Vec<Case> {
             Prep::Queue,
         ),
         c(
-            "delete queue",
+            "delete_queue",
             Method::DELETE,
             |t, f| format!("/api/v1/orgs/{}/queues/{}", t.org, f.id),
             none,
@@ -622,7 +637,7 @@ fn cases() -> Vec<Case> {
             Prep::Queue,
         ),
         c(
-            "add queue member",
+            "add_queue_member",
             Method::POST,
             |t, f| format!("/api/v1/orgs/{}/queues/{}/members", t.org, f.id),
             |_, f| Some(json!({ "user": f.user })),
@@ -631,7 +646,7 @@ fn cases() -> Vec<Case> {
             Prep::Queue,
         ),
         c(
-            "remove queue member",
+            "remove_queue_member",
             Method::DELETE,
             |t, f| format!("/api/v1/orgs/{}/queues/{}/members/{}", t.org, f.id, f.user),
             none,
@@ -640,7 +655,7 @@ fn cases() -> Vec<Case> {
             Prep::QueueMember,
         ),
         c(
-            "user queues",
+            "list_user_queues",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users/{}/queues", t.org, t.user),
             none,
@@ -649,7 +664,7 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
-            "leave all queues",
+            "leave_all_queues",
             Method::DELETE,
             |t, f| format!("/api/v1/orgs/{}/users/{}/queues", t.org, f.user),
             none,
@@ -899,7 +914,35 @@ fn expected(role: Role, own: bool, scope: Scope, actions: &[Action]) -> Option<u
     }
 }
 
+/// Every operation the server registers that needs a token, by operationId
+/// (from the OpenAPI document, which comes from the same registrations as
+/// the router): a route added without a case here fails this test.
+fn registered_operations() -> std::collections::BTreeSet<String> {
+    let doc = serde_json::to_value(allot_server::openapi()).expect("document");
+    let mut ops = std::collections::BTreeSet::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for op in item.as_object().expect("operations").values() {
+            if op["security"] != json!([{}]) {
+                ops.insert(op["operationId"].as_str().expect("operationId").to_string());
+            }
+        }
+    }
+    ops
+}
+
 async fn every_endpoint_every_role_every_tenant(backend: Backend) {
+    let cased: std::collections::BTreeSet<String> = cases().iter().map(|c| c.name.to_string()).collect();
+    let registered = registered_operations();
+    assert_eq!(
+        registered.difference(&cased).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "registered operations without a case in the role matrix"
+    );
+    assert_eq!(
+        cased.difference(&registered).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "cases of operations that are not registered"
+    );
     let app = spawn(backend).await;
     product(&app, "meetings", "meetings").await;
     let mine = tenant(&app, "Mine").await;
