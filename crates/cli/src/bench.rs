@@ -49,6 +49,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         requests: usize,
     },
+    /// One org of N users: lookups by email vs. by id (p50/p99), and reads
+    /// of one user under load vs. /healthz from the same connections.
+    Users {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Sequential lookups (after 20 to warm up).
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// Concurrent connections of the load phase.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds each load measurement lasts.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Single-user licence changes over HTTP vs. raw guarded update + insert.
     Licenses {
         /// sqlite, postgres or all.
@@ -86,6 +104,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Planner => crate::bench_planner::run()?,
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
         BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
+        BenchCommand::Users {
+            backend,
+            users,
+            requests,
+            connections,
+            seconds,
+        } => crate::bench_users::run(&backend, users, requests, connections, seconds).await?,
         BenchCommand::Customers {
             backend,
             customers,

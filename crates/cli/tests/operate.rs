@@ -314,3 +314,164 @@ async fn postgres_stops_gracefully_and_the_other_server_resumes_at_once() {
     let url = cluster.create_database("stop").expect("database");
     stops_gracefully(&url, true).await;
 }
+
+async fn status_of(client: &reqwest::Client, url: &str, token: &str, path: &str) -> (u16, Value) {
+    let r = client.get(format!("{url}{path}")).bearer_auth(token).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `check` holds (polling every 20 ms) and returns how long that took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two servers on one database, each caching tokens and the catalogue: a
+/// product changed through one, a token revoked through it (or at the
+/// command line), and the other follows within a second.
+async fn caches_follow_other_servers(database: &str) {
+    use reqwest::Method;
+    let admin = token(database);
+    let (_a, a) = serve(database);
+    let (_b, b) = serve(database);
+    let client = reqwest::Client::new();
+    let product = json!({ "code": "messaging", "name": "Messaging", "family": "messaging" });
+    call(&client, &a, &admin, Method::POST, "/api/v1/products", Some(product)).await;
+    let org = call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        "/api/v1/orgs",
+        Some(json!({ "name": "Cache AB" })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let items = json!([{ "product": "messaging", "quantity": 5 }]);
+    let sub = json!({ "start_date": "2026-01-01", "end_date": "2030-01-01", "items": items });
+    call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/subscriptions"),
+        Some(sub),
+    )
+    .await;
+    // B reads (and caches) the catalogue through the licences overview.
+    let overview = format!("/api/v1/orgs/{org}/licenses");
+    let (_, v) = status_of(&client, &b, &admin, &overview).await;
+    assert_eq!(v["items"][0]["name"], "Messaging");
+    call(
+        &client,
+        &a,
+        &admin,
+        Method::PATCH,
+        "/api/v1/products/messaging",
+        Some(json!({ "name": "Messaging Pro" })),
+    )
+    .await;
+    // At once on A...
+    let (_, v) = status_of(&client, &a, &admin, &overview).await;
+    assert_eq!(v["items"][0]["name"], "Messaging Pro");
+    // ...and within a second on B.
+    let took = within(Duration::from_secs(1), "B seeing the renamed product", || {
+        let (client, b, admin, overview) = (client.clone(), b.clone(), admin.clone(), overview.clone());
+        async move { status_of(&client, &b, &admin, &overview).await.1["items"][0]["name"] == "Messaging Pro" }
+    })
+    .await;
+    eprintln!("catalogue change seen by the other server after {took:?}");
+    // A token B has cached, revoked through A: at once on A, within a second on B.
+    let doomed = call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "role": "org_read_only", "org": org })),
+    )
+    .await;
+    let (doomed_id, doomed) = (
+        doomed["id"].as_str().unwrap().to_string(),
+        doomed["token"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(status_of(&client, &b, &doomed, &overview).await.0, 200);
+    let r = client
+        .delete(format!("{a}/api/v1/tokens/{doomed_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(status_of(&client, &a, &doomed, &overview).await.0, 401);
+    let took = within(Duration::from_secs(1), "B refusing the revoked token", || {
+        let (client, b, doomed, overview) = (client.clone(), b.clone(), doomed.clone(), overview.clone());
+        async move { status_of(&client, &b, &doomed, &overview).await.0 == 401 }
+    })
+    .await;
+    eprintln!("revocation seen by the other server after {took:?}");
+    // Revoked at the command line: both servers refuse it within a second.
+    let other = call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "role": "org_read_only", "org": org })),
+    )
+    .await;
+    let (other_id, other) = (
+        other["id"].as_str().unwrap().to_string(),
+        other["token"].as_str().unwrap().to_string(),
+    );
+    for url in [&a, &b] {
+        assert_eq!(status_of(&client, url, &other, &overview).await.0, 200);
+    }
+    let (ok, _, err, _) = run(&["admin", "revoke-token", "--database", database, "--id", &other_id]);
+    assert!(ok, "{err}");
+    for url in [&a, &b] {
+        within(
+            Duration::from_secs(1),
+            "a server refusing the token revoked at the command line",
+            || {
+                let (client, url, other, overview) = (client.clone(), url.clone(), other.clone(), overview.clone());
+                async move { status_of(&client, &url, &other, &overview).await.0 == 401 }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_caches_follow_other_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("caches.db");
+    caches_follow_other_servers(db.to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_caches_follow_other_servers() {
+    let cluster = match allot_pgtemp::PgCluster::start(false) {
+        Ok(c) => c,
+        Err(e) if allot_pgtemp::skip_allowed() => {
+            eprintln!("SKIPPING (ALLOT_SKIP_POSTGRES=1): {e}");
+            return;
+        }
+        Err(e) => panic!("PostgreSQL cannot be started: {e}"),
+    };
+    let url = cluster.create_database("caches").expect("database");
+    caches_follow_other_servers(&url).await;
+}

@@ -10,6 +10,7 @@ use allot_domain::access::{Principal, Role};
 use allot_domain::{Code, Error};
 use allot_store::{tokens, Store};
 
+use crate::app::cache::CachedToken;
 use crate::app::App;
 
 /// A new API token: 32 random bytes, shown once, stored only as its SHA-256.
@@ -67,10 +68,33 @@ pub(crate) async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> 
     let token = bearer(headers)?;
     let hash = hash_token(token);
     let now = app.clock.now();
-    let mut tx = app.store.read_conn().await?;
-    let found = tokens::principal_by_hash(&mut tx, &hash, now).await?;
-    drop(tx);
-    let (principal, last_used) = found.ok_or_else(|| Error::new(Code::Unauthenticated, "The API token is unknown, expired or revoked."))?;
+    let cached = match app.caches.token(&hash, now) {
+        Some(c) => c,
+        None => {
+            let generation = app.caches.tokens_generation();
+            let mut tx = app.store.read_conn().await?;
+            let found = tokens::principal_by_hash(&mut tx, &hash, now).await?;
+            drop(tx);
+            let live = found.ok_or_else(|| Error::new(Code::Unauthenticated, "The API token is unknown, expired or revoked."))?;
+            let cached = CachedToken {
+                principal: live.principal,
+                // A stored time that does not parse would make the token
+                // never expire in the cache: refuse it instead.
+                expires_at: match &live.expires_at {
+                    None => None,
+                    Some(t) => Some(
+                        chrono::DateTime::parse_from_rfc3339(t)
+                            .map_err(|e| Error::internal(format!("a token's stored expiry {t:?} is unreadable: {e}")))?
+                            .with_timezone(&chrono::Utc),
+                    ),
+                },
+                last_used_at: live.last_used_at,
+            };
+            app.caches.remember_token(hash.clone(), cached.clone(), generation);
+            cached
+        }
+    };
+    let (principal, last_used) = (cached.principal, cached.last_used_at);
     if let Err(wait) = app.rate.take(&principal.token_id) {
         return Err(Error::new(
             Code::RateLimited,
@@ -83,6 +107,9 @@ pub(crate) async fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> 
     }
     let stale = last_used.is_none_or(|t| t < allot_store::ts(now - LAST_USED_GRANULARITY));
     if stale {
+        // Noted in the cache at once, so that the requests that follow do
+        // not write it again.
+        app.caches.note_token_use(&hash, allot_store::ts(now));
         // Off the request's path: a slow or failed note must not delay or
         // fail the request.
         let store = app.store.clone();

@@ -243,6 +243,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let worker = worker::Worker::start(app.clone());
+    let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
     let limits = app.config.limits.connections;
     let grace = app.config.shutdown_grace;
     let flag = app.clone();
@@ -252,5 +253,6 @@ pub async fn serve(
     };
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
+    caches.abort();
     served
 }

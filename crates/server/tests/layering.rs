@@ -33,7 +33,17 @@ fn refuse(dir: &str, forbidden: &[&str]) {
 fn the_use_cases_know_nothing_of_http() {
     refuse(
         "app",
-        &["axum", "hyper", "http::", "crate::api", "crate::extract", "crate::problem", "crate::observe", "crate::worker", "Json<"],
+        &[
+            "axum",
+            "hyper",
+            "http::",
+            "crate::api",
+            "crate::extract",
+            "crate::problem",
+            "crate::observe",
+            "crate::worker",
+            "Json<",
+        ],
     );
 }
 

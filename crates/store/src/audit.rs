@@ -61,14 +61,16 @@ pub struct AuditFilter {
 }
 
 pub async fn list(tx: &mut Tx, org: &str, f: &AuditFilter, after: Option<&str>, limit: i64) -> Result<Vec<AuditEvent>, StoreError> {
-    let rows = tx
-        .rows(
-            "SELECT id, at, actor, action, target, before_state, after_state, request_id FROM audit_events \
-             WHERE org_id = $1 AND id > $2 AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR actor = $4) AND ($5 IS NULL OR action = $5) \
-             ORDER BY id LIMIT $6",
-            args![org, after.unwrap_or(""), f.since.clone(), f.actor.clone(), f.action.clone(), limit],
-        )
-        .await?;
+    let mut q = crate::filtered::Filtered::new(
+        "SELECT id, at, actor, action, target, before_state, after_state, request_id FROM audit_events \
+         WHERE org_id = $1 AND id > $2",
+        args![org, after.unwrap_or("")].to_vec(),
+    );
+    q.and("at >= ?", f.since.clone())
+        .and("actor = ?", f.actor.clone())
+        .and("action = ?", f.action.clone())
+        .then(" ORDER BY id LIMIT ?", limit);
+    let rows = tx.rows(&q.sql, &q.args).await?;
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     rows.iter()
         .map(|r| {

@@ -126,7 +126,9 @@ pub async fn insert(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>
             format!("A product with code {} already exists.", p.code),
         )
         .into()),
-        other => other.map(|_| ()),
+        Err(e) => Err(e),
+        // Servers that cached the catalogue read it again.
+        Ok(_) => crate::cache_versions::bump(tx, crate::cache_versions::Cached::Catalogue).await,
     }
 }
 
@@ -145,5 +147,5 @@ pub async fn update(tx: &mut Tx, p: &Product, now: chrono::DateTime<chrono::Utc>
         ],
     )
     .await?;
-    Ok(())
+    crate::cache_versions::bump(tx, crate::cache_versions::Cached::Catalogue).await
 }

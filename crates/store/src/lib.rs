@@ -10,9 +10,11 @@
 //! unit of work on serialization failures, deadlocks and busy errors.
 
 pub mod audit;
+pub mod cache_versions;
 pub mod catalogue;
 pub mod customers;
 mod db;
+mod filtered;
 pub mod jobs;
 pub mod licence_epochs;
 pub mod licenses;

@@ -4,7 +4,20 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8), (9, V9)];
+
+/// What servers cache (tokens, the catalogue, orgs) has a version here, bumped in
+/// the transaction that changes it: every server polls the versions and
+/// drops a cache whose version moved (see `crate::cache_versions`).
+const V9: &str = r#"
+CREATE TABLE cache_versions (
+    name TEXT NOT NULL PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+INSERT INTO cache_versions (name, version) VALUES ('tokens', 0);
+INSERT INTO cache_versions (name, version) VALUES ('catalogue', 0);
+INSERT INTO cache_versions (name, version) VALUES ('orgs', 0);
+"#;
 
 /// Tokens say when they were last used and may expire; stored idempotent
 /// answers expire and are purged by age, hence the index.

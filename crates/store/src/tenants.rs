@@ -47,12 +47,12 @@ fn partner_from(r: &Row) -> Result<Partner, StoreError> {
 }
 
 pub async fn list_partners(tx: &mut Tx, only: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<Partner>, StoreError> {
-    let rows = tx
-        .rows(
-            "SELECT id, name, created_at FROM partners WHERE id > $1 AND ($2 IS NULL OR id = $2) ORDER BY id LIMIT $3",
-            args![after.unwrap_or(""), only, limit],
-        )
-        .await?;
+    let mut q = crate::filtered::Filtered::new(
+        "SELECT id, name, created_at FROM partners WHERE id > $1",
+        args![after.unwrap_or("")].to_vec(),
+    );
+    q.and("id = ?", only).then(" ORDER BY id LIMIT ?", limit);
+    let rows = tx.rows(&q.sql, &q.args).await?;
     rows.iter().map(partner_from).collect()
 }
 
@@ -101,14 +101,14 @@ pub struct OrgScope {
 }
 
 pub async fn list_orgs(tx: &mut Tx, scope: &OrgScope, after: Option<&str>, limit: i64) -> Result<Vec<Org>, StoreError> {
-    let rows = tx
-        .rows(
-            &format!(
-                "SELECT {ORG_COLUMNS} FROM orgs WHERE id > $1 AND ($2 IS NULL OR partner_id = $2) AND ($3 IS NULL OR id = $3) ORDER BY id LIMIT $4"
-            ),
-            args![after.unwrap_or(""), scope.partner.as_deref(), scope.org.as_deref(), limit],
-        )
-        .await?;
+    let mut q = crate::filtered::Filtered::new(
+        format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id > $1"),
+        args![after.unwrap_or("")].to_vec(),
+    );
+    q.and("partner_id = ?", scope.partner.as_deref())
+        .and("id = ?", scope.org.as_deref())
+        .then(" ORDER BY id LIMIT ?", limit);
+    let rows = tx.rows(&q.sql, &q.args).await?;
     rows.iter().map(org_from).collect()
 }
 
@@ -143,7 +143,8 @@ pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
         args![&org.id, &org.name, org.partner.as_deref(), org.default_usage_location.as_deref(), org.payment_method_on_file, org.self_service_purchase, ts(now)],
     )
     .await?;
-    Ok(())
+    // Servers that cached the org (its partner decides who sees it) drop it.
+    crate::cache_versions::bump(tx, crate::cache_versions::Cached::Orgs).await
 }
 
 fn site_from(r: &crate::Row) -> Result<Site, StoreError> {

@@ -97,6 +97,10 @@ pub async fn revoke(tx: &mut Tx, id: &str, now: chrono::DateTime<chrono::Utc>) -
             args![id, ts(now)],
         )
         .await?;
+    if n == 1 {
+        // Servers that cached the token drop it.
+        crate::cache_versions::bump(tx, crate::cache_versions::Cached::Tokens).await?;
+    }
     Ok(n == 1)
 }
 
@@ -107,16 +111,20 @@ pub async fn touch(tx: &mut Tx, id: &str, now: chrono::DateTime<chrono::Utc>) ->
     Ok(())
 }
 
-/// The holder of a live token (not revoked, not expired at `now`), with
-/// when it was last used.
-pub async fn principal_by_hash(
-    tx: &mut Tx,
-    token_hash: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<(Principal, Option<String>)>, StoreError> {
+/// A live token as authentication needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveToken {
+    pub principal: Principal,
+    pub last_used_at: Option<String>,
+    /// When it stops working, if ever (RFC 3339 as stored).
+    pub expires_at: Option<String>,
+}
+
+/// The holder of a live token (not revoked, not expired at `now`).
+pub async fn principal_by_hash(tx: &mut Tx, token_hash: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<LiveToken>, StoreError> {
     let Some(r) = tx
         .opt_row(
-            "SELECT id, role, partner_id, org_id, last_used_at FROM api_tokens
+            "SELECT id, role, partner_id, org_id, last_used_at, expires_at FROM api_tokens
              WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
             args![token_hash, ts(now)],
         )
@@ -125,15 +133,16 @@ pub async fn principal_by_hash(
         return Ok(None);
     };
     let role = Role::parse(&r.text(1)?).ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
-    Ok(Some((
-        Principal {
+    Ok(Some(LiveToken {
+        principal: Principal {
             token_id: r.text(0)?,
             role,
             partner: r.opt_text(2)?,
             org: r.opt_text(3)?,
         },
-        r.opt_text(4)?,
-    )))
+        last_used_at: r.opt_text(4)?,
+        expires_at: r.opt_text(5)?,
+    }))
 }
 
 /// The state of an idempotency key for one token.

@@ -103,45 +103,57 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 /// `kind=external` lists the external users who hold a licence: one whose
 /// last licence is removed drops off that list but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-    let q = f.q.as_ref().map(|q| format!("%{}%", crate::escape_like(&q.to_lowercase())));
-    let rows = tx
-        .rows(
-            &format!(
-                "SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2 \
-                 AND ($3 IS NULL OR email_normalized = $3) AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR status = $5) \
-                 AND ($4 IS NULL OR $4 <> 'external' OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = users.org_id AND a.user_id = users.id)) \
-                 AND ($6 IS NULL OR email_normalized LIKE $6 ESCAPE '\\' OR LOWER(display_name) LIKE $6 ESCAPE '\\') \
-                 ORDER BY id LIMIT $7"
-            ),
-            args![
-                org,
-                after.unwrap_or(""),
-                f.email.as_ref().map(|e| e.to_lowercase()),
-                f.kind.map(|k| k.as_str()),
-                f.status.map(|s| s.as_str()),
-                q,
-                limit
-            ],
-        )
-        .await?;
+    let mut q = crate::filtered::Filtered::new(
+        format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2"),
+        args![org, after.unwrap_or("")].to_vec(),
+    );
+    q.and("email_normalized = ?", f.email.as_ref().map(|e| e.to_lowercase()))
+        .and("kind = ?", f.kind.map(|k| k.as_str()))
+        .and("status = ?", f.status.map(|s| s.as_str()));
+    if f.kind == Some(UserKind::External) {
+        q.sql
+            .push_str(" AND EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = users.org_id AND a.user_id = users.id)");
+    }
+    q.and(
+        "(email_normalized LIKE ? ESCAPE '\\' OR LOWER(display_name) LIKE ? ESCAPE '\\')",
+        f.q.as_ref().map(|q| format!("%{}%", crate::escape_like(&q.to_lowercase()))),
+    )
+    .then(" ORDER BY id LIMIT ?", limit);
+    let rows = tx.rows(&q.sql, &q.args).await?;
     let mut users: Vec<User> = rows.iter().map(user_from).collect::<Result<_, _>>()?;
     load_links(tx, org, &mut users).await?;
     Ok(users)
 }
 
+/// One user with its site-admin roles and groups, in one statement (the
+/// links aggregated as comma-separated ids: ids hold no commas).
 pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, StoreError> {
-    let Some(row) = tx
-        .opt_row(
-            &format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id = $2"),
-            args![org, id],
-        )
-        .await?
-    else {
+    let links = |table: &str, column: &str| match tx.backend() {
+        Backend::Sqlite => format!("(SELECT group_concat({column}, ',') FROM {table} WHERE org_id = $1 AND user_id = $2)"),
+        Backend::Postgres => format!("(SELECT string_agg({column}, ',') FROM {table} WHERE org_id = $1 AND user_id = $2)"),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS}, {}, {} FROM users WHERE org_id = $1 AND id = $2",
+        links("user_site_admins", "site_id"),
+        links("group_members", "group_id")
+    );
+    let Some(row) = tx.opt_row(&sql, args![org, id]).await? else {
         return Ok(None);
     };
-    let mut users = vec![user_from(&row)?];
-    load_links(tx, org, &mut users).await?;
-    Ok(users.pop())
+    let mut user = user_from(&row)?;
+    let split = |v: Option<String>| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .iter()
+            .flat_map(|s| s.split(','))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        ids
+    };
+    user.site_admin_of = split(row.opt_text(6)?);
+    user.groups = split(row.opt_text(7)?);
+    Ok(Some(user))
 }
 
 /// The user (without site-admin roles and groups), the version of its
@@ -437,25 +449,23 @@ pub async fn ids_matching(
         .email_domain
         .as_ref()
         .map(|d| format!("%@{}", crate::escape_like(&d.trim_start_matches('@').to_lowercase())));
+    let mut q = crate::filtered::Filtered::new("FROM users u WHERE u.org_id = $1 AND u.id > $2", args![org, after].to_vec());
+    q.and(
+        "EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = ? AND g.user_id = u.id)",
+        filter.group.clone(),
+    )
+    .and("u.email_normalized LIKE ? ESCAPE '\\'", domain)
+    .and(
+        "EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = ?)",
+        filter.has_product.as_ref().map(|p| p.to_string()),
+    )
+    .and(
+        "EXISTS (SELECT 1 FROM assignments s WHERE s.org_id = u.org_id AND s.user_id = u.id AND s.subscription_id = ?)",
+        filter.subscription.clone(),
+    )
+    .then(" ORDER BY u.id LIMIT ?", limit);
     let mut ids: Vec<String> = tx
-        .rows_packed(
-            &["u.id"],
-            "FROM users u WHERE u.org_id = $1 AND u.id > $2 \
-         AND ($3 IS NULL OR EXISTS (SELECT 1 FROM group_members g WHERE g.org_id = u.org_id AND g.group_id = $3 AND g.user_id = u.id)) \
-         AND ($4 IS NULL OR u.email_normalized LIKE $4 ESCAPE '\\') \
-         AND ($5 IS NULL OR EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = $5)) \
-         AND ($7 IS NULL OR EXISTS (SELECT 1 FROM assignments s WHERE s.org_id = u.org_id AND s.user_id = u.id AND s.subscription_id = $7)) \
-         ORDER BY u.id LIMIT $6",
-            args![
-                org,
-                after,
-                filter.group.clone(),
-                domain,
-                filter.has_product.as_ref().map(|p| p.to_string()),
-                limit,
-                filter.subscription.clone()
-            ],
-        )
+        .rows_packed(&["u.id"], &q.sql, &q.args)
         .await?
         .iter()
         .map(|r| r.text(0))

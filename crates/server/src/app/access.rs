@@ -63,10 +63,16 @@ impl Caller {
     /// Loads an org the caller may see (else 404, whether or not it exists)
     /// and checks the role may do `action` there (else 403).
     pub async fn org(&self, tx: &mut Tx, org_id: &str, action: Action) -> Result<Org, Error> {
-        let org = tenants::get_org(tx, org_id)
-            .await?
+        let org = tenants::get_org(tx, org_id).await?;
+        self.check_org(org, org_id, action)
+    }
+
+    /// The org as read, if the caller may see it (else 404, whether or not
+    /// it exists) and may do `action` there (else 403).
+    pub fn check_org(&self, org: Option<Org>, org_id: &str, action: Action) -> Result<Org, Error> {
+        let org = org
             .filter(|o| self.principal.covers_org(&o.id, o.partner.as_deref()))
-            .ok_or_else(|| Error::not_found(format!("Organisation {org_id}")))?;
+            .ok_or_else(|| Error::not_found(format!("Organisation {}", allot_domain::types::excerpt(org_id))))?;
         self.require(action)?;
         Ok(org)
     }

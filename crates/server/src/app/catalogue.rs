@@ -167,6 +167,7 @@ pub async fn create_product(app: &App, caller: &Caller, input: ProductInput) -> 
         .await?;
         Ok::<_, StoreError>(p.clone())
     })?;
+    app.caches.catalogue_changed();
     Ok(p.into())
 }
 
@@ -213,6 +214,7 @@ pub async fn update_product(app: &App, caller: &Caller, code: &str, patch: Produ
         .await?;
         Ok::<_, StoreError>(p)
     })?;
+    app.caches.catalogue_changed();
     Ok(p.into())
 }
 
@@ -331,5 +333,8 @@ pub async fn apply_catalogue(app: &App, caller: &Caller, doc: CatalogueDocument,
             left_alone,
         })
     })?;
+    if !dry_run {
+        app.caches.catalogue_changed();
+    }
     Ok(changes)
 }

@@ -59,10 +59,10 @@ pub struct OverviewRow {
 
 /// The org's seats: one row per subscription item.
 pub async fn list_org_licenses(app: &App, caller: &Caller, org: &str) -> Result<Paged<OverviewRow>, Error> {
+    let org = app.visible_org(caller, org, Action::ReadLicenses).await?;
     let mut tx = app.store.read_conn().await?;
-    let org = caller.org(&mut tx, org, Action::ReadLicenses).await?;
     let rows = subscriptions::license_rows(&mut tx, &org.id).await?;
-    let cat = catalogue::all(&mut tx).await?;
+    let cat = app.catalogue().await?;
     let buy_more = if org.self_service_purchase && org.payment_method_on_file {
         BuyMore {
             purchase_request: true,
@@ -129,8 +129,8 @@ pub struct UserLicenses {
 }
 
 pub async fn list_user_licenses(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserLicenses, Error> {
+    let org = app.visible_org(caller, org, Action::ReadLicenses).await?;
     let mut tx = app.store.read_conn().await?;
-    let org = caller.org(&mut tx, org, Action::ReadLicenses).await?;
     // Which licences a person holds is user data (sales agents may not read it).
     caller.require(Action::ReadUsers)?;
     users::get(&mut tx, &org.id, user)
@@ -164,8 +164,35 @@ struct Snapshot {
     pools: Vec<Pool>,
 }
 
-/// The caller has checked scope and role for `org`.
-async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &LicenseChange) -> Result<Snapshot, Error> {
+/// The products named and, transitively, every product they require, out
+/// of the whole catalogue: what the planner needs to add required products
+/// and to check removals.
+fn with_requirements(all: &HashMap<ProductCode, Product>, codes: &[&ProductCode]) -> HashMap<ProductCode, Product> {
+    let mut found: HashMap<ProductCode, Product> = HashMap::new();
+    let mut todo: Vec<&ProductCode> = codes.to_vec();
+    while let Some(code) = todo.pop() {
+        if found.contains_key(code) {
+            continue;
+        }
+        // A code not in the catalogue is left out: the planner reports it.
+        if let Some(p) = all.get(code) {
+            todo.extend(p.rules.requires.iter());
+            found.insert(code.clone(), p.clone());
+        }
+    }
+    found
+}
+
+/// The caller has checked scope and role for `org`. `catalogue`: the whole
+/// catalogue when the caller has it (cached), else the products needed are
+/// read in `rd`.
+async fn read_snapshot(
+    rd: &mut Tx,
+    org: &tenants::Org,
+    user_id: &str,
+    change: &LicenseChange,
+    catalogue: Option<&HashMap<ProductCode, Product>>,
+) -> Result<Snapshot, Error> {
     // First: a change landing between this and the reads below (no
     // snapshot isolation on a read connection) then only makes the claim fail.
     let (user, version, chunks_ahead) = users::licence_state(rd, &org.id, user_id)
@@ -181,7 +208,10 @@ async fn read_snapshot(rd: &mut Tx, org: &tenants::Org, user_id: &str, change: &
         .collect();
     let mut seen = HashSet::new();
     codes.retain(|c| seen.insert(*c));
-    let catalogue = catalogue::with_requirements(rd, &codes).await?;
+    let catalogue = match catalogue {
+        Some(all) => with_requirements(all, &codes),
+        None => catalogue::with_requirements(rd, &codes).await?,
+    };
     // Pools for what is added and, when asked to, for what that requires.
     let mut pool_products: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
     if change.add_required {
@@ -290,7 +320,7 @@ pub(crate) async fn change_within(
     today: chrono::NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Result<LicensePlan, Vec<Violation>>, StoreError> {
-    let snap = read_snapshot(tx, org, user_id, change).await?;
+    let snap = read_snapshot(tx, org, user_id, change, None).await?;
     match plan_for(&snap, change, today) {
         Err(refused) => Ok(Err(refused)),
         Ok(plan) => {
@@ -355,10 +385,11 @@ async fn apply_license_change(
         let now = app.clock.now();
         let today = app.clock.today();
         let (tx, result) = if attempt < OPTIMISTIC_ATTEMPTS {
+            let catalogue = app.catalogue().await?;
+            let org = app.visible_org(caller, org_id, Action::WriteLicenses).await?;
             let (org, snap) = {
                 let mut rd = app.store.read_conn().await?;
-                let org = caller.org(&mut rd, org_id, Action::WriteLicenses).await?;
-                let snap = read_snapshot(&mut rd, &org, user_id, change).await?;
+                let snap = read_snapshot(&mut rd, &org, user_id, change, Some(&catalogue)).await?;
                 (org, snap)
             };
             let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
@@ -373,7 +404,7 @@ async fn apply_license_change(
                     // failed claim gets here, and it wrote nothing: a claim
                     // that went through has checked the chunk count.
                     Err(StoreError::Replan(_)) if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
-                        let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
+                        let snap = read_snapshot(&mut tx, &org, user_id, change, Some(&catalogue)).await?;
                         let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
                         write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;
                         Ok((snap, plan))
@@ -393,7 +424,7 @@ async fn apply_license_change(
                 // Scope first: nothing is locked in another tenant's org.
                 let org = caller.org(&mut tx, org_id, Action::WriteLicenses).await?;
                 users::lock_licences(&mut tx, org_id, &[user_id.to_string()]).await?;
-                let snap = read_snapshot(&mut tx, &org, user_id, change).await?;
+                let snap = read_snapshot(&mut tx, &org, user_id, change, None).await?;
                 let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
                 write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;
                 Ok((snap, plan))

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod cache;
 pub mod catalogue;
 pub mod customers;
 pub mod etag;
@@ -109,6 +110,8 @@ pub struct App {
     pub(crate) rate: Arc<crate::ratelimit::RateLimiter>,
     /// Set once shutdown has begun (`/readyz` then answers 503).
     shutting_down: Arc<AtomicBool>,
+    /// Tokens and the catalogue, kept exact (see [`cache`]).
+    pub(crate) caches: Arc<cache::Caches>,
 }
 
 impl App {
@@ -122,6 +125,7 @@ impl App {
             metrics: Arc::new(crate::metrics::Metrics::default()),
             rate: Arc::new(rate),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            caches: Arc::new(cache::Caches::default()),
         }
     }
 

@@ -206,8 +206,8 @@ async fn check_items(tx: &mut allot_store::Tx, items: &[ItemInput]) -> Result<()
 pub async fn list_subscriptions(app: &App, caller: &Caller, org: &str, q: &PageQuery) -> Result<Paged<SubscriptionView>, Error> {
     let page = q.page()?;
     let today = app.clock.today();
+    let org = app.visible_org(caller, org, Action::ReadSubscriptions).await?;
     let mut tx = app.store.read_conn().await?;
-    let org = caller.org(&mut tx, org, Action::ReadSubscriptions).await?;
     let subs = subscriptions::list(&mut tx, &org.id, page.after.as_deref(), page.limit + 1).await?;
     Ok(Paged::from_rows(subs, page.limit, |s| s.id.clone()).map(|s| view(&s, today)))
 }
@@ -272,8 +272,8 @@ pub async fn create_subscription(app: &App, caller: &Caller, org: &str, input: S
 }
 
 pub async fn get_subscription(app: &App, caller: &Caller, org: &str, sub: &str) -> Result<SubscriptionView, Error> {
+    let org = app.visible_org(caller, org, Action::ReadSubscriptions).await?;
     let mut tx = app.store.read_conn().await?;
-    let org = caller.org(&mut tx, org, Action::ReadSubscriptions).await?;
     let s = subscriptions::get(&mut tx, &org.id, sub)
         .await?
         .ok_or_else(|| subscriptions::not_found(sub))?;

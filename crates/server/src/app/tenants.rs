@@ -244,8 +244,7 @@ pub async fn create_org(app: &App, caller: &Caller, input: OrgInput) -> Result<O
 }
 
 pub async fn get_org(app: &App, caller: &Caller, id: &str) -> Result<OrgView, Error> {
-    let mut tx = app.store.read_conn().await?;
-    Ok(caller.org(&mut tx, id, Action::ReadOrg).await?.into())
+    Ok(app.visible_org(caller, id, Action::ReadOrg).await?.into())
 }
 
 pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, if_match: &IfMatch) -> Result<OrgView, Error> {
@@ -298,6 +297,7 @@ pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, i
         .await?;
         Ok::<_, StoreError>(org)
     })?;
+    app.caches.orgs_changed();
     Ok(org.into())
 }
 

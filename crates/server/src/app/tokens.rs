@@ -285,6 +285,8 @@ pub async fn revoke_token(app: &App, caller: &Caller, id: &str) -> Result<(), Er
         }
         Ok::<_, StoreError>(())
     })?;
+    // At once here; other servers follow the version bumped with it.
+    app.caches.tokens_changed();
     Ok(())
 }
 

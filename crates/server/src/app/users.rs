@@ -163,8 +163,8 @@ pub async fn list_users(app: &App, caller: &Caller, org: &str, q: &UserQuery) ->
         status: q.status,
         q: q.q.clone().filter(|s| !s.is_empty()),
     };
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
     let mut tx = app.store.begin_read().await?;
-    let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
     let rows = users::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
     Ok(Paged::from_rows(rows, page.limit, |u| u.id.clone()).map(UserView::from))
 }
@@ -212,8 +212,8 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput
 }
 
 pub async fn get_user(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserView, Error> {
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
     let mut tx = app.store.read_conn().await?;
-    let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
     Ok(users::get(&mut tx, &org.id, user)
         .await?
         .ok_or_else(|| user_not_found(user))?
