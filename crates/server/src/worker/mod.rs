@@ -14,6 +14,7 @@
 //! domain's planner and reads the store through the same adapters as the
 //! use cases (`crate::app`).
 
+mod chunks;
 pub(crate) mod license_job;
 pub mod per_user;
 
@@ -121,7 +122,7 @@ async fn run_worker(app: App, lease: Lease) {
                     let runs = *runs;
                     if runs >= MAX_FAILED_RUNS {
                         tracing::error!(job = %id, error = ?e, runs, "job failed too many times in a row; giving it up");
-                        if let Err(e) = license_job::give_up(&app, &org, &id, runs, &e).await {
+                        if let Err(e) = chunks::give_up(&app, &org, &id, runs, &e).await {
                             tracing::error!(job = %id, error = ?e, "cannot mark the job failed; it is retried later");
                         }
                         failed_runs.remove(&id);

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use allot_domain::bulk::{JobKind, JobState};
+use allot_domain::bulk::JobKind;
 use allot_domain::bulk::{Outcome, UserResult};
 use allot_domain::catalogue::Product;
 use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
@@ -20,7 +20,7 @@ use allot_store::jobs::{self, Job};
 use allot_store::licenses::{self, PlannedUser};
 use allot_store::{catalogue, in_transaction, new_id, subscriptions, templates, tenants, users, StoreError, Tx};
 
-use super::license_job::{keep_lease, record_chunk, reload};
+use super::chunks::{self, ChunkRun, ChunkWork};
 use super::Lease;
 use crate::app::facts::{org_facts, user_facts};
 use crate::app::App as AppState;
@@ -44,7 +44,7 @@ impl Work {
     }
 }
 
-struct Setting {
+pub(crate) struct Setting {
     work: Work,
     catalogue: HashMap<ProductCode, Product>,
     org_facts: OrgFacts,
@@ -95,69 +95,62 @@ async fn load_setting(st: &AppState, job: &Job) -> Result<Setting, Error> {
 pub async fn run(st: &AppState, owner: &Lease, job: Job) -> Result<(), Error> {
     let setting = match load_setting(st, &job).await {
         Ok(s) => s,
-        Err(e) => return super::license_job::fail(st, &job, &e).await,
+        Err(e) => return chunks::fail(st, &job, &e).await,
     };
-    let mut job = job;
-    if setting.work.dry_run() && job.done > 0 {
-        // A dry run's seat arithmetic lives in memory: start it over.
-        in_transaction!(st.store, |tx| jobs::reset_progress(&mut tx, &job.org, &job.id).await)?;
-        job = reload(st, &job).await?;
-    }
+    let job = if setting.work.dry_run() {
+        chunks::restart_dry_run(st, job).await?
+    } else {
+        job
+    };
     let pending = {
         let mut rd = st.store.read_conn().await?;
         jobs::pending_chunks(&mut rd, &job.org, &job.id).await?
     };
-    let mut dry_pools: Option<Vec<Pool>> = None;
-    for seq in pending {
-        let cancelled = {
-            let mut rd = st.store.read_conn().await?;
-            jobs::cancel_requested(&mut rd, &job.org, &job.id).await?
-        };
-        if cancelled {
-            let now = st.clock.now();
-            return in_transaction!(st.store, |tx| jobs::finish(
-                &mut tx,
-                &job.org,
-                &job.id,
-                JobState::Cancelled,
-                None,
-                now
-            )
-            .await);
-        }
-        let (today, now) = (st.clock.today(), st.clock.now());
-        if setting.work.dry_run() {
-            let mut rd = st.store.read_conn().await?;
-            if dry_pools.is_none() {
-                dry_pools = Some(pools(&mut rd, &job, &setting).await?);
-            }
-            let entries = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
-            let pools = dry_pools.as_mut().ok_or_else(|| Error::internal("dry-run pools were not read"))?;
-            let planned = plan_chunk(&mut rd, &job, &setting, &entries, pools, today, false).await?;
-            drop(rd);
-            in_transaction!(st.store, |tx| {
-                keep_lease(&mut tx, &job, owner, now).await?;
-                record_chunk(&mut tx, &job, owner, seq, &planned.results).await
-            })?;
-        } else {
-            in_transaction!(st.store, |tx| {
-                let entries = jobs::chunk_users(&mut tx, &job.org, &job.id, seq).await?;
-                let mut pools = pools(&mut tx, &job, &setting).await?;
-                let planned = plan_chunk(&mut tx, &job, &setting, &entries, &mut pools, today, true).await?;
-                apply(&mut tx, &job, &setting, &planned, now).await?;
-                keep_lease(&mut tx, &job, owner, now).await?;
-                record_chunk(&mut tx, &job, owner, seq, &planned.results).await
-            })?;
-        }
-    }
-    let done = reload(st, &job).await?;
-    let state = if done.failed > 0 {
-        JobState::CompletedWithErrors
+    let ran = if setting.work.dry_run() {
+        chunks::run_dry(st, &job, owner, &setting, pending).await?
     } else {
-        JobState::Succeeded
+        chunks::run_in_order(st, &job, owner, &setting, pending).await?
     };
+    if ran == ChunkRun::Cancelled {
+        return chunks::finish_cancelled(st, &job).await;
+    }
+    let state = chunks::end_state(st, &job).await?;
     let now = st.clock.now();
     in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, None, now).await)
+}
+
+impl ChunkWork for Setting {
+    type Plans = Planned;
+
+    async fn pools(&self, tx: &mut Tx, job: &Job) -> Result<Vec<Pool>, StoreError> {
+        pools(tx, job, self).await
+    }
+
+    /// The rows' users are found (by email for an import) and locked
+    /// inside `plan_chunk`, before what they hold is read.
+    async fn plan_locked(&self, tx: &mut Tx, job: &Job, entries: &[String], today: chrono::NaiveDate) -> Result<Planned, StoreError> {
+        let mut pools = pools(tx, job, self).await?;
+        plan_chunk(tx, job, self, entries, &mut pools, today, true).await
+    }
+
+    async fn plan_on(
+        &self,
+        tx: &mut Tx,
+        job: &Job,
+        entries: &[String],
+        pools: &mut [Pool],
+        today: chrono::NaiveDate,
+    ) -> Result<Planned, StoreError> {
+        plan_chunk(tx, job, self, entries, pools, today, false).await
+    }
+
+    fn results(plans: &Planned) -> &[UserResult] {
+        &plans.results
+    }
+
+    async fn apply(&self, tx: &mut Tx, job: &Job, plans: &Planned, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        apply(tx, job, self, plans, now).await
+    }
 }
 
 async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, StoreError> {
@@ -166,7 +159,7 @@ async fn pools(tx: &mut Tx, job: &Job, setting: &Setting) -> Result<Vec<Pool>, S
 }
 
 /// One chunk planned: results in entry order, users to create, plans to apply.
-struct Planned {
+pub(crate) struct Planned {
     results: Vec<UserResult>,
     new_users: Vec<users::User>,
     plans: Vec<(String, Vec<Held>, LicensePlan)>,
