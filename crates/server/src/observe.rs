@@ -84,6 +84,7 @@ pub async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Re
     }
     let took = started.elapsed();
     let token = slot.0.get().map(String::as_str).unwrap_or("-");
+    let token = tracing::field::display(token);
     let latency_ms = took.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::error!(
