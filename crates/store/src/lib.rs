@@ -16,7 +16,7 @@ pub mod customers;
 mod db;
 mod filtered;
 pub mod jobs;
-pub mod licence_epochs;
+pub mod license_epochs;
 pub mod licenses;
 mod migrations;
 pub mod purchases;

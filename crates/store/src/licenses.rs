@@ -149,7 +149,7 @@ impl SeatChanges {
     /// Uses service data read on the snapshot the plans were made on,
     /// instead of reading it in the write transaction. Only for plans whose
     /// users' licences nobody can have changed since (a chunk whose
-    /// snapshot `licence_epochs` vouches for); the one thing that may have
+    /// snapshot `license_epochs` vouches for); the one thing that may have
     /// changed, a row purged after its retention ended, is handled when
     /// written. `stored` must have been read for the same plans: the
     /// service-data changes worked out with it are the ones written.

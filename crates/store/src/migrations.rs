@@ -4,7 +4,24 @@
 
 use crate::db::{Backend, Store, StoreError};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8), (9, V9)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, V6),
+    (7, V7),
+    (8, V8),
+    (9, V9),
+    (10, V10),
+];
+
+/// One spelling in identifiers: `license`.
+const V10: &str = r#"
+ALTER TABLE licence_versions RENAME TO license_versions;
+ALTER TABLE licence_epochs RENAME TO license_epochs;
+"#;
 
 /// What servers cache (tokens, the catalogue, orgs) has a version here, bumped in
 /// the transaction that changes it: every server polls the versions and

@@ -158,14 +158,14 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
 
 /// The user (without site-admin roles and groups), the version of its
 /// licence set and the org's count of bulk chunks written from plans made
-/// ahead (see [`crate::licence_epochs`]), read together for planning a
+/// ahead (see [`crate::license_epochs`]), read together for planning a
 /// licence change.
-pub async fn licence_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64, i64)>, StoreError> {
+pub async fn license_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64, i64)>, StoreError> {
     let Some(row) = tx
         .opt_row(
             &format!(
-                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM licence_epochs e WHERE e.org_id = u.org_id), 0) \
-                 FROM users u JOIN licence_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
+                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM license_epochs e WHERE e.org_id = u.org_id), 0) \
+                 FROM users u JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
                  WHERE u.org_id = $1 AND u.id = $2"
             ),
             args![org, id],
@@ -190,22 +190,22 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
 }
 
 /// Claims the licence-set version a plan was made from, and counts a
-/// versioned write (see [`crate::licence_epochs`]). The claim also fails
+/// versioned write (see [`crate::license_epochs`]). The claim also fails
 /// when a bulk chunk planned ahead was written in the org since the plan's
 /// snapshot saw `chunks_ahead` of them (SQLite; always 0 on PostgreSQL). On
 /// PostgreSQL this also locks the user's version row until commit. A
 /// concurrent change that claimed it first makes this a `Retry`: plan
 /// again on fresh data.
-pub async fn claim_licence_version(tx: &mut Tx, org: &str, id: &str, version: i64, chunks_ahead: i64) -> Result<(), StoreError> {
+pub async fn claim_license_version(tx: &mut Tx, org: &str, id: &str, version: i64, chunks_ahead: i64) -> Result<(), StoreError> {
     let n = tx
         .exec(
-            "UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
-             AND COALESCE((SELECT ahead FROM licence_epochs WHERE org_id = $1), 0) = $4",
+            "UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
+             AND COALESCE((SELECT ahead FROM license_epochs WHERE org_id = $1), 0) = $4",
             args![org, id, version, chunks_ahead],
         )
         .await?;
     if n == 1 {
-        crate::licence_epochs::note_versioned_write(tx, org).await
+        crate::license_epochs::note_versioned_write(tx, org).await
     } else {
         Err(StoreError::Replan(format!(
             "the licences of user {id} changed while the change was planned"
@@ -270,7 +270,7 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
         other => other?,
     };
     tx.exec(
-        "INSERT INTO licence_versions (org_id, user_id, version) VALUES ($1, $2, 0)",
+        "INSERT INTO license_versions (org_id, user_id, version) VALUES ($1, $2, 0)",
         args![org, &u.id],
     )
     .await?;
@@ -304,7 +304,7 @@ pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::Da
             .collect();
         insert_user_rows(tx, rows).await?;
         let versions: Vec<Vec<Val>> = batch.iter().map(|u| vec![Val::from(org), Val::from(&u.id), Val::Int(0)]).collect();
-        tx.insert_rows("licence_versions (org_id, user_id, version)", versions).await?;
+        tx.insert_rows("license_versions (org_id, user_id, version)", versions).await?;
     }
     Ok(())
 }
@@ -343,7 +343,7 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
 /// so that a chunk planned ahead with this user is planned again.
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
     tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
-    crate::licence_epochs::note_versioned_write(tx, org).await
+    crate::license_epochs::note_versioned_write(tx, org).await
 }
 
 /// Which of the given site ids belong to the org, and which group ids.
@@ -373,19 +373,19 @@ pub async fn unknown_links(tx: &mut Tx, org: &str, sites: &[String], groups: &[S
 /// Locks many users' licence sets for a batch: bumps each licence version
 /// (on PostgreSQL this row-locks their version rows until commit, so a single change
 /// planned earlier fails its version claim and plans again), and counts a
-/// versioned write (see [`crate::licence_epochs`]). Returns the ids that exist.
-pub async fn lock_licences(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64, StoreError> {
+/// versioned write (see [`crate::license_epochs`]). Returns the ids that exist.
+pub async fn lock_licenses(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64, StoreError> {
     if ids.is_empty() {
         return Ok(0);
     }
     let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
     let locked = tx
         .exec(
-            &format!("UPDATE licence_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
+            &format!("UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
             &vals,
         )
         .await?;
-    crate::licence_epochs::note_versioned_write(tx, org).await?;
+    crate::license_epochs::note_versioned_write(tx, org).await?;
     Ok(locked)
 }
 

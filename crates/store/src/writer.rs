@@ -62,7 +62,7 @@ pub(crate) struct WriterState {
     pending: Vec<oneshot::Sender<Settled>>,
     /// Orgs with versioned licence writes in the open unit, and in the units
     /// the open transaction has kept: counted once per org and transaction,
-    /// just before its COMMIT (see `crate::licence_epochs`), instead of one
+    /// just before its COMMIT (see `crate::license_epochs`), instead of one
     /// statement per single change on the writer's path.
     unit_versioned: Vec<String>,
     batch_versioned: Vec<String>,
@@ -177,7 +177,7 @@ async fn count_versioned_writes(conn: &mut WriterConn, orgs: Vec<String>) -> Res
         return Ok(());
     };
     for org in orgs {
-        sqlx::query(crate::licence_epochs::COUNT_VERSIONED_WRITE)
+        sqlx::query(crate::license_epochs::COUNT_VERSIONED_WRITE)
             .bind(org)
             .execute(&mut *c)
             .await?;

@@ -11,7 +11,7 @@ use allot_domain::catalogue::{Product, PropertyName};
 use allot_domain::planner::{plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool, Properties, UserFacts};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error, Violation};
-use allot_store::{backoff, catalogue, finish, licence_epochs, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
+use allot_store::{backoff, catalogue, finish, license_epochs, licenses, subscriptions, tenants, users, Outcome, StoreError, Tx};
 
 use super::facts::{org_facts, user_facts};
 use super::paging::Paged;
@@ -157,7 +157,7 @@ struct Snapshot {
     user: UserFacts,
     version: i64,
     /// The org's count of bulk chunks written from plans made ahead, read
-    /// with the version (see `allot_store::licence_epochs`).
+    /// with the version (see `allot_store::license_epochs`).
     chunks_ahead: i64,
     assignments: Vec<licenses::Assignment>,
     catalogue: HashMap<ProductCode, Product>,
@@ -195,7 +195,7 @@ async fn read_snapshot(
 ) -> Result<Snapshot, Error> {
     // First: a change landing between this and the reads below (no
     // snapshot isolation on a read connection) then only makes the claim fail.
-    let (user, version, chunks_ahead) = users::licence_state(rd, &org.id, user_id)
+    let (user, version, chunks_ahead) = users::license_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {}", allot_domain::types::excerpt(user_id))))?;
     let assignments = licenses::of_user(rd, &org.id, &user.id).await?;
@@ -270,7 +270,7 @@ async fn write_plan(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let (org, user) = (&snap.org, &snap.user);
-    users::claim_licence_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
+    users::claim_license_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
     let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
         user: &user.id,
@@ -403,7 +403,7 @@ async fn apply_license_change(
                     // the job's next chunk and meet the same again. Only a
                     // failed claim gets here, and it wrote nothing: a claim
                     // that went through has checked the chunk count.
-                    Err(StoreError::Replan(_)) if licence_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
+                    Err(StoreError::Replan(_)) if license_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
                         let snap = read_snapshot(&mut tx, &org, user_id, change, Some(&catalogue)).await?;
                         let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
                         write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;
@@ -423,7 +423,7 @@ async fn apply_license_change(
             let result = async {
                 // Scope first: nothing is locked in another tenant's org.
                 let org = caller.org(&mut tx, org_id, Action::WriteLicenses).await?;
-                users::lock_licences(&mut tx, org_id, &[user_id.to_string()]).await?;
+                users::lock_licenses(&mut tx, org_id, &[user_id.to_string()]).await?;
                 let snap = read_snapshot(&mut tx, &org, user_id, change, None).await?;
                 let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
                 write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;

@@ -254,7 +254,7 @@ pub async fn add_queue_member(app: &App, caller: &Caller, org: &str, queue: &str
             .ok_or_else(|| user_not_found(&input.user))?;
         // Bumping the user's licence version first: a licence change planned
         // before this membership fails its claim and plans again with it.
-        users::lock_licences(&mut tx, &org.id, std::slice::from_ref(&user.id)).await?;
+        users::lock_licenses(&mut tx, &org.id, std::slice::from_ref(&user.id)).await?;
         let held = licenses::of_user(&mut tx, &org.id, &user.id).await?;
         if !held.iter().any(|a| a.held.product.as_str() == q.product) {
             return Err(Error::new(
@@ -329,7 +329,7 @@ pub async fn leave_all_queues(app: &App, caller: &Caller, org: &str, user: &str,
             caller.require(Action::WriteLicenses)?;
         }
         let u = users::get(&mut tx, &org.id, user).await?.ok_or_else(|| user_not_found(user))?;
-        users::lock_licences(&mut tx, &org.id, std::slice::from_ref(&u.id)).await?;
+        users::lock_licenses(&mut tx, &org.id, std::slice::from_ref(&u.id)).await?;
         let left = queues::remove_from_all(&mut tx, &org.id, &u.id).await?;
         for q in &left {
             audit::record(

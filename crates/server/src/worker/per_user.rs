@@ -238,7 +238,7 @@ async fn plan_chunk(
     if lock {
         // Lock first, then read: a single change planned before this chunk
         // fails its version claim and plans again afterwards.
-        users::lock_licences(tx, &job.org, &ids).await?;
+        users::lock_licenses(tx, &job.org, &ids).await?;
     }
     let stored: HashMap<String, users::User> = users::many(tx, &job.org, &ids)
         .await?

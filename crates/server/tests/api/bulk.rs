@@ -36,7 +36,7 @@ async fn audit_events_carry_each_users_own_states(backend: Backend) {
     job(&app, &org, json!({ "users": with_voice, "add": [{ "product": "voice" }] })).await;
     let j = job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     assert_eq!(j["state"], "succeeded", "{j}");
-    let events = licence_change_events(&app, &org).await;
+    let events = license_change_events(&app, &org).await;
     let request = format!("job:{}", j["id"].as_str().unwrap());
     let ours: Vec<&Value> = events.iter().filter(|e| e["request_id"] == request).collect();
     assert_eq!(ours.len(), users.len());
@@ -108,7 +108,7 @@ async fn job(app: &TestApp, org: &str, body: Value) -> Value {
 }
 
 /// The org's `license.change` audit events (up to 1,000).
-async fn licence_change_events(app: &TestApp, org: &str) -> Vec<Value> {
+async fn license_change_events(app: &TestApp, org: &str) -> Vec<Value> {
     let events = app
         .get(
             &format!("/api/v1/orgs/{org}/audit-events?action=license.change&limit=1000"),
@@ -130,7 +130,7 @@ async fn capacity_is_checked_before_anything_is_written(backend: Backend) {
     let app = spawn(backend).await;
     let (org, sub) = messaging_org(&app, 900).await;
     let users = many_users(&app, &org, "u", "example.com", 1000, None).await;
-    let before = licence_state(&app).await;
+    let before = license_state(&app).await;
     let j = job(&app, &org, json!({ "users": users, "add": [{ "product": "messaging" }] })).await;
     assert_eq!(j["state"], "failed", "{j}");
     assert_eq!(j["error"]["code"], "seats_exhausted", "{j}");
@@ -139,7 +139,7 @@ async fn capacity_is_checked_before_anything_is_written(backend: Backend) {
         message.contains("needs 1000 seats") && message.contains("only 900 are free"),
         "{message}"
     );
-    assert_eq!(licence_state(&app).await, before, "a refused job wrote licences");
+    assert_eq!(license_state(&app).await, before, "a refused job wrote licences");
     let results = job_results(&app, j["id"].as_str().unwrap()).await;
     assert_eq!(results.len(), 1000);
     assert!(results.iter().all(|r| r["outcome"] == "error" && r["code"] == "seats_exhausted"));
@@ -162,7 +162,7 @@ async fn capacity_is_checked_before_anything_is_written(backend: Backend) {
     assert_eq!(s["items"][0]["consumed"], 1000);
     assert_eq!(app.mismatches().await, 0);
     // Every change is in the audit log, attributed to the job.
-    let items = licence_change_events(&app, &org).await;
+    let items = license_change_events(&app, &org).await;
     assert_eq!(items.len(), 1000);
     assert!(items
         .iter()
@@ -193,10 +193,10 @@ async fn per_user_and_all_or_nothing_with_rule_violations(backend: Backend) {
     let body = |mode: &str, dry: bool| json!({ "users": everyone, "add": [{ "product": "contact-centre" }], "mode": mode, "dry_run": dry });
 
     // all_or_nothing: five refusals, so nothing at all.
-    let before = licence_state(&app).await;
+    let before = license_state(&app).await;
     let j = job(&app, &org, body("all_or_nothing", false)).await;
     assert_eq!(j["state"], "failed", "{j}");
-    assert_eq!(licence_state(&app).await, before);
+    assert_eq!(license_state(&app).await, before);
     let results = job_results(&app, j["id"].as_str().unwrap()).await;
     assert_eq!(results.iter().filter(|r| r["code"] == "location_unavailable").count(), 5);
     assert_eq!(results.iter().filter(|r| r["outcome"] == "skipped").count(), 30);
@@ -205,7 +205,7 @@ async fn per_user_and_all_or_nothing_with_rule_violations(backend: Backend) {
     let j = job(&app, &org, body("per_user", true)).await;
     assert_eq!(j["state"], "completed_with_errors");
     assert_eq!(j["progress"]["succeeded"], 30);
-    assert_eq!(licence_state(&app).await, before, "a dry run wrote licences");
+    assert_eq!(license_state(&app).await, before, "a dry run wrote licences");
 
     // per_user: the Swedes get it, the others fail with their reason.
     let j = job(&app, &org, body("per_user", false)).await;

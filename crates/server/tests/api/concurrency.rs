@@ -362,7 +362,7 @@ async fn single_changes_while_a_long_job_runs(backend: Backend) {
 /// the change plans meanwhile, then waits for the writer. It must see the
 /// chunk: refused as already held, one seat taken, not two.
 async fn a_change_planned_before_a_chunk_was_written_sees_it(backend: Backend) {
-    use allot_store::licence_epochs;
+    use allot_store::license_epochs;
     let app = spawn(backend).await;
     product(&app, "messaging", "messaging").await;
     let org = org(&app, "Overtaken AB", None).await;
@@ -370,9 +370,9 @@ async fn a_change_planned_before_a_chunk_was_written_sees_it(backend: Backend) {
     let user = many_users(&app, &org, "late", "late.example", 1, None).await.remove(0);
 
     let mut chunk = app.store.begin().await.expect("begin");
-    let seen = licence_epochs::read(&mut chunk, &org).await.expect("epoch");
+    let seen = license_epochs::read(&mut chunk, &org).await.expect("epoch");
     // None on PostgreSQL, which plans no chunk ahead; its row locks order the two there.
-    licence_epochs::claim_chunk_ahead(&mut chunk, &org, seen, None)
+    license_epochs::claim_chunk_ahead(&mut chunk, &org, seen, None)
         .await
         .expect("claim");
     chunk

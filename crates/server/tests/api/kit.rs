@@ -470,7 +470,7 @@ pub async fn job_results(app: &TestApp, id: &str) -> Vec<Value> {
 }
 
 /// Seats and assignments only: what a refused or dry-run job must not change.
-pub async fn licence_state(app: &TestApp) -> Vec<String> {
+pub async fn license_state(app: &TestApp) -> Vec<String> {
     app.snapshot()
         .await
         .into_iter()

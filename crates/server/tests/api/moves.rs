@@ -15,7 +15,7 @@ both_backends!(
     cancel_with_move_users_to_moves_everyone,
     cancel_with_force_removes_and_retains,
     retention_restores_then_purge_forgets,
-    re_adding_within_retention_restores_the_licence_properties,
+    re_adding_within_retention_restores_the_license_properties,
 );
 
 /// Users with calling licences on subscription A, each with a phone number,
@@ -363,7 +363,7 @@ async fn retention_restores_then_purge_forgets(backend: Backend) {
 /// properties back in the licence itself, not only in the stored service
 /// data, on every path: a single change (which may name a new value), a
 /// bulk job, a CSV row and a template.
-async fn re_adding_within_retention_restores_the_licence_properties(backend: Backend) {
+async fn re_adding_within_retention_restores_the_license_properties(backend: Backend) {
     let app = spawn(backend).await;
     let c = calling_org(&app, 4).await;
     for u in &c.users {

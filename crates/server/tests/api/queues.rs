@@ -10,9 +10,9 @@ use crate::both_backends;
 use crate::kit::*;
 use crate::sheet::import_done;
 
-both_backends!(queues_keep_their_licence_billed);
+both_backends!(queues_keep_their_license_billed);
 
-async fn queues_keep_their_licence_billed(backend: Backend) {
+async fn queues_keep_their_license_billed(backend: Backend) {
     let app = spawn(backend).await;
     product(&app, "calling-standard", "calling").await;
     product(&app, "contact-centre", "contact-centre").await;

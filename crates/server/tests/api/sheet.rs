@@ -125,7 +125,7 @@ async fn csv_round_trip_changes_nothing(backend: Backend) {
         )),
         "{csv}"
     );
-    let state = licence_state(&app).await;
+    let state = license_state(&app).await;
     for query in ["mode=add_and_remove&dry_run=true", "mode=add_and_remove"] {
         let (j, results) = import_done(&app, &c.org, query, csv.clone()).await;
         assert_eq!(j["state"], "succeeded", "{j}");
@@ -135,7 +135,7 @@ async fn csv_round_trip_changes_nothing(backend: Backend) {
             "{results:?}"
         );
     }
-    assert_eq!(licence_state(&app).await, state, "zero changes");
+    assert_eq!(license_state(&app).await, state, "zero changes");
     let users = app.get(&format!("/api/v1/orgs/{}/users/{u}", c.org), &app.admin).await.ok();
     assert_eq!(users["display_name"], "=HYPERLINK(\"http://x\",\"y\")");
 }

@@ -7,7 +7,7 @@ use crate::both_backends;
 use crate::kit::{many_users, spawn, world, Backend};
 
 both_backends!(bulk_rows_round_trip_every_value);
-both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences);
+both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licenses);
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
 both_backends!(service_data_read_ahead_and_purged_meanwhile_is_written_anew);
 
@@ -153,13 +153,13 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
 }
 
 /// The licence-write counts that let a bulk chunk planned ahead skip
-/// claiming its users' versions (allot_store::licence_epochs). On SQLite a
+/// claiming its users' versions (allot_store::license_epochs). On SQLite a
 /// chunk planned ahead is written only if no licence write but its own
 /// job's previous chunk landed since its snapshot, and a single change
 /// learns of any chunk written since its own; PostgreSQL never plans a
 /// chunk ahead and keeps no counts.
-async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(backend: Backend) {
-    use allot_store::licence_epochs::{self, LicenceEpoch};
+async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licenses(backend: Backend) {
+    use allot_store::license_epochs::{self, LicenseEpoch};
     use allot_store::users;
     let app = spawn(backend).await;
     let store = &app.store;
@@ -167,13 +167,13 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     let ids = many_users(&app, &w.org, "epoch", "epoch.example", 3, None).await;
     let other = crate::kit::org(&app, "Customer B", None).await;
     let read = |org: String| async move {
-        licence_epochs::read(&mut store.begin_read().await.expect("read"), &org)
+        license_epochs::read(&mut store.begin_read().await.expect("read"), &org)
             .await
             .expect("epoch")
     };
-    let claim = |seen: LicenceEpoch, own_last: Option<i64>| {
+    let claim = |seen: LicenseEpoch, own_last: Option<i64>| {
         let org = w.org.clone();
-        async move { in_transaction!(store, |tx| licence_epochs::claim_chunk_ahead(&mut tx, &org, seen, own_last).await).expect("claim") }
+        async move { in_transaction!(store, |tx| license_epochs::claim_chunk_ahead(&mut tx, &org, seen, own_last).await).expect("claim") }
     };
     let versioned_writes = ["a single change's version claim", "a batch locking its users", "a user's deletion"];
 
@@ -181,12 +181,12 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
         // Every check passes and nothing is counted: the per-user versions
         // and their row locks are the whole protocol there.
         let seen = read(w.org.clone()).await;
-        assert_eq!(seen, LicenceEpoch::default());
+        assert_eq!(seen, LicenseEpoch::default());
         assert_eq!(claim(seen, None).await, None, "PostgreSQL plans no chunk ahead");
-        in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids).await).expect("lock");
-        assert_eq!(read(w.org.clone()).await, LicenceEpoch::default());
+        in_transaction!(store, |tx| users::lock_licenses(&mut tx, &w.org, &ids).await).expect("lock");
+        assert_eq!(read(w.org.clone()).await, LicenseEpoch::default());
         let mut tx = store.begin().await.expect("begin");
-        assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
+        assert!(!license_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
             .await
             .expect("check"));
         return;
@@ -194,7 +194,7 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
 
     // A first chunk, nothing else since its snapshot: written, counted.
     let s0 = read(w.org.clone()).await;
-    assert_eq!(s0, LicenceEpoch::default(), "an org without writes counts zero");
+    assert_eq!(s0, LicenseEpoch::default(), "an org without writes counts zero");
     assert_eq!(claim(s0, None).await, Some(1));
     // The next chunk was planned while the first was written: its snapshot
     // missed only its own job's previous chunk.
@@ -202,11 +202,11 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     // A snapshot from before two of them missed a chunk it cannot account for.
     assert_eq!(claim(s0, Some(2)).await, None);
     let s2 = read(w.org.clone()).await;
-    assert_eq!(s2, LicenceEpoch { versioned: 0, ahead: 2 });
+    assert_eq!(s2, LicenseEpoch { versioned: 0, ahead: 2 });
     // A claim rolled back counts nothing.
     let mut tx = store.begin().await.expect("begin");
     assert_eq!(
-        licence_epochs::claim_chunk_ahead(&mut tx, &w.org, s2, Some(2))
+        license_epochs::claim_chunk_ahead(&mut tx, &w.org, s2, Some(2))
             .await
             .expect("claim"),
         Some(3)
@@ -218,9 +218,9 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     for (i, what) in versioned_writes.iter().enumerate() {
         let seen = read(w.org.clone()).await;
         match i {
-            0 => in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0, seen.ahead)
+            0 => in_transaction!(store, |tx| users::claim_license_version(&mut tx, &w.org, &ids[0], 0, seen.ahead)
                 .await),
-            1 => in_transaction!(store, |tx| users::lock_licences(&mut tx, &w.org, &ids[1..2]).await.map(|_| ())),
+            1 => in_transaction!(store, |tx| users::lock_licenses(&mut tx, &w.org, &ids[1..2]).await.map(|_| ())),
             _ => in_transaction!(store, |tx| users::delete(&mut tx, &w.org, &ids[2]).await),
         }
         .unwrap_or_else(|e| panic!("{what}: {e:?}"));
@@ -231,7 +231,7 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     // A failed version claim (stale version) counts nothing.
     let before = read(w.org.clone()).await;
     assert!(
-        in_transaction!(store, |tx| users::claim_licence_version(&mut tx, &w.org, &ids[0], 0, before.ahead)
+        in_transaction!(store, |tx| users::claim_license_version(&mut tx, &w.org, &ids[0], 0, before.ahead)
             .await)
         .is_err()
     );
@@ -239,16 +239,16 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
     // A single change's claim fails, its version unchanged, when a chunk
     // planned ahead was written since its snapshot.
     let mut tx = store.begin().await.expect("begin");
-    let stale = users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead - 1).await;
+    let stale = users::claim_license_version(&mut tx, &w.org, &ids[0], 1, before.ahead - 1).await;
     assert!(matches!(stale, Err(allot_store::StoreError::Replan(_))), "{stale:?}");
-    users::claim_licence_version(&mut tx, &w.org, &ids[0], 1, before.ahead)
+    users::claim_license_version(&mut tx, &w.org, &ids[0], 1, before.ahead)
         .await
         .expect("a current claim");
     // Counted when the shared transaction commits: until then a chunk
     // written in the same transaction sees it as pending.
-    assert_eq!(licence_epochs::read(&mut tx, &w.org).await.expect("epoch"), before);
+    assert_eq!(license_epochs::read(&mut tx, &w.org).await.expect("epoch"), before);
     assert_eq!(
-        licence_epochs::claim_chunk_ahead(&mut tx, &w.org, before, Some(before.ahead))
+        license_epochs::claim_chunk_ahead(&mut tx, &w.org, before, Some(before.ahead))
             .await
             .expect("claim"),
         None
@@ -263,22 +263,22 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licences(
 
     // A single change learns of a chunk written since its snapshot, and only then.
     let mut tx = store.begin().await.expect("begin");
-    assert!(licence_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
+    assert!(license_epochs::chunk_written_since(&mut tx, &w.org, seen.ahead)
         .await
         .expect("check"));
-    let fresh = licence_epochs::read(&mut tx, &w.org).await.expect("epoch");
-    assert!(!licence_epochs::chunk_written_since(&mut tx, &w.org, fresh.ahead)
+    let fresh = license_epochs::read(&mut tx, &w.org).await.expect("epoch");
+    assert!(!license_epochs::chunk_written_since(&mut tx, &w.org, fresh.ahead)
         .await
         .expect("check"));
     tx.rollback().await.expect("rollback");
 
     // Another org's counts are its own.
-    assert_eq!(read(other.clone()).await, LicenceEpoch::default());
+    assert_eq!(read(other.clone()).await, LicenseEpoch::default());
     assert_eq!(
-        in_transaction!(store, |tx| licence_epochs::claim_chunk_ahead(
+        in_transaction!(store, |tx| license_epochs::claim_chunk_ahead(
             &mut tx,
             &other,
-            LicenceEpoch::default(),
+            LicenseEpoch::default(),
             None
         )
         .await)
@@ -294,7 +294,7 @@ async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> V
     for id in ids {
         if let Some(r) = rd
             .opt_row(
-                "SELECT user_id, version FROM licence_versions WHERE org_id = $1 AND user_id = $2",
+                "SELECT user_id, version FROM license_versions WHERE org_id = $1 AND user_id = $2",
                 &[Val::from(org), Val::from(id)],
             )
             .await
@@ -307,7 +307,7 @@ async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> V
 }
 
 /// Migration 6 moves each user's licence version out of `users` into
-/// `licence_versions`: a database of schema 5 with users at various versions
+/// `license_versions`: a database of schema 5 with users at various versions
 /// keeps every version, and new users start at 0.
 async fn upgrading_to_the_version_table_keeps_every_version(backend: Backend) {
     use allot_store::{Store, StoreOptions};

@@ -40,7 +40,7 @@ async fn template_move_keeps_service_data(backend: Backend) {
         json!({ "name": "Calling on the new contract", "scope": "org", "licenses": [{ "product": "calling-professional", "subscription": c.b }] }),
     )
     .await;
-    let state = licence_state(&app).await;
+    let state = license_state(&app).await;
     let dry = apply(
         &app,
         &c.org,
@@ -56,7 +56,7 @@ async fn template_move_keeps_service_data(backend: Backend) {
     let results = job_results(&app, dry["id"].as_str().unwrap()).await;
     assert_eq!(results.len(), 50);
     assert!(results.iter().all(|r| r["changes"].as_array().unwrap().len() == 2), "{results:?}");
-    assert_eq!(licence_state(&app).await, state, "a dry run changes nothing");
+    assert_eq!(license_state(&app).await, state, "a dry run changes nothing");
     let j = apply(&app, &c.org, &tpl, json!({ "existing_users": true, "retain_existing": true })).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_all_moved(&app, &c, &before).await;

@@ -4,7 +4,7 @@
 use allot_domain::planner::Pool;
 use allot_domain::Error;
 use allot_store::jobs::{self, Job};
-use allot_store::licence_epochs::{self, LicenceEpoch};
+use allot_store::license_epochs::{self, LicenseEpoch};
 use allot_store::licenses::{self};
 use allot_store::{in_transaction, StoreError};
 
@@ -19,7 +19,7 @@ use super::{planned_users, Setting};
 pub(super) struct PlannedAhead {
     pub(super) seq: i64,
     /// The org's licence-write counts the plans were made on.
-    pub(super) epoch: LicenceEpoch,
+    pub(super) epoch: LicenseEpoch,
     pub(super) plans: ChunkPlans,
     /// Its audit events and results, built at `now`.
     pub(super) write: ChunkWrite,
@@ -40,7 +40,7 @@ pub(super) async fn plan_ahead(
     let today = st.clock.today();
     let now = st.clock.now();
     let mut rd = st.store.begin_read().await?;
-    let epoch = licence_epochs::read(&mut rd, &job.org).await?;
+    let epoch = license_epochs::read(&mut rd, &job.org).await?;
     let chunk = jobs::chunk_users(&mut rd, &job.org, &job.id, seq).await?;
     let mut pools = match pools {
         Some(p) => p,
@@ -65,7 +65,7 @@ pub(super) async fn plan_ahead(
 
 /// Writes a chunk planned ahead. Its plans are used when no other licence
 /// write of the org landed since its snapshot but this job's previous chunk
-/// (`own_last`, see [`licence_epochs::claim_chunk_ahead`]) and nobody was
+/// (`own_last`, see [`license_epochs::claim_chunk_ahead`]) and nobody was
 /// refused for want of a seat; otherwise (a single change or another job
 /// meanwhile, a refusal for seats that others may have freed since, or a
 /// pool that filled meanwhile, which the guarded counters report) the chunk
@@ -88,7 +88,7 @@ pub(super) async fn write_planned(
     let written = in_transaction!(st.store, |tx| {
         // Only the first attempt may use it: a retry follows a conflict.
         let usable = match ahead.take() {
-            Some(a) if a.plans.short_of_seats == 0 => licence_epochs::claim_chunk_ahead(&mut tx, &job.org, a.epoch, own_last)
+            Some(a) if a.plans.short_of_seats == 0 => license_epochs::claim_chunk_ahead(&mut tx, &job.org, a.epoch, own_last)
                 .await?
                 .map(|count| (count, a)),
             _ => None,

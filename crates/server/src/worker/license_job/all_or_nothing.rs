@@ -32,7 +32,7 @@ pub(super) async fn plan_and_apply_all(
     let mut all: Vec<(i64, ChunkPlans)> = Vec::with_capacity(chunks.len());
     for (seq, chunk) in &chunks {
         if !dry {
-            users::lock_licences(tx, &job.org, chunk).await?;
+            users::lock_licenses(tx, &job.org, chunk).await?;
         }
         all.push((*seq, plan_chunk(tx, job, setting, chunk, &mut pools, today).await?));
     }

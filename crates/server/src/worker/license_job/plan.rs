@@ -193,7 +193,7 @@ impl ChunkWork for Setting {
 
     /// Lock first, then read: the plans see current seats.
     async fn plan_locked(&self, tx: &mut Tx, job: &Job, entries: &[String], today: chrono::NaiveDate) -> Result<ChunkPlans, StoreError> {
-        users::lock_licences(tx, &job.org, entries).await?;
+        users::lock_licenses(tx, &job.org, entries).await?;
         let mut pools = pools(tx, job, self).await?;
         plan_chunk(tx, job, self, entries, &mut pools, today).await
     }

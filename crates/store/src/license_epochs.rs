@@ -6,7 +6,7 @@
 //!
 //! - A **versioned** write bumps each changed user's licence version: a
 //!   single change, a batch planned inside its own transaction
-//!   ([`crate::users::lock_licences`]), a user's deletion. A single change
+//!   ([`crate::users::lock_licenses`]), a user's deletion. A single change
 //!   planned earlier fails its version claim.
 //! - A bulk chunk **planned ahead** (read and planned while the writer wrote
 //!   the previous chunk) leaves the versions alone: claiming 5,000 of them
@@ -34,7 +34,7 @@ use crate::db::{Backend, StoreError, Tx};
 /// An org's licence-write counts as one snapshot saw them (zero for an org
 /// that has had no write yet).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LicenceEpoch {
+pub struct LicenseEpoch {
     /// Writes that bumped the versions of the users they changed.
     pub versioned: i64,
     /// Bulk chunks written from plans made ahead.
@@ -42,27 +42,27 @@ pub struct LicenceEpoch {
 }
 
 /// The org's counts in `tx`'s snapshot.
-pub async fn read(tx: &mut Tx, org: &str) -> Result<LicenceEpoch, StoreError> {
+pub async fn read(tx: &mut Tx, org: &str) -> Result<LicenseEpoch, StoreError> {
     if tx.backend() == Backend::Postgres {
-        return Ok(LicenceEpoch::default());
+        return Ok(LicenseEpoch::default());
     }
     Ok(
         match tx
-            .opt_row("SELECT versioned, ahead FROM licence_epochs WHERE org_id = $1", args![org])
+            .opt_row("SELECT versioned, ahead FROM license_epochs WHERE org_id = $1", args![org])
             .await?
         {
-            Some(r) => LicenceEpoch {
+            Some(r) => LicenseEpoch {
                 versioned: r.int(0)?,
                 ahead: r.int(1)?,
             },
-            None => LicenceEpoch::default(),
+            None => LicenseEpoch::default(),
         },
     )
 }
 
 /// One more versioned write of the org `?1` (SQLite only, hence `?1`).
-pub(crate) const COUNT_VERSIONED_WRITE: &str = "INSERT INTO licence_epochs (org_id, versioned, ahead) VALUES (?1, 1, 0) \
-     ON CONFLICT (org_id) DO UPDATE SET versioned = licence_epochs.versioned + 1";
+pub(crate) const COUNT_VERSIONED_WRITE: &str = "INSERT INTO license_epochs (org_id, versioned, ahead) VALUES (?1, 1, 0) \
+     ON CONFLICT (org_id) DO UPDATE SET versioned = license_epochs.versioned + 1";
 
 /// Counts a versioned write of the org's licences in the write's own
 /// transaction, so that a chunk planned ahead of it is planned again. In a
@@ -91,7 +91,7 @@ pub async fn chunk_written_since(tx: &mut Tx, org: &str, seen_ahead: i64) -> Res
 /// `None` when another licence write landed since the snapshot and the
 /// chunk must be planned again in its transaction. PostgreSQL does not plan
 /// ahead: there it is always `None`.
-pub async fn claim_chunk_ahead(tx: &mut Tx, org: &str, seen: LicenceEpoch, own_last: Option<i64>) -> Result<Option<i64>, StoreError> {
+pub async fn claim_chunk_ahead(tx: &mut Tx, org: &str, seen: LicenseEpoch, own_last: Option<i64>) -> Result<Option<i64>, StoreError> {
     if tx.backend() == Backend::Postgres || tx.versioned_write_pending(org) {
         return Ok(None);
     }
@@ -105,8 +105,8 @@ pub async fn claim_chunk_ahead(tx: &mut Tx, org: &str, seen: LicenceEpoch, own_l
         return Ok(None);
     }
     tx.exec(
-        "INSERT INTO licence_epochs (org_id, versioned, ahead) VALUES ($1, 0, 1) \
-         ON CONFLICT (org_id) DO UPDATE SET ahead = licence_epochs.ahead + 1",
+        "INSERT INTO license_epochs (org_id, versioned, ahead) VALUES ($1, 0, 1) \
+         ON CONFLICT (org_id) DO UPDATE SET ahead = license_epochs.ahead + 1",
         args![org],
     )
     .await?;
