@@ -303,15 +303,9 @@ async fn sqlite_import_survives_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_import_survives_kill_9() {
-    let cluster = match allot_pgtemp::PgCluster::start(false) {
-        Ok(c) => c,
-        Err(e) if allot_pgtemp::skip_allowed() => {
-            eprintln!("SKIPPING the PostgreSQL crash test (ALLOT_SKIP_POSTGRES=1): {e}");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL cannot be started ({e}); set ALLOT_SKIP_POSTGRES=1 to skip this test outside CI"),
+    let Some((_cluster, url)) = common::postgres_database("importcrash") else {
+        return;
     };
-    let url = cluster.create_database("importcrash").expect("database");
     killed_mid_import_resumes(&url).await;
 }
 
@@ -324,15 +318,9 @@ async fn sqlite_job_survives_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_job_survives_kill_9() {
-    let cluster = match allot_pgtemp::PgCluster::start(false) {
-        Ok(c) => c,
-        Err(e) if allot_pgtemp::skip_allowed() => {
-            eprintln!("SKIPPING the PostgreSQL crash test (ALLOT_SKIP_POSTGRES=1): {e}");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL cannot be started ({e}); set ALLOT_SKIP_POSTGRES=1 to skip this test outside CI"),
+    let Some((_cluster, url)) = common::postgres_database("crash") else {
+        return;
     };
-    let url = cluster.create_database("crash").expect("database");
     killed_mid_job_resumes(&url).await;
 }
 

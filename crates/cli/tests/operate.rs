@@ -303,15 +303,9 @@ async fn sqlite_stops_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stops_gracefully_and_the_other_server_resumes_at_once() {
-    let cluster = match allot_pgtemp::PgCluster::start(false) {
-        Ok(c) => c,
-        Err(e) if allot_pgtemp::skip_allowed() => {
-            eprintln!("SKIPPING (ALLOT_SKIP_POSTGRES=1): {e}");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL cannot be started: {e}"),
+    let Some((_cluster, url)) = common::postgres_database("stop") else {
+        return;
     };
-    let url = cluster.create_database("stop").expect("database");
     stops_gracefully(&url, true).await;
 }
 
@@ -464,14 +458,8 @@ async fn sqlite_caches_follow_other_servers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_caches_follow_other_servers() {
-    let cluster = match allot_pgtemp::PgCluster::start(false) {
-        Ok(c) => c,
-        Err(e) if allot_pgtemp::skip_allowed() => {
-            eprintln!("SKIPPING (ALLOT_SKIP_POSTGRES=1): {e}");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL cannot be started: {e}"),
+    let Some((_cluster, url)) = common::postgres_database("caches") else {
+        return;
     };
-    let url = cluster.create_database("caches").expect("database");
     caches_follow_other_servers(&url).await;
 }

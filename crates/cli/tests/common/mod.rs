@@ -63,3 +63,21 @@ pub fn url_in(lines: &[String], marker: &str) -> String {
     let line = lines.iter().find(|l| l.contains(marker)).expect("a line with the URL");
     line.split_whitespace().find(|w| w.starts_with("http://")).expect("URL").to_string()
 }
+
+/// A throwaway PostgreSQL cluster and a database in it, or `None` when
+/// PostgreSQL cannot be started and the skip was asked for by name
+/// (`ALLOT_SKIP_POSTGRES=1`, never with `CI=true`); otherwise a missing
+/// PostgreSQL fails the test.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn postgres_database(name: &str) -> Option<(allot_pgtemp::PgCluster, String)> {
+    let cluster = match allot_pgtemp::PgCluster::start(false) {
+        Ok(c) => c,
+        Err(e) if allot_pgtemp::skip_allowed() => {
+            eprintln!("SKIPPING a PostgreSQL test (ALLOT_SKIP_POSTGRES=1): {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL cannot be started ({e}); set ALLOT_SKIP_POSTGRES=1 to skip this test outside CI"),
+    };
+    let url = cluster.create_database(name).expect("database");
+    Some((cluster, url))
+}
