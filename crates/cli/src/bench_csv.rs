@@ -261,7 +261,7 @@ async fn baseline_run(database: &str, n: usize, dir: &std::path::Path) -> Result
             .await
             .map_err(|e| msg(format!("{e:?}")))?;
         let Some(last) = rows.last() else { break };
-        let last = last.text(0).map_err(|e| msg(format!("{e:?}")))?;
+        let last = last.text("id").map_err(|e| msg(format!("{e:?}")))?;
         let seats: HashMap<String, String> = rd
             .rows_packed(
                 &["user_id", "subscription_id"],
@@ -271,16 +271,16 @@ async fn baseline_run(database: &str, n: usize, dir: &std::path::Path) -> Result
             .await
             .map_err(|e| msg(format!("{e:?}")))?
             .iter()
-            .filter_map(|r| Some((r.text(0).ok()?, r.text(1).ok()?)))
+            .filter_map(|r| Some((r.text("user_id").ok()?, r.text("subscription_id").ok()?)))
             .collect();
         after = last;
         for r in &rows {
-            let sub = seats.get(&r.text(0).map_err(|e| msg(format!("{e:?}")))?);
+            let sub = seats.get(&r.text("id").map_err(|e| msg(format!("{e:?}")))?);
             writeln!(
                 out,
                 "{},{},internal,active,SE,{},{}\r",
-                r.text(1).map_err(|e| msg(format!("{e:?}")))?,
-                r.text(2).map_err(|e| msg(format!("{e:?}")))?,
+                r.text("email").map_err(|e| msg(format!("{e:?}")))?,
+                r.text("display_name").map_err(|e| msg(format!("{e:?}")))?,
                 if sub == Some(&s.a) { "TRUE" } else { "FALSE" },
                 if sub == Some(&s.b) { "TRUE" } else { "FALSE" },
             )?;
@@ -314,7 +314,7 @@ async fn baseline_run(database: &str, n: usize, dir: &std::path::Path) -> Result
         .await
         .map_err(|e| msg(format!("{e:?}")))?
         .iter()
-        .filter_map(|r| Some((r.text(0).ok()?, r.text(1).ok()?)))
+        .filter_map(|r| Some((r.text("email_normalized").ok()?, r.text("id").ok()?)))
         .collect();
     let stamp = allot_store::ts(SystemClock.now());
     tx.exec(

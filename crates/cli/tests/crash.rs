@@ -68,7 +68,7 @@ async fn load_users(store: &Store, org: &str, n: usize) {
 
 async fn one_int(store: &Store, sql: &str, args: &[Val]) -> i64 {
     let mut tx = store.begin_read().await.expect("read");
-    tx.rows(sql, args).await.expect("query")[0].int(0).expect("int")
+    tx.rows(sql, args).await.expect("query")[0].int("n").expect("int")
 }
 
 /// A messaging product, an org named `name` and a subscription with `seats`
@@ -117,7 +117,7 @@ async fn kill_mid_job_and_resume(database: &str, store: &Store, admin: &str, ser
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     drop(server);
-    let progress = one_int(store, "SELECT done FROM jobs WHERE id = $1", &[Val::from(job)]).await;
+    let progress = one_int(store, "SELECT done AS n FROM jobs WHERE id = $1", &[Val::from(job)]).await;
     assert!(
         progress < total as i64,
         "the job finished before the kill ({done_before} then {progress}); the crash test needs more users"
@@ -125,7 +125,7 @@ async fn kill_mid_job_and_resume(database: &str, store: &Store, admin: &str, ser
     let state: String = {
         let mut tx = store.begin_read().await.unwrap();
         tx.rows("SELECT state FROM jobs WHERE id = $1", &[Val::from(job)]).await.unwrap()[0]
-            .text(0)
+            .text("state")
             .unwrap()
     };
     assert_eq!(state, "running", "killed mid-way");
@@ -186,20 +186,20 @@ async fn killed_mid_job_resumes(database: &str) {
     let org_v = Val::from(&org);
     let seats = one_int(
         &store,
-        "SELECT COUNT(*) FROM assignments WHERE org_id = $1",
+        "SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1",
         std::slice::from_ref(&org_v),
     )
     .await;
     let holders = one_int(
         &store,
-        "SELECT COUNT(DISTINCT user_id) FROM assignments WHERE org_id = $1",
+        "SELECT COUNT(DISTINCT user_id) AS n FROM assignments WHERE org_id = $1",
         std::slice::from_ref(&org_v),
     )
     .await;
     assert_eq!((seats, holders), (USERS as i64, USERS as i64), "every user holds exactly one seat");
     let consumed = one_int(
         &store,
-        "SELECT consumed FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
+        "SELECT consumed AS n FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
         &[org_v.clone(), Val::from(&sub)],
     )
     .await;
@@ -208,20 +208,20 @@ async fn killed_mid_job_resumes(database: &str) {
     let request = Val::Text(format!("job:{job}"));
     let events = one_int(
         &store,
-        "SELECT COUNT(*) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
+        "SELECT COUNT(*) AS n FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
         &[org_v.clone(), request.clone()],
     )
     .await;
     let targets = one_int(
         &store,
-        "SELECT COUNT(DISTINCT target) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
+        "SELECT COUNT(DISTINCT target) AS n FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = 'license.change'",
         &[org_v.clone(), request],
     )
     .await;
     assert_eq!((events, targets), (USERS as i64, USERS as i64), "every user processed exactly once");
     let unfinished = one_int(
         &store,
-        "SELECT COUNT(*) FROM job_chunks WHERE org_id = $1 AND done = FALSE",
+        "SELECT COUNT(*) AS n FROM job_chunks WHERE org_id = $1 AND done = FALSE",
         std::slice::from_ref(&org_v),
     )
     .await;
@@ -270,10 +270,15 @@ async fn killed_mid_import_resumes(database: &str) {
     );
     let org_v = Val::from(&org);
     let n = IMPORT_ROWS as i64;
-    let users = one_int(&store, "SELECT COUNT(*) FROM users WHERE org_id = $1", std::slice::from_ref(&org_v)).await;
+    let users = one_int(
+        &store,
+        "SELECT COUNT(*) AS n FROM users WHERE org_id = $1",
+        std::slice::from_ref(&org_v),
+    )
+    .await;
     let seats = one_int(
         &store,
-        "SELECT COUNT(*) FROM assignments WHERE org_id = $1",
+        "SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1",
         std::slice::from_ref(&org_v),
     )
     .await;
@@ -282,7 +287,7 @@ async fn killed_mid_import_resumes(database: &str) {
     for action in ["user.create", "license.change"] {
         let events = one_int(
             &store,
-            "SELECT COUNT(*) FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = $3",
+            "SELECT COUNT(*) AS n FROM audit_events WHERE org_id = $1 AND request_id = $2 AND action = $3",
             &[org_v.clone(), request.clone(), Val::from(action)],
         )
         .await;
@@ -400,7 +405,7 @@ async fn a_job_that_keeps_failing_ends_failed() {
     let text = j.to_string();
     assert!(text.contains("failed 5 times in a row"), "the error says why: {j}");
     // Nothing of it was applied, and the server still runs jobs.
-    assert_eq!(one_int(&store, "SELECT COUNT(*) FROM assignments", &[]).await, 2);
+    assert_eq!(one_int(&store, "SELECT COUNT(*) AS n FROM assignments", &[]).await, 2);
     let after = call(
         &client,
         &url,
@@ -414,6 +419,6 @@ async fn a_job_that_keeps_failing_ends_failed() {
         .unwrap()
         .to_string();
     assert_eq!(wait_for(after).await["state"], "succeeded");
-    assert_eq!(one_int(&store, "SELECT COUNT(*) FROM assignments", &[]).await, 4);
+    assert_eq!(one_int(&store, "SELECT COUNT(*) AS n FROM assignments", &[]).await, 4);
     store.close().await;
 }

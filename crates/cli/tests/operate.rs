@@ -192,7 +192,11 @@ async fn job_progress(store: &Store, job: &str) -> (String, i64, i64) {
         .rows("SELECT state, done, lease_until FROM jobs WHERE id = $1", &[Val::from(job)])
         .await
         .expect("job");
-    (r[0].text(0).unwrap(), r[0].int(1).unwrap(), r[0].int(2).unwrap())
+    (
+        r[0].text("state").unwrap(),
+        r[0].int("done").unwrap(),
+        r[0].int("lease_until").unwrap(),
+    )
 }
 
 /// SIGTERM mid-job: the answer being streamed completes, the process exits

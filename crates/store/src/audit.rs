@@ -75,14 +75,14 @@ pub async fn list(tx: &mut Tx, org: &str, f: &AuditFilter, after: Option<&str>, 
     rows.iter()
         .map(|r| {
             Ok(AuditEvent {
-                id: r.text(0)?,
-                at: r.text(1)?,
-                actor: r.text(2)?,
-                action: r.text(3)?,
-                target: r.text(4)?,
-                before: json(r.opt_text(5)?),
-                after: json(r.opt_text(6)?),
-                request_id: r.opt_text(7)?,
+                id: r.text("id")?,
+                at: r.text("at")?,
+                actor: r.text("actor")?,
+                action: r.text("action")?,
+                target: r.text("target")?,
+                before: json(r.opt_text("before_state")?),
+                after: json(r.opt_text("after_state")?),
+                request_id: r.opt_text("request_id")?,
             })
         })
         .collect()

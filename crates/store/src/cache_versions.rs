@@ -49,10 +49,10 @@ pub async fn all(tx: &mut Tx) -> Result<Versions, StoreError> {
     let rows = tx.rows("SELECT name, version FROM cache_versions", &[]).await?;
     let mut v = Versions::default();
     for r in &rows {
-        match r.text(0)?.as_str() {
-            "tokens" => v.tokens = r.int(1)?,
-            "catalogue" => v.catalogue = r.int(1)?,
-            "orgs" => v.orgs = r.int(1)?,
+        match r.text("name")?.as_str() {
+            "tokens" => v.tokens = r.int("version")?,
+            "catalogue" => v.catalogue = r.int("version")?,
+            "orgs" => v.orgs = r.int("version")?,
             _ => {}
         }
     }

@@ -11,21 +11,21 @@ use crate::{args, ts};
 
 const COLUMNS: &str = "code, name, family, features, rules, properties, retention_days";
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T, StoreError> {
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: &str) -> Result<T, StoreError> {
     serde_json::from_str(&row.text(i)?).map_err(|e| StoreError::Db(format!("stored JSON in column {i} is unreadable: {e}")))
 }
 
 fn product_from(row: &Row) -> Result<Product, StoreError> {
-    let code = ProductCode::parse(&row.text(0)?).map_err(|e| StoreError::Db(e.detail))?;
-    let family = ProductCode::parse(&row.text(2)?).map_err(|e| StoreError::Db(e.detail))?;
+    let code = ProductCode::parse(&row.text("code")?).map_err(|e| StoreError::Db(e.detail))?;
+    let family = ProductCode::parse(&row.text("family")?).map_err(|e| StoreError::Db(e.detail))?;
     Ok(Product {
         code,
-        name: row.text(1)?,
+        name: row.text("name")?,
         family,
-        features: json_col(row, 3)?,
-        rules: json_col(row, 4)?,
-        properties: json_col(row, 5)?,
-        retention_days: u32::try_from(row.int(6)?).unwrap_or(0),
+        features: json_col(row, "features")?,
+        rules: json_col(row, "rules")?,
+        properties: json_col(row, "properties")?,
+        retention_days: u32::try_from(row.int("retention_days")?).unwrap_or(0),
     })
 }
 

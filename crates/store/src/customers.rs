@@ -179,8 +179,8 @@ pub async fn statuses_of(
         )
         .await?;
     for r in &items {
-        let p = provisioning(&r.text(1)?)?;
-        out.entry(r.text(0)?).or_default().1.push(p);
+        let p = provisioning(&r.text("provisioning_status")?)?;
+        out.entry(r.text("org_id")?).or_default().1.push(p);
     }
     Ok(out)
 }

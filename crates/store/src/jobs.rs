@@ -72,29 +72,29 @@ const COLUMNS: &str = "org_id, id, kind, state, request, created_by, created_at,
 
 fn job_from(r: &Row) -> Result<Job, StoreError> {
     Ok(Job {
-        org: r.text(0)?,
-        id: r.text(1)?,
+        org: r.text("org_id")?,
+        id: r.text("id")?,
         kind: {
-            let k = r.text(2)?;
+            let k = r.text("kind")?;
             JobKind::parse(&k).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown kind {k:?}")))?
         },
         state: {
-            let s = r.text(3)?;
+            let s = r.text("state")?;
             JobState::parse(&s).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown state {s:?}")))?
         },
-        request: r.text(4)?,
-        created_by: r.text(5)?,
-        created_at: r.text(6)?,
-        started_at: r.opt_text(7)?,
-        finished_at: r.opt_text(8)?,
-        resolved: r.bool(9)?,
-        chunks: r.int(10)?,
-        total: r.int(11)?,
-        done: r.int(12)?,
-        succeeded: r.int(13)?,
-        failed: r.int(14)?,
-        cancel_requested: r.bool(15)?,
-        error: r.opt_text(16)?,
+        request: r.text("request")?,
+        created_by: r.text("created_by")?,
+        created_at: r.text("created_at")?,
+        started_at: r.opt_text("started_at")?,
+        finished_at: r.opt_text("finished_at")?,
+        resolved: r.bool("resolved")?,
+        chunks: r.int("chunks")?,
+        total: r.int("total")?,
+        done: r.int("done")?,
+        succeeded: r.int("succeeded")?,
+        failed: r.int("failed")?,
+        cancel_requested: r.bool("cancel_requested")?,
+        error: r.opt_text("error")?,
     })
 }
 
@@ -176,7 +176,7 @@ pub async fn claimable(tx: &mut Tx, now_ms: i64) -> Result<Vec<(String, String)>
     )
     .await?
     .iter()
-    .map(|r| Ok((r.text(0)?, r.text(1)?)))
+    .map(|r| Ok((r.text("org_id")?, r.text("id")?)))
     .collect()
 }
 
@@ -232,7 +232,7 @@ pub async fn pending_chunks(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<i64>
     )
     .await?
     .iter()
-    .map(|r| r.int(0))
+    .map(|r| r.int("seq"))
     .collect()
 }
 
@@ -244,7 +244,7 @@ pub async fn chunk_users(tx: &mut Tx, org: &str, id: &str, seq: i64) -> Result<V
         )
         .await?
         .ok_or_else(|| StoreError::Db(format!("chunk {seq} of job {id} is missing")))?;
-    serde_json::from_str(&r.text(0)?).map_err(|e| StoreError::Db(format!("chunk {seq} of job {id} is unreadable: {e}")))
+    serde_json::from_str(&r.text("users")?).map_err(|e| StoreError::Db(format!("chunk {seq} of job {id} is unreadable: {e}")))
 }
 
 /// Every chunk's users, in order (for a job processed as one unit).
@@ -256,8 +256,9 @@ pub async fn all_chunk_users(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<(i6
     .await?
     .iter()
     .map(|r| {
-        let users = serde_json::from_str(&r.text(1)?).map_err(|e| StoreError::Db(format!("a chunk of job {id} is unreadable: {e}")))?;
-        Ok((r.int(0)?, users))
+        let users =
+            serde_json::from_str(&r.text("users")?).map_err(|e| StoreError::Db(format!("a chunk of job {id} is unreadable: {e}")))?;
+        Ok((r.int("seq")?, users))
     })
     .collect()
 }
@@ -400,7 +401,7 @@ pub async fn cancel_requested(tx: &mut Tx, org: &str, id: &str) -> Result<bool, 
         .opt_row("SELECT cancel_requested FROM jobs WHERE org_id = $1 AND id = $2", args![org, id])
         .await?;
     match r {
-        Some(r) => r.bool(0),
+        Some(r) => r.bool("cancel_requested"),
         None => Ok(false),
     }
 }
@@ -419,7 +420,13 @@ pub async fn chunk_page(
     )
     .await?
     .iter()
-    .map(|r| Ok((r.int(0)?, r.text(1)?, r.opt_text(2)?.map(PackedResults::json_of).transpose()?)))
+    .map(|r| {
+        Ok((
+            r.int("seq")?,
+            r.text("users")?,
+            r.opt_text("results")?.map(PackedResults::json_of).transpose()?,
+        ))
+    })
     .collect()
 }
 
@@ -436,27 +443,27 @@ pub struct JobCount {
 pub async fn counts(tx: &mut Tx) -> Result<(Vec<JobCount>, i64, i64), StoreError> {
     let rows = tx
         .rows(
-            "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state",
+            "SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state ORDER BY kind, state",
             &[],
         )
         .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let (k, s) = (r.text(0)?, r.text(1)?);
+        let (k, s) = (r.text("kind")?, r.text("state")?);
         out.push(JobCount {
             kind: JobKind::parse(&k).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown kind {k:?}")))?,
             state: JobState::parse(&s).ok_or_else(|| StoreError::Db(format!("a stored job has the unknown state {s:?}")))?,
-            jobs: r.int(2)?,
+            jobs: r.int("n")?,
         });
     }
     let active = tx
         .opt_row(
-            "SELECT CAST(COALESCE(SUM(done), 0) AS BIGINT), CAST(COALESCE(SUM(total), 0) AS BIGINT) FROM jobs WHERE state IN ('queued', 'running')",
+            "SELECT CAST(COALESCE(SUM(done), 0) AS BIGINT) AS done, CAST(COALESCE(SUM(total), 0) AS BIGINT) AS total FROM jobs WHERE state IN ('queued', 'running')",
             &[],
         )
         .await?;
     let (done, total) = match active {
-        Some(r) => (r.int(0)?, r.int(1)?),
+        Some(r) => (r.int("done")?, r.int("total")?),
         None => (0, 0),
     };
     Ok((out, done, total))

@@ -52,8 +52,8 @@ pub async fn read(tx: &mut Tx, org: &str) -> Result<LicenseEpoch, StoreError> {
             .await?
         {
             Some(r) => LicenseEpoch {
-                versioned: r.int(0)?,
-                ahead: r.int(1)?,
+                versioned: r.int("versioned")?,
+                ahead: r.int("ahead")?,
             },
             None => LicenseEpoch::default(),
         },

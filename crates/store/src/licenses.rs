@@ -16,15 +16,15 @@ pub struct Assignment {
 }
 
 fn assignment_from(r: &Row) -> Result<Assignment, StoreError> {
-    let properties: Properties =
-        serde_json::from_str(&r.text(2)?).map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
+    let properties: Properties = serde_json::from_str(&r.text("properties")?)
+        .map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
     Ok(Assignment {
         held: Held {
-            product: ProductCode::parse(&r.text(0)?).map_err(|e| StoreError::Db(e.detail))?,
-            subscription: r.text(1)?,
+            product: ProductCode::parse(&r.text("product")?).map_err(|e| StoreError::Db(e.detail))?,
+            subscription: r.text("subscription_id")?,
             properties,
         },
-        assigned_at: r.text(3)?,
+        assigned_at: r.text("assigned_at")?,
     })
 }
 
@@ -61,12 +61,12 @@ pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>
 pub async fn count_in_pool(tx: &mut Tx, org: &str, sub: &str, product: &str) -> Result<i64, StoreError> {
     let r = tx
         .opt_row(
-            "SELECT COUNT(*) FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
+            "SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1 AND subscription_id = $2 AND product = $3",
             args![org, sub, product],
         )
         .await?;
     match r {
-        Some(r) => r.int(0),
+        Some(r) => r.int("n"),
         None => Ok(0),
     }
 }
@@ -87,7 +87,7 @@ pub async fn of_users(tx: &mut Tx, org: &str, users: &[String]) -> Result<std::c
         )
         .await?;
     for r in &rows {
-        out.entry(r.text(4)?).or_default().push(assignment_from(r)?);
+        out.entry(r.text("user_id")?).or_default().push(assignment_from(r)?);
     }
     // Each user's licences in product order.
     for held in out.values_mut() {
@@ -448,7 +448,7 @@ async fn read_stored_rows(tx: &mut Tx, org: &str, taken: &[(String, String, Prop
             stored
                 .entry(fam.to_string())
                 .or_default()
-                .insert(r.text(0)?, (r.text(1)?, r.opt_text(2)?));
+                .insert(r.text("user_id")?, (r.text("data")?, r.opt_text("retain_until")?));
         }
     }
     Ok(stored)

@@ -373,7 +373,7 @@ pub async fn migrate(store: &Store, last: i64) -> Result<(), StoreError> {
         .rows("SELECT version FROM allot_migrations", &[])
         .await?
         .iter()
-        .map(|r| r.int(0))
+        .map(|r| r.int("version"))
         .collect::<Result<_, _>>()?;
     for (version, sql) in MIGRATIONS {
         if applied.contains(version) || *version > last {

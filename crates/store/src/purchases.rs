@@ -30,18 +30,18 @@ const COLUMNS: &str =
 
 fn from(r: &Row) -> Result<PurchaseRequest, StoreError> {
     Ok(PurchaseRequest {
-        org: r.text(0)?,
-        id: r.text(1)?,
-        product: r.text(2)?,
-        quantity: r.int(3)?,
-        subscription: r.opt_text(4)?,
-        state: r.text(5)?,
-        requested_by: r.text(6)?,
-        requested_at: r.text(7)?,
-        decided_by: r.opt_text(8)?,
-        decided_at: r.opt_text(9)?,
-        fulfilled_subscription: r.opt_text(10)?,
-        reason: r.opt_text(11)?,
+        org: r.text("org_id")?,
+        id: r.text("id")?,
+        product: r.text("product")?,
+        quantity: r.int("quantity")?,
+        subscription: r.opt_text("subscription_id")?,
+        state: r.text("state")?,
+        requested_by: r.text("requested_by")?,
+        requested_at: r.text("requested_at")?,
+        decided_by: r.opt_text("decided_by")?,
+        decided_at: r.opt_text("decided_at")?,
+        fulfilled_subscription: r.opt_text("fulfilled_subscription")?,
+        reason: r.opt_text("reason")?,
     })
 }
 

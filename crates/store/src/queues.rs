@@ -27,11 +27,11 @@ const COLUMNS: &str = "id, name, kind, product, created_at";
 
 fn from(r: &Row) -> Result<Queue, StoreError> {
     Ok(Queue {
-        id: r.text(0)?,
-        name: r.text(1)?,
-        kind: r.text(2)?,
-        product: r.text(3)?,
-        created_at: r.text(4)?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        kind: r.text("kind")?,
+        product: r.text("product")?,
+        created_at: r.text("created_at")?,
     })
 }
 
@@ -79,7 +79,7 @@ pub async fn members(tx: &mut Tx, org: &str, queue: &str) -> Result<Vec<String>,
     )
     .await?
     .iter()
-    .map(|r| r.text(0))
+    .map(|r| r.text("user_id"))
     .collect()
 }
 
@@ -146,9 +146,9 @@ pub async fn billed_of(tx: &mut Tx, org: &str, users: &[String]) -> Result<HashM
         )
         .await?;
     for r in &rows {
-        out.entry(r.text(0)?).or_default().push(QueueHold {
-            product: ProductCode::parse(&r.text(1)?).map_err(|e| StoreError::Db(e.detail))?,
-            queue: r.text(2)?,
+        out.entry(r.text("user_id")?).or_default().push(QueueHold {
+            product: ProductCode::parse(&r.text("product")?).map_err(|e| StoreError::Db(e.detail))?,
+            queue: r.text("name")?,
         });
     }
     Ok(out)

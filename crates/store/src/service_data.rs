@@ -28,13 +28,13 @@ pub async fn of_user(tx: &mut Tx, org: &str, user: &str, now: chrono::DateTime<c
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let retain_until = r.opt_text(2)?;
+        let retain_until = r.opt_text("retain_until")?;
         if retain_until.as_ref().is_some_and(|u| *u <= now_s) {
             continue;
         }
-        let data = serde_json::from_str(&r.text(1)?).map_err(|e| StoreError::Db(format!("stored service data is unreadable: {e}")))?;
+        let data = serde_json::from_str(&r.text("data")?).map_err(|e| StoreError::Db(format!("stored service data is unreadable: {e}")))?;
         out.push(FamilyData {
-            family: r.text(0)?,
+            family: r.text("family")?,
             data,
             retain_until,
         });
@@ -68,9 +68,9 @@ pub async fn purge_expired(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>, limi
     gone.iter()
         .map(|r| {
             Ok(Purged {
-                org: r.text(0)?,
-                user: r.text(1)?,
-                family: r.text(2)?,
+                org: r.text("org_id")?,
+                user: r.text("user_id")?,
+                family: r.text("family")?,
             })
         })
         .collect()

@@ -41,16 +41,16 @@ pub(crate) const SUB_COLUMNS: &str = "org_id, id, external_ref, partner_id, tria
 
 pub(crate) fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
     Ok(Subscription {
-        org: r.text(0)?,
-        id: r.text(1)?,
-        external_ref: r.opt_text(2)?,
-        partner: r.opt_text(3)?,
+        org: r.text("org_id")?,
+        id: r.text("id")?,
+        external_ref: r.opt_text("external_ref")?,
+        partner: r.opt_text("partner_id")?,
         facts: SubscriptionFacts {
-            trial: r.bool(4)?,
-            start_date: date(&r.text(5)?)?,
-            end_date: date(&r.text(6)?)?,
-            suspended: r.bool(7)?,
-            cancelled: r.bool(8)?,
+            trial: r.bool("trial")?,
+            start_date: date(&r.text("start_date")?)?,
+            end_date: date(&r.text("end_date")?)?,
+            suspended: r.bool("suspended")?,
+            cancelled: r.bool("cancelled")?,
         },
         items: Vec::new(),
     })
@@ -58,12 +58,12 @@ pub(crate) fn sub_from(r: &Row) -> Result<Subscription, StoreError> {
 
 fn item_from(r: &Row) -> Result<(String, Item), StoreError> {
     Ok((
-        r.text(0)?,
+        r.text("subscription_id")?,
         Item {
-            product: r.text(1)?,
-            quantity: r.int(2)?,
-            consumed: r.int(3)?,
-            provisioning_status: provisioning(&r.text(4)?)?,
+            product: r.text("product")?,
+            quantity: r.int("quantity")?,
+            consumed: r.int("consumed")?,
+            provisioning_status: provisioning(&r.text("provisioning_status")?)?,
         },
     ))
 }
@@ -181,7 +181,7 @@ pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Resu
         )
         .await?;
     if let Some(row) = existing {
-        let consumed = row.int(0)?;
+        let consumed = row.int("consumed")?;
         return Err(Error::validation(
             "items.quantity",
             format!(
@@ -219,18 +219,18 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
     rows.iter()
         .map(|r| {
             let facts = SubscriptionFacts {
-                trial: r.bool(5)?,
-                start_date: date(&r.text(6)?)?,
-                end_date: date(&r.text(7)?)?,
-                suspended: r.bool(8)?,
-                cancelled: r.bool(9)?,
+                trial: r.bool("trial")?,
+                start_date: date(&r.text("start_date")?)?,
+                end_date: date(&r.text("end_date")?)?,
+                suspended: r.bool("suspended")?,
+                cancelled: r.bool("cancelled")?,
             };
             Ok(Pool {
-                subscription: r.text(0)?,
-                product: ProductCode::parse(&r.text(1)?).map_err(|e| StoreError::Db(e.detail))?,
-                quantity: r.int(2)?,
-                consumed: r.int(3)?,
-                provisioning: provisioning(&r.text(4)?)?,
+                subscription: r.text("subscription_id")?,
+                product: ProductCode::parse(&r.text("product")?).map_err(|e| StoreError::Db(e.detail))?,
+                quantity: r.int("quantity")?,
+                consumed: r.int("consumed")?,
+                provisioning: provisioning(&r.text("provisioning_status")?)?,
                 subscription_facts: facts,
             })
         })
@@ -256,10 +256,10 @@ pub async fn license_rows(tx: &mut Tx, org: &str) -> Result<Vec<LicenseRow>, Sto
     rows.iter()
         .map(|r| {
             Ok(LicenseRow {
-                product: r.text(0)?,
-                subscription: r.text(1)?,
-                total: r.int(2)?,
-                consumed: r.int(3)?,
+                product: r.text("product")?,
+                subscription: r.text("subscription_id")?,
+                total: r.int("quantity")?,
+                consumed: r.int("consumed")?,
             })
         })
         .collect()
@@ -279,9 +279,9 @@ pub async fn counter_mismatches(tx: &mut Tx) -> Result<Vec<(String, String, Stri
         .await?;
     let mut bad = Vec::new();
     for r in &rows {
-        let (consumed, held, quantity) = (r.int(3)?, r.int(4)?, r.int(5)?);
+        let (consumed, held, quantity) = (r.int("consumed")?, r.int("held")?, r.int("quantity")?);
         if consumed != held || consumed > quantity {
-            bad.push((r.text(0)?, r.text(1)?, r.text(2)?, consumed, held));
+            bad.push((r.text("org_id")?, r.text("subscription_id")?, r.text("product")?, consumed, held));
         }
     }
     Ok(bad)
@@ -290,11 +290,11 @@ pub async fn counter_mismatches(tx: &mut Tx) -> Result<Vec<(String, String, Stri
 /// How many users hold a seat of a subscription (any of its items).
 pub async fn holders(tx: &mut Tx, org: &str, sub: &str) -> Result<i64, StoreError> {
     tx.opt_row(
-        "SELECT COUNT(DISTINCT user_id) FROM assignments WHERE org_id = $1 AND subscription_id = $2",
+        "SELECT COUNT(DISTINCT user_id) AS n FROM assignments WHERE org_id = $1 AND subscription_id = $2",
         args![org, sub],
     )
     .await?
-    .map(|r| r.int(0))
+    .map(|r| r.int("n"))
     .transpose()
     .map(|n| n.unwrap_or(0))
 }
@@ -313,11 +313,11 @@ pub async fn cancel_if_empty(tx: &mut Tx, org: &str, sub: &str, now: chrono::Dat
     .await?;
     let taken = tx
         .opt_row(
-            "SELECT CAST(COALESCE(SUM(consumed), 0) AS BIGINT) FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
+            "SELECT CAST(COALESCE(SUM(consumed), 0) AS BIGINT) AS taken FROM subscription_items WHERE org_id = $1 AND subscription_id = $2",
             args![org, sub],
         )
         .await?
-        .map(|r| r.int(0))
+        .map(|r| r.int("taken"))
         .transpose()?
         .unwrap_or(0);
     if taken > 0 {
@@ -377,7 +377,7 @@ pub async fn add_seats(tx: &mut Tx, org: &str, sub: &str, product: &str, n: i64,
                 "quantity",
                 format!(
                     "Subscription {sub} has {} seats of {product}; {n} more would pass the maximum of {max}.",
-                    r.int(0)?
+                    r.int("quantity")?
                 ),
             )
             .into());

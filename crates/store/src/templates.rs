@@ -22,14 +22,15 @@ const COLUMNS: &str = "org_id, id, name, group_id, enabled, licenses, created_at
 
 fn template_from(r: &Row) -> Result<Template, StoreError> {
     Ok(Template {
-        org: r.text(0)?,
-        id: r.text(1)?,
-        name: r.text(2)?,
-        group: r.opt_text(3)?,
-        enabled: r.bool(4)?,
-        licenses: serde_json::from_str(&r.text(5)?).map_err(|e| StoreError::Db(format!("a stored template is unreadable: {e}")))?,
-        created_at: r.text(6)?,
-        updated_at: r.text(7)?,
+        org: r.text("org_id")?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        group: r.opt_text("group_id")?,
+        enabled: r.bool("enabled")?,
+        licenses: serde_json::from_str(&r.text("licenses")?)
+            .map_err(|e| StoreError::Db(format!("a stored template is unreadable: {e}")))?,
+        created_at: r.text("created_at")?,
+        updated_at: r.text("updated_at")?,
     })
 }
 

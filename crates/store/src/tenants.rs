@@ -40,9 +40,9 @@ pub struct Group {
 
 fn partner_from(r: &Row) -> Result<Partner, StoreError> {
     Ok(Partner {
-        id: r.text(0)?,
-        name: r.text(1)?,
-        created_at: r.text(2)?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        created_at: r.text("created_at")?,
     })
 }
 
@@ -83,13 +83,13 @@ pub(crate) const ORG_COLUMNS: &str =
 
 pub(crate) fn org_from(r: &Row) -> Result<Org, StoreError> {
     Ok(Org {
-        id: r.text(0)?,
-        name: r.text(1)?,
-        partner: r.opt_text(2)?,
-        default_usage_location: r.opt_text(3)?,
-        payment_method_on_file: r.bool(4)?,
-        self_service_purchase: r.bool(5)?,
-        created_at: r.text(6)?,
+        id: r.text("id")?,
+        name: r.text("name")?,
+        partner: r.opt_text("partner_id")?,
+        default_usage_location: r.opt_text("default_usage_location")?,
+        payment_method_on_file: r.bool("payment_method_on_file")?,
+        self_service_purchase: r.bool("self_service_purchase")?,
+        created_at: r.text("created_at")?,
     })
 }
 
@@ -149,9 +149,9 @@ pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
 
 fn site_from(r: &crate::Row) -> Result<Site, StoreError> {
     Ok(Site {
-        id: r.text(0)?,
-        url: r.text(1)?,
-        attendee_accounts_enabled: r.bool(2)?,
+        id: r.text("id")?,
+        url: r.text("url")?,
+        attendee_accounts_enabled: r.bool("attendee_accounts_enabled")?,
     })
 }
 
@@ -206,8 +206,8 @@ pub async fn list_groups(tx: &mut Tx, org: &str) -> Result<Vec<Group>, StoreErro
     rows.iter()
         .map(|r| {
             Ok(Group {
-                id: r.text(0)?,
-                name: r.text(1)?,
+                id: r.text("id")?,
+                name: r.text("name")?,
             })
         })
         .collect()

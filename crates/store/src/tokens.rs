@@ -49,22 +49,22 @@ pub struct TokenInfo {
 }
 
 const TOKEN_COLUMNS: &str =
-    "t.id, t.label, t.role, t.partner_id, t.org_id, t.created_at, t.last_used_at, t.expires_at, t.revoked_at, o.partner_id";
+    "t.id, t.label, t.role, t.partner_id, t.org_id, t.created_at, t.last_used_at, t.expires_at, t.revoked_at, o.partner_id AS org_partner_id";
 const TOKEN_FROM: &str = "api_tokens t LEFT JOIN orgs o ON o.id = t.org_id";
 
 fn token_info(r: &crate::Row) -> Result<TokenInfo, StoreError> {
-    let role = r.text(2)?;
+    let role = r.text("role")?;
     Ok(TokenInfo {
-        id: r.text(0)?,
-        name: r.opt_text(1)?,
+        id: r.text("id")?,
+        name: r.opt_text("label")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Db(format!("unknown role {role:?} stored on a token")))?,
-        partner: r.opt_text(3)?,
-        org: r.opt_text(4)?,
-        created_at: r.text(5)?,
-        last_used_at: r.opt_text(6)?,
-        expires_at: r.opt_text(7)?,
-        revoked_at: r.opt_text(8)?,
-        org_partner: r.opt_text(9)?,
+        partner: r.opt_text("partner_id")?,
+        org: r.opt_text("org_id")?,
+        created_at: r.text("created_at")?,
+        last_used_at: r.opt_text("last_used_at")?,
+        expires_at: r.opt_text("expires_at")?,
+        revoked_at: r.opt_text("revoked_at")?,
+        org_partner: r.opt_text("org_partner_id")?,
     })
 }
 
@@ -132,16 +132,16 @@ pub async fn principal_by_hash(tx: &mut Tx, token_hash: &str, now: chrono::DateT
     else {
         return Ok(None);
     };
-    let role = Role::parse(&r.text(1)?).ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
+    let role = Role::parse(&r.text("role")?).ok_or_else(|| StoreError::Db("unknown role stored on a token".into()))?;
     Ok(Some(LiveToken {
         principal: Principal {
-            token_id: r.text(0)?,
+            token_id: r.text("id")?,
             role,
-            partner: r.opt_text(2)?,
-            org: r.opt_text(3)?,
+            partner: r.opt_text("partner_id")?,
+            org: r.opt_text("org_id")?,
         },
-        last_used_at: r.opt_text(4)?,
-        expires_at: r.opt_text(5)?,
+        last_used_at: r.opt_text("last_used_at")?,
+        expires_at: r.opt_text("expires_at")?,
     }))
 }
 
@@ -184,8 +184,8 @@ pub async fn reserve_key(
         )
         .await?;
     let stale = |r: &crate::Row| -> Result<bool, StoreError> {
-        let created = r.text(3)?;
-        let done = !r.cell_is_null(1);
+        let created = r.text("created_at")?;
+        let done = !r.cell_is_null("status");
         let limit = if done { times.ttl } else { times.lease };
         Ok(created < ts(now - limit))
     };
@@ -199,12 +199,12 @@ pub async fn reserve_key(
             Ok(IdempotencyState::Reserved)
         }
         Some(r) if !stale(&r)? => {
-            if r.text(0)? != request_hash {
+            if r.text("request_hash")? != request_hash {
                 return Ok(IdempotencyState::Mismatch);
             }
-            match (r.opt_text(2)?, r.cell_is_null(1)) {
+            match (r.opt_text("body")?, r.cell_is_null("status")) {
                 (Some(body), false) => Ok(IdempotencyState::Done {
-                    status: u16::try_from(r.int(1)?).unwrap_or(500),
+                    status: u16::try_from(r.int("status")?).unwrap_or(500),
                     body,
                 }),
                 _ => Ok(IdempotencyState::InProgress),

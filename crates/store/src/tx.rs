@@ -9,6 +9,7 @@ use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::borrow::Cow;
 
 use crate::db::{Backend, Cell, PackedCell, Row, StoreError, Val};
+use crate::values::ColumnNames;
 use crate::writer::{WriteUnit, WriterConn};
 
 /// A transaction, or (for reads that need no snapshot) a plain connection.
@@ -230,7 +231,12 @@ fn anonymous_params<'a>(sql: &'a str, args: &'a [Val]) -> (Cow<'a, str>, Cow<'a,
     (Cow::Owned(out), Cow::Owned(vals))
 }
 
-fn sqlite_row(r: &SqliteRow) -> Result<Row, StoreError> {
+/// The column names of a result, from its first row.
+fn names_of<R: sqlx::Row>(r: &R) -> ColumnNames {
+    r.columns().iter().map(|c| Box::from(c.name())).collect::<Vec<_>>().into()
+}
+
+fn sqlite_row(r: &SqliteRow, names: &ColumnNames) -> Result<Row, StoreError> {
     let mut cells = Vec::with_capacity(r.len());
     for i in 0..r.len() {
         let raw = r.try_get_raw(i)?;
@@ -246,10 +252,13 @@ fn sqlite_row(r: &SqliteRow) -> Result<Row, StoreError> {
             _ => Cell::Text(r.try_get_unchecked::<String, _>(i)?),
         }));
     }
-    Ok(Row(cells))
+    Ok(Row {
+        cells,
+        names: names.clone(),
+    })
 }
 
-fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
+fn pg_row(r: &PgRow, names: &ColumnNames) -> Result<Row, StoreError> {
     let mut cells = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
         let cell = match col.type_info().name() {
@@ -263,7 +272,10 @@ fn pg_row(r: &PgRow) -> Result<Row, StoreError> {
         };
         cells.push(cell);
     }
-    Ok(Row(cells))
+    Ok(Row {
+        cells,
+        names: names.clone(),
+    })
 }
 
 impl Tx {
@@ -315,12 +327,11 @@ impl Tx {
     pub async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, StoreError> {
         let (sql, args) = self.for_engine(sql, args);
         let (sql, args) = (sql.as_ref(), args.as_ref());
-        with_conn!(self, |c, to_row| bind_all!(sqlx::query(sql), args)
-            .fetch_all(c)
-            .await?
-            .iter()
-            .map(to_row)
-            .collect())
+        with_conn!(self, |c, to_row| {
+            let rows = bind_all!(sqlx::query(sql), args).fetch_all(c).await?;
+            let names = rows.first().map(names_of).unwrap_or_else(|| Vec::new().into());
+            rows.iter().map(|r| to_row(r, &names)).collect()
+        })
     }
 
     pub async fn opt_row(&mut self, sql: &str, args: &[Val]) -> Result<Option<Row>, StoreError> {
@@ -330,7 +341,7 @@ impl Tx {
             .fetch_optional(c)
             .await?
             .as_ref()
-            .map(to_row)
+            .map(|r| to_row(r, &names_of(r)))
             .transpose())
     }
 
@@ -357,21 +368,38 @@ impl Tx {
         let packed = self
             .opt_row(
                 &format!(
-                    "SELECT json_group_array(json_array({})) FROM (SELECT {} {rest})",
+                    "SELECT json_group_array(json_array({})) AS packed FROM (SELECT {} {rest})",
                     outer.join(", "),
                     inner.join(", ")
                 ),
                 args,
             )
             .await?;
-        let Some(json) = packed.map(|r| r.opt_text(0)).transpose()?.flatten() else {
+        let Some(json) = packed.map(|r| r.opt_text("packed")).transpose()?.flatten() else {
             return Ok(Vec::new());
         };
         let rows: Vec<Vec<PackedCell>> =
             serde_json::from_str(&json).map_err(|e| StoreError::Db(format!("packed rows do not parse: {e}")))?;
+        // Named as the columns are outside: the part after a table's alias
+        // (`u.id` is `id`), or the name given with AS.
+        let names: ColumnNames = each
+            .iter()
+            .map(|c| {
+                let lower = c.to_ascii_lowercase();
+                let name = match lower.rfind(" as ") {
+                    Some(k) => &c[k + 4..],
+                    None => c.rsplit('.').next().unwrap_or(c),
+                };
+                Box::from(name.trim())
+            })
+            .collect::<Vec<_>>()
+            .into();
         Ok(rows
             .into_iter()
-            .map(|cells| Row(cells.into_iter().map(|c| c.0).collect()))
+            .map(|cells| Row {
+                cells: cells.into_iter().map(|c| c.0).collect(),
+                names: names.clone(),
+            })
             .collect())
     }
 

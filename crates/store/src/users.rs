@@ -59,12 +59,12 @@ fn status_of(s: &str) -> Result<UserStatus, StoreError> {
 
 fn user_from(r: &Row) -> Result<User, StoreError> {
     Ok(User {
-        id: r.text(0)?,
-        email: r.text(1)?,
-        display_name: r.text(2)?,
-        kind: kind_of(&r.text(3)?)?,
-        status: status_of(&r.text(4)?)?,
-        usage_location: r.opt_text(5)?,
+        id: r.text("id")?,
+        email: r.text("email")?,
+        display_name: r.text("display_name")?,
+        kind: kind_of(&r.text("kind")?)?,
+        status: status_of(&r.text("status")?)?,
+        usage_location: r.opt_text("usage_location")?,
         site_admin_of: Vec::new(),
         groups: Vec::new(),
     })
@@ -76,21 +76,21 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
     };
     for (sql, is_admin) in [
         (
-            "SELECT user_id, site_id FROM user_site_admins WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY site_id",
+            "SELECT user_id, site_id AS link FROM user_site_admins WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY site_id",
             true,
         ),
         (
-            "SELECT user_id, group_id FROM group_members WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY group_id",
+            "SELECT user_id, group_id AS link FROM group_members WHERE org_id = $1 AND user_id >= $2 AND user_id <= $3 ORDER BY group_id",
             false,
         ),
     ] {
         for r in tx.rows(sql, args![org, &first, &last]).await? {
-            let uid = r.text(0)?;
+            let uid = r.text("user_id")?;
             if let Some(u) = users.iter_mut().find(|u| u.id == uid) {
                 if is_admin {
-                    u.site_admin_of.push(r.text(1)?);
+                    u.site_admin_of.push(r.text("link")?);
                 } else {
-                    u.groups.push(r.text(1)?);
+                    u.groups.push(r.text("link")?);
                 }
             }
         }
@@ -133,7 +133,7 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
         Backend::Postgres => format!("(SELECT string_agg({column}, ',') FROM {table} WHERE org_id = $1 AND user_id = $2)"),
     };
     let sql = format!(
-        "SELECT {COLUMNS}, {}, {} FROM users WHERE org_id = $1 AND id = $2",
+        "SELECT {COLUMNS}, {} AS site_ids, {} AS group_ids FROM users WHERE org_id = $1 AND id = $2",
         links("user_site_admins", "site_id"),
         links("group_members", "group_id")
     );
@@ -151,8 +151,8 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
         ids.sort();
         ids
     };
-    user.site_admin_of = split(row.opt_text(6)?);
-    user.groups = split(row.opt_text(7)?);
+    user.site_admin_of = split(row.opt_text("site_ids")?);
+    user.groups = split(row.opt_text("group_ids")?);
     Ok(Some(user))
 }
 
@@ -164,7 +164,7 @@ pub async fn license_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(U
     let Some(row) = tx
         .opt_row(
             &format!(
-                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM license_epochs e WHERE e.org_id = u.org_id), 0) \
+                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM license_epochs e WHERE e.org_id = u.org_id), 0) AS ahead \
                  FROM users u JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
                  WHERE u.org_id = $1 AND u.id = $2"
             ),
@@ -174,7 +174,7 @@ pub async fn license_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(U
     else {
         return Ok(None);
     };
-    Ok(Some((user_from(&row)?, row.int(6)?, row.int(7)?)))
+    Ok(Some((user_from(&row)?, row.int("version")?, row.int("ahead")?)))
 }
 
 /// The sites a user administers.
@@ -185,7 +185,7 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
     )
     .await?
     .iter()
-    .map(|r| r.text(0))
+    .map(|r| r.text("site_id"))
     .collect()
 }
 
@@ -412,7 +412,7 @@ pub async fn many(tx: &mut Tx, org: &str, ids: &[String]) -> Result<Vec<User>, S
     if !admins.is_empty() {
         let mut by_user: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         for r in &admins {
-            by_user.entry(r.text(0)?).or_default().push(r.text(1)?);
+            by_user.entry(r.text("user_id")?).or_default().push(r.text("site_id")?);
         }
         for u in &mut users {
             if let Some(sites) = by_user.remove(&u.id) {
@@ -430,9 +430,9 @@ pub async fn count_existing(tx: &mut Tx, org: &str, ids: &[String]) -> Result<i6
         return Ok(0);
     }
     let (ids_in, vals) = crate::catalogue::in_list(tx, "id", org, ids);
-    tx.opt_row(&format!("SELECT COUNT(*) FROM users WHERE org_id = $1 AND {ids_in}"), &vals)
+    tx.opt_row(&format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1 AND {ids_in}"), &vals)
         .await?
-        .map_or(Ok(0), |r| r.int(0))
+        .map_or(Ok(0), |r| r.int("n"))
 }
 
 /// A page of user ids matching a bulk filter, in id order after `after`.
@@ -468,7 +468,7 @@ pub async fn ids_matching(
         .rows_packed(&["u.id"], &q.sql, &q.args)
         .await?
         .iter()
-        .map(|r| r.text(0))
+        .map(|r| r.text("id"))
         .collect::<Result<_, _>>()?;
     // Packed rows come in no promised order.
     ids.sort_unstable();
@@ -517,12 +517,12 @@ pub async fn export_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Res
     // Both lists are in user id order: one merge pass.
     let mut k = 0;
     for r in &seats {
-        let uid = r.text(0)?;
+        let uid = r.text("user_id")?;
         while k < out.len() && out[k].user.id < uid {
             k += 1;
         }
         if let Some(e) = out.get_mut(k).filter(|e| e.user.id == uid) {
-            e.seats.push((r.text(1)?, r.text(2)?));
+            e.seats.push((r.text("product")?, r.text("subscription_id")?));
         }
     }
     Ok(out)
@@ -540,5 +540,5 @@ pub async fn ids_by_emails(tx: &mut Tx, org: &str, emails: &[String]) -> Result<
             &[Val::from(org), Val::texts(emails)],
         )
         .await?;
-    rows.iter().map(|r| r.text(0)).collect()
+    rows.iter().map(|r| r.text("id")).collect()
 }

@@ -125,40 +125,62 @@ impl<'de> serde::Deserialize<'de> for PackedCell {
     }
 }
 
-/// One result row, read by column index (queries name their columns).
+/// The names of a result's columns, shared by its rows.
+pub(crate) type ColumnNames = std::sync::Arc<[Box<str>]>;
+
+/// One result row, read by column name (`r.text("email")`): a statement's
+/// columns may be reordered or added without touching the code that reads
+/// them. Expressions need a name (`COUNT(*) AS n`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub(crate) Vec<Option<Cell>>);
+pub struct Row {
+    pub(crate) cells: Vec<Option<Cell>>,
+    pub(crate) names: ColumnNames,
+}
 
 impl Row {
-    fn cell(&self, i: usize) -> Result<&Option<Cell>, StoreError> {
-        self.0.get(i).ok_or_else(|| StoreError::Db(format!("column {i} missing from row")))
+    /// The position of column `name` (ASCII case-insensitively: PostgreSQL
+    /// folds unquoted names to lowercase).
+    fn at(&self, name: &str) -> Result<usize, StoreError> {
+        // Exact first: the names as written in the statements match as
+        // they are on both engines (all lowercase), so the fallback is rare.
+        self.names
+            .iter()
+            .position(|n| **n == *name)
+            .or_else(|| self.names.iter().position(|n| n.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| StoreError::Db(format!("no column {name:?} in the row (it has {:?})", self.names)))
     }
-    pub fn text(&self, i: usize) -> Result<String, StoreError> {
-        self.opt_text(i)?.ok_or_else(|| StoreError::Db(format!("column {i} is null")))
+    fn cell(&self, name: &str) -> Result<&Option<Cell>, StoreError> {
+        let i = self.at(name)?;
+        self.cells
+            .get(i)
+            .ok_or_else(|| StoreError::Db(format!("column {name} missing from row")))
     }
-    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
-        match self.cell(i)? {
+    pub fn text(&self, name: &str) -> Result<String, StoreError> {
+        self.opt_text(name)?.ok_or_else(|| StoreError::Db(format!("column {name} is null")))
+    }
+    pub fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.cell(name)? {
             None => Ok(None),
             Some(Cell::Text(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(StoreError::Db(format!("column {i}: expected text, found {other:?}"))),
+            Some(other) => Err(StoreError::Db(format!("column {name}: expected text, found {other:?}"))),
         }
     }
-    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
-        match self.cell(i)? {
+    pub fn int(&self, name: &str) -> Result<i64, StoreError> {
+        match self.cell(name)? {
             Some(Cell::Int(v)) => Ok(*v),
             Some(Cell::Float(f)) if f.fract() == 0.0 => Ok(*f as i64),
-            other => Err(StoreError::Db(format!("column {i}: expected integer, found {other:?}"))),
+            other => Err(StoreError::Db(format!("column {name}: expected integer, found {other:?}"))),
         }
     }
-    pub fn cell_is_null(&self, i: usize) -> bool {
-        matches!(self.0.get(i), Some(None) | None)
+    pub fn cell_is_null(&self, name: &str) -> bool {
+        matches!(self.cell(name), Ok(None) | Err(_))
     }
-    pub fn bool(&self, i: usize) -> Result<bool, StoreError> {
-        match self.cell(i)? {
+    pub fn bool(&self, name: &str) -> Result<bool, StoreError> {
+        match self.cell(name)? {
             Some(Cell::Bool(b)) => Ok(*b),
             // SQLite keeps booleans as 0/1.
             Some(Cell::Int(v)) => Ok(*v != 0),
-            other => Err(StoreError::Db(format!("column {i}: expected boolean, found {other:?}"))),
+            other => Err(StoreError::Db(format!("column {name}: expected boolean, found {other:?}"))),
         }
     }
 }

@@ -98,8 +98,8 @@ async fn idempotency_key_returns_the_same_job(backend: Backend) {
     let s = app.get(&format!("/api/v1/orgs/{org}/subscriptions/{sub}"), &app.admin).await.ok();
     assert_eq!(s["items"][0]["consumed"], 5, "one job ran, not two");
     let mut tx = app.store.begin_read().await.unwrap();
-    let jobs = tx.rows("SELECT COUNT(*) FROM jobs", &[]).await.unwrap();
-    assert_eq!(jobs[0].int(0).unwrap(), 1);
+    let jobs = tx.rows("SELECT COUNT(*) AS n FROM jobs", &[]).await.unwrap();
+    assert_eq!(jobs[0].int("n").unwrap(), 1);
 }
 
 async fn job(app: &TestApp, org: &str, body: Value) -> Value {

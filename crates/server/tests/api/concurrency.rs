@@ -262,12 +262,12 @@ async fn mixed_load_keeps_invariants(backend: Backend) {
         let mut tx = app.store.begin_read().await.unwrap();
         let over = tx
             .rows(
-                "SELECT COUNT(*) FROM subscription_items WHERE consumed > quantity OR consumed < 0",
+                "SELECT COUNT(*) AS n FROM subscription_items WHERE consumed > quantity OR consumed < 0",
                 &[],
             )
             .await
             .unwrap();
-        assert_eq!(over[0].int(0).unwrap(), 0, "seed {seed}: a pool is oversold");
+        assert_eq!(over[0].int("n").unwrap(), 0, "seed {seed}: a pool is oversold");
         eprintln!("seed {seed}: {totals:?} single/bulk/read/import calls, invariants hold");
     }
 }
@@ -350,7 +350,7 @@ async fn single_changes_while_a_long_job_runs(backend: Backend) {
         .await
         .unwrap()
         .iter()
-        .map(|r| r.text(0).unwrap())
+        .map(|r| r.text("user_id").unwrap())
         .collect();
     let missing = users.iter().filter(|u| !touched.contains(*u) && !holders.contains(*u)).count();
     assert_eq!(missing, 0, "users no single change touched all got the product");
@@ -407,10 +407,10 @@ async fn a_change_planned_before_a_chunk_was_written_sees_it(backend: Backend) {
                 Backend::Sqlite => store.writer_waiters() > 0,
                 Backend::Postgres => {
                     let mut rd = store.read_conn().await.expect("read");
-                    rd.rows("SELECT COUNT(*) FROM pg_locks WHERE NOT granted", &[])
+                    rd.rows("SELECT COUNT(*) AS n FROM pg_locks WHERE NOT granted", &[])
                         .await
                         .expect("locks")[0]
-                        .int(0)
+                        .int("n")
                         .expect("count")
                         > 0
                 }

@@ -183,10 +183,10 @@ async fn hanging_up_clients_never_stop_writes(backend: Backend) {
     let real_rows = {
         let mut tx = app.store.begin_read().await.expect("read");
         let rows = tx
-            .rows("SELECT COUNT(*) FROM users WHERE email LIKE 'real%'", &[])
+            .rows("SELECT COUNT(*) AS n FROM users WHERE email LIKE 'real%'", &[])
             .await
             .expect("count");
-        rows[0].int(0).expect("count") as usize
+        rows[0].int("n").expect("count") as usize
     };
     assert_eq!(real_rows, real_writes, "every real write is stored once");
 }

@@ -22,8 +22,8 @@ both_backends!(
 
 async fn key_rows(app: &TestApp) -> i64 {
     let mut tx = app.store.begin_read().await.expect("read");
-    tx.rows("SELECT COUNT(*) FROM idempotency_keys", &[]).await.expect("count")[0]
-        .int(0)
+    tx.rows("SELECT COUNT(*) AS n FROM idempotency_keys", &[]).await.expect("count")[0]
+        .int("n")
         .expect("count")
 }
 
@@ -143,12 +143,12 @@ async fn an_abandoned_request_finishes_and_its_retry_gets_the_answer(backend: Ba
         let mut tx = app.store.begin_read().await.expect("read");
         let reserved = tx
             .rows(
-                "SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'slow' AND status IS NULL",
+                "SELECT COUNT(*) AS n FROM idempotency_keys WHERE idem_key = 'slow' AND status IS NULL",
                 &[],
             )
             .await
             .expect("count")[0]
-            .int(0)
+            .int("n")
             .expect("count");
         if reserved == 1 {
             break;
@@ -185,7 +185,7 @@ async fn an_abandoned_request_finishes_and_its_retry_gets_the_answer(backend: Ba
             .rows("SELECT id FROM api_tokens ORDER BY created_at LIMIT 1", &[])
             .await
             .expect("token");
-        r[0].text(0).expect("id")
+        r[0].text("id").expect("id")
     };
     let long_ago = allot_store::ts(today() - chrono::Duration::minutes(11));
     tx.exec(

@@ -256,7 +256,7 @@ impl TestApp {
         let mut tx = self.store.begin_read().await.expect("read");
         let postgres = tx.backend() == allot_store::Backend::Postgres;
         let tables_sql = if postgres {
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
         } else {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
         };
@@ -265,14 +265,14 @@ impl TestApp {
             .await
             .expect("tables")
             .iter()
-            .map(|r| r.text(0).expect("name"))
+            .map(|r| r.text("name").expect("name"))
             .filter(|t| t != "allot_migrations")
             .collect();
         assert!(tables.len() >= 20, "the schema lists only {tables:?}");
         let mut out = Vec::new();
         for t in &tables {
             let columns_sql = if postgres {
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position"
+                "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position"
             } else {
                 "SELECT name FROM pragma_table_info($1) ORDER BY cid"
             };
@@ -281,7 +281,7 @@ impl TestApp {
                 .await
                 .expect("columns")
                 .iter()
-                .map(|r| r.text(0).expect("name"))
+                .map(|r| r.text("name").expect("name"))
                 .filter(|c| !(t == "api_tokens" && c == "last_used_at"))
                 .collect();
             let list = columns.join(", ");
@@ -293,7 +293,7 @@ impl TestApp {
             let rows = tx.rows(&row_sql, &[]).await.expect("rows");
             out.push(format!("{t}: {} rows ({list})", rows.len()));
             for r in rows {
-                out.push(format!("{t} {}", r.text(0).expect("row")));
+                out.push(format!("{t} {}", r.text("j").expect("row")));
             }
         }
         out
@@ -310,12 +310,12 @@ impl TestApp {
         let mut tx = self.store.begin_read().await.expect("read");
         let n = tx
             .rows(
-                "SELECT COUNT(*) FROM (SELECT user_id, product FROM assignments GROUP BY user_id, product HAVING COUNT(*) > 1) d",
+                "SELECT COUNT(*) AS n FROM (SELECT user_id, product FROM assignments GROUP BY user_id, product HAVING COUNT(*) > 1) d",
                 &[],
             )
             .await
             .expect("duplicates");
-        n[0].int(0).expect("count")
+        n[0].int("n").expect("count")
     }
 }
 
@@ -477,6 +477,6 @@ pub async fn stored_service_data(app: &TestApp, org: &str, user: &str, family: &
         .await
         .expect("service data");
     let row = rows.first()?;
-    let data = serde_json::from_str(&row.text(0).expect("data")).expect("data is JSON");
-    Some((data, row.opt_text(1).expect("retain_until")))
+    let data = serde_json::from_str(&row.text("data").expect("data")).expect("data is JSON");
+    Some((data, row.opt_text("retain_until").expect("retain_until")))
 }

@@ -852,8 +852,8 @@ async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
 
 async fn audit_count(app: &TestApp) -> i64 {
     let mut tx = app.store.begin_read().await.expect("read");
-    tx.rows("SELECT COUNT(*) FROM audit_events", &[]).await.expect("count")[0]
-        .int(0)
+    tx.rows("SELECT COUNT(*) AS n FROM audit_events", &[]).await.expect("count")[0]
+        .int("n")
         .expect("int")
 }
 

@@ -66,7 +66,12 @@ pub async fn service_data_rows(app: &TestApp, org: &str, family: &str) -> BTreeM
     .await
     .expect("service data")
     .iter()
-    .map(|r| (r.text(0).unwrap(), (r.text(1).unwrap(), r.opt_text(2).unwrap())))
+    .map(|r| {
+        (
+            r.text("user_id").unwrap(),
+            (r.text("data").unwrap(), r.opt_text("retain_until").unwrap()),
+        )
+    })
     .collect()
 }
 

@@ -24,7 +24,7 @@ async fn bundled_sqlite_has_no_process_wide_page_cache_mutex() {
         .await
         .unwrap()
         .iter()
-        .map(|r| r.text(0).unwrap())
+        .map(|r| r.text("compile_options").unwrap())
         .collect();
     assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
     assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
@@ -96,19 +96,19 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
         .await
         .expect("packed read");
     assert_eq!(back.len(), expected.len());
-    let mut back: Vec<_> = back.iter().map(|r| r.text(0).expect("id")).zip(back.iter()).collect();
+    let mut back: Vec<_> = back.iter().map(|r| r.text("id").expect("id")).zip(back.iter()).collect();
     back.sort_by(|a, b| a.0.cmp(&b.0));
     for ((id, r), want) in back.iter().zip(&expected) {
         assert_eq!(Val::Text(id.clone()), want[0]);
-        let name = r.opt_text(1).expect("name");
+        let name = r.opt_text("name").expect("name");
         assert_eq!(Val::from(name), want[1], "name of {id}");
-        let n = if r.cell_is_null(2) {
+        let n = if r.cell_is_null("n") {
             Val::NullInt
         } else {
-            Val::Int(r.int(2).expect("n"))
+            Val::Int(r.int("n").expect("n"))
         };
         assert_eq!(n, want[2], "n of {id}");
-        assert_eq!(Val::Bool(r.bool(3).expect("flag")), want[3], "flag of {id}");
+        assert_eq!(Val::Bool(r.bool("flag").expect("flag")), want[3], "flag of {id}");
     }
     // `any_of`: one list parameter selects exactly the ids named (one unknown).
     let ids = vec![
@@ -123,7 +123,7 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
         .await
         .expect("any_of")
         .iter()
-        .map(|r| r.text(0).expect("id"))
+        .map(|r| r.text("id").expect("id"))
         .collect();
     assert_eq!(found, vec!["r000003", "r011999", "single"]);
     let single = rd
@@ -131,8 +131,8 @@ async fn bulk_rows_round_trip_every_value(backend: Backend) {
         .await
         .expect("single")
         .expect("the single row exists");
-    assert!(single.cell_is_null(0));
-    assert_eq!((single.int(1).expect("n"), single.bool(2).expect("flag")), (-1, true));
+    assert!(single.cell_is_null("name"));
+    assert_eq!((single.int("n").expect("n"), single.bool("flag").expect("flag")), (-1, true));
     drop(rd);
     // A duplicate key in a batch fails the whole statement, and the unit with it.
     let dup = in_transaction!(store, |tx| {
@@ -300,7 +300,7 @@ async fn versions_of(store: &allot_store::Store, org: &str, ids: &[String]) -> V
             .await
             .expect("version")
         {
-            got.push((r.text(0).expect("id"), r.int(1).expect("version")));
+            got.push((r.text("user_id").expect("id"), r.int("version").expect("version")));
         }
     }
     got
@@ -432,7 +432,11 @@ async fn service_data_read_ahead_and_purged_meanwhile_is_written_anew(backend: B
         .await
         .expect("query")
         .expect("the family taken has its row again");
-    assert_eq!(row.text(0).expect("data"), r#"{"extension":"42"}"#, "the expired data is not kept");
-    assert_eq!(row.opt_text(1).expect("until"), None);
+    assert_eq!(
+        row.text("data").expect("data"),
+        r#"{"extension":"42"}"#,
+        "the expired data is not kept"
+    );
+    assert_eq!(row.opt_text("retain_until").expect("until"), None);
     assert_eq!(app.mismatches().await, 0);
 }
