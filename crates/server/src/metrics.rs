@@ -25,11 +25,17 @@ struct Latency {
 }
 
 #[derive(Default)]
+struct RouteCounts {
+    /// (method, status) → requests.
+    requests: Vec<(String, u16, u64)>,
+    latency: Latency,
+}
+
+#[derive(Default)]
 struct Counts {
-    /// (route, method, status) → requests.
-    requests: BTreeMap<(String, String, u16), u64>,
-    /// route → latencies.
-    latency: BTreeMap<String, Latency>,
+    /// By route template: looked up by reference, so counting a request
+    /// allocates nothing once its route has been seen.
+    routes: BTreeMap<String, RouteCounts>,
 }
 
 /// What the HTTP layer counts.
@@ -44,8 +50,15 @@ impl Metrics {
         let secs = took.as_secs_f64();
         // A poisoned lock only means a thread panicked mid-count; the counts are still numbers.
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *c.requests.entry((route.to_string(), method.to_string(), status)).or_default() += 1;
-        let l = c.latency.entry(route.to_string()).or_default();
+        if !c.routes.contains_key(route) {
+            c.routes.insert(route.to_string(), RouteCounts::default());
+        }
+        let Some(r) = c.routes.get_mut(route) else { return };
+        match r.requests.iter_mut().find(|(m, s, _)| m == method && *s == status) {
+            Some((_, _, n)) => *n += 1,
+            None => r.requests.push((method.to_string(), status, 1)),
+        }
+        let l = &mut r.latency;
         l.count += 1;
         l.sum += secs;
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
@@ -57,18 +70,22 @@ impl Metrics {
         let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         out.push_str("# HELP allot_http_requests_total HTTP requests answered, by route template, method and status.\n");
         out.push_str("# TYPE allot_http_requests_total counter\n");
-        for ((route, method, status), n) in &c.requests {
-            let _ = writeln!(
-                out,
-                "allot_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-                label(route),
-                label(method)
-            );
+        for (route, r) in &c.routes {
+            let mut requests = r.requests.clone();
+            requests.sort();
+            for (method, status, n) in requests {
+                let _ = writeln!(
+                    out,
+                    "allot_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                    label(route),
+                    label(&method)
+                );
+            }
         }
         out.push_str("# HELP allot_http_request_duration_seconds Time from a request's head to its answer's head, by route template.\n");
         out.push_str("# TYPE allot_http_request_duration_seconds histogram\n");
-        for (route, l) in &c.latency {
-            let route = label(route);
+        for (route, r) in &c.routes {
+            let (route, l) = (label(route), &r.latency);
             let mut cumulative = 0u64;
             for (i, b) in BUCKETS.iter().enumerate() {
                 cumulative += l.buckets[i];

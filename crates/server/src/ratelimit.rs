@@ -34,7 +34,13 @@ impl RateLimiter {
         let RateLimit { per_second, burst } = self.limit;
         // A poisoned lock only means a thread panicked mid-update; the buckets are still numbers.
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = buckets.entry(token.to_string()).or_insert(Bucket { tokens: burst, at: now });
+        // Looked up by reference: a token's bucket is made once, not on every request.
+        if !buckets.contains_key(token) {
+            buckets.insert(token.to_string(), Bucket { tokens: burst, at: now });
+        }
+        let Some(b) = buckets.get_mut(token) else {
+            return Ok(());
+        };
         let refill = now.duration_since(b.at).as_secs_f64() * per_second;
         b.tokens = (b.tokens + refill).min(burst);
         b.at = now;
