@@ -381,6 +381,20 @@ impl InProcessServer {
     }
 }
 
+/// Opens the bench store at `database` (durable, as a server runs it) with
+/// `max_connections` in its pool.
+pub async fn open_store(database: &str, max_connections: u32) -> Result<Store> {
+    Store::open(
+        database,
+        StoreOptions {
+            durable: true,
+            max_connections,
+        },
+    )
+    .await
+    .map_err(|e| msg(allot_domain::Error::from(e).detail))
+}
+
 /// Deals targets to clients: client c gets every clients-th target.
 fn deal<T: Clone>(targets: &[T], clients: usize) -> Vec<Vec<T>> {
     (0..clients)
@@ -389,15 +403,7 @@ fn deal<T: Clone>(targets: &[T], clients: usize) -> Vec<Vec<T>> {
 }
 
 async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: usize) -> Result<Figures> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections: 32,
-        },
-    )
-    .await
-    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let store = open_store(database, 32).await?;
     let targets = setup(&store, pools, clients * per_client).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, Some("bench"), SystemClock.now())
         .await
@@ -467,15 +473,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
 /// schema and rows as Allot's run gets; the baseline then measures raw
 /// statements on it. Returns the (org, subscription, user) targets.
 async fn baseline_database(database: &str, pools: usize, total: usize) -> Result<Vec<(String, String, String)>> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections: 4,
-        },
-    )
-    .await
-    .map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+    let store = open_store(database, 4).await?;
     let targets = setup(&store, pools, total).await?;
     store.close().await;
     Ok(targets)

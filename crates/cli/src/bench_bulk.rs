@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use allot_domain::access::Role;
 use allot_server::clock::{Clock, SystemClock};
 use allot_store::users::User;
-use allot_store::{in_transaction, Store, StoreOptions, Val};
+use allot_store::{in_transaction, Store, Val};
 
 use crate::anyhow_lite::{msg, Result};
 use crate::bench::{seat_pool, seat_product};
@@ -41,15 +41,7 @@ async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
 
 /// A fresh store at `database` with `n` users to give seats to.
 async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Store, String, String)> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections,
-        },
-    )
-    .await
-    .map_err(|e| msg(format!("{e:?}")))?;
+    let store = crate::bench::open_store(database, max_connections).await?;
     let (org, sub) = setup(&store, n).await?;
     settle(database).await?;
     Ok((store, org, sub))

@@ -17,7 +17,7 @@ use serde_json::Value;
 use allot_domain::access::Role;
 use allot_server::clock::{Clock, SystemClock};
 use allot_store::users::User;
-use allot_store::{in_transaction, Store, StoreOptions, Val};
+use allot_store::{in_transaction, Store, Val};
 
 use crate::anyhow_lite::{msg, Result};
 use crate::bench::{seat_pool, seat_product};
@@ -36,15 +36,7 @@ struct Setup {
 /// An org with subscriptions A and B of `n` seats each, and `n` users each
 /// holding a seat of A (loaded directly; not measured).
 async fn setup(database: &str, n: usize, max_connections: u32) -> Result<Setup> {
-    let store = Store::open(
-        database,
-        StoreOptions {
-            durable: true,
-            max_connections,
-        },
-    )
-    .await
-    .map_err(|e| msg(format!("{e:?}")))?;
+    let store = crate::bench::open_store(database, max_connections).await?;
     let now = SystemClock.now();
     let (org, sub_a) = seat_pool("CSV Bench", PRODUCT, n as i64, now, SystemClock.today());
     let mut sub_b = sub_a.clone();

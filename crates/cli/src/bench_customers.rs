@@ -12,7 +12,7 @@ use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_server::clock::{Clock, SystemClock};
 use allot_store::subscriptions::{Item, Subscription};
 use allot_store::tenants::Org;
-use allot_store::{in_transaction, new_id, Store, StoreOptions};
+use allot_store::{in_transaction, new_id, Store};
 
 use crate::anyhow_lite::{msg, Result};
 use crate::bench::seat_product;
@@ -117,15 +117,7 @@ pub async fn run(backend: &str, customers: usize, subscriptions: usize, requests
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         let database = databases.fresh(b, "customers")?;
-        let store = Store::open(
-            &database,
-            StoreOptions {
-                durable: true,
-                max_connections: 16,
-            },
-        )
-        .await
-        .map_err(|e| msg(format!("{e:?}")))?;
+        let store = crate::bench::open_store(&database, 16).await?;
         let partner = setup(&store, customers, subscriptions).await?;
         let token = allot_server::auth::create_token(&store, Role::PartnerAdmin, Some(&partner), None, None, SystemClock.now())
             .await

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use allot_domain::access::Role;
 use allot_server::clock::{Clock, SystemClock};
 use allot_store::tenants::Org;
-use allot_store::{new_id, Store, StoreOptions};
+use allot_store::{new_id, Store};
 
 use crate::anyhow_lite::{msg, Result};
 
@@ -122,7 +122,11 @@ async fn load(
     for c in 0..connections {
         let (url, token, stop, path_of) = (url.to_string(), token.map(str::to_string), stop.clone(), path_of.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            // A client that cannot be built (no TLS backend, ...) counts as
+            // one failed request, so the run reports it instead of panicking.
+            let Ok(client) = reqwest::Client::builder().pool_max_idle_per_host(1).build() else {
+                return (Vec::new(), 1);
+            };
             let mut rng = Lcg(c as u64 + 1);
             let mut times = Vec::new();
             let mut failed = 0u64;
@@ -173,15 +177,7 @@ pub async fn run(backend: &str, users: usize, requests: usize, connections: usiz
     let mut loads = Vec::new();
     for b in &backends {
         let database = databases.fresh(b, "users")?;
-        let store = Store::open(
-            &database,
-            StoreOptions {
-                durable: true,
-                max_connections: 16,
-            },
-        )
-        .await
-        .map_err(|e| msg(format!("{e:?}")))?;
+        let store = crate::bench::open_store(&database, 16).await?;
         let org = setup(&store, users).await?;
         let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
             .await

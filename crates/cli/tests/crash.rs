@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use allot_store::{Store, StoreOptions, Val};
 
-use common::{start, url_in, Running, BIN};
+use common::{call, start, token, url_in, Running};
 
 const USERS: usize = 100_000;
 
@@ -31,27 +30,6 @@ fn serve(database: &str) -> (Running, String) {
         |l| l.contains("listening on"),
     );
     (running, url_in(&lines, "listening on"))
-}
-
-fn token(database: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["admin", "create-token", "--database", database, "--role", "provider_admin"])
-        .output()
-        .expect("create-token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
-}
-
-async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = client.request(method, format!("{url}{path}")).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {v}");
-    v
 }
 
 /// Loads `n` users straight into the database, as an import would.

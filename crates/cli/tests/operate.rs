@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use allot_store::{Store, StoreOptions, Val};
 
-use common::{start, url_in, Running, BIN};
+use common::{call, start, token, url_in, Running, BIN};
 
 fn run(args: &[&str]) -> (bool, String, String, Duration) {
     let started = Instant::now();
@@ -93,15 +93,6 @@ fn the_catalogue_is_applied_from_a_file() {
     assert!(err.contains("is not a catalogue document"), "{err}");
 }
 
-fn token(database: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["admin", "create-token", "--database", database, "--role", "provider_admin"])
-        .output()
-        .expect("create-token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
-}
-
 /// `allot serve` on port 0 with the default 30 s job lease.
 fn serve(database: &str) -> (Running, String) {
     let (running, lines) = start(
@@ -118,18 +109,6 @@ fn serve(database: &str) -> (Running, String) {
         |l| l.contains("listening on"),
     );
     (running, url_in(&lines, "listening on"))
-}
-
-async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-    let mut req = client.request(method, format!("{url}{path}")).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {v}");
-    v
 }
 
 const USERS: usize = 60_000;

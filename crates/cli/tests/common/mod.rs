@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_allot");
 
 /// Kills the child process when the test ends, however it ends.
@@ -80,4 +82,29 @@ pub fn postgres_database(name: &str) -> Option<(allot_pgtemp::PgCluster, String)
     };
     let url = cluster.create_database(name).expect("database");
     Some((cluster, url))
+}
+
+/// A provider admin token for `database` (`allot admin create-token`).
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub fn token(database: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "create-token", "--database", database, "--role", "provider_admin"])
+        .output()
+        .expect("create-token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+}
+
+/// One API call that must succeed; its JSON answer.
+#[allow(dead_code)] // not every test binary that shares this module uses it
+pub async fn call(client: &reqwest::Client, url: &str, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = client.request(method, format!("{url}{path}")).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
 }

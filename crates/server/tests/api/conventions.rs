@@ -140,6 +140,48 @@ async fn the_served_document_is_the_committed_one_and_complete() {
     }
 }
 
+/// Every `pattern` in `value` with where it stands.
+fn patterns_in<'a>(value: &'a Value, at: String, found: &mut Vec<(String, &'a str)>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(p)) = map.get("pattern") {
+                found.push((at.clone(), p));
+            }
+            for (k, v) in map {
+                patterns_in(v, format!("{at}/{k}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                patterns_in(v, format!("{at}/{i}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// utoipa takes a pattern only as a literal, so the free-text patterns are
+/// written out at each field; each copy must still be the one the server
+/// checks by (`allot_domain::types::check_text`, described by the two
+/// constants), or clients would be told a different rule than is applied.
+#[test]
+fn every_free_text_pattern_is_the_shared_one() {
+    let doc = committed_document();
+    let mut found = Vec::new();
+    patterns_in(&doc, String::new(), &mut found);
+    let free_text: Vec<_> = found
+        .iter()
+        .filter(|(_, p)| p.starts_with(r"^[^\x00-\x1f\x7f-\x9f\u200e"))
+        .collect();
+    assert!(free_text.len() >= 20, "only {} free-text patterns found", free_text.len());
+    for (at, p) in free_text {
+        assert!(
+            *p == allot_server::app::TEXT_PATTERN || *p == allot_server::app::ANY_TEXT_PATTERN,
+            "{at}: {p} is neither TEXT_PATTERN nor ANY_TEXT_PATTERN"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bodies_are_json_objects_in_json() {
     let app = spawn(Backend::Sqlite).await;
