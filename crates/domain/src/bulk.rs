@@ -437,6 +437,11 @@ impl UserResult {
         }
     }
 
+    /// A refusal for a user who was deleted after the job listed them.
+    pub fn user_gone(user: &str) -> Self {
+        Self::error(user, &[Violation::new(Code::NotFound, format!("User {user} no longer exists."))])
+    }
+
     pub fn skipped(user: &str, code: Option<&str>, message: impl Into<String>) -> Self {
         UserResult {
             user: user.to_string(),

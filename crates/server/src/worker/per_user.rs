@@ -266,13 +266,7 @@ async fn plan_chunk(
             Work::Template(_) => match stored.get(entry) {
                 Some(u) => (u.clone(), false, None),
                 None => {
-                    out.results.push(UserResult::error(
-                        entry,
-                        &[allot_domain::Violation::new(
-                            Code::NotFound,
-                            format!("User {entry} no longer exists."),
-                        )],
-                    ));
+                    out.results.push(UserResult::user_gone(entry));
                     continue;
                 }
             },

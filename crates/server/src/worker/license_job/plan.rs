@@ -52,13 +52,7 @@ pub(super) async fn plan_chunk(
         // Taken, not cloned: a chunk lists each user once (a job refuses a
         // list with a user twice; a filter yields each user once).
         let Some(u) = facts.remove(uid) else {
-            out.results.push(UserResult::error(
-                uid,
-                &[allot_domain::Violation::new(
-                    Code::NotFound,
-                    format!("User {uid} no longer exists."),
-                )],
-            ));
+            out.results.push(UserResult::user_gone(uid));
             continue;
         };
         let held: Vec<Held> = held_by_user
