@@ -1,8 +1,8 @@
 //! What every request or change would otherwise read again: a token's
-//! principal, and the catalogue. Kept exact:
+//! principal, the catalogue, and organisations. Kept exact:
 //!
 //! - A change made through this server (a token revoked, a product created
-//!   or changed) drops the cache right after its commit.
+//!   or changed, an org changed) drops the cache right after its commit.
 //! - Every such change also bumps a version in the database in its own
 //!   transaction (`allot_store::cache_versions`); [`sync_caches`] polls the
 //!   versions every `Config::cache_sync` (0.5 s) and drops a cache whose
@@ -39,39 +39,66 @@ pub struct CachedToken {
     pub last_used_at: Option<String>,
 }
 
+/// A cached value with its generation, bumped whenever the value is
+/// dropped: a value read from the database before a drop must not be cached
+/// after it (it may be the very value the drop was for).
+#[derive(Default)]
+struct Generational<T> {
+    value: RwLock<T>,
+    generation: AtomicU64,
+}
+
+// A poisoned lock only means a thread panicked while holding it; the values
+// are still consistent (every write replaces or clears whole entries).
+impl<T: Default> Generational<T> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
+        self.value.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation to pass to [`Generational::remember`]: taken before
+    /// the value is read from the database.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores what was read at `generation` with `put`, unless the value
+    /// was dropped since.
+    fn remember(&self, generation: u64, put: impl FnOnce(&mut T)) {
+        let mut value = self.write();
+        if self.generation() == generation {
+            put(&mut value);
+        }
+    }
+
+    fn clear(&self) {
+        let mut value = self.write();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *value = T::default();
+    }
+}
+
 #[derive(Default)]
 pub struct Caches {
-    tokens: RwLock<HashMap<String, CachedToken>>,
-    catalogue: RwLock<Option<Arc<HashMap<ProductCode, Product>>>>,
-    /// Bumped whenever a cache is dropped: a value read from the database
-    /// before a drop must not be cached after it (it may be the very value
-    /// the drop was for).
-    tokens_generation: AtomicU64,
-    catalogue_generation: AtomicU64,
+    /// Live tokens by hash.
+    tokens: Generational<HashMap<String, CachedToken>>,
+    catalogue: Generational<Option<Arc<HashMap<ProductCode, Product>>>>,
     /// Organisations by id (their partner decides who may see them).
-    orgs: RwLock<HashMap<String, Org>>,
-    orgs_generation: AtomicU64,
+    orgs: Generational<HashMap<String, Org>>,
     /// The versions last seen.
     seen: RwLock<Option<Versions>>,
-}
-
-// A poisoned lock only means a thread panicked while holding it; the maps
-// are still consistent (every write replaces or clears whole entries).
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Caches {
     /// The cached principal of a token (by its hash), if it is cached and
     /// has not expired at `now`.
     pub fn token(&self, hash: &str, now: DateTime<Utc>) -> Option<CachedToken> {
-        let cached = read(&self.tokens).get(hash).cloned()?;
+        let cached = self.tokens.read().get(hash).cloned()?;
         if cached.expires_at.is_some_and(|t| t <= now) {
-            write(&self.tokens).remove(hash);
+            self.tokens.write().remove(hash);
             return None;
         }
         Some(cached)
@@ -80,67 +107,40 @@ impl Caches {
     /// The generation to pass to [`Caches::remember_token`]: taken before
     /// the token is read from the database.
     pub fn tokens_generation(&self) -> u64 {
-        self.tokens_generation.load(Ordering::SeqCst)
+        self.tokens.generation()
     }
 
     /// Caches a token read at `generation`, unless the cache was dropped since.
     pub fn remember_token(&self, hash: String, token: CachedToken, generation: u64) {
-        let mut tokens = write(&self.tokens);
-        if self.tokens_generation.load(Ordering::SeqCst) == generation {
+        self.tokens.remember(generation, |tokens| {
             tokens.insert(hash, token);
-        }
+        });
     }
 
     /// Notes that a token's use was written down.
     pub fn note_token_use(&self, hash: &str, at: String) {
-        if let Some(t) = write(&self.tokens).get_mut(hash) {
+        if let Some(t) = self.tokens.write().get_mut(hash) {
             t.last_used_at = Some(at);
         }
     }
 
     /// Drops every cached token (one was revoked).
     pub fn tokens_changed(&self) {
-        let mut tokens = write(&self.tokens);
-        self.tokens_generation.fetch_add(1, Ordering::SeqCst);
-        tokens.clear();
+        self.tokens.clear();
     }
 
     pub fn catalogue(&self) -> Option<Arc<HashMap<ProductCode, Product>>> {
-        read(&self.catalogue).clone()
+        self.catalogue.read().clone()
     }
 
-    fn catalogue_generation(&self) -> u64 {
-        self.catalogue_generation.load(Ordering::SeqCst)
-    }
-
-    fn remember_catalogue(&self, c: Arc<HashMap<ProductCode, Product>>, generation: u64) {
-        let mut cached = write(&self.catalogue);
-        if self.catalogue_generation.load(Ordering::SeqCst) == generation {
-            *cached = Some(c);
-        }
-    }
-
+    /// Drops the catalogue (a product was created or changed).
     pub fn catalogue_changed(&self) {
-        let mut cached = write(&self.catalogue);
-        self.catalogue_generation.fetch_add(1, Ordering::SeqCst);
-        *cached = None;
+        self.catalogue.clear();
     }
 
-    fn org(&self, id: &str) -> Option<Org> {
-        read(&self.orgs).get(id).cloned()
-    }
-
-    fn remember_org(&self, org: Org, generation: u64) {
-        let mut orgs = write(&self.orgs);
-        if self.orgs_generation.load(Ordering::SeqCst) == generation {
-            orgs.insert(org.id.clone(), org);
-        }
-    }
-
+    /// Drops every cached organisation (one was changed).
     pub fn orgs_changed(&self) {
-        let mut orgs = write(&self.orgs);
-        self.orgs_generation.fetch_add(1, Ordering::SeqCst);
-        orgs.clear();
+        self.orgs.clear();
     }
 
     /// Drops everything (the versions cannot be read: better slow than stale).
@@ -152,7 +152,7 @@ impl Caches {
 
     /// Drops what another server changed since the last look.
     fn apply_versions(&self, now: Versions) {
-        let mut seen = write(&self.seen);
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
         match *seen {
             Some(before) => {
                 if now.tokens != before.tokens {
@@ -178,10 +178,10 @@ impl App {
         if let Some(c) = self.caches.catalogue() {
             return Ok(c);
         }
-        let generation = self.caches.catalogue_generation();
+        let generation = self.caches.catalogue.generation();
         let mut rd = self.store.read_conn().await?;
         let c = Arc::new(allot_store::catalogue::all(&mut rd).await?);
-        self.caches.remember_catalogue(c.clone(), generation);
+        self.caches.catalogue.remember(generation, |cached| *cached = Some(c.clone()));
         Ok(c)
     }
 
@@ -189,14 +189,17 @@ impl App {
     /// read through the cache: for reads (writes read the org inside their
     /// transaction).
     pub async fn visible_org(&self, caller: &Caller, org_id: &str, action: Action) -> Result<Org, Error> {
-        let org = match self.caches.org(org_id) {
+        let cached = self.caches.orgs.read().get(org_id).cloned();
+        let org = match cached {
             Some(o) => Some(o),
             None => {
-                let generation = self.caches.orgs_generation.load(Ordering::SeqCst);
+                let generation = self.caches.orgs.generation();
                 let mut rd = self.store.read_conn().await?;
                 let found = allot_store::tenants::get_org(&mut rd, org_id).await?;
                 if let Some(o) = &found {
-                    self.caches.remember_org(o.clone(), generation);
+                    self.caches.orgs.remember(generation, |orgs| {
+                        orgs.insert(o.id.clone(), o.clone());
+                    });
                 }
                 found
             }
@@ -224,5 +227,28 @@ pub async fn sync_caches(app: App) {
             tracing::warn!(error = %e, "cannot read the cache versions; caches dropped");
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_read_before_a_drop_is_not_cached_after_it() {
+        let cache: Generational<HashMap<String, u32>> = Generational::default();
+        let before = cache.generation();
+        cache.clear();
+        cache.remember(before, |m| {
+            m.insert("stale".into(), 1);
+        });
+        assert!(cache.read().is_empty(), "a value read before the drop was cached");
+        let now = cache.generation();
+        cache.remember(now, |m| {
+            m.insert("fresh".into(), 2);
+        });
+        assert_eq!(cache.read().get("fresh"), Some(&2));
+        cache.clear();
+        assert!(cache.read().is_empty(), "clear keeps values");
     }
 }
