@@ -9,6 +9,14 @@ use allot_store::audit::{self, AuditEvent, AuditFilter};
 use super::paging::{Page, Paged};
 use super::{App, Caller};
 
+/// What the audit log records of an object before or after a change. The
+/// wire and store types serialise infallibly (derived, string keys); were
+/// one ever to fail, the event is still written, without that side, rather
+/// than the change being refused for its log entry.
+pub(crate) fn snapshot<T: Serialize>(v: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// The audit log's filters and page.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ use allot_domain::types::ProductCode;
 use allot_domain::{Error, Violation};
 use allot_store::{audit, catalogue, in_transaction, StoreError};
 
+use super::audit::snapshot;
 use super::etag::{self, IfMatch};
 use super::paging::{PageQuery, Paged};
 use super::{App, Caller};
@@ -161,7 +162,7 @@ pub async fn create_product(app: &App, caller: &Caller, input: ProductInput) -> 
             "product.create",
             &format!("product:{}", p.code),
             None,
-            serde_json::to_value(&p).ok().as_ref(),
+            snapshot(&p).as_ref(),
             now,
         )
         .await?;
@@ -200,7 +201,7 @@ pub async fn update_product(app: &App, caller: &Caller, code: &str, patch: Produ
         check_in_catalogue(&mut tx, &p).await?;
         if_match.check(&format!("Product {code}"), &etag::of(&before))?;
         catalogue::update(&mut tx, &p, now).await?;
-        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&p).ok());
+        let (b, a) = (snapshot(&before), snapshot(&p));
         audit::record(
             &mut tx,
             None,
@@ -306,7 +307,7 @@ pub async fn apply_catalogue(app: &App, caller: &Caller, doc: CatalogueDocument,
                     "product.create",
                     &format!("product:{}", p.code),
                     None,
-                    serde_json::to_value(p).ok().as_ref(),
+                    snapshot(p).as_ref(),
                     now,
                 )
                 .await?;
@@ -319,8 +320,8 @@ pub async fn apply_catalogue(app: &App, caller: &Caller, doc: CatalogueDocument,
                     &caller.actor(),
                     "product.update",
                     &format!("product:{}", p.code),
-                    stored.get(&p.code).and_then(|b| serde_json::to_value(b).ok()).as_ref(),
-                    serde_json::to_value(p).ok().as_ref(),
+                    stored.get(&p.code).and_then(snapshot).as_ref(),
+                    snapshot(p).as_ref(),
                     now,
                 )
                 .await?;

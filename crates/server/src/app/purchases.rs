@@ -13,6 +13,7 @@ use allot_store::purchases::{self, PurchaseRequest};
 use allot_store::tenants::{self, Org};
 use allot_store::{audit, catalogue, in_transaction, new_id, subscriptions, ts, StoreError, Tx};
 
+use super::audit::snapshot;
 use super::paging::{PageQuery, Paged};
 use super::{App, Caller};
 
@@ -108,10 +109,6 @@ pub struct RejectInput {
     pub reason: Option<String>,
 }
 
-fn json(p: &PurchaseRequest) -> Option<serde_json::Value> {
-    serde_json::to_value(p).ok()
-}
-
 /// Whom an org's admins contact to buy: its partner, else the provider.
 pub async fn contact(tx: &mut Tx, org: &Org) -> Result<String, StoreError> {
     Ok(match &org.partner {
@@ -189,7 +186,7 @@ pub async fn create_purchase_request(app: &App, caller: &Caller, org: &str, inpu
             "purchase.request",
             &format!("purchase:{}", p.id),
             None,
-            json(&p).as_ref(),
+            snapshot(&p).as_ref(),
             now,
         )
         .await?;
@@ -238,8 +235,8 @@ async fn record_decision(
         &caller.actor(),
         action,
         &format!("purchase:{id}"),
-        json(before).as_ref(),
-        json(&after).as_ref(),
+        snapshot(before).as_ref(),
+        snapshot(&after).as_ref(),
         now,
     )
     .await?;

@@ -21,6 +21,7 @@ use allot_domain::{Code, Error};
 use allot_store::subscriptions::{self, Item, Subscription};
 use allot_store::{audit, catalogue, in_transaction, new_id, tenants, StoreError};
 
+use super::audit::snapshot;
 use super::etag::{self, IfMatch};
 use super::jobs::{check_license_job, queue_job, JobView};
 use super::paging::{PageQuery, Paged};
@@ -254,7 +255,7 @@ pub async fn create_subscription(app: &App, caller: &Caller, org: &str, input: S
             items: items.clone(),
         };
         subscriptions::insert(&mut tx, &sub, now).await?;
-        let after = serde_json::to_value(view(&sub, today)).ok();
+        let after = snapshot(&view(&sub, today));
         audit::record(
             &mut tx,
             Some(&org.id),
@@ -336,10 +337,7 @@ pub async fn update_subscription(
         let s = subscriptions::get(&mut tx, &org.id, sub)
             .await?
             .ok_or_else(|| subscriptions::not_found(sub))?;
-        let (b, a) = (
-            serde_json::to_value(view(&before, today)).ok(),
-            serde_json::to_value(view(&s, today)).ok(),
-        );
+        let (b, a) = (snapshot(&view(&before, today)), snapshot(&view(&s, today)));
         audit::record(
             &mut tx,
             Some(&org.id),

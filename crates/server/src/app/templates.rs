@@ -16,6 +16,7 @@ use allot_store::jobs::{self, Job};
 use allot_store::templates::{self, Template};
 use allot_store::{audit, catalogue, in_transaction, new_id, subscriptions, tenants, ts, users, StoreError, Tx};
 
+use super::audit::snapshot;
 use super::etag::{self, IfMatch};
 use super::jobs::{JobView, CHUNK_USERS};
 use super::paging::Paged;
@@ -118,7 +119,7 @@ pub fn view(t: &Template) -> TemplateView {
 }
 
 fn audit_view(t: &Template) -> Option<serde_json::Value> {
-    let mut v = serde_json::to_value(view(t)).ok()?;
+    let mut v = snapshot(&view(t))?;
     if let Some(o) = v.as_object_mut() {
         o.remove("etag");
     }

@@ -9,16 +9,13 @@ use allot_domain::Error;
 use allot_store::tenants::{self, Group, Org, OrgScope, Partner, Site};
 use allot_store::{audit, in_transaction, new_id, StoreError};
 
+use super::audit::snapshot;
 use super::etag::{self, IfMatch};
 use super::paging::{PageQuery, Paged};
 use super::{App, Caller};
 
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
     allot_domain::types::check_text(field, name, 200)
-}
-
-fn json<T: Serialize>(v: &T) -> Option<serde_json::Value> {
-    serde_json::to_value(v).ok()
 }
 
 /// A PATCH field that may be set to null: absent (None), null (Some(None)) or a value.
@@ -85,7 +82,7 @@ pub async fn create_partner(app: &App, caller: &Caller, input: PartnerInput) -> 
             "partner.create",
             &format!("partner:{}", p.id),
             None,
-            json(&p).as_ref(),
+            snapshot(&p).as_ref(),
             now,
         )
         .await?;
@@ -234,7 +231,7 @@ pub async fn create_org(app: &App, caller: &Caller, input: OrgInput) -> Result<O
             "org.create",
             &format!("org:{}", org.id),
             None,
-            json(&org).as_ref(),
+            snapshot(&org).as_ref(),
             now,
         )
         .await?;
@@ -290,8 +287,8 @@ pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, i
             &caller.actor(),
             "org.update",
             &format!("org:{}", org.id),
-            json(&before).as_ref(),
-            json(&org).as_ref(),
+            snapshot(&before).as_ref(),
+            snapshot(&org).as_ref(),
             now,
         )
         .await?;
@@ -412,7 +409,7 @@ pub async fn create_site(app: &App, caller: &Caller, org: &str, input: SiteInput
             "site.create",
             &format!("site:{}", site.id),
             None,
-            json(&site).as_ref(),
+            snapshot(&site).as_ref(),
             now,
         )
         .await?;
@@ -464,7 +461,7 @@ pub async fn create_group(app: &App, caller: &Caller, org: &str, input: GroupInp
             "group.create",
             &format!("group:{}", g.id),
             None,
-            json(&g).as_ref(),
+            snapshot(&g).as_ref(),
             now,
         )
         .await?;

@@ -9,6 +9,7 @@ use allot_domain::Error;
 use allot_store::users::{self, User, UserFilter};
 use allot_store::{audit, in_transaction, licenses, new_id, StoreError, Tx};
 
+use super::audit::snapshot;
 use super::etag::{self, IfMatch};
 use super::paging::{Page, Paged};
 use super::templates::TemplateOutcome;
@@ -197,7 +198,7 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput
             "user.create",
             &format!("user:{}", u.id),
             None,
-            serde_json::to_value(&u).ok().as_ref(),
+            snapshot(&u).as_ref(),
             now,
         )
         .await?;
@@ -256,7 +257,7 @@ pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: U
         check_links(&mut tx, &org.id, &u).await?;
         if_match.check(&format!("User {user}"), &etag::of(&before))?;
         users::update(&mut tx, &org.id, &u, now).await?;
-        let (b, a) = (serde_json::to_value(&before).ok(), serde_json::to_value(&u).ok());
+        let (b, a) = (snapshot(&before), snapshot(&u));
         audit::record(
             &mut tx,
             Some(&org.id),
