@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -34,8 +34,10 @@ impl TokenSlot {
     }
 }
 
-/// Problem documents are small (at most 100 reasons); a larger body is
-/// passed on untouched.
+/// A problem document this large (one listing every reason a request with
+/// tens of thousands of entries was refused) is passed on as it is, without
+/// `request_id` (the `x-request-id` header still names the request), rather
+/// than held whole in memory a second time.
 const MAX_PROBLEM_BYTES: usize = 1 << 20;
 
 pub async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Response {
@@ -102,6 +104,11 @@ pub async fn observe(State(app): State<App>, mut req: Request, next: Next) -> Re
 /// Adds `request_id` to a problem document; for a 5xx, also replaces its
 /// detail (returned, for the log) with a sentence naming the request.
 async fn decorate(body: Body, id: &str, server_error: bool) -> (Body, Option<String>) {
+    let large = body.size_hint().upper().is_none_or(|n| n > MAX_PROBLEM_BYTES as u64);
+    if large && !server_error {
+        return (body, None);
+    }
+    // A 5xx's detail is never passed on: if it cannot be read, it is replaced.
     let bytes = match axum::body::to_bytes(body, MAX_PROBLEM_BYTES).await {
         Ok(b) => b,
         Err(e) => {

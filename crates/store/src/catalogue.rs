@@ -57,11 +57,6 @@ pub async fn all(tx: &mut Tx) -> Result<HashMap<ProductCode, Product>, StoreErro
     rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
 }
 
-/// `$1, $2, ...` for a list of `n` placeholders starting at `first`.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
 /// `(condition, values)` for `org_id = $1 AND <column> IN <ids>`: the ids
 /// are one list parameter, `$2` (see [`Tx::any_of`]).
 pub(crate) fn in_list(tx: &Tx, column: &str, org: &str, ids: &[String]) -> (String, Vec<Val>) {
@@ -72,9 +67,9 @@ pub async fn by_codes(tx: &mut Tx, codes: &[&ProductCode]) -> Result<HashMap<Pro
     if codes.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!("SELECT {COLUMNS} FROM products WHERE code IN ({})", placeholders(1, codes.len()));
-    let vals: Vec<Val> = codes.iter().map(|c| Val::from(c.as_str())).collect();
-    let rows = tx.rows(&sql, &vals).await?;
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE {}", tx.any_of("code", 1));
+    let codes: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+    let rows = tx.rows(&sql, &[Val::texts(&codes)]).await?;
     rows.iter().map(|r| product_from(r).map(|p| (p.code.clone(), p))).collect()
 }
 

@@ -7,7 +7,6 @@ use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error};
 
-use crate::catalogue::placeholders;
 use crate::db::{Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
@@ -210,12 +209,11 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
         "SELECT i.subscription_id, i.product, i.quantity, i.consumed, i.provisioning_status, \
                 s.trial, s.start_date, s.end_date, s.suspended, s.cancelled \
          FROM subscription_items i JOIN subscriptions s ON s.org_id = i.org_id AND s.id = i.subscription_id \
-         WHERE i.org_id = $1 AND i.product IN ({}) ORDER BY s.end_date, s.id",
-        placeholders(2, products.len())
+         WHERE i.org_id = $1 AND {} ORDER BY s.end_date, s.id",
+        tx.any_of("i.product", 2)
     );
-    let mut vals = vec![Val::from(org)];
-    vals.extend(products.iter().map(|p| Val::from(p.as_str())));
-    let rows = tx.rows(&sql, &vals).await?;
+    let products: Vec<&str> = products.iter().map(|p| p.as_str()).collect();
+    let rows = tx.rows(&sql, &[Val::from(org), Val::texts(&products)]).await?;
     rows.iter()
         .map(|r| {
             let facts = SubscriptionFacts {

@@ -171,12 +171,14 @@ pub async fn sites_by_ids(tx: &mut Tx, org: &str, ids: &[&str]) -> Result<Vec<Si
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT id, url, attendee_accounts_enabled FROM sites WHERE org_id = $1 AND id IN ({})",
-        crate::catalogue::placeholders(2, ids.len())
+        "SELECT id, url, attendee_accounts_enabled FROM sites WHERE org_id = $1 AND {}",
+        tx.any_of("id", 2)
     );
-    let mut vals = vec![crate::Val::from(org)];
-    vals.extend(ids.iter().map(|i| crate::Val::from(*i)));
-    tx.rows(&sql, &vals).await?.iter().map(site_from).collect()
+    tx.rows(&sql, &[crate::Val::from(org), crate::Val::texts(ids)])
+        .await?
+        .iter()
+        .map(site_from)
+        .collect()
 }
 
 pub async fn insert_site(

@@ -188,12 +188,15 @@ fn check_ref(r: &Option<String>) -> Result<(), Error> {
 
 /// Every item's product must be in the catalogue, and named once.
 async fn check_items(tx: &mut allot_store::Tx, items: &[ItemInput]) -> Result<(), StoreError> {
+    // One read for all items, not one per item.
+    let codes: Vec<&ProductCode> = items.iter().map(|it| &it.product).collect();
+    let known = catalogue::by_codes(tx, &codes).await?;
     let mut seen = std::collections::HashSet::new();
     for (i, it) in items.iter().enumerate() {
         if !seen.insert(&it.product) {
             return Err(Error::validation(&format!("items[{i}].product"), format!("{} is listed twice.", it.product)).into());
         }
-        if catalogue::get(tx, it.product.as_str()).await?.is_none() {
+        if !known.contains_key(&it.product) {
             return Err(Error::validation(
                 &format!("items[{i}].product"),
                 format!("{} is not a product in the catalogue.", it.product),
