@@ -209,11 +209,17 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
         "SELECT i.subscription_id, i.product, i.quantity, i.consumed, i.provisioning_status, \
                 s.trial, s.start_date, s.end_date, s.suspended, s.cancelled \
          FROM subscription_items i JOIN subscriptions s ON s.org_id = i.org_id AND s.id = i.subscription_id \
-         WHERE i.org_id = $1 AND {} ORDER BY s.end_date, s.id",
-        tx.any_of("i.product", 2)
+         WHERE i.org_id = $1 AND i.product IN ({}) ORDER BY s.end_date, s.id",
+        // One parameter per product, not a list parameter (`Tx::any_of`):
+        // PostgreSQL plans this read, made before every licence change,
+        // better that way (list: 14% fewer changes/s in the spread bench).
+        // The products are the catalogue's (callers leave unknown codes
+        // out), so they stay far below the engines' parameter limits.
+        (2..2 + products.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
     );
-    let products: Vec<&str> = products.iter().map(|p| p.as_str()).collect();
-    let rows = tx.rows(&sql, &[Val::from(org), Val::texts(&products)]).await?;
+    let mut vals = vec![Val::from(org)];
+    vals.extend(products.iter().map(|p| Val::from(p.as_str())));
+    let rows = tx.rows(&sql, &vals).await?;
     rows.iter()
         .map(|r| {
             let facts = SubscriptionFacts {

@@ -212,8 +212,14 @@ async fn read_snapshot(
         Some(all) => with_requirements(all, &codes),
         None => catalogue::with_requirements(rd, &codes).await?,
     };
-    // Pools for what is added and, when asked to, for what that requires.
-    let mut pool_products: Vec<&ProductCode> = change.add.iter().map(|a| &a.product).collect();
+    // Pools for what is added and, when asked to, for what that requires;
+    // a code not in the catalogue has none (the planner refuses it).
+    let mut pool_products: Vec<&ProductCode> = change
+        .add
+        .iter()
+        .map(|a| &a.product)
+        .filter(|code| catalogue.contains_key(*code))
+        .collect();
     if change.add_required {
         pool_products.extend(catalogue.values().map(|p| &p.code));
     }
