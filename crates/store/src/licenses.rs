@@ -15,7 +15,7 @@ pub struct Assignment {
     pub assigned_at: String,
 }
 
-fn assignment_from(r: &Row) -> Result<Assignment, StoreError> {
+pub(crate) fn assignment_from(r: &Row) -> Result<Assignment, StoreError> {
     let properties: Properties = serde_json::from_str(&r.text("properties")?)
         .map_err(|e| StoreError::Db(format!("stored assignment properties are unreadable: {e}")))?;
     Ok(Assignment {
@@ -424,6 +424,15 @@ pub async fn stored_service_data(
     let changes = service_data_changes(planned, catalogue);
     let rows = read_stored_rows(tx, org, &changes.taken).await?;
     Ok(StoredServiceData { changes, rows })
+}
+
+/// The service-data changes of `planned` for users known to have no
+/// service data stored (nothing to read: see [`SeatChanges::with_stored_service_data`]).
+pub fn nothing_stored(planned: &[PlannedUser<'_>], catalogue: &std::collections::HashMap<ProductCode, Product>) -> StoredServiceData {
+    StoredServiceData {
+        changes: service_data_changes(planned, catalogue),
+        rows: StoredRows::new(),
+    }
 }
 
 /// Stored rows of the families taken, read once per family.

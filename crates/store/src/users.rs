@@ -160,21 +160,52 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<User>, Store
 /// licence set and the org's count of bulk chunks written from plans made
 /// ahead (see [`crate::license_epochs`]), read together for planning a
 /// licence change.
-pub async fn license_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<(User, i64, i64)>, StoreError> {
-    let Some(row) = tx
-        .opt_row(
+/// What a licence change of one user is planned from, read in one
+/// statement: the user, the version of their licence set, the org's count
+/// of bulk chunks written from plans made ahead (see
+/// [`crate::license_epochs`]), whether any service data is stored for them,
+/// and their licences in product order.
+pub struct LicenseState {
+    pub user: User,
+    pub version: i64,
+    pub chunks_ahead: i64,
+    /// When false, a change of this user need not read service data: none
+    /// can appear without moving `version` on.
+    pub has_service_data: bool,
+    pub assignments: Vec<crate::licenses::Assignment>,
+}
+
+pub async fn license_state(tx: &mut Tx, org: &str, id: &str) -> Result<Option<LicenseState>, StoreError> {
+    let rows = tx
+        .rows(
             &format!(
-                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM license_epochs e WHERE e.org_id = u.org_id), 0) AS ahead \
+                "SELECT {COLUMNS}, v.version, COALESCE((SELECT e.ahead FROM license_epochs e WHERE e.org_id = u.org_id), 0) AS ahead, \
+                 EXISTS (SELECT 1 FROM service_data s WHERE s.org_id = u.org_id AND s.user_id = u.id) AS has_service_data, \
+                 a.product, a.subscription_id, a.properties, a.assigned_at \
                  FROM users u JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
-                 WHERE u.org_id = $1 AND u.id = $2"
+                 LEFT JOIN assignments a ON a.org_id = u.org_id AND a.user_id = u.id \
+                 WHERE u.org_id = $1 AND u.id = $2 ORDER BY a.product"
             ),
             args![org, id],
         )
-        .await?
-    else {
+        .await?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    Ok(Some((user_from(&row)?, row.int("version")?, row.int("ahead")?)))
+    let mut assignments = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // A user without licences is one row with no assignment columns.
+        if !r.cell_is_null("product") {
+            assignments.push(crate::licenses::assignment_from(r)?);
+        }
+    }
+    Ok(Some(LicenseState {
+        user: user_from(first)?,
+        version: first.int("version")?,
+        chunks_ahead: first.int("ahead")?,
+        has_service_data: first.bool("has_service_data")?,
+        assignments,
+    }))
 }
 
 /// The sites a user administers.

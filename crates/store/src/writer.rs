@@ -43,6 +43,15 @@ use crate::db::StoreError;
 /// The most units one transaction carries before it is committed anyway.
 const MAX_BATCH: usize = 256;
 
+/// How long a PostgreSQL lane's transaction may keep taking units before it
+/// is committed anyway. A unit's answer waits for its batch's COMMIT, so
+/// under a steady stream of units an unbounded batch makes its first units
+/// wait for all the others. SQLite has no such bound: its commit is an
+/// fsync, and the longer batch is what keeps its throughput up.
+/// Measured on the spread benchmark (64 clients, 1,000 orgs): PostgreSQL
+/// p99 went from 134-161 ms to 104-115 ms for 4% of the throughput.
+const MAX_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub(crate) struct Writer {
     state: Arc<Mutex<WriterState>>,
     waiters: AtomicUsize,
@@ -66,31 +75,40 @@ pub(crate) struct WriterState {
     /// statement per single change on the writer's path.
     unit_versioned: Vec<String>,
     batch_versioned: Vec<String>,
+    /// When the open transaction began.
+    began: Option<std::time::Instant>,
 }
 
+/// Runs the `;`-separated statements of `sql` in order, stopping at the
+/// first that fails. On PostgreSQL they travel as one simple query, one
+/// round trip for all (the server runs them in order and stops at the first
+/// error, as here): a lane's boundaries (`BEGIN; SAVEPOINT`, `RELEASE;
+/// COMMIT`) are a large part of a single change's round trips.
+///
 /// Boxed with an explicit `Send` so that cleanup futures can be spawned
 /// (the compiler cannot prove `Send` for every lifetime of the plain async fn).
 fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
     Box::pin(async move {
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            match conn {
-                WriterConn::Sqlite(c) => {
+        match conn {
+            WriterConn::Sqlite(c) => {
+                for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                     sqlx::query(statement).execute(&mut *c).await?;
                 }
-                WriterConn::Postgres(c, _) => {
-                    let Some(live) = c.as_mut() else {
-                        return Err(StoreError::Db("the lane's connection was lost".into()));
-                    };
-                    if let Err(e) = sqlx::query(statement).execute(&mut *live).await {
-                        // A lost connection takes its transaction with it: every
-                        // later statement of this batch fails (so its COMMIT does,
-                        // and its units are told to retry), and the next batch
-                        // connects again in `ensure_connected`.
-                        if !matches!(e, sqlx::Error::Database(_)) {
-                            *c = None;
-                        }
-                        return Err(e.into());
+            }
+            WriterConn::Postgres(c, _) => {
+                let Some(live) = c.as_mut() else {
+                    return Err(StoreError::Db("the lane's connection was lost".into()));
+                };
+                // A `&str` without arguments is sent as a simple query.
+                if let Err(e) = sqlx::Executor::execute(&mut *live, sql).await {
+                    // A lost connection takes its transaction with it: every
+                    // later statement of this batch fails (so its COMMIT does,
+                    // and its units are told to retry), and the next batch
+                    // connects again in `ensure_connected`.
+                    if !matches!(e, sqlx::Error::Database(_)) {
+                        *c = None;
                     }
+                    return Err(e.into());
                 }
             }
         }
@@ -107,11 +125,12 @@ async fn ensure_connected(conn: &mut WriterConn) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Begins the shared transaction and its first unit's SAVEPOINT together.
 fn begin_sql(conn: &WriterConn) -> &'static str {
     match conn {
         // IMMEDIATE takes the write lock now, so a unit never fails half-way with BUSY.
-        WriterConn::Sqlite(_) => "BEGIN IMMEDIATE",
-        WriterConn::Postgres(..) => "BEGIN",
+        WriterConn::Sqlite(_) => "BEGIN IMMEDIATE; SAVEPOINT allot_unit",
+        WriterConn::Postgres(..) => "BEGIN; SAVEPOINT allot_unit",
     }
 }
 
@@ -132,8 +151,10 @@ impl WriterState {
                 return Err(StoreError::Retry(format!("BEGIN failed: {e:?}")));
             }
             self.in_tx = true;
+            self.began = Some(std::time::Instant::now());
+        } else {
+            run(&mut self.conn, "SAVEPOINT allot_unit").await?;
         }
-        run(&mut self.conn, "SAVEPOINT allot_unit").await?;
         self.unit_open = true;
         Ok(())
     }
@@ -144,6 +165,45 @@ impl WriterState {
         if self.unit_open {
             let _ = run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
             self.unit_open = false;
+        }
+    }
+
+    /// PostgreSQL: keeps the open unit and commits the batch with it, in
+    /// one round trip. Should the unit's RELEASE fail (its work left the
+    /// transaction aborted), the unit alone is refused and the batch is
+    /// committed without it, as a separate RELEASE would have done.
+    async fn keep_unit_and_commit(&mut self, tell: oneshot::Sender<Settled>) {
+        match run(&mut self.conn, "RELEASE allot_unit; COMMIT").await {
+            Ok(()) => {
+                self.unit_open = false;
+                self.in_tx = false;
+                self.unit_versioned.clear();
+                self.batch_versioned.clear();
+                let _ = tell.send(Settled::Committed);
+                for p in self.pending.drain(..) {
+                    let _ = p.send(Settled::Committed);
+                }
+            }
+            // The savepoint is still there: the RELEASE failed, not the COMMIT.
+            Err(e) if run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await.is_ok() => {
+                self.unit_open = false;
+                self.unit_versioned.clear();
+                let _ = tell.send(Settled::Refused(e));
+                self.flush().await;
+            }
+            // The COMMIT failed (or the connection went): nothing was kept.
+            Err(e) => {
+                self.unit_open = false;
+                self.unit_versioned.clear();
+                self.batch_versioned.clear();
+                let _ = run(&mut self.conn, "ROLLBACK").await;
+                self.in_tx = false;
+                let failed = format!("{e:?}");
+                let _ = tell.send(Settled::CommitFailed(failed.clone()));
+                for p in self.pending.drain(..) {
+                    let _ = p.send(Settled::CommitFailed(failed.clone()));
+                }
+            }
         }
     }
 
@@ -195,6 +255,7 @@ impl Writer {
                 pending: Vec::new(),
                 unit_versioned: Vec::new(),
                 batch_versioned: Vec::new(),
+                began: None,
             })),
             waiters: AtomicUsize::new(0),
         })
@@ -377,6 +438,14 @@ impl WriteUnit {
         let writer = self.writer.clone();
         spawn_detached(async move {
             let mut guard = guard;
+            let postgres = matches!(guard.conn, WriterConn::Postgres(..));
+            let last = writer.nobody_waiting()
+                || guard.pending.len() + 1 >= MAX_BATCH
+                || (postgres && guard.began.is_some_and(|t| t.elapsed() >= MAX_BATCH_AGE));
+            if last && postgres {
+                guard.keep_unit_and_commit(tell).await;
+                return;
+            }
             if let Err(e) = run(&mut guard.conn, "RELEASE allot_unit").await {
                 guard.discard_open_unit().await;
                 if writer.nobody_waiting() {

@@ -159,6 +159,8 @@ struct Snapshot {
     /// The org's count of bulk chunks written from plans made ahead, read
     /// with the version (see `allot_store::license_epochs`).
     chunks_ahead: i64,
+    /// Whether the user has service data stored (read with the version).
+    has_service_data: bool,
     assignments: Vec<licenses::Assignment>,
     catalogue: HashMap<ProductCode, Product>,
     pools: Vec<Pool>,
@@ -195,10 +197,15 @@ async fn read_snapshot(
 ) -> Result<Snapshot, Error> {
     // First: a change landing between this and the reads below (no
     // snapshot isolation on a read connection) then only makes the claim fail.
-    let (user, version, chunks_ahead) = users::license_state(rd, &org.id, user_id)
+    let users::LicenseState {
+        user,
+        version,
+        chunks_ahead,
+        has_service_data,
+        assignments,
+    } = users::license_state(rd, &org.id, user_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("User {}", allot_domain::types::excerpt(user_id))))?;
-    let assignments = licenses::of_user(rd, &org.id, &user.id).await?;
     let mut codes: Vec<&ProductCode> = change
         .add
         .iter()
@@ -257,10 +264,45 @@ async fn read_snapshot(
         user,
         version,
         chunks_ahead,
+        has_service_data,
         assignments,
         catalogue,
         pools,
     })
+}
+
+/// The user's planned change, with the stored service data it may touch,
+/// read on the snapshot's connection (outside the org's lane when planned
+/// optimistically): the version claim in [`write_plan`] vouches that
+/// neither changed since. A user with none stored needs no read.
+struct Planned {
+    plan: LicensePlan,
+    stored: licenses::StoredServiceData,
+}
+
+/// `Ok(Err)` is the planner's refusal.
+async fn plan_with_service_data(
+    rd: &mut Tx,
+    snap: &Snapshot,
+    change: &LicenseChange,
+    today: chrono::NaiveDate,
+) -> Result<Result<Planned, Vec<Violation>>, StoreError> {
+    let plan = match plan_for(snap, change, today) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
+    let planned = [licenses::PlannedUser {
+        user: &snap.user.id,
+        before: &before,
+        plan: &plan,
+    }];
+    let stored = if snap.has_service_data {
+        licenses::stored_service_data(rd, &snap.org, &planned, &snap.catalogue).await?
+    } else {
+        licenses::nothing_stored(&planned, &snap.catalogue)
+    };
+    Ok(Ok(Planned { plan, stored }))
 }
 
 /// Applies a plan made from `snap`: claims the user's licence version (a
@@ -271,19 +313,21 @@ async fn write_plan(
     tx: &mut Tx,
     who: &allot_store::audit::Actor,
     snap: &Snapshot,
-    plan: &LicensePlan,
+    planned_change: Planned,
     change: &LicenseChange,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<LicensePlan, StoreError> {
     let (org, user) = (&snap.org, &snap.user);
+    let Planned { plan, stored } = planned_change;
     users::claim_license_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
     let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
         user: &user.id,
         before: &before,
-        plan,
+        plan: &plan,
     }];
-    if let Err(full) = licenses::apply_plans(tx, org, &planned, &snap.catalogue, now).await? {
+    let seats = licenses::seat_changes(tx.backend(), org, &planned, now).with_stored_service_data(stored);
+    if let Err(full) = licenses::apply_seat_changes(tx, org, seats, &planned, &snap.catalogue, now).await? {
         let named = change.add.iter().any(|a| a.product == full.product && a.subscription.is_some());
         if !named {
             // The seat chosen from the snapshot went to someone else first: plan again on fresh counts.
@@ -309,7 +353,8 @@ async fn write_plan(
         .subscription(full.subscription.clone())])
         .into());
     }
-    licenses::record_changes(tx, org, &planned, who, now).await
+    licenses::record_changes(tx, org, &planned, who, now).await?;
+    Ok(plan)
 }
 
 /// A change of one user planned and written inside the caller's
@@ -327,12 +372,9 @@ pub(crate) async fn change_within(
     now: DateTime<Utc>,
 ) -> Result<Result<LicensePlan, Vec<Violation>>, StoreError> {
     let snap = read_snapshot(tx, org, user_id, change, None).await?;
-    match plan_for(&snap, change, today) {
+    match plan_with_service_data(tx, &snap, change, today).await? {
         Err(refused) => Ok(Err(refused)),
-        Ok(plan) => {
-            write_plan(tx, who, &snap, &plan, change, now).await?;
-            Ok(Ok(plan))
-        }
+        Ok(planned) => Ok(Ok(write_plan(tx, who, &snap, planned, change, now).await?)),
     }
 }
 
@@ -393,16 +435,18 @@ async fn apply_license_change(
         let (tx, result) = if attempt < OPTIMISTIC_ATTEMPTS {
             let catalogue = app.catalogue().await?;
             let org = app.visible_org(caller, org_id, Action::WriteLicenses).await?;
-            let (org, snap) = {
+            let (snap, planned) = {
                 let mut rd = app.store.read_conn().await?;
                 let snap = read_snapshot(&mut rd, &org, user_id, change, Some(&catalogue)).await?;
-                (org, snap)
+                let planned = plan_with_service_data(&mut rd, &snap, change, today)
+                    .await?
+                    .map_err(Error::rejected)?;
+                (snap, planned)
             };
-            let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
             let mut tx = app.store.begin_in_org(&snap.org).await?;
             let result = async {
-                match write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await {
-                    Ok(()) => Ok((snap, plan)),
+                match write_plan(&mut tx, &caller.actor(), &snap, planned, change, now).await {
+                    Ok(plan) => Ok((snap, plan)),
                     // A bulk chunk planned ahead was written meanwhile
                     // (SQLite): plan again here, where the writer's
                     // transaction sees it. Starting over would queue behind
@@ -411,8 +455,10 @@ async fn apply_license_change(
                     // that went through has checked the chunk count.
                     Err(StoreError::Replan(_)) if license_epochs::chunk_written_since(&mut tx, &org.id, snap.chunks_ahead).await? => {
                         let snap = read_snapshot(&mut tx, &org, user_id, change, Some(&catalogue)).await?;
-                        let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
-                        write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;
+                        let planned = plan_with_service_data(&mut tx, &snap, change, today)
+                            .await?
+                            .map_err(Error::rejected)?;
+                        let plan = write_plan(&mut tx, &caller.actor(), &snap, planned, change, now).await?;
                         Ok((snap, plan))
                     }
                     Err(e) => Err(e),
@@ -431,8 +477,10 @@ async fn apply_license_change(
                 let org = caller.org(&mut tx, org_id, Action::WriteLicenses).await?;
                 users::lock_licenses(&mut tx, org_id, &[user_id.to_string()]).await?;
                 let snap = read_snapshot(&mut tx, &org, user_id, change, None).await?;
-                let plan = plan_for(&snap, change, today).map_err(Error::rejected)?;
-                write_plan(&mut tx, &caller.actor(), &snap, &plan, change, now).await?;
+                let planned = plan_with_service_data(&mut tx, &snap, change, today)
+                    .await?
+                    .map_err(Error::rejected)?;
+                let plan = write_plan(&mut tx, &caller.actor(), &snap, planned, change, now).await?;
                 Ok((snap, plan))
             }
             .await;

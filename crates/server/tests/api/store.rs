@@ -10,6 +10,7 @@ both_backends!(bulk_rows_round_trip_every_value);
 both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licenses);
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
 both_backends!(service_data_read_ahead_and_purged_meanwhile_is_written_anew);
+both_backends!(a_unit_kept_after_its_own_statement_failed_is_refused_alone);
 
 /// The bundled SQLite is built without `SQLITE_ENABLE_MEMORY_MANAGEMENT`
 /// (`.cargo/config.toml`): with it, every page fetch of every connection
@@ -439,4 +440,46 @@ async fn service_data_read_ahead_and_purged_meanwhile_is_written_anew(backend: B
     );
     assert_eq!(row.opt_text("retain_until").expect("until"), None);
     assert_eq!(app.mismatches().await, 0);
+}
+
+/// Group commit's last unit: on PostgreSQL its RELEASE and the batch's
+/// COMMIT travel together. A unit whose own statement failed (its error
+/// ignored) and that then asks to be kept leaves PostgreSQL's transaction
+/// aborted: it alone is refused, and the unit queued before it in the same
+/// batch is still committed. SQLite does not abort a transaction for a
+/// failed statement, so there the unit is kept.
+async fn a_unit_kept_after_its_own_statement_failed_is_refused_alone(backend: Backend) {
+    let app = spawn(backend).await;
+    let store = app.store.clone();
+    in_transaction!(store, |tx| tx.raw("CREATE TABLE scratch_units (id TEXT PRIMARY KEY)").await).expect("table");
+    let mut first = store.begin_in_org("org-units").await.expect("first unit");
+    first
+        .exec("INSERT INTO scratch_units (id) VALUES ('first')", &[])
+        .await
+        .expect("insert");
+    let second = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut second = store.begin_in_org("org-units").await.expect("second unit");
+            let duplicate = second.exec("INSERT INTO scratch_units (id) VALUES ('first')", &[]).await;
+            assert!(duplicate.is_err(), "the duplicate key is refused");
+            second.commit().await
+        })
+    };
+    // The second unit queues behind the first, so the first's commit waits
+    // for the batch to end with the second.
+    while store.writer_waiters() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let first = tokio::spawn(async move { first.commit().await });
+    let second = second.await.expect("second task");
+    first.await.expect("first task").expect("the first unit is committed");
+    match backend {
+        Backend::Postgres => assert!(second.is_err(), "a unit that aborted the transaction cannot be kept"),
+        Backend::Sqlite => second.expect("SQLite keeps the unit (its failed statement changed nothing)"),
+    }
+    let mut rd = store.read_conn().await.expect("read");
+    let rows = rd.rows("SELECT id FROM scratch_units", &[]).await.expect("rows");
+    let ids: Vec<String> = rows.iter().map(|r| r.text("id").expect("id")).collect();
+    assert_eq!(ids, vec!["first".to_string()]);
 }
