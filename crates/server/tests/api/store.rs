@@ -483,3 +483,42 @@ async fn a_unit_kept_after_its_own_statement_failed_is_refused_alone(backend: Ba
     let ids: Vec<String> = rows.iter().map(|r| r.text("id").expect("id")).collect();
     assert_eq!(ids, vec!["first".to_string()]);
 }
+
+/// Pooled PostgreSQL connections are not pinged each time they are handed
+/// out (a round trip per read), only after a second idle. Connections the
+/// server ended (a restart, a failover, an administrator) and left idle
+/// since are replaced: no read fails for them. (One ended and handed out
+/// again within that second fails the read it serves.)
+#[tokio::test]
+async fn pooled_connections_the_server_ended_are_replaced() {
+    if !crate::kit::postgres_available() {
+        return;
+    }
+    let app = spawn(Backend::Postgres).await;
+    let store = &app.store;
+    // Several pooled connections, all idle afterwards.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut rd = store.read_conn().await.expect("read");
+        rd.opt_row("SELECT 1 AS one", &[]).await.expect("select");
+        held.push(rd);
+    }
+    drop(held);
+    let mut killer = store.read_conn().await.expect("read");
+    let ended = killer
+        .rows(
+            "SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    assert!(ended.len() >= 3, "the other pooled connections were ended ({})", ended.len());
+    drop(killer);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for i in 0..8 {
+        let mut rd = store.read_conn().await.expect("read");
+        let row = rd.opt_row("SELECT 1 AS one", &[]).await;
+        assert!(row.is_ok(), "read {i} after the server ended its connections: {row:?}");
+    }
+}
