@@ -174,36 +174,24 @@ impl WriterState {
     /// transaction aborted), the unit alone is refused and the batch is
     /// committed without it, as a separate RELEASE would have done.
     async fn keep_unit_and_commit(&mut self, tell: oneshot::Sender<Settled>) {
-        match run(&mut self.conn, "RELEASE allot_unit; COMMIT").await {
+        let result = run(&mut self.conn, "RELEASE allot_unit; COMMIT").await;
+        self.unit_open = false;
+        self.unit_versioned.clear();
+        match result {
             Ok(()) => {
-                self.unit_open = false;
-                self.in_tx = false;
-                self.unit_versioned.clear();
-                self.batch_versioned.clear();
-                let _ = tell.send(Settled::Committed);
-                for p in self.pending.drain(..) {
-                    let _ = p.send(Settled::Committed);
-                }
+                self.pending.push(tell);
+                self.end_batch(Ok(()));
             }
             // The savepoint is still there: the RELEASE failed, not the COMMIT.
             Err(e) if run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await.is_ok() => {
-                self.unit_open = false;
-                self.unit_versioned.clear();
                 let _ = tell.send(Settled::Refused(e));
                 self.flush().await;
             }
             // The COMMIT failed (or the connection went): nothing was kept.
             Err(e) => {
-                self.unit_open = false;
-                self.unit_versioned.clear();
-                self.batch_versioned.clear();
                 let _ = run(&mut self.conn, "ROLLBACK").await;
-                self.in_tx = false;
-                let failed = format!("{e:?}");
-                let _ = tell.send(Settled::CommitFailed(failed.clone()));
-                for p in self.pending.drain(..) {
-                    let _ = p.send(Settled::CommitFailed(failed.clone()));
-                }
+                self.pending.push(tell);
+                self.end_batch(Err(format!("{e:?}")));
             }
         }
     }
@@ -222,7 +210,14 @@ impl WriterState {
         if result.is_err() {
             let _ = run(&mut self.conn, "ROLLBACK").await;
         }
+        self.end_batch(result);
+    }
+
+    /// The transaction is over (committed, or not): tells every unit kept
+    /// in it how it went.
+    fn end_batch(&mut self, result: Result<(), String>) {
         self.in_tx = false;
+        self.batch_versioned.clear();
         for p in self.pending.drain(..) {
             let _ = p.send(match &result {
                 Ok(()) => Settled::Committed,

@@ -453,9 +453,34 @@ impl<'a> Planning<'a> {
     }
 }
 
-/// Counts a plan's seats in `pools`, so that users planned later in one batch
-/// see the seats earlier users took and released.
-pub fn count_plan_in(pools: &mut [Pool], plan: &LicensePlan) {
+/// Plans one user of a batch (a bulk job's chunk) against the pools the
+/// batch shares and, when the change is planned, counts its seats in them,
+/// so that users planned later see the seats earlier users took and
+/// released.
+pub fn plan_in_batch(
+    user: &UserFacts,
+    org: &OrgFacts,
+    held: &[Held],
+    catalogue: &HashMap<ProductCode, Product>,
+    pools: &mut [Pool],
+    today: NaiveDate,
+    change: &LicenseChange,
+) -> Result<LicensePlan, Vec<Violation>> {
+    let input = PlanInput {
+        user,
+        org,
+        held,
+        catalogue,
+        pools,
+        today,
+    };
+    let plan = plan_license_change(&input, change)?;
+    count_plan_in(pools, &plan);
+    Ok(plan)
+}
+
+/// Counts a plan's seats in `pools` (see [`plan_in_batch`]).
+fn count_plan_in(pools: &mut [Pool], plan: &LicensePlan) {
     for (h, delta) in plan.take.iter().map(|h| (h, 1)).chain(plan.release.iter().map(|h| (h, -1))) {
         if let Some(p) = pools
             .iter_mut()

@@ -162,6 +162,8 @@ struct Snapshot {
     /// Whether the user has service data stored (read with the version).
     has_service_data: bool,
     assignments: Vec<licenses::Assignment>,
+    /// The licences of `assignments`, as the planner and the write take them.
+    held: Vec<Held>,
     catalogue: HashMap<ProductCode, Product>,
     pools: Vec<Pool>,
 }
@@ -265,6 +267,7 @@ async fn read_snapshot(
         version,
         chunks_ahead,
         has_service_data,
+        held: assignments.iter().map(|a| a.held.clone()).collect(),
         assignments,
         catalogue,
         pools,
@@ -291,10 +294,9 @@ async fn plan_with_service_data(
         Ok(plan) => plan,
         Err(refused) => return Ok(Err(refused)),
     };
-    let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
         user: &snap.user.id,
-        before: &before,
+        before: &snap.held,
         plan: &plan,
     }];
     let stored = if snap.has_service_data {
@@ -320,10 +322,9 @@ async fn write_plan(
     let (org, user) = (&snap.org, &snap.user);
     let Planned { plan, stored } = planned_change;
     users::claim_license_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
-    let before: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let planned = [licenses::PlannedUser {
         user: &user.id,
-        before: &before,
+        before: &snap.held,
         plan: &plan,
     }];
     let seats = licenses::seat_changes(tx.backend(), org, &planned, now).with_stored_service_data(stored);
@@ -536,11 +537,10 @@ async fn apply_license_change(
 
 /// The plan of `change` for the snapshot's user.
 fn plan_for(snap: &Snapshot, change: &LicenseChange, today: chrono::NaiveDate) -> Result<LicensePlan, Vec<Violation>> {
-    let held: Vec<Held> = snap.assignments.iter().map(|a| a.held.clone()).collect();
     let input = PlanInput {
         user: &snap.user,
         org: &snap.org_facts,
-        held: &held,
+        held: &snap.held,
         catalogue: &snap.catalogue,
         pools: &snap.pools,
         today,

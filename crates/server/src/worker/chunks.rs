@@ -183,10 +183,14 @@ pub(super) async fn keep_lease(tx: &mut Tx, job: &Job, owner: &Lease, now: chron
 }
 
 pub(super) async fn reload(st: &AppState, job: &Job) -> Result<Job, Error> {
+    load(st, &job.org, &job.id).await
+}
+
+async fn load(st: &AppState, org: &str, id: &str) -> Result<Job, Error> {
     let mut rd = st.store.read_conn().await?;
-    jobs::get(&mut rd, &job.org, &job.id)
+    jobs::get(&mut rd, org, id)
         .await?
-        .ok_or_else(|| Error::not_found(format!("Job {}", job.id)))
+        .ok_or_else(|| Error::not_found(format!("Job {id}")))
 }
 
 pub(super) async fn renew(st: &AppState, owner: &Lease, org: &str, id: &str) -> Result<bool, Error> {
@@ -200,12 +204,7 @@ pub(super) async fn renew(st: &AppState, owner: &Lease, org: &str, id: &str) -> 
 /// Ends a job whose runs kept failing (see `MAX_FAILED_RUNS`): `failed`,
 /// with the last error; chunks already done stay done.
 pub(super) async fn give_up(st: &AppState, org: &str, id: &str, runs: u32, last: &Error) -> Result<(), Error> {
-    let job = {
-        let mut rd = st.store.read_conn().await?;
-        jobs::get(&mut rd, org, id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("Job {id}")))?
-    };
+    let job = load(st, org, id).await?;
     let e = Error::new(
         last.code,
         format!("The job failed {runs} times in a row and was given up: {}", last.detail),

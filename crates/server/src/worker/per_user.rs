@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use allot_domain::bulk::JobKind;
 use allot_domain::bulk::{Outcome, UserResult};
 use allot_domain::catalogue::Product;
-use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicenseChange, LicensePlan, OrgFacts, PlanInput, Pool};
+use allot_domain::planner::{plan_in_batch, Held, LicenseChange, LicensePlan, OrgFacts, Pool};
 use allot_domain::sheet::{row_change, ImportRequest, SheetRow};
 use allot_domain::templates::{template_change, TemplateApplyRequest, TemplateLicense};
 use allot_domain::types::{ProductCode, UserKind, UserStatus};
@@ -311,17 +311,8 @@ async fn plan_chunk(
             continue;
         };
         let facts = user_facts(user.clone(), queue_billed.remove(&user.id).unwrap_or_default());
-        let input = PlanInput {
-            user: &facts,
-            org: &setting.org_facts,
-            held: &held,
-            catalogue: &setting.catalogue,
-            pools,
-            today,
-        };
-        match plan_license_change(&input, &change) {
+        match plan_in_batch(&facts, &setting.org_facts, &held, &setting.catalogue, pools, today, &change) {
             Ok(plan) => {
-                count_plan_in(pools, &plan);
                 let mut r = label(UserResult::ok(&user.id, &plan));
                 if created {
                     r.message = Some(format!("Created {}.", user.email));

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use allot_domain::bulk::{change_for_user, UserResult};
-use allot_domain::planner::{count_plan_in, plan_license_change, Held, LicensePlan, PlanInput, Pool};
+use allot_domain::planner::{plan_in_batch, Held, LicensePlan, Pool};
 use allot_domain::Code;
 use allot_store::jobs::Job;
 use allot_store::licenses::{self};
@@ -68,17 +68,8 @@ pub(super) async fn plan_chunk(
             continue;
         };
         let user = user_facts(u, queue_billed.remove(uid).unwrap_or_default());
-        let input = PlanInput {
-            user: &user,
-            org: &setting.org_facts,
-            held: &held,
-            catalogue: &setting.catalogue,
-            pools,
-            today,
-        };
-        match plan_license_change(&input, &change) {
+        match plan_in_batch(&user, &setting.org_facts, &held, &setting.catalogue, pools, today, &change) {
             Ok(plan) => {
-                count_plan_in(pools, &plan);
                 let mut r = UserResult::ok(uid, &plan);
                 r.email = Some(user.email);
                 out.results.push(r);
