@@ -149,16 +149,14 @@ pub(super) async fn restart_dry_run(st: &AppState, job: Job) -> Result<Job, Erro
 
 /// Ends a job `cancelled`.
 pub(super) async fn finish_cancelled(st: &AppState, job: &Job) -> Result<(), Error> {
+    end(st, job, JobState::Cancelled, None).await
+}
+
+/// Ends a job in `state`, with the stored error of a failed one.
+async fn end(st: &AppState, job: &Job, state: JobState, error: Option<String>) -> Result<(), Error> {
     let now = st.clock.now();
-    in_transaction!(st.store, |tx| jobs::finish(
-        &mut tx,
-        &job.org,
-        &job.id,
-        JobState::Cancelled,
-        None,
-        now
-    )
-    .await)
+    in_transaction!(st.store, |tx| jobs::finish(&mut tx, &job.org, &job.id, state, error.clone(), now)
+        .await)
 }
 
 /// How a job whose chunks all ran ends: with errors if any entry failed.
@@ -215,17 +213,7 @@ pub(super) async fn give_up(st: &AppState, org: &str, id: &str, runs: u32, last:
 /// A job that cannot run at all (its move names a subscription that no
 /// longer fits, say) ends `failed` with the reason.
 pub(super) async fn fail(st: &AppState, job: &Job, e: &Error) -> Result<(), Error> {
-    let error = JobError::of(e).to_stored();
-    let now = st.clock.now();
-    in_transaction!(st.store, |tx| jobs::finish(
-        &mut tx,
-        &job.org,
-        &job.id,
-        JobState::Failed,
-        Some(error.clone()),
-        now
-    )
-    .await)
+    end(st, job, JobState::Failed, Some(JobError::of(e).to_stored())).await
 }
 
 /// Users refused among results.
