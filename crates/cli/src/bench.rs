@@ -144,9 +144,9 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             );
             println!();
             println!(
-                "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline | batched baseline changes/s | p50 ms | p99 ms | Allot / batched |"
+                "| backend | scenario | Allot changes/s | p50 ms | p99 ms | baseline changes/s | p50 ms | p99 ms | Allot / baseline | batched baseline changes/s | p50 ms | p99 ms | Allot / batched | CPU µs per change: Allot / baseline |"
             );
-            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             let mut databases = FreshDatabases::for_backends(&backends)?;
             for b in &backends {
                 for (name, pool_count) in &scenarios {
@@ -159,7 +159,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                     let base = bench_baseline(&base_db, *pool_count, clients, changes_per_client).await?;
                     let batched = bench_baseline_batched(&batched_db, *pool_count, clients, changes_per_client).await?;
                     println!(
-                        "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0} | {:.1} | {:.1} | {:.0}% |",
+                        "| {b} | {name} ({pool_count} pool{}) | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
                         if *pool_count == 1 { "" } else { "s" },
                         allot.rate,
                         allot.p50,
@@ -171,7 +171,11 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                         batched.rate,
                         batched.p50,
                         batched.p99,
-                        100.0 * allot.rate / batched.rate
+                        100.0 * allot.rate / batched.rate,
+                        match (allot.cpu_us, base.cpu_us) {
+                            (Some(a), Some(b)) => format!("{a:.0} / {b:.0} ({:.1}x)", a / b),
+                            _ => "-".into(),
+                        }
                     );
                 }
             }
@@ -188,9 +192,47 @@ struct Figures {
     rate: f64,
     p50: f64,
     p99: f64,
+    /// The whole machine's busy CPU time per change, in microseconds (see
+    /// [`MachineCpu`]).
+    cpu_us: Option<f64>,
 }
 
-fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
+/// The machine's CPU time counters (Linux `/proc/stat`), to tell what a
+/// change costs in CPU: on a small, shared machine the changes per second
+/// of a run swing with what else runs, while the CPU time a change takes
+/// (the database's processes, the server and the load generator together)
+/// holds much steadier, and it is what the throughput of a CPU-bound run
+/// comes down to.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    /// `None` where `/proc/stat` cannot be read (not Linux).
+    fn now() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        // user nice system idle iowait irq softirq steal ...
+        let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        let total: u64 = ticks.iter().take(8).sum();
+        Some(MachineCpu { busy: total - idle, total })
+    }
+
+    /// Busy CPU microseconds per change from `start` to now, over `elapsed`.
+    fn per_change(start: Option<MachineCpu>, elapsed: Duration, changes: usize) -> Option<f64> {
+        let (start, end) = (start?, MachineCpu::now()?);
+        let total = end.total.checked_sub(start.total).filter(|t| *t > 0)?;
+        let busy_share = end.busy.saturating_sub(start.busy) as f64 / total as f64;
+        let cpu_seconds = busy_share * num_cpus() as f64 * elapsed.as_secs_f64();
+        (changes > 0).then(|| cpu_seconds * 1e6 / changes as f64)
+    }
+}
+
+fn figures(mut latencies: Vec<Duration>, elapsed: Duration, cpu_start: Option<MachineCpu>) -> Figures {
+    let cpu_us = MachineCpu::per_change(cpu_start, elapsed, latencies.len());
     latencies.sort();
     let pick = |q: f64| {
         latencies
@@ -202,6 +244,7 @@ fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
         rate: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: pick(0.50),
         p99: pick(0.99),
+        cpu_us,
     }
 }
 
@@ -416,6 +459,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
         let _ = stop_rx.await;
     }));
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let cpu_start = MachineCpu::now();
     let started = Instant::now();
     let runs = deal(&targets, clients).into_iter().map(|mine| {
         let client = client.clone();
@@ -466,7 +510,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
             bad.len()
         )));
     }
-    Ok(figures(latencies, elapsed))
+    Ok(figures(latencies, elapsed, cpu_start))
 }
 
 /// A baseline's database: Allot's migration and setup create the same
@@ -491,12 +535,14 @@ async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client
     const TAKE: &str = "UPDATE subscription_items SET consumed = consumed + 1 WHERE org_id = $1 AND subscription_id = $2 AND product = 'bench-seat' AND consumed + 1 <= quantity";
     let now = allot_store::ts(SystemClock.now());
     let started;
+    let cpu_start;
     let results: Vec<(Vec<Duration>, usize)>;
     if database.starts_with("postgres") {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(clients as u32)
             .connect(database)
             .await?;
+        cpu_start = MachineCpu::now();
         started = Instant::now();
         results = join_all(deal(&targets, clients).into_iter().map(|mine| {
             let pool = pool.clone();
@@ -537,6 +583,7 @@ async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        cpu_start = MachineCpu::now();
         started = Instant::now();
         results = join_all(deal(&targets, clients).into_iter().map(|mine| {
             let pool = pool.clone();
@@ -576,7 +623,7 @@ async fn bench_baseline(database: &str, pools: usize, clients: usize, per_client
     if failed > 0 {
         return Err(msg(format!("{failed} baseline changes failed")));
     }
-    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed))
+    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed, cpu_start))
 }
 
 /// One change for a batching writer: the target and where to say whether
@@ -697,6 +744,7 @@ async fn bench_baseline_batched(database: &str, pools: usize, clients: usize, pe
         )));
         lanes.push(tx);
     }
+    let cpu_start = MachineCpu::now();
     let started = Instant::now();
     let clients_done = async move {
         let lane_of = |org: &str| {
@@ -733,5 +781,29 @@ async fn bench_baseline_batched(database: &str, pools: usize, clients: usize, pe
     if failed > 0 {
         return Err(msg(format!("{failed} batched baseline changes failed")));
     }
-    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed))
+    Ok(figures(results.into_iter().flat_map(|r| r.0).collect(), elapsed, cpu_start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn busy_cpu_time_per_change_is_measured() {
+        let start = MachineCpu::now();
+        assert!(start.is_some(), "/proc/stat is readable on Linux");
+        let began = Instant::now();
+        // Keep a core busy for a while: at least that much CPU time passes.
+        let mut x = 0u64;
+        while began.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let per_change = MachineCpu::per_change(start, began.elapsed(), 1000).expect("measured");
+        // 300 ms of one core over 1,000 changes is at least ~300 µs each
+        // (the clock ticks at 100 Hz, hence the margin).
+        assert!(per_change > 150.0, "{per_change} µs per change");
+        assert_eq!(MachineCpu::per_change(start, began.elapsed(), 0), None);
+        assert_eq!(MachineCpu::per_change(None, began.elapsed(), 10), None);
+    }
 }
