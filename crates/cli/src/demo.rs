@@ -393,9 +393,16 @@ pub async fn run(database: &str, listen: &str, config: allot_server::Config, met
     let token = create_token(&store, Role::ProviderAdmin, None, None, Some("demo"), SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
+    let admins = demo_admins(&store).await?;
     let listener = crate::bind(listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("Allot demo is running at {url}");
+    println!();
+    println!("Console: {url}/ui/ (passwords are new on every start)");
+    for (role, email, password) in &admins {
+        println!("  {role:<16} {email:<24} {password}");
+    }
+    println!();
     println!("Provider admin token (shown once):");
     println!("{token}");
     println!("Try: curl -H 'Authorization: Bearer {token}' {url}/api/v1/orgs");
@@ -403,4 +410,66 @@ pub async fn run(database: &str, listen: &str, config: allot_server::Config, met
     crate::serve_until_signal(state, listener, metrics_listen).await?;
     store.close().await;
     Ok(())
+}
+
+/// One console admin per kind (provider, a partner's, an org's), made on
+/// the first start and given fresh random passwords on every start (only
+/// their hashes are stored, so earlier ones cannot be shown again):
+/// `(role, email, password)`.
+async fn demo_admins(store: &Store) -> Result<Vec<(&'static str, &'static str, String)>> {
+    use allot_server::app::admins::{create_admin_as_operator, set_password_as_operator, AdminSpec};
+    let (partner, org) = {
+        let mut tx = store.begin_read().await.map_err(|e| msg(allot_domain::Error::from(e).detail))?;
+        let partner = tenants::list_partners(&mut tx, None, None, 1)
+            .await
+            .map_err(|e| msg(allot_domain::Error::from(e).detail))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| msg("the demo data has no partner"))?;
+        let scope = tenants::OrgScope {
+            partner: Some(partner.id.clone()),
+            org: None,
+        };
+        let org = tenants::list_orgs(&mut tx, &scope, None, 1)
+            .await
+            .map_err(|e| msg(allot_domain::Error::from(e).detail))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| msg("the demo partner has no customer"))?;
+        (partner.id, org.id)
+    };
+    let kinds = [
+        ("provider_admin", "provider@demo.example", Role::ProviderAdmin, None, None),
+        (
+            "partner_admin",
+            "partner@demo.example",
+            Role::PartnerAdmin,
+            Some(partner.as_str()),
+            None,
+        ),
+        ("org_super_admin", "org@demo.example", Role::OrgSuperAdmin, None, Some(org.as_str())),
+    ];
+    let mut made = Vec::new();
+    for (role_name, email, role, partner, org) in kinds {
+        let password = allot_server::auth::generate_token()["allot_".len()..][..20].to_string();
+        let now = SystemClock.now();
+        match set_password_as_operator(store, email, &password, now).await {
+            Ok(_) => {}
+            Err(e) if e.code != allot_domain::Code::NotFound => return Err(msg(format!("the demo admin {email}: {}", e.detail))),
+            Err(_) => {
+                let spec = AdminSpec {
+                    email,
+                    display_name: None,
+                    role,
+                    partner,
+                    org,
+                };
+                create_admin_as_operator(store, &spec, &password, now)
+                    .await
+                    .map_err(|e| msg(format!("creating the demo admin {email}: {}", e.detail)))?;
+            }
+        }
+        made.push((role_name, email, password));
+    }
+    Ok(made)
 }

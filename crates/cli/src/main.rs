@@ -233,6 +233,32 @@ enum AdminCommand {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Create a console admin account (the first provider admin, say);
+    /// prints the account's id on the last line. The password comes from
+    /// standard input (--password-stdin) or ALLOT_ADMIN_PASSWORD, never
+    /// from the command line, where other users of the machine can read it.
+    CreateAdmin {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The email the admin signs in with.
+        #[arg(long)]
+        email: String,
+        /// provider_admin, partner_admin, ..., org_read_only (as for tokens).
+        #[arg(long)]
+        role: String,
+        /// The partner a partner_* admin is bound to.
+        #[arg(long)]
+        partner: Option<String>,
+        /// The org an org_* admin is bound to.
+        #[arg(long)]
+        org: Option<String>,
+        /// The name shown in the console (the email if not given).
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Revoke an API token by its id (tok_...): it stops working at once.
     RevokeToken {
         #[command(flatten)]
@@ -362,6 +388,44 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             .map_err(|e| anyhow_lite::msg(e.detail))?;
             eprintln!("Created a {} token. It is shown only now; store it safely.", role.as_str());
             println!("{token}");
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateAdmin {
+                    db,
+                    email,
+                    role,
+                    partner,
+                    org,
+                    name,
+                    password_stdin,
+                },
+        } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow_lite::msg(format!("unknown role {role:?}; see allot admin create-admin --help")))?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                // Read here, in main, like every other setting.
+                std::env::var("ALLOT_ADMIN_PASSWORD").ok().ok_or_else(|| {
+                    anyhow_lite::msg("give the password on standard input with --password-stdin, or in ALLOT_ADMIN_PASSWORD")
+                })?
+            };
+            let store = db.open().await?;
+            let spec = allot_server::app::admins::AdminSpec {
+                email: &email,
+                display_name: name.as_deref(),
+                role,
+                partner: partner.as_deref(),
+                org: org.as_deref(),
+            };
+            let made = allot_server::app::admins::create_admin_as_operator(&store, &spec, &password, SystemClock.now()).await;
+            store.close().await;
+            let admin = made.map_err(|e| anyhow_lite::msg(e.detail))?;
+            eprintln!("Created the {} account {}.", admin.role.as_str(), admin.email);
+            println!("{}", admin.id);
         }
         Command::Admin {
             command: AdminCommand::RevokeToken { db, id },

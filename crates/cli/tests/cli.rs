@@ -63,6 +63,110 @@ async fn demo_starts_on_a_fresh_database() {
     assert_eq!(statuses.len(), 10, "{statuses:?}");
     assert_eq!(provisioning.len(), 6, "{provisioning:?}");
     assert_eq!(users, 2000);
+
+    // The console's URL and one admin per kind, with passwords that work.
+    assert!(lines.iter().any(|l| l.starts_with(&format!("Console: {url}/ui/"))), "{lines:?}");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (role, email) in [
+        ("provider_admin", "provider@demo.example"),
+        ("partner_admin", "partner@demo.example"),
+        ("org_super_admin", "org@demo.example"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(email))
+            .unwrap_or_else(|| panic!("{email} in {lines:?}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[..2], [role, email], "{line}");
+        let form = client.get(format!("{url}/ui/login")).send().await.unwrap();
+        let cookie = form.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let html = form.text().await.unwrap();
+        let csrf = html
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let signed_in = browser
+            .post(format!("{url}/ui/login"))
+            .header("cookie", cookie)
+            .form(&[("email", email), ("password", words[2]), ("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status().as_u16(), 303, "{email} signs in with the printed password");
+    }
+}
+
+#[test]
+fn create_admin_takes_the_password_from_stdin_or_the_environment() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("admins.db");
+    let db = db.to_str().unwrap();
+    let create = |email: &str, stdin: Option<&str>, env: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "admin",
+            "create-admin",
+            "--database",
+            db,
+            "--email",
+            email,
+            "--role",
+            "provider_admin",
+        ])
+        .env("ALLOT_LOG", "error")
+        .env_remove("ALLOT_ADMIN_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        if stdin.is_some() {
+            cmd.arg("--password-stdin");
+        }
+        if let Some(p) = env {
+            cmd.env("ALLOT_ADMIN_PASSWORD", p);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if let Some(p) = stdin {
+            child.stdin.take().unwrap().write_all(format!("{p}\n").as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, stdout, _) = create("ada@example.com", Some("correct horse battery"), None);
+    assert!(ok);
+    assert!(stdout.lines().last().unwrap().starts_with("adm_"), "{stdout}");
+    let (ok, stdout, _) = create("grace@example.com", None, Some("another long password"));
+    assert!(ok);
+    assert!(stdout.lines().last().unwrap().starts_with("adm_"), "{stdout}");
+    let (ok, _, stderr) = create("linus@example.com", Some("too short"), None);
+    assert!(!ok);
+    assert!(stderr.contains("at least 12 characters"), "{stderr}");
+    let (ok, _, stderr) = create("linus@example.com", None, None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--password-stdin") && stderr.contains("ALLOT_ADMIN_PASSWORD"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = create("ADA@example.com", Some("correct horse battery"), None);
+    assert!(!ok);
+    assert!(stderr.contains("already exists"), "{stderr}");
 }
 
 #[tokio::test]

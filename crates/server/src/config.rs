@@ -20,6 +20,8 @@ pub struct Config {
     /// How long a cached token or catalogue may lag a change made by another
     /// server on the same database (changes made by this one apply at once).
     pub cache_sync: Duration,
+    /// How long a console session lasts without being used.
+    pub session_idle: Duration,
 }
 
 impl Default for Config {
@@ -31,6 +33,7 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             shutdown_grace: Duration::from_secs(30),
             cache_sync: Duration::from_millis(500),
+            session_idle: Duration::from_secs(2 * 3600),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! JSON API ([`api`]), the job worker ([`worker`]), and the HTTP plumbing
 //! around them (request ids, logs and metrics in [`observe`], problem
 //! documents in [`problem`], idempotency keys, connection limits in
-//! [`serve`]). Rules are decided by `allot_domain`; `allot_store` keeps
+//! [`serve`]), and the web console ([`console`]). Rules are decided by `allot_domain`; `allot_store` keeps
 //! everything.
 
 pub mod api;
@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod extract;
 mod idempotency;
 pub mod metrics;
@@ -204,6 +205,7 @@ pub fn router(app: App) -> Router {
         "/api/openapi.json",
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_ref().clone()) }),
     )
+    .merge(console::router())
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(middleware::from_fn_with_state(app.clone(), idempotency::idempotency))

@@ -163,8 +163,8 @@ pub async fn serve_connections(
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it
                 // was taken: wait a moment instead of spinning.
@@ -190,7 +190,9 @@ pub async fn serve_connections(
         let per_request = {
             let busy = busy.clone();
             let service = service.clone();
-            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                // Who connected (the console slows repeated failed sign-ins per address).
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 let in_flight = InFlight::new(&busy);
                 let service = service.clone();
                 async move {

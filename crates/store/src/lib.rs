@@ -9,6 +9,7 @@
 //! Every write happens inside [`in_transaction!`], which retries the whole
 //! unit of work on serialization failures, deadlocks and busy errors.
 
+pub mod admins;
 pub mod audit;
 pub mod cache_versions;
 pub mod catalogue;

@@ -15,7 +15,35 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, V8),
     (9, V9),
     (10, V10),
+    (11, V11),
 ];
+
+/// People who sign in to the console: admin accounts with the roles and
+/// scopes of API tokens, their password hashes (argon2id; NULL until an
+/// invitation sets one), and their sessions (only a hash of each session's
+/// secret is kept, so a copy of the database signs nobody in).
+const V11: &str = r#"
+CREATE TABLE admins (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    email_normalized TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    partner_id TEXT REFERENCES partners (id),
+    org_id TEXT REFERENCES orgs (id),
+    password_hash TEXT,
+    created_at TEXT NOT NULL,
+    last_sign_in_at TEXT
+);
+CREATE TABLE admin_sessions (
+    id_hash TEXT PRIMARY KEY,
+    admin_id TEXT NOT NULL REFERENCES admins (id),
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL
+);
+CREATE INDEX admin_sessions_by_admin ON admin_sessions (admin_id);
+"#;
 
 /// One spelling in identifiers: `license`.
 const V10: &str = r#"

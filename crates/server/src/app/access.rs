@@ -35,7 +35,9 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         let id = &self.principal.token_id;
         Actor {
-            actor: if id.starts_with("system:") {
+            // `system:<what>` (the operator) and `admin:<id>` (a console
+            // session) name themselves; a bare id is a token's.
+            actor: if id.starts_with("system:") || id.starts_with("admin:") {
                 id.clone()
             } else {
                 format!("token:{id}")

@@ -16,6 +16,7 @@
 //! exactly what these functions take and give.
 
 pub mod access;
+pub mod admins;
 pub mod audit;
 pub mod cache;
 pub mod catalogue;
@@ -112,6 +113,8 @@ pub struct App {
     shutting_down: Arc<AtomicBool>,
     /// Tokens and the catalogue, kept exact (see [`cache`]).
     pub(crate) caches: Arc<cache::Caches>,
+    /// Failed console sign-ins, to slow guessing down.
+    pub(crate) sign_ins: Arc<admins::SignInThrottle>,
 }
 
 impl App {
@@ -126,6 +129,7 @@ impl App {
             rate: Arc::new(rate),
             shutting_down: Arc::new(AtomicBool::new(false)),
             caches: Arc::new(cache::Caches::default()),
+            sign_ins: Arc::new(admins::SignInThrottle::default()),
         }
     }
 

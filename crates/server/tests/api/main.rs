@@ -7,6 +7,7 @@ mod bulk;
 mod catalogue;
 mod concurrency;
 mod connections;
+mod console;
 mod conventions;
 mod customers;
 mod fields;

@@ -1,0 +1,67 @@
+//! The web console under `/ui/`: server-rendered pages (maud), htmx for
+//! partial updates, one stylesheet. A page parses its input, calls one use
+//! case of [`crate::app`] with the signed-in admin as the caller (the same
+//! role and scope checks, rules and audit log as the JSON API), and
+//! presents the result or the domain error (see [`page::HtmlError`]).
+//!
+//! Every answer under `/ui/` carries a Content-Security-Policy that allows
+//! scripts and styles from this origin only (no inline script), refuses
+//! framing, and keeps the referrer to this origin.
+
+mod assets;
+mod home;
+pub mod page;
+pub mod session;
+mod sign_in;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Router};
+
+use allot_domain::Error;
+
+use crate::app::App;
+use crate::observe::RequestId;
+use page::HtmlError;
+
+/// The console's routes (merged into the server's router).
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(home::show))
+        .route("/ui/login", get(sign_in::show).post(sign_in::submit))
+        .route("/ui/logout", post(sign_in::sign_out))
+        .route("/ui/assets/{name}", get(assets::serve_asset))
+        .route("/ui/{*rest}", any(not_found))
+        .layer(middleware::from_fn(security_headers))
+}
+
+/// Any other path under `/ui/`: the same page whatever was asked for.
+async fn not_found(Extension(RequestId(id)): Extension<RequestId>) -> Response {
+    HtmlError {
+        error: Error::not_found("That page"),
+        request_id: id,
+    }
+    .into_response()
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        // Pages show tenant data: never kept by a shared cache or the back button of another person.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}

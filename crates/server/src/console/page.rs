@@ -1,0 +1,118 @@
+//! The console's page frame and its presenter of the domain error: the same
+//! `allot_domain::Error` the JSON API presents as a problem document is
+//! presented here as an HTML page, or as a fragment next to a form.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup, DOCTYPE};
+
+use allot_domain::{Code, Error};
+
+use super::assets;
+use crate::app::admins::ConsoleSession;
+
+/// A whole page: `title` is its one `<h1>` and its `<title>`.
+pub fn page(title: &str, session: Option<&ConsoleSession>, body: Markup) -> Markup {
+    frame(title, session, false, body)
+}
+
+/// A page of one small form (signing in), its heading above the form in a
+/// narrow centred column.
+pub fn narrow_page(title: &str, body: Markup) -> Markup {
+    frame(title, None, true, body)
+}
+
+fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — Allot" }
+                link rel="stylesheet" href=(assets::url(&assets::STYLE));
+                // htmx would otherwise add an inline <style>, which the
+                // Content-Security-Policy refuses.
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowScriptTags":false}"#;
+                script src=(assets::url(&assets::SCRIPT)) defer {}
+            }
+            body {
+                a.skip-link href="#main" { "Skip to content" }
+                header.topbar {
+                    a.brand href="/ui/" { "Allot" }
+                    @if let Some(s) = session {
+                        nav aria-label="Main" {
+                            ul {
+                                li { a href="/ui/" { "Home" } }
+                            }
+                        }
+                        div.who {
+                            span { (s.admin.email) " · " (s.admin.role.as_str()) }
+                            form method="post" action="/ui/logout" {
+                                input type="hidden" name="csrf" value=(s.csrf_token);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" {
+                    @if narrow {
+                        div.narrow {
+                            h1 { (title) }
+                            (body)
+                        }
+                    } @else {
+                        h1 { (title) }
+                        (body)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every reason of a refusal, each with its sentence (the same sentences as
+/// the API's problem documents), for the top of a form.
+pub fn refusal(e: &Error) -> Markup {
+    html! {
+        div.errors role="alert" {
+            p { (e.detail) }
+            @if !e.violations.is_empty() {
+                ul {
+                    @for v in &e.violations {
+                        li { (v.message) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The domain error as a page. A server error's cause goes to the log; the
+/// page names the request instead.
+pub struct HtmlError {
+    pub error: Error,
+    pub request_id: String,
+}
+
+impl IntoResponse for HtmlError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let (title, body) = if status.is_server_error() {
+            tracing::error!(request_id = %self.request_id, cause = %self.error.detail, "console page failed");
+            (
+                "Something went wrong",
+                html! { p { "Something went wrong on our side. Quote request " code { (self.request_id) } " when you report it." } },
+            )
+        } else {
+            let title = match self.error.code {
+                Code::NotFound => "Not found",
+                Code::Forbidden => "Not allowed",
+                Code::Unauthenticated => "Sign in",
+                _ => "That cannot be done",
+            };
+            (title, refusal(&self.error))
+        };
+        (status, page(title, None, body)).into_response()
+    }
+}

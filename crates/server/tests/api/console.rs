@@ -1,0 +1,294 @@
+//! The web console's sign-in, at the HTTP level: the form and its CSRF
+//! token, one sentence for a wrong email or password, the session cookie's
+//! attributes, signing out on the server, idle expiry, the security headers
+//! and the embedded assets.
+
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+
+use allot_domain::access::Role;
+use allot_server::app::admins::{create_admin_as_operator, AdminSpec, SIGN_IN_REFUSED};
+
+use crate::both_backends;
+use crate::kit::*;
+
+both_backends!(
+    signing_in_and_out,
+    sessions_expire_when_idle,
+    passwords_under_12_characters_are_refused,
+    pages_carry_security_headers_and_assets_are_cached
+);
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser without a cookie jar or redirects: each test sees every
+/// cookie and redirect itself.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().expect("client")
+}
+
+/// The value a `Set-Cookie` header of `headers` gives `name`, with the
+/// whole header.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let value = v[name.len() + 1..].split(';').next().unwrap_or("").to_string();
+            (value, v.to_string())
+        })
+}
+
+/// The hidden CSRF field of a page.
+fn csrf_field(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("the page has a CSRF field") + r#"name="csrf" value=""#.len();
+    html[at..].split('"').next().expect("closed").to_string()
+}
+
+async fn make_admin(app: &TestApp, email: &str) {
+    let spec = AdminSpec {
+        email,
+        display_name: Some("Ada Lovelace"),
+        role: Role::ProviderAdmin,
+        partner: None,
+        org: None,
+    };
+    create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("admin");
+}
+
+/// The sign-in form's CSRF cookie and field.
+async fn login_form(app: &TestApp, b: &reqwest::Client) -> (String, String) {
+    let r = b.get(format!("{}/ui/login", app.url)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (cookie, _) = set_cookie(r.headers(), "allot_login_csrf").expect("a CSRF cookie");
+    let html = r.text().await.expect("body");
+    (cookie, csrf_field(&html))
+}
+
+async fn post_login(app: &TestApp, b: &reqwest::Client, cookie: &str, csrf: &str, email: &str, password: &str) -> reqwest::Response {
+    b.post(format!("{}/ui/login", app.url))
+        .header("cookie", format!("allot_login_csrf={cookie}"))
+        .form(&[("email", email), ("password", password), ("csrf", csrf)])
+        .send()
+        .await
+        .expect("post")
+}
+
+/// Signs in; returns the session cookie's value.
+async fn sign_in(app: &TestApp, b: &reqwest::Client, email: &str) -> String {
+    let (cookie, csrf) = login_form(app, b).await;
+    let r = post_login(app, b, &cookie, &csrf, email, PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    set_cookie(r.headers(), "allot_session").expect("a session cookie").0
+}
+
+async fn home(app: &TestApp, b: &reqwest::Client, session: &str) -> reqwest::Response {
+    b.get(format!("{}/ui/", app.url))
+        .header("cookie", format!("allot_session={session}"))
+        .send()
+        .await
+        .expect("get")
+}
+
+async fn signing_in_and_out(backend: Backend) {
+    let app = spawn(backend).await;
+    make_admin(&app, "Ada@Example.com").await;
+    let b = browser();
+
+    let r = b.get(format!("{}/ui/login", app.url)).send().await.expect("get");
+    let html = r.text().await.expect("body");
+    for label in ["<h1>Sign in</h1>", ">Email</label>", ">Password</label>", ">Sign in</button>"] {
+        assert!(html.contains(label), "the sign-in page shows {label}: {html}");
+    }
+
+    // Without the form's CSRF token: 403, and no session is made.
+    let before = app.snapshot().await;
+    let (cookie, csrf) = login_form(&app, &b).await;
+    let r = post_login(&app, &b, &cookie, "forged", "ada@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = b
+        .post(format!("{}/ui/login", app.url))
+        .form(&[("email", "ada@example.com"), ("password", PASSWORD), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a token without its cookie is refused");
+    assert!(set_cookie(r.headers(), "allot_session").is_none());
+    assert_eq!(app.snapshot().await, before, "a refused sign-in changes nothing");
+
+    // A wrong password and an unknown email get the same sentence.
+    for (email, password) in [("ada@example.com", "not the password"), ("nobody@example.com", PASSWORD)] {
+        let (cookie, csrf) = login_form(&app, &b).await;
+        let r = post_login(&app, &b, &cookie, &csrf, email, password).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(set_cookie(r.headers(), "allot_session").is_none());
+        let html = r.text().await.expect("body");
+        assert!(html.contains(SIGN_IN_REFUSED), "{html}");
+    }
+    assert_eq!(app.snapshot().await, before);
+
+    // The right password, the email in another case: a session cookie.
+    let (cookie, csrf) = login_form(&app, &b).await;
+    let r = post_login(&app, &b, &cookie, &csrf, "ADA@example.COM", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/");
+    let (session, header) = set_cookie(r.headers(), "allot_session").expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/ui"] {
+        assert!(header.contains(attribute), "{header}");
+    }
+    assert!(!header.contains("Secure"), "plain HTTP: no Secure attribute ({header})");
+    assert!(
+        !app.snapshot().await.iter().any(|row| row.contains(&session)),
+        "the session's secret is not stored"
+    );
+
+    let r = home(&app, &b, &session).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.expect("body");
+    assert!(html.contains("Ada@Example.com") && html.contains("provider_admin"), "{html}");
+    let csrf = csrf_field(&html);
+
+    // Signing out needs the session's CSRF token.
+    let r = b
+        .post(format!("{}/ui/logout", app.url))
+        .header("cookie", format!("allot_session={session}"))
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(home(&app, &b, &session).await.status(), StatusCode::OK, "still signed in");
+
+    let r = b
+        .post(format!("{}/ui/logout", app.url))
+        .header("cookie", format!("allot_session={session}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/login");
+    // The old cookie no longer works, wherever it was kept.
+    let r = home(&app, &b, &session).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/login");
+
+    // Behind a TLS proxy the cookie is Secure.
+    let (cookie, csrf) = login_form(&app, &b).await;
+    let r = b
+        .post(format!("{}/ui/login", app.url))
+        .header("cookie", format!("allot_login_csrf={cookie}"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("email", "ada@example.com"), ("password", PASSWORD), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    let (_, header) = set_cookie(r.headers(), "allot_session").expect("a session cookie");
+    assert!(header.contains("; Secure"), "{header}");
+}
+
+async fn sessions_expire_when_idle(backend: Backend) {
+    let app = spawn(backend).await;
+    make_admin(&app, "ada@example.com").await;
+    let b = browser();
+    let session = sign_in(&app, &b, "ada@example.com").await;
+    let idle = chrono::Duration::from_std(app.app.config.session_idle).expect("idle");
+    // Used within the idle time, it lives on (each use counts).
+    app.clock.set(today() + idle - chrono::Duration::minutes(5));
+    assert_eq!(home(&app, &b, &session).await.status(), StatusCode::OK);
+    app.clock.set(today() + idle * 2 - chrono::Duration::minutes(10));
+    assert_eq!(home(&app, &b, &session).await.status(), StatusCode::OK);
+    // Left alone longer than that, it has expired.
+    app.clock.set(today() + idle * 3);
+    let r = home(&app, &b, &session).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/login");
+}
+
+async fn passwords_under_12_characters_are_refused(backend: Backend) {
+    let app = spawn(backend).await;
+    let before = app.snapshot().await;
+    let spec = AdminSpec {
+        email: "ada@example.com",
+        display_name: None,
+        role: Role::ProviderAdmin,
+        partner: None,
+        org: None,
+    };
+    let e = create_admin_as_operator(&app.store, &spec, "eleven char", today())
+        .await
+        .unwrap_err();
+    assert_eq!(e.detail, "The password must have at least 12 characters; it has 11.");
+    // An org admin needs an org that exists; a partner admin no org.
+    let w = world(&app).await;
+    let before_world = app.snapshot().await;
+    let bad = AdminSpec {
+        org: Some("org_nope"),
+        role: Role::OrgAdmin,
+        ..spec
+    };
+    let e = create_admin_as_operator(&app.store, &bad, PASSWORD, today()).await.unwrap_err();
+    assert_eq!(e.code, allot_domain::Code::NotFound, "{}", e.detail);
+    let bad = AdminSpec {
+        org: Some(&w.org),
+        role: Role::PartnerAdmin,
+        ..spec
+    };
+    let e = create_admin_as_operator(&app.store, &bad, PASSWORD, today()).await.unwrap_err();
+    assert_eq!(e.code, allot_domain::Code::ValidationFailed, "{}", e.detail);
+    assert_eq!(app.snapshot().await, before_world);
+    assert_ne!(before, before_world);
+    // The same email twice (in another case) is refused by name.
+    create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("first");
+    let again = AdminSpec {
+        email: "ADA@example.com",
+        ..spec
+    };
+    let e = create_admin_as_operator(&app.store, &again, PASSWORD, today()).await.unwrap_err();
+    assert_eq!(e.detail, "An admin with email ADA@example.com already exists.");
+}
+
+async fn pages_carry_security_headers_and_assets_are_cached(backend: Backend) {
+    let app = spawn(backend).await;
+    let b = browser();
+    let r = b.get(format!("{}/", app.url)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/ui/");
+    let r = b.get(format!("{}/ui/", app.url)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "a page that needs a session sends to Sign in");
+    assert_eq!(r.headers()[LOCATION], "/ui/login");
+
+    let r = b.get(format!("{}/ui/login", app.url)).send().await.expect("get");
+    let csp = r.headers()["content-security-policy"].to_str().expect("csp").to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.expect("body");
+    assert!(!html.contains("<script>") && !html.contains(" style="), "nothing inline: {html}");
+
+    for (ext, content_type) in [(".css", "text/css"), (".js", "text/javascript")] {
+        let at = html.find(ext).expect("the page links the asset");
+        let start = html[..at].rfind("/ui/assets/").expect("under /ui/assets/");
+        let path = &html[start..at + ext.len()];
+        let r = b.get(format!("{}{path}", app.url)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.headers()["content-type"].to_str().expect("type").starts_with(content_type));
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert!(r.bytes().await.expect("body").len() > 1000);
+        // Another name (an old build's hash) is not served.
+        let r = b
+            .get(format!("{}{}", app.url, path.replacen('.', ".0", 1)))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let r = b.get(format!("{}/ui/orgs/org_nope/users", app.url)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("body").contains("<h1>Not found</h1>"));
+}
