@@ -349,6 +349,15 @@ pub async fn sign_out(app: &App, secret: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Deletes the sessions idle longer than `Config::session_idle` (they no
+/// longer sign anybody in; this only keeps the table small). Returns how
+/// many went.
+pub async fn end_idle_sessions(app: &App) -> Result<u64, Error> {
+    let idle = chrono::Duration::from_std(app.config.session_idle).unwrap_or(chrono::Duration::hours(2));
+    let since = app.clock.now() - idle;
+    Ok(in_transaction!(app.store, |tx| admins::end_idle_sessions(&mut tx, since).await)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

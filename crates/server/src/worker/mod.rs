@@ -110,6 +110,11 @@ async fn run_worker(app: App, lease: Lease) {
                 Ok(n) => tracing::info!(keys = n, "purged idempotency keys past their time to live"),
                 Err(e) => tracing::error!(error = ?e, "cannot purge idempotency keys; trying again later"),
             }
+            match crate::app::admins::end_idle_sessions(&app).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "ended console sessions idle too long"),
+                Err(e) => tracing::error!(error = ?e, "cannot end idle console sessions; trying again later"),
+            }
         }
         match next_job(&app.store).await {
             Ok(Some((org, id))) => match license_job::run(&app, &lease, &org, &id).await {

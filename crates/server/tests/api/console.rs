@@ -15,6 +15,7 @@ use crate::kit::*;
 
 both_backends!(
     signing_in_and_out,
+    repeated_failed_sign_ins_are_slowed_down,
     sessions_expire_when_idle,
     passwords_under_12_characters_are_refused,
     pages_carry_security_headers_and_assets_are_cached
@@ -190,6 +191,27 @@ async fn signing_in_and_out(backend: Backend) {
     assert!(header.contains("; Secure"), "{header}");
 }
 
+async fn repeated_failed_sign_ins_are_slowed_down(backend: Backend) {
+    let app = spawn(backend).await;
+    make_admin(&app, "ada@example.com").await;
+    let b = browser();
+    for _ in 0..5 {
+        let (cookie, csrf) = login_form(&app, &b).await;
+        let r = post_login(&app, &b, &cookie, &csrf, "ada@example.com", "a wrong guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The sixth attempt waits before it is even checked, right or wrong.
+    let (cookie, csrf) = login_form(&app, &b).await;
+    let started = std::time::Instant::now();
+    let r = post_login(&app, &b, &cookie, &csrf, "ada@example.com", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the right password still works");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "slowed down by a second, took {:?}",
+        started.elapsed()
+    );
+}
+
 async fn sessions_expire_when_idle(backend: Backend) {
     let app = spawn(backend).await;
     make_admin(&app, "ada@example.com").await;
@@ -201,11 +223,18 @@ async fn sessions_expire_when_idle(backend: Backend) {
     assert_eq!(home(&app, &b, &session).await.status(), StatusCode::OK);
     app.clock.set(today() + idle * 2 - chrono::Duration::minutes(10));
     assert_eq!(home(&app, &b, &session).await.status(), StatusCode::OK);
-    // Left alone longer than that, it has expired.
+    // Left alone longer than that, it has expired, and the worker's purge
+    // deletes it (a live session of another admin stays).
+    make_admin(&app, "grace@example.com").await;
+    app.clock.set(today() + idle * 3 - chrono::Duration::minutes(1));
+    let other = sign_in(&app, &b, "grace@example.com").await;
     app.clock.set(today() + idle * 3);
     let r = home(&app, &b, &session).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[LOCATION], "/ui/login");
+    let ended = allot_server::app::admins::end_idle_sessions(&app.app).await.expect("purge");
+    assert_eq!(ended, 1);
+    assert_eq!(home(&app, &b, &other).await.status(), StatusCode::OK);
 }
 
 async fn passwords_under_12_characters_are_refused(backend: Backend) {
