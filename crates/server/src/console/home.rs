@@ -4,7 +4,7 @@ use maud::{html, Markup};
 
 use allot_domain::access::ScopeKind;
 
-use super::page::page;
+use super::page::{page, when};
 use super::session::SignedIn;
 
 /// Who is signed in and in which scope. The pages of each role (customers,
@@ -23,7 +23,7 @@ pub async fn show(SignedIn(s): SignedIn) -> Markup {
                 dt { "Name" } dd { (a.display_name) }
                 dt { "Role" } dd { (a.role.as_str()) }
                 dt { "Scope" } dd { (scope) }
-                dt { "Last sign-in" } dd { (a.last_sign_in_at.as_deref().unwrap_or("this is the first")) }
+                dt { "Signed in at" } dd { (a.last_sign_in_at.as_deref().map(when).unwrap_or_default()) }
             }
         }
     };

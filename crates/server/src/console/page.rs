@@ -71,6 +71,14 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
     }
 }
 
+/// A stored timestamp as people read it (`2026-06-15 12:00 UTC`); text
+/// that is not one is shown as it is.
+pub fn when(stored: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(stored)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| stored.to_string())
+}
+
 /// Every reason of a refusal, each with its sentence (the same sentences as
 /// the API's problem documents), for the top of a form.
 pub fn refusal(e: &Error) -> Markup {

@@ -3,6 +3,7 @@
 
 mod kit;
 
+mod browser;
 mod bulk;
 mod catalogue;
 mod concurrency;

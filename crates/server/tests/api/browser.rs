@@ -1,0 +1,265 @@
+//! The console in a real browser: Debian's headless Chromium driven through
+//! chromedriver (WebDriver, with `fantoccini`), with explicit waits. Each
+//! test saves screenshots of its pages under `target/screenshots/` and runs
+//! axe-core (fetched pinned from the npm registry for the tests only, never
+//! served) on every page it visits: no violation of impact serious or
+//! critical.
+//!
+//! Like PostgreSQL, a machine without the browser fails these tests
+//! (`apt-get install chromium chromium-driver`); outside CI,
+//! `ALLOT_SKIP_BROWSER=1` skips them instead. `.ci/run` installs both.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use allot_domain::access::Role;
+use allot_server::app::admins::{create_admin_as_operator, AdminSpec};
+
+use crate::both_backends;
+use crate::kit::*;
+
+both_backends!(signing_in_and_out_in_a_browser);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The axe-core release the accessibility checks use.
+const AXE_VERSION: &str = "4.10.3";
+const PASSWORD: &str = "correct horse battery";
+/// How long an explicit wait waits before the test fails.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn workspace_target() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
+/// Whether the browser may be missing (outside CI, when asked by name).
+fn skip_allowed() -> bool {
+    std::env::var("CI").as_deref() != Ok("true") && std::env::var("ALLOT_SKIP_BROWSER").as_deref() == Ok("1")
+}
+
+/// A chromedriver of this test, ended when the test ends.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local port (taken, then given back for chromedriver to use).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts chromedriver and waits until it answers, or says why not.
+async fn start_driver() -> Result<Driver, String> {
+    for path in [CHROMIUM, CHROMEDRIVER] {
+        if !std::path::Path::new(path).exists() {
+            return Err(format!("{path} is missing"));
+        }
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start chromedriver: {e}"))?;
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let status = format!("{}/status", driver.url);
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = http.get(&status).send().await {
+            if r.status().is_success() {
+                return Ok(driver);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("chromedriver did not answer within 15 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A headless Chromium session at 1280×800, with its chromedriver.
+async fn browser() -> Option<(Driver, Client)> {
+    let driver = match start_driver().await {
+        Ok(d) => d,
+        Err(e) if skip_allowed() => {
+            eprintln!("SKIPPING browser tests (ALLOT_SKIP_BROWSER=1): {e}");
+            return None;
+        }
+        Err(e) => panic!(
+            "the browser tests need Debian's chromium and chromium-driver ({e}); install them, or set ALLOT_SKIP_BROWSER=1 outside CI"
+        ),
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800", "--hide-scrollbars"]
+        }),
+    );
+    let client = ClientBuilder::rustls()
+        .expect("TLS roots")
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session");
+    Some((driver, client))
+}
+
+/// axe-core's script, fetched once per machine with npm into `target/`.
+fn axe_source() -> &'static str {
+    static SOURCE: OnceLock<String> = OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let dir = workspace_target().join(format!("axe-core-{AXE_VERSION}"));
+        let script = dir.join("package/axe.min.js");
+        if !script.exists() {
+            std::fs::create_dir_all(&dir).expect("a directory for axe-core");
+            let packed = Command::new("npm")
+                .args(["pack", &format!("axe-core@{AXE_VERSION}"), "--silent"])
+                .current_dir(&dir)
+                .output()
+                .expect("npm (from Node.js) fetches axe-core");
+            assert!(
+                packed.status.success(),
+                "npm pack axe-core: {}",
+                String::from_utf8_lossy(&packed.stderr)
+            );
+            let tarball = format!("axe-core-{AXE_VERSION}.tgz");
+            let unpacked = Command::new("tar").args(["xzf", &tarball]).current_dir(&dir).status().expect("tar");
+            assert!(unpacked.success(), "unpacking {tarball}");
+        }
+        std::fs::read_to_string(&script).expect("axe.min.js")
+    })
+}
+
+/// Runs axe-core on the page; fails on any violation of impact serious or critical.
+async fn assert_accessible(c: &Client, page: &str) {
+    c.execute(axe_source(), vec![]).await.expect("axe-core loads");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document).then(r => done(r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length }))))
+                              .catch(e => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: 0 }]));",
+            vec![],
+        )
+        .await
+        .expect("axe-core runs");
+    let bad: Vec<&Value> = found
+        .as_array()
+        .expect("a list of violations")
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(bad.is_empty(), "{page}: serious or critical accessibility violations: {bad:#?}");
+}
+
+/// Saves the page as `target/screenshots/<name>-<width>.png` at 1280×800
+/// and at 390 px wide, then goes back to 1280×800.
+async fn screenshots(c: &Client, name: &str) {
+    let dir = workspace_target().join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    for (w, h) in [(390, 844), (1280, 800)] {
+        c.set_window_size(w, h).await.expect("resize");
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(dir.join(format!("{name}-{w}.png")), png).expect("save screenshot");
+    }
+}
+
+async fn heading(c: &Client, text: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!("//h1[normalize-space()='{text}']")))
+        .await
+        .unwrap_or_else(|e| panic!("no heading {text:?}: {e}"));
+}
+
+async fn signing_in_and_out_in_a_browser(backend: Backend) {
+    let app = spawn(backend).await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let spec = AdminSpec {
+        email: "ada@example.com",
+        display_name: Some("Ada Lovelace"),
+        role: Role::ProviderAdmin,
+        partner: None,
+        org: None,
+    };
+    create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("admin");
+    let name = format!("sign-in-{}", if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+
+    // A page that needs a session sends to Sign in.
+    c.goto(&format!("{}/ui/", app.url)).await.expect("open");
+    heading(&c, "Sign in").await;
+    assert!(c.current_url().await.expect("url").path().ends_with("/ui/login"));
+    assert_accessible(&c, "/ui/login").await;
+    screenshots(&c, &format!("{name}-form")).await;
+
+    // A wrong password: the sentence, next to the form.
+    c.find(Locator::Id("email"))
+        .await
+        .expect("email")
+        .send_keys("ada@example.com")
+        .await
+        .expect("type");
+    c.find(Locator::Id("password"))
+        .await
+        .expect("password")
+        .send_keys("not the password")
+        .await
+        .expect("type");
+    c.find(Locator::XPath("//button[normalize-space()='Sign in']"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let alert = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("[role=alert]"))
+        .await
+        .expect("a refusal");
+    assert_eq!(alert.text().await.expect("text"), allot_server::app::admins::SIGN_IN_REFUSED);
+    assert_accessible(&c, "/ui/login (refused)").await;
+
+    // The right one, typed as a keyboard user would: Enter submits.
+    let password = c.find(Locator::Id("password")).await.expect("password");
+    password.send_keys(&format!("{PASSWORD}\u{E007}")).await.expect("type and Enter");
+    heading(&c, "Home").await;
+    assert_accessible(&c, "/ui/").await;
+    screenshots(&c, &format!("{name}-home")).await;
+
+    // Sign out: the session ends, and the home page needs signing in again.
+    c.find(Locator::XPath("//button[normalize-space()='Sign out']"))
+        .await
+        .expect("Sign out")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "Sign in").await;
+    c.goto(&format!("{}/ui/", app.url)).await.expect("open");
+    heading(&c, "Sign in").await;
+    screenshots(&c, &format!("{name}-signed-out")).await;
+    c.close().await.expect("close the browser");
+}
