@@ -13,6 +13,7 @@ mod home;
 pub mod page;
 pub mod session;
 mod sign_in;
+mod tokens;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -35,6 +36,8 @@ pub fn router() -> Router<App> {
         .route("/ui/", get(home::show))
         .route("/ui/login", get(sign_in::show).post(sign_in::submit))
         .route("/ui/logout", post(sign_in::sign_out))
+        .route("/ui/tokens", get(tokens::show).post(tokens::create))
+        .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
         .route("/ui/assets/{name}", get(assets::serve_asset))
         .route("/ui/{*rest}", any(not_found))
         .layer(middleware::from_fn(security_headers))

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
+use allot_domain::access::Action;
 use allot_domain::{Code, Error};
 
 use super::assets;
@@ -44,6 +45,10 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/ui/" { "Home" } }
+                                // A role that may not do something does not see its way there.
+                                @if s.caller.principal.may(Action::ManageTokens) {
+                                    li { a href="/ui/tokens" { "API tokens" } }
+                                }
                             }
                         }
                         div.who {

@@ -250,6 +250,40 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
     assert_accessible(&c, "/ui/").await;
     screenshots(&c, &format!("{name}-home")).await;
 
+    // API tokens: create one from the form; its secret is shown once.
+    c.find(Locator::LinkText("API tokens"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "API tokens").await;
+    assert_accessible(&c, "/ui/tokens").await;
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("Billing sync")
+        .await
+        .expect("type");
+    c.find(Locator::XPath("//button[normalize-space()='Create token']"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let secret = c.wait().at_most(WAIT).for_element(Locator::Id("secret")).await.expect("the secret");
+    let secret = secret.prop("value").await.expect("value").unwrap_or_default();
+    assert!(secret.starts_with("allot_"), "{secret}");
+    assert_accessible(&c, "/ui/tokens (created)").await;
+    c.find(Locator::LinkText("Back to API tokens"))
+        .await
+        .expect("back")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "API tokens").await;
+    screenshots(&c, &format!("{name}-tokens")).await;
+
     // Sign out: the session ends, and the home page needs signing in again.
     c.find(Locator::XPath("//button[normalize-space()='Sign out']"))
         .await

@@ -18,6 +18,8 @@ both_backends!(
     repeated_failed_sign_ins_are_slowed_down,
     sessions_expire_when_idle,
     passwords_under_12_characters_are_refused,
+    the_api_tokens_page_creates_lists_and_revokes,
+    the_api_tokens_page_keeps_to_role_and_tenant,
     pages_carry_security_headers_and_assets_are_cached
 );
 
@@ -50,14 +52,35 @@ fn csrf_field(html: &str) -> String {
 }
 
 async fn make_admin(app: &TestApp, email: &str) {
+    make_admin_as(app, email, Role::ProviderAdmin, None, None).await
+}
+
+async fn make_admin_as(app: &TestApp, email: &str, role: Role, partner: Option<&str>, org: Option<&str>) {
     let spec = AdminSpec {
         email,
         display_name: Some("Ada Lovelace"),
-        role: Role::ProviderAdmin,
-        partner: None,
-        org: None,
+        role,
+        partner,
+        org,
     };
     create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("admin");
+}
+
+async fn page_of(app: &TestApp, b: &reqwest::Client, session: &str, path: &str) -> reqwest::Response {
+    b.get(format!("{}{path}", app.url))
+        .header("cookie", format!("allot_session={session}"))
+        .send()
+        .await
+        .expect("get")
+}
+
+async fn post_form(app: &TestApp, b: &reqwest::Client, session: &str, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    b.post(format!("{}{path}", app.url))
+        .header("cookie", format!("allot_session={session}"))
+        .form(form)
+        .send()
+        .await
+        .expect("post")
 }
 
 /// The sign-in form's CSRF cookie and field.
@@ -320,4 +343,183 @@ async fn pages_carry_security_headers_and_assets_are_cached(backend: Backend) {
     let r = b.get(format!("{}/ui/orgs/org_nope/users", app.url)).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.text().await.expect("body").contains("<h1>Not found</h1>"));
+}
+
+async fn the_api_tokens_page_creates_lists_and_revokes(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    make_admin(&app, "ada@example.com").await;
+    let b = browser();
+    let session = sign_in(&app, &b, "ada@example.com").await;
+    let html = page_of(&app, &b, &session, "/ui/").await.text().await.expect("body");
+    assert!(
+        html.contains(r#"href="/ui/tokens""#),
+        "the provider admin sees the way to API tokens"
+    );
+    let r = page_of(&app, &b, &session, "/ui/tokens").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.expect("body");
+    assert!(html.contains("<h1>API tokens</h1>"), "{html}");
+    let csrf = csrf_field(&html);
+
+    // Without the CSRF token, or with a role that needs a tenant and none: nothing is made.
+    let before = app.snapshot().await;
+    let r = post_form(
+        &app,
+        &b,
+        &session,
+        "/ui/tokens",
+        &[
+            ("csrf", "forged"),
+            ("name", "HR sync"),
+            ("role", "org_admin"),
+            ("org", w.org.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post_form(
+        &app,
+        &b,
+        &session,
+        "/ui/tokens",
+        &[("csrf", csrf.as_str()), ("name", "HR sync"), ("role", "org_admin")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.expect("body");
+    assert!(
+        html.contains("org_admin tokens are bound to an org"),
+        "the sentence beside the form: {html}"
+    );
+    assert!(html.contains(r#"value="HR sync""#), "what was typed is kept");
+    assert_eq!(app.snapshot().await, before);
+
+    // Created: the secret is shown once and works on the API.
+    let r = post_form(
+        &app,
+        &b,
+        &session,
+        "/ui/tokens",
+        &[
+            ("csrf", csrf.as_str()),
+            ("name", "HR sync"),
+            ("role", "org_admin"),
+            ("org", w.org.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.expect("body");
+    let secret = html
+        .split(r#"id="secret" type="text" readonly value=""#)
+        .nth(1)
+        .expect("the secret")
+        .split('"')
+        .next()
+        .expect("closed")
+        .to_string();
+    assert!(secret.starts_with("allot_"), "{secret}");
+    app.get(&format!("/api/v1/orgs/{}/users", w.org), &secret).await.ok();
+    let html = page_of(&app, &b, &session, "/ui/tokens").await.text().await.expect("body");
+    assert!(html.contains("HR sync") && !html.contains(&secret), "listed, without its secret");
+
+    // Revoked: it stops working at once.
+    let id = app.get("/api/v1/tokens", &app.admin).await.ok()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["name"] == "HR sync")
+        .expect("listed")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = post_form(&app, &b, &session, &format!("/ui/tokens/{id}/revoke"), &[("csrf", "forged")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    app.get(&format!("/api/v1/orgs/{}/users", w.org), &secret).await.ok();
+    let r = post_form(&app, &b, &session, &format!("/ui/tokens/{id}/revoke"), &[("csrf", csrf.as_str())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = app.get(&format!("/api/v1/orgs/{}/users", w.org), &secret).await;
+    assert_eq!(r.status.as_u16(), 401);
+    let html = page_of(&app, &b, &session, "/ui/tokens").await.text().await.expect("body");
+    assert!(!html.contains("HR sync"), "a revoked token is no longer listed");
+}
+
+async fn the_api_tokens_page_keeps_to_role_and_tenant(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let other_org = org(&app, "Other Org", None).await;
+    make_admin_as(&app, "reader@example.com", Role::OrgAdmin, None, Some(&w.org)).await;
+    make_admin_as(&app, "boss@example.com", Role::OrgSuperAdmin, None, Some(&w.org)).await;
+    app.token(Role::OrgAdmin, None, Some(&other_org)).await;
+    let other_id = app.get("/api/v1/tokens", &app.admin).await.ok()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["org"] == other_org.as_str())
+        .expect("listed")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let b = browser();
+
+    // A role that may not manage tokens: no link, 403 on the page and on a direct POST.
+    let reader = sign_in(&app, &b, "reader@example.com").await;
+    let home = page_of(&app, &b, &reader, "/ui/").await.text().await.expect("body");
+    assert!(!home.contains(r#"href="/ui/tokens""#), "{home}");
+    let csrf = csrf_field(&home);
+    assert_eq!(page_of(&app, &b, &reader, "/ui/tokens").await.status(), StatusCode::FORBIDDEN);
+    let before = app.snapshot().await;
+    let r = post_form(
+        &app,
+        &b,
+        &reader,
+        "/ui/tokens",
+        &[("csrf", csrf.as_str()), ("name", "mine"), ("role", "org_read_only")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before);
+
+    // An org super admin manages its org's tokens, and another org's token
+    // is 404 whether it exists or not, with nothing revoked.
+    let boss = sign_in(&app, &b, "boss@example.com").await;
+    let before = app.snapshot().await;
+    let html = page_of(&app, &b, &boss, "/ui/tokens").await.text().await.expect("body");
+    assert!(!html.contains(&other_id), "another org's token is not listed");
+    let csrf = csrf_field(&html);
+    let r = post_form(
+        &app,
+        &b,
+        &boss,
+        &format!("/ui/tokens/{other_id}/revoke"),
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let exists = r.text().await.expect("body").replace(&other_id, "ID");
+    let r = post_form(&app, &b, &boss, "/ui/tokens/tok_nope/revoke", &[("csrf", csrf.as_str())]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let missing = r.text().await.expect("body").replace("tok_nope", "ID");
+    let strip = |h: &str| h.split("x-request-id").next().unwrap_or(h).to_string();
+    assert_eq!(strip(&exists), strip(&missing), "the same page whether it exists or not");
+    assert_eq!(app.snapshot().await, before);
+    // Its own org's token, without naming the org: bound to the admin's org.
+    let r = post_form(
+        &app,
+        &b,
+        &boss,
+        "/ui/tokens",
+        &[("csrf", csrf.as_str()), ("name", "ours"), ("role", "org_read_only")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let listed = app.get("/api/v1/tokens", &app.admin).await.ok();
+    let ours = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|t| t["name"] == "ours")
+        .expect("made");
+    assert_eq!(ours["org"], w.org.as_str());
 }
