@@ -409,7 +409,7 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 line.trim_end_matches(['\r', '\n']).to_string()
             } else {
                 // Read here, in main, like every other setting.
-                std::env::var("ALLOT_ADMIN_PASSWORD").ok().ok_or_else(|| {
+                std::env::var("ALLOT_ADMIN_PASSWORD").map_err(|_| {
                     anyhow_lite::msg("give the password on standard input with --password-stdin, or in ALLOT_ADMIN_PASSWORD")
                 })?
             };

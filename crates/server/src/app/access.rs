@@ -3,11 +3,11 @@
 //! case starts here; an object outside the caller's scope is "not found"
 //! whether it exists or not, so other tenants cannot be probed.
 
-use allot_domain::access::{Action, Principal, ScopeKind};
+use allot_domain::access::{Action, Principal, Role, ScopeKind};
 use allot_domain::{Code, Error, Violation};
 use allot_store::audit::Actor;
 use allot_store::tenants::{self, Org};
-use allot_store::Tx;
+use allot_store::{StoreError, Tx};
 
 /// The caller of one use case: its principal and the request's id (which
 /// the audit log records beside the change).
@@ -132,4 +132,44 @@ pub fn describe(action: Action) -> &'static str {
         Action::GrantSiteAdmin => "make users site administrators",
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
     }
+}
+
+/// A token or an admin account (`what`: "tokens", "admins") is bound to
+/// exactly the tenant its role's scope names: a provider role to none, a
+/// partner role to a partner, an org role to an org.
+pub(crate) fn check_binding(role: Role, partner: Option<&str>, org: Option<&str>, what: &str) -> Result<(), Error> {
+    match (role.scope_kind(), partner, org) {
+        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => Ok(()),
+        (ScopeKind::Provider, ..) => Err(Error::validation(
+            "role",
+            format!("provider_admin {what} are bound to no partner or org."),
+        )),
+        (ScopeKind::Partner, ..) => Err(Error::validation(
+            "partner",
+            format!(
+                "{} {what} are bound to a partner: give a partner (--partner) and no org.",
+                role.as_str()
+            ),
+        )),
+        (ScopeKind::Org, ..) => Err(Error::validation(
+            "org",
+            format!("{} {what} are bound to an org: give an org (--org) and no partner.", role.as_str()),
+        )),
+    }
+}
+
+/// 404 unless the partner and the org named exist (for the operator, who
+/// has no scope to check them against).
+pub(crate) async fn check_tenants_exist(tx: &mut Tx, partner: Option<&str>, org: Option<&str>) -> Result<(), StoreError> {
+    if let Some(p) = partner {
+        if tenants::get_partner(tx, p).await?.is_none() {
+            return Err(Error::not_found(format!("Partner {p}")).into());
+        }
+    }
+    if let Some(o) = org {
+        if tenants::get_org(tx, o).await?.is_none() {
+            return Err(Error::not_found(format!("Organisation {o}")).into());
+        }
+    }
+    Ok(())
 }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use allot_domain::access::{Role, ScopeKind};
+use allot_domain::access::Role;
 use allot_domain::{Code, Error};
 use allot_store::admins::{self, Admin, NewAdmin};
-use allot_store::{in_transaction, tenants, Store, StoreError};
+use allot_store::{in_transaction, Store, StoreError};
 
 use super::{App, Caller};
 
@@ -91,28 +91,11 @@ pub struct AdminSpec<'a> {
 }
 
 fn check_spec(spec: &AdminSpec<'_>) -> Result<(), Error> {
-    let email = spec.email.trim();
-    if email.len() > 254
-        || email.chars().any(char::is_whitespace)
-        || !email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.'))
-    {
-        return Err(Error::validation("email", "Give an email address such as ada@example.com."));
-    }
+    allot_domain::types::Email::parse(spec.email)?;
     if let Some(name) = spec.display_name {
         allot_domain::types::check_text("display_name", name, 200)?;
     }
-    match (spec.role.scope_kind(), spec.partner, spec.org) {
-        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => Ok(()),
-        (ScopeKind::Provider, ..) => Err(Error::validation("role", "A provider_admin is bound to no partner or org.")),
-        (ScopeKind::Partner, ..) => Err(Error::validation(
-            "partner",
-            format!("A {} is bound to a partner: give a partner and no org.", spec.role.as_str()),
-        )),
-        (ScopeKind::Org, ..) => Err(Error::validation(
-            "org",
-            format!("A {} is bound to an org: give an org and no partner.", spec.role.as_str()),
-        )),
-    }
+    super::access::check_binding(spec.role, spec.partner, spec.org, "admins")
 }
 
 /// Creates an admin account with a password, as the operator at the command
@@ -130,16 +113,7 @@ pub async fn create_admin_as_operator(
     let who = Caller::operator("create-admin").actor();
     let display_name = spec.display_name.unwrap_or_else(|| spec.email.trim());
     in_transaction!(store, |tx| {
-        if let Some(p) = spec.partner {
-            if tenants::get_partner(&mut tx, p).await?.is_none() {
-                return Err::<Admin, StoreError>(Error::not_found(format!("Partner {p}")).into());
-            }
-        }
-        if let Some(o) = spec.org {
-            if tenants::get_org(&mut tx, o).await?.is_none() {
-                return Err(Error::not_found(format!("Org {o}")).into());
-            }
-        }
+        super::access::check_tenants_exist(&mut tx, spec.partner, spec.org).await?;
         admins::insert(
             &mut tx,
             &NewAdmin {

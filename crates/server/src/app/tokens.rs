@@ -12,7 +12,7 @@ use allot_domain::access::{Action, Role, ScopeKind};
 use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
 use allot_store::tokens::{self, TokenInfo};
-use allot_store::{audit, in_transaction, tenants, Store, StoreError};
+use allot_store::{audit, in_transaction, Store, StoreError};
 
 use super::paging::{PageQuery, Paged};
 use super::{App, Caller};
@@ -106,25 +106,7 @@ pub async fn issue_token(
         label,
         expires_at,
     } = *spec;
-    match (role.scope_kind(), partner, org) {
-        (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => {}
-        (ScopeKind::Provider, ..) => return Err(Error::validation("role", "provider_admin tokens are bound to no partner or org.")),
-        (ScopeKind::Partner, ..) => {
-            return Err(Error::validation(
-                "partner",
-                format!(
-                    "{} tokens are bound to a partner: give a partner (--partner) and no org.",
-                    role.as_str()
-                ),
-            ))
-        }
-        (ScopeKind::Org, ..) => {
-            return Err(Error::validation(
-                "org",
-                format!("{} tokens are bound to an org: give an org (--org) and no partner.", role.as_str()),
-            ))
-        }
-    }
+    super::access::check_binding(role, partner, org, "tokens")?;
     if let Some(label) = label {
         allot_domain::types::check_text("name", label, 200)?;
     }
@@ -134,16 +116,7 @@ pub async fn issue_token(
     let token = generate_token();
     let hash = hash_token(&token);
     let id = in_transaction!(store, |tx| {
-        if let Some(p) = partner {
-            if tenants::get_partner(&mut tx, p).await?.is_none() {
-                return Err::<String, StoreError>(Error::not_found(format!("Partner {p}")).into());
-            }
-        }
-        if let Some(o) = org {
-            if tenants::get_org(&mut tx, o).await?.is_none() {
-                return Err(Error::not_found(format!("Organisation {o}")).into());
-            }
-        }
+        super::access::check_tenants_exist(&mut tx, partner, org).await?;
         let id = allot_store::new_id("tok");
         tokens::insert(
             &mut tx,
@@ -163,7 +136,7 @@ pub async fn issue_token(
             let after = serde_json::json!({ "role": role.as_str(), "partner": partner, "org": org, "name": label });
             audit::record(&mut tx, org, actor, "token.create", &format!("token:{id}"), None, Some(&after), now).await?;
         }
-        Ok(id)
+        Ok::<_, StoreError>(id)
     })?;
     Ok((id, token))
 }

@@ -45,11 +45,7 @@ pub fn router() -> Router<App> {
 
 /// Any other path under `/ui/`: the same page whatever was asked for.
 async fn not_found(Extension(RequestId(id)): Extension<RequestId>) -> Response {
-    HtmlError {
-        error: Error::not_found("That page"),
-        request_id: id,
-    }
-    .into_response()
+    HtmlError::new(Error::not_found("That page"), &id).into_response()
 }
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

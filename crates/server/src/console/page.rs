@@ -108,6 +108,15 @@ pub struct HtmlError {
     pub request_id: String,
 }
 
+impl HtmlError {
+    pub fn new(error: Error, request_id: &str) -> HtmlError {
+        HtmlError {
+            error,
+            request_id: request_id.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for HtmlError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

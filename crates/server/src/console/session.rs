@@ -78,7 +78,7 @@ impl FromRequestParts<App> for SignedIn {
         match admins::session(app, secret, &request_id).await {
             Ok(Some(s)) => Ok(SignedIn(s)),
             Ok(None) => Err(Redirect::to("/ui/login").into_response()),
-            Err(error) => Err(HtmlError { error, request_id }.into_response()),
+            Err(error) => Err(HtmlError::new(error, &request_id).into_response()),
         }
     }
 }
@@ -95,11 +95,19 @@ impl SignedIn {
 }
 
 pub fn csrf_refused(request_id: &str) -> HtmlError {
-    HtmlError {
-        error: allot_domain::Error::new(
+    HtmlError::new(
+        allot_domain::Error::new(
             allot_domain::Code::Forbidden,
             "This form has expired or did not come from this site. Reload the page and try again.",
         ),
-        request_id: request_id.to_string(),
-    }
+        request_id,
+    )
+}
+
+/// The body of a form that carries only its CSRF token (a button that
+/// signs out, revokes, ...).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
 }

@@ -11,7 +11,7 @@ use maud::{html, Markup};
 use allot_domain::Error;
 
 use super::page::{narrow_page, refusal, HtmlError};
-use super::session::{cookie, csrf_refused, same_secret, set_cookie, SignedIn, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use super::session::{cookie, csrf_refused, same_secret, set_cookie, CsrfForm, SignedIn, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use crate::app::{admins, App};
 use crate::observe::RequestId;
 
@@ -92,28 +92,18 @@ pub async fn submit(
             resp
         }
         Err(e) if e.code == allot_domain::Code::Unauthenticated => form_page(&headers, StatusCode::UNAUTHORIZED, &f.email, Some(&e)),
-        Err(error) => HtmlError { error, request_id: id }.into_response(),
+        Err(error) => HtmlError::new(error, &id).into_response(),
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /ui/logout`: ends the session at once, on the server.
-pub async fn sign_out(State(app): State<App>, signed_in: SignedIn, headers: HeaderMap, Form(f): Form<CsrfOnly>) -> Response {
+pub async fn sign_out(State(app): State<App>, signed_in: SignedIn, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
     if let Err(e) = signed_in.check_csrf(&f.csrf) {
         return e.into_response();
     }
     let secret = cookie(&headers, SESSION_COOKIE).unwrap_or("");
     if let Err(error) = admins::sign_out(&app, secret).await {
-        return HtmlError {
-            error,
-            request_id: signed_in.0.caller.request_id,
-        }
-        .into_response();
+        return HtmlError::new(error, &signed_in.0.caller.request_id).into_response();
     }
     (
         [(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, None))],

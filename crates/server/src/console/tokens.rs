@@ -14,7 +14,7 @@ use allot_domain::access::{Role, ScopeKind};
 use allot_domain::Error;
 
 use super::page::{page, refusal, when, HtmlError};
-use super::session::SignedIn;
+use super::session::{CsrfForm, SignedIn};
 use crate::app::admins::ConsoleSession;
 use crate::app::paging::PageQuery;
 use crate::app::tokens::{self, CreatedToken, TokenInput, TokenView};
@@ -42,7 +42,7 @@ fn table(s: &ConsoleSession, items: &[TokenView]) -> Markup {
         @if items.is_empty() {
             p.muted { "No live tokens in your scope." }
         } @else {
-            table {
+            table.stack {
                 caption.muted { "Live tokens, oldest first" }
                 thead {
                     tr {
@@ -58,16 +58,16 @@ fn table(s: &ConsoleSession, items: &[TokenView]) -> Markup {
                 tbody {
                     @for t in items {
                         tr {
-                            td { (t.name.as_deref().unwrap_or("(no name)")) br; span.muted { (t.id) } }
-                            td { (t.role.as_str()) }
-                            td {
+                            td data-label="Name" { (t.name.as_deref().unwrap_or("(no name)")) br; span.muted { (t.id) } }
+                            td data-label="Role" { (t.role.as_str()) }
+                            td data-label="Bound to" {
                                 @if let Some(p) = &t.partner { "partner " (p) }
                                 @else if let Some(o) = &t.org { "org " (o) }
                                 @else { "the whole deployment" }
                             }
-                            td { (when(&t.created_at)) }
-                            td { (t.last_used_at.as_deref().map(when).unwrap_or_else(|| "never".into())) }
-                            td { (t.expires_at.as_deref().map(when).unwrap_or_else(|| "never".into())) }
+                            td data-label="Created" { (when(&t.created_at)) }
+                            td data-label="Last used" { (t.last_used_at.as_deref().map(when).unwrap_or_else(|| "never".into())) }
+                            td data-label="Expires" { (t.expires_at.as_deref().map(when).unwrap_or_else(|| "never".into())) }
                             td {
                                 form method="post" action=(format!("/ui/tokens/{}/revoke", t.id)) {
                                     input type="hidden" name="csrf" value=(s.csrf_token);
@@ -135,11 +135,7 @@ async fn list_page(app: &App, s: &ConsoleSession, status: StatusCode, given: &Cr
             };
             (status, page(TITLE, Some(s), body)).into_response()
         }
-        Err(error) => HtmlError {
-            error,
-            request_id: s.caller.request_id.clone(),
-        }
-        .into_response(),
+        Err(error) => HtmlError::new(error, &s.caller.request_id).into_response(),
     }
 }
 
@@ -195,35 +191,21 @@ pub async fn create(State(app): State<App>, signed_in: SignedIn, Form(f): Form<C
         Err(e) => {
             let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
             if status.is_server_error() {
-                return HtmlError {
-                    error: e,
-                    request_id: s.caller.request_id.clone(),
-                }
-                .into_response();
+                return HtmlError::new(e, &s.caller.request_id).into_response();
             }
             list_page(&app, s, status, &f, Some(&e)).await
         }
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /ui/tokens/{id}/revoke`: the token stops working at once.
-pub async fn revoke(State(app): State<App>, signed_in: SignedIn, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
+pub async fn revoke(State(app): State<App>, signed_in: SignedIn, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> Response {
     if let Err(e) = signed_in.check_csrf(&f.csrf) {
         return e.into_response();
     }
     let s = &signed_in.0;
     match tokens::revoke_token(&app, &s.caller, &id).await {
         Ok(()) => Redirect::to("/ui/tokens").into_response(),
-        Err(error) => HtmlError {
-            error,
-            request_id: s.caller.request_id.clone(),
-        }
-        .into_response(),
+        Err(error) => HtmlError::new(error, &s.caller.request_id).into_response(),
     }
 }

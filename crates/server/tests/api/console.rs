@@ -274,6 +274,16 @@ async fn passwords_under_12_characters_are_refused(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.detail, "The password must have at least 12 characters; it has 11.");
+    let bad_email = AdminSpec {
+        email: "ada at example.com",
+        ..spec
+    };
+    let e = create_admin_as_operator(&app.store, &bad_email, PASSWORD, today())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, allot_domain::Code::ValidationFailed, "{}", e.detail);
+    assert!(e.detail.contains("is not a valid email address"), "{}", e.detail);
+    assert_eq!(app.snapshot().await, before);
     // An org admin needs an org that exists; a partner admin no org.
     let w = world(&app).await;
     let before_world = app.snapshot().await;
@@ -291,6 +301,10 @@ async fn passwords_under_12_characters_are_refused(backend: Backend) {
     };
     let e = create_admin_as_operator(&app.store, &bad, PASSWORD, today()).await.unwrap_err();
     assert_eq!(e.code, allot_domain::Code::ValidationFailed, "{}", e.detail);
+    assert_eq!(
+        e.detail,
+        "partner_admin admins are bound to a partner: give a partner (--partner) and no org."
+    );
     assert_eq!(app.snapshot().await, before_world);
     assert_ne!(before, before_world);
     // The same email twice (in another case) is refused by name.
