@@ -95,6 +95,9 @@ pub enum Action {
     /// API tokens of the caller's tenant: list, create (no role above the
     /// caller's own, see [`Principal::may_grant`]) and revoke.
     ManageTokens,
+    /// Admin accounts of the caller's tenant: list, invite (no role above
+    /// the caller's own, see [`Principal::may_invite`]), change, remove.
+    ManageAdmins,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -142,6 +145,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | RequestPurchase
                 | ManageQueues
                 | ManageTokens
+                | ManageAdmins
                 | GrantSiteAdmin
         ),
         OrgAdmin => matches!(
@@ -200,6 +204,12 @@ impl Principal {
     /// scope (404 outside it), not here.
     pub fn may_grant(&self, role: Role) -> bool {
         self.may(Action::ManageTokens) && role.rank() <= self.role.rank()
+    }
+
+    /// Whether this principal may make (invite, or change to) an admin
+    /// account of `role`: the same rule as for tokens, never above its own.
+    pub fn may_invite(&self, role: Role) -> bool {
+        self.may(Action::ManageAdmins) && role.rank() <= self.role.rank()
     }
 }
 

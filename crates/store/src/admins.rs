@@ -207,3 +207,173 @@ pub async fn set_password(tx: &mut Tx, id: &str, password_hash: &str) -> Result<
         .await?
         == 1)
 }
+
+/// An admin as the admin pages list it: the account, the partner of its
+/// org (for a partner's scope) and whether it still waits for its
+/// invitation to be accepted (no password yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEntry {
+    pub admin: Admin,
+    pub org_partner: Option<String>,
+    pub invitation_pending: bool,
+}
+
+fn entry_columns() -> String {
+    let columns = COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+    format!("{columns}, o.partner_id AS org_partner, CASE WHEN a.password_hash IS NULL THEN 1 ELSE 0 END AS pending")
+}
+
+fn entry_from(r: &crate::Row) -> Result<AdminEntry, StoreError> {
+    Ok(AdminEntry {
+        admin: admin_from(r)?,
+        org_partner: r.opt_text("org_partner")?,
+        invitation_pending: r.int("pending")? == 1,
+    })
+}
+
+/// Which admins a list holds: those of one tenant's scope (everyone for
+/// the provider, a partner's own and its customers' admins, an org's
+/// own), narrowed to one partner's or one org's accounts if asked.
+#[derive(Debug, Clone, Default)]
+pub struct AdminFilter<'a> {
+    /// Only admins bound to this partner or to one of its orgs.
+    pub within_partner: Option<&'a str>,
+    /// Only admins bound to this org.
+    pub within_org: Option<&'a str>,
+    /// Only admins bound to exactly this partner (not its orgs).
+    pub partner: Option<&'a str>,
+    /// Only admins bound to exactly this org.
+    pub org: Option<&'a str>,
+    /// Only admins bound to no tenant (provider admins).
+    pub provider_only: bool,
+}
+
+/// A page of admins by id after `after`, `limit` of them (plus one, which
+/// says there are more).
+pub async fn list(tx: &mut Tx, f: &AdminFilter<'_>, after: Option<&str>, limit: i64) -> Result<Vec<AdminEntry>, StoreError> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<crate::Val> = Vec::new();
+    let bind = |sql: &str, v: &str, values: &mut Vec<crate::Val>, conditions: &mut Vec<String>| {
+        values.push(crate::Val::from(v));
+        conditions.push(sql.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(p) = f.within_partner {
+        bind("(a.partner_id = ? OR o.partner_id = ?)", p, &mut values, &mut conditions);
+    }
+    if let Some(o) = f.within_org {
+        bind("a.org_id = ?", o, &mut values, &mut conditions);
+    }
+    if let Some(p) = f.partner {
+        bind("a.partner_id = ?", p, &mut values, &mut conditions);
+    }
+    if let Some(o) = f.org {
+        bind("a.org_id = ?", o, &mut values, &mut conditions);
+    }
+    if f.provider_only {
+        conditions.push("a.partner_id IS NULL AND a.org_id IS NULL".to_string());
+    }
+    if let Some(a) = after {
+        bind("a.id > ?", a, &mut values, &mut conditions);
+    }
+    values.push(crate::Val::from(limit + 1));
+    let where_ = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT {} FROM admins a LEFT JOIN orgs o ON o.id = a.org_id {where_} ORDER BY a.id LIMIT ${}",
+                entry_columns(),
+                values.len()
+            ),
+            &values,
+        )
+        .await?;
+    rows.iter().map(entry_from).collect()
+}
+
+pub async fn get_entry(tx: &mut Tx, id: &str) -> Result<Option<AdminEntry>, StoreError> {
+    tx.opt_row(
+        &format!(
+            "SELECT {} FROM admins a LEFT JOIN orgs o ON o.id = a.org_id WHERE a.id = $1",
+            entry_columns()
+        ),
+        args![id],
+    )
+    .await?
+    .map(|r| entry_from(&r))
+    .transpose()
+}
+
+/// Changes an admin's role and display name (the binding to its tenant
+/// never changes); false if there is no such admin.
+pub async fn update(tx: &mut Tx, id: &str, role: Role, display_name: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .exec(
+            "UPDATE admins SET role = $2, display_name = $3 WHERE id = $1",
+            args![id, role.as_str(), display_name],
+        )
+        .await?
+        == 1)
+}
+
+/// Removes an admin with its sessions and invitations: whoever was signed
+/// in as them is signed out at once. False if there was no such admin.
+pub async fn delete(tx: &mut Tx, id: &str) -> Result<bool, StoreError> {
+    tx.exec("DELETE FROM admin_sessions WHERE admin_id = $1", args![id]).await?;
+    tx.exec("DELETE FROM admin_invitations WHERE admin_id = $1", args![id]).await?;
+    Ok(tx.exec("DELETE FROM admins WHERE id = $1", args![id]).await? == 1)
+}
+
+/// Stores an invitation link's hash for an admin.
+pub async fn insert_invitation(
+    tx: &mut Tx,
+    id_hash: &str,
+    admin: &str,
+    created_by: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "INSERT INTO admin_invitations (id_hash, admin_id, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        args![id_hash, admin, created_by, ts(now), ts(expires_at)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The admin an unexpired invitation with this hash is for, and when it
+/// expires.
+pub async fn invitation(tx: &mut Tx, id_hash: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<(Admin, String)>, StoreError> {
+    let columns = COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+    let Some(r) = tx
+        .opt_row(
+            &format!(
+                "SELECT {columns}, i.expires_at AS invitation_expires_at FROM admin_invitations i JOIN admins a ON a.id = i.admin_id \
+                 WHERE i.id_hash = $1 AND i.expires_at > $2"
+            ),
+            args![id_hash, ts(now)],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((admin_from(&r)?, r.text("invitation_expires_at")?)))
+}
+
+/// Uses up an invitation: deletes it (and any other of the same admin);
+/// false if it was gone already (used by a concurrent request, or expired
+/// and purged), so that a link works exactly once.
+pub async fn take_invitation(tx: &mut Tx, id_hash: &str, admin: &str) -> Result<bool, StoreError> {
+    let taken = tx.exec("DELETE FROM admin_invitations WHERE id_hash = $1", args![id_hash]).await? == 1;
+    tx.exec("DELETE FROM admin_invitations WHERE admin_id = $1", args![admin]).await?;
+    Ok(taken)
+}
+
+/// Deletes invitations that expired before `now`; returns how many went.
+pub async fn end_expired_invitations(tx: &mut Tx, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+    tx.exec("DELETE FROM admin_invitations WHERE expires_at <= $1", args![ts(now)])
+        .await
+}

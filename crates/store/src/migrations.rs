@@ -16,7 +16,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, V9),
     (10, V10),
     (11, V11),
+    (12, V12),
 ];
+
+/// Invitations to the console: the link's secret is kept only as its
+/// SHA-256 (like a session's); a row lives until its link is used (then
+/// it is deleted: single use) or it expires.
+const V12: &str = r#"
+CREATE TABLE admin_invitations (
+    id_hash TEXT PRIMARY KEY,
+    admin_id TEXT NOT NULL REFERENCES admins (id),
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX admin_invitations_by_admin ON admin_invitations (admin_id);
+"#;
 
 /// People who sign in to the console: admin accounts with the roles and
 /// scopes of API tokens, their password hashes (argon2id; NULL until an

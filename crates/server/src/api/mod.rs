@@ -4,6 +4,7 @@
 //! OpenAPI document; [`describe_errors`] completes every entry with the
 //! error answers it can give.
 
+pub mod admins;
 pub mod catalogue;
 pub mod customers;
 pub mod housekeeping;

@@ -129,6 +129,7 @@ pub fn describe(action: Action) -> &'static str {
         Action::DecidePurchase => "fulfil or reject purchase requests",
         Action::ManageQueues => "manage contact-centre queues",
         Action::ManageTokens => "manage API tokens",
+        Action::ManageAdmins => "manage admin accounts",
         Action::GrantSiteAdmin => "make users site administrators",
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
     }

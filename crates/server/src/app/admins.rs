@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use allot_domain::access::Role;
-use allot_domain::{Code, Error};
-use allot_store::admins::{self, Admin, NewAdmin};
-use allot_store::{in_transaction, Store, StoreError};
+use serde::{Deserialize, Serialize};
 
+use allot_domain::access::{Action, Role, ScopeKind};
+use allot_domain::{Code, Error};
+use allot_store::admins::{self, Admin, AdminEntry, AdminFilter, NewAdmin};
+use allot_store::{audit, in_transaction, Store, StoreError};
+
+use super::paging::Paged;
 use super::{App, Caller};
 
 /// The shortest password accepted.
@@ -323,13 +326,520 @@ pub async fn sign_out(app: &App, secret: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Deletes the sessions idle longer than `Config::session_idle` (they no
-/// longer sign anybody in; this only keeps the table small). Returns how
-/// many went.
+/// Deletes the sessions idle longer than `Config::session_idle` and the
+/// invitations past their 7 days (neither signs anybody in any more; this
+/// only keeps the tables small). Returns how many sessions went.
 pub async fn end_idle_sessions(app: &App) -> Result<u64, Error> {
     let idle = chrono::Duration::from_std(app.config.session_idle).unwrap_or(chrono::Duration::hours(2));
-    let since = app.clock.now() - idle;
-    Ok(in_transaction!(app.store, |tx| admins::end_idle_sessions(&mut tx, since).await)?)
+    let now = app.clock.now();
+    let since = now - idle;
+    Ok(in_transaction!(app.store, |tx| {
+        admins::end_expired_invitations(&mut tx, now).await?;
+        admins::end_idle_sessions(&mut tx, since).await
+    })?)
+}
+
+/// How long an invitation link works.
+pub const INVITATION_VALID_DAYS: i64 = 7;
+
+/// An admin account as shown (never its password hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AdminView {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub created_at: String,
+    pub last_sign_in_at: Option<String>,
+    /// True until the admin has used their invitation link (they cannot
+    /// sign in before).
+    pub invitation_pending: bool,
+}
+
+impl From<AdminEntry> for AdminView {
+    fn from(e: AdminEntry) -> Self {
+        let a = e.admin;
+        AdminView {
+            id: a.id,
+            email: a.email,
+            display_name: a.display_name,
+            role: a.role,
+            partner: a.partner,
+            org: a.org,
+            created_at: a.created_at,
+            last_sign_in_at: a.last_sign_in_at,
+            invitation_pending: e.invitation_pending,
+        }
+    }
+}
+
+/// `GET /api/v1/admins`: a page, narrowed to one partner's or one org's
+/// accounts if asked.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AdminListQuery {
+    /// Items per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,200}$")]
+    pub cursor: Option<String>,
+    /// Only the admins bound to this partner (not those of its orgs).
+    pub partner: Option<String>,
+    /// Only the admins bound to this org.
+    pub org: Option<String>,
+}
+
+/// An invitation: who, with which role, bound to which tenant.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminInvite {
+    /// The address the invitation is for; it is the account's sign-in name.
+    #[schema(min_length = 3, max_length = 254, pattern = r"^[^@\s]+@[^@\s]+$")]
+    pub email: String,
+    /// How the console names them (their email, if left out).
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    pub display_name: Option<String>,
+    /// Never above the inviter's own role.
+    pub role: Role,
+    /// The partner a `partner_*` admin is bound to.
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// The org an `org_*` admin is bound to.
+    #[serde(default)]
+    pub org: Option<String>,
+}
+
+/// The link that lets an invited admin set their password: shown once.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InvitationLink {
+    /// The console path to send to the invited person; append it to this
+    /// server's address. It works once, until `expires_at`.
+    pub path: String,
+    pub expires_at: String,
+}
+
+/// An invited admin and, this once, their invitation link.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InvitedAdmin {
+    #[serde(flatten)]
+    pub admin: AdminView,
+    pub invitation: InvitationLink,
+}
+
+/// `PATCH /api/v1/admins/{admin}`: a new role (within the same kind of
+/// tenant: the binding never changes) or display name.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdate {
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    pub display_name: Option<String>,
+}
+
+/// Whether an account lies in the caller's scope: everyone for the
+/// provider; a partner's own admins and its customers'; an org's own.
+fn in_scope(caller: &Caller, e: &AdminEntry) -> bool {
+    let p = &caller.principal;
+    match p.role.scope_kind() {
+        ScopeKind::Provider => true,
+        ScopeKind::Partner => {
+            p.partner.is_some() && (e.admin.partner == p.partner || (e.admin.org.is_some() && e.org_partner == p.partner))
+        }
+        ScopeKind::Org => e.admin.org.is_some() && e.admin.org == p.org,
+    }
+}
+
+/// 403 unless the caller may give (or `verb`) an account of `role`.
+fn may_invite(caller: &Caller, role: Role, verb: &str) -> Result<(), Error> {
+    if caller.principal.may_invite(role) {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::Forbidden,
+        format!(
+            "A {} may not {verb} a {} account: no role above one's own.",
+            caller.principal.role.as_str(),
+            role.as_str()
+        ),
+    ))
+}
+
+fn admin_not_found(id: &str) -> Error {
+    Error::not_found(format!("Admin {}", allot_domain::types::excerpt(id)))
+}
+
+/// The admin with this id if the caller may see it (else 404, whether or
+/// not it exists) and may manage admin accounts (else 403).
+async fn admin_in_scope(tx: &mut allot_store::Tx, caller: &Caller, id: &str) -> Result<AdminEntry, StoreError> {
+    let e = admins::get_entry(tx, id)
+        .await?
+        .filter(|e| in_scope(caller, e))
+        .ok_or_else(|| admin_not_found(id))?;
+    caller.require(Action::ManageAdmins)?;
+    Ok(e)
+}
+
+/// Whose admin accounts a list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminsOf {
+    /// Every account in the caller's scope.
+    Scope,
+    /// The accounts bound to no tenant (provider admins).
+    Provider,
+    /// The accounts bound to this partner (not those of its orgs).
+    Partner(String),
+    /// The accounts bound to this org.
+    Org(String),
+}
+
+impl AdminListQuery {
+    pub fn of(&self) -> AdminsOf {
+        match (&self.partner, &self.org) {
+            (Some(p), _) => AdminsOf::Partner(p.clone()),
+            (None, Some(o)) => AdminsOf::Org(o.clone()),
+            (None, None) => AdminsOf::Scope,
+        }
+    }
+}
+
+/// A page of admin accounts. A partner or org outside the caller's scope
+/// is 404; the role must be one that manages admins (403).
+pub async fn list_admins(app: &App, caller: &Caller, of: &AdminsOf, page: &super::paging::Page) -> Result<Paged<AdminView>, Error> {
+    let mut rd = app.store.read_conn().await?;
+    match of {
+        AdminsOf::Partner(partner) => caller.partner(partner, Action::ManageAdmins)?,
+        AdminsOf::Org(org) => {
+            caller.org(&mut rd, org, Action::ManageAdmins).await?;
+        }
+        AdminsOf::Provider if caller.scope_kind() != ScopeKind::Provider => {
+            return Err(Error::not_found("The provider's admins"));
+        }
+        _ => {}
+    }
+    caller.require(Action::ManageAdmins)?;
+    let p = &caller.principal;
+    let filter = AdminFilter {
+        within_partner: match p.role.scope_kind() {
+            ScopeKind::Partner => Some(p.partner.as_deref().unwrap_or("")),
+            _ => None,
+        },
+        within_org: match p.role.scope_kind() {
+            ScopeKind::Org => Some(p.org.as_deref().unwrap_or("")),
+            _ => None,
+        },
+        partner: match of {
+            AdminsOf::Partner(p) => Some(p.as_str()),
+            _ => None,
+        },
+        org: match of {
+            AdminsOf::Org(o) => Some(o.as_str()),
+            _ => None,
+        },
+        provider_only: *of == AdminsOf::Provider,
+    };
+    let rows = admins::list(&mut rd, &filter, page.after.as_deref(), page.limit).await?;
+    Ok(Paged::from_rows(rows, page.limit, |e| e.admin.id.clone()).map(AdminView::from))
+}
+
+pub async fn get_admin(app: &App, caller: &Caller, id: &str) -> Result<AdminView, Error> {
+    let mut rd = app.store.read_conn().await?;
+    Ok(admin_in_scope(&mut rd, caller, id).await?.into())
+}
+
+/// Invites a new admin: the account is made without a password, with a
+/// link (valid [`INVITATION_VALID_DAYS`] days, single use) that sets it.
+/// The tenant first (404 outside the caller's scope), then the role (403:
+/// never above the inviter's own).
+pub async fn invite_admin(app: &App, caller: &Caller, input: AdminInvite) -> Result<InvitedAdmin, Error> {
+    if let Some(partner) = &input.partner {
+        caller.partner(partner, Action::ManageAdmins)?;
+    }
+    if let Some(org) = &input.org {
+        let mut rd = app.store.read_conn().await?;
+        caller.org(&mut rd, org, Action::ManageAdmins).await?;
+    }
+    caller.require(Action::ManageAdmins)?;
+    may_invite(caller, input.role, "invite")?;
+    let spec = AdminSpec {
+        email: &input.email,
+        display_name: input.display_name.as_deref(),
+        role: input.role,
+        partner: input.partner.as_deref(),
+        org: input.org.as_deref(),
+    };
+    check_spec(&spec)?;
+    let now = app.clock.now();
+    let id = allot_store::new_id("adm");
+    let secret = crate::auth::generate_token();
+    let hash = crate::auth::hash_token(&secret);
+    let expires_at = now + chrono::Duration::days(INVITATION_VALID_DAYS);
+    let who = caller.actor();
+    let display_name = spec.display_name.map(str::trim).unwrap_or_else(|| spec.email.trim());
+    let entry = in_transaction!(app.store, |tx| {
+        super::access::check_tenants_exist(&mut tx, spec.partner, spec.org).await?;
+        admins::insert(
+            &mut tx,
+            &NewAdmin {
+                id: &id,
+                email: spec.email,
+                display_name,
+                role: spec.role,
+                partner: spec.partner,
+                org: spec.org,
+                password_hash: None,
+            },
+            now,
+        )
+        .await?;
+        admins::insert_invitation(&mut tx, &hash, &id, &who.actor, now, expires_at).await?;
+        let after = serde_json::json!({ "email": spec.email.trim(), "role": spec.role.as_str(), "partner": spec.partner, "org": spec.org });
+        audit::record(
+            &mut tx,
+            spec.org,
+            &who,
+            "admin.invite",
+            &format!("admin:{id}"),
+            None,
+            Some(&after),
+            now,
+        )
+        .await?;
+        admins::get_entry(&mut tx, &id)
+            .await?
+            .ok_or_else(|| StoreError::Db("the admin just invited is gone".into()))
+    })?;
+    Ok(InvitedAdmin {
+        admin: entry.into(),
+        invitation: InvitationLink {
+            path: invitation_path(&secret),
+            expires_at: allot_store::ts(expires_at),
+        },
+    })
+}
+
+/// Where an invitation's secret is used: the console page that sets the
+/// password.
+pub fn invitation_path(secret: &str) -> String {
+    format!("/ui/invitations/{secret}")
+}
+
+/// A new invitation link for an admin who has not accepted theirs yet
+/// (it expired, or got lost); earlier links stop working.
+pub async fn reinvite_admin(app: &App, caller: &Caller, id: &str) -> Result<InvitedAdmin, Error> {
+    let now = app.clock.now();
+    let secret = crate::auth::generate_token();
+    let hash = crate::auth::hash_token(&secret);
+    let expires_at = now + chrono::Duration::days(INVITATION_VALID_DAYS);
+    let who = caller.actor();
+    let entry = in_transaction!(app.store, |tx| {
+        let e = admin_in_scope(&mut tx, caller, id).await?;
+        may_invite(caller, e.admin.role, "invite")?;
+        if !e.invitation_pending {
+            return Err(Error::new(
+                Code::Conflict,
+                format!(
+                    "{} has already accepted their invitation and signs in with their own password.",
+                    e.admin.email
+                ),
+            )
+            .into());
+        }
+        admins::take_invitation(&mut tx, "", &e.admin.id).await?;
+        admins::insert_invitation(&mut tx, &hash, &e.admin.id, &who.actor, now, expires_at).await?;
+        audit::record(
+            &mut tx,
+            e.admin.org.as_deref(),
+            &who,
+            "admin.reinvite",
+            &format!("admin:{id}"),
+            None,
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(e)
+    })?;
+    Ok(InvitedAdmin {
+        admin: entry.into(),
+        invitation: InvitationLink {
+            path: invitation_path(&secret),
+            expires_at: allot_store::ts(expires_at),
+        },
+    })
+}
+
+/// Changes an admin's role or display name. The new role must be of the
+/// same kind of tenant as the old (the binding never changes), and both
+/// within the caller's reach; nobody changes their own role.
+pub async fn update_admin(app: &App, caller: &Caller, id: &str, input: AdminUpdate) -> Result<AdminView, Error> {
+    if let Some(name) = &input.display_name {
+        allot_domain::types::check_text("display_name", name, 200)?;
+    }
+    let now = app.clock.now();
+    let who = caller.actor();
+    let entry = in_transaction!(app.store, |tx| {
+        let e = admin_in_scope(&mut tx, caller, id).await?;
+        may_invite(caller, e.admin.role, "change")?;
+        let role = input.role.unwrap_or(e.admin.role);
+        if role != e.admin.role {
+            may_invite(caller, role, "make anyone")?;
+            if role.scope_kind() != e.admin.role.scope_kind() {
+                return Err(Error::validation(
+                    "role",
+                    format!(
+                        "{} is bound to {}; its role can only change to another role of that kind, not to {}.",
+                        e.admin.email,
+                        binding_of(&e.admin),
+                        role.as_str()
+                    ),
+                )
+                .into());
+            }
+            if caller.principal.token_id == format!("admin:{}", e.admin.id) {
+                return Err(Error::new(Code::Conflict, "Nobody changes their own role: ask another admin.").into());
+            }
+        }
+        let name = input
+            .display_name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or(&e.admin.display_name)
+            .to_string();
+        admins::update(&mut tx, &e.admin.id, role, &name).await?;
+        let before = serde_json::json!({ "role": e.admin.role.as_str(), "display_name": e.admin.display_name });
+        let after = serde_json::json!({ "role": role.as_str(), "display_name": name });
+        audit::record(
+            &mut tx,
+            e.admin.org.as_deref(),
+            &who,
+            "admin.update",
+            &format!("admin:{id}"),
+            Some(&before),
+            Some(&after),
+            now,
+        )
+        .await?;
+        admins::get_entry(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::from(admin_not_found(id)))
+    })?;
+    Ok(entry.into())
+}
+
+fn binding_of(a: &Admin) -> String {
+    match (&a.partner, &a.org) {
+        (Some(p), _) => format!("partner {p}"),
+        (_, Some(o)) => format!("org {o}"),
+        _ => "the provider".to_string(),
+    }
+}
+
+/// Removes an admin account: its sessions end at once (whoever is signed
+/// in as them is signed out on their next click) and its invitation link
+/// stops working. Nobody removes their own account.
+pub async fn remove_admin(app: &App, caller: &Caller, id: &str) -> Result<(), Error> {
+    let now = app.clock.now();
+    let who = caller.actor();
+    in_transaction!(app.store, |tx| {
+        let e = admin_in_scope(&mut tx, caller, id).await?;
+        may_invite(caller, e.admin.role, "remove")?;
+        if caller.principal.token_id == format!("admin:{}", e.admin.id) {
+            return Err(Error::new(Code::Conflict, "Nobody removes their own account: ask another admin.").into());
+        }
+        if !admins::delete(&mut tx, &e.admin.id).await? {
+            return Err(admin_not_found(id).into());
+        }
+        let before =
+            serde_json::json!({ "email": e.admin.email, "role": e.admin.role.as_str(), "partner": e.admin.partner, "org": e.admin.org });
+        audit::record(
+            &mut tx,
+            e.admin.org.as_deref(),
+            &who,
+            "admin.remove",
+            &format!("admin:{id}"),
+            Some(&before),
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(())
+    })?;
+    Ok(())
+}
+
+/// The sentence for an invitation link that does not work.
+pub const INVITATION_NOT_VALID: &str =
+    "This invitation link does not work: it was used already, has expired, or was replaced by a newer one. Ask the admin who invited you for a new link.";
+
+/// The admin an invitation link is for and when it expires, if it still works.
+pub async fn invitation(app: &App, secret: &str) -> Result<Option<(Admin, String)>, Error> {
+    if secret.is_empty() || secret.len() > 200 {
+        return Ok(None);
+    }
+    let hash = crate::auth::hash_token(secret);
+    let mut rd = app.store.read_conn().await?;
+    Ok(admins::invitation(&mut rd, &hash, app.clock.now()).await?)
+}
+
+/// Uses an invitation link: sets the password and signs the admin in. The
+/// link works once; a second use (or a concurrent one) is refused.
+pub async fn accept_invitation(app: &App, secret: &str, password: &str) -> Result<NewSession, Error> {
+    check_password(password)?;
+    let not_valid = || Error::new(Code::NotFound, INVITATION_NOT_VALID);
+    if invitation(app, secret).await?.is_none() {
+        return Err(not_valid());
+    }
+    let pw_hash = hash_password(password.to_string()).await?;
+    let hash = crate::auth::hash_token(secret);
+    let session = crate::auth::generate_token();
+    let session_hash = crate::auth::hash_token(&session);
+    let csrf = crate::auth::generate_token();
+    let now = app.clock.now();
+    let admin = in_transaction!(app.store, |tx| {
+        let Some((admin, _)) = admins::invitation(&mut tx, &hash, now).await? else {
+            return Err(not_valid().into());
+        };
+        if !admins::take_invitation(&mut tx, &hash, &admin.id).await? {
+            return Err(not_valid().into());
+        }
+        admins::set_password(&mut tx, &admin.id, &pw_hash).await?;
+        admins::insert_session(&mut tx, &session_hash, &admin.id, &csrf, now).await?;
+        admins::note_sign_in(&mut tx, &admin.id, now).await?;
+        let who = allot_store::audit::Actor {
+            actor: format!("admin:{}", admin.id),
+            request_id: None,
+        };
+        audit::record(
+            &mut tx,
+            admin.org.as_deref(),
+            &who,
+            "admin.invitation_accepted",
+            &format!("admin:{}", admin.id),
+            None,
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(admin)
+    })?;
+    Ok(NewSession { secret: session, admin })
 }
 
 #[cfg(test)]

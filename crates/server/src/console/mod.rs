@@ -8,6 +8,7 @@
 //! scripts and styles from this origin only (no inline script), refuses
 //! framing, and keeps the referrer to this origin.
 
+mod admins;
 mod assets;
 mod home;
 pub mod page;
@@ -38,6 +39,25 @@ pub fn router() -> Router<App> {
         .route("/ui/logout", post(sign_in::sign_out))
         .route("/ui/tokens", get(tokens::show).post(tokens::create))
         .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/ui/admins", get(admins::show_provider).post(admins::invite_provider))
+        .route(
+            "/ui/partners/{partner}/admins",
+            get(admins::show_partner).post(admins::invite_partner),
+        )
+        .route("/ui/orgs/{org}/admins", get(admins::show_org).post(admins::invite_org))
+        .route("/ui/admins/{admin}/role", post(admins::change_role))
+        .route("/ui/partners/{partner}/admins/{admin}/role", post(admins::change_role))
+        .route("/ui/orgs/{org}/admins/{admin}/role", post(admins::change_role))
+        .route("/ui/admins/{admin}/remove", post(admins::remove))
+        .route("/ui/partners/{partner}/admins/{admin}/remove", post(admins::remove))
+        .route("/ui/orgs/{org}/admins/{admin}/remove", post(admins::remove))
+        .route("/ui/admins/{admin}/invitation", post(admins::reinvite))
+        .route("/ui/partners/{partner}/admins/{admin}/invitation", post(admins::reinvite))
+        .route("/ui/orgs/{org}/admins/{admin}/invitation", post(admins::reinvite))
+        .route(
+            "/ui/invitations/{secret}",
+            get(admins::show_invitation).post(admins::accept_invitation),
+        )
         .route("/ui/assets/{name}", get(assets::serve_asset))
         .route("/ui/{*rest}", any(not_found))
         .layer(middleware::from_fn(security_headers))

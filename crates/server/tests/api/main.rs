@@ -2,7 +2,9 @@
 //! Every test below exists twice: `<name>::sqlite` and `<name>::postgres`.
 
 mod kit;
+mod ui_kit;
 
+mod admins;
 mod browser;
 mod bulk;
 mod catalogue;

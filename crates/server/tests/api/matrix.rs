@@ -57,6 +57,8 @@ enum Prep {
     Job,
     /// A token of the tenant's org, to revoke.
     Token,
+    /// An invited org_read_only admin of the tenant's org.
+    Admin,
 }
 
 struct Case {
@@ -123,6 +125,60 @@ fn cases() -> Vec<Case> {
             Scope::Org,
             &[ManageTokens],
             Prep::Token,
+        ),
+        c(
+            "list_admins",
+            Method::GET,
+            |_, _| "/api/v1/admins".into(),
+            none,
+            Scope::Provider,
+            &[ManageAdmins],
+            Prep::None,
+        ),
+        c(
+            "invite_admin",
+            Method::POST,
+            |_, _| "/api/v1/admins".into(),
+            |t, _| Some(json!({ "email": format!("{}@admins.example", rand_suffix()), "role": "org_read_only", "org": t.org })),
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::None,
+        ),
+        c(
+            "get_admin",
+            Method::GET,
+            |_, f| format!("/api/v1/admins/{}", f.id),
+            none,
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        c(
+            "update_admin",
+            Method::PATCH,
+            |_, f| format!("/api/v1/admins/{}", f.id),
+            |_, _| Some(json!({ "role": "org_support" })),
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        c(
+            "remove_admin",
+            Method::DELETE,
+            |_, f| format!("/api/v1/admins/{}", f.id),
+            none,
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        c(
+            "reinvite_admin",
+            Method::POST,
+            |_, f| format!("/api/v1/admins/{}/invitation", f.id),
+            none,
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
         ),
         c(
             "list_products",
@@ -831,6 +887,20 @@ async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
                 user: String::new(),
             }
         }
+        Prep::Admin => {
+            let r = app
+                .post(
+                    "/api/v1/admins",
+                    &app.admin,
+                    json!({ "email": format!("{}@admins.example", rand_suffix()), "role": "org_read_only", "org": t.org }),
+                )
+                .await
+                .ok();
+            Fresh {
+                id: r["id"].as_str().unwrap().to_string(),
+                user: String::new(),
+            }
+        }
         Prep::Job => {
             let r = app
                 .post(
@@ -885,6 +955,7 @@ const WHO_MAY: &[(Action, &str)] = &[
     (Action::DecidePurchase, "YYY------"),
     (Action::ManageQueues, "YY--YYY--"),
     (Action::ManageTokens, "YY--Y----"),
+    (Action::ManageAdmins, "YY--Y----"),
     (Action::GrantSiteAdmin, "YY--YY---"),
 ];
 
