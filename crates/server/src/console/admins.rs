@@ -187,14 +187,13 @@ async fn list_page(app: &App, s: &ConsoleSession, t: &Tenant, status: StatusCode
     }
 }
 
-fn provider_page(s: &ConsoleSession) -> Result<Tenant, Response> {
-    // Partner and org admins have their own tenant's page.
+/// `/ui/admins` is the provider's own page; partner and org admins have
+/// their tenant's (the path to it is the `Err`).
+fn provider_page(s: &ConsoleSession) -> Result<Tenant, String> {
     match s.admin.role.scope_kind() {
         ScopeKind::Provider => Ok(Tenant(AdminsOf::Provider)),
-        ScopeKind::Partner => {
-            Err(Redirect::to(&format!("/ui/partners/{}/admins", s.admin.partner.as_deref().unwrap_or("-"))).into_response())
-        }
-        ScopeKind::Org => Err(Redirect::to(&format!("/ui/orgs/{}/admins", s.admin.org.as_deref().unwrap_or("-"))).into_response()),
+        ScopeKind::Partner => Err(format!("/ui/partners/{}/admins", s.admin.partner.as_deref().unwrap_or("-"))),
+        ScopeKind::Org => Err(format!("/ui/orgs/{}/admins", s.admin.org.as_deref().unwrap_or("-"))),
     }
 }
 
