@@ -18,6 +18,42 @@ pub enum PropertyName {
     AccountType,
 }
 
+impl PropertyName {
+    pub const ALL: [PropertyName; 5] = [
+        PropertyName::Site,
+        PropertyName::AccountType,
+        PropertyName::Location,
+        PropertyName::PhoneNumber,
+        PropertyName::Extension,
+    ];
+
+    /// The name as the API spells it (`phone_number`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PropertyName::Location => "location",
+            PropertyName::PhoneNumber => "phone_number",
+            PropertyName::Extension => "extension",
+            PropertyName::Site => "site",
+            PropertyName::AccountType => "account_type",
+        }
+    }
+
+    /// The name as people read it (a form's label).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PropertyName::Location => "Calling location",
+            PropertyName::PhoneNumber => "Phone number",
+            PropertyName::Extension => "Extension",
+            PropertyName::Site => "Meetings site",
+            PropertyName::AccountType => "Account type",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PropertyName> {
+        PropertyName::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
@@ -226,6 +262,14 @@ fn requires_closure(products: &HashMap<ProductCode, Product>, code: &ProductCode
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_names_are_spelled_as_serde_spells_them() {
+        for p in PropertyName::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), serde_json::json!(p.as_str()));
+            assert_eq!(PropertyName::parse(p.as_str()), Some(p));
+        }
+    }
 
     fn code(s: &str) -> ProductCode {
         ProductCode::parse(s).unwrap()

@@ -185,17 +185,29 @@ pub async fn touch_session(tx: &mut Tx, id_hash: &str, now: chrono::DateTime<chr
 }
 
 pub async fn end_session(tx: &mut Tx, id_hash: &str) -> Result<(), StoreError> {
+    tx.exec("DELETE FROM console_selections WHERE session_hash = $1", args![id_hash])
+        .await?;
     tx.exec("DELETE FROM admin_sessions WHERE id_hash = $1", args![id_hash]).await?;
     Ok(())
 }
 
 /// Ends every session of an admin (removed, or its password changed).
 pub async fn end_sessions_of(tx: &mut Tx, admin: &str) -> Result<u64, StoreError> {
+    tx.exec(
+        "DELETE FROM console_selections WHERE session_hash IN (SELECT id_hash FROM admin_sessions WHERE admin_id = $1)",
+        args![admin],
+    )
+    .await?;
     tx.exec("DELETE FROM admin_sessions WHERE admin_id = $1", args![admin]).await
 }
 
 /// Deletes sessions idle since before `idle_since`; returns how many went.
 pub async fn end_idle_sessions(tx: &mut Tx, idle_since: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+    tx.exec(
+        "DELETE FROM console_selections WHERE session_hash IN (SELECT id_hash FROM admin_sessions WHERE last_seen_at <= $1)",
+        args![ts(idle_since)],
+    )
+    .await?;
     tx.exec("DELETE FROM admin_sessions WHERE last_seen_at <= $1", args![ts(idle_since)])
         .await
 }
@@ -322,7 +334,7 @@ pub async fn update(tx: &mut Tx, id: &str, role: Role, display_name: &str) -> Re
 /// Removes an admin with its sessions and invitations: whoever was signed
 /// in as them is signed out at once. False if there was no such admin.
 pub async fn delete(tx: &mut Tx, id: &str) -> Result<bool, StoreError> {
-    tx.exec("DELETE FROM admin_sessions WHERE admin_id = $1", args![id]).await?;
+    end_sessions_of(tx, id).await?;
     tx.exec("DELETE FROM admin_invitations WHERE admin_id = $1", args![id]).await?;
     Ok(tx.exec("DELETE FROM admins WHERE id = $1", args![id]).await? == 1)
 }

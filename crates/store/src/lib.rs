@@ -24,6 +24,7 @@ mod migrations;
 pub mod purchases;
 pub mod queues;
 mod retry;
+pub mod selections;
 pub mod service_data;
 pub mod subscriptions;
 pub mod templates;

@@ -17,7 +17,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, V10),
     (11, V11),
     (12, V12),
+    (13, V13),
 ];
+
+/// The users a console session has selected in an org (the **Users**
+/// page's check boxes): kept on the server so that a selection survives
+/// paging and can hold every user that matches a filter. Rows go with
+/// their session.
+const V13: &str = r#"
+CREATE TABLE console_selections (
+    session_hash TEXT NOT NULL,
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (session_hash, org_id, user_id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id)
+);
+"#;
 
 /// Invitations to the console: the link's secret is kept only as its
 /// SHA-256 (like a session's); a row lives until its link is used (then

@@ -43,6 +43,23 @@ pub struct UserFilter {
     pub kind: Option<UserKind>,
     pub status: Option<UserStatus>,
     pub q: Option<String>,
+    /// Only users holding a licence of this product.
+    pub product: Option<String>,
+}
+
+/// Where a page of users starts, in id order: pages are found by key, not
+/// by offset, so that the last page of 100,000 users costs what the first
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageAt {
+    /// The first page.
+    First,
+    /// The page after this id.
+    After(String),
+    /// The page before this id.
+    Before(String),
+    /// The last page.
+    Last,
 }
 
 const COLUMNS: &str = "id, email, display_name, kind, status, usage_location";
@@ -103,13 +120,20 @@ async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), St
 /// `kind=external` lists the external users who hold a licence: one whose
 /// last licence is removed drops off that list but still exists.
 pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, limit: i64) -> Result<Vec<User>, StoreError> {
-    let mut q = crate::filtered::Filtered::new(
-        format!("SELECT {COLUMNS} FROM users WHERE org_id = $1 AND id > $2"),
-        args![org, after.unwrap_or("")].to_vec(),
-    );
+    list_at(tx, org, f, &PageAt::After(after.unwrap_or("").to_string()), limit).await
+}
+
+/// The ` AND ...` clauses of a filter, numbered after `leading` (the
+/// statement's own arguments), and all the arguments.
+pub(crate) fn filter_clauses(f: &UserFilter, leading: Vec<crate::Val>) -> (String, Vec<crate::Val>) {
+    let mut q = crate::filtered::Filtered::new(String::new(), leading);
     q.and("email_normalized = ?", f.email.as_ref().map(|e| e.to_lowercase()))
         .and("kind = ?", f.kind.map(|k| k.as_str()))
-        .and("status = ?", f.status.map(|s| s.as_str()));
+        .and("status = ?", f.status.map(|s| s.as_str()))
+        .and(
+            "EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = users.org_id AND a.user_id = users.id AND a.product = ?)",
+            f.product.as_deref(),
+        );
     if f.kind == Some(UserKind::External) {
         q.sql
             .push_str(" AND EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = users.org_id AND a.user_id = users.id)");
@@ -117,12 +141,47 @@ pub async fn list(tx: &mut Tx, org: &str, f: &UserFilter, after: Option<&str>, l
     q.and(
         "(email_normalized LIKE ? ESCAPE '\\' OR LOWER(display_name) LIKE ? ESCAPE '\\')",
         f.q.as_ref().map(|q| format!("%{}%", crate::escape_like(&q.to_lowercase()))),
-    )
-    .then(" ORDER BY id LIMIT ?", limit);
-    let rows = tx.rows(&q.sql, &q.args).await?;
+    );
+    (q.sql, q.args)
+}
+
+/// Up to `limit` users matching `f` from `at`, in id order.
+pub async fn list_at(tx: &mut Tx, org: &str, f: &UserFilter, at: &PageAt, limit: i64) -> Result<Vec<User>, StoreError> {
+    let mut leading = args![org].to_vec();
+    let key = match at {
+        PageAt::After(id) | PageAt::Before(id) => {
+            leading.push(crate::Val::from(id.as_str()));
+            if matches!(at, PageAt::After(_)) {
+                " AND id > $2"
+            } else {
+                " AND id < $2"
+            }
+        }
+        PageAt::First | PageAt::Last => "",
+    };
+    let (clauses, mut values) = filter_clauses(f, leading);
+    // Backwards from the end (or from `Before`), then turned round.
+    let backwards = matches!(at, PageAt::Before(_) | PageAt::Last);
+    values.push(crate::Val::from(limit));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users WHERE org_id = $1{key}{clauses} ORDER BY id{} LIMIT ${}",
+        if backwards { " DESC" } else { "" },
+        values.len()
+    );
+    let rows = tx.rows(&sql, &values).await?;
     let mut users: Vec<User> = rows.iter().map(user_from).collect::<Result<_, _>>()?;
+    if backwards {
+        users.reverse();
+    }
     load_links(tx, org, &mut users).await?;
     Ok(users)
+}
+
+/// How many users match `f`.
+pub async fn count(tx: &mut Tx, org: &str, f: &UserFilter) -> Result<i64, StoreError> {
+    let (clauses, values) = filter_clauses(f, args![org].to_vec());
+    let sql = format!("SELECT COUNT(*) AS n FROM users WHERE org_id = $1{clauses}");
+    Ok(tx.opt_row(&sql, &values).await?.map(|r| r.int("n")).transpose()?.unwrap_or(0))
 }
 
 /// One user with its site-admin roles and groups, in one statement (the
@@ -373,6 +432,8 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
 /// Deletes a user (its licence version goes with it); a versioned write,
 /// so that a chunk planned ahead with this user is planned again.
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
+    tx.exec("DELETE FROM console_selections WHERE org_id = $1 AND user_id = $2", args![org, id])
+        .await?;
     tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
     crate::license_epochs::note_versioned_write(tx, org).await
 }

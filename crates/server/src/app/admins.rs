@@ -284,6 +284,9 @@ pub struct ConsoleSession {
     pub caller: Caller,
     pub admin: Admin,
     pub csrf_token: String,
+    /// The session's key (the hash of its cookie's secret): what the
+    /// session's own state (its selection of users) is kept under.
+    pub key: String,
 }
 
 /// How often a session's last use is written (it expires after
@@ -316,6 +319,7 @@ pub async fn session(app: &App, secret: &str, request_id: &str) -> Result<Option
         },
         admin: live.admin,
         csrf_token: live.csrf_token,
+        key: hash,
     }))
 }
 

@@ -163,11 +163,163 @@ pub async fn list_users(app: &App, caller: &Caller, org: &str, q: &UserQuery) ->
         kind: q.kind,
         status: q.status,
         q: q.q.clone().filter(|s| !s.is_empty()),
+        product: None,
     };
     let org = app.visible_org(caller, org, Action::ReadUsers).await?;
     let mut tx = app.store.begin_read().await?;
     let rows = users::list(&mut tx, &org.id, &filter, page.after.as_deref(), page.limit + 1).await?;
     Ok(Paged::from_rows(rows, page.limit, |u| u.id.clone()).map(UserView::from))
+}
+
+/// The console's **Users** page: filters as the page's URL carries them.
+#[derive(Debug, Clone, Default)]
+pub struct UserBrowse {
+    /// Text the email or display name contains.
+    pub q: Option<String>,
+    pub kind: Option<UserKind>,
+    pub status: Option<UserStatus>,
+    /// Only holders of this product.
+    pub product: Option<String>,
+}
+
+impl UserBrowse {
+    fn filter(&self) -> Result<UserFilter, Error> {
+        if let Some(t) = &self.q {
+            allot_domain::types::check_search("q", t, 200)?;
+        }
+        if let Some(p) = &self.product {
+            allot_domain::types::ProductCode::parse(p)?;
+        }
+        Ok(UserFilter {
+            kind: self.kind,
+            status: self.status,
+            q: self.q.clone().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()),
+            product: self.product.clone(),
+            ..UserFilter::default()
+        })
+    }
+}
+
+/// One page of users and whether there are pages before and after it.
+#[derive(Debug, Clone)]
+pub struct UsersPage {
+    pub items: Vec<UserView>,
+    pub has_previous: bool,
+    pub has_next: bool,
+}
+
+/// A page of an org's users from `at` (first, last, after or before an
+/// id), found by key so that every page costs the same.
+pub async fn browse_users(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    b: &UserBrowse,
+    at: &users::PageAt,
+    limit: i64,
+) -> Result<UsersPage, Error> {
+    let filter = b.filter()?;
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
+    let mut rd = app.store.read_conn().await?;
+    let mut rows = users::list_at(&mut rd, &org.id, &filter, at, limit + 1).await?;
+    // The extra row says there is more in the direction read.
+    let backwards = matches!(at, users::PageAt::Before(_) | users::PageAt::Last);
+    let more = rows.len() as i64 > limit;
+    if more {
+        if backwards {
+            rows.remove(0);
+        } else {
+            rows.pop();
+        }
+    }
+    let (has_previous, has_next) = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => {
+            let before = if backwards {
+                more
+            } else {
+                !users::list_at(&mut rd, &org.id, &filter, &users::PageAt::Before(first.id.clone()), 1)
+                    .await?
+                    .is_empty()
+            };
+            let after = if backwards {
+                !users::list_at(&mut rd, &org.id, &filter, &users::PageAt::After(last.id.clone()), 1)
+                    .await?
+                    .is_empty()
+            } else {
+                more
+            };
+            (before, after)
+        }
+        _ => (false, false),
+    };
+    Ok(UsersPage {
+        items: rows.into_iter().map(UserView::from).collect(),
+        has_previous,
+        has_next,
+    })
+}
+
+/// What a selection change does (the console's check boxes).
+#[derive(Debug, Clone, Default)]
+pub struct SelectionChange {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+    /// Adds every user that matches these filters, on screen or not.
+    pub add_matching: Option<UserBrowse>,
+    /// Empties the selection first.
+    pub clear: bool,
+}
+
+/// The most ids one selection change may name (a page holds far fewer).
+const MAX_SELECTION_IDS: usize = 1000;
+
+/// Changes a console session's selection of an org's users and answers
+/// how many are selected. `session` is the session's key.
+pub async fn change_selection(app: &App, caller: &Caller, session: &str, org: &str, c: &SelectionChange) -> Result<i64, Error> {
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
+    if c.add.len() + c.remove.len() > MAX_SELECTION_IDS {
+        return Err(Error::validation(
+            "users",
+            format!("At most {MAX_SELECTION_IDS} users can be ticked or cleared at once."),
+        ));
+    }
+    let matching = c.add_matching.as_ref().map(UserBrowse::filter).transpose()?;
+    Ok(in_transaction!(app.store, |tx| {
+        if c.clear {
+            allot_store::selections::clear(&mut tx, session, &org.id).await?;
+        }
+        allot_store::selections::remove(&mut tx, session, &org.id, &c.remove).await?;
+        allot_store::selections::add(&mut tx, session, &org.id, &c.add).await?;
+        if let Some(f) = &matching {
+            allot_store::selections::add_matching(&mut tx, session, &org.id, f).await?;
+        }
+        allot_store::selections::count(&mut tx, session, &org.id).await
+    })?)
+}
+
+/// How many users the session has selected in the org, and which of
+/// `among` are.
+pub async fn selection(app: &App, caller: &Caller, session: &str, org: &str, among: &[String]) -> Result<(i64, Vec<String>), Error> {
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
+    let mut rd = app.store.read_conn().await?;
+    let n = allot_store::selections::count(&mut rd, session, &org.id).await?;
+    let which = allot_store::selections::which(&mut rd, session, &org.id, among).await?;
+    Ok((n, which))
+}
+
+/// A page of the selected users, in id order after `after`.
+pub async fn list_selected(
+    app: &App,
+    caller: &Caller,
+    session: &str,
+    org: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Paged<UserView>, Error> {
+    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
+    let mut rd = app.store.read_conn().await?;
+    let rows = allot_store::selections::list(&mut rd, session, &org.id, after, limit + 1).await?;
+    Ok(Paged::from_rows(rows, limit, |u| u.id.clone()).map(UserView::from))
 }
 
 pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput) -> Result<CreatedUser, Error> {

@@ -10,11 +10,13 @@
 
 mod admins;
 mod assets;
-mod home;
+mod edit_licenses;
+mod orgs;
 pub mod page;
 pub mod session;
 mod sign_in;
 mod tokens;
+mod users;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -34,7 +36,7 @@ pub fn router() -> Router<App> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(home::show))
+        .route("/ui/", get(orgs::home))
         .route("/ui/login", get(sign_in::show).post(sign_in::submit))
         .route("/ui/logout", post(sign_in::sign_out))
         .route("/ui/tokens", get(tokens::show).post(tokens::create))
@@ -57,6 +59,17 @@ pub fn router() -> Router<App> {
         .route(
             "/ui/invitations/{secret}",
             get(admins::show_invitation).post(admins::accept_invitation),
+        )
+        .route("/ui/orgs/{org}", get(orgs::overview))
+        .route("/ui/orgs/{org}/licenses", get(orgs::products))
+        .route("/ui/orgs/{org}/licenses/buy", post(orgs::buy_more))
+        .route("/ui/orgs/{org}/users", get(users::list))
+        .route("/ui/orgs/{org}/users/selection", post(users::change_selection))
+        .route("/ui/orgs/{org}/users/selected", get(users::selected))
+        .route("/ui/orgs/{org}/users/{user}", get(users::summary))
+        .route(
+            "/ui/orgs/{org}/users/{user}/licenses/edit",
+            get(edit_licenses::show).post(edit_licenses::save),
         )
         .route("/ui/assets/{name}", get(assets::serve_asset))
         .route("/ui/{*rest}", any(not_found))

@@ -238,7 +238,7 @@ async fn an_invitation_link_works_once_and_expires(backend: Backend) {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[LOCATION], "/ui/");
     let (session, _) = set_cookie(r.headers(), "allot_session").expect("a session");
-    let r = page_of(&app, &b, &session, "/ui/").await;
+    let r = landing(&app, &b, &session).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("ines@customer.example"));
     sign_in(&app, &b, "ines@customer.example").await;
@@ -342,7 +342,7 @@ async fn roles_change_within_reach_and_removed_admins_are_signed_out(backend: Ba
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(app.snapshot().await, before);
     // The new role applies on the reader's next click.
-    let html = page_of(&app, &b, &reader_session, "/ui/").await.text().await.unwrap();
+    let html = landing(&app, &b, &reader_session).await.text().await.unwrap();
     assert!(html.contains("org_admin"), "{html}");
 
     // Nobody removes or demotes themselves (a console session is the caller here).
@@ -364,7 +364,7 @@ async fn roles_change_within_reach_and_removed_admins_are_signed_out(backend: Ba
     assert!(r.text().await.unwrap().contains("Nobody removes their own account"));
 
     // Removed: the session stops working at once.
-    assert_eq!(page_of(&app, &b, &reader_session, "/ui/").await.status(), StatusCode::OK);
+    assert_eq!(landing(&app, &b, &reader_session).await.status(), StatusCode::OK);
     let r = app
         .call(
             reqwest::Method::DELETE,
@@ -434,7 +434,7 @@ async fn the_admins_pages_invite_change_and_remove(backend: Backend) {
     // A role without ManageAdmins: 403 to look, 403 to post, no control in the nav.
     let r = page_of(&app, &b, &helper, &admins_page).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let home = page_of(&app, &b, &helper, "/ui/").await.text().await.unwrap();
+    let home = landing(&app, &b, &helper).await.text().await.unwrap();
     assert!(!home.contains(r#"href="/ui/admins""#), "{home}");
     let helper_csrf = csrf_field(&home);
 

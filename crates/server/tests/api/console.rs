@@ -260,7 +260,7 @@ async fn pages_carry_security_headers_and_assets_are_cached(backend: Backend) {
             .expect("get");
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    let r = b.get(format!("{}/ui/orgs/org_nope/users", app.url)).send().await.expect("get");
+    let r = b.get(format!("{}/ui/no/such/page", app.url)).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.text().await.expect("body").contains("<h1>Not found</h1>"));
 }
@@ -385,7 +385,7 @@ async fn the_api_tokens_page_keeps_to_role_and_tenant(backend: Backend) {
 
     // A role that may not manage tokens: no link, 403 on the page and on a direct POST.
     let reader = sign_in(&app, &b, "reader@example.com").await;
-    let home = page_of(&app, &b, &reader, "/ui/").await.text().await.expect("body");
+    let home = landing(&app, &b, &reader).await.text().await.expect("body");
     assert!(!home.contains(r#"href="/ui/tokens""#), "{home}");
     let csrf = csrf_field(&home);
     assert_eq!(page_of(&app, &b, &reader, "/ui/tokens").await.status(), StatusCode::FORBIDDEN);

@@ -107,3 +107,12 @@ pub async fn home(app: &TestApp, b: &reqwest::Client, session: &str) -> reqwest:
         .await
         .expect("get")
 }
+
+/// The page `/ui/` leads to (an org's admin goes on to its org's overview).
+pub async fn landing(app: &TestApp, b: &reqwest::Client, session: &str) -> reqwest::Response {
+    let r = home(app, b, session).await;
+    match r.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()) {
+        Some(next) if r.status() == StatusCode::SEE_OTHER && next != "/ui/login" => page_of(app, b, session, next).await,
+        _ => r,
+    }
+}

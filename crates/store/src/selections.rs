@@ -1,0 +1,141 @@
+//! The users a console session has selected in an org. The selection is
+//! kept here, not in the browser, so that it survives paging and can hold
+//! every user that matches a filter; a row names the session by the hash
+//! its cookie's secret has in `admin_sessions`, and goes when the session
+//! ends.
+
+use crate::db::{StoreError, Tx};
+use crate::users::{User, UserFilter};
+use crate::{args, Val};
+
+/// Adds the users with these ids (those of the org; others are skipped).
+pub async fn add(tx: &mut Tx, session: &str, org: &str, users: &[String]) -> Result<(), StoreError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut values: Vec<Val> = vec![Val::from(session), Val::from(org)];
+    let marks: Vec<String> = users
+        .iter()
+        .map(|u| {
+            values.push(Val::from(u.as_str()));
+            format!("${}", values.len())
+        })
+        .collect();
+    let conflict = "ON CONFLICT (session_hash, org_id, user_id) DO NOTHING";
+    tx.exec(
+        &format!(
+            "INSERT INTO console_selections (session_hash, org_id, user_id) \
+             SELECT $1, org_id, id FROM users WHERE org_id = $2 AND id IN ({}) {conflict}",
+            marks.join(", ")
+        ),
+        &values,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds every user of the org that matches `f` (one statement, however many).
+pub async fn add_matching(tx: &mut Tx, session: &str, org: &str, f: &UserFilter) -> Result<(), StoreError> {
+    let (clauses, values) = crate::users::filter_clauses(f, vec![Val::from(session), Val::from(org)]);
+    tx.exec(
+        &format!(
+            "INSERT INTO console_selections (session_hash, org_id, user_id) \
+             SELECT $1, org_id, id FROM users WHERE org_id = $2{clauses} \
+             ON CONFLICT (session_hash, org_id, user_id) DO NOTHING"
+        ),
+        &values,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes the users with these ids out of the selection.
+pub async fn remove(tx: &mut Tx, session: &str, org: &str, users: &[String]) -> Result<(), StoreError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut values: Vec<Val> = vec![Val::from(session), Val::from(org)];
+    let marks: Vec<String> = users
+        .iter()
+        .map(|u| {
+            values.push(Val::from(u.as_str()));
+            format!("${}", values.len())
+        })
+        .collect();
+    tx.exec(
+        &format!(
+            "DELETE FROM console_selections WHERE session_hash = $1 AND org_id = $2 AND user_id IN ({})",
+            marks.join(", ")
+        ),
+        &values,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Empties the session's selection in the org.
+pub async fn clear(tx: &mut Tx, session: &str, org: &str) -> Result<(), StoreError> {
+    tx.exec(
+        "DELETE FROM console_selections WHERE session_hash = $1 AND org_id = $2",
+        args![session, org],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn count(tx: &mut Tx, session: &str, org: &str) -> Result<i64, StoreError> {
+    Ok(tx
+        .opt_row(
+            "SELECT COUNT(*) AS n FROM console_selections WHERE session_hash = $1 AND org_id = $2",
+            args![session, org],
+        )
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Which of these ids are selected.
+pub async fn which(tx: &mut Tx, session: &str, org: &str, users: &[String]) -> Result<Vec<String>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<Val> = vec![Val::from(session), Val::from(org)];
+    let marks: Vec<String> = users
+        .iter()
+        .map(|u| {
+            values.push(Val::from(u.as_str()));
+            format!("${}", values.len())
+        })
+        .collect();
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT user_id FROM console_selections WHERE session_hash = $1 AND org_id = $2 AND user_id IN ({})",
+                marks.join(", ")
+            ),
+            &values,
+        )
+        .await?;
+    rows.iter().map(|r| r.text("user_id")).collect()
+}
+
+/// A page of the selected users in id order, after `after`.
+pub async fn list(tx: &mut Tx, session: &str, org: &str, after: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+    let ids: Vec<String> = tx
+        .rows(
+            "SELECT user_id FROM console_selections WHERE session_hash = $1 AND org_id = $2 AND user_id > $3 ORDER BY user_id LIMIT $4",
+            args![session, org, after, limit],
+        )
+        .await?
+        .iter()
+        .map(|r| r.text("user_id"))
+        .collect::<Result<_, _>>()?;
+    let mut users = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(u) = crate::users::get(tx, org, &id).await? {
+            users.push(u);
+        }
+    }
+    Ok(users)
+}
