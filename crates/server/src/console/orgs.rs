@@ -60,7 +60,8 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
     ];
     html! {
         nav.tabs aria-label=(format!("Pages of {}", org.name)) {
-            p.org-name { (org.name) }
+            // The overview's heading is the org's name already.
+            @if current != OrgPage::Overview { p.org-name { (org.name) } }
             ul {
                 @for (which, href, label, allowed) in links {
                     @if allowed {

@@ -93,10 +93,12 @@ pub fn refusal(e: &Error) -> Markup {
     html! {
         div.errors role="alert" {
             p { (e.detail) }
-            @if !e.violations.is_empty() {
+            // Each reason once: a refusal of one reason says it in both places.
+            @let reasons: Vec<&str> = e.violations.iter().map(|v| v.message.as_str()).filter(|m| *m != e.detail).collect();
+            @if !reasons.is_empty() {
                 ul {
-                    @for v in &e.violations {
-                        li { (v.message) }
+                    @for m in reasons {
+                        li { (m) }
                     }
                 }
             }

@@ -190,7 +190,8 @@ pub async fn create(State(app): State<App>, signed_in: SignedIn, Form(f): Form<C
         // own, an unknown tenant) is shown beside it, with nothing created.
         Err(e) => {
             let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            if status.is_server_error() {
+            // Another tenant's object is the same 404 page as anywhere.
+            if status.is_server_error() || status == StatusCode::NOT_FOUND {
                 return HtmlError::new(e, &s.caller.request_id).into_response();
             }
             list_page(&app, s, status, &f, Some(&e)).await

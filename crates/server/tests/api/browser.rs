@@ -23,7 +23,10 @@ use allot_server::app::admins::{create_admin_as_operator, AdminSpec};
 use crate::both_backends;
 use crate::kit::*;
 
-both_backends!(signing_in_and_out_in_a_browser);
+both_backends!(
+    signing_in_and_out_in_a_browser,
+    an_org_admin_edits_licenses_and_selects_users_in_a_browser
+);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -186,11 +189,24 @@ async fn screenshots(c: &Client, name: &str) {
 }
 
 async fn heading(c: &Client, text: &str) {
-    c.wait()
+    let found = c
+        .wait()
         .at_most(WAIT)
         .for_element(Locator::XPath(&format!("//h1[normalize-space()='{text}']")))
-        .await
-        .unwrap_or_else(|e| panic!("no heading {text:?}: {e}"));
+        .await;
+    if let Err(e) = found {
+        // What the page showed instead, to see why.
+        let shown = c
+            .find(Locator::Css("main"))
+            .await
+            .ok()
+            .map(|m| async move { m.text().await.unwrap_or_default() });
+        let shown = match shown {
+            Some(f) => f.await,
+            None => String::new(),
+        };
+        panic!("no heading {text:?} ({e}); the page shows:\n{shown}");
+    }
 }
 
 async fn signing_in_and_out_in_a_browser(backend: Backend) {
@@ -293,6 +309,220 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
         .expect("click");
     heading(&c, "Sign in").await;
     c.goto(&format!("{}/ui/", app.url)).await.expect("open");
+    heading(&c, "Sign in").await;
+    screenshots(&c, &format!("{name}-signed-out")).await;
+    c.close().await.expect("close the browser");
+}
+
+async fn click(c: &Client, locator: Locator<'_>) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(locator)
+        .await
+        .unwrap_or_else(|e| panic!("nothing to click at {locator:?}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn type_into(c: &Client, id: &str, text: &str) {
+    let field = c.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("no field #{id}: {e}"));
+    field.clear().await.expect("clear");
+    field.send_keys(text).await.expect("type");
+}
+
+async fn choose(c: &Client, id: &str, value: &str) {
+    c.find(Locator::Css(&format!("select[id='{id}'] option[value='{value}']")))
+        .await
+        .unwrap_or_else(|e| panic!("no option {value} in #{id}: {e}"))
+        .click()
+        .await
+        .expect("choose");
+}
+
+/// Waits until the page shows `text` somewhere.
+async fn shows(c: &Client, text: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!("//*[contains(normalize-space(), \"{text}\")]")))
+        .await
+        .unwrap_or_else(|e| panic!("the page does not show {text:?}: {e}"));
+}
+
+async fn an_org_admin_edits_licenses_and_selects_users_in_a_browser(backend: Backend) {
+    let app = spawn(backend).await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let name = format!("org-admin-{}", if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+    // The catalogue: a calling product with its properties, meetings with a site and account type.
+    product(&app, "calling-professional", "calling").await;
+    app.post(
+        "/api/v1/products",
+        &app.admin,
+        json!({ "code": "meetings", "name": "Meetings", "family": "meetings", "features": ["meetings"],
+                "properties": { "site": "optional", "account_type": "optional" } }),
+    )
+    .await
+    .ok();
+    let org = org(&app, "Customer A", None).await;
+    let first = subscription(
+        &app,
+        &org,
+        json!([{ "product": "calling-professional", "quantity": 5 }, { "product": "meetings", "quantity": 5 }]),
+    )
+    .await;
+    let second = subscription(&app, &org, json!([{ "product": "calling-professional", "quantity": 5 }])).await;
+    let site = app
+        .post(
+            &format!("/api/v1/orgs/{org}/sites"),
+            &app.admin,
+            json!({ "url": "acme.meet.example", "attendee_accounts_enabled": false }),
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ada = app
+        .post(
+            &format!("/api/v1/orgs/{org}/users"),
+            &app.admin,
+            json!({ "email": "ada@customer.example", "display_name": "Ada Lovelace" }),
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Enough users for two pages.
+    many_users(&app, &org, "member", "customer.example", 70, None).await;
+    let spec = AdminSpec {
+        email: "boss@customer.example",
+        display_name: Some("Boss"),
+        role: Role::OrgSuperAdmin,
+        partner: None,
+        org: Some(&org),
+    };
+    create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("admin");
+
+    // Sign in: an org admin lands on its org's overview.
+    c.goto(&format!("{}/ui/login", app.url)).await.expect("open");
+    type_into(&c, "email", "boss@customer.example").await;
+    type_into(&c, "password", &format!("{PASSWORD}\u{E007}")).await;
+    heading(&c, "Customer A").await;
+    assert_accessible(&c, "/ui/orgs/{org}").await;
+    screenshots(&c, &format!("{name}-overview")).await;
+
+    click(&c, Locator::LinkText("Products")).await;
+    heading(&c, "Products").await;
+    assert_accessible(&c, "/ui/orgs/{org}/licenses").await;
+    screenshots(&c, &format!("{name}-products")).await;
+
+    // Users: search, open Ada.
+    click(&c, Locator::LinkText("Users")).await;
+    heading(&c, "Users").await;
+    assert_accessible(&c, "/ui/orgs/{org}/users").await;
+    type_into(&c, "q", "lovelace").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Filter']")).await;
+    click(&c, Locator::LinkText("ada@customer.example")).await;
+    heading(&c, "Ada Lovelace").await;
+    assert_accessible(&c, "/ui/orgs/{org}/users/{user}").await;
+
+    // Edit licenses: a calling license from the first subscription with a phone number.
+    click(&c, Locator::LinkText("Edit licenses")).await;
+    heading(&c, "Edit licenses").await;
+    assert_accessible(&c, "/ui/orgs/{org}/users/{user}/licenses/edit").await;
+    screenshots(&c, &format!("{name}-edit-licenses")).await;
+    click(&c, Locator::Id("hold-calling-professional")).await;
+    choose(&c, "sub-calling-professional", &first).await;
+    type_into(&c, "phone_number-calling-professional", "+15550100").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Save']")).await;
+    heading(&c, "Ada Lovelace").await;
+    shows(&c, "phone_number: +15550100").await;
+    let held = app.get(&format!("/api/v1/orgs/{org}/users/{ada}/licenses"), &app.admin).await.ok();
+    assert_eq!(held["items"][0]["subscription"], first.as_str(), "{held}");
+    assert_eq!(held["items"][0]["properties"]["phone_number"], "+15550100");
+
+    // Move it to the second subscription: the phone number stays.
+    click(&c, Locator::LinkText("Edit licenses")).await;
+    heading(&c, "Edit licenses").await;
+    choose(&c, "sub-calling-professional", &second).await;
+    click(&c, Locator::XPath("//button[normalize-space()='Save']")).await;
+    heading(&c, "Ada Lovelace").await;
+    shows(&c, &second).await;
+    shows(&c, "phone_number: +15550100").await;
+    let held = app.get(&format!("/api/v1/orgs/{org}/users/{ada}/licenses"), &app.admin).await.ok();
+    assert_eq!(held["items"][0]["subscription"], second.as_str(), "{held}");
+    assert_eq!(
+        held["items"][0]["properties"]["phone_number"], "+15550100",
+        "the move kept the number"
+    );
+    screenshots(&c, &format!("{name}-summary")).await;
+
+    // An attendee account on a site without the attendee feature: the
+    // sentence beside the form, and nothing changed.
+    let before = app.snapshot().await;
+    click(&c, Locator::LinkText("Edit licenses")).await;
+    heading(&c, "Edit licenses").await;
+    click(&c, Locator::Id("hold-meetings")).await;
+    choose(&c, "site-meetings", &site).await;
+    choose(&c, "account_type-meetings", "attendee").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Save']")).await;
+    let alert = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("[role=alert]"))
+        .await
+        .expect("a refusal");
+    let said = alert.text().await.expect("text");
+    assert!(
+        said.contains(&format!(
+            "ada@customer.example cannot have an attendee account of Meetings on site {site}: attendee accounts are turned off for that site."
+        )),
+        "{said}"
+    );
+    heading(&c, "Edit licenses").await;
+    assert_accessible(&c, "/ui/orgs/{org}/users/{user}/licenses/edit (refused)").await;
+    screenshots(&c, &format!("{name}-edit-refused")).await;
+    assert_eq!(app.snapshot().await, before, "a refused save changes nothing");
+
+    // Select users on two pages.
+    c.goto(&format!("{}/ui/orgs/{org}/users", app.url)).await.expect("open");
+    heading(&c, "Users").await;
+    let boxes = c.find_all(Locator::Css("input[name=selected]")).await.expect("boxes");
+    assert_eq!(boxes.len(), 50, "a page holds 50 users");
+    boxes[0].click().await.expect("tick");
+    shows(&c, "Selected users (1)").await;
+    c.find_all(Locator::Css("input[name=selected]")).await.expect("boxes")[1]
+        .click()
+        .await
+        .expect("tick");
+    shows(&c, "Selected users (2)").await;
+    click(&c, Locator::LinkText("Next")).await;
+    shows(&c, "Selected users (2)").await;
+    let boxes = c.find_all(Locator::Css("input[name=selected]")).await.expect("boxes");
+    assert_eq!(boxes.len(), 21, "the second page holds the other 21");
+    boxes[0].click().await.expect("tick");
+    shows(&c, "Selected users (3)").await;
+    assert_accessible(&c, "/ui/orgs/{org}/users (page 2)").await;
+    screenshots(&c, &format!("{name}-users")).await;
+    // Back on the first page, its two boxes are still ticked.
+    click(&c, Locator::LinkText("Previous")).await;
+    heading(&c, "Users").await;
+    let ticked = c.find_all(Locator::Css("input[name=selected]:checked")).await.expect("boxes");
+    assert_eq!(ticked.len(), 2, "the selection survives paging");
+    click(&c, Locator::LinkText("Selected users (3)")).await;
+    heading(&c, "Selected users").await;
+    let rows = c.find_all(Locator::Css("tbody tr")).await.expect("rows");
+    assert_eq!(rows.len(), 3);
+    assert_accessible(&c, "/ui/orgs/{org}/users/selected").await;
+    screenshots(&c, &format!("{name}-selected")).await;
+
+    // Signed out, a page that needs a session sends to Sign in.
+    click(&c, Locator::XPath("//button[normalize-space()='Sign out']")).await;
+    heading(&c, "Sign in").await;
+    c.goto(&format!("{}/ui/orgs/{org}/users", app.url)).await.expect("open");
     heading(&c, "Sign in").await;
     screenshots(&c, &format!("{name}-signed-out")).await;
     c.close().await.expect("close the browser");

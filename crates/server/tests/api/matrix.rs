@@ -11,8 +11,9 @@ use allot_domain::access::{Action, Role, ScopeKind};
 
 use crate::both_backends;
 use crate::kit::*;
+use crate::ui_kit;
 
-both_backends!(every_endpoint_every_role_every_tenant);
+both_backends!(every_endpoint_every_role_every_tenant, every_page_every_role_every_tenant);
 
 /// One tenant: a partner with a customer org and objects of every kind.
 #[derive(Clone, Debug)]
@@ -1100,4 +1101,326 @@ async fn every_endpoint_every_role_every_tenant(backend: Backend) {
         failures.join("\n")
     );
     assert!(checked > 700, "{checked} calls");
+}
+
+/// One page or form of the console, checked like an API operation: the
+/// same tenants, roles, permission table and "a refusal changes nothing".
+struct PageCase {
+    name: &'static str,
+    post: bool,
+    path: fn(&Tenant, &Fresh) -> String,
+    form: fn(&Tenant, &Fresh) -> Vec<(&'static str, String)>,
+    scope: Scope,
+    actions: &'static [Action],
+    prep: Prep,
+    /// Whether a done POST is in the audit log (a selection is not a change).
+    audited: bool,
+}
+
+fn no_form(_: &Tenant, _: &Fresh) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+fn page_cases() -> Vec<PageCase> {
+    use Action::*;
+    let get = |name, path, scope, actions, prep| PageCase {
+        name,
+        post: false,
+        path,
+        form: no_form,
+        scope,
+        actions,
+        prep,
+        audited: false,
+    };
+    let post = |name, path, form, scope, actions, prep| PageCase {
+        name,
+        post: true,
+        path,
+        form,
+        scope,
+        actions,
+        prep,
+        audited: true,
+    };
+    vec![
+        get("home", |_, _| "/ui/".into(), Scope::Provider, &[], Prep::None),
+        get(
+            "API tokens",
+            |_, _| "/ui/tokens".into(),
+            Scope::Provider,
+            &[ManageTokens],
+            Prep::None,
+        ),
+        get(
+            "org overview",
+            |t, _| format!("/ui/orgs/{}", t.org),
+            Scope::Org,
+            &[ReadOrg],
+            Prep::None,
+        ),
+        get(
+            "Products",
+            |t, _| format!("/ui/orgs/{}/licenses", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "Users",
+            |t, _| format!("/ui/orgs/{}/users?q=anna", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadUsers],
+            Prep::None,
+        ),
+        get(
+            "Selected users",
+            |t, _| format!("/ui/orgs/{}/users/selected", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadUsers],
+            Prep::None,
+        ),
+        get(
+            "user summary",
+            |t, _| format!("/ui/orgs/{}/users/{}", t.org, t.user),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "Edit licenses",
+            |t, _| format!("/ui/orgs/{}/users/{}/licenses/edit", t.org, t.user),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses, WriteLicenses],
+            Prep::None,
+        ),
+        get(
+            "org Admins",
+            |t, _| format!("/ui/orgs/{}/admins", t.org),
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::None,
+        ),
+        get(
+            "partner Admins",
+            |t, _| format!("/ui/partners/{}/admins", t.partner),
+            Scope::Partner,
+            &[ManageAdmins],
+            Prep::None,
+        ),
+        post(
+            "create a token",
+            |_, _| "/ui/tokens".into(),
+            |t, _| vec![("name", "Sync".into()), ("role", "org_read_only".into()), ("org", t.org.clone())],
+            Scope::Org,
+            &[ManageTokens],
+            Prep::None,
+        ),
+        post(
+            "revoke a token",
+            |_, f| format!("/ui/tokens/{}/revoke", f.id),
+            no_form,
+            Scope::Org,
+            &[ManageTokens],
+            Prep::Token,
+        ),
+        post(
+            "invite an admin",
+            |t, _| format!("/ui/orgs/{}/admins", t.org),
+            |_, _| {
+                vec![
+                    ("email", format!("{}@admins.example", rand_suffix())),
+                    ("role", "org_read_only".into()),
+                ]
+            },
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::None,
+        ),
+        post(
+            "change an admin's role",
+            |t, f| format!("/ui/orgs/{}/admins/{}/role", t.org, f.id),
+            |_, _| vec![("role", "org_support".into())],
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        post(
+            "a new invitation link",
+            |t, f| format!("/ui/orgs/{}/admins/{}/invitation", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        post(
+            "remove an admin",
+            |t, f| format!("/ui/orgs/{}/admins/{}/remove", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[ManageAdmins],
+            Prep::Admin,
+        ),
+        post(
+            "Save licenses",
+            |t, f| format!("/ui/orgs/{}/users/{}/licenses/edit", t.org, f.user),
+            |_, _| vec![("hold", "meetings".into()), ("sub:meetings", String::new())],
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses, WriteLicenses],
+            Prep::User,
+        ),
+        post(
+            "Buy more",
+            |t, _| format!("/ui/orgs/{}/licenses/buy", t.org),
+            |t, _| {
+                vec![
+                    ("product", "meetings".into()),
+                    ("subscription", t.sub.clone()),
+                    ("quantity", "1".into()),
+                ]
+            },
+            Scope::Org,
+            &[RequestPurchase],
+            Prep::None,
+        ),
+        PageCase {
+            audited: false,
+            ..post(
+                "select users",
+                |t, _| format!("/ui/orgs/{}/users/selection", t.org),
+                |t, _| vec![("selected", t.user.clone()), ("on_page", t.user.clone()), ("page", String::new())],
+                Scope::Org,
+                &[ReadOrg, ReadUsers],
+                Prep::None,
+            )
+        },
+    ]
+}
+
+/// A signed-in admin of each role, bound to the tenant `mine`: the session
+/// cookie and the CSRF token of its forms.
+async fn sessions(app: &TestApp, mine: &Tenant) -> Vec<(Role, String, String)> {
+    let b = ui_kit::browser();
+    let mut out = Vec::new();
+    for role in Role::ALL {
+        let email = format!("{}@{}.example", role.as_str().replace('_', "-"), rand_suffix());
+        let (partner, org) = match role.scope_kind() {
+            ScopeKind::Provider => (None, None),
+            ScopeKind::Partner => (Some(mine.partner.as_str()), None),
+            ScopeKind::Org => (None, Some(mine.org.as_str())),
+        };
+        ui_kit::make_admin_as(app, &email, role, partner, org).await;
+        let session = ui_kit::sign_in(app, &b, &email).await;
+        let html = ui_kit::landing(app, &b, &session).await.text().await.expect("body");
+        out.push((role, session, ui_kit::csrf_field(&html)));
+    }
+    out
+}
+
+/// A 404 page says the same whether the object exists or not: the ids in
+/// it are all that differ.
+fn without_ids(body: &str, ids: &[&str]) -> String {
+    ids.iter().fold(body.to_string(), |b, id| b.replace(id, "<id>"))
+}
+
+async fn every_page_every_role_every_tenant(backend: Backend) {
+    let app = spawn(backend).await;
+    product(&app, "meetings", "meetings").await;
+    let mine = tenant(&app, "Mine").await;
+    let theirs = tenant(&app, "Theirs").await;
+    let signed_in = sessions(&app, &mine).await;
+    let b = ui_kit::browser();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in page_cases() {
+        for (role, session, csrf) in &signed_in {
+            for own in [true, false] {
+                if !own && case.scope == Scope::Provider {
+                    continue;
+                }
+                let t = if own { &mine } else { &theirs };
+                let fresh = prepare(&app, t, case.prep).await;
+                let path = (case.path)(t, &fresh);
+                let want = expected(*role, own, case.scope, case.actions);
+                let before = app.snapshot().await;
+                let events_before = audit_count(&app).await;
+                let send = |csrf: String| {
+                    let mut form = (case.form)(t, &fresh);
+                    form.push(("csrf", csrf));
+                    let (b, app, path, session) = (&b, &app, path.clone(), session.clone());
+                    async move {
+                        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        if case.post {
+                            ui_kit::post_form(app, b, &session, &path, &pairs).await
+                        } else {
+                            ui_kit::page_of(app, b, &session, &path).await
+                        }
+                    }
+                };
+                // Every form refuses a post without its CSRF token, changing nothing.
+                if case.post {
+                    let r = send("forged".into()).await;
+                    if r.status().as_u16() != 403 {
+                        failures.push(format!("{} as {} without CSRF: {}", case.name, role.as_str(), r.status()));
+                    }
+                    if app.snapshot().await != before {
+                        failures.push(format!(
+                            "{} as {}: a post without CSRF changed the database",
+                            case.name,
+                            role.as_str()
+                        ));
+                    }
+                }
+                let r = send(csrf.clone()).await;
+                let got = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                let fine = match want {
+                    Some(s) => got == s,
+                    None => [200, 201, 303].contains(&got),
+                };
+                if !fine {
+                    failures.push(format!(
+                        "{} as {} ({} tenant): expected {}, got {got}: {}",
+                        case.name,
+                        role.as_str(),
+                        if own { "own" } else { "other" },
+                        want.map_or("success".to_string(), |s| s.to_string()),
+                        body.chars().take(400).collect::<String>()
+                    ));
+                }
+                if want.is_some() && app.snapshot().await != before {
+                    failures.push(format!(
+                        "{} as {}: a refused request changed the database",
+                        case.name,
+                        role.as_str()
+                    ));
+                }
+                if want.is_none() && case.post && case.audited && audit_count(&app).await <= events_before {
+                    failures.push(format!("{} as {}: done but not in the audit log", case.name, role.as_str()));
+                }
+                // Another tenant's page is the 404 of a page that does not exist.
+                if want == Some(404) && !case.post {
+                    let missing = format!("org_{}", rand_suffix());
+                    let other = path.replace(&t.org, &missing).replace(&t.partner, &missing);
+                    let r = ui_kit::page_of(&app, &b, session, &other).await;
+                    let again = r.text().await.unwrap_or_default();
+                    if without_ids(&again, &[&missing]) != without_ids(&body, &[&t.org, &t.partner]) {
+                        failures.push(format!(
+                            "{} as {}: another tenant's 404 differs from a missing one's",
+                            case.name,
+                            role.as_str()
+                        ));
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} requests were wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 250, "{checked} requests");
 }
