@@ -175,9 +175,18 @@ fn invite_form(s: &ConsoleSession, t: &Tenant, given: &InviteForm, refused: Opti
 
 async fn list_page(app: &App, s: &ConsoleSession, t: &Tenant, status: StatusCode, given: &InviteForm, refused: Option<&Error>) -> Response {
     let page_of = Page { limit: 1000, after: None };
+    // An org's Admins page is one of the org's pages, with their navigation.
+    let nav = match &t.0 {
+        AdminsOf::Org(org) => match crate::app::tenants::get_org(app, &s.caller, org).await {
+            Ok(o) => Some(super::orgs::org_nav(s, &o, super::orgs::OrgPage::Admins)),
+            Err(e) => return HtmlError::new(e, &s.caller.request_id).into_response(),
+        },
+        _ => None,
+    };
     match admins::list_admins(app, &s.caller, &t.0, &page_of).await {
         Ok(paged) => {
             let body = html! {
+                @if let Some(n) = nav { (n) }
                 (table(s, t, &paged.items))
                 (invite_form(s, t, given, refused))
             };

@@ -10,11 +10,13 @@
 
 mod admins;
 mod assets;
+mod catalogue;
 mod edit_licenses;
 mod orgs;
 pub mod page;
 pub mod session;
 mod sign_in;
+mod subscriptions;
 mod tokens;
 mod users;
 
@@ -71,6 +73,13 @@ pub fn router() -> Router<App> {
             "/ui/orgs/{org}/users/{user}/licenses/edit",
             get(edit_licenses::show).post(edit_licenses::save),
         )
+        .route("/ui/products", get(catalogue::show))
+        .route("/ui/products/document", post(catalogue::document))
+        .route("/ui/products/new", get(catalogue::new_product).post(catalogue::create))
+        .route("/ui/products/{code}/edit", get(catalogue::edit).post(catalogue::save))
+        .route("/ui/orgs/{org}/subscriptions", get(subscriptions::list))
+        .route("/ui/orgs/{org}/subscriptions/{sub}", get(subscriptions::show))
+        .route("/ui/orgs/{org}/audit", get(subscriptions::audit_log))
         .route("/ui/assets/{name}", get(assets::serve_asset))
         .route("/ui/{*rest}", any(not_found))
         .layer(middleware::from_fn(security_headers))

@@ -46,6 +46,9 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                             ul {
                                 li { a href="/ui/" { "Home" } }
                                 // A role that may not do something does not see its way there.
+                                @if s.caller.principal.may(Action::ReadCatalogue) {
+                                    li { a href="/ui/products" { "Catalogue" } }
+                                }
                                 @if s.caller.principal.may(Action::ManageAdmins) {
                                     li { a href="/ui/admins" { "Admins" } }
                                 }

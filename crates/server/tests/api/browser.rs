@@ -300,6 +300,66 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
     heading(&c, "API tokens").await;
     screenshots(&c, &format!("{name}-tokens")).await;
 
+    // The catalogue: a product form refused with the API's sentences, kept as typed.
+    product(&app, "meetings", "meetings").await;
+    c.find(Locator::LinkText("Catalogue"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "Catalogue").await;
+    assert_accessible(&c, "/ui/products").await;
+    screenshots(&c, &format!("{name}-catalogue")).await;
+    c.find(Locator::LinkText("Create a product"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "Create a product").await;
+    assert_accessible(&c, "/ui/products/new").await;
+    for (id, text) in [
+        ("code", "webinars"),
+        ("name", "Webinars"),
+        ("family", "webinars"),
+        ("requires", "no-such-product"),
+    ] {
+        c.find(Locator::Id(id)).await.expect("field").send_keys(text).await.expect("type");
+    }
+    c.find(Locator::XPath("//button[normalize-space()='Create product']"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let alert = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("[role=alert]"))
+        .await
+        .expect("a refusal");
+    let said = alert.text().await.expect("text");
+    assert!(said.contains("no-such-product"), "{said}");
+    assert_eq!(
+        c.find(Locator::Id("name"))
+            .await
+            .expect("name")
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("Webinars"),
+        "the form keeps what was typed"
+    );
+    assert_accessible(&c, "/ui/products/new (refused)").await;
+    screenshots(&c, &format!("{name}-product-refused")).await;
+    assert_eq!(
+        app.get("/api/v1/products/webinars", &app.admin).await.status,
+        404,
+        "nothing created"
+    );
+
     // Sign out: the session ends, and the home page needs signing in again.
     c.find(Locator::XPath("//button[normalize-space()='Sign out']"))
         .await
@@ -314,15 +374,27 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
     c.close().await.expect("close the browser");
 }
 
+/// Clicks the element once it is there. An element replaced between
+/// finding and clicking (a page still settling) is found again.
 async fn click(c: &Client, locator: Locator<'_>) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(locator)
-        .await
-        .unwrap_or_else(|e| panic!("nothing to click at {locator:?}: {e}"))
-        .click()
-        .await
-        .expect("click");
+    let mut tries = 0;
+    loop {
+        let element = c
+            .wait()
+            .at_most(WAIT)
+            .for_element(locator)
+            .await
+            .unwrap_or_else(|e| panic!("nothing to click at {locator:?}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference && tries < 5 =>
+            {
+                tries += 1;
+            }
+            Err(e) => panic!("cannot click {locator:?}: {e}"),
+        }
+    }
 }
 
 async fn type_into(c: &Client, id: &str, text: &str) {
@@ -486,6 +558,30 @@ async fn an_org_admin_edits_licenses_and_selects_users_in_a_browser(backend: Bac
     assert_accessible(&c, "/ui/orgs/{org}/users/{user}/licenses/edit (refused)").await;
     screenshots(&c, &format!("{name}-edit-refused")).await;
     assert_eq!(app.snapshot().await, before, "a refused save changes nothing");
+
+    // The org's other pages.
+    for (link, title) in [("Subscriptions", "Subscriptions"), ("Audit log", "Audit log"), ("Admins", "Admins")] {
+        click(&c, Locator::LinkText(link)).await;
+        heading(&c, title).await;
+        assert_accessible(&c, link).await;
+        screenshots(&c, &format!("{name}-{}", link.to_lowercase().replace(' ', "-"))).await;
+    }
+    click(&c, Locator::LinkText("Subscriptions")).await;
+    heading(&c, "Subscriptions").await;
+    click(&c, Locator::LinkText(&second)).await;
+    heading(&c, "Subscription").await;
+    shows(&c, "calling-professional").await;
+    assert_accessible(&c, "/ui/orgs/{org}/subscriptions/{sub}").await;
+    // Invite an admin: the link is shown once.
+    click(&c, Locator::LinkText("Admins")).await;
+    heading(&c, "Admins").await;
+    type_into(&c, "email", "ines@customer.example").await;
+    choose(&c, "role", "org_admin").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Invite']")).await;
+    let link = c.wait().at_most(WAIT).for_element(Locator::Id("link")).await.expect("the link");
+    let link = link.prop("value").await.expect("value").unwrap_or_default();
+    assert!(link.starts_with(&format!("{}/ui/invitations/", app.url)), "{link}");
+    assert_accessible(&c, "/ui/orgs/{org}/admins (invited)").await;
 
     // Select users on two pages.
     c.goto(&format!("{}/ui/orgs/{org}/users", app.url)).await.expect("open");
