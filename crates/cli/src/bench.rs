@@ -67,6 +67,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// The console's pages (Users with a search, a user's summary, Edit
+    /// licenses) vs. the same data through the JSON API, with their bytes;
+    /// then a search among a million users, substring index vs. scan.
+    Ui {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Users of the org whose pages are asked for.
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Users of the org searched.
+        #[arg(long, default_value_t = 1_000_000)]
+        search_users: usize,
+        /// Sequential requests per page (after 20 to warm up).
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// Single-user licence changes over HTTP vs. raw guarded update + insert.
     Licenses {
         /// sqlite, postgres or all.
@@ -111,6 +128,12 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             connections,
             seconds,
         } => crate::bench_users::run(&backend, users, requests, connections, seconds).await?,
+        BenchCommand::Ui {
+            backend,
+            users,
+            search_users,
+            requests,
+        } => crate::bench_ui::run(&backend, users, search_users, requests).await?,
         BenchCommand::Customers {
             backend,
             customers,

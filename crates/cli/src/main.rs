@@ -5,6 +5,7 @@ mod bench_bulk;
 mod bench_csv;
 mod bench_customers;
 mod bench_planner;
+mod bench_ui;
 mod bench_users;
 mod demo;
 

@@ -18,7 +18,34 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, V11),
     (12, V12),
     (13, V13),
+    (14, V14),
 ];
+
+/// Searching users by any part of an email or a name, through an index
+/// made for substrings, kept exact by the database itself on every write
+/// of a user (triggers on SQLite, an expression index on PostgreSQL): no
+/// path of Allot's can forget it. See `users::Search`.
+const V14: &str = "{USER_SEARCH_INDEX}";
+
+const USER_SEARCH_SQLITE: &str = r#"
+CREATE VIRTUAL TABLE users_search USING fts5(text, content='', contentless_delete=1, tokenize='trigram');
+INSERT INTO users_search (rowid, text) SELECT rowid, email_normalized || char(1) || lower(display_name) FROM users;
+CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+    INSERT INTO users_search (rowid, text) VALUES (new.rowid, new.email_normalized || char(1) || lower(new.display_name));
+END;
+CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+    DELETE FROM users_search WHERE rowid = old.rowid;
+END;
+CREATE TRIGGER users_search_update AFTER UPDATE OF email_normalized, display_name ON users BEGIN
+    DELETE FROM users_search WHERE rowid = old.rowid;
+    INSERT INTO users_search (rowid, text) VALUES (new.rowid, new.email_normalized || char(1) || lower(new.display_name));
+END;
+"#;
+
+const USER_SEARCH_POSTGRES: &str = r#"
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX users_search ON users USING gin ((email_normalized || chr(1) || lower(display_name)) gin_trgm_ops);
+"#;
 
 /// The users a console session has selected in an org (the **Users**
 /// page's check boxes): kept on the server so that a selection survives
@@ -137,6 +164,13 @@ fn for_backend(sql: &str, backend: Backend) -> String {
         match backend {
             Backend::Sqlite => "WITHOUT ROWID",
             Backend::Postgres => "",
+        },
+    )
+    .replace(
+        "{USER_SEARCH_INDEX}",
+        match backend {
+            Backend::Sqlite => USER_SEARCH_SQLITE,
+            Backend::Postgres => USER_SEARCH_POSTGRES,
         },
     )
 }

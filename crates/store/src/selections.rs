@@ -36,12 +36,14 @@ pub async fn add(tx: &mut Tx, session: &str, org: &str, users: &[String]) -> Res
 
 /// Adds every user of the org that matches `f` (one statement, however many).
 pub async fn add_matching(tx: &mut Tx, session: &str, org: &str, f: &UserFilter) -> Result<(), StoreError> {
-    let (clauses, values) = crate::users::filter_clauses(f, vec![Val::from(session), Val::from(org)]);
+    let search = crate::users::plan_search(tx, f).await?;
+    let (clauses, values) = crate::users::filter_clauses(f, search.as_ref(), vec![Val::from(session), Val::from(org)]);
     tx.exec(
         &format!(
             "INSERT INTO console_selections (session_hash, org_id, user_id) \
-             SELECT $1, org_id, id FROM users WHERE org_id = $2{clauses} \
-             ON CONFLICT (session_hash, org_id, user_id) DO NOTHING"
+             SELECT $1, org_id, id FROM users WHERE {}org_id = $2{clauses} \
+             ON CONFLICT (session_hash, org_id, user_id) DO NOTHING",
+            crate::users::fts_first(search.as_ref())
         ),
         &values,
     )

@@ -267,6 +267,9 @@ impl TestApp {
             .iter()
             .map(|r| r.text("name").expect("name"))
             .filter(|t| t != "allot_migrations")
+            // SQLite's substring index of users (a virtual table and its
+            // shadow tables of blobs): derived from `users`, which is compared.
+            .filter(|t| !t.starts_with("users_search"))
             .collect();
         assert!(tables.len() >= 20, "the schema lists only {tables:?}");
         let mut out = Vec::new();

@@ -25,6 +25,7 @@ mod moves;
 mod queues;
 mod resources;
 mod rules;
+mod search;
 mod sheet;
 mod store;
 mod templates;
