@@ -155,9 +155,22 @@ struct PageFigures {
     bytes: usize,
 }
 
+/// The statistics autovacuum gathers after a large load: PostgreSQL plans
+/// the search from them (before it has them, it also reads the org's
+/// whole primary-key range: see BENCHMARKS.md). SQLite needs none.
+async fn analyze(store: &Store) -> Result<()> {
+    if store.backend() == allot_store::Backend::Postgres {
+        let mut tx = store.begin().await.map_err(err)?;
+        tx.raw("ANALYZE users").await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+    }
+    Ok(())
+}
+
 async fn pages(backend: &str, database: &str, users: usize, requests: usize) -> Result<Vec<PageFigures>> {
     let store = crate::bench::open_store(database, 16).await?;
     let org = org_of(&store, users).await?;
+    analyze(&store).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
@@ -320,13 +333,7 @@ async fn search(database: &str, users: usize, requests: usize) -> Result<SearchF
     let store = crate::bench::open_store(database, 16).await?;
     let started = Instant::now();
     let org = org_of(&store, users).await?;
-    // The statistics autovacuum would gather after such a load (PostgreSQL
-    // plans the search from them); SQLite needs none.
-    if store.backend() == allot_store::Backend::Postgres {
-        let mut tx = store.begin().await.map_err(err)?;
-        tx.raw("ANALYZE users").await.map_err(err)?;
-        tx.commit().await.map_err(err)?;
-    }
+    analyze(&store).await?;
     println!("  {users} users loaded in {:.0} s", started.elapsed().as_secs_f64());
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await

@@ -268,6 +268,13 @@ enum AdminCommand {
         #[arg(long)]
         id: String,
     },
+    /// Rebuild SQLite's index for searching users from the users table (run
+    /// it after a VACUUM, which may renumber the rows the index names).
+    /// PostgreSQL's is an ordinary index: nothing to do.
+    RebuildSearchIndex {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Check invariants: every pool's consumed count equals its assignment rows.
     Check {
         #[command(flatten)]
@@ -440,6 +447,18 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 return Err(anyhow_lite::msg(format!("no live token has the id {id:?}")));
             }
             println!("revoked token {id}");
+        }
+        Command::Admin {
+            command: AdminCommand::RebuildSearchIndex { db },
+        } => {
+            let store = db.open().await?;
+            let mut tx = store.begin().await.map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
+            let n = allot_store::users::rebuild_search_index(&mut tx)
+                .await
+                .map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
+            tx.commit().await.map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
+            store.close().await;
+            println!("indexed {n} users for search");
         }
         Command::Admin {
             command: AdminCommand::Check { db },

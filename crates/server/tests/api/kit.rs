@@ -105,6 +105,8 @@ pub struct TestApp {
     pub store: Store,
     pub clock: Arc<ManualClock>,
     pub admin: String,
+    /// The database's path (SQLite) or URL (PostgreSQL).
+    pub database: String,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -157,6 +159,7 @@ pub async fn spawn_with_config(backend: Backend, config: allot_server::Config) -
         store,
         clock,
         admin,
+        database,
         _dir: dir,
         _stop: stop,
     }
