@@ -370,12 +370,25 @@ pub async fn home(State(app): State<App>, SignedIn(s): SignedIn) -> Response {
             p.muted { "No customers yet." }
         } @else {
             table.stack {
-                thead { tr { th scope="col" { "Customer" } th scope="col" { "Partner" } } }
+                thead {
+                    tr {
+                        th scope="col" { "Customer" }
+                        // A partner's customers are all its own.
+                        @if partners.is_some() { th scope="col" { "Partner" } }
+                    }
+                }
                 tbody {
                     @for o in &customers.items {
                         tr {
                             th scope="row" data-label="Customer" { a href=(format!("/ui/orgs/{}", o.id)) { (o.name) } }
-                            td data-label="Partner" { (o.partner.as_deref().unwrap_or("none")) }
+                            @if let Some(partners) = &partners {
+                                td data-label="Partner" {
+                                    @match &o.partner {
+                                        None => { "none (the provider's own)" }
+                                        Some(id) => { (partners.items.iter().find(|p| &p.id == id).map(|p| p.name.as_str()).unwrap_or(id)) }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

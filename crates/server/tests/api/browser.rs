@@ -25,7 +25,8 @@ use crate::kit::*;
 
 both_backends!(
     signing_in_and_out_in_a_browser,
-    an_org_admin_edits_licenses_and_selects_users_in_a_browser
+    an_org_admin_edits_licenses_and_selects_users_in_a_browser,
+    a_partner_admin_invites_an_org_admin_who_accepts_in_a_browser
 );
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -621,5 +622,91 @@ async fn an_org_admin_edits_licenses_and_selects_users_in_a_browser(backend: Bac
     c.goto(&format!("{}/ui/orgs/{org}/users", app.url)).await.expect("open");
     heading(&c, "Sign in").await;
     screenshots(&c, &format!("{name}-signed-out")).await;
+    c.close().await.expect("close the browser");
+}
+
+async fn a_partner_admin_invites_an_org_admin_who_accepts_in_a_browser(backend: Backend) {
+    let app = spawn(backend).await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let name = format!("partner-{}", if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+    let w = world(&app).await;
+    let spec = AdminSpec {
+        email: "pat@partner.example",
+        display_name: Some("Pat"),
+        role: Role::PartnerAdmin,
+        partner: Some(&w.partner),
+        org: None,
+    };
+    create_admin_as_operator(&app.store, &spec, PASSWORD, today()).await.expect("admin");
+
+    // A partner's home: its customers.
+    c.goto(&format!("{}/ui/login", app.url)).await.expect("open");
+    type_into(&c, "email", "pat@partner.example").await;
+    type_into(&c, "password", &format!("{PASSWORD}\u{E007}")).await;
+    heading(&c, "Home").await;
+    shows(&c, "Customer A").await;
+    assert_accessible(&c, "/ui/ (partner)").await;
+    screenshots(&c, &format!("{name}-home")).await;
+
+    // The partner's own Admins page, then the customer's, where it invites.
+    click(&c, Locator::LinkText("Admins")).await;
+    heading(&c, "Admins").await;
+    assert_accessible(&c, "/ui/partners/{partner}/admins").await;
+    c.goto(&format!("{}/ui/", app.url)).await.expect("open");
+    click(&c, Locator::LinkText("Customer A")).await;
+    heading(&c, "Customer A").await;
+    click(&c, Locator::XPath("//nav[contains(@class,'tabs')]//a[normalize-space()='Admins']")).await;
+    heading(&c, "Admins").await;
+    type_into(&c, "email", "olga@customer.example").await;
+    type_into(&c, "name", "Olga").await;
+    choose(&c, "role", "org_super_admin").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Invite']")).await;
+    let link = c.wait().at_most(WAIT).for_element(Locator::Id("link")).await.expect("the link");
+    let link = link.prop("value").await.expect("value").unwrap_or_default();
+    screenshots(&c, &format!("{name}-invited")).await;
+    click(&c, Locator::XPath("//button[normalize-space()='Sign out']")).await;
+    heading(&c, "Sign in").await;
+
+    // The invited person opens the link, sets a password, and is in.
+    c.goto(&link).await.expect("open the link");
+    heading(&c, "Accept invitation").await;
+    shows(&c, "olga@customer.example").await;
+    assert_accessible(&c, "/ui/invitations/{secret}").await;
+    screenshots(&c, &format!("{name}-accept")).await;
+    // Too short: the browser itself holds the form back (the server's own
+    // refusal of it is tested over HTTP).
+    type_into(&c, "password", "short").await;
+    type_into(&c, "repeat", "short").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Set password and sign in']")).await;
+    heading(&c, "Accept invitation").await;
+    let valid = c
+        .execute("return document.getElementById('password').validity.valid", vec![])
+        .await
+        .expect("validity");
+    assert_eq!(valid, json!(false), "a password under 12 characters is not submitted");
+    // Two different passwords: the server's sentence beside the form.
+    type_into(&c, "password", PASSWORD).await;
+    type_into(&c, "repeat", "another long password").await;
+    click(&c, Locator::XPath("//button[normalize-space()='Set password and sign in']")).await;
+    let alert = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("[role=alert]"))
+        .await
+        .expect("a refusal");
+    assert!(alert.text().await.expect("text").contains("The two passwords differ"));
+    assert_accessible(&c, "/ui/invitations/{secret} (refused)").await;
+    type_into(&c, "password", PASSWORD).await;
+    type_into(&c, "repeat", PASSWORD).await;
+    click(&c, Locator::XPath("//button[normalize-space()='Set password and sign in']")).await;
+    heading(&c, "Customer A").await;
+    shows(&c, "olga@customer.example").await;
+    // The link worked once.
+    c.goto(&link).await.expect("open the link again");
+    heading(&c, "Not found").await;
+    shows(&c, allot_server::app::admins::INVITATION_NOT_VALID).await;
+    screenshots(&c, &format!("{name}-link-used")).await;
     c.close().await.expect("close the browser");
 }

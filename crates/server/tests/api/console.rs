@@ -20,7 +20,8 @@ both_backends!(
     passwords_under_12_characters_are_refused,
     the_api_tokens_page_creates_lists_and_revokes,
     the_api_tokens_page_keeps_to_role_and_tenant,
-    pages_carry_security_headers_and_assets_are_cached
+    pages_carry_security_headers_and_assets_are_cached,
+    the_users_selection_follows_boxes_pages_and_filters
 );
 
 async fn signing_in_and_out(backend: Backend) {
@@ -442,4 +443,134 @@ async fn the_api_tokens_page_keeps_to_role_and_tenant(backend: Backend) {
         .find(|t| t["name"] == "ours")
         .expect("made");
     assert_eq!(ours["org"], w.org.as_str());
+}
+
+/// The users ids a Users page shows, in order, and which are ticked.
+fn boxes(html: &str) -> (Vec<String>, Vec<String>) {
+    let mut shown = Vec::new();
+    let mut ticked = Vec::new();
+    for part in html.split("<input").skip(1) {
+        let tag = part.split('>').next().unwrap_or("");
+        if tag.contains(r#"name="selected""#) {
+            let id = tag
+                .split(r#"value=""#)
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            if tag.contains("checked") {
+                ticked.push(id.clone());
+            }
+            shown.push(id);
+        }
+    }
+    (shown, ticked)
+}
+
+async fn the_users_selection_follows_boxes_pages_and_filters(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let theirs = org(&app, "Customer B", None).await;
+    let their_user = user(&app, &theirs, "them@b.example").await;
+    many_users(&app, &w.org, "alpha", "a.example", 60, None).await;
+    many_users(&app, &w.org, "beta", "b.example", 30, None).await;
+    make_admin_as(&app, "boss@customer.example", Role::OrgSuperAdmin, None, Some(&w.org)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "boss@customer.example").await;
+    let users = format!("/ui/orgs/{}/users", w.org);
+    let selection = format!("/ui/orgs/{}/users/selection", w.org);
+    let html = page_of(&app, &b, &s, &users).await.text().await.unwrap();
+    let csrf = csrf_field(&html);
+    let (page1, ticked) = boxes(&html);
+    assert_eq!(page1.len(), 50);
+    assert!(ticked.is_empty());
+    assert!(html.contains("Selected users (0)"));
+
+    // Two boxes ticked on page 1 (the form posts every box of the page).
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf), ("page", ""), ("all_was", "0")];
+    for id in &page1 {
+        form.push(("on_page", id));
+    }
+    form.push(("selected", &page1[0]));
+    form.push(("selected", &page1[1]));
+    let r = post_form(&app, &b, &s, &selection, &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "without htmx: back to the page");
+    // htmx gets the form back as it now is.
+    let r = b
+        .post(format!("{}{selection}", app.url))
+        .header("cookie", format!("allot_session={s}"))
+        .header("hx-request", "true")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let fragment = r.text().await.unwrap();
+    assert!(
+        fragment.starts_with("<form") && fragment.contains("Selected users (2)"),
+        "{fragment}"
+    );
+
+    // Page 2: "Select all on this page" ticks its 40 (another org's user and
+    // unknown ids posted along are ignored).
+    let html = page_of(&app, &b, &s, &format!("{users}?after={}", page1[49]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (page2, _) = boxes(&html);
+    assert_eq!(page2.len(), 40, "90 users: 50 + 40");
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf), ("page", ""), ("all_was", "0"), ("all_on_page", "1")];
+    for id in &page2 {
+        form.push(("on_page", id));
+    }
+    form.push(("on_page", &their_user));
+    form.push(("on_page", "usr_nope"));
+    post_form(&app, &b, &s, &selection, &form).await;
+    let html = page_of(&app, &b, &s, &users).await.text().await.unwrap();
+    assert!(html.contains("Selected users (42)"), "2 + 40");
+    assert_eq!(boxes(&html).1, vec![page1[0].clone(), page1[1].clone()], "page 1 keeps its two");
+    // Clearing one box on page 1 takes only that one out.
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf), ("page", ""), ("all_was", "0")];
+    for id in &page1 {
+        form.push(("on_page", id));
+    }
+    form.push(("selected", &page1[1]));
+    post_form(&app, &b, &s, &selection, &form).await;
+    let html = page_of(&app, &b, &s, &format!("/ui/orgs/{}/users/selected", w.org))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("41 users selected"), "{html}");
+    assert!(!html.contains(&page1[0]));
+
+    // Every user that matches a filter, on screen or not; then clear.
+    post_form(&app, &b, &s, &selection, &[("csrf", &csrf), ("page", ""), ("clear", "1")]).await;
+    post_form(
+        &app,
+        &b,
+        &s,
+        &selection,
+        &[("csrf", &csrf), ("page", "q=b.example"), ("all_matching", "1")],
+    )
+    .await;
+    let html = page_of(&app, &b, &s, &users).await.text().await.unwrap();
+    assert!(html.contains("Selected users (30)"), "the 30 beta users");
+
+    // Another org's selection page is the common 404; a post without the token changes nothing.
+    let r = page_of(&app, &b, &s, &format!("/ui/orgs/{theirs}/users/selected")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let before = app.snapshot().await;
+    let r = post_form(&app, &b, &s, &selection, &[("csrf", "forged"), ("page", ""), ("clear", "1")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before);
+    // Signing out drops the session's selection with it.
+    let r = post_form(&app, &b, &s, "/ui/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut tx = app.store.begin_read().await.expect("read");
+    let left = tx.rows("SELECT COUNT(*) AS n FROM console_selections", &[]).await.expect("count")[0]
+        .int("n")
+        .expect("n");
+    assert_eq!(left, 0);
 }
