@@ -360,6 +360,19 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
         404,
         "nothing created"
     );
+    // A product's edit form, and the provider's own Admins page.
+    c.goto(&format!("{}/ui/products/meetings/edit", app.url)).await.expect("open");
+    heading(&c, "Edit product").await;
+    assert_accessible(&c, "/ui/products/{code}/edit").await;
+    c.find(Locator::LinkText("Admins"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("click");
+    heading(&c, "Admins").await;
+    assert_accessible(&c, "/ui/admins").await;
+    screenshots(&c, &format!("{name}-admins")).await;
 
     // Sign out: the session ends, and the home page needs signing in again.
     c.find(Locator::XPath("//button[normalize-space()='Sign out']"))
