@@ -26,6 +26,7 @@ pub async fn list_admins(
 
 #[utoipa::path(post, path = "/api/v1/admins", operation_id = "invite_admin", tag = "admins", request_body = AdminInvite,
     responses((status = 201, description = "Invited; the link in `invitation` sets the password and is shown only now", body = InvitedAdmin),
+              (status = 404, description = "not_found: the partner or org named is not in the caller's scope"),
               (status = 409, description = "conflict: an admin with that email exists")))]
 pub async fn invite_admin(State(app): State<App>, caller: Caller, ApiJson(input): ApiJson<AdminInvite>) -> ApiResult<Status<InvitedAdmin>> {
     Ok(Status(StatusCode::CREATED, admins::invite_admin(&app, &caller, input).await?))

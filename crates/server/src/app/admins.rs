@@ -404,8 +404,7 @@ pub struct AdminListQuery {
 #[serde(deny_unknown_fields)]
 pub struct AdminInvite {
     /// The address the invitation is for; it is the account's sign-in name.
-    #[schema(min_length = 3, max_length = 254, pattern = r"^[^@\s]+@[^@\s]+$")]
-    pub email: String,
+    pub email: allot_domain::types::Email,
     /// How the console names them (their email, if left out).
     #[serde(default)]
     #[schema(
@@ -582,7 +581,7 @@ pub async fn invite_admin(app: &App, caller: &Caller, input: AdminInvite) -> Res
     caller.require(Action::ManageAdmins)?;
     may_invite(caller, input.role, "invite")?;
     let spec = AdminSpec {
-        email: &input.email,
+        email: input.email.as_str(),
         display_name: input.display_name.as_deref(),
         role: input.role,
         partner: input.partner.as_deref(),

@@ -307,14 +307,17 @@ async fn invite(app: &App, headers: &HeaderMap, signed_in: SignedIn, t: Tenant, 
                 AdminsOf::Org(o) => (None, Some(o.clone())),
                 _ => (None, None),
             };
-            let input = AdminInvite {
-                email: f.email.trim().to_string(),
+            let input = allot_domain::types::Email::parse(f.email.trim()).map(|email| AdminInvite {
+                email,
                 display_name: given(&f.name),
                 role,
                 partner,
                 org,
-            };
-            admins::invite_admin(app, &s.caller, input).await
+            });
+            match input {
+                Ok(input) => admins::invite_admin(app, &s.caller, input).await,
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     };

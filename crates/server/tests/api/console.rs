@@ -9,6 +9,8 @@ use reqwest::StatusCode;
 use allot_domain::access::Role;
 use allot_server::app::admins::{create_admin_as_operator, AdminSpec, SIGN_IN_REFUSED};
 
+use serde_json::json;
+
 use crate::both_backends;
 use crate::kit::*;
 use crate::ui_kit::*;
@@ -21,7 +23,8 @@ both_backends!(
     the_api_tokens_page_creates_lists_and_revokes,
     the_api_tokens_page_keeps_to_role_and_tenant,
     pages_carry_security_headers_and_assets_are_cached,
-    the_users_selection_follows_boxes_pages_and_filters
+    the_users_selection_follows_boxes_pages_and_filters,
+    edit_licenses_offers_required_products_and_the_summary_shows_retained_data
 );
 
 async fn signing_in_and_out(backend: Backend) {
@@ -573,4 +576,136 @@ async fn the_users_selection_follows_boxes_pages_and_filters(backend: Backend) {
         .int("n")
         .expect("n");
     assert_eq!(left, 0);
+}
+
+async fn edit_licenses_offers_required_products_and_the_summary_shows_retained_data(backend: Backend) {
+    let app = spawn(backend).await;
+    for p in [
+        json!({ "code": "calling-professional", "name": "Calling Professional", "family": "calling",
+                "properties": { "phone_number": "optional" }, "retention_days": 30 }),
+        json!({ "code": "attendant-console", "name": "Attendant Console", "family": "attendant-console",
+                "rules": { "requires": ["calling-professional"] } }),
+    ] {
+        app.post("/api/v1/products", &app.admin, p).await.ok();
+    }
+    let org = org(&app, "Customer A", None).await;
+    subscription(
+        &app,
+        &org,
+        json!([{ "product": "calling-professional", "quantity": 5 }, { "product": "attendant-console", "quantity": 5 }]),
+    )
+    .await;
+    let anna = user(&app, &org, "anna@example.com").await;
+    many_users(&app, &org, "member", "customer.example", 120, None).await;
+    make_admin_as(&app, "boss@customer.example", Role::OrgSuperAdmin, None, Some(&org)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "boss@customer.example").await;
+    let edit = format!("/ui/orgs/{org}/users/{anna}/licenses/edit");
+    let html = page_of(&app, &b, &s, &edit).await.text().await.unwrap();
+    assert!(
+        html.contains("Requires calling-professional."),
+        "the rule is said beside the product"
+    );
+    assert!(html.contains("Also add the products that the chosen ones require"));
+    let csrf = csrf_field(&html);
+
+    // Attendant Console alone: refused with the rule's sentence, nothing changed.
+    let before = app.snapshot().await;
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &edit,
+        &[("csrf", &csrf), ("hold", "attendant-console"), ("sub:attendant-console", "")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("anna@example.com cannot get Attendant Console without Calling Professional: Attendant Console requires it."),
+        "{html}"
+    );
+    assert!(html.contains(r#"value="attendant-console" checked"#), "the form keeps the tick");
+    assert_eq!(app.snapshot().await, before);
+    // With the offer taken: both, in one change.
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &edit,
+        &[
+            ("csrf", &csrf),
+            ("hold", "attendant-console"),
+            ("sub:attendant-console", ""),
+            ("add_required", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let held = app.get(&format!("/api/v1/orgs/{org}/users/{anna}/licenses"), &app.admin).await.ok();
+    let mut products: Vec<&str> = held["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["product"].as_str().unwrap())
+        .collect();
+    products.sort();
+    assert_eq!(products, ["attendant-console", "calling-professional"]);
+
+    // Give the calling license a number, then clear every box: the summary
+    // shows the number kept as service data, with the day it goes.
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &edit,
+        &[
+            ("csrf", &csrf),
+            ("hold", "attendant-console"),
+            ("hold", "calling-professional"),
+            ("prop:calling-professional:phone_number", "+46812345678"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = post_form(&app, &b, &s, &edit, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = page_of(&app, &b, &s, &format!("/ui/orgs/{org}/users/{anna}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No licenses."), "{html}");
+    assert!(html.contains("phone_number: +46812345678"), "{html}");
+    assert!(html.contains("2026-07-15"), "deleted 30 days after the license went: {html}");
+    // Saving an unchanged form says so.
+    let r = post_form(&app, &b, &s, &edit, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("Nothing to save"));
+
+    // Paging by key: 121 users; Last shows the last 50 (pages are found by
+    // key, not counted from the start), with First and Previous and no
+    // Next; First shows 50 with Next and Last.
+    let users = format!("/ui/orgs/{org}/users");
+    let html = page_of(&app, &b, &s, &format!("{users}?at=last")).await.text().await.unwrap();
+    assert_eq!(html.matches(r#"name="selected""#).count(), 50);
+    assert!(
+        html.contains("member119@customer.example"),
+        "the last user by id is on the last page"
+    );
+    assert!(html.contains(r#"rel="prev""#) && html.contains(">First</a>"));
+    assert!(html.contains(r#"aria-disabled="true">Next<"#) && html.contains(r#"aria-disabled="true">Last<"#));
+    let html = page_of(&app, &b, &s, &users).await.text().await.unwrap();
+    assert_eq!(html.matches(r#"name="selected""#).count(), 50);
+    assert!(html.contains(r#"aria-disabled="true">First<"#) && html.contains(r#"rel="next""#) && html.contains(">Last</a>"));
+    // A filter: only the status asked for, and a bad one is a sentence, not a crash.
+    let html = page_of(&app, &b, &s, &format!("{users}?status=inactive"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No users match."));
+    let r = page_of(&app, &b, &s, &format!("{users}?status=nonsense")).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("Choose a status from the list."));
 }
