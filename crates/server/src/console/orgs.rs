@@ -223,7 +223,13 @@ fn products_table(s: &ConsoleSession, org: &OrgView, rows: &[OverviewRow]) -> Ma
                     @for r in rows {
                         tr {
                             th scope="row" data-label="Product" { (r.name) br; span.muted { (r.product) } }
-                            td data-label="Subscription" { (r.subscription) }
+                            td data-label="Subscription" {
+                                @if s.caller.principal.may(Action::ReadSubscriptions) {
+                                    a href=(format!("/ui/orgs/{}/subscriptions/{}", org.id, r.subscription)) { (r.subscription) }
+                                } @else {
+                                    (r.subscription)
+                                }
+                            }
                             td data-label="Total" { (r.total) }
                             td data-label="Used" { (r.consumed) }
                             td data-label="Available" {

@@ -447,9 +447,8 @@ pub async fn selected(State(app): State<App>, SignedIn(s): SignedIn, Path(org): 
         @if page_of.items.is_empty() {
             p.muted { "No users are selected. Tick them on the Users page." }
         } @else {
-            @if s.caller.principal.may(Action::WriteLicenses) {
-                p { a.button href=(format!("/ui/orgs/{}/manage-licenses", org.id)) { "Manage licenses" } }
-            }
+            // **Manage licenses** for the selection comes with its page
+            // (the console's bulk pages); no link leads nowhere meanwhile.
             table.stack {
                 thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Status" } } }
                 tbody {
