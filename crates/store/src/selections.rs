@@ -122,22 +122,24 @@ pub async fn which(tx: &mut Tx, session: &str, org: &str, users: &[String]) -> R
     rows.iter().map(|r| r.text("user_id")).collect()
 }
 
-/// A page of the selected users in id order, after `after`.
+/// A page of the selected users in id order, after `after`: one
+/// statement for the page, one for its users' sites and groups.
 pub async fn list(tx: &mut Tx, session: &str, org: &str, after: &str, limit: i64) -> Result<Vec<User>, StoreError> {
-    let ids: Vec<String> = tx
+    let columns = crate::users::COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = tx
         .rows(
-            "SELECT user_id FROM console_selections WHERE session_hash = $1 AND org_id = $2 AND user_id > $3 ORDER BY user_id LIMIT $4",
+            &format!(
+                "SELECT {columns} FROM console_selections s JOIN users u ON u.org_id = s.org_id AND u.id = s.user_id \
+                 WHERE s.session_hash = $1 AND s.org_id = $2 AND s.user_id > $3 ORDER BY s.user_id LIMIT $4"
+            ),
             args![session, org, after, limit],
         )
-        .await?
-        .iter()
-        .map(|r| r.text("user_id"))
-        .collect::<Result<_, _>>()?;
-    let mut users = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(u) = crate::users::get(tx, org, &id).await? {
-            users.push(u);
-        }
-    }
+        .await?;
+    let mut users: Vec<User> = rows.iter().map(crate::users::user_from).collect::<Result<_, _>>()?;
+    crate::users::load_links(tx, org, &mut users).await?;
     Ok(users)
 }

@@ -62,7 +62,7 @@ pub enum PageAt {
     Last,
 }
 
-const COLUMNS: &str = "id, email, display_name, kind, status, usage_location";
+pub(crate) const COLUMNS: &str = "id, email, display_name, kind, status, usage_location";
 
 /// A stored kind; one this version does not know is damage (or a newer
 /// server's data), refused loudly rather than read as something else.
@@ -74,7 +74,7 @@ fn status_of(s: &str) -> Result<UserStatus, StoreError> {
     UserStatus::parse(s).ok_or_else(|| StoreError::Db(format!("a stored user has the unknown status {s:?}")))
 }
 
-fn user_from(r: &Row) -> Result<User, StoreError> {
+pub(crate) fn user_from(r: &Row) -> Result<User, StoreError> {
     Ok(User {
         id: r.text("id")?,
         email: r.text("email")?,
@@ -87,7 +87,7 @@ fn user_from(r: &Row) -> Result<User, StoreError> {
     })
 }
 
-async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), StoreError> {
+pub(crate) async fn load_links(tx: &mut Tx, org: &str, users: &mut [User]) -> Result<(), StoreError> {
     let (Some(first), Some(last)) = (users.first().map(|u| u.id.clone()), users.last().map(|u| u.id.clone())) else {
         return Ok(());
     };
@@ -250,25 +250,21 @@ const SEARCH_TEXT: &str = "(email_normalized || chr(1) || lower(display_name))";
 pub async fn list_at(tx: &mut Tx, org: &str, f: &UserFilter, at: &PageAt, limit: i64) -> Result<Vec<User>, StoreError> {
     let search = plan_search(tx, f).await?;
     let mut leading = args![org].to_vec();
+    let plus = fts_first(search.as_ref());
     let key = match at {
         PageAt::After(id) | PageAt::Before(id) => {
             leading.push(crate::Val::from(id.as_str()));
-            if matches!(at, PageAt::After(_)) {
-                " AND id > $2"
-            } else {
-                " AND id < $2"
-            }
+            let op = if matches!(at, PageAt::After(_)) { ">" } else { "<" };
+            format!(" AND {plus}id {op} $2")
         }
-        PageAt::First | PageAt::Last => "",
+        PageAt::First | PageAt::Last => String::new(),
     };
     let (clauses, mut values) = filter_clauses(f, search.as_ref(), leading);
     // Backwards from the end (or from `Before`), then turned round.
     let backwards = matches!(at, PageAt::Before(_) | PageAt::Last);
     values.push(crate::Val::from(limit));
     let sql = format!(
-        "SELECT {COLUMNS} FROM users WHERE {}org_id = $1{}{clauses} ORDER BY id{} LIMIT ${}",
-        fts_first(search.as_ref()),
-        key.replace("id ", &format!("{}id ", fts_first(search.as_ref()))),
+        "SELECT {COLUMNS} FROM users WHERE {plus}org_id = $1{key}{clauses} ORDER BY id{} LIMIT ${}",
         if backwards { " DESC" } else { "" },
         values.len()
     );

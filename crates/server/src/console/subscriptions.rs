@@ -92,7 +92,7 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
                                 a href=(format!("/ui/orgs/{}/subscriptions/{}", org.id, sub.id)) { (sub.external_ref.as_deref().unwrap_or(&sub.id)) }
                             }
                             td data-label="Status" { span.status { (status_text(sub)) } @if sub.trial { " (trial)" } }
-                            td data-label="Dates" { (sub.start_date) " to " (sub.end_date) }
+                            td.nowrap data-label="Dates" { (sub.start_date) " to " br; (sub.end_date) }
                             td data-label="Products" { (sub.items.iter().map(|i| i.product.as_str()).collect::<Vec<_>>().join(", ")) }
                             td data-label="Seats used / total" {
                                 (sub.items.iter().map(|i| i.consumed).sum::<i64>()) " / " (sub.items.iter().map(|i| i.quantity).sum::<i64>())
