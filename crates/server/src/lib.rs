@@ -11,6 +11,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod console;
+mod download;
 pub mod extract;
 mod idempotency;
 pub mod metrics;
@@ -177,6 +178,7 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::list_job_results))
+        .routes(routes!(jobs::list_jobs))
         .merge(
             // Bulk bodies may list up to a million users: their own, larger limit.
             OpenApiRouter::new()

@@ -473,6 +473,47 @@ fn conflict(what: String) -> StoreError {
     StoreError::Domain(allot_domain::Error::new(allot_domain::Code::Conflict, what))
 }
 
+/// An org's jobs, newest first, `limit + 1` of them (the extra one says
+/// that there are more), after the job `before` when given. The stored
+/// request is left out: a licence job's may name a million users, and a
+/// list shows none of it.
+pub async fn list_of_org(tx: &mut Tx, org: &str, before: Option<&str>, limit: i64) -> Result<Vec<Job>, StoreError> {
+    let columns = COLUMNS.replace("request,", "'{}' AS request,");
+    let rows = match before {
+        None => {
+            tx.rows(
+                &format!("SELECT {columns} FROM jobs WHERE org_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"),
+                args![org, limit + 1],
+            )
+            .await?
+        }
+        Some(id) => {
+            tx.rows(
+                &format!(
+                    "SELECT {columns} FROM jobs WHERE org_id = $1 \
+                     AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE org_id = $1 AND id = $2) \
+                     ORDER BY created_at DESC, id DESC LIMIT $3"
+                ),
+                args![org, id, limit + 1],
+            )
+            .await?
+        }
+    };
+    rows.iter().map(job_from).collect()
+}
+
+/// Copies a job's chunks (its users or rows, not their results) to another
+/// job of the same org: a preview's users applied for real. Returns how
+/// many chunks were copied.
+pub async fn copy_chunks(tx: &mut Tx, org: &str, from_job: &str, to_job: &str) -> Result<u64, StoreError> {
+    tx.exec(
+        "INSERT INTO job_chunks (org_id, job_id, seq, users, done) \
+         SELECT org_id, $3, seq, users, $4 FROM job_chunks WHERE org_id = $1 AND job_id = $2",
+        args![org, from_job, to_job, false],
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::PackedResults;

@@ -143,3 +143,27 @@ pub async fn list(tx: &mut Tx, session: &str, org: &str, after: &str, limit: i64
     crate::users::load_links(tx, org, &mut users).await?;
     Ok(users)
 }
+
+/// Every selected user's id, in id order (what a bulk change is given).
+pub async fn all_ids(tx: &mut Tx, session: &str, org: &str) -> Result<Vec<String>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT user_id FROM console_selections WHERE session_hash = $1 AND org_id = $2 ORDER BY user_id",
+            args![session, org],
+        )
+        .await?;
+    rows.iter().map(|r| r.text("user_id")).collect()
+}
+
+/// The first `limit` selected users by email: (id, email), for the boxes
+/// at the top of Manage licenses.
+pub async fn first_by_email(tx: &mut Tx, session: &str, org: &str, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT u.id, u.email FROM console_selections s JOIN users u ON u.org_id = s.org_id AND u.id = s.user_id \
+             WHERE s.session_hash = $1 AND s.org_id = $2 ORDER BY u.email_normalized, u.id LIMIT $3",
+            args![session, org, limit],
+        )
+        .await?;
+    rows.iter().map(|r| Ok((r.text("id")?, r.text("email")?))).collect()
+}

@@ -2,14 +2,14 @@
 //! progress and results, and cancellation.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use allot_domain::bulk::{ChangeAction, LicenseJobRequest, Outcome, UserResult};
+use allot_domain::bulk::LicenseJobRequest;
 
 use crate::app::jobs::{self, JobQueued, JobView, LicenseSummary, ResultsFormat, ResultsPage, ResultsQuery, SummaryRequest};
-use crate::app::sheets::csv_cell;
+use crate::app::paging::{PageQuery, Paged};
 use crate::app::{App, Caller};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiResult;
@@ -70,8 +70,7 @@ pub async fn list_job_results(
     ApiQuery(q): ApiQuery<ResultsQuery>,
 ) -> ApiResult<Response> {
     if q.format()? == ResultsFormat::Csv {
-        let job = jobs::job_for_results(&app, &caller, &id).await?;
-        return Ok(results_csv(app, job));
+        return Ok(jobs::job_results_csv(&app, &caller, &id).await?.into_response());
     }
     Ok(Json(jobs::list_job_results(&app, &caller, &id, &q).await?).into_response())
 }
@@ -79,66 +78,15 @@ pub async fn list_job_results(
 /// The results as a CSV download, streamed a few chunks at a time. A read
 /// that fails half-way ends the stream with an error, so the client sees a
 /// cut-off download rather than a file that looks complete.
-fn results_csv(app: App, job: allot_store::jobs::Job) -> Response {
-    let filename = format!("attachment; filename=\"{}-results.csv\"", job.id);
-    // State: the next chunk to read, or None once the end was reached.
-    let pages = futures::stream::unfold(Some(0i64), move |from| {
-        let (app, job) = (app.clone(), job.clone());
-        async move {
-            let from = from?;
-            match jobs::job_results_from(&app, &job, from).await {
-                Err(e) => {
-                    tracing::error!(job = %job.id, error = %e.detail, "results CSV cut off");
-                    Some((Err(std::io::Error::other(e.detail)), None))
-                }
-                Ok((_, None)) => None,
-                Ok((results, next)) => {
-                    let mut out = String::new();
-                    for r in &results {
-                        push_csv_row(&mut out, r);
-                    }
-                    Some((Ok(out), next))
-                }
-            }
-        }
-    });
-    let header_row = futures::stream::once(async { Ok::<String, std::io::Error>("user,email,outcome,code,message,changes\r\n".into()) });
-    let body = axum::body::Body::from_stream(futures::StreamExt::chain(header_row, pages));
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, filename),
-        ],
-        body,
-    )
-        .into_response()
-}
 
-/// One user's result as a CSV line.
-fn push_csv_row(out: &mut String, r: &UserResult) {
-    let changes = r
-        .changes
-        .iter()
-        .map(|c| {
-            let verb = if c.action == ChangeAction::Add { "add" } else { "remove" };
-            format!("{verb} {} on {}", c.product, c.subscription)
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let outcome = match r.outcome {
-        Outcome::Ok => "ok",
-        Outcome::Error => "error",
-        Outcome::Skipped => "skipped",
-    };
-    let cells = [
-        r.user.as_str(),
-        r.email.as_deref().unwrap_or(""),
-        outcome,
-        r.code.as_deref().unwrap_or(""),
-        r.message.as_deref().unwrap_or(""),
-        changes.as_str(),
-    ];
-    out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
-    out.push_str("\r\n");
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/jobs", operation_id = "list_jobs", tag = "bulk",
+    params(("org" = String, Path, description = "The organisation's id"), PageQuery),
+    responses((status = 200, description = "The org's jobs, newest first", body = Paged<JobView>)))]
+pub async fn list_jobs(
+    State(app): State<App>,
+    caller: Caller,
+    Path(org): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<JobView>>> {
+    Ok(Json(jobs::list_jobs(&app, &caller, &org, &q).await?))
 }

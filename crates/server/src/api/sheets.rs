@@ -18,20 +18,7 @@ use super::Status;
     responses((status = 200, description = "One row per user: email, display_name, kind, status, usage_location, then TRUE/FALSE per subscription item",
                content_type = "text/csv", body = String)))]
 pub async fn export_users_csv(State(app): State<App>, caller: Caller, Path(org): Path<String>) -> ApiResult<Response> {
-    let download = sheets::export_users_csv(&app, &caller, &org).await?;
-    let stream = futures::stream::unfold(download.pages, |mut r| async move { r.recv().await.map(|item| (item, r)) });
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", download.filename),
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(sheets::export_users_csv(&app, &caller, &org).await?.into_response())
 }
 
 /// Whether the body is declared as CSV (or as the plain text some clients send it as).

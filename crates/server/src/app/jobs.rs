@@ -545,6 +545,20 @@ pub async fn job_for_results(app: &App, caller: &Caller, id: &str) -> Result<Job
 
 /// A page of a job's results; the cursor is `<chunk>:<offset>`.
 pub async fn list_job_results(app: &App, caller: &Caller, id: &str, q: &ResultsQuery) -> Result<ResultsPage, Error> {
+    list_job_results_where(app, caller, id, q, ResultsOf::All).await
+}
+
+/// Which results a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsOf {
+    All,
+    /// Only users (or rows) that were refused: the console's "errors only".
+    Errors,
+}
+
+/// A page of a job's results that are `of` the kind asked; the cursor is
+/// `<chunk>:<offset>` of the next result to look at.
+pub async fn list_job_results_where(app: &App, caller: &Caller, id: &str, q: &ResultsQuery, of: ResultsOf) -> Result<ResultsPage, Error> {
     let job = job_for_results(app, caller, id).await?;
     q.format()?;
     let (mut seq, mut offset, limit) = q.page()?;
@@ -560,6 +574,9 @@ pub async fn list_job_results(app: &App, caller: &Caller, id: &str, q: &ResultsQ
             let all = chunk_results(&job, users_json, results.as_deref());
             let start = if *s == seq { offset } else { 0 };
             for (i, r) in all.into_iter().enumerate().skip(start) {
+                if of == ResultsOf::Errors && r.outcome != allot_domain::bulk::Outcome::Error {
+                    continue;
+                }
                 if items.len() == limit {
                     next = Some(format!("{s}:{i}"));
                     break 'pages;
@@ -606,4 +623,147 @@ pub async fn job_counts(app: &App) -> Result<JobCounts, Error> {
         active_done,
         active_total,
     })
+}
+
+/// An org's jobs, newest first: kind, state, progress and who started each.
+pub async fn list_jobs(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    q: &super::paging::PageQuery,
+) -> Result<super::paging::Paged<JobView>, Error> {
+    let page = q.page()?;
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadLicenses).await?;
+    if let Some(after) = &page.after {
+        // A cursor is a job of this org; another's is no cursor at all.
+        if jobs::get(&mut rd, &org.id, after).await?.is_none() {
+            return Err(Error::validation("cursor", "cursor is not one this server handed out."));
+        }
+    }
+    let rows = jobs::list_of_org(&mut rd, &org.id, page.after.as_deref(), page.limit).await?;
+    let views: Vec<JobView> = rows.iter().map(JobView::of).collect();
+    Ok(super::paging::Paged::from_rows(views, page.limit, |j| j.id.clone()))
+}
+
+/// Every result of a job as a CSV file (`user,email,outcome,code,message,changes`),
+/// read a few chunks at a time while it is sent.
+pub async fn job_results_csv(app: &App, caller: &Caller, id: &str) -> Result<super::sheets::CsvDownload, Error> {
+    let job = job_for_results(app, caller, id).await?;
+    let (send, recv) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(2);
+    let app = app.clone();
+    let filename = format!("{}-results.csv", job.id);
+    tokio::spawn(async move {
+        if send.send(Ok("user,email,outcome,code,message,changes\r\n".into())).await.is_err() {
+            return;
+        }
+        let mut from = Some(0i64);
+        while let Some(at) = from {
+            match job_results_from(&app, &job, at).await {
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e.detail, "results CSV cut off");
+                    let _ = send.send(Err(std::io::Error::other(e.detail))).await;
+                    return;
+                }
+                Ok((results, next)) => {
+                    let mut out = String::new();
+                    for r in &results {
+                        push_result_row(&mut out, r);
+                    }
+                    if !out.is_empty() && send.send(Ok(out)).await.is_err() {
+                        return;
+                    }
+                    from = next;
+                }
+            }
+        }
+    });
+    Ok(super::sheets::CsvDownload { filename, pages: recv })
+}
+
+/// One result as a CSV row; its changes as `add <product> on <subscription>; ...`.
+fn push_result_row(out: &mut String, r: &UserResult) {
+    use super::sheets::csv_cell;
+    use allot_domain::bulk::{ChangeAction, Outcome};
+    let changes = r
+        .changes
+        .iter()
+        .map(|c| {
+            let verb = if c.action == ChangeAction::Add { "add" } else { "remove" };
+            format!("{verb} {} on {}", c.product, c.subscription)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let outcome = match r.outcome {
+        Outcome::Ok => "ok",
+        Outcome::Error => "error",
+        Outcome::Skipped => "skipped",
+    };
+    let cells = [
+        r.user.as_str(),
+        r.email.as_deref().unwrap_or(""),
+        outcome,
+        r.code.as_deref().unwrap_or(""),
+        r.message.as_deref().unwrap_or(""),
+        changes.as_str(),
+    ];
+    out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+    out.push_str("\r\n");
+}
+
+/// Runs a finished preview (a dry-run job) for real: a new job of the same
+/// kind with the same request and the same users or rows, not dry. The
+/// caller needs what creating that job needs; a preview that did not
+/// finish, or a job that was no preview, is refused.
+pub async fn apply_preview(app: &App, caller: &Caller, id: &str) -> Result<JobView, Error> {
+    let preview = visible_job(app, caller, id, Action::WriteLicenses).await?;
+    if preview.kind == JobKind::CsvImport {
+        caller.require(Action::WriteUsers)?;
+    }
+    let mut request: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&preview.request)
+        .map_err(|e| Error::internal(format!("job {} has a request that cannot be read: {e}", preview.id)))?;
+    let was_preview = request.get("dry_run").and_then(serde_json::Value::as_bool) == Some(true);
+    if !was_preview || preview.kind == JobKind::SubscriptionCancel {
+        return Err(Error::new(
+            Code::Conflict,
+            format!("Job {} is not a preview; there is nothing to apply.", preview.id),
+        ));
+    }
+    if !matches!(preview.state, JobState::Succeeded | JobState::CompletedWithErrors) {
+        return Err(Error::new(
+            Code::Conflict,
+            format!(
+                "The preview has not finished ({}); apply it once it has.",
+                preview.state.as_str().replace('_', " ")
+            ),
+        ));
+    }
+    request.insert("dry_run".into(), serde_json::Value::Bool(false));
+    let request = serde_json::Value::Object(request).to_string();
+    let now = app.clock.now();
+    let job = Job::queued(
+        &preview.org,
+        preview.kind,
+        request,
+        caller.actor().actor,
+        now,
+        Some((preview.chunks, preview.total)),
+    );
+    in_transaction!(app.store, |tx| {
+        jobs::insert(&mut tx, &job).await?;
+        jobs::copy_chunks(&mut tx, &job.org, &preview.id, &job.id).await?;
+        audit::record(
+            &mut tx,
+            Some(&job.org),
+            &caller.actor(),
+            "job.apply_preview",
+            &format!("job:{}", job.id),
+            None,
+            Some(&json!({ "job": job.id, "kind": job.kind, "preview": preview.id, "users": job.total })),
+            now,
+        )
+        .await
+    })?;
+    app.job_queued();
+    Ok(JobView::of(&job))
 }

@@ -25,6 +25,7 @@ pub mod etag;
 pub mod facts;
 pub mod jobs;
 pub mod licenses;
+pub mod manage;
 pub mod paging;
 pub mod purchases;
 pub mod queues;

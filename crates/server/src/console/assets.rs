@@ -1,6 +1,6 @@
 //! The console's static files, embedded in the binary: htmx (vendored from
 //! the npm registry's `htmx.org` package, version 2.0.11, BSD-0 licence in
-//! `assets/htmx.LICENSE`) and the one stylesheet. Each is served under a
+//! `assets/htmx.LICENSE`), our own small script and the one stylesheet. Each is served under a
 //! name carrying a hash of its content, so that it can be cached for a year
 //! and a new build's file is fetched under a new name.
 
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 const STYLESHEET: &str = include_str!("assets/allot.css");
 const HTMX: &str = include_str!("assets/htmx.min.js");
+const OWN_SCRIPT: &str = include_str!("assets/allot.js");
 
 /// A file as served: its hashed name and type.
 pub struct Asset {
@@ -32,6 +33,8 @@ fn asset(stem: &str, ext: &str, content_type: &'static str, body: &'static str) 
 
 pub static STYLE: LazyLock<Asset> = LazyLock::new(|| asset("allot", "css", "text/css; charset=utf-8", STYLESHEET));
 pub static SCRIPT: LazyLock<Asset> = LazyLock::new(|| asset("htmx", "js", "text/javascript; charset=utf-8", HTMX));
+/// Our own few lines: the tri-state boxes of Manage licenses.
+pub static OWN: LazyLock<Asset> = LazyLock::new(|| asset("allot", "js", "text/javascript; charset=utf-8", OWN_SCRIPT));
 
 /// The URL of an asset.
 pub fn url(a: &Asset) -> String {
@@ -40,7 +43,7 @@ pub fn url(a: &Asset) -> String {
 
 /// `GET /ui/assets/{name}`: only the current names exist.
 pub async fn serve_asset(Path(name): Path<String>) -> Response {
-    let Some(a) = [&*STYLE, &*SCRIPT].into_iter().find(|a| a.name == name) else {
+    let Some(a) = [&*STYLE, &*SCRIPT, &*OWN].into_iter().find(|a| a.name == name) else {
         return (StatusCode::NOT_FOUND, "No such file.").into_response();
     };
     let mut resp = a.body.into_response();

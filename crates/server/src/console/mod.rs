@@ -12,6 +12,8 @@ mod admins;
 mod assets;
 mod catalogue;
 mod edit_licenses;
+mod jobs;
+mod manage_licenses;
 mod orgs;
 pub mod page;
 pub mod session;
@@ -68,6 +70,11 @@ pub fn router() -> Router<App> {
         .route("/ui/orgs/{org}/users", get(users::list))
         .route("/ui/orgs/{org}/users/selection", post(users::change_selection))
         .route("/ui/orgs/{org}/users/selected", get(users::selected))
+        .route(
+            "/ui/orgs/{org}/manage-licenses",
+            get(manage_licenses::show).post(manage_licenses::save),
+        )
+        .route("/ui/orgs/{org}/manage-licenses/assigned", get(manage_licenses::assigned))
         .route("/ui/orgs/{org}/users/{user}", get(users::summary))
         .route(
             "/ui/orgs/{org}/users/{user}/licenses/edit",
@@ -80,6 +87,12 @@ pub fn router() -> Router<App> {
         .route("/ui/orgs/{org}/subscriptions", get(subscriptions::list))
         .route("/ui/orgs/{org}/subscriptions/{sub}", get(subscriptions::show))
         .route("/ui/orgs/{org}/audit", get(subscriptions::audit_log))
+        .route("/ui/orgs/{org}/jobs", get(jobs::list))
+        .route("/ui/jobs/{job}", get(jobs::show))
+        .route("/ui/jobs/{job}/progress", get(jobs::progress_part))
+        .route("/ui/jobs/{job}/results.csv", get(jobs::results_csv))
+        .route("/ui/jobs/{job}/cancel", post(jobs::cancel))
+        .route("/ui/jobs/{job}/apply", post(jobs::apply))
         .route("/ui/assets/{name}", get(assets::serve_asset))
         .route("/ui/{*rest}", any(not_found))
         .layer(middleware::from_fn(security_headers))

@@ -34,6 +34,11 @@ pub enum OrgPage {
     Subscriptions,
     Audit,
     Admins,
+    Jobs,
+    Import,
+    Templates,
+    Queues,
+    Purchases,
 }
 
 /// The navigation of an org's pages: only those the admin's role may open.
@@ -53,6 +58,26 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
             OrgPage::Subscriptions,
             format!("{base}/subscriptions"),
             "Subscriptions",
+            p.may(Action::ReadSubscriptions),
+        ),
+        (OrgPage::Jobs, format!("{base}/jobs"), "Jobs", p.may(Action::ReadLicenses)),
+        (
+            OrgPage::Import,
+            format!("{base}/import"),
+            "Import",
+            p.may(Action::ReadUsers) && p.may(Action::ReadLicenses),
+        ),
+        (
+            OrgPage::Templates,
+            format!("{base}/templates"),
+            "License templates",
+            p.may(Action::ReadLicenses),
+        ),
+        (OrgPage::Queues, format!("{base}/queues"), "Queues", p.may(Action::ManageQueues)),
+        (
+            OrgPage::Purchases,
+            format!("{base}/purchases"),
+            "Purchase requests",
             p.may(Action::ReadSubscriptions),
         ),
         (OrgPage::Audit, format!("{base}/audit"), "Audit log", p.may(Action::ReadAudit)),

@@ -36,6 +36,7 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                 // Content-Security-Policy refuses.
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowScriptTags":false}"#;
                 script src=(assets::url(&assets::SCRIPT)) defer {}
+                script src=(assets::url(&assets::OWN)) defer {}
             }
             body {
                 a.skip-link href="#main" { "Skip to content" }

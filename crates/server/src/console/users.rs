@@ -253,6 +253,9 @@ fn selection_form(s: &ConsoleSession, sh: &Shown) -> Markup {
             input type="hidden" name="all_was" value=(if all_on_page { "1" } else { "0" });
             p.selection-bar {
                 a #selected-count href=(format!("/ui/orgs/{}/users/selected", sh.org.id)) { "Selected users (" (sh.selected_count) ")" }
+                @if sh.selected_count > 0 && s.caller.principal.may(Action::ReadLicenses) {
+                    " · " a href=(format!("/ui/orgs/{}/manage-licenses", sh.org.id)) { "Manage licenses" }
+                }
             }
             @if sh.users.items.is_empty() {
                 p.muted { "No users match." }
@@ -447,8 +450,9 @@ pub async fn selected(State(app): State<App>, SignedIn(s): SignedIn, Path(org): 
         @if page_of.items.is_empty() {
             p.muted { "No users are selected. Tick them on the Users page." }
         } @else {
-            // **Manage licenses** for the selection comes with its page
-            // (the console's bulk pages); no link leads nowhere meanwhile.
+            @if s.caller.principal.may(Action::ReadLicenses) {
+                p { a.button href=(format!("/ui/orgs/{}/manage-licenses", org.id)) { "Manage licenses" } }
+            }
             table.stack {
                 thead { tr { th scope="col" { "Email" } th scope="col" { "Name" } th scope="col" { "Status" } } }
                 tbody {

@@ -11,6 +11,7 @@ mod catalogue;
 mod concurrency;
 mod connections;
 mod console;
+mod console_bulk;
 mod conventions;
 mod customers;
 mod fields;

@@ -60,11 +60,9 @@ pub(super) async fn plan_chunk(
             .map(|v| v.into_iter().map(|a| a.held).collect())
             .unwrap_or_default();
         let Some(change) = change_for_user(&setting.req, &held, &setting.mapping) else {
-            out.results.push(UserResult::skipped(
-                uid,
-                None,
-                format!("{} already has what this job asks for.", u.email),
-            ));
+            let mut r = UserResult::skipped(uid, None, format!("{} already has what this job asks for.", u.email));
+            r.email = Some(u.email);
+            out.results.push(r);
             continue;
         };
         let user = user_facts(u, queue_billed.remove(uid).unwrap_or_default());

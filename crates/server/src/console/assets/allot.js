@@ -1,0 +1,28 @@
+// Allot's own script: the tri-state boxes of Manage licenses. Everything
+// else works without it. A box whose row starts mixed (some of the
+// selected users hold the product) shows as indeterminate; a click (or
+// Space) cycles: all -> none -> as it was. Its hidden "keep" field tells
+// the server whether the row is still left as it was.
+(function () {
+  "use strict";
+  function setUp(root) {
+    root.querySelectorAll("input[type=checkbox][data-keep]").forEach(function (box) {
+      if (box.dataset.ready) { return; }
+      box.dataset.ready = "1";
+      var keep = document.getElementById(box.dataset.keep);
+      if (!keep) { return; }
+      box.dataset.state = keep.value === "1" ? "keep" : (box.checked ? "all" : "none");
+      box.indeterminate = box.dataset.state === "keep";
+      box.addEventListener("click", function () {
+        var prev = box.dataset.state;
+        var next = prev === "keep" ? "all" : (prev === "all" ? "none" : "keep");
+        box.dataset.state = next;
+        keep.value = next === "keep" ? "1" : "0";
+        box.checked = next === "all";
+        box.indeterminate = next === "keep";
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { setUp(document); });
+  document.addEventListener("htmx:load", function (e) { setUp(e.target); });
+})();

@@ -1,0 +1,284 @@
+//! The console's bulk pages at the HTTP level: Manage licenses for a
+//! selection (tri-state rows, holders, refusal as a whole, the job it
+//! starts), the job page (progress, results, errors only, CSV), the jobs
+//! list, and a preview applied for real.
+
+use reqwest::header::LOCATION;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use allot_domain::access::Role;
+
+use crate::both_backends;
+use crate::kit::*;
+use crate::ui_kit::*;
+
+both_backends!(manage_licenses_for_a_selection);
+
+/// The index of the Manage licenses row for `product` on `sub`.
+fn row_of(html: &str, product: &str, sub: &str) -> usize {
+    let needle = format!("value=\"{product}\t{sub}\"");
+    let at = html.find(&needle).unwrap_or_else(|| panic!("no row for {product} on {sub}"));
+    let before = &html[..at];
+    let name_at = before.rfind("name=\"row_").expect("row field") + "name=\"row_".len();
+    before[name_at..].split('"').next().expect("index").parse().expect("a number")
+}
+
+/// What the page says of row `i`: (was, ticked).
+fn row_state(html: &str, i: usize) -> (String, bool) {
+    let was_at = html.find(&format!("name=\"was_{i}\" value=\"")).expect("was") + format!("name=\"was_{i}\" value=\"").len();
+    let was = html[was_at..].split('"').next().expect("was value").to_string();
+    let box_at = html.find(&format!("name=\"want_{i}\"")).expect("box");
+    let tag_start = html[..box_at].rfind("<input").expect("input");
+    let tag = html[tag_start..].split('>').next().expect("tag");
+    (was, tag.contains(" checked"))
+}
+
+async fn select(app: &TestApp, b: &reqwest::Client, s: &str, org: &str, csrf: &str, ids: &[String]) {
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf), ("page", ""), ("all_was", "0")];
+    for id in ids {
+        form.push(("on_page", id));
+        form.push(("selected", id));
+    }
+    let r = post_form(app, b, s, &format!("/ui/orgs/{org}/users/selection"), &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+async fn job_page_until_done(app: &TestApp, b: &reqwest::Client, s: &str, path: &str) -> String {
+    let id = path.trim_start_matches("/ui/jobs/");
+    finished_job(app, id).await;
+    let r = page_of(app, b, s, path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap()
+}
+
+async fn manage_licenses_for_a_selection(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    app.post(
+        "/api/v1/products",
+        &app.admin,
+        json!({ "code": "contact-centre", "name": "Contact Centre Agent", "family": "contact-centre", "rules": { "locations": ["SE"] } }),
+    )
+    .await
+    .ok();
+    let other_sub = subscription(
+        &app,
+        &w.org,
+        json!([{ "product": "meetings", "quantity": 5 }, { "product": "contact-centre", "quantity": 20 }]),
+    )
+    .await;
+    let ids = many_users(&app, &w.org, "m", "m.example", 30, Some("SE")).await;
+    // One user in the US, where the contact centre is not sold.
+    let abroad = many_users(&app, &w.org, "n", "m.example", 1, Some("US")).await;
+    // Three of the eight to be selected hold meetings; one holds it on the other subscription.
+    for u in &ids[0..3] {
+        app.post(
+            &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
+            &app.admin,
+            json!({ "add": [{ "product": "meetings", "subscription": w.sub }] }),
+        )
+        .await
+        .ok();
+    }
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{}/licenses", w.org, ids[3]),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings", "subscription": other_sub }] }),
+    )
+    .await
+    .ok();
+    // The one messaging seat goes to someone not selected: none is free.
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{}/licenses", w.org, ids[29]),
+        &app.admin,
+        json!({ "add": [{ "product": "messaging" }] }),
+    )
+    .await
+    .ok();
+    make_admin_as(&app, "boss@customer.example", Role::OrgSuperAdmin, None, Some(&w.org)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "boss@customer.example").await;
+    let users_html = page_of(&app, &b, &s, &format!("/ui/orgs/{}/users", w.org))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_field(&users_html);
+    let chosen: Vec<String> = ids[0..7].iter().chain(&abroad).cloned().collect();
+    select(&app, &b, &s, &w.org, &csrf, &chosen).await;
+
+    let manage = format!("/ui/orgs/{}/manage-licenses", w.org);
+    let html = page_of(&app, &b, &s, &manage).await.text().await.unwrap();
+    assert!(html.contains("<h1>Manage licenses</h1>"));
+    assert!(html.contains("8 users selected."));
+    // The boxes, in email order: m0, m1, ... (m0 < m1 < ... < m7).
+    let first = html.find("<li>m0@m.example</li>").expect("m0's box");
+    let last = html.find("<li>n0@m.example</li>").expect("n0's box");
+    assert!(first < last);
+    let meetings = row_of(&html, "meetings", &w.sub);
+    let contact = row_of(&html, "contact-centre", &other_sub);
+    let messaging = row_of(&html, "messaging", &w.sub);
+    assert_eq!(row_state(&html, meetings), ("some".to_string(), false));
+    assert_eq!(row_state(&html, contact), ("none".to_string(), false));
+    assert!(html.contains(&format!("manage-licenses/assigned?product=meetings&amp;subscription={}", w.sub)));
+    assert!(html.contains("3 of 8"), "three of the eight hold meetings");
+    // Buy more where no seat is free (messaging), and only there.
+    assert_eq!(html.matches(">Buy more<span").count(), 1, "{html}");
+
+    // The Assigned page names the three holders.
+    let holders = page_of(&app, &b, &s, &format!("{manage}/assigned?product=meetings&subscription={}", w.sub))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for e in ["m0@m.example", "m1@m.example", "m2@m.example"] {
+        assert!(holders.contains(e), "{e} holds meetings");
+    }
+    assert!(!holders.contains("m3@m.example"), "m3's meetings is on the other subscription");
+
+    // Messaging for all 8 with no seat free: refused as a whole, nothing written.
+    let before = app.snapshot().await;
+    let form_for = |extra: Vec<(String, String)>| {
+        let mut f: Vec<(String, String)> = vec![("csrf".into(), csrf.clone())];
+        for (i, p, sub) in [
+            (meetings, "meetings", &w.sub),
+            (contact, "contact-centre", &other_sub),
+            (messaging, "messaging", &w.sub),
+        ] {
+            f.push((format!("row_{i}"), format!("{p}\t{sub}")));
+            let (was, _) = row_state(&html, i);
+            f.push((format!("keep_{i}"), if was == "some" { "1".into() } else { "0".into() }));
+            f.push((format!("was_{i}"), was));
+        }
+        f.extend(extra);
+        f
+    };
+    let post = |form: Vec<(String, String)>| {
+        let (b, app, s, manage) = (&b, &app, s.clone(), manage.clone());
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            post_form(app, b, &s, &manage, &pairs).await
+        }
+    };
+    let r = post(form_for(vec![(format!("want_{messaging}"), "1".into())])).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "seats exhausted");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("8 seats are needed for the selected users who do not hold it, and 0 are free."),
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"));
+    assert_eq!(app.snapshot().await, before, "nothing written");
+    // Without CSRF: 403, nothing written.
+    let mut forged = form_for(vec![(format!("want_{meetings}"), "1".into())]);
+    forged[0].1 = "forged".into();
+    assert_eq!(post(forged).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, before);
+    // Nothing ticked or cleared (the mixed row kept): nothing to do.
+    let r = post(form_for(vec![])).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("Nothing to change"));
+
+    // Meetings and the contact centre for everyone: a job; its page shows
+    // the results, n0 refused (the contact centre is not sold in the US).
+    let r = post(form_for(vec![
+        (format!("want_{meetings}"), "1".into()),
+        (format!("want_{contact}"), "1".into()),
+    ]))
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let job_path = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(job_path.starts_with("/ui/jobs/job_"), "{job_path}");
+    let job_html = job_page_until_done(&app, &b, &s, &job_path).await;
+    assert!(job_html.contains("completed with errors"), "{job_html}");
+    assert!(job_html.contains("<progress"));
+    assert!(job_html.contains("Download results (CSV)"));
+    assert!(
+        job_html.contains("n0@m.example cannot get Contact Centre Agent: it is not available in US"),
+        "{job_html}"
+    );
+    assert!(job_html.contains("add meetings on"));
+    assert!(job_html.contains("m0@m.example"), "results name users by email");
+    let errors = page_of(&app, &b, &s, &format!("{job_path}?errors=1")).await.text().await.unwrap();
+    assert!(errors.contains("n0@m.example"));
+    assert!(!errors.contains("m4@m.example"), "errors only: m4 was given meetings");
+    let csv = page_of(&app, &b, &s, &format!("{job_path}/results.csv")).await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 9, "a header and 8 users: {csv}");
+    assert!(csv.lines().any(|l| l.contains("n0@m.example") && l.contains(",error,")));
+    let held: Vec<String> = app
+        .get(&format!("/api/v1/orgs/{}/users/{}/licenses", w.org, ids[6]), &app.admin)
+        .await
+        .ok()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["product"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.contains(&"contact-centre".to_string()) && held.contains(&"meetings".to_string()));
+    // The progress part of a finished job tells htmx to reload the page.
+    let part = page_of(&app, &b, &s, &format!("{job_path}/progress")).await;
+    assert_eq!(part.headers().get("hx-refresh").map(|v| v.to_str().unwrap()), Some("true"));
+
+    // Now 6 of 8 hold meetings on this subscription (not m3, whose is on
+    // the other, nor n0) and 7 of 8 the contact centre: clearing the
+    // mixed meetings box takes it from everyone selected.
+    let html = page_of(&app, &b, &s, &manage).await.text().await.unwrap();
+    assert!(html.contains("6 of 8") && html.contains("7 of 8"), "{html}");
+    // The mixed box clicked to clear: its keep field goes to 0, the box stays clear.
+    let cleared: Vec<(String, String)> = form_for(vec![])
+        .into_iter()
+        .map(|(k, v)| {
+            if k == format!("keep_{meetings}") {
+                (k, "0".to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let r = post(cleared).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let second = r.headers()[LOCATION].to_str().unwrap().to_string();
+    job_page_until_done(&app, &b, &s, &second).await;
+    let html = page_of(&app, &b, &s, &manage).await.text().await.unwrap();
+    let meetings = row_of(&html, "meetings", &w.sub);
+    assert_eq!(row_state(&html, meetings), ("none".to_string(), false));
+
+    // The jobs list shows both, newest first.
+    let jobs = page_of(&app, &b, &s, &format!("/ui/orgs/{}/jobs", w.org))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (a, z) = (
+        jobs.find(second.trim_start_matches("/ui/jobs/")).expect("second"),
+        jobs.find(job_path.trim_start_matches("/ui/jobs/")).expect("first"),
+    );
+    assert!(a < z, "newest first");
+    assert!(jobs.contains("boss@customer.example") || jobs.contains("admin:"), "who started it");
+    let api = app.get(&format!("/api/v1/orgs/{}/jobs?limit=1", w.org), &app.admin).await.ok();
+    assert_eq!(api["items"].as_array().unwrap().len(), 1);
+    assert!(api["next_cursor"].is_string());
+
+    // Another org's job page is the common 404.
+    let theirs = org(&app, "Customer B", None).await;
+    let their_user = user(&app, &theirs, "them@b.example").await;
+    let their_job = start_job(
+        &app,
+        &theirs,
+        json!({ "users": [their_user], "add": [], "remove": [{ "product": "meetings" }] }),
+    )
+    .await;
+    let r = page_of(&app, &b, &s, &format!("/ui/jobs/{their_job}")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let missing = page_of(&app, &b, &s, "/ui/jobs/job_nope").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.text().await.unwrap().replace(&their_job, "X"),
+        missing.text().await.unwrap().replace("job_nope", "X")
+    );
+}
