@@ -564,6 +564,15 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
+            "list_jobs",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/jobs", t.org),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
             "get_job",
             Method::GET,
             |t, _| format!("/api/v1/jobs/{}", t.job),
