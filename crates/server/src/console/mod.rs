@@ -12,6 +12,7 @@ mod admins;
 mod assets;
 mod catalogue;
 mod edit_licenses;
+mod import;
 mod jobs;
 mod manage_licenses;
 mod orgs;
@@ -88,6 +89,14 @@ pub fn router() -> Router<App> {
         .route("/ui/orgs/{org}/subscriptions/{sub}", get(subscriptions::show))
         .route("/ui/orgs/{org}/audit", get(subscriptions::audit_log))
         .route("/ui/orgs/{org}/jobs", get(jobs::list))
+        .route(
+            "/ui/orgs/{org}/import",
+            // The use case keeps to the import limit while it reads.
+            get(import::show)
+                .post(import::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/ui/orgs/{org}/users.csv", get(import::export))
         .route("/ui/jobs/{job}", get(jobs::show))
         .route("/ui/jobs/{job}/progress", get(jobs::progress_part))
         .route("/ui/jobs/{job}/results.csv", get(jobs::results_csv))

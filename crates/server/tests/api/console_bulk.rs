@@ -13,7 +13,7 @@ use crate::both_backends;
 use crate::kit::*;
 use crate::ui_kit::*;
 
-both_backends!(manage_licenses_for_a_selection);
+both_backends!(manage_licenses_for_a_selection, import_preview_then_apply_keeps_phone_numbers);
 
 /// The index of the Manage licenses row for `product` on `sub`.
 fn row_of(html: &str, product: &str, sub: &str) -> usize {
@@ -281,4 +281,108 @@ async fn manage_licenses_for_a_selection(backend: Backend) {
         r.text().await.unwrap().replace(&their_job, "X"),
         missing.text().await.unwrap().replace("job_nope", "X")
     );
+}
+
+async fn upload(app: &TestApp, b: &reqwest::Client, s: &str, path: &str, csrf: &str, mode: &str, file: String) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.to_string())
+        .text("mode", mode.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::text(file)
+                .file_name("users.csv")
+                .mime_str("text/csv")
+                .unwrap(),
+        );
+    b.post(format!("{}{path}", app.url))
+        .header("cookie", format!("allot_session={s}"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload")
+}
+
+async fn import_preview_then_apply_keeps_phone_numbers(backend: Backend) {
+    let app = spawn(backend).await;
+    let c = crate::moves::calling_org(&app, 8).await;
+    let before = crate::moves::service_data_rows(&app, &c.org, "calling").await;
+    make_admin_as(&app, "boss@calling.example", Role::OrgSuperAdmin, None, Some(&c.org)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "boss@calling.example").await;
+    let import = format!("/ui/orgs/{}/import", c.org);
+    let html = page_of(&app, &b, &s, &import).await.text().await.unwrap();
+    assert!(html.contains("<h1>Import users and licenses</h1>"));
+    assert!(html.contains("Add only") && html.contains("Add and remove") && html.contains(">Preview<"));
+    let csrf = csrf_field(&html);
+    // Export, then move the first five users from A to B in the file.
+    let r = page_of(&app, &b, &s, &format!("/ui/orgs/{}/users.csv", c.org)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let csv = r.text().await.unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: String| header.iter().position(|h| *h == name).expect("column");
+    let (a, bcol) = (
+        col(format!("calling-professional [{}]", c.a)),
+        col(format!("calling-professional [{}]", c.b)),
+    );
+    let mut file = String::new();
+    for (i, line) in csv.lines().enumerate() {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        if (1..=5).contains(&i) {
+            cells[a] = "FALSE";
+            cells[bcol] = "TRUE";
+        }
+        file.push_str(&cells.join(","));
+        file.push_str("\r\n");
+    }
+
+    // A bad file: refused with the line and the reason, nothing stored.
+    let snapshot = app.snapshot().await;
+    let bad = format!("{file}not-an-email,x,internal,active,SE,TRUE\r\n");
+    let r = upload(&app, &b, &s, &import, &csrf, "add_only", bad).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("Line 10: &quot;not-an-email&quot; is not a valid email address"),
+        "{text}"
+    );
+    assert_eq!(app.snapshot().await, snapshot);
+    // Without the CSRF token: 403 before the file is read.
+    let r = upload(&app, &b, &s, &import, "forged", "add_only", file.clone()).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.snapshot().await, snapshot);
+
+    // Preview: five moves, nothing changed.
+    let r = upload(&app, &b, &s, &import, &csrf, "add_only", file.clone()).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{}", r.text().await.unwrap_or_default());
+    let preview = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let html = job_page_until_done(&app, &b, &s, &preview).await;
+    assert!(html.contains("Preview</dt><dd>yes"), "{html}");
+    let moves = format!("move calling-professional from {} to {}", c.a, c.b);
+    assert_eq!(html.matches(&moves).count(), 5, "{html}");
+    assert!(html.contains(">Line<") && html.contains(">2<"), "rows by line number");
+    assert_eq!(crate::moves::service_data_rows(&app, &c.org, "calling").await, before);
+    // Apply the preview: a new job, the same five moves, phone numbers kept.
+    let r = post_form(&app, &b, &s, &format!("{preview}/apply"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let applied = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert_ne!(applied, preview);
+    let html = job_page_until_done(&app, &b, &s, &applied).await;
+    assert!(html.contains("Preview</dt><dd>no"));
+    assert_eq!(html.matches(&moves).count(), 5);
+    assert_eq!(
+        crate::moves::service_data_rows(&app, &c.org, "calling").await,
+        before,
+        "phone numbers and the rest of the service data kept"
+    );
+    for u in &c.users[0..5] {
+        let l = app
+            .get(&format!("/api/v1/orgs/{}/users/{u}/licenses", c.org), &app.admin)
+            .await
+            .ok();
+        assert_eq!(l["items"][0]["subscription"], c.b.as_str());
+        assert!(l["items"][0]["properties"]["phone_number"].as_str().unwrap().starts_with("+46812"));
+    }
+    // Applying a preview twice, or a job that was no preview, is refused.
+    let r = post_form(&app, &b, &s, &format!("{applied}/apply"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
 }
