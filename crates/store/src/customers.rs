@@ -25,6 +25,11 @@ pub struct CustomerFilter {
     pub statuses: Vec<StatusWindow>,
     /// Any subscription item in any of these provisioning states (empty: no filter).
     pub provisioning: Vec<ProvisioningStatus>,
+    /// How the two lists combine when both are given: false, a customer
+    /// must match each (the API's two parameters); true, either will do
+    /// (the console's one filter control, where every chosen value is an
+    /// alternative).
+    pub either_list: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +103,7 @@ pub async fn page(
         let a = q.arg(Val::Text(pattern));
         conds.push(format!("LOWER(o.name) LIKE {a} ESCAPE '\\'"));
     }
+    let mut status_conds: Vec<String> = Vec::new();
     if !f.statuses.is_empty() {
         let mut any = Vec::new();
         for w in &f.statuses {
@@ -116,17 +122,22 @@ pub async fn page(
             }
             any.push(format!("({})", parts.join(" AND ")));
         }
-        conds.push(format!(
+        status_conds.push(format!(
             "EXISTS (SELECT 1 FROM subscriptions s WHERE s.org_id = o.id AND ({}))",
             any.join(" OR ")
         ));
     }
     if !f.provisioning.is_empty() {
         let list: Vec<String> = f.provisioning.iter().map(|p| q.arg(Val::from(p.as_str()))).collect();
-        conds.push(format!(
+        status_conds.push(format!(
             "EXISTS (SELECT 1 FROM subscription_items i WHERE i.org_id = o.id AND i.provisioning_status IN ({}))",
             list.join(", ")
         ));
+    }
+    if f.either_list && status_conds.len() > 1 {
+        conds.push(format!("({})", status_conds.join(" OR ")));
+    } else {
+        conds.extend(status_conds);
     }
     let (col, desc) = (sort.column(), sort.descending());
     if let Some((key, id)) = after {

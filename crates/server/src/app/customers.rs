@@ -109,7 +109,17 @@ fn decode_cursor(c: &str) -> Result<(String, String), Error> {
     Ok((text(k)?, text(i)?))
 }
 
-async fn list(app: &App, filter: CustomerFilter, q: &CustomerQuery) -> Result<Paged<CustomerView>, Error> {
+/// How a query's subscription and provisioning statuses combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// A customer matches each list given (the API's two parameters).
+    EachList,
+    /// A customer matches any chosen value of either list (the console's
+    /// one **Select a filter…** control).
+    AnyValue,
+}
+
+async fn list(app: &App, filter: CustomerFilter, q: &CustomerQuery, how: StatusMatch) -> Result<Paged<CustomerView>, Error> {
     let today = app.clock.today();
     let statuses: Vec<SubscriptionStatus> = list_of(
         &q.subscription_status,
@@ -153,6 +163,7 @@ async fn list(app: &App, filter: CustomerFilter, q: &CustomerQuery) -> Result<Pa
         },
         statuses: statuses.iter().map(|s| status_window(*s, today)).collect(),
         provisioning,
+        either_list: how == StatusMatch::AnyValue,
         ..filter
     };
     let mut rd = app.store.read_conn().await?;
@@ -191,6 +202,17 @@ async fn list(app: &App, filter: CustomerFilter, q: &CustomerQuery) -> Result<Pa
 
 /// One partner's customers.
 pub async fn list_partner_customers(app: &App, caller: &Caller, partner: &str, q: &CustomerQuery) -> Result<Paged<CustomerView>, Error> {
+    list_partner_customers_matching(app, caller, partner, q, StatusMatch::EachList).await
+}
+
+/// One partner's customers, the statuses combined as `how` says.
+pub async fn list_partner_customers_matching(
+    app: &App,
+    caller: &Caller,
+    partner: &str,
+    q: &CustomerQuery,
+    how: StatusMatch,
+) -> Result<Paged<CustomerView>, Error> {
     caller.partner(partner, Action::ReadSubscriptions)?;
     if q.partner.is_some() {
         return Err(Error::validation("partner", "The partner is in the path here."));
@@ -206,11 +228,21 @@ pub async fn list_partner_customers(app: &App, caller: &Caller, partner: &str, q
         partner: Some(Some(partner.to_string())),
         ..CustomerFilter::default()
     };
-    list(app, filter, q).await
+    list(app, filter, q, how).await
 }
 
 /// Every customer the caller may see.
 pub async fn list_customers(app: &App, caller: &Caller, q: &CustomerQuery) -> Result<Paged<CustomerView>, Error> {
+    list_customers_matching(app, caller, q, StatusMatch::EachList).await
+}
+
+/// Every customer the caller may see, the statuses combined as `how` says.
+pub async fn list_customers_matching(
+    app: &App,
+    caller: &Caller,
+    q: &CustomerQuery,
+    how: StatusMatch,
+) -> Result<Paged<CustomerView>, Error> {
     caller.require(Action::ReadSubscriptions)?;
     let p = &caller.principal;
     let filter = match p.role.scope_kind() {
@@ -242,5 +274,5 @@ pub async fn list_customers(app: &App, caller: &Caller, q: &CustomerQuery) -> Re
             }
         }
     };
-    list(app, filter, q).await
+    list(app, filter, q, how).await
 }

@@ -120,6 +120,14 @@ pub async fn contact(tx: &mut Tx, org: &Org) -> Result<String, StoreError> {
     })
 }
 
+/// Whom the org's admins contact to buy more seats ("your partner X" or
+/// "the provider"), for roles that may not ask themselves.
+pub async fn purchase_contact(app: &App, caller: &Caller, org: &str) -> Result<String, Error> {
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadOrg).await?;
+    Ok(contact(&mut rd, &org).await?)
+}
+
 pub async fn list_purchase_requests(app: &App, caller: &Caller, org: &str, q: &PageQuery) -> Result<Paged<PurchaseView>, Error> {
     let page = q.page()?;
     let mut rd = app.store.read_conn().await?;

@@ -635,3 +635,14 @@ pub async fn submit_provisioning_details(
     })?;
     Ok(view(&s, today))
 }
+
+/// How many users hold seats of a subscription (what a cancel would take
+/// from them, or move).
+pub async fn count_subscription_holders(app: &App, caller: &Caller, org: &str, sub: &str) -> Result<i64, Error> {
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadSubscriptions).await?;
+    subscriptions::get(&mut rd, &org.id, sub)
+        .await?
+        .ok_or_else(|| subscriptions::not_found(sub))?;
+    Ok(subscriptions::holders(&mut rd, &org.id, sub).await?)
+}

@@ -11,12 +11,14 @@
 mod admins;
 mod assets;
 mod catalogue;
+mod customers;
 mod edit_licenses;
 mod import;
 mod jobs;
 mod manage_licenses;
 mod orgs;
 pub mod page;
+mod purchases;
 pub mod session;
 mod sign_in;
 mod subscriptions;
@@ -65,6 +67,9 @@ pub fn router() -> Router<App> {
             "/ui/invitations/{secret}",
             get(admins::show_invitation).post(admins::accept_invitation),
         )
+        .route("/ui/customers", get(customers::all))
+        .route("/ui/partners", get(customers::partners))
+        .route("/ui/partners/{partner}/customers", get(customers::of_partner))
         .route("/ui/orgs/{org}", get(orgs::overview))
         .route("/ui/orgs/{org}/licenses", get(orgs::products))
         .route("/ui/orgs/{org}/licenses/buy", post(orgs::buy_more))
@@ -87,7 +92,15 @@ pub fn router() -> Router<App> {
         .route("/ui/products/{code}/edit", get(catalogue::edit).post(catalogue::save))
         .route("/ui/orgs/{org}/subscriptions", get(subscriptions::list))
         .route("/ui/orgs/{org}/subscriptions/{sub}", get(subscriptions::show))
+        .route("/ui/orgs/{org}/subscriptions/{sub}/cancel", post(subscriptions::cancel))
+        .route(
+            "/ui/orgs/{org}/subscriptions/{sub}/items/{product}/details",
+            post(subscriptions::submit_details),
+        )
         .route("/ui/orgs/{org}/audit", get(subscriptions::audit_log))
+        .route("/ui/orgs/{org}/purchases", get(purchases::show).post(purchases::request))
+        .route("/ui/orgs/{org}/purchases/{id}/fulfil", post(purchases::fulfil))
+        .route("/ui/orgs/{org}/purchases/{id}/reject", post(purchases::reject))
         .route("/ui/orgs/{org}/jobs", get(jobs::list))
         .route(
             "/ui/orgs/{org}/import",

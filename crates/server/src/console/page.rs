@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
-use allot_domain::access::Action;
+use allot_domain::access::{Action, ScopeKind};
 use allot_domain::{Code, Error};
 
 use super::assets;
@@ -46,6 +46,12 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                         nav aria-label="Main" {
                             ul {
                                 li { a href="/ui/" { "Home" } }
+                                @if s.admin.role.scope_kind() == ScopeKind::Provider && s.caller.principal.may(Action::ReadPartners) {
+                                    li { a href="/ui/partners" { "Partners" } }
+                                }
+                                @if s.admin.role.scope_kind() != ScopeKind::Org && s.caller.principal.may(Action::ReadSubscriptions) {
+                                    li { a href=(customers_url(s)) { "Customers" } }
+                                }
                                 // A role that may not do something does not see its way there.
                                 @if s.caller.principal.may(Action::ReadCatalogue) {
                                     li { a href="/ui/products" { "Catalogue" } }
@@ -80,6 +86,14 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                 }
             }
         }
+    }
+}
+
+/// Where an admin's customer list is: a partner's own, or the provider's.
+pub fn customers_url(s: &ConsoleSession) -> String {
+    match &s.admin.partner {
+        Some(p) => format!("/ui/partners/{p}/customers"),
+        None => "/ui/customers".to_string(),
     }
 }
 

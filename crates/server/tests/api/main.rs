@@ -12,6 +12,7 @@ mod concurrency;
 mod connections;
 mod console;
 mod console_bulk;
+mod console_hub;
 mod conventions;
 mod customers;
 mod fields;
