@@ -379,3 +379,39 @@ pub async fn leave_all_queues(app: &App, caller: &Caller, org: &str, user: &str,
         removed_licenses: removed,
     })
 }
+
+/// A queue with its members as users (the console's **Queues** page).
+#[derive(Debug, Clone)]
+pub struct QueueRoster {
+    pub queue: QueueView,
+    /// Members by email.
+    pub members: Vec<super::users::UserView>,
+}
+
+/// Every queue of the org with its members.
+pub async fn list_queue_rosters(app: &App, caller: &Caller, org: &str) -> Result<Vec<QueueRoster>, Error> {
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadUsers).await?;
+    caller.require(Action::ReadLicenses)?;
+    let mut out = Vec::new();
+    for q in queues::list(&mut rd, &org.id).await? {
+        let ids = queues::members(&mut rd, &org.id, &q.id).await?;
+        let mut members: Vec<super::users::UserView> = users::many(&mut rd, &org.id, &ids)
+            .await?
+            .into_iter()
+            .map(super::users::UserView::from)
+            .collect();
+        members.sort_by(|a, b| a.email.cmp(&b.email));
+        out.push(QueueRoster { queue: q.into(), members });
+    }
+    Ok(out)
+}
+
+/// The licences a user holds that queue memberships keep billed, with the
+/// queues (what a page shows after the phone licence was removed).
+pub async fn billing_warnings(app: &App, caller: &Caller, org: &str, user: &str) -> Result<Vec<BillingWarning>, Error> {
+    let held = super::licenses::list_user_licenses(app, caller, org, user).await?;
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ReadLicenses).await?;
+    still_billed(&mut rd, &org.id, user, &held.items).await
+}

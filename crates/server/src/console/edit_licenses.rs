@@ -350,6 +350,8 @@ pub async fn save(State(app): State<App>, SignedIn(s): SignedIn, Path((org, user
         return edit_page(&s, &f, &chosen, StatusCode::UNPROCESSABLE_ENTITY, Some(&e));
     }
     match licenses::change_user_licenses(&app, &s.caller, &f.org.id, &f.user.id, change).await {
+        // A licence kept billed by queues is said on the user's page, with the way out.
+        Ok(r) if !r.warnings.is_empty() => Redirect::to(&format!("/ui/orgs/{}/users/{}?billed=1", f.org.id, f.user.id)).into_response(),
         Ok(_) => Redirect::to(&format!("/ui/orgs/{}/users/{}", f.org.id, f.user.id)).into_response(),
         Err(e) if e.code == allot_domain::Code::NotFound || e.code.http_status() >= 500 || e.code.http_status() == 403 => {
             HtmlError::new(e, &s.caller.request_id).into_response()

@@ -19,9 +19,11 @@ mod manage_licenses;
 mod orgs;
 pub mod page;
 mod purchases;
+mod queues;
 pub mod session;
 mod sign_in;
 mod subscriptions;
+mod templates;
 mod tokens;
 mod users;
 
@@ -82,6 +84,8 @@ pub fn router() -> Router<App> {
         )
         .route("/ui/orgs/{org}/manage-licenses/assigned", get(manage_licenses::assigned))
         .route("/ui/orgs/{org}/users/{user}", get(users::summary))
+        .route("/ui/orgs/{org}/users/{user}/queues/leave", post(users::leave_queues))
+        .route("/ui/orgs/{org}/queues", get(queues::list))
         .route(
             "/ui/orgs/{org}/users/{user}/licenses/edit",
             get(edit_licenses::show).post(edit_licenses::save),
@@ -102,6 +106,9 @@ pub fn router() -> Router<App> {
         .route("/ui/orgs/{org}/purchases/{id}/fulfil", post(purchases::fulfil))
         .route("/ui/orgs/{org}/purchases/{id}/reject", post(purchases::reject))
         .route("/ui/orgs/{org}/jobs", get(jobs::list))
+        .route("/ui/orgs/{org}/templates", get(templates::list).post(templates::create))
+        .route("/ui/orgs/{org}/templates/{tpl}", get(templates::edit).post(templates::save))
+        .route("/ui/orgs/{org}/templates/{tpl}/apply", post(templates::apply))
         .route(
             "/ui/orgs/{org}/import",
             // The use case keeps to the import limit while it reads.

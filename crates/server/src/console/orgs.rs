@@ -73,7 +73,12 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
             "License templates",
             p.may(Action::ReadLicenses),
         ),
-        (OrgPage::Queues, format!("{base}/queues"), "Queues", p.may(Action::ManageQueues)),
+        (
+            OrgPage::Queues,
+            format!("{base}/queues"),
+            "Queues",
+            p.may(Action::ReadUsers) && p.may(Action::ReadLicenses),
+        ),
         (
             OrgPage::Purchases,
             format!("{base}/purchases"),

@@ -481,7 +481,13 @@ pub async fn selected(State(app): State<App>, SignedIn(s): SignedIn, Path(org): 
 }
 
 /// `GET /ui/orgs/{org}/users/{user}`: the user's summary.
-pub async fn summary(State(app): State<App>, SignedIn(s): SignedIn, Path((org, user)): Path<(String, String)>) -> Response {
+pub async fn summary(
+    State(app): State<App>,
+    SignedIn(s): SignedIn,
+    Path((org, user)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let after_change = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()).any(|(k, v)| k == "billed" && v == "1");
     let shown = async {
         let org = tenants::get_org(&app, &s.caller, &org).await?;
         let u = users::get_user(&app, &s.caller, &org.id, &user).await?;
@@ -493,10 +499,15 @@ pub async fn summary(State(app): State<App>, SignedIn(s): SignedIn, Path((org, u
             None
         };
         let names = licenses::list_org_licenses(&app, &s.caller, &org.id).await?.items;
-        Ok::<_, Error>((org, u, held, groups, in_queues, names))
+        let billed = if after_change && s.caller.principal.may(Action::ManageQueues) {
+            queues::billing_warnings(&app, &s.caller, &org.id, &u.id).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, Error>((org, u, held, groups, in_queues, names, billed))
     }
     .await;
-    let (org, u, held, groups, in_queues, names) = match shown {
+    let (org, u, held, groups, in_queues, names, billed) = match shown {
         Ok(x) => x,
         Err(e) => return HtmlError::new(e, &s.caller.request_id).into_response(),
     };
@@ -526,6 +537,19 @@ pub async fn summary(State(app): State<App>, SignedIn(s): SignedIn, Path((org, u
     };
     let body = html! {
         (org_nav(&s, &org, OrgPage::Users))
+        @for w in &billed {
+            div.errors role="status" {
+                p {
+                    strong { (product_name(&w.product)) } " stays billed while " (u.email) " is a member of "
+                    (w.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>().join(", ")) "."
+                }
+                form method="post" action=(format!("/ui/orgs/{}/users/{}/queues/leave", org.id, u.id)) {
+                    input type="hidden" name="csrf" value=(s.csrf_token);
+                    p.muted { "Remove from all queues takes the user out of every queue and removes the licenses the queues kept billed, in one step." }
+                    button type="submit" { "Remove from all queues" }
+                }
+            }
+        }
         div.panel {
             dl.facts {
                 dt { "Email" } dd { (u.email) }
@@ -588,4 +612,25 @@ pub async fn summary(State(app): State<App>, SignedIn(s): SignedIn, Path((org, u
         }
     };
     page(&title, Some(&s), body).into_response()
+}
+
+/// `POST /ui/orgs/{org}/users/{user}/queues/leave`: **Remove from all
+/// queues**, and off the licences they billed, in one step.
+pub async fn leave_queues(
+    State(app): State<App>,
+    signed_in: SignedIn,
+    Path((org, user)): Path<(String, String)>,
+    axum::Form(f): axum::Form<super::session::CsrfForm>,
+) -> Response {
+    if let Err(e) = signed_in.check_csrf(&f.csrf) {
+        return e.into_response();
+    }
+    let s = &signed_in.0;
+    let q = queues::LeaveQuery {
+        remove_licenses: Some(s.caller.principal.may(Action::WriteLicenses)),
+    };
+    match queues::leave_all_queues(&app, &s.caller, &org, &user, &q).await {
+        Ok(_) => Redirect::to(&format!("/ui/orgs/{org}/users/{user}")).into_response(),
+        Err(e) => HtmlError::new(e, &s.caller.request_id).into_response(),
+    }
 }

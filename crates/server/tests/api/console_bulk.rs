@@ -13,7 +13,12 @@ use crate::both_backends;
 use crate::kit::*;
 use crate::ui_kit::*;
 
-both_backends!(manage_licenses_for_a_selection, import_preview_then_apply_keeps_phone_numbers);
+both_backends!(
+    manage_licenses_for_a_selection,
+    import_preview_then_apply_keeps_phone_numbers,
+    templates_created_edited_and_given_to_existing_users,
+    queue_members_and_remove_from_all_queues
+);
 
 /// The index of the Manage licenses row for `product` on `sub`.
 fn row_of(html: &str, product: &str, sub: &str) -> usize {
@@ -385,4 +390,211 @@ async fn import_preview_then_apply_keeps_phone_numbers(backend: Backend) {
     // Applying a preview twice, or a job that was no preview, is refused.
     let r = post_form(&app, &b, &s, &format!("{applied}/apply"), &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
+}
+
+async fn templates_created_edited_and_given_to_existing_users(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let ids = many_users(&app, &w.org, "t", "t.example", 12, None).await;
+    // One already holds meetings.
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{}/licenses", w.org, ids[0]),
+        &app.admin,
+        json!({ "add": [{ "product": "messaging" }] }),
+    )
+    .await
+    .ok();
+    make_admin_as(&app, "boss@customer.example", Role::OrgSuperAdmin, None, Some(&w.org)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "boss@customer.example").await;
+    let list = format!("/ui/orgs/{}/templates", w.org);
+    let html = page_of(&app, &b, &s, &list).await.text().await.unwrap();
+    assert!(html.contains("<h1>License templates</h1>") && html.contains("Create template"));
+    let csrf = csrf_field(&html);
+    // Refused (no product ticked): the typed name is kept.
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &list,
+        &[("csrf", &csrf), ("name", "Everyone"), ("scope", "org"), ("enabled", "1")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("value=\"Everyone\""));
+    let meetings_any = "meetings\t".to_string();
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &list,
+        &[("csrf", &csrf), ("name", "Everyone"), ("scope", "org"), ("license", &meetings_any)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let api = app.get(&format!("/api/v1/orgs/{}/license-templates", w.org), &app.admin).await.ok();
+    let tpl = api["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(api["items"][0]["enabled"], false, "the box was not ticked");
+    assert_eq!(api["items"][0]["licenses"], json!([{ "product": "meetings" }]));
+    // Edit: enable it, meetings on the world's subscription.
+    let edit = format!("{list}/{tpl}");
+    let html = page_of(&app, &b, &s, &edit).await.text().await.unwrap();
+    assert!(html.contains("<h1>Edit license template</h1>"));
+    let etag = html
+        .split("name=\"etag\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let on_sub = format!("meetings\t{}", w.sub);
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &edit,
+        &[
+            ("csrf", &csrf),
+            ("etag", &etag),
+            ("name", "Everyone"),
+            ("scope", "org"),
+            ("enabled", "1"),
+            ("license", &on_sub),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // A second save over the old version is refused: someone changed it meanwhile.
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &edit,
+        &[
+            ("csrf", &csrf),
+            ("etag", &etag),
+            ("name", "Stale"),
+            ("scope", "org"),
+            ("license", &on_sub),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let t = app
+        .get(&format!("/api/v1/orgs/{}/license-templates/{tpl}", w.org), &app.admin)
+        .await
+        .ok();
+    assert_eq!((t["name"].as_str(), t["enabled"].as_bool()), (Some("Everyone"), Some(true)));
+
+    // Apply to existing users: preview first (nothing changes), then Apply.
+    let before = app.snapshot().await;
+    let apply = format!("{edit}/apply");
+    let r = post_form(&app, &b, &s, &apply, &[("csrf", &csrf), ("keep", "1"), ("run", "preview")]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let preview = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let html = job_page_until_done(&app, &b, &s, &preview).await;
+    assert!(html.contains("License template for existing users") && html.contains("Preview</dt><dd>yes"));
+    assert_eq!(html.matches(&format!("add meetings on {}", w.sub)).count(), 10, "10 seats: {html}");
+    assert_eq!(
+        app.snapshot().await.iter().filter(|l| l.starts_with("assignment")).count(),
+        before.iter().filter(|l| l.starts_with("assignment")).count(),
+        "a preview assigns nothing"
+    );
+    let r = post_form(&app, &b, &s, &format!("{preview}/apply"), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let applied = r.headers()[LOCATION].to_str().unwrap().to_string();
+    let j = finished_job(&app, applied.trim_start_matches("/ui/jobs/")).await;
+    assert_eq!(j["progress"]["succeeded"], 10, "{j}");
+    let held = app
+        .get(&format!("/api/v1/orgs/{}/users/{}/licenses", w.org, ids[0]), &app.admin)
+        .await
+        .ok();
+    assert_eq!(held["items"].as_array().unwrap().len(), 2, "kept messaging, got meetings: {held}");
+}
+
+async fn queue_members_and_remove_from_all_queues(backend: Backend) {
+    let app = spawn(backend).await;
+    product(&app, "calling-standard", "calling").await;
+    product(&app, "contact-centre", "contact-centre").await;
+    let o = org(&app, "Support AB", None).await;
+    subscription(
+        &app,
+        &o,
+        json!([{ "product": "calling-standard", "quantity": 5 }, { "product": "contact-centre", "quantity": 5 }]),
+    )
+    .await;
+    let agent = user(&app, &o, "agent@support.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{o}/users/{agent}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "calling-standard" }, { "product": "contact-centre" }] }),
+    )
+    .await
+    .ok();
+    for name in ["Support", "Callbacks"] {
+        let q = app
+            .post(
+                &format!("/api/v1/orgs/{o}/queues"),
+                &app.admin,
+                json!({ "name": name, "kind": "call", "product": "contact-centre" }),
+            )
+            .await
+            .ok();
+        app.post(
+            &format!("/api/v1/orgs/{o}/queues/{}/members", q["id"].as_str().unwrap()),
+            &app.admin,
+            json!({ "user": agent }),
+        )
+        .await
+        .ok();
+    }
+    make_admin_as(&app, "admin@support.example", Role::OrgAdmin, None, Some(&o)).await;
+    let b = browser();
+    let s = sign_in(&app, &b, "admin@support.example").await;
+    let html = page_of(&app, &b, &s, &format!("/ui/orgs/{o}/queues")).await.text().await.unwrap();
+    assert!(html.contains("<h1>Queues</h1>"));
+    assert_eq!(html.matches("agent@support.example").count(), 2, "a member of both");
+    // Remove the phone license: the contact centre stays billed, naming the queues.
+    let edit = format!("/ui/orgs/{o}/users/{agent}/licenses/edit");
+    let html = page_of(&app, &b, &s, &edit).await.text().await.unwrap();
+    let csrf = csrf_field(&html);
+    let keep_contact: Vec<(String, String)> = html
+        .split("<input")
+        .filter(|t| t.contains("contact-centre") && t.contains(" checked"))
+        .filter_map(|t| {
+            let name = t.split("name=\"").nth(1)?.split('"').next()?.to_string();
+            let value = t.split("value=\"").nth(1)?.split('"').next()?.to_string();
+            Some((name, value))
+        })
+        .collect();
+    assert!(!keep_contact.is_empty(), "the contact centre's box: {html}");
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+    for (k, v) in &keep_contact {
+        form.push((k, v));
+    }
+    let r = post_form(&app, &b, &s, &edit, &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(to.ends_with("?billed=1"), "{to}");
+    let html = page_of(&app, &b, &s, &to).await.text().await.unwrap();
+    assert!(
+        html.contains("stays billed while agent@support.example is a member of Support, Callbacks")
+            || html.contains("stays billed while agent@support.example is a member of Callbacks, Support"),
+        "{html}"
+    );
+    // Remove from all queues: out of both, and the contact centre removed, in one step.
+    let r = post_form(
+        &app,
+        &b,
+        &s,
+        &format!("/ui/orgs/{o}/users/{agent}/queues/leave"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let held = app.get(&format!("/api/v1/orgs/{o}/users/{agent}/licenses"), &app.admin).await.ok();
+    assert_eq!(held["items"].as_array().unwrap().len(), 0, "{held}");
+    let q = app.get(&format!("/api/v1/orgs/{o}/users/{agent}/queues"), &app.admin).await.ok();
+    assert_eq!(q["items"].as_array().unwrap().len(), 0);
 }
