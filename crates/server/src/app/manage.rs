@@ -170,6 +170,10 @@ pub async fn selection_holders(
     limit: usize,
 ) -> Result<(usize, Vec<UserView>), Error> {
     let s = summarize_selection(app, caller, session, org).await?;
+    if s.summary.is_none() {
+        // Nobody selected: nobody selected holds it.
+        return Ok((0, Vec::new()));
+    }
     let Some(item) = s.summary.and_then(|sum| {
         sum.items
             .into_iter()

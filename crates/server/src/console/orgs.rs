@@ -71,7 +71,7 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
             OrgPage::Templates,
             format!("{base}/templates"),
             "License templates",
-            p.may(Action::ReadLicenses),
+            p.may(Action::ReadUsers) && p.may(Action::ReadLicenses),
         ),
         (
             OrgPage::Queues,

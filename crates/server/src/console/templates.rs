@@ -353,7 +353,12 @@ pub async fn save(State(app): State<App>, signed_in: SignedIn, Path((org, tpl)):
                 enabled: Some(t.enabled),
                 licenses: Some(licenses),
             };
-            let if_match = IfMatch::parse(&format!("\"{}\"", t.etag));
+            // The form carries the version it was read at; a post without one is unconditional.
+            let if_match = if t.etag.is_empty() {
+                IfMatch::none()
+            } else {
+                IfMatch::parse(&format!("\"{}\"", t.etag))
+            };
             templates::update_license_template(&app, &s.caller, &org, &tpl, patch, &if_match).await
         }
         Err(e) => Err(e),

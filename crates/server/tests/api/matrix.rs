@@ -1124,7 +1124,16 @@ struct PageCase {
     prep: Prep,
     /// Whether a done POST is in the audit log (a selection is not a change).
     audited: bool,
+    /// Sent as `multipart/form-data` (an upload), the last field a file.
+    multipart: bool,
+    /// The session selects the fresh user first (Manage licenses works on
+    /// the selection).
+    select_first: bool,
+    /// Statuses that count as done for an allowed caller.
+    done: &'static [u16],
 }
+
+const PAGE_DONE: &[u16] = &[200, 201, 303];
 
 fn no_form(_: &Tenant, _: &Fresh) -> Vec<(&'static str, String)> {
     Vec::new()
@@ -1141,6 +1150,9 @@ fn page_cases() -> Vec<PageCase> {
         actions,
         prep,
         audited: false,
+        multipart: false,
+        select_first: false,
+        done: PAGE_DONE,
     };
     let post = |name, path, form, scope, actions, prep| PageCase {
         name,
@@ -1151,6 +1163,9 @@ fn page_cases() -> Vec<PageCase> {
         actions,
         prep,
         audited: true,
+        multipart: false,
+        select_first: false,
+        done: PAGE_DONE,
     };
     vec![
         get("home", |_, _| "/ui/".into(), Scope::Provider, &[], Prep::None),
@@ -1292,6 +1307,287 @@ fn page_cases() -> Vec<PageCase> {
             &[RequestPurchase],
             Prep::None,
         ),
+        get(
+            "Subscriptions",
+            |t, _| format!("/ui/orgs/{}/subscriptions", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadSubscriptions],
+            Prep::None,
+        ),
+        get(
+            "subscription page",
+            |t, _| format!("/ui/orgs/{}/subscriptions/{}", t.org, t.sub),
+            Scope::Org,
+            &[ReadOrg, ReadSubscriptions],
+            Prep::None,
+        ),
+        get(
+            "Audit log",
+            |t, _| format!("/ui/orgs/{}/audit", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadAudit],
+            Prep::None,
+        ),
+        get(
+            "Jobs",
+            |t, _| format!("/ui/orgs/{}/jobs", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "job page",
+            |t, _| format!("/ui/jobs/{}", t.job),
+            Scope::Org,
+            &[ReadOrg, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "job progress",
+            |t, _| format!("/ui/jobs/{}/progress", t.job),
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "job results CSV",
+            |t, _| format!("/ui/jobs/{}/results.csv", t.job),
+            Scope::Org,
+            &[ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        get(
+            "Manage licenses",
+            |t, _| format!("/ui/orgs/{}/manage-licenses", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        get(
+            "Assigned",
+            |t, _| {
+                format!(
+                    "/ui/orgs/{}/manage-licenses/assigned?product=meetings&subscription={}",
+                    t.org, t.sub
+                )
+            },
+            Scope::Org,
+            &[ReadOrg, ReadLicenses, ReadUsers],
+            Prep::None,
+        ),
+        get(
+            "Import users and licenses",
+            |t, _| format!("/ui/orgs/{}/import", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "Export",
+            |t, _| format!("/ui/orgs/{}/users.csv", t.org),
+            Scope::Org,
+            &[ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "License templates",
+            |t, _| format!("/ui/orgs/{}/templates", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "Edit license template",
+            |t, _| format!("/ui/orgs/{}/templates/{}", t.org, t.template),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses, WriteLicenses],
+            Prep::None,
+        ),
+        get(
+            "Queues",
+            |t, _| format!("/ui/orgs/{}/queues", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadUsers, ReadLicenses],
+            Prep::None,
+        ),
+        get(
+            "Purchase requests",
+            |t, _| format!("/ui/orgs/{}/purchases", t.org),
+            Scope::Org,
+            &[ReadOrg, ReadSubscriptions],
+            Prep::None,
+        ),
+        get(
+            "Customers",
+            |_, _| "/ui/customers?subscription_status=active,expiring_30d&provisioning_status=awaiting_details".into(),
+            Scope::Provider,
+            &[ReadSubscriptions],
+            Prep::None,
+        ),
+        get(
+            "partner Customers",
+            |t, _| format!("/ui/partners/{}/customers?q=customer", t.partner),
+            Scope::Partner,
+            &[ReadPartners, ReadSubscriptions],
+            Prep::None,
+        ),
+        get(
+            "Partners",
+            |_, _| "/ui/partners".into(),
+            Scope::Provider,
+            &[ReadPartners],
+            Prep::None,
+        ),
+        PageCase {
+            select_first: true,
+            ..post(
+                "Save Manage licenses",
+                |t, _| format!("/ui/orgs/{}/manage-licenses", t.org),
+                |t, _| {
+                    vec![
+                        ("row_0", format!("meetings\t{}", t.sub)),
+                        ("was_0", "none".into()),
+                        ("keep_0", "0".into()),
+                        ("want_0", "1".into()),
+                    ]
+                },
+                Scope::Org,
+                &[ReadOrg, ReadLicenses, ReadUsers, WriteLicenses],
+                Prep::User,
+            )
+        },
+        PageCase {
+            multipart: true,
+            ..post(
+                "Preview an import",
+                |t, _| format!("/ui/orgs/{}/import", t.org),
+                |_, _| {
+                    vec![
+                        ("mode", "add_only".into()),
+                        (
+                            "file",
+                            format!(
+                                "email,display_name,kind,status,usage_location\r\n{}@new.example,New,internal,active,SE\r\n",
+                                rand_suffix()
+                            ),
+                        ),
+                    ]
+                },
+                Scope::Org,
+                &[ReadOrg, ReadUsers, ReadLicenses, WriteUsers, WriteLicenses],
+                Prep::None,
+            )
+        },
+        PageCase {
+            audited: false,
+            done: &[303, 409],
+            ..post(
+                "cancel a job",
+                |_, f| format!("/ui/jobs/{}/cancel", f.id),
+                no_form,
+                Scope::Org,
+                &[WriteLicenses],
+                Prep::Job,
+            )
+        },
+        post(
+            "apply a preview",
+            |_, f| format!("/ui/jobs/{}/apply", f.id),
+            no_form,
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::Job,
+        ),
+        post(
+            "Cancel subscription",
+            |t, f| format!("/ui/orgs/{}/subscriptions/{}/cancel", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[WriteSubscriptions],
+            Prep::EmptySub,
+        ),
+        post(
+            "Submit details",
+            |t, f| format!("/ui/orgs/{}/subscriptions/{}/items/meetings/details", t.org, f.id),
+            |_, _| vec![("details", "site_url: x.example".into())],
+            Scope::Org,
+            &[SubmitProvisioningDetails],
+            Prep::AwaitingSub,
+        ),
+        post(
+            "Request seats",
+            |t, _| format!("/ui/orgs/{}/purchases", t.org),
+            |t, _| {
+                vec![
+                    ("product", "meetings".into()),
+                    ("quantity", "1".into()),
+                    ("subscription", t.sub.clone()),
+                ]
+            },
+            Scope::Org,
+            &[RequestPurchase],
+            Prep::None,
+        ),
+        post(
+            "Fulfil",
+            |t, f| format!("/ui/orgs/{}/purchases/{}/fulfil", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[DecidePurchase],
+            Prep::Purchase,
+        ),
+        post(
+            "Reject",
+            |t, f| format!("/ui/orgs/{}/purchases/{}/reject", t.org, f.id),
+            |_, _| vec![("reason", "No budget".into())],
+            Scope::Org,
+            &[DecidePurchase],
+            Prep::Purchase,
+        ),
+        post(
+            "Create template",
+            |t, _| format!("/ui/orgs/{}/templates", t.org),
+            |_, _| {
+                vec![
+                    ("name", "New hires".into()),
+                    ("scope", "org".into()),
+                    ("license", "meetings\t".into()),
+                ]
+            },
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::None,
+        ),
+        post(
+            "Save template",
+            |t, f| format!("/ui/orgs/{}/templates/{}", t.org, f.id),
+            |_, _| {
+                vec![
+                    ("name", "Renamed".into()),
+                    ("scope", "org".into()),
+                    ("license", "meetings\t".into()),
+                ]
+            },
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::Template,
+        ),
+        post(
+            "Apply to existing users",
+            |t, f| format!("/ui/orgs/{}/templates/{}/apply", t.org, f.id),
+            |_, _| vec![("keep", "1".into()), ("run", "preview".into())],
+            Scope::Org,
+            &[WriteLicenses],
+            Prep::Template,
+        ),
+        post(
+            "Remove from all queues",
+            |t, f| format!("/ui/orgs/{}/users/{}/queues/leave", t.org, f.user),
+            no_form,
+            Scope::Org,
+            &[ManageQueues],
+            Prep::QueueMember,
+        ),
         PageCase {
             audited: false,
             ..post(
@@ -1351,15 +1647,43 @@ async fn every_page_every_role_every_tenant(backend: Backend) {
                 let fresh = prepare(&app, t, case.prep).await;
                 let path = (case.path)(t, &fresh);
                 let want = expected(*role, own, case.scope, case.actions);
+                if case.select_first {
+                    let select = format!("/ui/orgs/{}/users/selection", t.org);
+                    ui_kit::post_form(&app, &b, session, &select, &[("csrf", csrf), ("page", ""), ("clear", "1")]).await;
+                    ui_kit::post_form(
+                        &app,
+                        &b,
+                        session,
+                        &select,
+                        &[("csrf", csrf), ("page", ""), ("on_page", &fresh.user), ("selected", &fresh.user)],
+                    )
+                    .await;
+                }
                 let before = app.snapshot().await;
                 let events_before = audit_count(&app).await;
                 let send = |csrf: String| {
                     let mut form = (case.form)(t, &fresh);
-                    form.push(("csrf", csrf));
+                    // The token first: an upload's is read before its file.
+                    form.insert(0, ("csrf", csrf));
                     let (b, app, path, session) = (&b, &app, path.clone(), session.clone());
                     async move {
                         let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                        if case.post {
+                        if case.multipart {
+                            let mut parts = reqwest::multipart::Form::new();
+                            for (k, v) in &pairs {
+                                parts = if *k == "file" {
+                                    parts.part("file", reqwest::multipart::Part::text(v.to_string()).file_name("users.csv"))
+                                } else {
+                                    parts.text(k.to_string(), v.to_string())
+                                };
+                            }
+                            b.post(format!("{}{path}", app.url))
+                                .header("cookie", format!("allot_session={session}"))
+                                .multipart(parts)
+                                .send()
+                                .await
+                                .expect("upload")
+                        } else if case.post {
                             ui_kit::post_form(app, b, &session, &path, &pairs).await
                         } else {
                             ui_kit::page_of(app, b, &session, &path).await
@@ -1382,10 +1706,19 @@ async fn every_page_every_role_every_tenant(backend: Backend) {
                 }
                 let r = send(csrf.clone()).await;
                 let got = r.status().as_u16();
+                // A job started by the call ends before the next call's snapshot.
+                if let Some(job) = r
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| l.strip_prefix("/ui/jobs/"))
+                {
+                    finished_job(&app, job).await;
+                }
                 let body = r.text().await.unwrap_or_default();
                 let fine = match want {
                     Some(s) => got == s,
-                    None => [200, 201, 303].contains(&got),
+                    None => case.done.contains(&got),
                 };
                 if !fine {
                     failures.push(format!(
@@ -1410,10 +1743,14 @@ async fn every_page_every_role_every_tenant(backend: Backend) {
                 // Another tenant's page is the 404 of a page that does not exist.
                 if want == Some(404) && !case.post {
                     let missing = format!("org_{}", rand_suffix());
-                    let other = path.replace(&t.org, &missing).replace(&t.partner, &missing);
+                    let other = path
+                        .replace(&t.org, &missing)
+                        .replace(&t.partner, &missing)
+                        .replace(&t.job, &missing)
+                        .replace(&t.template, &missing);
                     let r = ui_kit::page_of(&app, &b, session, &other).await;
                     let again = r.text().await.unwrap_or_default();
-                    if without_ids(&again, &[&missing]) != without_ids(&body, &[&t.org, &t.partner]) {
+                    if without_ids(&again, &[&missing]) != without_ids(&body, &[&t.org, &t.partner, &t.job, &t.template]) {
                         failures.push(format!(
                             "{} as {}: another tenant's 404 differs from a missing one's",
                             case.name,
