@@ -51,6 +51,16 @@ pub fn state_label(state: JobState) -> &'static str {
     }
 }
 
+/// Who started a job, as people read it: the signed-in admin is named by
+/// email; others by their actor (`admin:<id>`, a token's id).
+fn started_by(s: &ConsoleSession, actor: &str) -> String {
+    if actor.strip_prefix("admin:") == Some(s.admin.id.as_str()) {
+        format!("you ({})", s.admin.email)
+    } else {
+        actor.to_string()
+    }
+}
+
 fn ended(j: &JobView) -> bool {
     !matches!(j.state, JobState::Queued | JobState::Running)
 }
@@ -208,7 +218,7 @@ pub async fn show(State(app): State<App>, SignedIn(s): SignedIn, Path(id): Path<
             dl.facts {
                 dt { "Kind" } dd { (kind_label(job.kind)) }
                 dt { "Preview" } dd { (if job.dry_run { "yes: nothing is changed" } else { "no" }) }
-                dt { "Started by" } dd { (job.created_by) }
+                dt { "Started by" } dd { (started_by(&s, &job.created_by)) }
                 dt { "Created" } dd { (when(&job.created_at)) }
                 @if let Some(f) = &job.finished_at { dt { "Finished" } dd { (when(f)) } }
             }
@@ -361,7 +371,7 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
                                 (j.progress.done) " of " (j.progress.total)
                                 @if j.progress.failed > 0 { " (" (j.progress.failed) " failed)" }
                             }
-                            td data-label="Started by" { (j.created_by) }
+                            td data-label="Started by" { (started_by(&s, &j.created_by)) }
                             td.nowrap data-label="Created" { (when(&j.created_at)) }
                         }
                     }

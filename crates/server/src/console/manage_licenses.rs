@@ -57,7 +57,8 @@ fn the_page(s: &ConsoleSession, org: &OrgView, sel: &SelectionLicenses, notice: 
         @if sel.first.is_empty() {
             p.muted { "No users are selected. Select them on the Users page, then come back here." }
         } @else {
-            ul.user-boxes aria-label="Selected users" {
+            // It scrolls when long: focusable, so a keyboard can scroll it too.
+            ul.user-boxes aria-label="Selected users" tabindex="0" {
                 @for (_, email) in &sel.first { li { (email) } }
                 @if sel.selected > sel.first.len() as i64 {
                     li.more { "and " (sel.selected - sel.first.len() as i64) " more" }

@@ -39,7 +39,7 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
                 @if r.members.is_empty() {
                     p.muted { "No members." }
                 } @else {
-                    ul.user-boxes aria-label=(format!("Members of {}", r.queue.name)) {
+                    ul.user-boxes aria-label=(format!("Members of {}", r.queue.name)) tabindex="0" {
                         @for m in &r.members {
                             li { a href=(format!("/ui/orgs/{}/users/{}", org.id, m.id)) { (m.email) } }
                         }

@@ -165,6 +165,15 @@ fn details_form(s: &ConsoleSession, org: &OrgView, sub: &SubscriptionView, produ
     }
 }
 
+/// "1 user", "6 users".
+fn people(n: i64) -> String {
+    if n == 1 {
+        "1 user".to_string()
+    } else {
+        format!("{n} users")
+    }
+}
+
 /// What a forced cancel takes: per product, the seats in use.
 fn losses(sub: &SubscriptionView) -> String {
     let parts: Vec<String> = sub
@@ -183,7 +192,7 @@ fn cancel_guard(s: &ConsoleSession, p: &SubPage) -> Markup {
     let name = sub_name(&p.sub);
     html! {
         div.panel #cancel-guard {
-            h3 { "Move users to another subscription" }
+            h2 { "Move users to another subscription" }
             @if p.others.is_empty() {
                 p.muted { "This organisation has no other subscription to move them to." }
             } @else {
@@ -199,12 +208,12 @@ fn cancel_guard(s: &ConsoleSession, p: &SubPage) -> Markup {
                     div.actions { button type="submit" { "Move users, then cancel" } }
                 }
             }
-            h3 { "Cancel anyway" }
+            h2 { "Cancel anyway" }
             form method="post" action=(action) {
                 input type="hidden" name="csrf" value=(s.csrf_token);
                 input type="hidden" name="force" value="1";
                 p {
-                    strong { (p.holders) " users lose their licenses: " (losses(&p.sub)) "." }
+                    strong { (people(p.holders)) " " (if p.holders == 1 { "loses" } else { "lose" }) " their licenses: " (losses(&p.sub)) "." }
                     " Their service data for these products (phone numbers, voicemail, settings) is deleted after the retention period."
                 }
                 label for="confirm" { "Type " code { (name) } " to confirm" }
@@ -222,6 +231,10 @@ fn sub_page(s: &ConsoleSession, p: &SubPage, notice: Option<Markup>, guard: bool
     html! {
         (org_nav(s, org, OrgPage::Subscriptions))
         @if let Some(n) = notice { (n) }
+        // Right under the refusal: the ways forward it names.
+        @if may_cancel && !sub.cancelled && guard && p.holders > 0 {
+            (cancel_guard(s, p))
+        }
         div.panel {
             dl.facts {
                 dt { "Subscription" } dd { (sub.id) }
@@ -247,14 +260,12 @@ fn sub_page(s: &ConsoleSession, p: &SubPage, notice: Option<Markup>, guard: bool
             }
         }
         @if may_cancel && !sub.cancelled {
-            h2 { "Cancel subscription" }
-            @if guard && p.holders > 0 {
-                (cancel_guard(s, p))
-            } @else {
+            @if !(guard && p.holders > 0) {
+                h2 { "Cancel subscription" }
                 form method="post" action=(format!("/ui/orgs/{}/subscriptions/{}/cancel", org.id, sub.id)) {
                     input type="hidden" name="csrf" value=(s.csrf_token);
                     @if p.holders > 0 {
-                        p { (p.holders) " users hold seats of this subscription. Cancelling asks what should happen to them first." }
+                        p { (people(p.holders)) " " (if p.holders == 1 { "holds" } else { "hold" }) " seats of this subscription. Cancelling asks what should happen to them first." }
                     } @else {
                         p { "Nobody holds a seat of it: it is cancelled at once." }
                     }
@@ -300,9 +311,10 @@ async fn refused_page(app: &App, s: &ConsoleSession, org: &str, sub: &str, e: Er
                 Error::new(
                     Code::SubscriptionHasUsers,
                     format!(
-                        "{} users hold seats of subscription {}. Cancelling it now would take their licenses and, after the retention period, \
+                        "{} {} seats of subscription {}. Cancelling it now would take their licenses and, after the retention period, \
                          their service data (phone numbers, voicemail, settings). Move them to another subscription first, which keeps their data, or cancel anyway.",
-                        p.holders,
+                        people(p.holders),
+                        if p.holders == 1 { "holds" } else { "hold" },
                         sub_name(&p.sub)
                     ),
                 )

@@ -33,9 +33,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The axe-core release the accessibility checks use.
 const AXE_VERSION: &str = "4.10.3";
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 /// How long an explicit wait waits before the test fails.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 fn workspace_target() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
@@ -47,7 +47,7 @@ fn skip_allowed() -> bool {
 }
 
 /// A chromedriver of this test, ended when the test ends.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
@@ -102,7 +102,7 @@ async fn start_driver() -> Result<Driver, String> {
 }
 
 /// A headless Chromium session at 1280×800, with its chromedriver.
-async fn browser() -> Option<(Driver, Client)> {
+pub(crate) async fn browser() -> Option<(Driver, Client)> {
     let driver = match start_driver().await {
         Ok(d) => d,
         Err(e) if skip_allowed() => {
@@ -157,7 +157,7 @@ fn axe_source() -> &'static str {
 }
 
 /// Runs axe-core on the page; fails on any violation of impact serious or critical.
-async fn assert_accessible(c: &Client, page: &str) {
+pub(crate) async fn assert_accessible(c: &Client, page: &str) {
     c.execute(axe_source(), vec![]).await.expect("axe-core loads");
     let found = c
         .execute_async(
@@ -179,7 +179,7 @@ async fn assert_accessible(c: &Client, page: &str) {
 
 /// Saves the page as `target/screenshots/<name>-<width>.png` at 1280×800
 /// and at 390 px wide, then goes back to 1280×800.
-async fn screenshots(c: &Client, name: &str) {
+pub(crate) async fn screenshots(c: &Client, name: &str) {
     let dir = workspace_target().join("screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot directory");
     for (w, h) in [(390, 844), (1280, 800)] {
@@ -189,7 +189,7 @@ async fn screenshots(c: &Client, name: &str) {
     }
 }
 
-async fn heading(c: &Client, text: &str) {
+pub(crate) async fn heading(c: &Client, text: &str) {
     let found = c
         .wait()
         .at_most(WAIT)
@@ -390,7 +390,7 @@ async fn signing_in_and_out_in_a_browser(backend: Backend) {
 
 /// Clicks the element once it is there. An element replaced between
 /// finding and clicking (a page still settling) is found again.
-async fn click(c: &Client, locator: Locator<'_>) {
+pub(crate) async fn click(c: &Client, locator: Locator<'_>) {
     let mut tries = 0;
     loop {
         let element = c
@@ -411,13 +411,13 @@ async fn click(c: &Client, locator: Locator<'_>) {
     }
 }
 
-async fn type_into(c: &Client, id: &str, text: &str) {
+pub(crate) async fn type_into(c: &Client, id: &str, text: &str) {
     let field = c.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("no field #{id}: {e}"));
     field.clear().await.expect("clear");
     field.send_keys(text).await.expect("type");
 }
 
-async fn choose(c: &Client, id: &str, value: &str) {
+pub(crate) async fn choose(c: &Client, id: &str, value: &str) {
     c.find(Locator::Css(&format!("select[id='{id}'] option[value='{value}']")))
         .await
         .unwrap_or_else(|e| panic!("no option {value} in #{id}: {e}"))
@@ -427,7 +427,7 @@ async fn choose(c: &Client, id: &str, value: &str) {
 }
 
 /// Waits until the page shows `text` somewhere.
-async fn shows(c: &Client, text: &str) {
+pub(crate) async fn shows(c: &Client, text: &str) {
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::XPath(&format!("//*[contains(normalize-space(), \"{text}\")]")))

@@ -6,6 +6,7 @@ mod ui_kit;
 
 mod admins;
 mod browser;
+mod browser_bulk;
 mod bulk;
 mod catalogue;
 mod concurrency;

@@ -11,6 +11,8 @@
       box.dataset.ready = "1";
       var keep = document.getElementById(box.dataset.keep);
       if (!keep) { return; }
+      // Only a row that starts mixed has a third state; others toggle as usual.
+      if (box.dataset.was !== "some") { return; }
       box.dataset.state = keep.value === "1" ? "keep" : (box.checked ? "all" : "none");
       box.indeterminate = box.dataset.state === "keep";
       box.addEventListener("click", function () {
