@@ -83,6 +83,18 @@ pub enum BenchCommand {
         /// Sequential requests per page (after 20 to warm up).
         #[arg(long, default_value_t = 200)]
         requests: usize,
+        /// Customers of the partner whose Customers page is asked for.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// Subscriptions of those customers in all.
+        #[arg(long, default_value_t = 50_000)]
+        subscriptions: usize,
+        /// Jobs of every user started from the console, each beside one created through the API.
+        #[arg(long, default_value_t = 2)]
+        job_pairs: usize,
+        /// pages, search, bulk (Customers, Manage licenses, the job page, jobs of every user) or all.
+        #[arg(long, default_value = "all")]
+        part: String,
     },
     /// Single-user licence changes over HTTP vs. raw guarded update + insert.
     Licenses {
@@ -133,7 +145,25 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             users,
             search_users,
             requests,
-        } => crate::bench_ui::run(&backend, users, search_users, requests).await?,
+            customers,
+            subscriptions,
+            job_pairs,
+            part,
+        } => {
+            crate::bench_ui::run(
+                &backend,
+                crate::bench_ui::UiBench {
+                    users,
+                    search_users,
+                    requests,
+                    customers,
+                    subscriptions,
+                    job_pairs,
+                    part,
+                },
+            )
+            .await?
+        }
         BenchCommand::Customers {
             backend,
             customers,

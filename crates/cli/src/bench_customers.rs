@@ -30,7 +30,7 @@ impl Lcg {
     }
 }
 
-async fn setup(store: &Store, customers: usize, subscriptions: usize) -> Result<String> {
+pub(crate) async fn setup(store: &Store, customers: usize, subscriptions: usize) -> Result<String> {
     let now = SystemClock.now();
     let today = SystemClock.today();
     let partner = in_transaction!(store, |tx| {

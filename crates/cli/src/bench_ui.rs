@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::anyhow_lite::{msg, Result};
 
 /// p50 and p99 in milliseconds.
-fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
+pub(crate) fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
     times.sort();
     if times.is_empty() {
         return (0.0, 0.0);
@@ -46,12 +46,12 @@ impl Lcg {
     }
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> crate::anyhow_lite::Error {
+pub(crate) fn err<E: std::fmt::Debug>(e: E) -> crate::anyhow_lite::Error {
     msg(format!("{e:?}"))
 }
 
 /// An org of `users` users (`user<i>@bench.example`, named `Bench User <i>`).
-async fn org_of(store: &Store, users: usize) -> Result<String> {
+pub(crate) async fn org_of(store: &Store, users: usize) -> Result<String> {
     let now = SystemClock.now();
     let org = allot_store::tenants::Org {
         id: new_id("org"),
@@ -81,7 +81,7 @@ async fn org_of(store: &Store, users: usize) -> Result<String> {
 }
 
 /// The session cookie of a signed-in admin (the sign-in form, as a browser posts it).
-async fn sign_in(url: &str, email: &str, password: &str) -> Result<String> {
+pub(crate) async fn sign_in(url: &str, email: &str, password: &str) -> Result<String> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -117,7 +117,7 @@ async fn sign_in(url: &str, email: &str, password: &str) -> Result<String> {
 }
 
 /// Times one GET; fails unless it answers 200.
-async fn timed(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Result<(Duration, usize)> {
+pub(crate) async fn timed(client: &reqwest::Client, req: reqwest::RequestBuilder) -> Result<(Duration, usize)> {
     let started = Instant::now();
     let r = client.execute(req.build().map_err(err)?).await.map_err(err)?;
     let status = r.status();
@@ -391,7 +391,33 @@ async fn search(database: &str, users: usize, requests: usize) -> Result<SearchF
     })
 }
 
-pub async fn run(backend: &str, users: usize, search_users: usize, requests: usize) -> Result<()> {
+/// What `allot bench ui` measures and with how much data.
+pub struct UiBench {
+    pub users: usize,
+    pub search_users: usize,
+    pub requests: usize,
+    pub customers: usize,
+    pub subscriptions: usize,
+    /// Console jobs and API jobs of every user, run alternately.
+    pub job_pairs: usize,
+    /// pages, search, bulk or all.
+    pub part: String,
+}
+
+pub async fn run(backend: &str, b: UiBench) -> Result<()> {
+    let UiBench {
+        users,
+        search_users,
+        requests,
+        customers,
+        subscriptions,
+        job_pairs,
+        part,
+    } = b;
+    if !["all", "pages", "search", "bulk"].contains(&part.as_str()) {
+        return Err(msg("--part is pages, search, bulk or all"));
+    }
+    let wants = |p: &str| part == "all" || part == p;
     let backends = crate::bench::backends_of(backend)?;
     if users == 0 || search_users == 0 || requests == 0 {
         return Err(msg("users, search users and requests must be at least 1"));
@@ -403,7 +429,31 @@ pub async fn run(backend: &str, users: usize, search_users: usize, requests: usi
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     let mut page_rows = Vec::new();
     let mut search_rows = Vec::new();
+    let mut bulk_rows = Vec::new();
     for b in &backends {
+        if wants("bulk") {
+            let database = databases.fresh(b, "ui-customers")?;
+            bulk_rows.push(crate::bench_ui_bulk::customers(b, &database, customers, subscriptions, requests).await?);
+            let database = databases.fresh(b, "ui-bulk")?;
+            bulk_rows.extend(crate::bench_ui_bulk::manage_and_jobs(b, &database, users, requests, job_pairs.max(1)).await?);
+            println!("  {b}: bulk pages measured");
+        }
+        if !wants("pages") {
+            if wants("search") {
+                let database = databases.fresh(b, "search")?;
+                let s = search(&database, search_users, requests).await?;
+                search_rows.push(format!(
+                    "| {b} | {search_users} | {:.2} | {:.2} | {:.2} | {:.2} ({} samples) | {:.0}× |",
+                    s.index.0,
+                    s.index.1,
+                    s.scan.0,
+                    s.scan.1,
+                    s.scans,
+                    s.scan.0 / s.index.0.max(0.001)
+                ));
+            }
+            continue;
+        }
         let database = databases.fresh(b, "ui")?;
         for f in pages(b, &database, users, requests).await? {
             page_rows.push(format!(
@@ -416,6 +466,9 @@ pub async fn run(backend: &str, users: usize, search_users: usize, requests: usi
                 f.bytes as f64 / 1024.0
             ));
         }
+        if !wants("search") {
+            continue;
+        }
         let database = databases.fresh(b, "search")?;
         let s = search(&database, search_users, requests).await?;
         search_rows.push(format!(
@@ -427,6 +480,19 @@ pub async fn run(backend: &str, users: usize, search_users: usize, requests: usi
             s.scans,
             s.scan.0 / s.index.0.max(0.001)
         ));
+    }
+    if !bulk_rows.is_empty() {
+        println!();
+        println!("Bulk pages (ms unless said; baseline: the JSON API's answer for the same data):");
+        println!();
+        println!("| backend | page | p50 | p99 | JSON API p50 (baseline) | JSON API p99 |");
+        println!("|---|---|---|---|---|---|");
+        for r in &bulk_rows {
+            println!("{r}");
+        }
+    }
+    if page_rows.is_empty() && search_rows.is_empty() {
+        return Ok(());
     }
     println!();
     println!("Pages (ms; KB = HTML + CSS + JS):");

@@ -160,10 +160,78 @@ pub async fn all_ids(tx: &mut Tx, session: &str, org: &str) -> Result<Vec<String
 pub async fn first_by_email(tx: &mut Tx, session: &str, org: &str, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
     let rows = tx
         .rows(
-            "SELECT u.id, u.email FROM console_selections s JOIN users u ON u.org_id = s.org_id AND u.id = s.user_id \
-             WHERE s.session_hash = $1 AND s.org_id = $2 ORDER BY u.email_normalized, u.id LIMIT $3",
+            // CROSS JOIN: SQLite then reads the selection first. Otherwise it
+            // walks the org's whole email index (to skip the sort) and probes
+            // the selection for each of its users. PostgreSQL plans it as a join.
+            "SELECT u.id, u.email FROM console_selections s CROSS JOIN users u \
+             WHERE s.session_hash = $1 AND s.org_id = $2 AND u.org_id = s.org_id AND u.id = s.user_id \
+             ORDER BY u.email_normalized, u.id LIMIT $3",
             args![session, org, limit],
         )
         .await?;
     rows.iter().map(|r| Ok((r.text("id")?, r.text("email")?))).collect()
+}
+
+/// Per subscription item, how many of the selected users hold it: one
+/// grouped read, whatever the selection's size.
+pub async fn holder_counts(tx: &mut Tx, session: &str, org: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+    // The selection first, then each selected user's few rows by the
+    // primary key. SQLite, left to itself, takes the covering pool index
+    // instead and reads the org's every assignment for each selected user;
+    // `INDEXED BY` names the key (a SQLite clause: PostgreSQL plans the
+    // join from its statistics).
+    let assignments = match tx.backend() {
+        crate::Backend::Sqlite => "assignments a INDEXED BY sqlite_autoindex_assignments_1",
+        crate::Backend::Postgres => "assignments a",
+    };
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT a.subscription_id, a.product, COUNT(*) AS n FROM console_selections s CROSS JOIN {assignments} \
+                 WHERE s.session_hash = $1 AND s.org_id = $2 AND a.org_id = s.org_id AND a.user_id = s.user_id \
+                 GROUP BY a.subscription_id, a.product"
+            ),
+            args![session, org],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.text("subscription_id")?, r.text("product")?, r.int("n")?)))
+        .collect()
+}
+
+/// The first `limit` selected users (by id) that hold `product` on `subscription`.
+pub async fn holders_of(
+    tx: &mut Tx,
+    session: &str,
+    org: &str,
+    product: &str,
+    subscription: &str,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT a.user_id FROM assignments a JOIN console_selections s \
+               ON s.session_hash = $1 AND s.org_id = a.org_id AND s.user_id = a.user_id \
+             WHERE a.org_id = $2 AND a.subscription_id = $3 AND a.product = $4 ORDER BY a.user_id LIMIT $5",
+            args![session, org, subscription, product, limit],
+        )
+        .await?;
+    rows.iter().map(|r| r.text("user_id")).collect()
+}
+
+/// How many of the selected users hold `product` on `subscription`: read
+/// from the pool's side (its holders, each looked up in the selection),
+/// so a product nobody holds yet costs nothing, however many are selected.
+pub async fn pool_holder_count(tx: &mut Tx, session: &str, org: &str, product: &str, subscription: &str) -> Result<i64, StoreError> {
+    Ok(tx
+        .opt_row(
+            "SELECT COUNT(*) AS n FROM assignments a JOIN console_selections s \
+               ON s.session_hash = $1 AND s.org_id = a.org_id AND s.user_id = a.user_id \
+             WHERE a.org_id = $2 AND a.subscription_id = $3 AND a.product = $4",
+            args![session, org, subscription, product],
+        )
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0))
 }

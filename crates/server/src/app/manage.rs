@@ -11,17 +11,31 @@
 //! of the results, not a failed job.
 
 use allot_domain::access::Action;
-use allot_domain::bulk::{HolderState, JobMode, LicenseJobRequest};
+use allot_domain::bulk::{holder_state, HolderState, JobMode, LicenseJobRequest};
 use allot_domain::planner::{AddLicense, RemoveLicense};
 use allot_domain::types::ProductCode;
 use allot_domain::{Code, Error, Violation};
 
-use super::jobs::{self, JobView, LicenseSummary, SummaryRequest};
+use super::jobs::{self, JobView};
 use super::users::UserView;
 use super::{App, Caller};
 
 /// Selected users shown as boxes at the top of the page.
 pub const BOXES: i64 = 200;
+
+/// One subscription item seen from the selection.
+#[derive(Debug, Clone)]
+pub struct SelectionItem {
+    pub product: String,
+    pub name: String,
+    pub subscription: String,
+    pub total: i64,
+    pub available: i64,
+    /// Whether all, some or none of the selected users hold it.
+    pub state: HolderState,
+    /// How many of the selected users hold it.
+    pub holders: i64,
+}
 
 /// The selection seen from its licences.
 #[derive(Debug, Clone)]
@@ -29,33 +43,53 @@ pub struct SelectionLicenses {
     pub selected: i64,
     /// The first [`BOXES`] selected users by email: (id, email).
     pub first: Vec<(String, String)>,
-    /// Per subscription item; None when nobody is selected.
-    pub summary: Option<LicenseSummary>,
+    /// Per subscription item; empty when nobody is selected.
+    pub items: Vec<SelectionItem>,
 }
 
-async fn selected_ids(app: &App, caller: &Caller, session: &str, org: &str) -> Result<(String, Vec<String>), Error> {
+/// The selection's size, its first users and, per item, how many of them
+/// hold it: a few grouped reads in one snapshot, whatever the selection's
+/// size (a selection of every user of a large org is as cheap to show as
+/// one of ten).
+pub async fn summarize_selection(app: &App, caller: &Caller, session: &str, org: &str) -> Result<SelectionLicenses, Error> {
     let org = app.visible_org(caller, org, Action::ReadLicenses).await?;
     caller.require(Action::ReadUsers)?;
-    let mut rd = app.store.read_conn().await?;
-    let ids = allot_store::selections::all_ids(&mut rd, session, &org.id).await?;
-    Ok((org.id, ids))
-}
-
-/// The selected users and, per subscription item, the seats free and
-/// which of them hold it.
-pub async fn summarize_selection(app: &App, caller: &Caller, session: &str, org: &str) -> Result<SelectionLicenses, Error> {
-    let (org, ids) = selected_ids(app, caller, session, org).await?;
-    let first = {
-        let mut rd = app.store.read_conn().await?;
-        allot_store::selections::first_by_email(&mut rd, session, &org, BOXES).await?
-    };
-    let selected = ids.len() as i64;
-    let summary = if ids.is_empty() {
-        None
-    } else {
-        Some(jobs::summarize_licenses(app, caller, &org, SummaryRequest { users: ids }).await?)
-    };
-    Ok(SelectionLicenses { selected, first, summary })
+    let mut rd = app.store.begin_read().await?;
+    let selected = allot_store::selections::count(&mut rd, session, &org.id).await?;
+    if selected == 0 {
+        return Ok(SelectionLicenses {
+            selected,
+            first: Vec::new(),
+            items: Vec::new(),
+        });
+    }
+    let first = allot_store::selections::first_by_email(&mut rd, session, &org.id, BOXES).await?;
+    let counts = allot_store::selections::holder_counts(&mut rd, session, &org.id).await?;
+    let cat = allot_store::catalogue::all(&mut rd).await?;
+    let items = allot_store::subscriptions::license_rows(&mut rd, &org.id)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let holders = counts
+                .iter()
+                .find(|(sub, product, _)| *sub == r.subscription && *product == r.product)
+                .map_or(0, |c| c.2);
+            let name = ProductCode::parse(&r.product)
+                .ok()
+                .and_then(|c| cat.get(&c).map(|p| p.name.clone()))
+                .unwrap_or_else(|| r.product.clone());
+            SelectionItem {
+                state: holder_state(holders as usize, selected as usize),
+                available: r.total - r.consumed,
+                product: r.product,
+                name,
+                subscription: r.subscription,
+                total: r.total,
+                holders,
+            }
+        })
+        .collect();
+    Ok(SelectionLicenses { selected, first, items })
 }
 
 /// What a row of the page asks for everyone selected.
@@ -85,46 +119,57 @@ pub async fn change_selection_licenses(
     org: &str,
     wishes: &[ItemWish],
 ) -> Result<JobView, Error> {
-    let (org, ids) = selected_ids(app, caller, session, org).await?;
-    caller.require(Action::WriteLicenses)?;
-    if ids.is_empty() {
+    let org = app.visible_org(caller, org, Action::WriteLicenses).await?;
+    caller.require(Action::ReadUsers)?;
+    // Only what the wished rows need, each counted from its pool's side:
+    // a product nobody selected holds yet costs nothing to check, however
+    // many users are selected.
+    let (selected, rows, cat) = {
+        let mut rd = app.store.begin_read().await?;
+        let selected = allot_store::selections::count(&mut rd, session, &org.id).await?;
+        let rows = allot_store::subscriptions::license_rows(&mut rd, &org.id).await?;
+        let cat = allot_store::catalogue::all(&mut rd).await?;
+        (selected, rows, cat)
+    };
+    if selected == 0 {
         return Err(Error::validation(
             "users",
             "No users are selected. Select them on the Users page first.",
         ));
     }
-    let summary = jobs::summarize_licenses(app, caller, &org, SummaryRequest { users: ids.clone() }).await?;
     let mut req = LicenseJobRequest {
         mode: JobMode::PerUser,
         ..LicenseJobRequest::default()
     };
     let mut short = Vec::new();
     for (i, w) in wishes.iter().enumerate() {
-        let Some(item) = summary
-            .items
-            .iter()
-            .find(|it| it.product == w.product && it.subscription == w.subscription)
-        else {
+        let Some(row) = rows.iter().find(|r| r.product == w.product && r.subscription == w.subscription) else {
             return Err(Error::not_found(format!(
                 "Product {} on subscription {}",
                 allot_domain::types::excerpt(&w.product),
                 allot_domain::types::excerpt(&w.subscription)
             )));
         };
-        let product = ProductCode::parse(&item.product)?;
+        let product = ProductCode::parse(&row.product)?;
+        let holders = {
+            let mut rd = app.store.read_conn().await?;
+            allot_store::selections::pool_holder_count(&mut rd, session, &org.id, &row.product, &row.subscription).await?
+        };
+        let state = holder_state(holders as usize, selected as usize);
+        let available = row.total - row.consumed;
         match w.want {
-            Want::All if item.state != HolderState::All => {
-                let needed = ids.len() as i64 - item.holders.len() as i64;
-                if needed > item.available {
+            Want::All if state != HolderState::All => {
+                let needed = selected - holders;
+                if needed > available {
+                    let name = cat.get(&product).map_or(row.product.as_str(), |p| p.name.as_str());
                     short.push(
                         Violation::new(
                             Code::SeatsExhausted,
                             format!(
-                                "{} on subscription {}: {needed} seats are needed for the selected users who do not hold it, and {} {} free.",
-                                item.name,
-                                item.subscription,
-                                item.available.max(0),
-                                if item.available == 1 { "is" } else { "are" }
+                                "{name} on subscription {}: {needed} seats are needed for the selected users who do not hold it, and {} {} free.",
+                                row.subscription,
+                                available.max(0),
+                                if available == 1 { "is" } else { "are" }
                             ),
                         )
                         .field(format!("items[{i}]")),
@@ -132,13 +177,13 @@ pub async fn change_selection_licenses(
                 }
                 req.add.push(AddLicense {
                     product,
-                    subscription: Some(item.subscription.clone()),
+                    subscription: Some(row.subscription.clone()),
                     properties: Default::default(),
                 });
             }
-            Want::None if item.state != HolderState::None => req.remove.push(RemoveLicense {
+            Want::None if state != HolderState::None => req.remove.push(RemoveLicense {
                 product,
-                subscription: Some(item.subscription.clone()),
+                subscription: Some(row.subscription.clone()),
             }),
             _ => {}
         }
@@ -154,8 +199,12 @@ pub async fn change_selection_licenses(
             "Nothing to change: tick a box to give a product to everyone selected, or clear one to take it from everyone.",
         ));
     }
+    let ids = {
+        let mut rd = app.store.read_conn().await?;
+        allot_store::selections::all_ids(&mut rd, session, &org.id).await?
+    };
     req.users = Some(ids);
-    jobs::create_license_job(app, caller, &org, req).await
+    jobs::create_license_job(app, caller, &org.id, req).await
 }
 
 /// The selected users that hold `product` on `subscription` (the page's
@@ -168,17 +217,17 @@ pub async fn selection_holders(
     product: &str,
     subscription: &str,
     limit: usize,
-) -> Result<(usize, Vec<UserView>), Error> {
+) -> Result<(i64, Vec<UserView>), Error> {
     let s = summarize_selection(app, caller, session, org).await?;
-    if s.summary.is_none() {
+    if s.selected == 0 {
         // Nobody selected: nobody selected holds it.
         return Ok((0, Vec::new()));
     }
-    let Some(item) = s.summary.and_then(|sum| {
-        sum.items
-            .into_iter()
-            .find(|it| it.product == product && it.subscription == subscription)
-    }) else {
+    let Some(item) = s
+        .items
+        .into_iter()
+        .find(|it| it.product == product && it.subscription == subscription)
+    else {
         return Err(Error::not_found(format!(
             "Product {} on subscription {}",
             allot_domain::types::excerpt(product),
@@ -186,13 +235,13 @@ pub async fn selection_holders(
         )));
     };
     let org = app.visible_org(caller, org, Action::ReadUsers).await?;
-    let n = item.holders.len();
     let mut rd = app.store.read_conn().await?;
-    let mut users: Vec<UserView> = allot_store::users::many(&mut rd, &org.id, &item.holders[..n.min(limit)])
+    let ids = allot_store::selections::holders_of(&mut rd, session, &org.id, product, subscription, limit as i64).await?;
+    let mut users: Vec<UserView> = allot_store::users::many(&mut rd, &org.id, &ids)
         .await?
         .into_iter()
         .map(UserView::from)
         .collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
-    Ok((n, users))
+    Ok((item.holders, users))
 }

@@ -65,8 +65,8 @@ fn the_page(s: &ConsoleSession, org: &OrgView, sel: &SelectionLicenses, notice: 
                 }
             }
         }
-        @if let Some(summary) = &sel.summary {
-            @if summary.items.is_empty() {
+        @if sel.selected > 0 {
+            @if sel.items.is_empty() {
                 p.muted { "This organisation has no subscriptions to assign from." }
             } @else {
                 form method="post" action=(format!("{base}/manage-licenses")) {
@@ -84,7 +84,7 @@ fn the_page(s: &ConsoleSession, org: &OrgView, sel: &SelectionLicenses, notice: 
                             }
                         }
                         tbody {
-                            @for (i, it) in summary.items.iter().enumerate() {
+                            @for (i, it) in sel.items.iter().enumerate() {
                                 @let box_id = format!("want-{i}");
                                 @let keep_id = format!("keep-{i}");
                                 tr {
@@ -108,11 +108,11 @@ fn the_page(s: &ConsoleSession, org: &OrgView, sel: &SelectionLicenses, notice: 
                                         }
                                     }
                                     td data-label="Assigned" {
-                                        @if it.holders.is_empty() {
+                                        @if it.holders == 0 {
                                             "0"
                                         } @else {
                                             a href=(format!("{base}/manage-licenses/assigned?{}", form_urlencoded::Serializer::new(String::new()).append_pair("product", &it.product).append_pair("subscription", &it.subscription).finish())) {
-                                                (it.holders.len()) " of " (summary.users)
+                                                (it.holders) " of " (sel.selected)
                                                 span.visually-hidden { " selected users hold " (it.name) " on " (it.subscription) }
                                             }
                                         }
@@ -250,7 +250,7 @@ pub async fn assigned(State(app): State<App>, SignedIn(s): SignedIn, Path(org): 
                 }
             }
         }
-        @if n > users.len() { p.muted { "The first " (users.len()) " are shown." } }
+        @if n > users.len() as i64 { p.muted { "The first " (users.len()) " are shown." } }
         p { a href=(format!("/ui/orgs/{}/manage-licenses", org.id)) { "Back to Manage licenses" } }
     };
     page("Assigned", Some(&s), body).into_response()
