@@ -89,8 +89,8 @@ pub enum BenchCommand {
         /// Subscriptions of those customers in all.
         #[arg(long, default_value_t = 50_000)]
         subscriptions: usize,
-        /// Jobs of every user started from the console, each beside one created through the API.
-        #[arg(long, default_value_t = 2)]
+        /// Jobs of every user started from the console, each beside one created through the API (1 to 4).
+        #[arg(long, default_value_t = 3)]
         job_pairs: usize,
         /// pages, search, bulk (Customers, Manage licenses, the job page, jobs of every user) or all.
         #[arg(long, default_value = "all")]

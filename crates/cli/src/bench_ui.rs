@@ -435,7 +435,7 @@ pub async fn run(backend: &str, b: UiBench) -> Result<()> {
             let database = databases.fresh(b, "ui-customers")?;
             bulk_rows.push(crate::bench_ui_bulk::customers(b, &database, customers, subscriptions, requests).await?);
             let database = databases.fresh(b, "ui-bulk")?;
-            bulk_rows.extend(crate::bench_ui_bulk::manage_and_jobs(b, &database, users, requests, job_pairs.max(1)).await?);
+            bulk_rows.extend(crate::bench_ui_bulk::manage_and_jobs(b, &database, users, requests, job_pairs).await?);
             println!("  {b}: bulk pages measured");
         }
         if !wants("pages") {

@@ -343,6 +343,7 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
         Ok(x) => x,
         Err(e) => return fail(&s, e),
     };
+    let may_write = s.caller.principal.may(Action::WriteLicenses);
     let body = html! {
         (org_nav(&s, &org, OrgPage::Jobs))
         @if list.items.is_empty() {
@@ -357,6 +358,7 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
                         th scope="col" { "Progress" }
                         th scope="col" { "Started by" }
                         th scope="col" { "Created" }
+                        th scope="col" { span.muted { "Cancel" } }
                     }
                 }
                 tbody {
@@ -373,6 +375,14 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
                             }
                             td data-label="Started by" { (started_by(&s, &j.created_by)) }
                             td.nowrap data-label="Created" { (when(&j.created_at)) }
+                            td {
+                                @if !ended(j) && may_write && !j.cancel_requested {
+                                    form method="post" action=(format!("/ui/jobs/{}/cancel", j.id)) {
+                                        input type="hidden" name="csrf" value=(s.csrf_token);
+                                        button.small.danger type="submit" { "Cancel job" span.visually-hidden { " " (j.id) } }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
