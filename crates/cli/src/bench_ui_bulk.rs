@@ -378,11 +378,19 @@ pub async fn manage_and_jobs(backend: &str, database: &str, users: usize, reques
     // load run many times slower than later ones (see BENCHMARKS.md),
     // which would fall on whichever side went first.
     let mut warm_up = Vec::new();
-    for change in [json!({ "add": [{ "product": "bulk-09" }] }), json!({ "remove": [{ "product": "bulk-09" }] })] {
+    for change in [
+        json!({ "add": [{ "product": "bulk-09" }] }),
+        json!({ "remove": [{ "product": "bulk-09" }] }),
+    ] {
         let started = Instant::now();
         let mut body = change;
         body["users"] = json!(all_ids);
-        let warm = json_ok(api.post(format!("{url}/api/v1/orgs/{org}/license-jobs")).bearer_auth(&token).json(&body)).await?;
+        let warm = json_ok(
+            api.post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
+                .bearer_auth(&token)
+                .json(&body),
+        )
+        .await?;
         let (mut p, mut a) = (Vec::new(), Vec::new());
         watch(&w, warm["job"]["id"].as_str().unwrap_or(""), users, &mut p, &mut a).await?;
         warm_up.push(started.elapsed().as_secs_f64());
