@@ -353,12 +353,9 @@ pub async fn save(State(app): State<App>, SignedIn(s): SignedIn, Path((org, user
         // A licence kept billed by queues is said on the user's page, with the way out.
         Ok(r) if !r.warnings.is_empty() => Redirect::to(&format!("/ui/orgs/{}/users/{}?billed=1", f.org.id, f.user.id)).into_response(),
         Ok(_) => Redirect::to(&format!("/ui/orgs/{}/users/{}", f.org.id, f.user.id)).into_response(),
-        Err(e) if e.code == allot_domain::Code::NotFound || e.code.http_status() >= 500 || e.code.http_status() == 403 => {
-            HtmlError::new(e, &s.caller.request_id).into_response()
-        }
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            edit_page(&s, &f, &chosen, status, Some(&e))
-        }
+        Err(e) => match super::page::beside_form(&e) {
+            Some(status) => edit_page(&s, &f, &chosen, status, Some(&e)),
+            None => HtmlError::new(e, &s.caller.request_id).into_response(),
+        },
     }
 }

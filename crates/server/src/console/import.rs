@@ -20,7 +20,7 @@ use allot_domain::sheet::ImportMode;
 use allot_domain::{Code, Error};
 
 use super::orgs::{org_nav, OrgPage};
-use super::page::{page, refusal, HtmlError};
+use super::page::{beside_form, page, refusal, HtmlError};
 use super::session::{csrf_refused, same_secret, SignedIn};
 use crate::app::admins::ConsoleSession;
 use crate::app::sheets::{self, ImportQuery};
@@ -174,10 +174,9 @@ pub async fn upload(
     }
     match queued {
         Ok(job) => Redirect::to(&format!("/ui/jobs/{}", job.id)).into_response(),
-        Err(e) if matches!(e.code, Code::NotFound | Code::Forbidden) || e.code.http_status() >= 500 => fail(s, e),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            import_page(&app, s, &org, status, Some(refusal(&e)), mode == ImportMode::AddAndRemove).await
-        }
+        Err(e) => match beside_form(&e) {
+            Some(status) => import_page(&app, s, &org, status, Some(refusal(&e)), mode == ImportMode::AddAndRemove).await,
+            None => fail(s, e),
+        },
     }
 }

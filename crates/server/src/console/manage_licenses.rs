@@ -18,10 +18,10 @@ use maud::{html, Markup};
 
 use allot_domain::access::Action;
 use allot_domain::bulk::HolderState;
-use allot_domain::{Code, Error};
+use allot_domain::Error;
 
 use super::orgs::{org_nav, OrgPage};
-use super::page::{page, refusal, HtmlError};
+use super::page::{beside_form, page, refusal, HtmlError};
 use super::session::SignedIn;
 use crate::app::admins::ConsoleSession;
 use crate::app::manage::{self, ItemWish, SelectionLicenses, Want};
@@ -207,11 +207,10 @@ pub async fn save(State(app): State<App>, signed_in: SignedIn, Path(org): Path<S
     let s = &signed_in.0;
     match manage::change_selection_licenses(&app, &s.caller, &s.key, &org, &wishes).await {
         Ok(job) => Redirect::to(&format!("/ui/jobs/{}", job.id)).into_response(),
-        Err(e) if e.code == Code::NotFound || e.code == Code::Forbidden || e.code.http_status() >= 500 => fail(s, e),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            show_page(&app, s, &org, status, Some(refusal(&e))).await
-        }
+        Err(e) => match beside_form(&e) {
+            Some(status) => show_page(&app, s, &org, status, Some(refusal(&e))).await,
+            None => fail(s, e),
+        },
     }
 }
 

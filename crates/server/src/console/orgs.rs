@@ -12,7 +12,6 @@ use axum::Form;
 use maud::{html, Markup};
 
 use allot_domain::access::Action;
-use allot_domain::types::ProductCode;
 use allot_domain::Error;
 
 use super::page::{page, refusal, HtmlError};
@@ -20,7 +19,7 @@ use super::session::SignedIn;
 use crate::app::admins::ConsoleSession;
 use crate::app::licenses::OverviewRow;
 use crate::app::paging::PageQuery;
-use crate::app::purchases::{self, PurchaseInput};
+use crate::app::purchases;
 use crate::app::subscriptions::SubscriptionView;
 use crate::app::tenants::OrgView;
 use crate::app::{licenses, subscriptions, tenants, App};
@@ -322,18 +321,7 @@ pub async fn buy_more(State(app): State<App>, signed_in: SignedIn, Path(org): Pa
         return e.into_response();
     }
     let s = &signed_in.0;
-    let input = ProductCode::parse(&f.product).and_then(|product| {
-        let quantity = f
-            .quantity
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| Error::validation("quantity", "Give the number of seats as a whole number."))?;
-        Ok(PurchaseInput {
-            product,
-            quantity,
-            subscription: Some(f.subscription.clone()).filter(|v| !v.is_empty()),
-        })
-    });
+    let input = super::purchases::purchase_input(&f.product, &f.quantity, &f.subscription);
     let made = match input {
         Ok(input) => purchases::create_purchase_request(&app, &s.caller, &org, input).await,
         Err(e) => Err(e),
@@ -347,11 +335,11 @@ pub async fn buy_more(State(app): State<App>, signed_in: SignedIn, Path(org): Pa
             };
             products_page(&app, s, &org, StatusCode::CREATED, Some(notice)).await
         }
-        Err(e) if e.code == allot_domain::Code::NotFound || e.code.http_status() >= 500 => fail(s, e),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            products_page(&app, s, &org, status, Some(refusal(&e))).await
-        }
+        Err(e) => match super::page::beside_form(&e) {
+            Some(status) => products_page(&app, s, &org, status, Some(refusal(&e))).await,
+            // A role that may not buy sees no form, so its post answers the 403 page.
+            None => fail(s, e),
+        },
     }
 }
 

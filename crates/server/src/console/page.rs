@@ -124,6 +124,17 @@ pub fn refusal(e: &Error) -> Markup {
     }
 }
 
+/// Where a refused form's error goes: `None` for a missing or another
+/// tenant's object, a role that may not, or a server error (the whole
+/// error page, as for any page); otherwise the status to answer the form
+/// with, its reasons shown beside it.
+pub fn beside_form(e: &Error) -> Option<StatusCode> {
+    if matches!(e.code, Code::NotFound | Code::Forbidden) || e.code.http_status() >= 500 {
+        return None;
+    }
+    Some(StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY))
+}
+
 /// The domain error as a page. A server error's cause goes to the log; the
 /// page names the request instead.
 pub struct HtmlError {

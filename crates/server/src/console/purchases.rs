@@ -12,10 +12,10 @@ use maud::{html, Markup};
 
 use allot_domain::access::Action;
 use allot_domain::types::ProductCode;
-use allot_domain::{Code, Error};
+use allot_domain::Error;
 
 use super::orgs::{org_nav, OrgPage};
-use super::page::{page, refusal, when, HtmlError};
+use super::page::{beside_form, page, refusal, when, HtmlError};
 use super::session::SignedIn;
 use crate::app::admins::ConsoleSession;
 use crate::app::paging::PageQuery;
@@ -172,14 +172,25 @@ pub async fn show(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
 async fn after(app: &App, s: &ConsoleSession, org: &str, done: Result<PurchaseView, Error>) -> Response {
     match done {
         Ok(_) => Redirect::to(&format!("/ui/orgs/{org}/purchases")).into_response(),
-        Err(e) if matches!(e.code, Code::NotFound | Code::Forbidden) || e.code.http_status() >= 500 => {
-            HtmlError::new(e, &s.caller.request_id).into_response()
-        }
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-            show_page(app, s, org, status, Some(refusal(&e))).await
-        }
+        Err(e) => match beside_form(&e) {
+            Some(status) => show_page(app, s, org, status, Some(refusal(&e))).await,
+            None => HtmlError::new(e, &s.caller.request_id).into_response(),
+        },
     }
+}
+
+/// A purchase request as a form gives it (here, and **Buy more** on Products).
+pub fn purchase_input(product: &str, quantity: &str, subscription: &str) -> Result<PurchaseInput, Error> {
+    let product = ProductCode::parse(product)?;
+    let quantity = quantity
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| Error::validation("quantity", "Give the number of seats as a whole number."))?;
+    Ok(PurchaseInput {
+        product,
+        quantity,
+        subscription: Some(subscription.to_string()).filter(|v| !v.is_empty()),
+    })
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -200,19 +211,7 @@ pub async fn request(State(app): State<App>, signed_in: SignedIn, Path(org): Pat
         return e.into_response();
     }
     let s = &signed_in.0;
-    let input = ProductCode::parse(&f.product).and_then(|product| {
-        let quantity = f
-            .quantity
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| Error::validation("quantity", "Give the number of seats as a whole number."))?;
-        Ok(PurchaseInput {
-            product,
-            quantity,
-            subscription: Some(f.subscription.clone()).filter(|v| !v.is_empty()),
-        })
-    });
-    let done = match input {
+    let done = match purchase_input(&f.product, &f.quantity, &f.subscription) {
         Ok(input) => purchases::create_purchase_request(&app, &s.caller, &org, input).await,
         Err(e) => Err(e),
     };

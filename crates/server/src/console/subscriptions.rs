@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -22,7 +21,7 @@ use allot_domain::{Code, Error};
 
 use super::customers::{provisioning_status_label, subscription_status_label};
 use super::orgs::{org_nav, OrgPage};
-use super::page::{page, refusal, when, HtmlError};
+use super::page::{beside_form, page, refusal, when, HtmlError};
 use super::session::SignedIn;
 use crate::app::admins::ConsoleSession;
 use crate::app::audit::{self, AuditQuery};
@@ -300,10 +299,9 @@ pub struct CancelForm {
 
 /// A refusal shown on the subscription's page (status of the error).
 async fn refused_page(app: &App, s: &ConsoleSession, org: &str, sub: &str, e: Error, guard: bool, typed: Option<(&str, &str)>) -> Response {
-    if e.code == Code::NotFound || e.code == Code::Forbidden || e.code.http_status() >= 500 {
+    let Some(status) = beside_form(&e) else {
         return HtmlError::new(e, &s.caller.request_id).into_response();
-    }
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    };
     match gather(app, s, org, sub).await {
         Ok(p) => {
             let e = if e.code == Code::SubscriptionHasUsers {

@@ -15,10 +15,10 @@ use maud::{html, Markup};
 use allot_domain::access::Action;
 use allot_domain::templates::TemplateLicense;
 use allot_domain::types::ProductCode;
-use allot_domain::{Code, Error};
+use allot_domain::Error;
 
 use super::orgs::{org_nav, OrgPage};
-use super::page::{page, refusal, HtmlError};
+use super::page::{beside_form, page, refusal, HtmlError};
 use super::session::{same_secret, SignedIn};
 use crate::app::admins::ConsoleSession;
 use crate::app::etag::IfMatch;
@@ -265,14 +265,6 @@ pub async fn list(State(app): State<App>, SignedIn(s): SignedIn, Path(org): Path
     list_page(&app, &s, &org, StatusCode::OK, None, None).await
 }
 
-fn status_of(e: &Error) -> StatusCode {
-    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
-}
-
-fn is_page_error(e: &Error) -> bool {
-    matches!(e.code, Code::NotFound | Code::Forbidden) || e.code.http_status() >= 500
-}
-
 /// `POST /ui/orgs/{org}/templates`: creates a template.
 pub async fn create(State(app): State<App>, signed_in: SignedIn, Path(org): Path<String>, body: Bytes) -> Response {
     let t = Typed::parse(&body);
@@ -294,8 +286,10 @@ pub async fn create(State(app): State<App>, signed_in: SignedIn, Path(org): Path
     };
     match made {
         Ok(_) => Redirect::to(&format!("/ui/orgs/{org}/templates")).into_response(),
-        Err(e) if is_page_error(&e) => fail(s, e),
-        Err(e) => list_page(&app, s, &org, status_of(&e), Some(refusal(&e)), Some(&t)).await,
+        Err(e) => match beside_form(&e) {
+            Some(status) => list_page(&app, s, &org, status, Some(refusal(&e)), Some(&t)).await,
+            None => fail(s, e),
+        },
     }
 }
 
@@ -365,8 +359,10 @@ pub async fn save(State(app): State<App>, signed_in: SignedIn, Path((org, tpl)):
     };
     match saved {
         Ok(_) => Redirect::to(&format!("/ui/orgs/{org}/templates")).into_response(),
-        Err(e) if is_page_error(&e) => fail(s, e),
-        Err(e) => edit_page(&app, s, &org, &tpl, status_of(&e), Some(refusal(&e)), Some(t)).await,
+        Err(e) => match beside_form(&e) {
+            Some(status) => edit_page(&app, s, &org, &tpl, status, Some(refusal(&e)), Some(t)).await,
+            None => fail(s, e),
+        },
     }
 }
 
@@ -393,7 +389,9 @@ pub async fn apply(State(app): State<App>, signed_in: SignedIn, Path((org, tpl))
     };
     match templates::apply_license_template(&app, &s.caller, &org, &tpl, input).await {
         Ok(job) => Redirect::to(&format!("/ui/jobs/{}", job.id)).into_response(),
-        Err(e) if is_page_error(&e) => fail(s, e),
-        Err(e) => list_page(&app, s, &org, status_of(&e), Some(refusal(&e)), None).await,
+        Err(e) => match beside_form(&e) {
+            Some(status) => list_page(&app, s, &org, status, Some(refusal(&e)), None).await,
+            None => fail(s, e),
+        },
     }
 }
