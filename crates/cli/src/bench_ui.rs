@@ -438,48 +438,33 @@ pub async fn run(backend: &str, b: UiBench) -> Result<()> {
             bulk_rows.extend(crate::bench_ui_bulk::manage_and_jobs(b, &database, users, requests, job_pairs).await?);
             println!("  {b}: bulk pages measured");
         }
-        if !wants("pages") {
-            if wants("search") {
-                let database = databases.fresh(b, "search")?;
-                let s = search(&database, search_users, requests).await?;
-                search_rows.push(format!(
-                    "| {b} | {search_users} | {:.2} | {:.2} | {:.2} | {:.2} ({} samples) | {:.0}× |",
-                    s.index.0,
-                    s.index.1,
-                    s.scan.0,
-                    s.scan.1,
-                    s.scans,
-                    s.scan.0 / s.index.0.max(0.001)
+        if wants("pages") {
+            let database = databases.fresh(b, "ui")?;
+            for f in pages(b, &database, users, requests).await? {
+                page_rows.push(format!(
+                    "| {b} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                    f.name,
+                    f.page.0,
+                    f.page.1,
+                    f.api.0,
+                    f.api.1,
+                    f.bytes as f64 / 1024.0
                 ));
             }
-            continue;
         }
-        let database = databases.fresh(b, "ui")?;
-        for f in pages(b, &database, users, requests).await? {
-            page_rows.push(format!(
-                "| {b} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
-                f.name,
-                f.page.0,
-                f.page.1,
-                f.api.0,
-                f.api.1,
-                f.bytes as f64 / 1024.0
+        if wants("search") {
+            let database = databases.fresh(b, "search")?;
+            let s = search(&database, search_users, requests).await?;
+            search_rows.push(format!(
+                "| {b} | {search_users} | {:.2} | {:.2} | {:.2} | {:.2} ({} samples) | {:.0}× |",
+                s.index.0,
+                s.index.1,
+                s.scan.0,
+                s.scan.1,
+                s.scans,
+                s.scan.0 / s.index.0.max(0.001)
             ));
         }
-        if !wants("search") {
-            continue;
-        }
-        let database = databases.fresh(b, "search")?;
-        let s = search(&database, search_users, requests).await?;
-        search_rows.push(format!(
-            "| {b} | {search_users} | {:.2} | {:.2} | {:.2} | {:.2} ({} samples) | {:.0}× |",
-            s.index.0,
-            s.index.1,
-            s.scan.0,
-            s.scan.1,
-            s.scans,
-            s.scan.0 / s.index.0.max(0.001)
-        ));
     }
     if !bulk_rows.is_empty() {
         println!();
