@@ -456,6 +456,21 @@ async fn the_partner_hub_and_queues_in_a_browser(backend: Backend) {
     click(&c, Locator::LinkText("Clear filter")).await;
     click(&c, Locator::LinkText("Support AB")).await;
     heading(&c, "Support AB").await;
+    // A template made and opened for editing.
+    click(
+        &c,
+        Locator::XPath("//nav[contains(@class,'tabs')]//a[normalize-space()='License templates']"),
+    )
+    .await;
+    heading(&c, "License templates").await;
+    type_into(&c, "tpl-name", "Agents").await;
+    click(&c, Locator::Id("lic-contact-centre-any")).await;
+    click(&c, Locator::XPath("//button[normalize-space()='Create template']")).await;
+    heading(&c, "License templates").await;
+    click(&c, Locator::LinkText("Agents")).await;
+    heading(&c, "Edit license template").await;
+    assert_accessible(&c, "/ui/orgs/{org}/templates/{tpl}").await;
+    screenshots(&c, &format!("{name}-edit-template")).await;
     for (tab, title) in [
         ("Purchase requests", "Purchase requests"),
         ("License templates", "License templates"),
