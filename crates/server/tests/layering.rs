@@ -1,6 +1,6 @@
 //! The layering stays as the README draws it: the use cases (`src/app`)
 //! know nothing of HTTP, and the JSON API and the worker hang off the use
-//! cases without importing each other. Read from the sources, so that a
+//! cases without importing each other, nor does the console. Read from the sources, so that a
 //! new `use` that crosses a line fails here, not in review.
 
 use std::path::Path;
@@ -51,6 +51,12 @@ fn the_use_cases_know_nothing_of_http() {
 fn the_api_and_the_worker_do_not_import_each_other() {
     refuse("api", &["crate::worker"]);
     refuse("worker", &["crate::api", "crate::extract", "crate::problem", "axum"]);
+}
+
+#[test]
+fn the_console_hangs_off_the_use_cases_too() {
+    refuse("console", &["crate::api", "crate::worker", "crate::extract", "crate::problem"]);
+    refuse("api", &["crate::console"]);
 }
 
 #[test]
