@@ -68,7 +68,18 @@ impl Job {
     }
 }
 
-const COLUMNS: &str = "org_id, id, kind, state, request, created_by, created_at, started_at, finished_at, resolved, chunks, total, done, succeeded, failed, cancel_requested, error";
+/// A job's columns, its request read as `$request` says.
+macro_rules! job_columns {
+    ($request:literal) => {
+        concat!(
+            "org_id, id, kind, state, ",
+            $request,
+            ", created_by, created_at, started_at, finished_at, resolved, chunks, total, done, succeeded, failed, cancel_requested, error"
+        )
+    };
+}
+
+const COLUMNS: &str = job_columns!("request");
 
 fn job_from(r: &Row) -> Result<Job, StoreError> {
     Ok(Job {
@@ -474,11 +485,15 @@ fn conflict(what: String) -> StoreError {
 }
 
 /// An org's jobs, newest first, `limit + 1` of them (the extra one says
-/// that there are more), after the job `before` when given. The stored
-/// request is left out: a licence job's may name a million users, and a
-/// list shows none of it.
+/// that there are more), after the job `before` when given.
 pub async fn list_of_org(tx: &mut Tx, org: &str, before: Option<&str>, limit: i64) -> Result<Vec<Job>, StoreError> {
-    let columns = COLUMNS.replace("request,", "'{}' AS request,");
+    // The request without its list of users (a licence job's may name a
+    // million), so that the list still says what it shows of each job
+    // (preview or not, its mode).
+    let columns = match tx.backend() {
+        crate::Backend::Sqlite => job_columns!("json_remove(request, '$.users', '$.change.users') AS request"),
+        crate::Backend::Postgres => job_columns!("((request::jsonb - 'users') #- '{change,users}')::text AS request"),
+    };
     let rows = match before {
         None => {
             tx.rows(

@@ -121,40 +121,37 @@ pub async fn change_selection_licenses(
 ) -> Result<JobView, Error> {
     let org = app.visible_org(caller, org, Action::WriteLicenses).await?;
     caller.require(Action::ReadUsers)?;
-    // Only what the wished rows need, each counted from its pool's side:
-    // a product nobody selected holds yet costs nothing to check, however
-    // many users are selected.
-    let (selected, rows, cat) = {
-        let mut rd = app.store.begin_read().await?;
-        let selected = allot_store::selections::count(&mut rd, session, &org.id).await?;
-        let rows = allot_store::subscriptions::license_rows(&mut rd, &org.id).await?;
-        let cat = allot_store::catalogue::all(&mut rd).await?;
-        (selected, rows, cat)
-    };
+    // One snapshot: the selection's size, the org's items and, for each
+    // wished row, how many selected users hold it, counted from its pool's
+    // side (a product nobody selected holds yet costs nothing to check,
+    // however many users are selected).
+    let mut rd = app.store.begin_read().await?;
+    let selected = allot_store::selections::count(&mut rd, session, &org.id).await?;
     if selected == 0 {
         return Err(Error::validation(
             "users",
             "No users are selected. Select them on the Users page first.",
         ));
     }
+    let rows = allot_store::subscriptions::license_rows(&mut rd, &org.id).await?;
+    let cat = allot_store::catalogue::all(&mut rd).await?;
+    let mut counted = Vec::with_capacity(wishes.len());
+    for w in wishes {
+        let row = rows
+            .iter()
+            .find(|r| r.product == w.product && r.subscription == w.subscription)
+            .ok_or_else(|| item_not_found(&w.product, &w.subscription))?;
+        let holders = allot_store::selections::pool_holder_count(&mut rd, session, &org.id, &row.product, &row.subscription).await?;
+        counted.push((w, row, holders));
+    }
+    rd.rollback().await?;
     let mut req = LicenseJobRequest {
         mode: JobMode::PerUser,
         ..LicenseJobRequest::default()
     };
     let mut short = Vec::new();
-    for (i, w) in wishes.iter().enumerate() {
-        let Some(row) = rows.iter().find(|r| r.product == w.product && r.subscription == w.subscription) else {
-            return Err(Error::not_found(format!(
-                "Product {} on subscription {}",
-                allot_domain::types::excerpt(&w.product),
-                allot_domain::types::excerpt(&w.subscription)
-            )));
-        };
+    for (i, (w, row, holders)) in counted.into_iter().enumerate() {
         let product = ProductCode::parse(&row.product)?;
-        let holders = {
-            let mut rd = app.store.read_conn().await?;
-            allot_store::selections::pool_holder_count(&mut rd, session, &org.id, &row.product, &row.subscription).await?
-        };
         let state = holder_state(holders as usize, selected as usize);
         let available = row.total - row.consumed;
         match w.want {
@@ -207,6 +204,15 @@ pub async fn change_selection_licenses(
     jobs::create_license_job(app, caller, &org.id, req).await
 }
 
+/// A product on a subscription the org does not have.
+fn item_not_found(product: &str, subscription: &str) -> Error {
+    Error::not_found(format!(
+        "Product {} on subscription {}",
+        allot_domain::types::excerpt(product),
+        allot_domain::types::excerpt(subscription)
+    ))
+}
+
 /// The selected users that hold `product` on `subscription` (the page's
 /// **Assigned** link), up to `limit`, by email; and how many hold it.
 pub async fn selection_holders(
@@ -218,30 +224,21 @@ pub async fn selection_holders(
     subscription: &str,
     limit: usize,
 ) -> Result<(i64, Vec<UserView>), Error> {
-    let s = summarize_selection(app, caller, session, org).await?;
-    if s.selected == 0 {
-        // Nobody selected: nobody selected holds it.
-        return Ok((0, Vec::new()));
+    let org = app.visible_org(caller, org, Action::ReadLicenses).await?;
+    caller.require(Action::ReadUsers)?;
+    let mut rd = app.store.begin_read().await?;
+    let rows = allot_store::subscriptions::license_rows(&mut rd, &org.id).await?;
+    if !rows.iter().any(|r| r.product == product && r.subscription == subscription) {
+        return Err(item_not_found(product, subscription));
     }
-    let Some(item) = s
-        .items
-        .into_iter()
-        .find(|it| it.product == product && it.subscription == subscription)
-    else {
-        return Err(Error::not_found(format!(
-            "Product {} on subscription {}",
-            allot_domain::types::excerpt(product),
-            allot_domain::types::excerpt(subscription)
-        )));
-    };
-    let org = app.visible_org(caller, org, Action::ReadUsers).await?;
-    let mut rd = app.store.read_conn().await?;
+    let holders = allot_store::selections::pool_holder_count(&mut rd, session, &org.id, product, subscription).await?;
     let ids = allot_store::selections::holders_of(&mut rd, session, &org.id, product, subscription, limit as i64).await?;
     let mut users: Vec<UserView> = allot_store::users::many(&mut rd, &org.id, &ids)
         .await?
         .into_iter()
         .map(UserView::from)
         .collect();
+    rd.rollback().await?;
     users.sort_by(|a, b| a.email.cmp(&b.email));
-    Ok((item.holders, users))
+    Ok((holders, users))
 }

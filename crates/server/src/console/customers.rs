@@ -285,6 +285,9 @@ pub async fn all(State(app): State<App>, SignedIn(s): SignedIn, RawQuery(raw): R
 pub async fn of_partner(State(app): State<App>, SignedIn(s): SignedIn, Path(partner): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let q = Query::parse(raw.as_deref().unwrap_or(""));
     let base = format!("/ui/partners/{partner}/customers");
+    if q.repeated {
+        return Redirect::to(&format!("{base}?{}", q.encode(None))).into_response();
+    }
     let shown = async {
         let p = tenants::get_partner(&app, &s.caller, &partner).await?;
         let list = customers::list_partner_customers_matching(&app, &s.caller, &p.id, &q.api(), StatusMatch::AnyValue).await?;
@@ -295,9 +298,6 @@ pub async fn of_partner(State(app): State<App>, SignedIn(s): SignedIn, Path(part
         Ok(x) => x,
         Err(e) => return HtmlError::new(e, &s.caller.request_id).into_response(),
     };
-    if q.repeated {
-        return Redirect::to(&format!("{base}?{}", q.encode(None))).into_response();
-    }
     let body = html! {
         p.org-name.muted { "Partner: " (p.name) }
         (filter_form(&base, &q))

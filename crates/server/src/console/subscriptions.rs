@@ -516,7 +516,7 @@ pub async fn audit_log(State(app): State<App>, SignedIn(s): SignedIn, Path(org):
                 tbody {
                     @for e in &events.items {
                         tr {
-                            td data-label="When" { (when(&e.at)) }
+                            td.nowrap data-label="When" { (when(&e.at)) }
                             td data-label="Who" { (e.actor) }
                             td data-label="What" { strong { (e.action) } br; span.muted { (e.target) } }
                             td data-label="Before" { code { (json_text(&e.before)) } }

@@ -267,6 +267,7 @@ async fn manage_licenses_for_a_selection(backend: Backend) {
     assert!(jobs.contains("boss@customer.example") || jobs.contains("admin:"), "who started it");
     let api = app.get(&format!("/api/v1/orgs/{}/jobs?limit=1", w.org), &app.admin).await.ok();
     assert_eq!(api["items"].as_array().unwrap().len(), 1);
+    assert_eq!(api["items"][0]["mode"], "per_user");
     assert!(api["next_cursor"].is_string());
 
     // Another org's job page is the common 404.
@@ -387,6 +388,23 @@ async fn import_preview_then_apply_keeps_phone_numbers(backend: Backend) {
         assert_eq!(l["items"][0]["subscription"], c.b.as_str());
         assert!(l["items"][0]["properties"]["phone_number"].as_str().unwrap().starts_with("+46812"));
     }
+    // The jobs list tells the preview from the import (the list reads each
+    // request without its users).
+    let jobs = page_of(&app, &b, &s, &format!("/ui/orgs/{}/jobs", c.org))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(jobs.matches("Import users and licenses (preview)").count(), 1, "{jobs}");
+    assert_eq!(jobs.matches("Import users and licenses").count(), 2);
+    let listed = app.get(&format!("/api/v1/orgs/{}/jobs", c.org), &app.admin).await.ok();
+    let previews: Vec<bool> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["dry_run"].as_bool().unwrap())
+        .collect();
+    assert_eq!(previews, [false, true], "newest first: the applied job, then its preview");
     // Applying a preview twice, or a job that was no preview, is refused.
     let r = post_form(&app, &b, &s, &format!("{applied}/apply"), &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
