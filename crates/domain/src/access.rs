@@ -20,12 +20,16 @@ pub enum Role {
     OrgUserAdmin,
     OrgSupport,
     OrgReadOnly,
+    /// The SaaS product itself, asking whether a user may use a feature:
+    /// provider-wide, per partner or per org, and nothing but that.
+    ProductService,
 }
 
 str_enum!(Role {
     ProviderAdmin => "provider_admin", PartnerAdmin => "partner_admin", PartnerSales => "partner_sales",
     PartnerHelpdesk => "partner_helpdesk", OrgSuperAdmin => "org_super_admin", OrgAdmin => "org_admin",
     OrgUserAdmin => "org_user_admin", OrgSupport => "org_support", OrgReadOnly => "org_read_only",
+    ProductService => "product_service",
 });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +40,7 @@ pub enum ScopeKind {
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Self::ProviderAdmin,
         Self::PartnerAdmin,
         Self::PartnerSales,
@@ -46,15 +50,34 @@ impl Role {
         Self::OrgUserAdmin,
         Self::OrgSupport,
         Self::OrgReadOnly,
+        Self::ProductService,
     ];
 
-    /// Which kind of tenant a token of this role is bound to.
+    /// Which kind of tenant a token of this role is bound to. A
+    /// `product_service` token may be bound to any; its principal says
+    /// which ([`Principal::scope_kind`]), and this answers the narrowest.
     pub fn scope_kind(&self) -> ScopeKind {
         match self {
             Self::ProviderAdmin => ScopeKind::Provider,
             Self::PartnerAdmin | Self::PartnerSales | Self::PartnerHelpdesk => ScopeKind::Partner,
             _ => ScopeKind::Org,
         }
+    }
+
+    /// The kinds of tenant a token of this role may be bound to.
+    pub fn scope_kinds(&self) -> &'static [ScopeKind] {
+        match self {
+            Self::ProductService => &[ScopeKind::Provider, ScopeKind::Partner, ScopeKind::Org],
+            Self::ProviderAdmin => &[ScopeKind::Provider],
+            Self::PartnerAdmin | Self::PartnerSales | Self::PartnerHelpdesk => &[ScopeKind::Partner],
+            _ => &[ScopeKind::Org],
+        }
+    }
+
+    /// Whether people sign in to the console with this role (a service's
+    /// role is for tokens only).
+    pub fn is_for_people(&self) -> bool {
+        *self != Self::ProductService
     }
 }
 
@@ -82,6 +105,9 @@ pub enum Action {
     RequestPurchase,
     /// Fulfilling or rejecting a purchase request (the provider, the org's partner).
     DecidePurchase,
+    /// Asking whether users may use features (entitlement checks, OFREP,
+    /// offline tokens): the SaaS product's calls.
+    CheckEntitlements,
     /// Contact-centre queues and their members.
     ManageQueues,
     /// An org's billing facts and sales policy (`payment_method_on_file`,
@@ -106,6 +132,8 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     use Action::*;
     use Role::*;
     match role {
+        // The product asks about entitlements and may do nothing else.
+        ProductService => action == CheckEntitlements,
         // Buying is the customer's decision: only its super admin asks.
         ProviderAdmin => action != RequestPurchase,
         // Everything in its customers except the provider's own business;
@@ -128,7 +156,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         ),
         PartnerHelpdesk => matches!(
             action,
-            ReadCatalogue | ReadPartners | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses
+            ReadCatalogue | ReadPartners | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses | CheckEntitlements
         ),
         OrgSuperAdmin => matches!(
             action,
@@ -140,6 +168,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | WriteUsers
                 | ReadLicenses
                 | WriteLicenses
+                | CheckEntitlements
                 | ReadAudit
                 | SubmitProvisioningDetails
                 | RequestPurchase
@@ -158,15 +187,19 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | WriteUsers
                 | ReadLicenses
                 | WriteLicenses
+                | CheckEntitlements
                 | ReadAudit
                 | SubmitProvisioningDetails
                 | ManageQueues
         ),
         OrgUserAdmin => matches!(
             action,
-            ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | ManageQueues
+            ReadCatalogue | ReadOrg | ReadUsers | WriteUsers | ReadLicenses | WriteLicenses | CheckEntitlements | ManageQueues
         ),
-        OrgSupport | OrgReadOnly => matches!(action, ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses),
+        OrgSupport | OrgReadOnly => matches!(
+            action,
+            ReadCatalogue | ReadOrg | ReadSubscriptions | ReadUsers | ReadLicenses | CheckEntitlements
+        ),
     }
 }
 
@@ -180,16 +213,26 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The kind of tenant this principal is bound to.
+    pub fn scope_kind(&self) -> ScopeKind {
+        match self.role {
+            Role::ProductService if self.org.is_some() => ScopeKind::Org,
+            Role::ProductService if self.partner.is_some() => ScopeKind::Partner,
+            Role::ProductService => ScopeKind::Provider,
+            r => r.scope_kind(),
+        }
+    }
+
     /// Whether an org (with its partner, if any) lies inside this principal's tenant.
     pub fn covers_org(&self, org_id: &str, org_partner: Option<&str>) -> bool {
-        match self.role.scope_kind() {
+        match self.scope_kind() {
             ScopeKind::Provider => true,
             ScopeKind::Partner => self.partner.is_some() && self.partner.as_deref() == org_partner,
             ScopeKind::Org => self.org.as_deref() == Some(org_id),
         }
     }
     pub fn covers_partner(&self, partner_id: &str) -> bool {
-        match self.role.scope_kind() {
+        match self.scope_kind() {
             ScopeKind::Provider => true,
             ScopeKind::Partner => self.partner.as_deref() == Some(partner_id),
             ScopeKind::Org => false,
@@ -209,7 +252,7 @@ impl Principal {
     /// Whether this principal may make (invite, or change to) an admin
     /// account of `role`: the same rule as for tokens, never above its own.
     pub fn may_invite(&self, role: Role) -> bool {
-        self.may(Action::ManageAdmins) && role.rank() <= self.role.rank()
+        role.is_for_people() && self.may(Action::ManageAdmins) && role.rank() <= self.role.rank()
     }
 }
 
@@ -225,6 +268,8 @@ impl Role {
             Role::OrgAdmin => 5,
             Role::OrgUserAdmin => 4,
             Role::OrgSupport | Role::OrgReadOnly => 3,
+            // Asks questions only: any admin who manages tokens may make one.
+            Role::ProductService => 1,
         }
     }
 }
@@ -276,6 +321,13 @@ mod tests {
             assert_eq!(role_allows(r, Action::Maintenance), r == Role::ProviderAdmin);
             // Only org super admins buy.
             assert_eq!(role_allows(r, Action::RequestPurchase), r == Role::OrgSuperAdmin);
+            // The product's role may only ask about entitlements; sales agents never see users.
+            assert_eq!(role_allows(Role::ProductService, Action::ReadUsers), false);
+            assert_eq!(
+                role_allows(r, Action::CheckEntitlements),
+                r != Role::PartnerSales,
+                "{r:?} and entitlement checks"
+            );
         }
         // Sales agents decide purchases; helpdesk and read-only roles change nothing.
         assert!(role_allows(Role::PartnerSales, Action::DecidePurchase));

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod bulk;
 pub mod catalogue;
+pub mod entitlements;
 pub mod error;
 pub mod planner;
 pub mod sheet;

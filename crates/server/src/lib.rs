@@ -179,6 +179,9 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::list_job_results))
         .routes(routes!(jobs::list_jobs))
+        .routes(routes!(entitlements::check_entitlement))
+        .routes(routes!(entitlements::evaluate_entitlements))
+        .routes(routes!(entitlements::list_user_entitlements))
         .merge(
             // Bulk bodies may list up to a million users: their own, larger limit.
             OpenApiRouter::new()
@@ -249,6 +252,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
     let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
     let limits = app.config.limits.connections;
@@ -261,5 +265,6 @@ pub async fn serve(
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
     caches.abort();
+    entitlements.abort();
     served
 }

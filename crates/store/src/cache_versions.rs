@@ -28,6 +28,9 @@ impl Cached {
 
 /// Marks `what` changed, inside the changing transaction.
 pub async fn bump(tx: &mut Tx, what: Cached) -> Result<(), StoreError> {
+    if what == Cached::Catalogue {
+        tx.note(|c| c.catalogue());
+    }
     tx.exec(
         "UPDATE cache_versions SET version = version + 1 WHERE name = $1",
         args![what.as_str()],

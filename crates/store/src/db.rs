@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::changes::ChangeFeed;
 use crate::writer::{Writer, WriterConn};
 
 pub use crate::error::StoreError;
@@ -113,6 +114,8 @@ fn sqlite_open_error(path: &str, e: StoreError) -> StoreError {
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    /// What this process's commits changed, for the entitlement index.
+    feed: Arc<ChangeFeed>,
 }
 
 impl Store {
@@ -126,6 +129,7 @@ impl Store {
     /// that upgrade a database of an older schema.
     #[doc(hidden)]
     pub async fn open_migrated_to(database: &str, opts: StoreOptions, last: i64) -> Result<Store, StoreError> {
+        let feed = ChangeFeed::new();
         let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(database)
                 .map_err(|e| StoreError::Open(format!("{database} is not a PostgreSQL URL Allot can use: {e}")))?;
@@ -151,13 +155,14 @@ impl Store {
                 .connect_with(connect.clone())
                 .await?;
             let lanes = (0..(opts.max_connections / 2).max(2))
-                .map(|_| Writer::new(WriterConn::Postgres(None, Box::new(connect.clone()))))
+                .map(|_| Writer::new(WriterConn::Postgres(None, Box::new(connect.clone())), feed.clone()))
                 .collect();
             Store {
                 pools: Pools::Postgres {
                     pool,
                     lanes: Arc::new(lanes),
                 },
+                feed,
             }
         } else {
             let path = database
@@ -185,7 +190,10 @@ impl Store {
                 // that crosses it pays for the checkpoint (~0.1-0.2 s).
                 .pragma("wal_autocheckpoint", "25000");
             check_sqlite_path(path)?;
-            let writer = Writer::new(crate::writer::connect(&connect).await.map_err(|e| sqlite_open_error(path, e))?);
+            let writer = Writer::new(
+                crate::writer::connect(&connect).await.map_err(|e| sqlite_open_error(path, e))?,
+                feed.clone(),
+            );
             // Readers keep a smaller page cache each: there are many of them,
             // the OS caches the file anyway, and 64 MB apiece let a job that
             // reads a million users grow the process past a gigabyte.
@@ -200,10 +208,26 @@ impl Store {
                 .await?;
             Store {
                 pools: Pools::Sqlite { writer, reader },
+                feed,
             }
         };
         crate::migrations::migrate(&store, last).await?;
         Ok(store)
+    }
+
+    /// What this process's commits change (see `crate::changes`).
+    pub fn change_feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
+    }
+
+    /// PostgreSQL: starts forwarding the other processes' change
+    /// notifications to this process's feed (listening before it returns).
+    /// `None` on SQLite, which one process serves.
+    pub async fn follow_others(&self) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
+        match &self.pools {
+            Pools::Postgres { pool, .. } => Ok(Some(crate::changes::follow_others(pool.clone(), self.feed.clone()).await?)),
+            Pools::Sqlite { .. } => Ok(None),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -218,7 +242,11 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { writer, .. } => Tx::Unit(writer.begin_unit().await?),
-            Pools::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(crate::tx::PgTx {
+                tx: pool.begin().await?,
+                changes: Default::default(),
+                feed: Some(self.feed.clone()),
+            }),
         })
     }
 
@@ -243,7 +271,24 @@ impl Store {
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
             Pools::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
-            Pools::Postgres { pool, .. } => Tx::Postgres(pool.begin_with("BEGIN READ ONLY").await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(crate::tx::PgTx {
+                tx: pool.begin_with("BEGIN READ ONLY").await?,
+                changes: Default::default(),
+                feed: None,
+            }),
+        })
+    }
+
+    /// A read transaction whose every statement sees the same snapshot
+    /// (PostgreSQL's REPEATABLE READ; a SQLite read transaction is one).
+    pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(crate::tx::PgTx {
+                tx: pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
+                changes: Default::default(),
+                feed: None,
+            }),
         })
     }
 

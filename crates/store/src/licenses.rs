@@ -55,6 +55,7 @@ pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>
     }
     tx.exec("DELETE FROM service_data WHERE org_id = $1 AND user_id = $2", args![org, user])
         .await?;
+    tx.note(|c| c.user(org, user));
     Ok(held)
 }
 
@@ -216,6 +217,7 @@ pub async fn apply_seat_changes(
     if planned.is_empty() {
         return Ok(Ok(()));
     }
+    tx.note(|c| c.users(org, planned.iter().filter(|p| !p.plan.is_empty()).map(|p| p.user)));
     // Releases, grouped by pool: one DELETE per pool and batch of users.
     for ((sub, product), users) in &seats.releases {
         let gone = tx

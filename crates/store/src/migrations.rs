@@ -19,7 +19,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, V12),
     (13, V13),
     (14, V14),
+    (15, V15),
 ];
+
+/// Each org's count of committed changes that entitlements depend on
+/// (PostgreSQL: bumped in the changing transaction, sent with its
+/// notification, so that another process sees a gap when it missed one;
+/// see `changes.rs`). The org key `''` counts catalogue changes.
+const V15: &str = r#"
+CREATE TABLE entitlement_seqs (
+    org_id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+"#;
 
 /// Searching users by any part of an email or a name, through an index
 /// made for substrings, kept exact by the database itself on every write

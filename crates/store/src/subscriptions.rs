@@ -132,6 +132,7 @@ pub async fn insert(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chron
         ],
     )
     .await?;
+    tx.note(|c| c.subscriptions(&sub.org));
     for item in &sub.items {
         upsert_item(tx, &sub.org, &sub.id, item).await?;
     }
@@ -157,6 +158,7 @@ pub async fn update(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chron
         ],
     )
     .await?;
+    tx.note(|c| c.subscriptions(&sub.org));
     Ok(())
 }
 
@@ -164,6 +166,7 @@ pub async fn update(tx: &mut Tx, sub: &Subscription, now: chrono::DateTime<chron
 /// quantity may not fall below the seats already consumed (the CHECK enforces
 /// it; this says so in words).
 pub async fn upsert_item(tx: &mut Tx, org: &str, sub: &str, item: &Item) -> Result<(), StoreError> {
+    tx.note(|c| c.subscriptions(org));
     let changed = tx
         .exec(
             "UPDATE subscription_items SET quantity = $4, provisioning_status = $5 WHERE org_id = $1 AND subscription_id = $2 AND product = $3 AND consumed <= $4",
@@ -337,6 +340,7 @@ pub async fn cancel_if_empty(tx: &mut Tx, org: &str, sub: &str, now: chrono::Dat
         args![org, sub, ts(now)],
     )
     .await?;
+    tx.note(|c| c.subscriptions(org));
     Ok(None)
 }
 
@@ -354,6 +358,7 @@ pub async fn submit_details(tx: &mut Tx, org: &str, sub: &str, product: &str, de
             args![org, sub, product, details],
         )
         .await?;
+    tx.note(|c| c.subscriptions(org));
     Ok(changed == 1)
 }
 
@@ -394,6 +399,7 @@ pub async fn add_seats(tx: &mut Tx, org: &str, sub: &str, product: &str, n: i64,
             args![org, sub, product, n],
         )
         .await?;
+        tx.note(|c| c.subscriptions(org));
     }
     Ok(())
 }

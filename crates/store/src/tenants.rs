@@ -134,6 +134,7 @@ pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
         ],
     )
     .await?;
+    tx.note(|c| c.subscriptions(&org.id));
     Ok(())
 }
 

@@ -8,6 +8,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
+use crate::changes::{ChangeFeed, Changes};
 use crate::db::{Backend, Cell, PackedCell, Row, StoreError, Val};
 use crate::values::ColumnNames;
 use crate::writer::{WriteUnit, WriterConn};
@@ -18,9 +21,18 @@ pub enum Tx {
     /// writer, or a PostgreSQL lane).
     Unit(WriteUnit),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(PgTx),
     SqliteConn(sqlx::pool::PoolConnection<sqlx::Sqlite>),
     PostgresConn(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// A PostgreSQL transaction of the pool, with what its writes changed
+/// (published when it commits, see `crate::changes`).
+pub struct PgTx {
+    pub(crate) tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    pub(crate) changes: Changes,
+    /// `None` for a read-only transaction.
+    pub(crate) feed: Option<Arc<ChangeFeed>>,
 }
 
 /// Runs `$body` with `$c` bound to the engine's connection (inside the
@@ -52,7 +64,7 @@ macro_rules! with_conn {
                 $body
             }
             Tx::Postgres(t) => {
-                let $c: &mut sqlx::PgConnection = &mut **t;
+                let $c: &mut sqlx::PgConnection = &mut *t.tx;
                 let $to_row = pg_row;
                 $body
             }
@@ -297,6 +309,17 @@ impl Tx {
         }
     }
 
+    /// Notes what this transaction's writes changed, for the entitlement
+    /// index (see `crate::changes`); kept only if the writes are.
+    pub(crate) fn note(&mut self, f: impl FnOnce(&mut Changes)) {
+        match self {
+            Tx::Unit(u) => u.note(f),
+            Tx::Postgres(t) => f(&mut t.changes),
+            // Read-only: nothing to note.
+            Tx::Sqlite(_) | Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
+        }
+    }
+
     /// Whether a versioned licence write of `org` in this transaction is
     /// still to be counted (see [`Tx::defer_versioned_write`]).
     pub(crate) fn versioned_write_pending(&self, org: &str) -> bool {
@@ -448,7 +471,7 @@ impl Tx {
         match self {
             Tx::Unit(u) => u.commit().await?,
             Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Postgres(t) => commit_postgres(t).await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
         }
         Ok(())
@@ -458,11 +481,32 @@ impl Tx {
         match self {
             Tx::Unit(u) => u.rollback().await?,
             Tx::Sqlite(tx) => tx.rollback().await?,
-            Tx::Postgres(tx) => tx.rollback().await?,
+            Tx::Postgres(t) => t.tx.rollback().await?,
             Tx::SqliteConn(_) | Tx::PostgresConn(_) => {}
         }
         Ok(())
     }
+}
+
+/// Commits a pool transaction. One that changed what entitlements depend
+/// on announces it to the other processes inside the transaction, and is
+/// committed and published in a task of its own: a caller that goes away
+/// during the COMMIT cannot leave a committed change unpublished.
+async fn commit_postgres(t: PgTx) -> Result<(), StoreError> {
+    let PgTx { mut tx, changes, feed } = t;
+    let Some(feed) = feed.filter(|_| !changes.is_empty()) else {
+        tx.commit().await?;
+        return Ok(());
+    };
+    let publisher = feed.clone();
+    let task = tokio::spawn(async move {
+        crate::changes::announce(&mut tx, &changes, &publisher.origin).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>(publisher.publish(changes))
+    });
+    let ticket = task.await.map_err(|e| StoreError::Db(format!("the commit stopped: {e}")))??;
+    feed.wait(ticket).await;
+    Ok(())
 }
 
 /// The statements of a multi-row INSERT with their arguments, built for one

@@ -70,7 +70,7 @@ fn kind_of(s: &str) -> Result<UserKind, StoreError> {
     UserKind::parse(s).ok_or_else(|| StoreError::Db(format!("a stored user has the unknown kind {s:?}")))
 }
 
-fn status_of(s: &str) -> Result<UserStatus, StoreError> {
+pub(crate) fn status_of(s: &str) -> Result<UserStatus, StoreError> {
     UserStatus::parse(s).ok_or_else(|| StoreError::Db(format!("a stored user has the unknown status {s:?}")))
 }
 
@@ -467,6 +467,7 @@ pub async fn insert(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
         Err(StoreError::Unique(_)) => return Err(email_taken(&u.email)),
         other => other?,
     };
+    tx.note(|c| c.user(org, &u.id));
     tx.exec(
         "INSERT INTO license_versions (org_id, user_id, version) VALUES ($1, $2, 0)",
         args![org, &u.id],
@@ -501,6 +502,7 @@ pub async fn insert_many(tx: &mut Tx, org: &str, users: &[User], now: chrono::Da
             })
             .collect();
         insert_user_rows(tx, rows).await?;
+        tx.note(|c| c.users(org, batch.iter().map(|u| u.id.as_str())));
         let versions: Vec<Vec<Val>> = batch.iter().map(|u| vec![Val::from(org), Val::from(&u.id), Val::Int(0)]).collect();
         tx.insert_rows("license_versions (org_id, user_id, version)", versions).await?;
     }
@@ -534,6 +536,7 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
         Err(StoreError::Unique(_)) => return Err(email_taken(&u.email)),
         other => other?,
     };
+    tx.note(|c| c.user(org, &u.id));
     write_links(tx, org, u).await
 }
 
@@ -543,6 +546,7 @@ pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> 
     tx.exec("DELETE FROM console_selections WHERE org_id = $1 AND user_id = $2", args![org, id])
         .await?;
     tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
+    tx.note(|c| c.user(org, id));
     crate::license_epochs::note_versioned_write(tx, org).await
 }
 

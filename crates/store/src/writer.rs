@@ -38,6 +38,7 @@ use std::sync::Arc;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
+use crate::changes::{ChangeFeed, Changes};
 use crate::db::StoreError;
 
 /// The most units one transaction carries before it is committed anyway.
@@ -56,6 +57,8 @@ const MAX_BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(10);
 pub(crate) struct Writer {
     state: Arc<Mutex<WriterState>>,
     waiters: AtomicUsize,
+    /// Where committed changes are published (see `crate::changes`).
+    feed: Arc<ChangeFeed>,
 }
 
 /// The connection a writer owns. PostgreSQL lanes connect on first use and
@@ -78,6 +81,11 @@ pub(crate) struct WriterState {
     batch_versioned: Vec<String>,
     /// When the open transaction began.
     began: Option<std::time::Instant>,
+    /// What the open unit changed, and what the units kept in the open
+    /// transaction changed (see `crate::changes`).
+    unit_changes: Changes,
+    batch_changes: Changes,
+    feed: Arc<ChangeFeed>,
 }
 
 /// Runs the `;`-separated statements of `sql` in order, stopping at the
@@ -163,6 +171,7 @@ impl WriterState {
     /// Undoes a unit that was dropped before it committed or rolled back.
     async fn discard_open_unit(&mut self) {
         self.unit_versioned.clear();
+        self.unit_changes = Changes::default();
         if self.unit_open {
             let _ = run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
             self.unit_open = false;
@@ -174,17 +183,26 @@ impl WriterState {
     /// transaction aborted), the unit alone is refused and the batch is
     /// committed without it, as a separate RELEASE would have done.
     async fn keep_unit_and_commit(&mut self, tell: oneshot::Sender<Settled>) {
-        let result = run(&mut self.conn, "RELEASE allot_unit; COMMIT").await;
+        let mut changes = std::mem::take(&mut self.batch_changes);
+        let unit_changes = std::mem::take(&mut self.unit_changes);
+        let mut kept = changes.clone();
+        kept.merge(unit_changes);
+        // Announced inside the unit's SAVEPOINT: undone with it if it is refused.
+        let result = match announce(&mut self.conn, &kept, &self.feed.origin).await {
+            Ok(()) => run(&mut self.conn, "RELEASE allot_unit; COMMIT").await,
+            Err(e) => Err(e),
+        };
         self.unit_open = false;
         self.unit_versioned.clear();
         match result {
             Ok(()) => {
                 self.pending.push(tell);
-                self.end_batch(Ok(()));
+                self.end_batch(Ok(kept));
             }
             // The savepoint is still there: the RELEASE failed, not the COMMIT.
             Err(e) if run(&mut self.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await.is_ok() => {
                 let _ = tell.send(Settled::Refused(e));
+                self.batch_changes = std::mem::take(&mut changes);
                 self.flush().await;
             }
             // The COMMIT failed (or the connection went): nothing was kept.
@@ -202,9 +220,13 @@ impl WriterState {
         if !self.in_tx {
             return;
         }
-        let counted = count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await;
+        let changes = std::mem::take(&mut self.batch_changes);
+        let counted = match count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await {
+            Ok(()) => announce(&mut self.conn, &changes, &self.feed.origin).await,
+            Err(e) => Err(e),
+        };
         let result = match counted {
-            Ok(()) => run(&mut self.conn, "COMMIT").await.map_err(|e| format!("{e:?}")),
+            Ok(()) => run(&mut self.conn, "COMMIT").await.map(|()| changes).map_err(|e| format!("{e:?}")),
             Err(e) => Err(format!("{e:?}")),
         };
         if result.is_err() {
@@ -215,15 +237,30 @@ impl WriterState {
 
     /// The transaction is over (committed, or not): tells every unit kept
     /// in it how it went.
-    fn end_batch(&mut self, result: Result<(), String>) {
+    fn end_batch(&mut self, result: Result<Changes, String>) {
         self.in_tx = false;
         self.batch_versioned.clear();
+        self.batch_changes = Changes::default();
+        // Published here, in the committing task, before anyone is told.
+        let result = result.map(|changes| self.feed.publish(changes));
         for p in self.pending.drain(..) {
             let _ = p.send(match &result {
-                Ok(()) => Settled::Committed,
+                Ok(ticket) => Settled::Committed(*ticket),
                 Err(e) => Settled::CommitFailed(e.clone()),
             });
         }
+    }
+}
+
+/// PostgreSQL: announces the transaction's changes to the other processes
+/// inside it (see `crate::changes`); nothing on SQLite.
+async fn announce(conn: &mut WriterConn, changes: &Changes, origin: &str) -> Result<(), StoreError> {
+    match conn {
+        WriterConn::Postgres(Some(c), _) if !changes.is_empty() => {
+            crate::changes::announce(c, changes, origin).await?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -242,8 +279,9 @@ async fn count_versioned_writes(conn: &mut WriterConn, orgs: Vec<String>) -> Res
 }
 
 impl Writer {
-    pub(crate) fn new(conn: WriterConn) -> Arc<Writer> {
+    pub(crate) fn new(conn: WriterConn, feed: Arc<ChangeFeed>) -> Arc<Writer> {
         Arc::new(Writer {
+            feed: feed.clone(),
             state: Arc::new(Mutex::new(WriterState {
                 conn,
                 in_tx: false,
@@ -252,6 +290,9 @@ impl Writer {
                 unit_versioned: Vec::new(),
                 batch_versioned: Vec::new(),
                 began: None,
+                unit_changes: Changes::default(),
+                batch_changes: Changes::default(),
+                feed,
             })),
             waiters: AtomicUsize::new(0),
         })
@@ -417,6 +458,13 @@ impl WriteUnit {
         Ok(())
     }
 
+    /// Notes what the unit changed (see `crate::changes`).
+    pub(crate) fn note(&mut self, f: impl FnOnce(&mut Changes)) {
+        if let Some(g) = self.guard.as_mut() {
+            f(&mut g.unit_changes);
+        }
+    }
+
     /// Whether this unit, or a unit kept earlier in the same transaction,
     /// made a versioned licence write of `org` not counted yet.
     pub(crate) fn versioned_write_pending(&self, org: &str) -> bool {
@@ -451,6 +499,8 @@ impl WriteUnit {
                 return;
             }
             guard.unit_open = false;
+            let unit_changes = std::mem::take(&mut guard.unit_changes);
+            guard.batch_changes.merge(unit_changes);
             for org in std::mem::take(&mut guard.unit_versioned) {
                 if !guard.batch_versioned.contains(&org) {
                     guard.batch_versioned.push(org);
@@ -462,7 +512,10 @@ impl WriteUnit {
             }
         });
         match told.await {
-            Ok(Settled::Committed) => Ok(()),
+            Ok(Settled::Committed(ticket)) => {
+                self.writer.feed.wait(ticket).await;
+                Ok(())
+            }
             // The shared COMMIT failed: nothing of this unit was kept, so running it again is safe.
             Ok(Settled::CommitFailed(e)) => Err(StoreError::Retry(format!("group commit failed: {e}"))),
             Ok(Settled::Refused(e)) => Err(e),
@@ -481,6 +534,7 @@ impl WriteUnit {
             let undone = run(&mut guard.conn, "ROLLBACK TO allot_unit; RELEASE allot_unit").await;
             guard.unit_open = false;
             guard.unit_versioned.clear();
+            guard.unit_changes = Changes::default();
             if writer.nobody_waiting() {
                 guard.flush().await;
             }
@@ -497,8 +551,8 @@ impl WriteUnit {
 
 /// How a unit that asked to be kept ended.
 enum Settled {
-    /// Its batch was durably committed.
-    Committed,
+    /// Its batch was durably committed (and published with this ticket).
+    Committed(Option<u64>),
     /// Its batch's COMMIT failed: nothing of it was kept.
     CommitFailed(String),
     /// The unit itself could not be kept (its SAVEPOINT failed to release).

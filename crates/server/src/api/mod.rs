@@ -7,6 +7,7 @@
 pub mod admins;
 pub mod catalogue;
 pub mod customers;
+pub mod entitlements;
 pub mod housekeeping;
 pub mod jobs;
 pub mod licenses;

@@ -47,7 +47,7 @@ impl Caller {
     }
 
     pub fn scope_kind(&self) -> ScopeKind {
-        self.principal.role.scope_kind()
+        self.principal.scope_kind()
     }
 
     /// 403 unless the caller's role may do `action` (inside its own tenant).
@@ -132,6 +132,7 @@ pub fn describe(action: Action) -> &'static str {
         Action::ManageAdmins => "manage admin accounts",
         Action::GrantSiteAdmin => "make users site administrators",
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
+        Action::CheckEntitlements => "ask which features users may use",
     }
 }
 
@@ -139,6 +140,21 @@ pub fn describe(action: Action) -> &'static str {
 /// exactly the tenant its role's scope names: a provider role to none, a
 /// partner role to a partner, an org role to an org.
 pub(crate) fn check_binding(role: Role, partner: Option<&str>, org: Option<&str>, what: &str) -> Result<(), Error> {
+    if !role.is_for_people() && what == "admins" {
+        return Err(Error::validation(
+            "role",
+            format!("{} is a role for API tokens, not for admin accounts.", role.as_str()),
+        ));
+    }
+    if role == Role::ProductService {
+        return match (partner, org) {
+            (Some(_), Some(_)) => Err(Error::validation(
+                "org",
+                "product_service tokens are bound to the provider (no partner or org), one partner, or one org: not both.",
+            )),
+            _ => Ok(()),
+        };
+    }
     match (role.scope_kind(), partner, org) {
         (ScopeKind::Provider, None, None) | (ScopeKind::Partner, Some(_), None) | (ScopeKind::Org, None, Some(_)) => Ok(()),
         (ScopeKind::Provider, ..) => Err(Error::validation(

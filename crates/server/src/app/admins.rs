@@ -460,7 +460,7 @@ pub struct AdminUpdate {
 /// provider; a partner's own admins and its customers'; an org's own.
 fn in_scope(caller: &Caller, e: &AdminEntry) -> bool {
     let p = &caller.principal;
-    match p.role.scope_kind() {
+    match p.scope_kind() {
         ScopeKind::Provider => true,
         ScopeKind::Partner => {
             p.partner.is_some() && (e.admin.partner == p.partner || (e.admin.org.is_some() && e.org_partner == p.partner))
@@ -539,11 +539,11 @@ pub async fn list_admins(app: &App, caller: &Caller, of: &AdminsOf, page: &super
     caller.require(Action::ManageAdmins)?;
     let p = &caller.principal;
     let filter = AdminFilter {
-        within_partner: match p.role.scope_kind() {
+        within_partner: match p.scope_kind() {
             ScopeKind::Partner => Some(p.partner.as_deref().unwrap_or("")),
             _ => None,
         },
-        within_org: match p.role.scope_kind() {
+        within_org: match p.scope_kind() {
             ScopeKind::Org => Some(p.org.as_deref().unwrap_or("")),
             _ => None,
         },

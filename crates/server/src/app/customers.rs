@@ -245,7 +245,7 @@ pub async fn list_customers_matching(
 ) -> Result<Paged<CustomerView>, Error> {
     caller.require(Action::ReadSubscriptions)?;
     let p = &caller.principal;
-    let filter = match p.role.scope_kind() {
+    let filter = match p.scope_kind() {
         ScopeKind::Provider => CustomerFilter {
             partner: match q.partner.as_deref() {
                 None => None,

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cache;
 pub mod catalogue;
 pub mod customers;
+pub mod entitlements;
 pub mod etag;
 pub mod facts;
 pub mod jobs;
@@ -116,12 +117,17 @@ pub struct App {
     pub(crate) caches: Arc<cache::Caches>,
     /// Failed console sign-ins, to slow guessing down.
     pub(crate) sign_ins: Arc<admins::SignInThrottle>,
+    /// Who holds what, in memory, for entitlement checks (kept exact by
+    /// `entitlements::follow::keep_exact`, which `serve` runs).
+    pub entitlements: Arc<entitlements::Entitlements>,
 }
 
 impl App {
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: Config) -> App {
         let rate = crate::ratelimit::RateLimiter::new(config.rate_limit);
+        let entitlements = entitlements::Entitlements::new(&store);
         App {
+            entitlements,
             store,
             clock,
             config: Arc::new(config),

@@ -178,7 +178,7 @@ pub async fn list_orgs(app: &App, caller: &Caller, q: &PageQuery) -> Result<Page
     caller.require(Action::ReadOrg)?;
     let page = q.page()?;
     let p = &caller.principal;
-    let scope = match p.role.scope_kind() {
+    let scope = match p.scope_kind() {
         ScopeKind::Provider => OrgScope::default(),
         ScopeKind::Partner => OrgScope {
             partner: Some(p.partner.clone().unwrap_or_default()),

@@ -180,7 +180,7 @@ fn may_grant(caller: &Caller, role: Role, verb: &str) -> Result<(), Error> {
 /// Whether a stored token lies in the caller's scope.
 fn in_scope(caller: &Caller, t: &TokenInfo) -> bool {
     let p = &caller.principal;
-    match p.role.scope_kind() {
+    match p.scope_kind() {
         ScopeKind::Provider => true,
         ScopeKind::Partner => p.partner.is_some() && (t.partner == p.partner || (t.org.is_some() && t.org_partner == p.partner)),
         ScopeKind::Org => t.org.is_some() && t.org == p.org,

@@ -16,6 +16,7 @@ mod console_bulk;
 mod console_hub;
 mod conventions;
 mod customers;
+mod entitlements;
 mod fields;
 mod fuzz;
 mod hangup;

@@ -1,0 +1,44 @@
+//! Entitlement checks: the SaaS product asks whether users may use features.
+
+use axum::extract::{Path, State};
+use axum::Json;
+
+use crate::app::entitlements::{self, CheckInput, EntitlementCheck, Evaluations, EvaluationsInput, UserEntitlementsView};
+use crate::app::{App, Caller};
+use crate::extract::ApiJson;
+use crate::problem::ApiResult;
+
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/entitlements/check", operation_id = "check_entitlement", tag = "entitlements",
+    params(("org" = String, Path, description = "The organisation's id")),
+    request_body = CheckInput,
+    responses((status = 200, description = "Whether the user may use the feature (or product) now, and why; an unknown user or feature is an answer, `allowed: false`", body = EntitlementCheck)))]
+pub async fn check_entitlement(
+    State(app): State<App>,
+    caller: Caller,
+    Path(org): Path<String>,
+    ApiJson(input): ApiJson<CheckInput>,
+) -> ApiResult<Json<EntitlementCheck>> {
+    Ok(Json(entitlements::check_entitlement(&app, &caller, &org, &input).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/entitlements/evaluations", operation_id = "evaluate_entitlements", tag = "entitlements",
+    request_body = EvaluationsInput,
+    responses((status = 200, description = "One answer per question, in the same order (at most 1,000 questions)", body = Evaluations)))]
+pub async fn evaluate_entitlements(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(input): ApiJson<EvaluationsInput>,
+) -> ApiResult<Json<Evaluations>> {
+    Ok(Json(entitlements::evaluate_entitlements(&app, &caller, &input).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/users/{user}/entitlements", operation_id = "list_user_entitlements", tag = "entitlements",
+    params(("org" = String, Path, description = "The organisation's id"), ("user" = String, Path, description = "The user's id or email")),
+    responses((status = 200, description = "Every feature and product the user may use today, with what grants each", body = UserEntitlementsView)))]
+pub async fn list_user_entitlements(
+    State(app): State<App>,
+    caller: Caller,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<Json<UserEntitlementsView>> {
+    Ok(Json(entitlements::list_user_entitlements(&app, &caller, &org, &user).await?))
+}

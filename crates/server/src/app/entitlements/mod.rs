@@ -1,0 +1,357 @@
+//! The SaaS product asks: may this user use this feature now? Answered
+//! from an in-process index ([`index`]) kept exact at every commit
+//! ([`follow`]), by the rule in `allot_domain::entitlements`.
+//!
+//! Use cases: [`check_entitlement`] (one question in an org),
+//! [`evaluate_entitlements`] (up to 1,000 questions, answers in order) and
+//! [`list_user_entitlements`] (everything one user may use today). The
+//! caller needs `CheckEntitlements` (the `product_service` role, and the
+//! admin roles that read users) in the org's tenant: another tenant's org
+//! is 404, but an unknown user or feature is an answer (`allowed: false`
+//! with its reason), never a 404 that would tell one tenant's product
+//! about another's users.
+
+pub mod follow;
+pub mod index;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use allot_domain::access::Action;
+use allot_domain::entitlements::EntitlementReason;
+use allot_domain::{Code, Error, Violation};
+use allot_store::changes::Fed;
+
+use crate::app::{App, Caller};
+use index::{Answer, Asked, Index};
+
+/// The most questions one batch may ask.
+pub const MAX_EVALUATIONS: usize = 1_000;
+
+/// The index, its feed and what it has seen.
+pub struct Entitlements {
+    pub(crate) index: Index,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Fed>>>,
+    ready: watch::Sender<bool>,
+    /// Each org's last sequence number seen on the notification channel.
+    pub(crate) seqs: Mutex<HashMap<String, i64>>,
+    /// How often everything, or a whole org's users, was read again
+    /// (metrics; the truth tests expect neither from changes of their own).
+    pub full_loads: AtomicU64,
+    pub org_reloads: AtomicU64,
+}
+
+impl Entitlements {
+    /// An index that follows `store`'s feed from now on (filled by
+    /// [`follow::keep_exact`]).
+    pub fn new(store: &allot_store::Store) -> Arc<Entitlements> {
+        Arc::new(Entitlements {
+            index: Index::default(),
+            receiver: Mutex::new(store.change_feed().subscribe()),
+            ready: watch::channel(false).0,
+            seqs: Mutex::new(HashMap::new()),
+            full_loads: AtomicU64::new(0),
+            org_reloads: AtomicU64::new(0),
+        })
+    }
+
+    fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Fed>> {
+        self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Waits (at most 30 s) for the start-up read to finish.
+    async fn wait_ready(&self) -> Result<(), Error> {
+        if *self.ready.borrow() {
+            return Ok(());
+        }
+        let mut rx = self.ready.subscribe();
+        let ready = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match ready {
+            true => Ok(()),
+            false => Err(Error::new(
+                Code::Unavailable,
+                "The entitlement index is still being read; ask again in a moment.",
+            )),
+        }
+    }
+
+    /// Licences and users the index holds now (metrics, benchmarks).
+    pub fn size(&self) -> (usize, usize) {
+        let s = self.index.read();
+        (s.users_known(), s.licenses_held())
+    }
+
+    /// The in-process answer alone (benchmarks): no scope check, no I/O.
+    pub fn answer(&self, org: &str, user: &str, feature: &str, today: NaiveDate) -> bool {
+        self.index.read().check(org, user, Asked::Feature(feature), today).reason.allowed()
+    }
+
+    /// Whether the start-up read is done.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+/// One question: may `user` use `feature` (or `product`) now?
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInput {
+    /// The user's id, or email (compared case-insensitively).
+    #[schema(min_length = 1, max_length = 320)]
+    pub user: String,
+    /// A feature of the catalogue's products. Give this or `product`.
+    #[schema(min_length = 1, max_length = 100)]
+    pub feature: Option<String>,
+    /// A product code: whether the user may use the product itself.
+    #[schema(min_length = 1, max_length = 100)]
+    pub product: Option<String>,
+}
+
+/// A licence that grants what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GrantedBy {
+    pub product: String,
+    pub subscription: String,
+}
+
+/// The answer to one question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EntitlementCheck {
+    pub allowed: bool,
+    pub reason: EntitlementReason,
+    /// The org asked about.
+    pub org: String,
+    /// The user as asked (an id or an email).
+    pub user: String,
+    /// The user's id, when the user is known.
+    pub user_id: Option<String>,
+    /// The feature asked about (`null` when a product was).
+    pub feature: Option<String>,
+    /// The product asked about, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// Every licence that grants it today (empty when not allowed).
+    pub granted_by: Vec<GrantedBy>,
+    /// The last day the answer holds if nothing changes (the latest end of
+    /// the granting subscriptions); `null` when not allowed.
+    pub valid_until: Option<NaiveDate>,
+}
+
+/// A question of a batch: its org, or the batch's.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationInput {
+    /// The org; defaults to the batch's `org`.
+    pub org: Option<String>,
+    #[schema(min_length = 1, max_length = 320)]
+    pub user: String,
+    #[schema(min_length = 1, max_length = 100)]
+    pub feature: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    pub product: Option<String>,
+}
+
+/// Up to 1,000 questions.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationsInput {
+    /// The org of every question that names none.
+    pub org: Option<String>,
+    #[schema(max_items = 1000)]
+    pub evaluations: Vec<EvaluationInput>,
+}
+
+/// The answers, in the order of the questions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Evaluations {
+    pub evaluations: Vec<EntitlementCheck>,
+}
+
+/// A feature a user may use today, with what grants it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FeatureEntitlement {
+    pub feature: String,
+    pub granted_by: Vec<GrantedBy>,
+    pub valid_until: NaiveDate,
+}
+
+/// A product a user may use today.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProductEntitlement {
+    pub product: String,
+    pub subscriptions: Vec<String>,
+    pub valid_until: NaiveDate,
+}
+
+/// Everything one user may use today.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserEntitlementsView {
+    pub user: String,
+    pub email: String,
+    /// `licensed` when the user may use what their licences grant; else
+    /// why nothing is granted (`user_pending`, `user_inactive`).
+    pub reason: EntitlementReason,
+    pub features: Vec<FeatureEntitlement>,
+    pub products: Vec<ProductEntitlement>,
+}
+
+/// What a question asks, checked: the user and exactly one of feature or product.
+fn asked<'a>(user: &str, feature: &'a Option<String>, product: &'a Option<String>, at: &str) -> Result<Asked<'a>, Violation> {
+    let field = |f: &str| if at.is_empty() { f.to_string() } else { format!("{at}.{f}") };
+    if user.trim().is_empty() || user.len() > 320 {
+        return Err(Violation::new(Code::ValidationFailed, "Give the user's id or email (at most 320 characters).").field(field("user")));
+    }
+    match (feature, product) {
+        (Some(f), None) if !f.is_empty() && f.len() <= 100 => Ok(Asked::Feature(f)),
+        (None, Some(p)) if !p.is_empty() && p.len() <= 100 => Ok(Asked::Product(p)),
+        (Some(_), Some(_)) => {
+            Err(Violation::new(Code::ValidationFailed, "Ask about a feature or a product, not both.").field(field("product")))
+        }
+        (None, None) => Err(Violation::new(Code::ValidationFailed, "Name the feature (or the product) to check.").field(field("feature"))),
+        (Some(_), None) => Err(Violation::new(Code::ValidationFailed, "A feature is 1 to 100 characters.").field(field("feature"))),
+        (None, Some(_)) => Err(Violation::new(Code::ValidationFailed, "A product code is 1 to 100 characters.").field(field("product"))),
+    }
+}
+
+fn present(org: &str, user: &str, asked: Asked<'_>, a: Answer) -> EntitlementCheck {
+    let (feature, product) = match asked {
+        Asked::Feature(f) => (Some(f.to_string()), None),
+        Asked::Product(p) => (None, Some(p.to_string())),
+    };
+    EntitlementCheck {
+        allowed: a.reason.allowed(),
+        reason: a.reason,
+        org: org.to_string(),
+        user: user.to_string(),
+        user_id: a.user_id,
+        feature,
+        product,
+        granted_by: a
+            .granted_by
+            .into_iter()
+            .map(|(product, subscription)| GrantedBy { product, subscription })
+            .collect(),
+        valid_until: a.valid_until,
+    }
+}
+
+fn invalid(v: Violation) -> Error {
+    Error {
+        code: Code::ValidationFailed,
+        detail: v.message.clone(),
+        violations: vec![v],
+    }
+}
+
+/// `POST /orgs/{org}/entitlements/check`.
+pub async fn check_entitlement(app: &App, caller: &Caller, org: &str, input: &CheckInput) -> Result<EntitlementCheck, Error> {
+    app.visible_org(caller, org, Action::CheckEntitlements).await?;
+    let what = asked(&input.user, &input.feature, &input.product, "").map_err(invalid)?;
+    app.entitlements.wait_ready().await?;
+    let today = app.clock.today();
+    let answer = app.entitlements.index.read().check(org, &input.user, what, today);
+    Ok(present(org, &input.user, what, answer))
+}
+
+/// `POST /entitlements/evaluations`: every question is checked for shape
+/// and every org for scope before any is answered.
+pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &EvaluationsInput) -> Result<Evaluations, Error> {
+    caller.require(Action::CheckEntitlements)?;
+    if input.evaluations.len() > MAX_EVALUATIONS {
+        return Err(invalid(
+            Violation::new(
+                Code::ValidationFailed,
+                format!(
+                    "A batch asks at most {MAX_EVALUATIONS} questions; this one asks {}. Split it.",
+                    input.evaluations.len()
+                ),
+            )
+            .field("evaluations"),
+        ));
+    }
+    let mut questions = Vec::with_capacity(input.evaluations.len());
+    let mut violations = Vec::new();
+    for (i, e) in input.evaluations.iter().enumerate() {
+        let at = format!("evaluations[{i}]");
+        let Some(org) = e.org.as_deref().or(input.org.as_deref()) else {
+            violations.push(
+                Violation::new(Code::ValidationFailed, "Name the org of this question, or the batch's org.").field(format!("{at}.org")),
+            );
+            continue;
+        };
+        match asked(&e.user, &e.feature, &e.product, &at) {
+            Ok(what) => questions.push((org, e.user.as_str(), what)),
+            Err(v) => violations.push(v),
+        }
+    }
+    if !violations.is_empty() {
+        return Err(Error {
+            code: Code::ValidationFailed,
+            detail: format!("{} of the questions cannot be asked; see errors.", violations.len()),
+            violations,
+        });
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (org, ..) in &questions {
+        if !seen.contains(org) {
+            app.visible_org(caller, org, Action::CheckEntitlements).await?;
+            seen.push(org);
+        }
+    }
+    app.entitlements.wait_ready().await?;
+    let today = app.clock.today();
+    let state = app.entitlements.index.read();
+    let evaluations = questions
+        .into_iter()
+        .map(|(org, user, what)| present(org, user, what, state.check(org, user, what, today)))
+        .collect();
+    Ok(Evaluations { evaluations })
+}
+
+/// `GET /orgs/{org}/users/{user}/entitlements`: 404 for a user the org
+/// does not have (here the user is the resource asked for).
+pub async fn list_user_entitlements(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserEntitlementsView, Error> {
+    app.visible_org(caller, org, Action::CheckEntitlements).await?;
+    app.entitlements.wait_ready().await?;
+    let today = app.clock.today();
+    let found = app.entitlements.index.read().user_entitlements(org, user, today);
+    let u = found.ok_or_else(|| Error::not_found(format!("User {}", allot_domain::types::excerpt(user))))?;
+    Ok(UserEntitlementsView {
+        user: u.user_id,
+        email: u.email,
+        reason: u.blocked.unwrap_or(EntitlementReason::Licensed),
+        features: u
+            .features
+            .into_iter()
+            .map(|(feature, by)| FeatureEntitlement {
+                valid_until: by.iter().map(|(_, _, d)| *d).max().unwrap_or(today),
+                granted_by: by
+                    .into_iter()
+                    .map(|(product, subscription, _)| GrantedBy { product, subscription })
+                    .collect(),
+                feature,
+            })
+            .collect(),
+        products: u
+            .products
+            .into_iter()
+            .map(|(product, by)| ProductEntitlement {
+                valid_until: by.iter().map(|(_, d)| *d).max().unwrap_or(today),
+                subscriptions: by.into_iter().map(|(s, _)| s).collect(),
+                product,
+            })
+            .collect(),
+    })
+}

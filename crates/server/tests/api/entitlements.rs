@@ -1,0 +1,643 @@
+//! Entitlement checks: after changes on every path, every answer equals
+//! what a plain query of the database says (written here, apart from the
+//! index); the product_service role; bad input.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use allot_domain::access::Role;
+use allot_server::clock::Clock;
+
+use crate::both_backends;
+use crate::kit::*;
+use crate::sheet::import_done;
+
+both_backends!(
+    checks_equal_the_database_after_every_path,
+    checks_refuse_bad_input_and_other_tenants,
+);
+
+/// Features granted by the products of [`catalogue`].
+const FEATURES: [&str; 6] = ["calling", "voicemail", "meetings", "recording", "messaging", "teleport"];
+const PRODUCTS: [&str; 5] = [
+    "calling-standard",
+    "calling-professional",
+    "meetings",
+    "messaging",
+    "no-such-product",
+];
+
+pub async fn catalogue(app: &TestApp) {
+    for (code, family, features) in [
+        ("calling-standard", "calling", json!(["calling"])),
+        ("calling-professional", "calling", json!(["calling", "voicemail"])),
+        ("meetings", "meetings", json!(["meetings", "recording"])),
+        ("messaging", "messaging", json!(["messaging"])),
+    ] {
+        app.post(
+            "/api/v1/products",
+            &app.admin,
+            json!({ "code": code, "name": code.replace('-', " "), "family": family, "features": features }),
+        )
+        .await
+        .ok();
+    }
+}
+
+/// One licence as the database holds it, with what decides whether it grants.
+struct HeldRow {
+    product: String,
+    subscription: String,
+    trial: bool,
+    end_date: String,
+    suspended: bool,
+    cancelled: bool,
+    provisioning: String,
+}
+
+/// What the database says, for every user of the org and every question:
+/// (user id → (email, status, licences)). Written as plain SQL here, apart
+/// from the index and the domain's rule.
+async fn database_truth(app: &TestApp, org: &str) -> (BTreeMap<String, (String, String, Vec<HeldRow>)>, BTreeMap<String, Vec<String>>) {
+    let mut tx = app.store.begin_read().await.expect("read");
+    let users = tx
+        .rows(
+            "SELECT id, email_normalized, status FROM users WHERE org_id = $1",
+            allot_store::args![org],
+        )
+        .await
+        .expect("users");
+    let mut out: BTreeMap<String, (String, String, Vec<HeldRow>)> = BTreeMap::new();
+    for u in &users {
+        out.insert(
+            u.text("id").unwrap(),
+            (u.text("email_normalized").unwrap(), u.text("status").unwrap(), Vec::new()),
+        );
+    }
+    let held = tx
+        .rows(
+            "SELECT a.user_id, a.product, a.subscription_id, s.trial, s.end_date, s.suspended, s.cancelled, i.provisioning_status \
+             FROM assignments a \
+             JOIN subscriptions s ON s.org_id = a.org_id AND s.id = a.subscription_id \
+             JOIN subscription_items i ON i.org_id = a.org_id AND i.subscription_id = a.subscription_id AND i.product = a.product \
+             WHERE a.org_id = $1",
+            allot_store::args![org],
+        )
+        .await
+        .expect("licences");
+    for h in &held {
+        let u = h.text("user_id").unwrap();
+        out.get_mut(&u).expect("a licence of a known user").2.push(HeldRow {
+            product: h.text("product").unwrap(),
+            subscription: h.text("subscription_id").unwrap(),
+            trial: h.bool("trial").unwrap(),
+            end_date: h.text("end_date").unwrap(),
+            suspended: h.bool("suspended").unwrap(),
+            cancelled: h.bool("cancelled").unwrap(),
+            provisioning: h.text("provisioning_status").unwrap(),
+        });
+    }
+    let products = tx.rows("SELECT code, features FROM products", &[]).await.expect("products");
+    let features = products
+        .iter()
+        .map(|p| {
+            let f: Vec<String> = serde_json::from_str(&p.text("features").unwrap()).unwrap();
+            (p.text("code").unwrap(), f)
+        })
+        .collect();
+    (out, features)
+}
+
+/// The expected answer: (allowed, reason, granted_by) for a user (as
+/// asked: an id or an email) and a feature or product.
+fn expected(
+    truth: &BTreeMap<String, (String, String, Vec<HeldRow>)>,
+    features: &BTreeMap<String, Vec<String>>,
+    user: &str,
+    feature: Option<&str>,
+    product: Option<&str>,
+    today: &str,
+) -> (bool, String, BTreeSet<(String, String)>) {
+    let found = truth
+        .iter()
+        .find(|(id, (email, ..))| id.as_str() == user || email.as_str() == user.to_lowercase());
+    let Some((_, (_, status, held))) = found else {
+        return (false, "unknown_user".into(), BTreeSet::new());
+    };
+    match status.as_str() {
+        "pending" => return (false, "user_pending".into(), BTreeSet::new()),
+        "inactive" => return (false, "user_inactive".into(), BTreeSet::new()),
+        _ => {}
+    }
+    let grants = |p: &str| match (feature, product) {
+        (Some(f), _) => features.get(p).is_some_and(|fs| fs.iter().any(|x| x == f)),
+        (_, Some(code)) => p == code,
+        _ => false,
+    };
+    let known = match (feature, product) {
+        (Some(f), _) => features.values().any(|fs| fs.iter().any(|x| x == f)),
+        (_, Some(code)) => features.contains_key(code),
+        _ => false,
+    };
+    if !known {
+        return (false, "unknown_feature".into(), BTreeSet::new());
+    }
+    let mut granted = BTreeSet::new();
+    let mut reasons = Vec::new();
+    for h in held.iter().filter(|h| grants(&h.product)) {
+        let reason = if h.cancelled {
+            "subscription_cancelled"
+        } else if h.end_date.as_str() <= today && h.trial {
+            "trial_expired"
+        } else if h.end_date.as_str() <= today {
+            "subscription_expired"
+        } else if h.suspended {
+            "subscription_suspended"
+        } else if h.provisioning != "provisioned" {
+            "service_not_provisioned"
+        } else {
+            granted.insert((h.product.clone(), h.subscription.clone()));
+            continue;
+        };
+        reasons.push(reason);
+    }
+    if !granted.is_empty() {
+        return (true, "licensed".into(), granted);
+    }
+    // The closest failing licence: the latest in the documented order.
+    let order = [
+        "subscription_cancelled",
+        "subscription_expired",
+        "trial_expired",
+        "subscription_suspended",
+        "service_not_provisioned",
+    ];
+    let closest = reasons.iter().max_by_key(|r| order.iter().position(|o| o == *r));
+    (false, closest.map_or("not_licensed", |r| r).to_string(), BTreeSet::new())
+}
+
+/// Asks every question about every user of the org (by id and by email,
+/// plus an unknown user) through the batch call, and compares each answer
+/// with the database. Returns how many questions were asked.
+async fn assert_checks_equal_database(app: &TestApp, token: &str, org: &str, step: &str) -> usize {
+    let (truth, features) = database_truth(app, org).await;
+    let today = app.clock.now().date_naive().to_string();
+    let mut questions: Vec<(String, Option<&str>, Option<&str>)> = Vec::new();
+    let mut names: Vec<String> = vec!["nobody@nowhere.example".into(), "usr_unknown".into()];
+    for (id, (email, ..)) in &truth {
+        names.push(id.clone());
+        names.push(email.to_uppercase());
+    }
+    for n in &names {
+        for f in FEATURES {
+            questions.push((n.clone(), Some(f), None));
+        }
+        for p in PRODUCTS {
+            questions.push((n.clone(), None, Some(p)));
+        }
+    }
+    for batch in questions.chunks(1000) {
+        let body: Vec<Value> = batch
+            .iter()
+            .map(|(u, f, p)| match (f, p) {
+                (Some(f), _) => json!({ "user": u, "feature": f }),
+                (_, Some(p)) => json!({ "user": u, "product": p }),
+                _ => unreachable!("every question names one"),
+            })
+            .collect();
+        let r = app
+            .post(
+                "/api/v1/entitlements/evaluations",
+                token,
+                json!({ "org": org, "evaluations": body }),
+            )
+            .await
+            .ok();
+        let answers = r["evaluations"].as_array().expect("answers");
+        assert_eq!(answers.len(), batch.len(), "one answer per question");
+        for ((u, f, p), a) in batch.iter().zip(answers) {
+            let (allowed, reason, granted) = expected(&truth, &features, u, *f, *p, &today);
+            let got: BTreeSet<(String, String)> = a["granted_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| {
+                    (
+                        g["product"].as_str().unwrap().to_string(),
+                        g["subscription"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                (a["allowed"].as_bool().unwrap(), a["reason"].as_str().unwrap(), &got),
+                (allowed, reason.as_str(), &granted),
+                "after {step}: {u} asking {f:?}/{p:?}: {a}"
+            );
+            assert_eq!(a["user"].as_str(), Some(u.as_str()));
+        }
+    }
+    questions.len()
+}
+
+async fn product_service_token(app: &TestApp, org: &str) -> String {
+    let r = app
+        .post(
+            "/api/v1/tokens",
+            &app.admin,
+            json!({ "name": "the product", "role": "product_service", "org": org }),
+        )
+        .await
+        .ok();
+    r["token"].as_str().expect("a token").to_string()
+}
+
+async fn checks_equal_the_database_after_every_path(backend: Backend) {
+    let app = spawn(backend).await;
+    catalogue(&app).await;
+    let org = org(&app, "Checked AB", None).await;
+    let active = subscription(
+        &app,
+        &org,
+        json!([{ "product": "calling-standard", "quantity": 40 }, { "product": "calling-professional", "quantity": 40 },
+               { "product": "meetings", "quantity": 40 }, { "product": "messaging", "quantity": 40 }]),
+    )
+    .await;
+    let trial = app
+        .post(
+            &format!("/api/v1/orgs/{org}/subscriptions"),
+            &app.admin,
+            json!({ "trial": true, "start_date": "2026-06-01", "end_date": "2026-07-01",
+                    "items": [{ "product": "calling-professional", "quantity": 20 }, { "product": "meetings", "quantity": 20 }] }),
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spare = subscription(
+        &app,
+        &org,
+        json!([{ "product": "messaging", "quantity": 20 }, { "product": "meetings", "quantity": 20 }]),
+    )
+    .await;
+    let subs = [active.clone(), trial.clone(), spare.clone()];
+    let token = product_service_token(&app, &org).await;
+    let mut users = many_users(&app, &org, "ent", "checked.example", 24, Some("SE")).await;
+    for i in 0..3 {
+        users.push(user(&app, &org, &format!("api{i}@checked.example")).await);
+    }
+    let mut asked = assert_checks_equal_database(&app, &token, &org, "the start").await;
+    let seed: u64 = match backend {
+        Backend::Sqlite => 18,
+        Backend::Postgres => 1818,
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let codes = ["calling-standard", "calling-professional", "meetings", "messaging"];
+    let reloads_before = app.app.entitlements.full_loads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut steps = 0;
+    let mut moved = false;
+    let mut clock_moved = false;
+    while steps < 36 {
+        steps += 1;
+        let step = rng.gen_range(0..10);
+        let label;
+        match step {
+            // A single change: add or remove one licence.
+            0 | 1 => {
+                let u = users.choose(&mut rng).unwrap().clone();
+                let code = *codes.choose(&mut rng).unwrap();
+                let sub = subs.choose(&mut rng).unwrap().clone();
+                let body = if rng.gen_bool(0.6) {
+                    json!({ "add": [{ "product": code, "subscription": sub }] })
+                } else {
+                    json!({ "remove": [{ "product": code }] })
+                };
+                let r = app
+                    .post(&format!("/api/v1/orgs/{org}/users/{u}/licenses"), &app.admin, body.clone())
+                    .await;
+                label = format!("single change {body} of {u} ({})", r.status);
+            }
+            // A bulk job over some users.
+            2 => {
+                let some: Vec<String> = users.choose_multiple(&mut rng, 10).cloned().collect();
+                let code = *codes.choose(&mut rng).unwrap();
+                let body = if rng.gen_bool(0.5) {
+                    json!({ "users": some, "add": [{ "product": code, "subscription": active }], "mode": "per_user" })
+                } else {
+                    json!({ "users": some, "remove": [{ "product": code }], "mode": "per_user" })
+                };
+                let j = start_job(&app, &org, body.clone()).await;
+                finished_job(&app, &j).await;
+                label = format!("bulk job {body}");
+            }
+            // A CSV import: some users gain meetings on the spare subscription, one is created.
+            3 => {
+                let mut csv = format!("email,meetings [{spare}],messaging [{active}]\n");
+                for n in rand::seq::index::sample(&mut rng, 24, 4) {
+                    csv.push_str(&format!(
+                        "ent{n}@checked.example,{},TRUE\n",
+                        rng.gen_bool(0.5).to_string().to_uppercase()
+                    ));
+                }
+                let fresh = format!("csv{steps}@checked.example");
+                csv.push_str(&format!("{fresh},TRUE,\n"));
+                let (j, _) = import_done(&app, &org, "mode=add_and_remove", csv.clone()).await;
+                assert!(matches!(j["state"].as_str(), Some("succeeded" | "completed_with_errors")), "{j}");
+                if let Some(id) =
+                    app.get(&format!("/api/v1/orgs/{org}/users?email={fresh}"), &app.admin).await.ok()["items"][0]["id"].as_str()
+                {
+                    users.push(id.to_string());
+                }
+                label = "a CSV import".to_string();
+            }
+            // A template applied to existing users.
+            4 => {
+                let code = *codes.choose(&mut rng).unwrap();
+                let r = app
+                    .post(
+                        &format!("/api/v1/orgs/{org}/license-templates"),
+                        &app.admin,
+                        json!({ "name": format!("Template {steps}"), "scope": "org", "licenses": [{ "product": code, "subscription": active }] }),
+                    )
+                    .await;
+                if r.status.as_u16() == 201 {
+                    let tpl = r.body["id"].as_str().unwrap();
+                    let r = app
+                        .post(
+                            &format!("/api/v1/orgs/{org}/license-templates/{tpl}/apply"),
+                            &app.admin,
+                            json!({ "existing_users": true, "retain_existing": true }),
+                        )
+                        .await;
+                    assert_eq!(r.status.as_u16(), 202, "{}", r.body);
+                    finished_job(&app, r.body["job"]["id"].as_str().unwrap()).await;
+                    // Templates apply to new users too: remove it to keep the story short.
+                    app.call(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/orgs/{org}/license-templates/{tpl}"),
+                        Some(&app.admin),
+                        None,
+                    )
+                    .await;
+                }
+                label = format!("template of {code}");
+            }
+            // Cancel the spare subscription, moving its users (once).
+            5 if !moved => {
+                moved = true;
+                let r = app
+                    .post(
+                        &format!("/api/v1/orgs/{org}/subscriptions/{spare}/cancel"),
+                        &app.admin,
+                        json!({ "move_users_to": active }),
+                    )
+                    .await;
+                if r.status.as_u16() == 202 {
+                    finished_job(&app, r.body["job"]["id"].as_str().unwrap()).await;
+                }
+                label = format!("cancel with move ({})", r.status);
+            }
+            // Suspend or resume the active subscription.
+            6 => {
+                let suspended = rng.gen_bool(0.5);
+                app.patch(
+                    &format!("/api/v1/orgs/{org}/subscriptions/{active}"),
+                    &app.admin,
+                    json!({ "suspended": suspended }),
+                )
+                .await
+                .ok();
+                label = format!("suspended = {suspended}");
+            }
+            // The day the trial ends: no write at all.
+            7 if !clock_moved && steps > 12 => {
+                clock_moved = true;
+                app.clock.set(day(2026, 7, 1));
+                label = "the clock moved past the trial's end".to_string();
+            }
+            // A user deactivated or activated again.
+            8 => {
+                let u = users.choose(&mut rng).unwrap().clone();
+                let status = if rng.gen_bool(0.5) { "inactive" } else { "active" };
+                app.patch(&format!("/api/v1/orgs/{org}/users/{u}"), &app.admin, json!({ "status": status }))
+                    .await;
+                label = format!("{u} {status}");
+            }
+            // An item's provisioning status changes, or a user is deleted.
+            _ => {
+                if rng.gen_bool(0.5) {
+                    let status = *["provisioned", "provisioning", "provisioned"].choose(&mut rng).unwrap();
+                    app.patch(
+                        &format!("/api/v1/orgs/{org}/subscriptions/{active}"),
+                        &app.admin,
+                        json!({ "items": [{ "product": "messaging", "quantity": 40, "provisioning_status": status }] }),
+                    )
+                    .await;
+                    label = format!("messaging {status}");
+                } else {
+                    let u = users.remove(rng.gen_range(0..users.len()));
+                    app.call(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/orgs/{org}/users/{u}"),
+                        Some(&app.admin),
+                        None,
+                    )
+                    .await;
+                    label = format!("{u} deleted");
+                }
+            }
+        }
+        asked += assert_checks_equal_database(&app, &token, &org, &label).await;
+    }
+    assert!(moved && clock_moved, "the story took every path");
+    assert_eq!(
+        app.app.entitlements.full_loads.load(std::sync::atomic::Ordering::Relaxed),
+        reloads_before,
+        "the index followed each change without reading everything again"
+    );
+    assert!(asked > 10_000, "{asked} questions");
+    // The user's own list agrees with the checks.
+    let (truth, features) = database_truth(&app, &org).await;
+    let today = app.clock.now().date_naive().to_string();
+    for id in truth.keys().take(8) {
+        let r = app.get(&format!("/api/v1/orgs/{org}/users/{id}/entitlements"), &token).await.ok();
+        let listed: BTreeSet<&str> = r["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["feature"].as_str().unwrap())
+            .collect();
+        let allowed: BTreeSet<&str> = FEATURES
+            .into_iter()
+            .filter(|f| expected(&truth, &features, id, Some(f), None, &today).0)
+            .collect();
+        assert_eq!(listed, allowed, "{r}");
+    }
+}
+
+async fn checks_refuse_bad_input_and_other_tenants(backend: Backend) {
+    let app = spawn(backend).await;
+    catalogue(&app).await;
+    let org = org(&app, "Asked AB", None).await;
+    let other = org_named(&app, "Other AB").await;
+    let sub = subscription(&app, &org, json!([{ "product": "meetings", "quantity": 5 }])).await;
+    let u = user(&app, &org, "Ada@Asked.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+    )
+    .await
+    .ok();
+    let token = product_service_token(&app, &org).await;
+    let check = format!("/api/v1/orgs/{org}/entitlements/check");
+    // By id, and by email in any case.
+    let a = app.post(&check, &token, json!({ "user": u, "feature": "recording" })).await.ok();
+    assert_eq!(
+        (a["allowed"].as_bool(), a["reason"].as_str()),
+        (Some(true), Some("licensed")),
+        "{a}"
+    );
+    assert_eq!(a["granted_by"], json!([{ "product": "meetings", "subscription": sub }]));
+    assert_eq!(a["valid_until"], "2026-12-31");
+    let a = app
+        .post(&check, &token, json!({ "user": "ADA@asked.EXAMPLE", "product": "meetings" }))
+        .await
+        .ok();
+    assert_eq!(
+        (a["allowed"].as_bool(), a["user_id"].as_str()),
+        (Some(true), Some(u.as_str())),
+        "{a}"
+    );
+    // Unknown user or feature: an answer, never a 404.
+    let a = app
+        .post(&check, &token, json!({ "user": "nobody@asked.example", "feature": "recording" }))
+        .await
+        .ok();
+    assert_eq!((a["allowed"].as_bool(), a["reason"].as_str()), (Some(false), Some("unknown_user")));
+    let a = app.post(&check, &token, json!({ "user": u, "feature": "teleport" })).await.ok();
+    assert_eq!(
+        (a["allowed"].as_bool(), a["reason"].as_str()),
+        (Some(false), Some("unknown_feature"))
+    );
+    let a = app.post(&check, &token, json!({ "user": u, "feature": "calling" })).await.ok();
+    assert_eq!(a["reason"], "not_licensed");
+    // A user of another org is unknown here, whatever it holds there.
+    let theirs = user(&app, &other, "ada@asked.example").await;
+    let a = app
+        .post(&check, &token, json!({ "user": theirs, "feature": "recording" }))
+        .await
+        .ok();
+    assert_eq!(a["reason"], "unknown_user");
+    // Another tenant's org: 404; a made-up org: 404 too.
+    let before = app.snapshot().await;
+    app.post(
+        &format!("/api/v1/orgs/{other}/entitlements/check"),
+        &token,
+        json!({ "user": theirs, "feature": "recording" }),
+    )
+    .await
+    .problem(404, "not_found");
+    app.post(
+        "/api/v1/orgs/org_nope/entitlements/check",
+        &token,
+        json!({ "user": u, "feature": "recording" }),
+    )
+    .await
+    .problem(404, "not_found");
+    app.post(
+        "/api/v1/entitlements/evaluations",
+        &token,
+        json!({ "evaluations": [{ "org": org, "user": u, "feature": "recording" }, { "org": other, "user": theirs, "feature": "recording" }] }),
+    )
+    .await
+    .problem(404, "not_found");
+    app.get(&format!("/api/v1/orgs/{other}/users/{theirs}/entitlements"), &token)
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/api/v1/orgs/{org}/users/usr_nope/entitlements"), &token)
+        .await
+        .problem(404, "not_found");
+    // Wrong shapes: 422 naming the field.
+    for (body, field) in [
+        (json!({ "user": u }), "feature"),
+        (json!({ "user": u, "feature": "recording", "product": "meetings" }), "product"),
+        (json!({ "user": "", "feature": "recording" }), "user"),
+        (json!({ "user": u, "feature": "recording", "extra": 1 }), ""),
+    ] {
+        let r = app.post(&check, &token, body.clone()).await;
+        r.problem(422, "validation_failed");
+        assert!(field.is_empty() || r.body["errors"][0]["field"] == field, "{body}: {}", r.body);
+    }
+    let r = app
+        .post(
+            "/api/v1/entitlements/evaluations",
+            &token,
+            json!({ "evaluations": [{ "user": u, "feature": "recording" }] }),
+        )
+        .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "evaluations[0].org");
+    // Over 1,000 questions: refused with a sentence.
+    let many: Vec<Value> = (0..1001).map(|_| json!({ "user": u, "feature": "recording" })).collect();
+    let r = app
+        .post(
+            "/api/v1/entitlements/evaluations",
+            &token,
+            json!({ "org": org, "evaluations": many }),
+        )
+        .await;
+    r.problem(422, "validation_failed");
+    assert!(r.body["detail"].as_str().unwrap().contains("at most 1000"), "{}", r.body);
+    // Exactly 1,000: answered in order.
+    let many: Vec<Value> = (0..1000)
+        .map(|i| json!({ "user": u, "feature": if i % 2 == 0 { "recording" } else { "calling" } }))
+        .collect();
+    let r = app
+        .post(
+            "/api/v1/entitlements/evaluations",
+            &token,
+            json!({ "org": org, "evaluations": many }),
+        )
+        .await
+        .ok();
+    let answers = r["evaluations"].as_array().unwrap();
+    assert_eq!(answers.len(), 1000);
+    assert!(answers.iter().enumerate().all(|(i, a)| a["allowed"] == (i % 2 == 0)));
+    // The product's token may ask nothing else.
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/api/v1/orgs/{org}/users")),
+        (reqwest::Method::GET, format!("/api/v1/orgs/{org}/users/{u}/licenses")),
+        (reqwest::Method::GET, "/api/v1/products".to_string()),
+    ] {
+        app.call(method, &path, Some(&token), None).await.problem(403, "forbidden");
+    }
+    app.post(
+        &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+        &token,
+        json!({ "remove": [{ "product": "meetings" }] }),
+    )
+    .await
+    .problem(403, "forbidden");
+    assert_eq!(app.snapshot().await, before, "refused calls change nothing");
+    // Provider-wide and partner-bound product tokens are created like others.
+    let wide = app.token(Role::ProductService, None, None).await;
+    let a = app.post(&check, &wide, json!({ "user": u, "feature": "recording" })).await.ok();
+    assert_eq!(a["allowed"], true);
+    let partner = app.post("/api/v1/partners", &app.admin, json!({ "name": "Reseller" })).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let of_partner = app.token(Role::ProductService, Some(&partner), None).await;
+    app.post(&check, &of_partner, json!({ "user": u, "feature": "recording" }))
+        .await
+        .problem(404, "not_found");
+}
+
+async fn org_named(app: &TestApp, name: &str) -> String {
+    org(app, name, None).await
+}

@@ -1,0 +1,422 @@
+//! What committed transactions changed, for readers that keep a copy in
+//! memory (the entitlement index): a change feed that is exact at commit.
+//!
+//! Every store function that writes a row an entitlement depends on (a
+//! user, a licence, a subscription or its items, a product) notes what it
+//! changed in its transaction ([`Changes`]: these users of that org, the
+//! whole org, or the catalogue). What a unit of work noted is kept only if
+//! the unit is: an undone SAVEPOINT or a rolled-back transaction takes its
+//! notes with it. Right after the COMMIT, in the task that committed (no
+//! request owns it, so a client hanging up cannot skip it), the notes are
+//! published on this process's [`ChangeFeed`] with a ticket, and the
+//! committing call waits until the reader has applied that ticket before
+//! it answers. So a change a caller was told about is already in the copy.
+//!
+//! Other processes learn of it through PostgreSQL: the committing
+//! transaction bumps its org's sequence number (`entitlement_seqs`) and
+//! sends `NOTIFY allot_entitlements` with it, both inside the transaction,
+//! so a notification exists exactly when the change committed, and
+//! notifications arrive in commit order. A listener ([`follow_others`])
+//! passes them on; a gap in an org's numbers or a lost listening connection
+//! means something may have been missed, and the reader reloads.
+//!
+//! The notes name *what* to read again, not what changed: the reader reads
+//! those rows back from the database, one read at a time, so the order in
+//! which notes arrive never matters (a later read sees at least as much).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::db::StoreError;
+
+/// The PostgreSQL channel the notes travel on between processes.
+pub const CHANNEL: &str = "allot_entitlements";
+
+/// The org key of catalogue changes (products are provider-wide).
+const CATALOGUE_KEY: &str = "";
+
+/// A NOTIFY payload may be at most 8,000 bytes; a note naming more users
+/// than fit says "the whole org" instead.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// What a transaction changed that a copy of the entitlements depends on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Users whose row or licences changed, per org.
+    pub users: BTreeMap<String, BTreeSet<String>>,
+    /// Orgs whose every user is to be read again (too many to name).
+    pub all_users: BTreeSet<String>,
+    /// Orgs whose subscriptions or items changed (or that are new).
+    pub subscriptions: BTreeSet<String>,
+    /// Products changed.
+    pub catalogue: bool,
+    /// Anything may have changed (a lost notification): read everything.
+    pub everything: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.all_users.is_empty() && self.subscriptions.is_empty() && !self.catalogue && !self.everything
+    }
+
+    pub fn user(&mut self, org: &str, user: &str) {
+        if self.all_users.contains(org) {
+            return;
+        }
+        match self.users.get_mut(org) {
+            Some(set) => {
+                if !set.contains(user) {
+                    set.insert(user.to_string());
+                }
+            }
+            None => {
+                self.users.insert(org.to_string(), BTreeSet::from([user.to_string()]));
+            }
+        }
+    }
+
+    pub fn users<'a>(&mut self, org: &str, users: impl IntoIterator<Item = &'a str>) {
+        for u in users {
+            self.user(org, u);
+        }
+    }
+
+    pub fn all_users(&mut self, org: &str) {
+        self.users.remove(org);
+        self.all_users.insert(org.to_string());
+    }
+
+    pub fn subscriptions(&mut self, org: &str) {
+        if !self.subscriptions.contains(org) {
+            self.subscriptions.insert(org.to_string());
+        }
+    }
+
+    pub fn catalogue(&mut self) {
+        self.catalogue = true;
+    }
+
+    pub fn merge(&mut self, other: Changes) {
+        self.catalogue |= other.catalogue;
+        self.everything |= other.everything;
+        self.subscriptions.extend(other.subscriptions);
+        for org in other.all_users {
+            self.all_users(&org);
+        }
+        for (org, users) in other.users {
+            if self.all_users.contains(&org) {
+                continue;
+            }
+            self.users.entry(org).or_default().extend(users);
+        }
+    }
+
+    /// One NOTIFY body per org key (`""` for the catalogue), in key order:
+    /// `{flags}:{users}`, where the flags are `c` (catalogue) and `s`
+    /// (subscriptions), and the users are ids joined by commas, or `*` for
+    /// every user of the org (also when the ids would not fit).
+    pub(crate) fn payloads(&self) -> Vec<(String, String)> {
+        let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
+        if self.catalogue {
+            out.entry(CATALOGUE_KEY.to_string()).or_default().0.push('c');
+        }
+        for org in &self.subscriptions {
+            out.entry(org.clone()).or_default().0.push('s');
+        }
+        for org in &self.all_users {
+            out.entry(org.clone()).or_default().1 = "*".to_string();
+        }
+        for (org, users) in &self.users {
+            let mut list = String::new();
+            for u in users {
+                if !list.is_empty() {
+                    list.push(',');
+                }
+                list.push_str(u);
+                if list.len() > MAX_PAYLOAD {
+                    list = "*".to_string();
+                    break;
+                }
+            }
+            out.entry(org.clone()).or_default().1 = list;
+        }
+        out.into_iter()
+            .map(|(org, (flags, users))| (org, format!("{flags}:{users}")))
+            .collect()
+    }
+}
+
+/// A note from another process (or this one's own, seen on the channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Whether this process sent it (its changes were published locally).
+    pub own: bool,
+    /// The org (`""`: the catalogue) and its sequence number.
+    pub org: String,
+    pub seq: i64,
+    pub changes: Changes,
+}
+
+impl Notice {
+    /// Parses `origin|seq|org|body`; `None` for anything else.
+    pub fn parse(payload: &str, origin: &str) -> Option<Notice> {
+        let mut parts = payload.splitn(4, '|');
+        let from = parts.next()?;
+        let seq: i64 = parts.next()?.parse().ok()?;
+        let org = parts.next()?.to_string();
+        let body = parts.next()?;
+        let (flags, users) = body.split_once(':')?;
+        let mut changes = Changes::default();
+        for f in flags.chars() {
+            match f {
+                'c' => changes.catalogue(),
+                's' => changes.subscriptions(&org),
+                _ => return None,
+            }
+        }
+        match users {
+            "*" => changes.all_users(&org),
+            ids => changes.users(&org, ids.split(',').filter(|s| !s.is_empty())),
+        }
+        Some(Notice {
+            own: from == origin,
+            org,
+            seq,
+            changes,
+        })
+    }
+}
+
+/// What the feed hands its reader.
+#[derive(Debug)]
+pub enum Fed {
+    /// Changes committed by this process; apply, then mark `ticket` applied.
+    Local { ticket: u64, changes: Changes },
+    /// A notification from the database (PostgreSQL).
+    Notice(Notice),
+    /// The listening connection was lost and is back: notifications may have
+    /// been missed, so everything is read again.
+    Reconnected,
+}
+
+/// This process's feed of committed changes (one per [`crate::Store`]).
+pub struct ChangeFeed {
+    /// Names this process in notifications, so it skips its own.
+    pub origin: String,
+    sender: Mutex<Option<mpsc::UnboundedSender<Fed>>>,
+    published: AtomicU64,
+    applied: watch::Sender<u64>,
+    /// Whether a reader is applying (before it starts, committers do not
+    /// wait: its first full read will see their changes).
+    live: AtomicBool,
+}
+
+/// How long a committing call waits for the reader before answering
+/// anyway (a reader stuck on a failing database must not stop writes).
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+impl ChangeFeed {
+    pub(crate) fn new() -> Arc<ChangeFeed> {
+        Arc::new(ChangeFeed {
+            origin: crate::new_id("proc"),
+            sender: Mutex::new(None),
+            published: AtomicU64::new(0),
+            applied: watch::channel(0).0,
+            live: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes the feed's receiving end (once per process: the entitlement
+    /// index). Changes committed from now on are sent to it.
+    pub fn subscribe(&self) -> Option<mpsc::UnboundedReceiver<Fed>> {
+        let mut sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        if sender.is_some() {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        *sender = Some(tx);
+        Some(rx)
+    }
+
+    /// The reader is applying: committers wait for it from now on.
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::SeqCst);
+    }
+
+    /// Publishes committed changes; the ticket to wait for, if anyone reads.
+    pub(crate) fn publish(&self, changes: Changes) -> Option<u64> {
+        if changes.is_empty() {
+            return None;
+        }
+        // Tickets are taken and sent under one lock, so they arrive in order.
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let s = sender.as_ref()?;
+        let ticket = self.published.fetch_add(1, Ordering::SeqCst) + 1;
+        s.send(Fed::Local { ticket, changes }).ok()?;
+        Some(ticket)
+    }
+
+    /// Passes a notification (or a reconnection) on to the reader.
+    pub(crate) fn forward(&self, fed: Fed) -> bool {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender.as_ref().is_some_and(|s| s.send(fed).is_ok())
+    }
+
+    /// The reader has applied every ticket up to `ticket`.
+    pub fn applied(&self, ticket: u64) {
+        self.applied.send_if_modified(|a| {
+            if ticket > *a {
+                *a = ticket;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Waits until `ticket` is applied (at most [`MAX_WAIT`]).
+    pub(crate) async fn wait(&self, ticket: Option<u64>) {
+        let Some(ticket) = ticket else { return };
+        if !self.live.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.applied.subscribe();
+        if tokio::time::timeout(MAX_WAIT, rx.wait_for(|a| *a >= ticket)).await.is_err() {
+            tracing::warn!(ticket, "the entitlement index did not apply a commit within 5 s; answering anyway");
+        }
+    }
+}
+
+/// PostgreSQL, inside the committing transaction: bumps each changed org's
+/// sequence number and notifies the other processes, in one statement.
+/// Returns the orgs' new numbers (this process's own notes carry them, so
+/// its reader knows which notifications it has already applied).
+pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, origin: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let payloads = changes.payloads();
+    if payloads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (orgs, bodies): (Vec<String>, Vec<String>) = payloads.into_iter().unzip();
+    use sqlx::Row as _;
+    // pg_notify in the select list: it runs once per row that is returned.
+    let rows = sqlx::query(
+        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) SELECT o, 1 FROM unnest($1::text[]) AS o \
+           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
+         SELECT s.org_id, s.seq, pg_notify('allot_entitlements', $3 || '|' || s.seq || '|' || s.org_id || '|' || p.body) AS sent \
+         FROM s JOIN unnest($1::text[], $2::text[]) AS p(org, body) ON p.org = s.org_id",
+    )
+    .bind(&orgs)
+    .bind(&bodies)
+    .bind(origin)
+    .fetch_all(conn)
+    .await?;
+    let rows = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>("org_id")?, r.try_get::<i64, _>("seq")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(rows)
+}
+
+/// Every org's sequence number now (read in the same snapshot as a full
+/// load of the entitlements, so that the reader knows where to go on).
+pub async fn sequences(tx: &mut crate::Tx) -> Result<BTreeMap<String, i64>, StoreError> {
+    let rows = tx.rows("SELECT org_id, seq FROM entitlement_seqs", &[]).await?;
+    let mut out = BTreeMap::new();
+    for r in &rows {
+        out.insert(r.text("org_id")?, r.int("seq")?);
+    }
+    Ok(out)
+}
+
+/// PostgreSQL: listens on [`CHANNEL`] and forwards every notification to
+/// the feed's reader until the feed has none. Starts listening before it
+/// returns, so nothing committed after this call is missed.
+pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    failures = 0;
+                    match Notice::parse(n.payload(), &feed.origin) {
+                        Some(notice) => {
+                            if !feed.forward(Fed::Notice(notice)) {
+                                return;
+                            }
+                        }
+                        None => tracing::warn!(payload = n.payload(), "an entitlement notification could not be read"),
+                    }
+                }
+                // Lost and connected again (sqlx listens again on reconnect).
+                Ok(None) => {
+                    tracing::warn!("the entitlement listener lost its connection; reloading the index");
+                    if !feed.forward(Fed::Reconnected) {
+                        return;
+                    }
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = ?e, "the entitlement listener failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
+                    // The next try_recv connects again; what passed meanwhile is unknown.
+                    if !feed.forward(Fed::Reconnected) {
+                        return;
+                    }
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_round_trips_through_its_payload() {
+        let mut c = Changes::default();
+        c.user("org_a", "usr_1");
+        c.user("org_a", "usr_2");
+        c.subscriptions("org_a");
+        c.subscriptions("org_b");
+        c.all_users("org_d");
+        c.catalogue();
+        let payloads = c.payloads();
+        let mut back = Changes::default();
+        for (org, body) in &payloads {
+            let n = Notice::parse(&format!("proc_x|7|{org}|{body}"), "proc_y").expect("parses");
+            assert!(!n.own);
+            assert_eq!(n.seq, 7);
+            back.merge(n.changes);
+        }
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn every_user_subsumes_named_users_and_too_many_users_become_every_user() {
+        let mut c = Changes::default();
+        c.user("org_a", "usr_1");
+        c.all_users("org_a");
+        c.user("org_a", "usr_2");
+        assert!(c.users.is_empty());
+        let mut many = Changes::default();
+        let ids: Vec<String> = (0..1000).map(|i| format!("usr_{i:026}")).collect();
+        many.users("org_c", ids.iter().map(String::as_str));
+        assert_eq!(many.payloads(), vec![("org_c".to_string(), ":*".to_string())]);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_note_is_refused() {
+        assert_eq!(Notice::parse("nonsense", "p"), None);
+        assert_eq!(Notice::parse("p|x|org|:*", "p"), None);
+        assert_eq!(Notice::parse("p|3|org|x:*", "p"), None);
+        assert!(Notice::parse("p|3|org|s:*", "p").is_some_and(|n| n.own));
+    }
+}
