@@ -322,7 +322,7 @@ mod tests {
             // Only org super admins buy.
             assert_eq!(role_allows(r, Action::RequestPurchase), r == Role::OrgSuperAdmin);
             // The product's role may only ask about entitlements; sales agents never see users.
-            assert_eq!(role_allows(Role::ProductService, Action::ReadUsers), false);
+            assert!(!role_allows(Role::ProductService, Action::ReadUsers));
             assert_eq!(
                 role_allows(r, Action::CheckEntitlements),
                 r != Role::PartnerSales,

@@ -334,7 +334,9 @@ pub async fn sequences(tx: &mut crate::Tx) -> Result<BTreeMap<String, i64>, Stor
 
 /// PostgreSQL: listens on [`CHANNEL`] and forwards every notification to
 /// the feed's reader until the feed has none. Starts listening before it
-/// returns, so nothing committed after this call is missed.
+/// returns, so nothing committed after this call is missed. A connection
+/// lost is connected again; the reader is then told to read everything
+/// (what was sent meanwhile is unknown).
 pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen(CHANNEL).await?;
@@ -362,12 +364,24 @@ pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> 
                 }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
+                    // The connection may be unusable: a new listener, then a full read.
                     failures += 1;
-                    tracing::warn!(error = ?e, "the entitlement listener failed; trying again");
+                    tracing::warn!(error = ?e, "the entitlement listener failed; listening again");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
-                    // The next try_recv connects again; what passed meanwhile is unknown.
-                    if !feed.forward(Fed::Reconnected) {
-                        return;
+                    let fresh = async {
+                        let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                        l.listen(CHANNEL).await?;
+                        Ok::<_, sqlx::Error>(l)
+                    };
+                    match fresh.await {
+                        Ok(l) => {
+                            listener = l;
+                            if !feed.forward(Fed::Reconnected) {
+                                return;
+                            }
+                        }
+                        Err(sqlx::Error::PoolClosed) => return,
+                        Err(e) => tracing::warn!(error = ?e, "the entitlement listener cannot listen yet"),
                     }
                 }
             }

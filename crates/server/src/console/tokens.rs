@@ -104,11 +104,11 @@ fn create_form(s: &ConsoleSession, given: &CreateForm, refused: Option<&Error>) 
                     }
                 }
                 @if scope == ScopeKind::Provider {
-                    label for="partner" { "Partner (for partner_* roles)" }
+                    label for="partner" { "Partner (for partner_* roles; product_service: optional)" }
                     input #partner type="text" name="partner" value=(given.partner);
                 }
                 @if scope != ScopeKind::Org {
-                    label for="org" { "Org (for org_* roles)" }
+                    label for="org" { "Org (for org_* roles; product_service: optional)" }
                     input #org type="text" name="org" value=(given.org);
                 }
                 div.actions { button type="submit" { "Create token" } }
@@ -152,6 +152,8 @@ fn input_of(s: &ConsoleSession, f: &CreateForm) -> Result<TokenInput, Error> {
     let (mut partner, mut org) = (given(&f.partner), given(&f.org));
     match (s.admin.role.scope_kind(), role.scope_kind()) {
         (ScopeKind::Partner, ScopeKind::Partner) if partner.is_none() => partner = s.admin.partner.clone(),
+        // A product's token made by a partner admin serves the partner's customers.
+        (ScopeKind::Partner, _) if role == Role::ProductService && partner.is_none() && org.is_none() => partner = s.admin.partner.clone(),
         (ScopeKind::Org, _) if org.is_none() => org = s.admin.org.clone(),
         _ => {}
     }

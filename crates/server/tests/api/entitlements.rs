@@ -567,6 +567,7 @@ async fn checks_refuse_bad_input_and_other_tenants(backend: Backend) {
         (json!({ "user": u }), "feature"),
         (json!({ "user": u, "feature": "recording", "product": "meetings" }), "product"),
         (json!({ "user": "", "feature": "recording" }), "user"),
+        (json!({ "user": u, "feature": "x".repeat(101) }), "feature"),
         (json!({ "user": u, "feature": "recording", "extra": 1 }), ""),
     ] {
         let r = app.post(&check, &token, body.clone()).await;

@@ -476,6 +476,39 @@ fn cases() -> Vec<Case> {
             &[WriteUsers],
             Prep::None,
         ),
+        Case {
+            changes_nothing: true,
+            ..c(
+                "check_entitlement",
+                Method::POST,
+                |t, _| format!("/api/v1/orgs/{}/entitlements/check", t.org),
+                |t, _| Some(json!({ "user": t.user, "feature": "meetings" })),
+                Scope::Org,
+                &[CheckEntitlements],
+                Prep::None,
+            )
+        },
+        Case {
+            changes_nothing: true,
+            ..c(
+                "evaluate_entitlements",
+                Method::POST,
+                |_, _| "/api/v1/entitlements/evaluations".into(),
+                |t, _| Some(json!({ "org": t.org, "evaluations": [{ "user": t.user, "product": "meetings" }] })),
+                Scope::Org,
+                &[CheckEntitlements],
+                Prep::None,
+            )
+        },
+        c(
+            "list_user_entitlements",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/users/{}/entitlements", t.org, t.user),
+            none,
+            Scope::Org,
+            &[CheckEntitlements],
+            Prep::None,
+        ),
         c(
             "get_user",
             Method::GET,
@@ -942,31 +975,33 @@ async fn audit_count(app: &TestApp) -> i64 {
 /// and not taken from the server's own table, so that a wrong entry there
 /// fails here. Columns in `Role::ALL` order: provider_admin, partner_admin,
 /// partner_sales, partner_helpdesk, org_super_admin, org_admin,
-/// org_user_admin, org_support, org_read_only.
+/// org_user_admin, org_support, org_read_only, product_service (here bound
+/// to an org; it may ask about entitlements and nothing else).
 const WHO_MAY: &[(Action, &str)] = &[
-    (Action::ReadCatalogue, "YYYYYYYYY"),
-    (Action::WriteCatalogue, "Y--------"),
-    (Action::ReadPartners, "YYYY-----"),
-    (Action::WritePartners, "Y--------"),
-    (Action::ReadOrg, "YYYYYYYYY"),
-    (Action::CreateOrg, "YYY------"),
-    (Action::WriteOrg, "YYY-Y----"),
-    (Action::SetBillingTerms, "YYY------"),
-    (Action::ReadSubscriptions, "YYYYYY-YY"),
-    (Action::WriteSubscriptions, "YYY------"),
-    (Action::ReadUsers, "YY-YYYYYY"),
-    (Action::WriteUsers, "YY--YYY--"),
-    (Action::ReadLicenses, "YYYYYYYYY"),
-    (Action::WriteLicenses, "YY--YYY--"),
-    (Action::ReadAudit, "YY--YY---"),
-    (Action::Maintenance, "Y--------"),
-    (Action::SubmitProvisioningDetails, "YY--YY---"),
-    (Action::RequestPurchase, "----Y----"),
-    (Action::DecidePurchase, "YYY------"),
-    (Action::ManageQueues, "YY--YYY--"),
-    (Action::ManageTokens, "YY--Y----"),
-    (Action::ManageAdmins, "YY--Y----"),
-    (Action::GrantSiteAdmin, "YY--YY---"),
+    (Action::ReadCatalogue, "YYYYYYYYY-"),
+    (Action::WriteCatalogue, "Y---------"),
+    (Action::ReadPartners, "YYYY------"),
+    (Action::WritePartners, "Y---------"),
+    (Action::ReadOrg, "YYYYYYYYY-"),
+    (Action::CreateOrg, "YYY-------"),
+    (Action::WriteOrg, "YYY-Y-----"),
+    (Action::SetBillingTerms, "YYY-------"),
+    (Action::ReadSubscriptions, "YYYYYY-YY-"),
+    (Action::WriteSubscriptions, "YYY-------"),
+    (Action::ReadUsers, "YY-YYYYYY-"),
+    (Action::WriteUsers, "YY--YYY---"),
+    (Action::ReadLicenses, "YYYYYYYYY-"),
+    (Action::WriteLicenses, "YY--YYY---"),
+    (Action::ReadAudit, "YY--YY----"),
+    (Action::Maintenance, "Y---------"),
+    (Action::SubmitProvisioningDetails, "YY--YY----"),
+    (Action::RequestPurchase, "----Y-----"),
+    (Action::DecidePurchase, "YYY-------"),
+    (Action::ManageQueues, "YY--YYY---"),
+    (Action::ManageTokens, "YY--Y-----"),
+    (Action::ManageAdmins, "YY--Y-----"),
+    (Action::GrantSiteAdmin, "YY--YY----"),
+    (Action::CheckEntitlements, "YY-YYYYYYY"),
 ];
 
 fn may(role: Role, action: Action) -> bool {
@@ -1608,6 +1643,19 @@ async fn sessions(app: &TestApp, mine: &Tenant) -> Vec<(Role, String, String)> {
     let b = ui_kit::browser();
     let mut out = Vec::new();
     for role in Role::ALL {
+        if !role.is_for_people() {
+            // A service's role has no console account at all.
+            let spec = allot_server::app::admins::AdminSpec {
+                email: "service@m.example",
+                display_name: None,
+                role,
+                partner: None,
+                org: Some(mine.org.as_str()),
+            };
+            let refused = allot_server::app::admins::create_admin_as_operator(&app.store, &spec, ui_kit::PASSWORD, today()).await;
+            assert!(refused.is_err(), "{} admins cannot exist", role.as_str());
+            continue;
+        }
         let email = format!("{}@{}.example", role.as_str().replace('_', "-"), rand_suffix());
         let (partner, org) = match role.scope_kind() {
             ScopeKind::Provider => (None, None),

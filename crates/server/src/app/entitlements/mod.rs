@@ -208,20 +208,22 @@ pub struct UserEntitlementsView {
 }
 
 /// What a question asks, checked: the user and exactly one of feature or product.
-fn asked<'a>(user: &str, feature: &'a Option<String>, product: &'a Option<String>, at: &str) -> Result<Asked<'a>, Violation> {
+fn asked<'a>(user: &str, feature: &'a Option<String>, product: &'a Option<String>, at: &str) -> Result<Asked<'a>, Box<Violation>> {
     let field = |f: &str| if at.is_empty() { f.to_string() } else { format!("{at}.{f}") };
-    if user.trim().is_empty() || user.len() > 320 {
-        return Err(Violation::new(Code::ValidationFailed, "Give the user's id or email (at most 320 characters).").field(field("user")));
+    // Lengths in characters, as the schema counts them.
+    if user.is_empty() || user.chars().count() > 320 {
+        return Err(Box::new(
+            Violation::new(Code::ValidationFailed, "Give the user's id or email (at most 320 characters).").field(field("user")),
+        ));
     }
+    let refused = |message: &str, f: &str| Err(Box::new(Violation::new(Code::ValidationFailed, message).field(field(f))));
     match (feature, product) {
-        (Some(f), None) if !f.is_empty() && f.len() <= 100 => Ok(Asked::Feature(f)),
-        (None, Some(p)) if !p.is_empty() && p.len() <= 100 => Ok(Asked::Product(p)),
-        (Some(_), Some(_)) => {
-            Err(Violation::new(Code::ValidationFailed, "Ask about a feature or a product, not both.").field(field("product")))
-        }
-        (None, None) => Err(Violation::new(Code::ValidationFailed, "Name the feature (or the product) to check.").field(field("feature"))),
-        (Some(_), None) => Err(Violation::new(Code::ValidationFailed, "A feature is 1 to 100 characters.").field(field("feature"))),
-        (None, Some(_)) => Err(Violation::new(Code::ValidationFailed, "A product code is 1 to 100 characters.").field(field("product"))),
+        (Some(f), None) if !f.is_empty() && f.chars().count() <= 100 => Ok(Asked::Feature(f)),
+        (None, Some(p)) if !p.is_empty() && p.chars().count() <= 100 => Ok(Asked::Product(p)),
+        (Some(_), Some(_)) => refused("Ask about a feature or a product, not both.", "product"),
+        (None, None) => refused("Name the feature (or the product) to check.", "feature"),
+        (Some(_), None) => refused("A feature is 1 to 100 characters.", "feature"),
+        (None, Some(_)) => refused("A product code is 1 to 100 characters.", "product"),
     }
 }
 
@@ -258,17 +260,17 @@ fn invalid(v: Violation) -> Error {
 /// `POST /orgs/{org}/entitlements/check`.
 pub async fn check_entitlement(app: &App, caller: &Caller, org: &str, input: &CheckInput) -> Result<EntitlementCheck, Error> {
     app.visible_org(caller, org, Action::CheckEntitlements).await?;
-    let what = asked(&input.user, &input.feature, &input.product, "").map_err(invalid)?;
+    let what = asked(&input.user, &input.feature, &input.product, "").map_err(|v| invalid(*v))?;
     app.entitlements.wait_ready().await?;
     let today = app.clock.today();
     let answer = app.entitlements.index.read().check(org, &input.user, what, today);
     Ok(present(org, &input.user, what, answer))
 }
 
-/// `POST /entitlements/evaluations`: every question is checked for shape
-/// and every org for scope before any is answered.
+/// `POST /entitlements/evaluations`: every question is checked for shape,
+/// then every org for scope (404) and the role there (403), before any is
+/// answered.
 pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &EvaluationsInput) -> Result<Evaluations, Error> {
-    caller.require(Action::CheckEntitlements)?;
     if input.evaluations.len() > MAX_EVALUATIONS {
         return Err(invalid(
             Violation::new(
@@ -293,7 +295,7 @@ pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &Evaluatio
         };
         match asked(&e.user, &e.feature, &e.product, &at) {
             Ok(what) => questions.push((org, e.user.as_str(), what)),
-            Err(v) => violations.push(v),
+            Err(v) => violations.push(*v),
         }
     }
     if !violations.is_empty() {
@@ -310,6 +312,7 @@ pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &Evaluatio
             seen.push(org);
         }
     }
+    caller.require(Action::CheckEntitlements)?;
     app.entitlements.wait_ready().await?;
     let today = app.clock.today();
     let state = app.entitlements.index.read();
