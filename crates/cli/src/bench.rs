@@ -113,6 +113,27 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         pools: usize,
     },
+    /// Entitlement checks over HTTP (single and in batches of 100) vs.
+    /// `GET /healthz`, one indexed SQL query per question, and the index
+    /// alone; the index's memory.
+    Check {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        #[arg(long, default_value_t = 100)]
+        orgs: usize,
+        /// Products (of 5) each user holds.
+        #[arg(long, default_value_t = 3)]
+        licenses_per_user: usize,
+        /// Keep-alive connections of the load generator.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds each measured run lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// One licence change planned in memory (user with 10 licences, 200
     /// products) vs. a seats-only check of the same change.
     Planner,
@@ -131,6 +152,26 @@ pub enum BenchCommand {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Planner => crate::bench_planner::run()?,
+        BenchCommand::Check {
+            backend,
+            users,
+            orgs,
+            licenses_per_user,
+            connections,
+            seconds,
+        } => {
+            crate::bench_check::run(
+                &backend,
+                crate::bench_check::CheckBench {
+                    users,
+                    orgs,
+                    licenses_per_user,
+                    connections,
+                    seconds,
+                },
+            )
+            .await?
+        }
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
         BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
         BenchCommand::Users {
@@ -450,6 +491,8 @@ pub fn backends_of(backend: &str) -> Result<Vec<&'static str>> {
 /// A server with its job worker on a local port of this process, over a store.
 pub struct InProcessServer {
     pub url: String,
+    /// The application the server runs (its entitlement index, ...).
+    pub app: allot_server::AppState,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -464,10 +507,11 @@ impl InProcessServer {
             allot_server::Config::default(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = state.clone();
         let task = tokio::spawn(allot_server::serve(state, listener, async move {
             let _ = stopped.await;
         }));
-        Ok(InProcessServer { url, stop, task })
+        Ok(InProcessServer { url, app, stop, task })
     }
 
     /// Stops the server and waits for it (and its worker) to end.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_bulk;
+mod bench_check;
 mod bench_csv;
 mod bench_customers;
 mod bench_planner;

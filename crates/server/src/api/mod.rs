@@ -11,6 +11,7 @@ pub mod entitlements;
 pub mod housekeeping;
 pub mod jobs;
 pub mod licenses;
+pub mod ofrep;
 pub mod purchases;
 pub mod queues;
 pub mod sheets;

@@ -19,6 +19,7 @@ use crate::sheet::import_done;
 both_backends!(
     checks_equal_the_database_after_every_path,
     checks_refuse_bad_input_and_other_tenants,
+    ofrep_answers_as_the_checks_with_an_etag_per_user,
 );
 
 /// Features granted by the products of [`catalogue`].
@@ -641,4 +642,213 @@ async fn checks_refuse_bad_input_and_other_tenants(backend: Backend) {
 
 async fn org_named(app: &TestApp, name: &str) -> String {
     org(app, name, None).await
+}
+
+async fn ofrep(app: &TestApp, token: &str, path: &str, body: Value, if_none_match: Option<&str>) -> Resp {
+    let headers: Vec<(&str, &str)> = if_none_match.map(|t| vec![("if-none-match", t)]).unwrap_or_default();
+    app.send(reqwest::Method::POST, path, Some(token), &headers, Some(body)).await
+}
+
+async fn ofrep_answers_as_the_checks_with_an_etag_per_user(backend: Backend) {
+    let app = spawn(backend).await;
+    catalogue(&app).await;
+    let org = org(&app, "Flags AB", None).await;
+    let other = org_named(&app, "Elsewhere AB").await;
+    let sub = subscription(
+        &app,
+        &org,
+        json!([{ "product": "meetings", "quantity": 5 }, { "product": "calling-professional", "quantity": 5 }]),
+    )
+    .await;
+    let ada = user(&app, &org, "ada@flags.example").await;
+    let bob = user(&app, &org, "bob@flags.example").await;
+    let add = |u: &str, p: &str| {
+        (
+            format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+            json!({ "add": [{ "product": p, "subscription": sub }] }),
+        )
+    };
+    let (path, body) = add(&ada, "meetings");
+    app.post(&path, &app.admin, body).await.ok();
+    // An org-bound product token may leave the org out of the context.
+    let token = product_service_token(&app, &org).await;
+    let one = "/ofrep/v1/evaluate/flags/recording";
+    let r = ofrep(
+        &app,
+        &token,
+        one,
+        json!({ "context": { "targetingKey": "ADA@flags.example", "plan": "any attribute" } }),
+        None,
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["key"].as_str(),
+            r.body["value"].as_bool(),
+            r.body["reason"].as_str(),
+            r.body["variant"].as_str()
+        ),
+        (Some("recording"), Some(true), Some("TARGETING_MATCH"), Some("on"))
+    );
+    assert_eq!(r.body["metadata"]["allot_reason"], "licensed");
+    assert_eq!(r.body["metadata"]["user_id"], ada.as_str());
+    let r = ofrep(
+        &app,
+        &token,
+        "/ofrep/v1/evaluate/flags/voicemail",
+        json!({ "context": { "targetingKey": ada, "org": org } }),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.body["value"].as_bool(), r.body["reason"].as_str()),
+        (Some(false), Some("DISABLED"))
+    );
+    assert_eq!(r.body["metadata"]["allot_reason"], "not_licensed");
+    // An unknown user is an answer; an unknown flag is FLAG_NOT_FOUND.
+    let r = ofrep(
+        &app,
+        &token,
+        one,
+        json!({ "context": { "targetingKey": "nobody@flags.example" } }),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["metadata"]["allot_reason"].as_str()),
+        (200, Some("unknown_user"))
+    );
+    let r = ofrep(
+        &app,
+        &token,
+        "/ofrep/v1/evaluate/flags/teleport",
+        json!({ "context": { "targetingKey": ada } }),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errorCode"].as_str(), r.body["key"].as_str()),
+        (404, Some("FLAG_NOT_FOUND"), Some("teleport"))
+    );
+    // Bad requests in OFREP's words.
+    let r = ofrep(&app, &token, one, json!({ "context": { "org": org } }), None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errorCode"].as_str()),
+        (400, Some("TARGETING_KEY_MISSING"))
+    );
+    let r = app
+        .raw(reqwest::Method::POST, one, &token, "application/json", b"{\"context\": ".to_vec())
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errorCode"].as_str()),
+        (400, Some("PARSE_ERROR")),
+        "{}",
+        r.body
+    );
+    let r = ofrep(&app, &token, one, json!({ "context": "ada" }), None).await;
+    assert_eq!((r.status.as_u16(), r.body["errorCode"].as_str()), (400, Some("INVALID_CONTEXT")));
+    let r = ofrep(&app, &token, one, json!({ "context": { "targetingKey": ada, "org": other } }), None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errorCode"].as_str()),
+        (400, Some("INVALID_CONTEXT")),
+        "{}",
+        r.body
+    );
+    let wide = app.token(Role::ProductService, None, None).await;
+    let r = ofrep(&app, &wide, one, json!({ "context": { "targetingKey": ada } }), None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["errorCode"].as_str()),
+        (400, Some("INVALID_CONTEXT")),
+        "a provider-wide token names the org"
+    );
+    let r = ofrep(&app, &wide, one, json!({ "context": { "targetingKey": ada, "org": org } }), None).await;
+    assert_eq!(r.body["value"], true);
+    app.send(reqwest::Method::POST, one, None, &[], Some(json!({})))
+        .await
+        .problem(401, "unauthenticated");
+    // Bulk: every feature, in name order, with the checks' answers.
+    let bulk = "/ofrep/v1/evaluate/flags";
+    let ask = |u: &str| json!({ "context": { "targetingKey": u } });
+    let r = ofrep(&app, &token, bulk, ask(&ada), None).await;
+    assert_eq!(r.status.as_u16(), 200);
+    let keys: Vec<&str> = r.body["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["calling", "meetings", "messaging", "recording", "voicemail"]);
+    for f in r.body["flags"].as_array().unwrap() {
+        let check = app
+            .post(
+                &format!("/api/v1/orgs/{org}/entitlements/check"),
+                &token,
+                json!({ "user": ada, "feature": f["key"] }),
+            )
+            .await
+            .ok();
+        assert_eq!(f["value"], check["allowed"], "{f}");
+        assert_eq!(f["metadata"]["allot_reason"], check["reason"]);
+    }
+    let ada_tag = r.headers["etag"].to_str().unwrap().to_string();
+    let bob_tag = ofrep(&app, &token, bulk, ask(&bob), None).await.headers["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(ada_tag, bob_tag, "different answers, different versions");
+    // Unchanged answers: 304, with the same ETag, also after a change to someone else.
+    let r = ofrep(&app, &token, bulk, ask(&ada), Some(&ada_tag)).await;
+    assert_eq!((r.status.as_u16(), r.headers["etag"].to_str().unwrap()), (304, ada_tag.as_str()));
+    let (path, body) = add(&bob, "calling-professional");
+    app.post(&path, &app.admin, body).await.ok();
+    assert_eq!(
+        ofrep(&app, &token, bulk, ask(&ada), Some(&ada_tag)).await.status.as_u16(),
+        304,
+        "bob's change is not ada's"
+    );
+    let r = ofrep(&app, &token, bulk, ask(&bob), Some(&bob_tag)).await;
+    assert_eq!(r.status.as_u16(), 200, "bob's answers changed");
+    assert_ne!(r.headers["etag"].to_str().unwrap(), bob_tag);
+    // Ada's answers change: a new version at once.
+    let (path, body) = add(&ada, "calling-professional");
+    app.post(&path, &app.admin, body).await.ok();
+    let r = ofrep(&app, &token, bulk, ask(&ada), Some(&ada_tag)).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_ne!(r.headers["etag"].to_str().unwrap(), ada_tag);
+    let voicemail = r.body["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "voicemail")
+        .unwrap()
+        .clone();
+    assert_eq!(voicemail["value"], true);
+    // The subscription ends (the clock moves, nothing is written): the answers and their version change.
+    let tag = r.headers["etag"].to_str().unwrap().to_string();
+    app.clock.set(day(2027, 1, 1));
+    let r = ofrep(&app, &token, bulk, ask(&ada), Some(&tag)).await;
+    assert_eq!(r.status.as_u16(), 200);
+    let after: Vec<(&str, bool, &str)> = r.body["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap(),
+                f["value"].as_bool().unwrap(),
+                f["metadata"]["allot_reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        after,
+        [
+            ("calling", false, "subscription_expired"),
+            ("meetings", false, "subscription_expired"),
+            ("messaging", false, "not_licensed"),
+            ("recording", false, "subscription_expired"),
+            ("voicemail", false, "subscription_expired")
+        ]
+    );
 }

@@ -77,6 +77,10 @@ struct Case {
     csv: bool,
     /// Changes nothing when it succeeds (a POST that reads, a purge with nothing due).
     changes_nothing: bool,
+    /// The status for another tenant's object: 404, except where a
+    /// protocol of its own says otherwise (OFREP: an org outside the
+    /// caller's scope is an invalid context, 400).
+    outside: u16,
 }
 
 const DONE: &[u16] = &[200, 201, 202, 204];
@@ -98,6 +102,7 @@ fn cases() -> Vec<Case> {
         ok: DONE,
         csv: false,
         changes_nothing: false,
+        outside: 404,
     };
     vec![
         c(
@@ -495,6 +500,32 @@ fn cases() -> Vec<Case> {
                 Method::POST,
                 |_, _| "/api/v1/entitlements/evaluations".into(),
                 |t, _| Some(json!({ "org": t.org, "evaluations": [{ "user": t.user, "product": "meetings" }] })),
+                Scope::Org,
+                &[CheckEntitlements],
+                Prep::None,
+            )
+        },
+        Case {
+            changes_nothing: true,
+            outside: 400,
+            ..c(
+                "evaluate_ofrep_flag",
+                Method::POST,
+                |_, _| "/ofrep/v1/evaluate/flags/meetings".into(),
+                |t, _| Some(json!({ "context": { "targetingKey": t.user, "org": t.org } })),
+                Scope::Org,
+                &[CheckEntitlements],
+                Prep::None,
+            )
+        },
+        Case {
+            changes_nothing: true,
+            outside: 400,
+            ..c(
+                "evaluate_ofrep_flags",
+                Method::POST,
+                |_, _| "/ofrep/v1/evaluate/flags".into(),
+                |t, _| Some(json!({ "context": { "targetingKey": t.user, "org": t.org } })),
                 Scope::Org,
                 &[CheckEntitlements],
                 Prep::None,
@@ -1014,6 +1045,10 @@ fn may(role: Role, action: Action) -> bool {
 }
 
 fn expected(role: Role, own: bool, scope: Scope, actions: &[Action]) -> Option<u16> {
+    expected_outside(role, own, scope, actions, 404)
+}
+
+fn expected_outside(role: Role, own: bool, scope: Scope, actions: &[Action], outside_status: u16) -> Option<u16> {
     let kind = role.scope_kind();
     let allowed = actions.iter().all(|a| may(role, *a));
     let outside = match scope {
@@ -1022,7 +1057,7 @@ fn expected(role: Role, own: bool, scope: Scope, actions: &[Action]) -> Option<u
         Scope::Org => kind != ScopeKind::Provider && !own,
     };
     if outside {
-        Some(404)
+        Some(outside_status)
     } else if allowed {
         None
     } else {
@@ -1083,7 +1118,7 @@ async fn every_endpoint_every_role_every_tenant(backend: Backend) {
                 let t = if own { &mine } else { &theirs };
                 let fresh = prepare(&app, t, case.prep).await;
                 let path = (case.path)(t, &fresh);
-                let want = expected(*role, own, case.scope, case.actions);
+                let want = expected_outside(*role, own, case.scope, case.actions, case.outside);
                 let before = if want.is_some() { Some(app.snapshot().await) } else { None };
                 let events_before = audit_count(&app).await;
                 let r = if case.csv {

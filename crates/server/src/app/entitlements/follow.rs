@@ -25,7 +25,7 @@ use crate::app::App;
 const USERS_PER_READ: usize = 5_000;
 
 /// Reads everything, in one snapshot, with every org's sequence number.
-async fn full_load(store: &Store) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
+pub(crate) async fn full_load(store: &Store) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
     let mut tx = store.begin_snapshot().await?;
     let seqs = allot_store::changes::sequences(&mut tx).await?;
     let products = catalogue::all(&mut tx).await?;

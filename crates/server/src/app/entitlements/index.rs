@@ -265,6 +265,18 @@ impl IndexState {
         }
     }
 
+    /// Whether a product of the catalogue grants `feature`.
+    pub(crate) fn knows_feature(&self, feature: &str) -> bool {
+        self.catalogue.granting.contains_key(feature)
+    }
+
+    /// Every feature of the catalogue, in name order.
+    pub(crate) fn features(&self) -> Vec<&str> {
+        let mut f: Vec<&str> = self.catalogue.granting.keys().map(|k| &**k).collect();
+        f.sort_unstable();
+        f
+    }
+
     pub(crate) fn licenses_held(&self) -> usize {
         self.orgs.values().flat_map(|o| o.users.values()).map(|u| u.licenses.len()).sum()
     }

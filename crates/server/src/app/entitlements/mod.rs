@@ -13,6 +13,7 @@
 
 pub mod follow;
 pub mod index;
+pub mod ofrep;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -96,6 +97,13 @@ impl Entitlements {
     /// The in-process answer alone (benchmarks): no scope check, no I/O.
     pub fn answer(&self, org: &str, user: &str, feature: &str, today: NaiveDate) -> bool {
         self.index.read().check(org, user, Asked::Feature(feature), today).reason.allowed()
+    }
+
+    /// Reads a second, separate copy of the index and keeps it until the
+    /// value is dropped: for measuring the index's memory (benchmarks).
+    #[doc(hidden)]
+    pub async fn read_copy(store: &allot_store::Store) -> Result<impl Sized, Error> {
+        Ok(follow::full_load(store).await?)
     }
 
     /// Whether the start-up read is done.
