@@ -56,11 +56,48 @@ pub struct Changes {
     pub catalogue: bool,
     /// Anything may have changed (a lost notification): read everything.
     pub everything: bool,
+    /// Users whose licences the transaction set, with the licences they
+    /// hold after it, per org: applied as they are, without a read.
+    pub licenses: BTreeMap<String, BTreeMap<String, LicensesNow>>,
+    /// Licence versions the transaction moved to (PostgreSQL orders what
+    /// it applies by them; see [`LicensesNow::version`]).
+    pub versions: BTreeMap<(String, String), i64>,
+}
+
+/// A user's licences after a committed change: (product, subscription).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicensesNow {
+    /// The user's licence version after the change, when the transaction
+    /// claimed it. Committing processes may publish out of commit order on
+    /// PostgreSQL (several connections); a version no newer than the one
+    /// the reader holds is then skipped. `None`: in commit order (SQLite's
+    /// one writer), applied as it comes.
+    pub version: Option<i64>,
+    pub held: Vec<(String, String)>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.all_users.is_empty() && self.subscriptions.is_empty() && !self.catalogue && !self.everything
+        self.users.is_empty()
+            && self.all_users.is_empty()
+            && self.subscriptions.is_empty()
+            && !self.catalogue
+            && !self.everything
+            && self.licenses.is_empty()
+    }
+
+    /// The transaction moved the user's licence version to `version`.
+    pub fn claimed(&mut self, org: &str, user: &str, version: i64) {
+        self.versions.insert((org.to_string(), user.to_string()), version);
+    }
+
+    /// The user holds `held` after the transaction.
+    pub fn licenses_now(&mut self, org: &str, user: &str, held: Vec<(String, String)>) {
+        let version = self.versions.get(&(org.to_string(), user.to_string())).copied();
+        self.licenses
+            .entry(org.to_string())
+            .or_default()
+            .insert(user.to_string(), LicensesNow { version, held });
     }
 
     pub fn user(&mut self, org: &str, user: &str) {
@@ -101,6 +138,19 @@ impl Changes {
     }
 
     pub fn merge(&mut self, other: Changes) {
+        self.versions.extend(other.versions);
+        for (org, users) in other.licenses {
+            let mine = self.licenses.entry(org).or_default();
+            for (user, now) in users {
+                // The later note wins, unless both carry versions and it is older.
+                match mine.get(&user) {
+                    Some(LicensesNow { version: Some(v), .. }) if now.version.is_some_and(|n| n <= *v) => {}
+                    _ => {
+                        mine.insert(user, now);
+                    }
+                }
+            }
+        }
         self.catalogue |= other.catalogue;
         self.everything |= other.everything;
         self.subscriptions.extend(other.subscriptions);
@@ -130,7 +180,17 @@ impl Changes {
         for org in &self.all_users {
             out.entry(org.clone()).or_default().1 = "*".to_string();
         }
+        let mut named: BTreeMap<&String, BTreeSet<&String>> = BTreeMap::new();
         for (org, users) in &self.users {
+            named.entry(org).or_default().extend(users);
+        }
+        for (org, users) in &self.licenses {
+            named.entry(org).or_default().extend(users.keys());
+        }
+        for (org, users) in named {
+            if self.all_users.contains(org) {
+                continue;
+            }
             let mut list = String::new();
             for u in users {
                 if !list.is_empty() {

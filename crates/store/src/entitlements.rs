@@ -22,6 +22,8 @@ pub struct UserRow {
     pub status: UserStatus,
     /// (product, subscription) of every licence the user holds.
     pub licenses: Vec<(String, String)>,
+    /// The user's licence version (orders notes; see `crate::changes`).
+    pub version: i64,
 }
 
 /// A subscription as a check needs it, with its items' provisioning.
@@ -49,13 +51,13 @@ pub enum Users<'a> {
 pub async fn users(tx: &mut Tx, which: Users<'_>) -> Result<Vec<UserRow>, StoreError> {
     let (user_rows, license_rows) = match which {
         Users::All => (
-            tx.rows("SELECT org_id, id, email_normalized, status FROM users", &[]).await?,
+            tx.rows("SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id", &[]).await?,
             tx.rows("SELECT org_id, user_id, product, subscription_id FROM assignments", &[])
                 .await?,
         ),
         Users::Org(org) => (
             tx.rows(
-                "SELECT org_id, id, email_normalized, status FROM users WHERE org_id = $1",
+                "SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id WHERE u.org_id = $1",
                 args![org],
             )
             .await?,
@@ -68,8 +70,9 @@ pub async fn users(tx: &mut Tx, which: Users<'_>) -> Result<Vec<UserRow>, StoreE
         Users::Some(_, []) => return Ok(Vec::new()),
         Users::Some(org, ids) => {
             let users_sql = format!(
-                "SELECT org_id, id, email_normalized, status FROM users WHERE org_id = $1 AND {}",
-                tx.any_of("id", 2)
+                "SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u \
+                 LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id WHERE u.org_id = $1 AND {}",
+                tx.any_of("u.id", 2)
             );
             let licenses_sql = format!(
                 "SELECT org_id, user_id, product, subscription_id FROM assignments WHERE org_id = $1 AND {}",
@@ -91,6 +94,7 @@ pub async fn users(tx: &mut Tx, which: Users<'_>) -> Result<Vec<UserRow>, StoreE
             email: r.text("email_normalized")?,
             status: crate::users::status_of(&r.text("status")?)?,
             licenses: Vec::new(),
+            version: if r.cell_is_null("version") { 0 } else { r.int("version")? },
         });
     }
     for r in &license_rows {

@@ -217,7 +217,18 @@ pub async fn apply_seat_changes(
     if planned.is_empty() {
         return Ok(Ok(()));
     }
-    tx.note(|c| c.users(org, planned.iter().filter(|p| !p.plan.is_empty()).map(|p| p.user)));
+    // What each user holds now, for the entitlement index (no read back).
+    tx.note(|c| {
+        for p in planned.iter().filter(|p| !p.plan.is_empty()) {
+            let held = p
+                .plan
+                .result
+                .iter()
+                .map(|h| (h.product.as_str().to_string(), h.subscription.clone()))
+                .collect();
+            c.licenses_now(org, p.user, held);
+        }
+    });
     // Releases, grouped by pool: one DELETE per pool and batch of users.
     for ((sub, product), users) in &seats.releases {
         let gone = tx

@@ -403,6 +403,7 @@ pub async fn claim_license_version(tx: &mut Tx, org: &str, id: &str, version: i6
         )
         .await?;
     if n == 1 {
+        tx.note(|c| c.claimed(org, id, version + 1));
         crate::license_epochs::note_versioned_write(tx, org).await
     } else {
         Err(StoreError::Replan(format!(
@@ -584,13 +585,22 @@ pub async fn lock_licenses(tx: &mut Tx, org: &str, ids: &[String]) -> Result<u64
     }
     let (ids_in, vals) = crate::catalogue::in_list(tx, "user_id", org, ids);
     let locked = tx
-        .exec(
-            &format!("UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in}"),
+        .rows(
+            &format!("UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND {ids_in} RETURNING user_id, version"),
             &vals,
         )
         .await?;
+    let mut claimed = Vec::with_capacity(locked.len());
+    for r in &locked {
+        claimed.push((r.text("user_id")?, r.int("version")?));
+    }
+    tx.note(|c| {
+        for (user, version) in &claimed {
+            c.claimed(org, user, *version);
+        }
+    });
     crate::license_epochs::note_versioned_write(tx, org).await?;
-    Ok(locked)
+    Ok(locked.len() as u64)
 }
 
 /// Many users with the sites each administers (site admins only for those

@@ -37,6 +37,8 @@ struct License {
 struct UserEntry {
     email: Box<str>,
     status: UserStatus,
+    /// The licence version the licences below are of.
+    version: i64,
     licenses: Box<[License]>,
 }
 
@@ -150,6 +152,7 @@ impl OrgIndex {
             UserEntry {
                 email: row.email.as_str().into(),
                 status: row.status,
+                version: row.version,
                 licenses,
             },
         );
@@ -244,6 +247,37 @@ impl IndexState {
         }
         for r in rows {
             o.put_user(&mut self.catalogue, r);
+        }
+    }
+
+    /// Sets what users of `org` hold after a committed change (no read):
+    /// a user not in the index is left to the note that adds them, and a
+    /// version no newer than the one held is skipped (it was published
+    /// out of commit order, and what is held already includes it).
+    pub(crate) fn apply_licenses(&mut self, org: &str, now: &std::collections::BTreeMap<String, allot_store::changes::LicensesNow>) {
+        let Some(o) = self.orgs.get_mut(org) else { return };
+        for (user, n) in now {
+            let current = match o.users.get(user.as_str()) {
+                Some(e) => e.version,
+                None => continue,
+            };
+            if n.version.is_some_and(|v| v <= current) {
+                continue;
+            }
+            let licenses: Box<[License]> = n
+                .held
+                .iter()
+                .map(|(p, s)| License {
+                    product: self.catalogue.number(p),
+                    subscription: o.slot(s),
+                })
+                .collect();
+            if let Some(e) = o.users.get_mut(user.as_str()) {
+                e.licenses = licenses;
+                if let Some(v) = n.version {
+                    e.version = v;
+                }
+            }
         }
     }
 
