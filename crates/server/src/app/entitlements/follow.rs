@@ -53,12 +53,14 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
         return Ok(());
     }
     if changes.everything {
+        let read_from = ent.index.read().touched();
         let (state, seqs) = full_load(store).await?;
-        ent.index.swap(state);
+        ent.index.write().replace_with(state, read_from);
         *ent.seqs.lock().unwrap_or_else(|p| p.into_inner()) = seqs.into_iter().collect();
         ent.full_loads.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
+    let read_from = ent.index.read().touched();
     let mut tx = store.begin_snapshot().await?;
     let products = if changes.catalogue {
         Some(catalogue::all(&mut tx).await?.into_values().collect::<Vec<_>>())
@@ -92,10 +94,10 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
         state.replace_subscriptions(&orgs, &subs);
     }
     for (org, rows) in &all_users {
-        state.replace_all_users(org, rows);
+        state.replace_all_users(org, rows, read_from);
     }
     for (org, ids, rows) in &named {
-        state.replace_users(org, ids, rows);
+        state.replace_users(org, ids, rows, read_from);
     }
     // Licences set by changes, after the rows read (a read of every user
     // of an org already holds them).

@@ -39,6 +39,8 @@ struct UserEntry {
     status: UserStatus,
     /// The licence version the licences below are of.
     version: i64,
+    /// When a licence note last set the licences ([`IndexState::touched`]).
+    touched: u64,
     licenses: Box<[License]>,
 }
 
@@ -136,23 +138,37 @@ impl OrgIndex {
         }
     }
 
-    fn put_user(&mut self, catalogue: &mut CatalogueIndex, row: &UserRow) {
+    /// Puts a user as read. Its licences as read are kept unless a licence
+    /// note set them after the read began (`read_from`): the note is newer.
+    fn put_user(&mut self, catalogue: &mut CatalogueIndex, row: &UserRow, read_from: u64) {
+        let kept = self
+            .users
+            .get(row.id.as_str())
+            .filter(|e| e.touched > read_from)
+            .map(|e| (e.licenses.clone(), e.version, e.touched));
         self.remove_user(&row.id);
-        let licenses: Box<[License]> = row
-            .licenses
-            .iter()
-            .map(|(p, s)| License {
-                product: catalogue.number(p),
-                subscription: self.slot(s),
-            })
-            .collect();
+        let (licenses, version, touched) = match kept {
+            Some(k) => k,
+            None => (
+                row.licenses
+                    .iter()
+                    .map(|(p, s)| License {
+                        product: catalogue.number(p),
+                        subscription: self.slot(s),
+                    })
+                    .collect(),
+                row.version,
+                0,
+            ),
+        };
         self.by_email.insert(row.email.as_str().into(), row.id.as_str().into());
         self.users.insert(
             row.id.as_str().into(),
             UserEntry {
                 email: row.email.as_str().into(),
                 status: row.status,
-                version: row.version,
+                version,
+                touched,
                 licenses,
             },
         );
@@ -218,6 +234,9 @@ pub struct UserEntitlements {
 pub(crate) struct IndexState {
     catalogue: CatalogueIndex,
     orgs: HashMap<Box<str>, OrgIndex>,
+    /// Counts licence notes applied: a read that began at `n` does not
+    /// overwrite licences a note set after it (see `put_user`).
+    touched: u64,
 }
 
 impl IndexState {
@@ -238,15 +257,24 @@ impl IndexState {
         }
     }
 
-    /// Replaces the named users of `org` with `rows` (a named user absent
-    /// from them is gone).
-    pub(crate) fn replace_users(&mut self, org: &str, named: &[String], rows: &[UserRow]) {
+    /// Where licence notes stand now: give it to the `replace_*` of a read
+    /// that begins now.
+    pub(crate) fn touched(&self) -> u64 {
+        self.touched
+    }
+
+    /// Replaces the named users of `org` with `rows`, read from `read_from`
+    /// on (a named user absent from them is gone).
+    pub(crate) fn replace_users(&mut self, org: &str, named: &[String], rows: &[UserRow], read_from: u64) {
         let o = self.orgs.entry(org.into()).or_default();
+        let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         for id in named {
-            o.remove_user(id);
+            if !present.contains(id.as_str()) {
+                o.remove_user(id);
+            }
         }
         for r in rows {
-            o.put_user(&mut self.catalogue, r);
+            o.put_user(&mut self.catalogue, r, read_from);
         }
     }
 
@@ -256,6 +284,7 @@ impl IndexState {
     /// out of commit order, and what is held already includes it).
     pub(crate) fn apply_licenses(&mut self, org: &str, now: &std::collections::BTreeMap<String, allot_store::changes::LicensesNow>) {
         let Some(o) = self.orgs.get_mut(org) else { return };
+        self.touched += 1;
         for (user, n) in now {
             let current = match o.users.get(user.as_str()) {
                 Some(e) => e.version,
@@ -274,6 +303,7 @@ impl IndexState {
                 .collect();
             if let Some(e) = o.users.get_mut(user.as_str()) {
                 e.licenses = licenses;
+                e.touched = self.touched;
                 if let Some(v) = n.version {
                     e.version = v;
                 }
@@ -281,13 +311,16 @@ impl IndexState {
         }
     }
 
-    /// Replaces every user of `org`.
-    pub(crate) fn replace_all_users(&mut self, org: &str, rows: &[UserRow]) {
+    /// Replaces every user of `org` with `rows`, read from `read_from` on.
+    pub(crate) fn replace_all_users(&mut self, org: &str, rows: &[UserRow], read_from: u64) {
         let o = self.orgs.entry(org.into()).or_default();
-        o.users.clear();
-        o.by_email.clear();
+        let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let gone: Vec<Box<str>> = o.users.keys().filter(|k| !present.contains(&***k)).cloned().collect();
+        for id in gone {
+            o.remove_user(&id);
+        }
         for r in rows {
-            o.put_user(&mut self.catalogue, r);
+            o.put_user(&mut self.catalogue, r, read_from);
         }
     }
 
@@ -295,8 +328,30 @@ impl IndexState {
     pub(crate) fn put_users(&mut self, rows: &[UserRow]) {
         for r in rows {
             let o = self.orgs.entry(r.org.as_str().into()).or_default();
-            o.put_user(&mut self.catalogue, r);
+            o.put_user(&mut self.catalogue, r, u64::MAX);
         }
+    }
+
+    /// A full read (`fresh`, begun at `read_from`) replaces this state,
+    /// except the licences notes set after the read began (kept, by
+    /// product code and subscription id, since numbering differs).
+    pub(crate) fn replace_with(&mut self, mut fresh: IndexState, read_from: u64) {
+        for (org, o) in &self.orgs {
+            for (id, e) in o.users.iter().filter(|(_, e)| e.touched > read_from) {
+                let held: Vec<(String, String)> = e
+                    .licenses
+                    .iter()
+                    .map(|l| {
+                        let sub = o.subscriptions.get(l.subscription as usize).map_or("", |s| &s.id);
+                        (self.catalogue.code(l.product).to_string(), sub.to_string())
+                    })
+                    .collect();
+                let note = std::collections::BTreeMap::from([(id.to_string(), allot_store::changes::LicensesNow { version: None, held })]);
+                fresh.apply_licenses(org, &note);
+            }
+        }
+        fresh.touched = self.touched;
+        *self = fresh;
     }
 
     /// Whether a product of the catalogue grants `feature`.
@@ -313,6 +368,36 @@ impl IndexState {
 
     pub(crate) fn licenses_held(&self) -> usize {
         self.orgs.values().flat_map(|o| o.users.values()).map(|u| u.licenses.len()).sum()
+    }
+
+    /// The bytes the index's tables and strings take on the heap, counted
+    /// from their capacities (hash tables: their buckets and control
+    /// bytes); the allocator's own rounding is not in it.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+            if m.capacity() == 0 {
+                return 0;
+            }
+            let buckets = (m.capacity() * 8 / 7 + 1).next_power_of_two();
+            buckets * (std::mem::size_of::<(K, V)>() + 1) + 16
+        }
+        let mut n = table(&self.orgs);
+        for (id, o) in &self.orgs {
+            n += id.len();
+            n += table(&o.users) + table(&o.by_email) + table(&o.subscription_slots);
+            n += o.subscriptions.capacity() * std::mem::size_of::<SubscriptionSlot>();
+            for s in &o.subscriptions {
+                n += s.id.len() + s.items.capacity() * std::mem::size_of::<(ProductId, ProvisioningStatus)>();
+            }
+            n += o.subscription_slots.keys().map(|k| k.len()).sum::<usize>();
+            for (id, u) in &o.users {
+                n += id.len() + u.email.len() + u.licenses.len() * std::mem::size_of::<License>();
+            }
+            for (email, id) in &o.by_email {
+                n += email.len() + id.len();
+            }
+        }
+        n
     }
 
     pub(crate) fn users_known(&self) -> usize {
@@ -424,5 +509,84 @@ impl Index {
 
     pub(crate) fn swap(&self, fresh: IndexState) {
         *self.write() = fresh;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allot_store::changes::LicensesNow;
+    use std::collections::BTreeMap;
+
+    fn row(licenses: &[(&str, &str)], version: i64) -> UserRow {
+        UserRow {
+            org: "org_a".into(),
+            id: "usr_1".into(),
+            email: "ada@a.example".into(),
+            status: UserStatus::Active,
+            licenses: licenses.iter().map(|(p, s)| (p.to_string(), s.to_string())).collect(),
+            version,
+        }
+    }
+
+    fn held(state: &IndexState) -> Vec<(String, String)> {
+        let o = &state.orgs["org_a"];
+        o.users["usr_1"]
+            .licenses
+            .iter()
+            .map(|l| {
+                (
+                    state.catalogue.code(l.product).to_string(),
+                    o.subscriptions[l.subscription as usize].id.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn note(held: &[(&str, &str)], version: Option<i64>) -> BTreeMap<String, LicensesNow> {
+        BTreeMap::from([(
+            "usr_1".to_string(),
+            LicensesNow {
+                version,
+                held: held.iter().map(|(p, s)| (p.to_string(), s.to_string())).collect(),
+            },
+        )])
+    }
+
+    #[test]
+    fn a_read_begun_before_a_note_does_not_undo_it() {
+        let mut s = IndexState::default();
+        s.put_users(&[row(&[], 0)]);
+        let read_from = s.touched();
+        // A licence change lands (and is applied) while a read of the user is under way.
+        s.apply_licenses("org_a", &note(&[("meetings", "sub_1")], None));
+        s.replace_users("org_a", &["usr_1".to_string()], &[row(&[], 0)], read_from);
+        assert_eq!(held(&s), [("meetings".to_string(), "sub_1".to_string())]);
+        // A read begun after it is taken as it is.
+        let read_from = s.touched();
+        s.replace_users("org_a", &["usr_1".to_string()], &[row(&[("calling", "sub_2")], 3)], read_from);
+        assert_eq!(held(&s), [("calling".to_string(), "sub_2".to_string())]);
+        // A full read begun before the note keeps it too.
+        let read_from = s.touched();
+        s.apply_licenses("org_a", &note(&[("messaging", "sub_1")], Some(4)));
+        let mut fresh = IndexState::default();
+        fresh.put_users(&[row(&[("calling", "sub_2")], 3)]);
+        s.replace_with(fresh, read_from);
+        assert_eq!(held(&s), [("messaging".to_string(), "sub_1".to_string())]);
+    }
+
+    #[test]
+    fn notes_with_versions_apply_only_forward() {
+        let mut s = IndexState::default();
+        s.put_users(&[row(&[], 5)]);
+        s.apply_licenses("org_a", &note(&[("meetings", "sub_1")], Some(7)));
+        // Published out of commit order: an older version is skipped.
+        s.apply_licenses("org_a", &note(&[], Some(6)));
+        assert_eq!(held(&s), [("meetings".to_string(), "sub_1".to_string())]);
+        s.apply_licenses("org_a", &note(&[], Some(8)));
+        assert!(held(&s).is_empty());
+        // A note for a user the index does not hold waits for the user's own note.
+        s.apply_licenses("org_b", &note(&[("meetings", "sub_1")], None));
+        assert!(!s.orgs.contains_key("org_b"));
     }
 }

@@ -52,14 +52,27 @@ impl Entitlements {
     /// An index that follows `store`'s feed from now on (filled by
     /// [`follow::keep_exact`]).
     pub fn new(store: &allot_store::Store) -> Arc<Entitlements> {
-        Arc::new(Entitlements {
+        let ent = Arc::new(Entitlements {
             index: Index::default(),
             receiver: Mutex::new(store.change_feed().subscribe()),
             ready: watch::channel(false).0,
             seqs: Mutex::new(HashMap::new()),
             full_loads: AtomicU64::new(0),
             org_reloads: AtomicU64::new(0),
-        })
+        });
+        // Licence notes are applied in the committing task (see
+        // `ChangeFeed::apply_licenses_with`); weak, so that the store does
+        // not keep a dropped application's index alive.
+        let weak = Arc::downgrade(&ent);
+        store.change_feed().apply_licenses_with(Box::new(move |notes| {
+            if let Some(ent) = weak.upgrade() {
+                let mut state = ent.index.write();
+                for (org, now) in notes {
+                    state.apply_licenses(org, now);
+                }
+            }
+        }));
+        ent
     }
 
     fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Fed>> {
@@ -88,10 +101,11 @@ impl Entitlements {
         }
     }
 
-    /// Licences and users the index holds now (metrics, benchmarks).
-    pub fn size(&self) -> (usize, usize) {
+    /// Users and licences the index holds now, and the bytes its tables
+    /// and strings take (metrics, benchmarks).
+    pub fn size(&self) -> (usize, usize, usize) {
         let s = self.index.read();
-        (s.users_known(), s.licenses_held())
+        (s.users_known(), s.licenses_held(), s.heap_bytes())
     }
 
     /// The in-process answer alone (benchmarks): no scope check, no I/O.
