@@ -511,6 +511,12 @@ impl InProcessServer {
         let task = tokio::spawn(allot_server::serve(state, listener, async move {
             let _ = stopped.await;
         }));
+        // A server reads its entitlement index at start-up; measurements
+        // begin once it has (as they would on a server that has been up).
+        let started = std::time::Instant::now();
+        while !app.entitlements.is_ready() && started.elapsed() < std::time::Duration::from_secs(600) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         Ok(InProcessServer { url, app, stop, task })
     }
 

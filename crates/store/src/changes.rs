@@ -93,11 +93,21 @@ impl Changes {
 
     /// The user holds `held` after the transaction.
     pub fn licenses_now(&mut self, org: &str, user: &str, held: Vec<(String, String)>) {
-        let version = self.versions.get(&(org.to_string(), user.to_string())).copied();
-        self.licenses
-            .entry(org.to_string())
-            .or_default()
-            .insert(user.to_string(), LicensesNow { version, held });
+        // Most bulk chunks claim no versions (SQLite plans them ahead): no key to build then.
+        let version = if self.versions.is_empty() {
+            None
+        } else {
+            self.versions.get(&(org.to_string(), user.to_string())).copied()
+        };
+        let now = LicensesNow { version, held };
+        match self.licenses.get_mut(org) {
+            Some(users) => {
+                users.insert(user.to_string(), now);
+            }
+            None => {
+                self.licenses.insert(org.to_string(), BTreeMap::from([(user.to_string(), now)]));
+            }
+        }
     }
 
     pub fn user(&mut self, org: &str, user: &str) {
@@ -138,6 +148,11 @@ impl Changes {
     }
 
     pub fn merge(&mut self, other: Changes) {
+        // The first unit of a batch: taken as it is, nothing re-inserted.
+        if self.is_empty() && self.versions.is_empty() {
+            *self = other;
+            return;
+        }
         self.versions.extend(other.versions);
         for (org, users) in other.licenses {
             let mine = self.licenses.entry(org).or_default();
