@@ -59,9 +59,9 @@ pub struct Changes {
     /// Users whose licences the transaction set, with the licences they
     /// hold after it, per org: applied as they are, without a read.
     pub licenses: BTreeMap<String, BTreeMap<String, LicensesNow>>,
-    /// Licence versions the transaction moved to (PostgreSQL orders what
-    /// it applies by them; see [`LicensesNow::version`]).
-    pub versions: BTreeMap<(String, String), i64>,
+    /// Licence versions the transaction moved to, per org and user
+    /// (PostgreSQL orders what it applies by them; see [`LicensesNow::version`]).
+    pub versions: BTreeMap<String, std::collections::HashMap<String, i64>>,
 }
 
 /// A user's licences after a committed change: (product, subscription).
@@ -88,17 +88,21 @@ impl Changes {
 
     /// The transaction moved the user's licence version to `version`.
     pub fn claimed(&mut self, org: &str, user: &str, version: i64) {
-        self.versions.insert((org.to_string(), user.to_string()), version);
+        match self.versions.get_mut(org) {
+            Some(m) => {
+                m.insert(user.to_string(), version);
+            }
+            None => {
+                self.versions
+                    .insert(org.to_string(), std::collections::HashMap::from([(user.to_string(), version)]));
+            }
+        }
     }
 
     /// The user holds `held` after the transaction.
     pub fn licenses_now(&mut self, org: &str, user: &str, held: Vec<(String, String)>) {
         // Most bulk chunks claim no versions (SQLite plans them ahead): no key to build then.
-        let version = if self.versions.is_empty() {
-            None
-        } else {
-            self.versions.get(&(org.to_string(), user.to_string())).copied()
-        };
+        let version = self.versions.get(org).and_then(|m| m.get(user)).copied();
         let now = LicensesNow { version, held };
         match self.licenses.get_mut(org) {
             Some(users) => {
@@ -153,7 +157,9 @@ impl Changes {
             *self = other;
             return;
         }
-        self.versions.extend(other.versions);
+        for (org, users) in other.versions {
+            self.versions.entry(org).or_default().extend(users);
+        }
         for (org, users) in other.licenses {
             let mine = self.licenses.entry(org).or_default();
             for (user, now) in users {
@@ -430,6 +436,28 @@ pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, o
     Ok(rows)
 }
 
+/// [`announce`] as one literal statement, to travel in the same round
+/// trip as the COMMIT of a lane's batch. Every value is quoted as an SQL
+/// string literal (ids are Allot's own, but quotes are doubled anyway).
+pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
+    let payloads = changes.payloads();
+    if payloads.is_empty() {
+        return None;
+    }
+    let q = |s: &str| s.replace('\'', "''");
+    let seqs: Vec<String> = payloads.iter().map(|(o, _)| format!("('{}', 1)", q(o))).collect();
+    let bodies: Vec<String> = payloads.iter().map(|(o, b)| format!("('{}', '{}')", q(o), q(b))).collect();
+    Some(format!(
+        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
+           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
+         SELECT pg_notify('allot_entitlements', '{}' || '|' || s.seq || '|' || s.org_id || '|' || p.body) \
+         FROM s JOIN (VALUES {}) AS p(org, body) ON p.org = s.org_id",
+        seqs.join(", "),
+        q(origin),
+        bodies.join(", ")
+    ))
+}
+
 /// Every org's sequence number now (read in the same snapshot as a full
 /// load of the entitlements, so that the reader knows where to go on).
 pub async fn sequences(tx: &mut crate::Tx) -> Result<BTreeMap<String, i64>, StoreError> {
@@ -533,6 +561,18 @@ mod tests {
         let ids: Vec<String> = (0..1000).map(|i| format!("usr_{i:026}")).collect();
         many.users("org_c", ids.iter().map(String::as_str));
         assert_eq!(many.payloads(), vec![("org_c".to_string(), ":*".to_string())]);
+    }
+
+    #[test]
+    fn the_literal_announcement_quotes_every_value() {
+        let mut c = Changes::default();
+        c.user("org_'a", "usr_1");
+        let sql = announce_sql(&c, "proc_'x").expect("a statement");
+        assert!(
+            sql.contains("('org_''a', 1)") && sql.contains("'proc_''x'") && sql.contains("('org_''a', ':usr_1')"),
+            "{sql}"
+        );
+        assert_eq!(announce_sql(&Changes::default(), "p"), None);
     }
 
     #[test]

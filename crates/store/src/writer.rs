@@ -97,6 +97,14 @@ pub(crate) struct WriterState {
 /// Boxed with an explicit `Send` so that cleanup futures can be spawned
 /// (the compiler cannot prove `Send` for every lifetime of the plain async fn).
 fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+    run_text(conn, std::borrow::Cow::Borrowed(sql))
+}
+
+/// [`run`] of a statement text built at run time.
+fn run_text<'a>(
+    conn: &'a mut WriterConn,
+    sql: std::borrow::Cow<'static, str>,
+) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
     Box::pin(async move {
         match conn {
             WriterConn::Sqlite(c) => {
@@ -109,7 +117,7 @@ fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Ou
                     return Err(StoreError::Db("the lane's connection was lost".into()));
                 };
                 // A `&str` without arguments is sent as a simple query.
-                if let Err(e) = sqlx::Executor::execute(&mut *live, sql).await {
+                if let Err(e) = sqlx::Executor::execute(&mut *live, sql.as_ref()).await {
                     // A lost connection takes its transaction with it: every
                     // later statement of this batch fails (so its COMMIT does,
                     // and its units are told to retry), and the next batch
@@ -187,10 +195,11 @@ impl WriterState {
         let unit_changes = std::mem::take(&mut self.unit_changes);
         let mut kept = changes.clone();
         kept.merge(unit_changes);
-        // Announced inside the unit's SAVEPOINT: undone with it if it is refused.
-        let result = match announce(&mut self.conn, &kept, &self.feed.origin).await {
-            Ok(()) => run(&mut self.conn, "RELEASE allot_unit; COMMIT").await,
-            Err(e) => Err(e),
+        // Announced inside the unit's SAVEPOINT (undone with it if it is
+        // refused), in the same round trip as the RELEASE and the COMMIT.
+        let result = match crate::changes::announce_sql(&kept, &self.feed.origin) {
+            Some(announce) => run_text(&mut self.conn, format!("{announce}; RELEASE allot_unit; COMMIT").into()).await,
+            None => run(&mut self.conn, "RELEASE allot_unit; COMMIT").await,
         };
         self.unit_open = false;
         self.unit_versioned.clear();
@@ -221,12 +230,20 @@ impl WriterState {
             return;
         }
         let changes = std::mem::take(&mut self.batch_changes);
-        let counted = match count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await {
-            Ok(()) => announce(&mut self.conn, &changes, &self.feed.origin).await,
-            Err(e) => Err(e),
+        let counted = count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await;
+        let announce = match &self.conn {
+            WriterConn::Postgres(..) => crate::changes::announce_sql(&changes, &self.feed.origin),
+            WriterConn::Sqlite(_) => None,
+        };
+        let commit = match announce {
+            Some(a) => std::borrow::Cow::Owned(format!("{a}; COMMIT")),
+            None => std::borrow::Cow::Borrowed("COMMIT"),
         };
         let result = match counted {
-            Ok(()) => run(&mut self.conn, "COMMIT").await.map(|()| changes).map_err(|e| format!("{e:?}")),
+            Ok(()) => run_text(&mut self.conn, commit)
+                .await
+                .map(|()| changes)
+                .map_err(|e| format!("{e:?}")),
             Err(e) => Err(format!("{e:?}")),
         };
         if result.is_err() {
@@ -249,18 +266,6 @@ impl WriterState {
                 Err(e) => Settled::CommitFailed(e.clone()),
             });
         }
-    }
-}
-
-/// PostgreSQL: announces the transaction's changes to the other processes
-/// inside it (see `crate::changes`); nothing on SQLite.
-async fn announce(conn: &mut WriterConn, changes: &Changes, origin: &str) -> Result<(), StoreError> {
-    match conn {
-        WriterConn::Postgres(Some(c), _) if !changes.is_empty() => {
-            crate::changes::announce(c, changes, origin).await?;
-            Ok(())
-        }
-        _ => Ok(()),
     }
 }
 
