@@ -243,12 +243,20 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// Parses `origin|seq|org|body`; `None` for anything else.
-    pub fn parse(payload: &str, origin: &str) -> Option<Notice> {
-        let mut parts = payload.splitn(4, '|');
+    /// Parses one notification, `origin;org|seq|body;org|seq|body...` (one
+    /// per transaction, every org it changed); `None` for anything else.
+    pub fn parse_all(payload: &str, origin: &str) -> Option<Vec<Notice>> {
+        let mut parts = payload.split(';');
         let from = parts.next()?;
-        let seq: i64 = parts.next()?.parse().ok()?;
+        let notices: Option<Vec<Notice>> = parts.map(|p| Notice::parse_one(p, from == origin)).collect();
+        notices.filter(|n| !n.is_empty())
+    }
+
+    /// `org|seq|body`.
+    fn parse_one(part: &str, own: bool) -> Option<Notice> {
+        let mut parts = part.splitn(3, '|');
         let org = parts.next()?.to_string();
+        let seq: i64 = parts.next()?.parse().ok()?;
         let body = parts.next()?;
         let (flags, users) = body.split_once(':')?;
         let mut changes = Changes::default();
@@ -263,12 +271,7 @@ impl Notice {
             "*" => changes.all_users(&org),
             ids => changes.users(&org, ids.split(',').filter(|s| !s.is_empty())),
         }
-        Some(Notice {
-            own: from == origin,
-            org,
-            seq,
-            changes,
-        })
+        Some(Notice { own, org, seq, changes })
     }
 }
 
@@ -406,56 +409,70 @@ impl ChangeFeed {
     }
 }
 
-/// PostgreSQL, inside the committing transaction: bumps each changed org's
-/// sequence number and notifies the other processes, in one statement.
-/// Returns the orgs' new numbers (this process's own notes carry them, so
-/// its reader knows which notifications it has already applied).
-pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, origin: &str) -> Result<Vec<(String, i64)>, StoreError> {
-    let payloads = changes.payloads();
-    if payloads.is_empty() {
-        return Ok(Vec::new());
+/// The payloads in groups that each fit one notification (8,000 bytes at
+/// most; an org's part is `org|seq|body` after the origin).
+fn notification_groups(changes: &Changes, origin: &str) -> Vec<Vec<(String, String)>> {
+    let mut groups: Vec<Vec<(String, String)>> = Vec::new();
+    let mut size = usize::MAX;
+    for (org, body) in changes.payloads() {
+        let part = org.len() + body.len() + 24;
+        if size.saturating_add(part) > MAX_PAYLOAD + 500 {
+            groups.push(Vec::new());
+            size = origin.len();
+        }
+        size += part;
+        if let Some(g) = groups.last_mut() {
+            g.push((org, body));
+        }
     }
-    let (orgs, bodies): (Vec<String>, Vec<String>) = payloads.into_iter().unzip();
-    use sqlx::Row as _;
-    // pg_notify in the select list: it runs once per row that is returned.
-    let rows = sqlx::query(
-        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) SELECT o, 1 FROM unnest($1::text[]) AS o \
-           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-         SELECT s.org_id, s.seq, pg_notify('allot_entitlements', $3 || '|' || s.seq || '|' || s.org_id || '|' || p.body) AS sent \
-         FROM s JOIN unnest($1::text[], $2::text[]) AS p(org, body) ON p.org = s.org_id",
-    )
-    .bind(&orgs)
-    .bind(&bodies)
-    .bind(origin)
-    .fetch_all(conn)
-    .await?;
-    let rows = rows
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>("org_id")?, r.try_get::<i64, _>("seq")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(rows)
+    groups
 }
 
-/// [`announce`] as one literal statement, to travel in the same round
-/// trip as the COMMIT of a lane's batch. Every value is quoted as an SQL
-/// string literal (ids are Allot's own, but quotes are doubled anyway).
-pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
-    let payloads = changes.payloads();
-    if payloads.is_empty() {
-        return None;
+/// One statement per group: bump each org's sequence number and send one
+/// notification naming every org of the group with its number.
+const ANNOUNCE: &str = "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) SELECT o, 1 FROM unnest($1::text[]) AS o \
+       ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
+     SELECT pg_notify('allot_entitlements', $3 || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
+     FROM s JOIN unnest($1::text[], $2::text[]) AS p(org, body) ON p.org = s.org_id";
+
+/// PostgreSQL, inside the committing transaction: bumps each changed org's
+/// sequence number and notifies the other processes, one notification per
+/// transaction (more only when the ids would not fit one).
+pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, origin: &str) -> Result<(), StoreError> {
+    for group in notification_groups(changes, origin) {
+        let (orgs, bodies): (Vec<String>, Vec<String>) = group.into_iter().unzip();
+        sqlx::query(ANNOUNCE)
+            .bind(&orgs)
+            .bind(&bodies)
+            .bind(origin)
+            .execute(&mut *conn)
+            .await?;
     }
+    Ok(())
+}
+
+/// [`announce`] as literal statements, to travel in the same round trip as
+/// the COMMIT of a lane's batch. Every value is quoted as an SQL string
+/// literal (ids are Allot's own, but quotes are doubled anyway).
+pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
     let q = |s: &str| s.replace('\'', "''");
-    let seqs: Vec<String> = payloads.iter().map(|(o, _)| format!("('{}', 1)", q(o))).collect();
-    let bodies: Vec<String> = payloads.iter().map(|(o, b)| format!("('{}', '{}')", q(o), q(b))).collect();
-    Some(format!(
-        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
-           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-         SELECT pg_notify('allot_entitlements', '{}' || '|' || s.seq || '|' || s.org_id || '|' || p.body) \
-         FROM s JOIN (VALUES {}) AS p(org, body) ON p.org = s.org_id",
-        seqs.join(", "),
-        q(origin),
-        bodies.join(", ")
-    ))
+    let statements: Vec<String> = notification_groups(changes, origin)
+        .into_iter()
+        .map(|group| {
+            let seqs: Vec<String> = group.iter().map(|(o, _)| format!("('{}', 1)", q(o))).collect();
+            let bodies: Vec<String> = group.iter().map(|(o, b)| format!("('{}', '{}')", q(o), q(b))).collect();
+            format!(
+                "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
+                   ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
+                 SELECT pg_notify('allot_entitlements', '{}' || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
+                 FROM s JOIN (VALUES {}) AS p(org, body) ON p.org = s.org_id",
+                seqs.join(", "),
+                q(origin),
+                bodies.join(", ")
+            )
+        })
+        .collect();
+    (!statements.is_empty()).then(|| statements.join("; "))
 }
 
 /// Every org's sequence number now (read in the same snapshot as a full
@@ -483,10 +500,12 @@ pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> 
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     failures = 0;
-                    match Notice::parse(n.payload(), &feed.origin) {
-                        Some(notice) => {
-                            if !feed.forward(Fed::Notice(notice)) {
-                                return;
+                    match Notice::parse_all(n.payload(), &feed.origin) {
+                        Some(notices) => {
+                            for notice in notices {
+                                if !feed.forward(Fed::Notice(notice)) {
+                                    return;
+                                }
                             }
                         }
                         None => tracing::warn!(payload = n.payload(), "an entitlement notification could not be read"),
@@ -541,8 +560,8 @@ mod tests {
         c.catalogue();
         let payloads = c.payloads();
         let mut back = Changes::default();
-        for (org, body) in &payloads {
-            let n = Notice::parse(&format!("proc_x|7|{org}|{body}"), "proc_y").expect("parses");
+        let parts: Vec<String> = payloads.iter().map(|(org, body)| format!("{org}|7|{body}")).collect();
+        for n in Notice::parse_all(&format!("proc_x;{}", parts.join(";")), "proc_y").expect("parses") {
             assert!(!n.own);
             assert_eq!(n.seq, 7);
             back.merge(n.changes);
@@ -577,9 +596,9 @@ mod tests {
 
     #[test]
     fn a_payload_that_is_not_a_note_is_refused() {
-        assert_eq!(Notice::parse("nonsense", "p"), None);
-        assert_eq!(Notice::parse("p|x|org|:*", "p"), None);
-        assert_eq!(Notice::parse("p|3|org|x:*", "p"), None);
-        assert!(Notice::parse("p|3|org|s:*", "p").is_some_and(|n| n.own));
+        assert_eq!(Notice::parse_all("nonsense", "p"), None);
+        assert_eq!(Notice::parse_all("p;org|x|:*", "p"), None);
+        assert_eq!(Notice::parse_all("p;org|3|x:*", "p"), None);
+        assert!(Notice::parse_all("p;org|3|s:*;org_b|1|:usr_1", "p").is_some_and(|n| n.len() == 2 && n.iter().all(|n| n.own)));
     }
 }
