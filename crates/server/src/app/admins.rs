@@ -469,8 +469,15 @@ fn in_scope(caller: &Caller, e: &AdminEntry) -> bool {
     }
 }
 
-/// 403 unless the caller may give (or `verb`) an account of `role`.
+/// 403 unless the caller may give (or `verb`) an account of `role`; 422
+/// for a role that no person holds (a service's, for tokens only).
 fn may_invite(caller: &Caller, role: Role, verb: &str) -> Result<(), Error> {
+    if !role.is_for_people() {
+        return Err(Error::validation(
+            "role",
+            format!("{} is a role for API tokens, not for admin accounts.", role.as_str()),
+        ));
+    }
     if caller.principal.may_invite(role) {
         return Ok(());
     }

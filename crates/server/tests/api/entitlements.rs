@@ -626,6 +626,16 @@ async fn checks_refuse_bad_input_and_other_tenants(backend: Backend) {
     .await
     .problem(403, "forbidden");
     assert_eq!(app.snapshot().await, before, "refused calls change nothing");
+    // No person holds the product's role: inviting or changing an admin to it is 422.
+    let r = app
+        .post(
+            "/api/v1/admins",
+            &app.admin,
+            json!({ "email": "svc@asked.example", "role": "product_service", "org": org }),
+        )
+        .await;
+    r.problem(422, "validation_failed");
+    assert_eq!(r.body["errors"][0]["field"], "role");
     // Provider-wide and partner-bound product tokens are created like others.
     let wide = app.token(Role::ProductService, None, None).await;
     let a = app.post(&check, &wide, json!({ "user": u, "feature": "recording" })).await.ok();
