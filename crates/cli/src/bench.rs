@@ -342,6 +342,25 @@ fn figures(mut latencies: Vec<Duration>, elapsed: Duration, cpu_start: Option<Ma
     }
 }
 
+/// A small deterministic generator, so that every run of a benchmark asks
+/// the same questions.
+pub(crate) struct Lcg(pub u64);
+
+impl Lcg {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+
+    /// An index below `n`.
+    pub(crate) fn pick(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+}
+
 /// A product without rules for benchmarks.
 pub fn seat_product(code: &str) -> std::result::Result<allot_domain::catalogue::Product, allot_domain::Error> {
     Ok(allot_domain::catalogue::Product {

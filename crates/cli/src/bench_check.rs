@@ -22,13 +22,13 @@
 use std::time::{Duration, Instant};
 
 use allot_domain::access::Role;
-use allot_domain::status::{ProvisioningStatus, SubscriptionFacts};
+use allot_domain::status::ProvisioningStatus;
 use allot_server::clock::{Clock, SystemClock};
-use allot_store::subscriptions::{Item, Subscription};
-use allot_store::tenants::Org;
+use allot_store::subscriptions::Item;
 use allot_store::{Store, Val};
 
 use crate::anyhow_lite::{msg, Result};
+use crate::bench::Lcg;
 
 const PRODUCTS: usize = 5;
 const FEATURES_PER_PRODUCT: usize = 3;
@@ -69,36 +69,20 @@ async fn setup(store: &Store, b: &CheckBench) -> Result<Vec<String>> {
     let per_org = b.users / b.orgs;
     let mut orgs = Vec::new();
     for o in 0..b.orgs {
-        let org = Org {
-            id: format!("org_chk{o:04}"),
-            name: format!("Check {o}"),
-            partner: None,
-            default_usage_location: None,
-            payment_method_on_file: false,
-            self_service_purchase: false,
-            created_at: allot_store::ts(now),
-        };
-        let sub = Subscription {
-            org: org.id.clone(),
-            id: format!("sub_chk{o:04}"),
-            external_ref: None,
-            partner: None,
-            facts: SubscriptionFacts {
-                trial: false,
-                start_date: today - chrono::Duration::days(1),
-                end_date: today + chrono::Duration::days(365),
-                suspended: false,
-                cancelled: false,
-            },
-            items: (0..PRODUCTS)
-                .map(|p| Item {
-                    product: product_code(p),
-                    quantity: per_org as i64,
-                    consumed: 0,
-                    provisioning_status: ProvisioningStatus::Provisioned,
-                })
-                .collect(),
-        };
+        // One active, provisioned subscription (as every benchmark's pool),
+        // with an item of each product; ids a run can name again.
+        let (mut org, mut sub) = crate::bench::seat_pool(&format!("Check {o}"), &product_code(0), per_org as i64, now, today);
+        org.id = format!("org_chk{o:04}");
+        sub.org = org.id.clone();
+        sub.id = format!("sub_chk{o:04}");
+        sub.items = (0..PRODUCTS)
+            .map(|p| Item {
+                product: product_code(p),
+                quantity: per_org as i64,
+                consumed: 0,
+                provisioning_status: ProvisioningStatus::Provisioned,
+            })
+            .collect();
         let users: Vec<allot_store::users::User> = (0..per_org)
             .map(|i| allot_store::users::User::internal(user_id(o, i), format!("user{i}@org{o}.check.example")))
             .collect();
@@ -141,32 +125,14 @@ async fn setup(store: &Store, b: &CheckBench) -> Result<Vec<String>> {
     Ok(orgs)
 }
 
-/// This process's resident memory (bytes). Memory the start-up read used
-/// and freed may still be held by the allocator: the figure errs high.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+/// This process's resident memory in MB (`bench_bulk`'s reading).
+fn rss_mb() -> f64 {
+    crate::bench_bulk::rss_now_mb().unwrap_or(0.0)
 }
 
-/// This process's CPU time (user + system) so far.
-fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    // SAFETY: sysconf reads a constant of the system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(ticks as f64 / hz)
+/// This process's CPU time so far, in seconds.
+fn cpu_time() -> f64 {
+    crate::bench_bulk::cpu_seconds().unwrap_or(0.0)
 }
 
 /// What one load run measured.
@@ -232,8 +198,8 @@ fn wrk_paced(
         .output()
         .map_err(|e| msg(format!("cannot run wrk (install it: apt install wrk): {e}")))?;
     let wall = started.elapsed().as_secs_f64();
-    let cores = (cpu_time() - cpu0).as_secs_f64() / wall;
-    let rss_mb = rss_bytes() as f64 / 1e6;
+    let cores = (cpu_time() - cpu0) / wall;
+    let rss_mb = rss_mb();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let line = text
         .lines()
@@ -265,18 +231,6 @@ fn rand_suffix() -> String {
     allot_store::new_id("r")
 }
 
-/// A tiny deterministic generator, so every run asks the same questions.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-}
-
 fn http_request(method: &str, host: &str, path: &str, token: &str, body: &str) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -302,11 +256,11 @@ async fn sql_baseline(store: &Store, orgs: &[String], per_org: usize, connection
                 WHERE u.org_id = $1 AND u.id = $2 AND u.status = 'active' AND a.product = $3 \
                 AND NOT s.cancelled AND NOT s.suspended AND s.end_date > $4 AND i.provisioning_status = 'provisioned' LIMIT 1";
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let o = rng.below(orgs.len());
-                let u = user_id(o, rng.below(per_org));
+                let o = rng.pick(orgs.len());
+                let u = user_id(o, rng.pick(per_org));
                 // The products granting a feature are known from the
                 // catalogue (one here): the query checks the rest.
-                let product = product_code(rng.below(PRODUCTS));
+                let product = product_code(rng.pick(PRODUCTS));
                 let started = Instant::now();
                 let Ok(mut conn) = store.read_conn().await else {
                     return Err(msg("no connection"));
@@ -365,7 +319,7 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         let token = allot_server::auth::create_token(&store, Role::ProductService, None, None, None, SystemClock.now())
             .await
             .map_err(|e| msg(e.detail))?;
-        let rss_before = rss_bytes();
+        let rss_before = rss_mb();
         let loading = Instant::now();
         let server = crate::bench::InProcessServer::start(&store).await?;
         while !server.app.entitlements.is_ready() {
@@ -375,13 +329,13 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         let (known_users, held, heap) = server.app.entitlements.size();
         // The index's memory: a second copy read and held beside the
         // server's (the server's own start-up costs are not in it).
-        let rss_before_copy = rss_bytes();
+        let rss_before_copy = rss_mb();
         let copy = allot_server::app::entitlements::Entitlements::read_copy(&store)
             .await
             .map_err(|e| msg(e.detail))?;
-        let rss_after = rss_bytes();
+        let rss_after = rss_mb();
         drop(copy);
-        let index_mb = rss_after.saturating_sub(rss_before_copy) as f64 / 1e6;
+        let index_mb = (rss_after - rss_before_copy).max(0.0);
         let per_million = index_mb * 1e6 / held.max(1) as f64;
 
         // Prepared requests: random org, user and feature (by id; a tenth by email).
@@ -389,14 +343,14 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         let mut rng = Lcg(5);
         let mut singles = Vec::new();
         for k in 0..5_000 {
-            let o = rng.below(orgs.len());
-            let i = rng.below(per_org);
+            let o = rng.pick(orgs.len());
+            let i = rng.pick(per_org);
             let user = if k % 10 == 0 {
                 format!("User{i}@Org{o}.check.example")
             } else {
                 user_id(o, i)
             };
-            let f = feature(rng.below(PRODUCTS), rng.below(FEATURES_PER_PRODUCT));
+            let f = feature(rng.pick(PRODUCTS), rng.pick(FEATURES_PER_PRODUCT));
             let body = format!("{{\"user\":\"{user}\",\"feature\":\"{f}\"}}");
             singles.push(http_request(
                 "POST",
@@ -408,11 +362,11 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         }
         let mut batches = Vec::new();
         for _ in 0..500 {
-            let o = rng.below(orgs.len());
+            let o = rng.pick(orgs.len());
             let questions: Vec<String> = (0..100)
                 .map(|_| {
-                    let u = user_id(o, rng.below(per_org));
-                    let f = feature(rng.below(PRODUCTS), rng.below(FEATURES_PER_PRODUCT));
+                    let u = user_id(o, rng.pick(per_org));
+                    let f = feature(rng.pick(PRODUCTS), rng.pick(FEATURES_PER_PRODUCT));
                     format!("{{\"user\":\"{u}\",\"feature\":\"{f}\"}}")
                 })
                 .collect();
@@ -434,11 +388,11 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         let ent = server.app.entitlements.clone();
         let asked: Vec<(String, String, String)> = (0..100_000)
             .map(|_| {
-                let o = rng.below(orgs.len());
+                let o = rng.pick(orgs.len());
                 (
                     orgs[o].clone(),
-                    user_id(o, rng.below(per_org)),
-                    feature(rng.below(PRODUCTS), rng.below(FEATURES_PER_PRODUCT)),
+                    user_id(o, rng.pick(per_org)),
+                    feature(rng.pick(PRODUCTS), rng.pick(FEATURES_PER_PRODUCT)),
                 )
             })
             .collect();
@@ -467,9 +421,9 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
             load_time.as_secs_f64(),
             heap as f64 / 1e6,
             heap as f64 / held.max(1) as f64,
-            rss_before as f64 / 1e6,
-            rss_before_copy as f64 / 1e6,
-            rss_after as f64 / 1e6,
+            rss_before,
+            rss_before_copy,
+            rss_after,
             100.0 * allowed as f64 / asked.len() as f64
         );
         println!();

@@ -18,17 +18,7 @@ use crate::anyhow_lite::{msg, Result};
 use crate::bench::seat_product;
 use crate::bench_bulk::json_of;
 
-/// A small deterministic generator, so every run loads the same data.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use crate::bench::Lcg;
 
 pub(crate) async fn setup(store: &Store, customers: usize, subscriptions: usize) -> Result<String> {
     let now = SystemClock.now();

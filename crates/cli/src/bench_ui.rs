@@ -34,17 +34,7 @@ pub(crate) fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// A small deterministic generator, so that every run asks the same.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use crate::bench::Lcg;
 
 pub(crate) fn err<E: std::fmt::Debug>(e: E) -> crate::anyhow_lite::Error {
     msg(format!("{e:?}"))

@@ -25,17 +25,7 @@ fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// A small deterministic generator, so every run asks for the same users.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use crate::bench::Lcg;
 
 async fn setup(store: &Store, users: usize) -> Result<String> {
     let now = SystemClock.now();

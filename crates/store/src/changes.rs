@@ -428,32 +428,23 @@ fn notification_groups(changes: &Changes, origin: &str) -> Vec<Vec<(String, Stri
     groups
 }
 
-/// One statement per group: bump each org's sequence number and send one
-/// notification naming every org of the group with its number.
-const ANNOUNCE: &str = "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) SELECT o, 1 FROM unnest($1::text[]) AS o \
-       ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-     SELECT pg_notify('allot_entitlements', $3 || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
-     FROM s JOIN unnest($1::text[], $2::text[]) AS p(org, body) ON p.org = s.org_id";
-
 /// PostgreSQL, inside the committing transaction: bumps each changed org's
 /// sequence number and notifies the other processes, one notification per
-/// transaction (more only when the ids would not fit one).
+/// transaction (more only when the ids would not fit one). The same text a
+/// lane sends with its COMMIT ([`announce_sql`]).
 pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, origin: &str) -> Result<(), StoreError> {
-    for group in notification_groups(changes, origin) {
-        let (orgs, bodies): (Vec<String>, Vec<String>) = group.into_iter().unzip();
-        sqlx::query(ANNOUNCE)
-            .bind(&orgs)
-            .bind(&bodies)
-            .bind(origin)
-            .execute(&mut *conn)
-            .await?;
+    if let Some(sql) = announce_sql(changes, origin) {
+        // A `&str` without arguments travels as one simple query.
+        sqlx::Executor::execute(conn, sql.as_str()).await?;
     }
     Ok(())
 }
 
-/// [`announce`] as literal statements, to travel in the same round trip as
-/// the COMMIT of a lane's batch. Every value is quoted as an SQL string
-/// literal (ids are Allot's own, but quotes are doubled anyway).
+/// The statements that announce `changes`, one per notification: each
+/// bumps its orgs' sequence numbers and sends one notification naming every
+/// org with its number. Literal text, so that a lane sends it in the same
+/// round trip as its COMMIT; every value is quoted as an SQL string literal
+/// (ids are Allot's own, but quotes are doubled anyway).
 pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
     let q = |s: &str| s.replace('\'', "''");
     let statements: Vec<String> = notification_groups(changes, origin)
@@ -464,7 +455,7 @@ pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
             format!(
                 "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
                    ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-                 SELECT pg_notify('allot_entitlements', '{}' || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
+                 SELECT pg_notify('{CHANNEL}', '{}' || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
                  FROM s JOIN (VALUES {}) AS p(org, body) ON p.org = s.org_id",
                 seqs.join(", "),
                 q(origin),

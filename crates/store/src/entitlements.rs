@@ -152,11 +152,6 @@ pub async fn subscriptions(tx: &mut Tx, org: Option<&str>) -> Result<Vec<Subscri
     Ok(out)
 }
 
-/// Whether the org exists.
-pub async fn org_exists(tx: &mut Tx, org: &str) -> Result<bool, StoreError> {
-    Ok(tx.opt_row("SELECT id FROM orgs WHERE id = $1", args![org]).await?.is_some())
-}
-
 /// Every org's id.
 pub async fn org_ids(tx: &mut Tx) -> Result<Vec<String>, StoreError> {
     tx.rows("SELECT id FROM orgs", &[]).await?.iter().map(|r| r.text("id")).collect()

@@ -43,15 +43,6 @@ pub(crate) async fn full_load(store: &Store) -> Result<(IndexState, BTreeMap<Str
 
 /// Reads what `changes` names and applies it.
 async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(), StoreError> {
-    let only_licenses = changes.users.is_empty() && changes.all_users.is_empty() && changes.subscriptions.is_empty() && !changes.catalogue;
-    if !changes.everything && only_licenses {
-        // The hot path: what licence changes set, applied without a read.
-        let mut state = ent.index.write();
-        for (org, now) in &changes.licenses {
-            state.apply_licenses(org, now);
-        }
-        return Ok(());
-    }
     if changes.everything {
         let read_from = ent.index.read().touched();
         let (state, seqs) = full_load(store).await?;
@@ -99,17 +90,9 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
     for (org, ids, rows) in &named {
         state.replace_users(org, ids, rows, read_from);
     }
-    // Licences set by changes, after the rows read (a read of every user
-    // of an org already holds them).
-    for (org, now) in &changes.licenses {
-        if !changes.all_users.contains(org) {
-            state.apply_licenses(org, now);
-        }
-    }
+    // Licence notes never come here: the committing task applies them, or
+    // turns them into reads of their users (`ChangeFeed::publish`).
     drop(state);
-    if !changes.all_users.is_empty() {
-        ent.org_reloads.fetch_add(changes.all_users.len() as u64, Ordering::Relaxed);
-    }
     Ok(())
 }
 

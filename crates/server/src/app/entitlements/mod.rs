@@ -42,10 +42,9 @@ pub struct Entitlements {
     ready: watch::Sender<bool>,
     /// Each org's last sequence number seen on the notification channel.
     pub(crate) seqs: Mutex<HashMap<String, i64>>,
-    /// How often everything, or a whole org's users, was read again
-    /// (metrics; the truth tests expect neither from changes of their own).
+    /// How often everything was read again after start-up (the truth
+    /// tests expect none from changes of their own).
     pub full_loads: AtomicU64,
-    pub org_reloads: AtomicU64,
 }
 
 impl Entitlements {
@@ -58,7 +57,6 @@ impl Entitlements {
             ready: watch::channel(false).0,
             seqs: Mutex::new(HashMap::new()),
             full_loads: AtomicU64::new(0),
-            org_reloads: AtomicU64::new(0),
         });
         // Licence notes are applied in the committing task (see
         // `ChangeFeed::apply_licenses_with`); weak, so that the store does
