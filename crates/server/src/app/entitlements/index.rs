@@ -378,7 +378,12 @@ impl IndexState {
             if m.capacity() == 0 {
                 return 0;
             }
-            let buckets = (m.capacity() * 8 / 7 + 1).next_power_of_two();
+            // `capacity()` is 7/8 of the buckets (all of them below 8).
+            let buckets = if m.capacity() < 8 {
+                m.capacity() + 1
+            } else {
+                (m.capacity() * 8 / 7).next_power_of_two()
+            };
             buckets * (std::mem::size_of::<(K, V)>() + 1) + 16
         }
         let mut n = table(&self.orgs);
