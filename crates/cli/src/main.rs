@@ -63,6 +63,37 @@ impl DbArgs {
     }
 }
 
+/// Where the private keys that sign offline entitlement tokens are kept.
+#[derive(clap::Args, Clone)]
+struct KeyArgs {
+    /// Seal the private signing keys in the database with a key derived
+    /// from this secret (at least 32 characters). Prefer the environment
+    /// variable: a command line is visible to other users of the machine.
+    #[arg(
+        long,
+        env = "ALLOT_SIGNING_KEY_SECRET",
+        hide_env_values = true,
+        conflicts_with = "signing_key_file"
+    )]
+    signing_key_secret: Option<String>,
+    /// Keep the private signing keys in this file instead (created with
+    /// mode 0600; servers sharing a database must share it).
+    #[arg(long, env = "ALLOT_SIGNING_KEY_FILE")]
+    signing_key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyArgs {
+    fn custody(&self) -> anyhow_lite::Result<allot_server::config::KeyCustody> {
+        use allot_server::config::{KeyCustody, SealingSecret};
+        Ok(match (&self.signing_key_secret, &self.signing_key_file) {
+            (Some(secret), None) => KeyCustody::Sealed(SealingSecret::new(secret.clone()).map_err(anyhow_lite::msg)?),
+            (None, Some(path)) => KeyCustody::File(path.clone()),
+            (None, None) => KeyCustody::Unset,
+            (Some(_), Some(_)) => return Err(anyhow_lite::msg("give --signing-key-secret or --signing-key-file, not both")),
+        })
+    }
+}
+
 /// How `allot serve` (and `allot demo`) serves: every setting of
 /// `allot_server::Config`, from a flag or its environment variable.
 #[derive(clap::Args, Clone)]
@@ -103,6 +134,14 @@ struct ServeArgs {
     /// Milliseconds between purges of expired service data and idempotency keys.
     #[arg(long, env = "ALLOT_PURGE_INTERVAL_MS", default_value_t = 3_600_000)]
     purge_interval_ms: u64,
+    /// Seconds an offline entitlement token is valid.
+    #[arg(long, env = "ALLOT_OFFLINE_TOKEN_TTL_SECS", default_value_t = 24 * 3600)]
+    offline_token_ttl_secs: u64,
+    /// The `iss` claim of offline entitlement tokens.
+    #[arg(long, env = "ALLOT_TOKEN_ISSUER", default_value = "allot")]
+    token_issuer: String,
+    #[command(flatten)]
+    keys: KeyArgs,
 }
 
 impl ServeArgs {
@@ -144,6 +183,11 @@ impl ServeArgs {
                 burst: self.rate_limit.max(1.0),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            offline_tokens: allot_server::config::OfflineTokens {
+                ttl: Duration::from_secs(at_least("offline-token-ttl-secs", self.offline_token_ttl_secs, 60)?),
+                issuer: self.token_issuer.clone(),
+                keys: self.keys.custody()?,
+            },
             ..allot_server::Config::default()
         })
     }
@@ -276,6 +320,15 @@ enum AdminCommand {
     RebuildSearchIndex {
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Make a new key sign offline entitlement tokens from now on. The old
+    /// key stays published in /.well-known/jwks.json until the last token
+    /// it signed has expired. Give the same key settings as `allot serve`.
+    RotateSigningKey {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Check invariants: every pool's consumed count equals its assignment rows.
     Check {
@@ -479,8 +532,34 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 return Err(anyhow_lite::msg(format!("{} pools disagree with their assignments", bad.len())));
             }
         }
+        Command::Admin {
+            command: AdminCommand::RotateSigningKey { db, keys },
+        } => {
+            let custody = keys.custody()?;
+            if custody == allot_server::config::KeyCustody::Unset {
+                return Err(anyhow_lite::msg(
+                    "name where the keys are kept: ALLOT_SIGNING_KEY_SECRET or ALLOT_SIGNING_KEY_FILE, as for allot serve",
+                ));
+            }
+            let store = db.open().await?;
+            let rotated = allot_server::app::signing::rotate_signing_key(&store, &custody, SystemClock.now()).await;
+            store.close().await;
+            let rotated = rotated.map_err(|e| anyhow_lite::msg(e.detail))?;
+            match (&rotated.old_kid, &rotated.old_published_until) {
+                (Some(old), Some(until)) => eprintln!("Retired {old}; it stays in the JWKS until {until}."),
+                (Some(old), None) => eprintln!("Retired {old}; it signed no token and leaves the JWKS now."),
+                (None, _) => eprintln!("There was no signing key yet."),
+            }
+            println!("{}", rotated.new_kid);
+        }
         Command::Demo { database, listen, serve } => {
-            demo::run(&database, &listen, serve.config()?, serve.metrics_listen.as_deref()).await?
+            let mut config = serve.config()?;
+            // The demo signs offline tokens out of the box, with a key file
+            // beside its database.
+            if config.offline_tokens.keys == allot_server::config::KeyCustody::Unset {
+                config.offline_tokens.keys = allot_server::config::KeyCustody::File(format!("{database}.signing-keys").into());
+            }
+            demo::run(&database, &listen, config, serve.metrics_listen.as_deref()).await?
         }
         Command::Bench { command } => bench::run(command).await?,
         Command::Catalogue {

@@ -22,6 +22,8 @@ pub struct Config {
     pub cache_sync: Duration,
     /// How long a console session lasts without being used.
     pub session_idle: Duration,
+    /// Offline entitlement tokens: their lifetime and signing keys.
+    pub offline_tokens: OfflineTokens,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             cache_sync: Duration::from_millis(500),
             session_idle: Duration::from_secs(2 * 3600),
+            offline_tokens: OfflineTokens::default(),
         }
     }
 }
@@ -115,5 +118,71 @@ impl Default for RateLimit {
             per_second: 1_000_000.0,
             burst: 1_000_000.0,
         }
+    }
+}
+
+/// Offline entitlement tokens (EdDSA JWTs a product can check without
+/// asking Allot): how long one lives, the issuer it names, and where the
+/// private signing keys are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfflineTokens {
+    pub ttl: Duration,
+    /// The `iss` claim.
+    pub issuer: String,
+    pub keys: KeyCustody,
+}
+
+impl Default for OfflineTokens {
+    fn default() -> Self {
+        OfflineTokens {
+            ttl: Duration::from_secs(24 * 3600),
+            issuer: "allot".to_string(),
+            keys: KeyCustody::Unset,
+        }
+    }
+}
+
+/// Where the private signing keys are kept. The public keys are always in
+/// the database (every server publishes the same JWKS).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyCustody {
+    /// None configured: a token request answers 503 naming the settings.
+    Unset,
+    /// In the database, sealed (ChaCha20-Poly1305) with a key derived from
+    /// this secret.
+    Sealed(SealingSecret),
+    /// In this file, one `kid key` line per key (created with mode 0600
+    /// when missing). Servers sharing a database must share the file.
+    File(std::path::PathBuf),
+}
+
+/// The secret that seals private keys in the database. Its `Debug` never
+/// shows it, so a logged configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealingSecret(String);
+
+impl SealingSecret {
+    /// The shortest secret taken: 32 characters (`openssl rand -base64 32`
+    /// gives 44).
+    pub const MIN_LEN: usize = 32;
+
+    pub fn new(secret: String) -> Result<SealingSecret, String> {
+        if secret.chars().count() < Self::MIN_LEN {
+            return Err(format!(
+                "the signing key secret must be at least {} characters (try `openssl rand -base64 32`)",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(SealingSecret(secret))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SealingSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingSecret(<hidden>)")
     }
 }

@@ -182,6 +182,8 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(entitlements::check_entitlement))
         .routes(routes!(entitlements::evaluate_entitlements))
         .routes(routes!(entitlements::list_user_entitlements))
+        .routes(routes!(entitlements::issue_entitlement_token))
+        .routes(routes!(entitlements::get_jwks))
         .routes(routes!(ofrep::evaluate_ofrep_flag))
         .routes(routes!(ofrep::evaluate_ofrep_flags))
         .merge(

@@ -28,6 +28,7 @@ pub mod queues;
 mod retry;
 pub mod selections;
 pub mod service_data;
+pub mod signing_keys;
 pub mod subscriptions;
 pub mod templates;
 pub mod tenants;

@@ -20,7 +20,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, V13),
     (14, V14),
     (15, V15),
+    (16, V16),
 ];
+
+/// The Ed25519 keys that sign offline entitlement tokens (see
+/// `signing_keys.rs`). `active` is 1 on the one key that signs and NULL on
+/// retired ones: its uniqueness lets two servers that both find no key
+/// insert one each without ending with two signing keys.
+const V16: &str = r#"
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    private_key TEXT,
+    created_at TEXT NOT NULL,
+    active INTEGER UNIQUE,
+    retired_at TEXT,
+    last_token_expires_at TEXT
+);
+"#;
 
 /// Each org's count of committed changes that entitlements depend on
 /// (PostgreSQL: bumped in the changing transaction, sent with its

@@ -3,7 +3,11 @@
 use axum::extract::{Path, State};
 use axum::Json;
 
-use crate::app::entitlements::{self, CheckInput, EntitlementCheck, Evaluations, EvaluationsInput, UserEntitlementsView};
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::app::entitlements::{self, CheckInput, EntitlementCheck, EntitlementToken, Evaluations, EvaluationsInput, UserEntitlementsView};
+use crate::app::signing::{self, JwkSet};
 use crate::app::{App, Caller};
 use crate::extract::ApiJson;
 use crate::problem::ApiResult;
@@ -41,4 +45,26 @@ pub async fn list_user_entitlements(
     Path((org, user)): Path<(String, String)>,
 ) -> ApiResult<Json<UserEntitlementsView>> {
     Ok(Json(entitlements::list_user_entitlements(&app, &caller, &org, &user).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/users/{user}/entitlement-token", operation_id = "issue_entitlement_token", tag = "entitlements",
+    params(("org" = String, Path, description = "The organisation's id"), ("user" = String, Path, description = "The user's id or email")),
+    responses(
+        (status = 200, description = "A JWT signed with Ed25519 naming what the user may use now, for a product that must work offline; verify it with the keys at `/.well-known/jwks.json`", body = EntitlementToken),
+        (status = 503, description = "unavailable: this server has no signing key configured, or cannot open it")))]
+pub async fn issue_entitlement_token(
+    State(app): State<App>,
+    caller: Caller,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<Json<EntitlementToken>> {
+    Ok(Json(entitlements::issue_entitlement_token(&app, &caller, &org, &user).await?))
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", operation_id = "get_jwks", tag = "entitlements", security(()),
+    responses((status = 200, description = "The public keys that verify offline entitlement tokens: the signing key, and each retired key until the last token it signed has expired", body = JwkSet)))]
+pub async fn get_jwks(State(app): State<App>) -> ApiResult<impl IntoResponse> {
+    let keys = signing::publish_jwks(&app).await?;
+    // Verifiers may cache the set a few minutes; after a rotation they
+    // meet an unknown kid and fetch it again.
+    Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)))
 }

@@ -32,6 +32,7 @@ pub mod purchases;
 pub mod queues;
 pub mod retention;
 pub mod sheets;
+pub mod signing;
 pub mod subscriptions;
 pub mod templates;
 pub mod tenants;
@@ -120,6 +121,8 @@ pub struct App {
     /// Who holds what, in memory, for entitlement checks (kept exact by
     /// `entitlements::follow::keep_exact`, which `serve` runs).
     pub entitlements: Arc<entitlements::Entitlements>,
+    /// The key that signs offline entitlement tokens (see [`signing`]).
+    pub(crate) signer: Arc<signing::Signer>,
 }
 
 impl App {
@@ -128,6 +131,7 @@ impl App {
         let entitlements = entitlements::Entitlements::new(&store);
         App {
             entitlements,
+            signer: Arc::new(signing::Signer::default()),
             store,
             clock,
             config: Arc::new(config),

@@ -20,6 +20,7 @@ both_backends!(
     checks_equal_the_database_after_every_path,
     checks_refuse_bad_input_and_other_tenants,
     ofrep_answers_as_the_checks_with_an_etag_per_user,
+    offline_tokens_sign_what_the_user_may_use_across_a_rotation,
 );
 
 /// Features granted by the products of [`catalogue`].
@@ -861,4 +862,185 @@ async fn ofrep_answers_as_the_checks_with_an_etag_per_user(backend: Backend) {
             ("voicemail", false, "subscription_expired")
         ]
     );
+}
+
+/// A JWT's three parts: header and claims as JSON, the signature's bytes,
+/// and the signed input.
+fn jwt_parts(token: &str) -> (Value, Value, Vec<u8>, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a compact JWS has three parts: {token}");
+    let json = |p: &str| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).expect("base64url")).expect("JSON");
+    (
+        json(parts[0]),
+        json(parts[1]),
+        URL_SAFE_NO_PAD.decode(parts[2]).expect("base64url"),
+        format!("{}.{}", parts[0], parts[1]),
+    )
+}
+
+/// Whether `token` verifies against a key of the served JWKS (the key
+/// named by its `kid`, which must be an Ed25519 key for EdDSA).
+async fn verifies_with_jwks(app: &TestApp, token: &str) -> bool {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ed25519_dalek::Verifier;
+    let r = app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await;
+    let jwks = r.ok();
+    let (header, _, signature, input) = jwt_parts(token);
+    let Some(jwk) = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]) else {
+        return false;
+    };
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    let x: [u8; 32] = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).expect("a public key");
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(&signature) else {
+        return false;
+    };
+    header["alg"] == "EdDSA" && key.verify(input.as_bytes(), &signature).is_ok()
+}
+
+async fn offline_tokens_sign_what_the_user_may_use_across_a_rotation(backend: Backend) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let app = spawn(backend).await;
+    catalogue(&app).await;
+    let org = org(&app, "Offline AB", None).await;
+    let other = org_named(&app, "Elsewhere AB").await;
+    let sub = subscription(
+        &app,
+        &org,
+        json!([{ "product": "meetings", "quantity": 5 }, { "product": "calling-professional", "quantity": 5 }]),
+    )
+    .await;
+    let ada = user(&app, &org, "ada@offline.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{org}/users/{ada}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings", "subscription": sub }, { "product": "calling-professional", "subscription": sub }] }),
+    )
+    .await
+    .ok();
+    let token = product_service_token(&app, &org).await;
+    // No key yet: none published.
+    let jwks = app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks.headers["cache-control"], "public, max-age=300");
+    assert_eq!(jwks.ok()["keys"], json!([]));
+
+    let issue = |user: String| {
+        let app = &app;
+        let token = token.clone();
+        let org = org.clone();
+        async move {
+            app.post(&format!("/api/v1/orgs/{org}/users/{user}/entitlement-token"), &token, json!(null))
+                .await
+        }
+    };
+    let first = issue("ADA@offline.EXAMPLE".into()).await.ok();
+    let jwt = first["token"].as_str().unwrap().to_string();
+    let (header, claims, _, _) = jwt_parts(&jwt);
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(header["typ"], "JWT");
+    let now = app.clock.now().timestamp();
+    assert_eq!(claims["iss"], "allot");
+    assert_eq!(claims["sub"], ada.as_str());
+    assert_eq!(claims["org"], org.as_str());
+    assert_eq!(claims["email"], "ada@offline.example");
+    assert_eq!(claims["features"], json!(["calling", "meetings", "recording", "voicemail"]));
+    assert_eq!(claims["products"], json!(["calling-professional", "meetings"]));
+    assert_eq!(claims["iat"], now);
+    assert_eq!(claims["exp"], now + 24 * 3600);
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        first["expires_at"]
+            .as_str()
+            .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp()),
+        Some(now + 24 * 3600)
+    );
+    assert!(verifies_with_jwks(&app, &jwt).await, "the token verifies against the JWKS");
+    // Two tokens never share a jti.
+    let again = issue(ada.clone()).await.ok();
+    assert_ne!(jwt_parts(again["token"].as_str().unwrap()).1["jti"], claims["jti"]);
+
+    // Tampered: claims changed, signature kept; or the signature changed.
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let mut forged = claims.clone();
+    forged["features"] = json!(["calling", "meetings", "recording", "voicemail", "teleport"]);
+    let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(forged.to_string()), parts[2]);
+    assert!(!verifies_with_jwks(&app, &forged).await);
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    sig[0] ^= 1;
+    assert!(!verifies_with_jwks(&app, &format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(sig))).await);
+
+    // Rotation: a new key signs; the old one stays published while its token lives.
+    let rotated = allot_server::app::signing::rotate_signing_key(&app.store, &app.app.config.offline_tokens.keys, app.clock.now())
+        .await
+        .expect("rotated");
+    assert_eq!(rotated.old_kid.as_deref(), header["kid"].as_str());
+    let second = issue(ada.clone()).await.ok();
+    let jwt2 = second["token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_parts(&jwt2).0["kid"].as_str(), Some(rotated.new_kid.as_str()));
+    let kids = |v: Value| -> Vec<String> {
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let published = kids(app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await.ok());
+    assert_eq!(published, vec![rotated.new_kid.clone(), rotated.old_kid.clone().unwrap()]);
+    assert!(verifies_with_jwks(&app, &jwt).await, "a token of the retired key still verifies");
+    assert!(verifies_with_jwks(&app, &jwt2).await);
+    // Once the old key's last token has expired, it leaves the JWKS.
+    app.clock.set(app.clock.now() + chrono::Duration::hours(26));
+    let published = kids(app.call(reqwest::Method::GET, "/.well-known/jwks.json", None, None).await.ok());
+    assert_eq!(published, vec![rotated.new_kid.clone()]);
+    assert!(!verifies_with_jwks(&app, &jwt).await);
+    app.clock.set(today());
+
+    // An inactive user's token grants nothing.
+    app.patch(
+        &format!("/api/v1/orgs/{org}/users/{ada}"),
+        &app.admin,
+        json!({ "status": "inactive" }),
+    )
+    .await
+    .ok();
+    let inactive = issue(ada.clone()).await.ok();
+    let claims = jwt_parts(inactive["token"].as_str().unwrap()).1;
+    assert_eq!((claims["features"].clone(), claims["products"].clone()), (json!([]), json!([])));
+
+    // Bad input: an unknown user, another tenant's org, a made-up org: 404;
+    // the product's token asking anything else: 403.
+    issue("nobody@offline.example".into()).await.problem(404, "not_found");
+    let theirs = user(&app, &other, "ada@offline.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{other}/users/{theirs}/entitlement-token"),
+        &token,
+        json!(null),
+    )
+    .await
+    .problem(404, "not_found");
+    app.post("/api/v1/orgs/org_nope/users/x/entitlement-token", &token, json!(null))
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/api/v1/orgs/{org}/users/{ada}"), &token)
+        .await
+        .problem(403, "forbidden");
+
+    // A server without a signing key answers 503 (its log names the
+    // settings; a 5xx's detail never leaves the server).
+    let bare = spawn_with_config(backend, allot_server::Config::default()).await;
+    catalogue(&bare).await;
+    let o = org_named(&bare, "Bare AB").await;
+    let u = user(&bare, &o, "bea@bare.example").await;
+    let r = bare
+        .post(&format!("/api/v1/orgs/{o}/users/{u}/entitlement-token"), &bare.admin, json!(null))
+        .await;
+    r.problem(503, "unavailable");
 }

@@ -125,7 +125,15 @@ pub async fn spawn(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -> TestApp {
-    spawn_with_config(backend, allot_server::Config::with_limits(limits)).await
+    let mut config = allot_server::Config::with_limits(limits);
+    config.offline_tokens.keys = sealed_keys();
+    spawn_with_config(backend, config).await
+}
+
+/// Offline-token keys sealed in the test's database with a fresh secret.
+pub fn sealed_keys() -> allot_server::config::KeyCustody {
+    let secret = format!("test-secret-{}", allot_store::new_id("s"));
+    allot_server::config::KeyCustody::Sealed(allot_server::config::SealingSecret::new(secret).expect("long enough"))
 }
 
 pub async fn spawn_with_config(backend: Backend, config: allot_server::Config) -> TestApp {

@@ -531,6 +531,20 @@ fn cases() -> Vec<Case> {
                 Prep::None,
             )
         },
+        Case {
+            // Signs what the user may use: nothing is changed or audited
+            // (the key's publication time is bookkeeping, not a change).
+            changes_nothing: true,
+            ..c(
+                "issue_entitlement_token",
+                Method::POST,
+                |t, _| format!("/api/v1/orgs/{}/users/{}/entitlement-token", t.org, t.user),
+                none,
+                Scope::Org,
+                &[CheckEntitlements],
+                Prep::None,
+            )
+        },
         c(
             "list_user_entitlements",
             Method::GET,

@@ -378,3 +378,62 @@ pub async fn list_user_entitlements(app: &App, caller: &Caller, org: &str, user:
             .collect(),
     })
 }
+
+/// A signed offline token and when it expires.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EntitlementToken {
+    /// A JWT signed with Ed25519 (`alg: EdDSA`, with the `kid` of a key
+    /// in `/.well-known/jwks.json`).
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The claims of an offline token: what the user may use as of `iat`.
+#[derive(Debug, Clone, Serialize)]
+struct OfflineClaims<'a> {
+    iss: &'a str,
+    /// The user's id.
+    sub: &'a str,
+    org: &'a str,
+    email: &'a str,
+    /// Features the user may use at `iat` (none for a pending or inactive user).
+    features: Vec<&'a str>,
+    /// Products the user may use at `iat`.
+    products: Vec<&'a str>,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// `POST /orgs/{org}/users/{user}/entitlement-token`: what the user may
+/// use today, signed, for a product that must work offline until `exp`.
+/// 404 for a user the org does not have.
+pub async fn issue_entitlement_token(app: &App, caller: &Caller, org: &str, user: &str) -> Result<EntitlementToken, Error> {
+    app.visible_org(caller, org, Action::CheckEntitlements).await?;
+    app.entitlements.wait_ready().await?;
+    let now = app.clock.now();
+    let found = app.entitlements.index.read().user_entitlements(org, user, app.clock.today());
+    let u = found.ok_or_else(|| Error::not_found(format!("User {}", allot_domain::types::excerpt(user))))?;
+    let (kid, key) = app.signer.current(app).await?;
+    let ttl = chrono::Duration::from_std(app.config.offline_tokens.ttl)
+        .map_err(|_| Error::internal("the offline token lifetime is out of range"))?;
+    let expires_at = now + ttl;
+    let mut jti = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut jti);
+    let claims = OfflineClaims {
+        iss: &app.config.offline_tokens.issuer,
+        sub: &u.user_id,
+        org,
+        email: &u.email,
+        features: u.features.keys().map(String::as_str).collect(),
+        products: u.products.keys().map(String::as_str).collect(),
+        iat: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: hex::encode(jti),
+    };
+    let token = crate::app::signing::sign_jwt(&kid, &key, &claims)?;
+    // Recorded before the token is handed out: its key must stay published
+    // for as long as it lives.
+    app.signer.note_expiry(app, &kid, expires_at).await?;
+    Ok(EntitlementToken { token, expires_at })
+}
