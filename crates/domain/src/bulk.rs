@@ -29,6 +29,24 @@ pub struct UserFilter {
     /// Users holding a seat of this subscription (cancelling one moves them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<String>,
+    /// Users holding this product; with `idle_days`, only those idle on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ProductCode>,
+    /// With `product`: only holders who have not used it (no entitlement
+    /// check answered yes) for this many days, today included, and who
+    /// have held it since before then. For reclaiming idle seats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub idle_days: Option<u32>,
+}
+
+/// The longest idle window a filter or usage report takes (ten years).
+pub const MAX_IDLE_DAYS: u32 = 3650;
+
+/// The first day of an idle window of `days` days ending `today`: a use
+/// on this day or later is within the window.
+pub fn idle_window_start(today: chrono::NaiveDate, days: u32) -> chrono::NaiveDate {
+    today - chrono::Days::new(u64::from(days.saturating_sub(1)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -168,14 +186,36 @@ impl LicenseJobRequest {
                 }
             }
             (None, Some(f)) => {
-                if f.group.is_none() && f.email_domain.is_none() && f.has_product.is_none() && f.subscription.is_none() {
+                if f.group.is_none()
+                    && f.email_domain.is_none()
+                    && f.has_product.is_none()
+                    && f.subscription.is_none()
+                    && f.product.is_none()
+                {
                     v.push(
                         Violation::new(
                             Code::ValidationFailed,
-                            "The filter is empty: give group, email_domain, has_product or subscription.",
+                            "The filter is empty: give group, email_domain, has_product, subscription or product (with idle_days).",
                         )
                         .field("filter"),
                     );
+                }
+                match (f.idle_days, &f.product) {
+                    (Some(_), None) => v.push(
+                        Violation::new(
+                            Code::ValidationFailed,
+                            "idle_days needs product: the product whose use is measured.",
+                        )
+                        .field("filter.product"),
+                    ),
+                    (Some(d), Some(_)) if d == 0 || d > MAX_IDLE_DAYS => v.push(
+                        Violation::new(
+                            Code::ValidationFailed,
+                            format!("idle_days is a number of days from 1 to {MAX_IDLE_DAYS}, not {d}."),
+                        )
+                        .field("filter.idle_days"),
+                    ),
+                    _ => {}
                 }
                 if let Some(d) = &f.email_domain {
                     let d = d.trim_start_matches('@');

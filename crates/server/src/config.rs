@@ -24,6 +24,9 @@ pub struct Config {
     pub session_idle: Duration,
     /// Offline entitlement tokens: their lifetime and signing keys.
     pub offline_tokens: OfflineTokens,
+    /// How often the licence usage that checks recorded in memory is
+    /// written (what a `kill -9` can lose).
+    pub usage_flush: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             cache_sync: Duration::from_millis(500),
             session_idle: Duration::from_secs(2 * 3600),
             offline_tokens: OfflineTokens::default(),
+            usage_flush: Duration::from_secs(2),
         }
     }
 }

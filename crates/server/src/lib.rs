@@ -184,6 +184,7 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(entitlements::list_user_entitlements))
         .routes(routes!(entitlements::issue_entitlement_token))
         .routes(routes!(entitlements::get_jwks))
+        .routes(routes!(entitlements::get_license_usage))
         .routes(routes!(ofrep::evaluate_ofrep_flag))
         .routes(routes!(ofrep::evaluate_ofrep_flags))
         .merge(
@@ -259,6 +260,7 @@ pub async fn serve(
     let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
     let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
+    let usage = tokio::spawn(app::entitlements::usage::keep_flushing(app.clone()));
     let limits = app.config.limits.connections;
     let grace = app.config.shutdown_grace;
     let flag = app.clone();
@@ -269,6 +271,11 @@ pub async fn serve(
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
     caches.abort();
+    usage.abort();
+    // What checks recorded since the last flush.
+    if let Err(e) = app.entitlements.usage.flush(&app).await {
+        tracing::warn!(error = %e.detail, "license usage recorded in the last seconds could not be written");
+    }
     entitlements.abort();
     served
 }

@@ -34,6 +34,7 @@ pub mod templates;
 pub mod tenants;
 pub mod tokens;
 mod tx;
+pub mod usage;
 pub mod users;
 mod values;
 mod writer;

@@ -21,7 +21,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, V14),
     (15, V15),
     (16, V16),
+    (17, V17),
 ];
+
+/// When each user last used each product it holds, as entitlement checks
+/// that answered yes recorded it (a day, written at most once a day per
+/// user and product; see `usage.rs`). What idle-seat reclaim reads.
+const V17: &str = r#"
+CREATE TABLE license_usage (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    product TEXT NOT NULL,
+    last_used_on TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id, product)
+);
+"#;
 
 /// The Ed25519 keys that sign offline entitlement tokens (see
 /// `signing_keys.rs`). `active` is 1 on the one key that signs and NULL on

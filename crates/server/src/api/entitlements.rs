@@ -6,10 +6,11 @@ use axum::Json;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::app::entitlements::usage::{self, LicenseUsage, UsageQuery};
 use crate::app::entitlements::{self, CheckInput, EntitlementCheck, EntitlementToken, Evaluations, EvaluationsInput, UserEntitlementsView};
 use crate::app::signing::{self, JwkSet};
 use crate::app::{App, Caller};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::problem::ApiResult;
 
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/entitlements/check", operation_id = "check_entitlement", tag = "entitlements",
@@ -67,4 +68,16 @@ pub async fn get_jwks(State(app): State<App>) -> ApiResult<impl IntoResponse> {
     // Verifiers may cache the set a few minutes; after a rotation they
     // meet an unknown kid and fetch it again.
     Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)))
+}
+
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/license-usage", operation_id = "get_license_usage", tag = "entitlements",
+    params(("org" = String, Path, description = "The organisation's id"), UsageQuery),
+    responses((status = 200, description = "Per product and subscription: holders, those who used it in the window (an entitlement check answered yes), the idle ones and those given the seat within the window", body = LicenseUsage)))]
+pub async fn get_license_usage(
+    State(app): State<App>,
+    caller: Caller,
+    Path(org): Path<String>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Json<LicenseUsage>> {
+    Ok(Json(usage::license_usage(&app, &caller, &org, &q).await?))
 }

@@ -293,6 +293,11 @@ pub(crate) async fn check_license_job(rd: &mut Tx, org: &str, req: &LicenseJobRe
             );
         }
     }
+    if let Some(p) = req.filter.as_ref().and_then(|f| f.product.as_ref()) {
+        if !cat.contains_key(p) {
+            bad.push(Violation::new(Code::ValidationFailed, format!("{p} is not a product in the catalogue.")).field("filter.product"));
+        }
+    }
     if !bad.is_empty() {
         return Err(Error::rejected(bad));
     }

@@ -402,7 +402,7 @@ pub async fn apply_license_template(app: &App, caller: &Caller, org: &str, tpl: 
         jobs::insert(&mut tx, &job).await?;
         let (mut after, mut seq, mut total) = (String::new(), 0i64, 0i64);
         loop {
-            let page = users::ids_matching(&mut tx, &org.id, &filter, &after, CHUNK_USERS as i64).await?;
+            let page = users::ids_matching(&mut tx, &org.id, &filter, now.date_naive(), &after, CHUNK_USERS as i64).await?;
             let Some(last) = page.last() else { break };
             after = last.clone();
             total += page.len() as i64;

@@ -21,6 +21,7 @@ both_backends!(
     checks_refuse_bad_input_and_other_tenants,
     ofrep_answers_as_the_checks_with_an_etag_per_user,
     offline_tokens_sign_what_the_user_may_use_across_a_rotation,
+    checks_record_usage_and_a_job_reclaims_idle_seats,
 );
 
 /// Features granted by the products of [`catalogue`].
@@ -1043,4 +1044,181 @@ async fn offline_tokens_sign_what_the_user_may_use_across_a_rotation(backend: Ba
         .post(&format!("/api/v1/orgs/{o}/users/{u}/entitlement-token"), &bare.admin, json!(null))
         .await;
     r.problem(503, "unavailable");
+}
+
+/// (holders, active, idle, recently_assigned) of one product of one subscription.
+async fn usage_of(app: &TestApp, org: &str, days: u32, product: &str, sub: &str) -> (i64, i64, i64, i64) {
+    let r = app
+        .get(&format!("/api/v1/orgs/{org}/license-usage?idle_days={days}"), &app.admin)
+        .await
+        .ok();
+    let item = r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["product"] == product && i["subscription"] == sub)
+        .unwrap_or_else(|| panic!("no {product} on {sub} in {r}"))
+        .clone();
+    let n = |k: &str| item[k].as_i64().unwrap();
+    (n("holders"), n("active"), n("idle"), n("recently_assigned"))
+}
+
+/// Rows of the usage table, read straight from the database.
+async fn usage_rows(app: &TestApp, org: &str) -> BTreeMap<(String, String), String> {
+    let mut rd = app.store.read_conn().await.unwrap();
+    rd.rows(
+        "SELECT user_id, product, last_used_on FROM license_usage WHERE org_id = $1",
+        &[allot_store::Val::from(org)],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            (r.text("user_id").unwrap(), r.text("product").unwrap()),
+            r.text("last_used_on").unwrap(),
+        )
+    })
+    .collect()
+}
+
+async fn checks_record_usage_and_a_job_reclaims_idle_seats(backend: Backend) {
+    let app = spawn(backend).await;
+    catalogue(&app).await;
+    let org = org(&app, "Usage AB", None).await;
+    let other = org_named(&app, "Not yours AB").await;
+    let sub = subscription(
+        &app,
+        &org,
+        json!([{ "product": "meetings", "quantity": 10 }, { "product": "messaging", "quantity": 10 }]),
+    )
+    .await;
+    let mut users = Vec::new();
+    for name in ["ada", "bo", "cy", "di"] {
+        users.push(user(&app, &org, &format!("{name}@usage.example")).await);
+    }
+    let (ada, bo, cy, di) = (&users[0], &users[1], &users[2], &users[3]);
+    for u in [ada, bo, cy] {
+        app.post(
+            &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+            &app.admin,
+            json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+        )
+        .await
+        .ok();
+    }
+    // Forty days later: the seats were given before any 30-day window.
+    let start = app.clock.now();
+    app.clock.set(start + chrono::Duration::days(40));
+    let day40 = app.clock.today().to_string();
+    let token = product_service_token(&app, &org).await;
+    let check = format!("/api/v1/orgs/{org}/entitlements/check");
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 0, 3, 0));
+    // Ada uses a feature meetings grants, Bo the product (in a batch), Di
+    // (no licence) is refused: refusals record nothing.
+    let a = app.post(&check, &token, json!({ "user": ada, "feature": "recording" })).await.ok();
+    assert_eq!(a["allowed"], true);
+    app.post(
+        "/api/v1/entitlements/evaluations",
+        &token,
+        json!({ "org": org, "evaluations": [{ "user": "BO@usage.example", "product": "meetings" }, { "user": di, "feature": "meetings" }] }),
+    )
+    .await
+    .ok();
+    // Asked again the same day: still one record.
+    app.post(&check, &token, json!({ "user": ada, "feature": "meetings" })).await.ok();
+    // Written by the server's flusher within a few seconds, without the report.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let rows = loop {
+        let rows = usage_rows(&app, &org).await;
+        if rows.len() >= 2 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let want: BTreeMap<(String, String), String> = [
+        ((ada.clone(), "meetings".to_string()), day40.clone()),
+        ((bo.clone(), "meetings".to_string()), day40.clone()),
+    ]
+    .into();
+    assert_eq!(rows, want);
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 2, 1, 0));
+    assert_eq!(usage_of(&app, &org, 30, "messaging", &sub).await, (0, 0, 0, 0));
+    // A seat given today is not idle yet.
+    app.post(
+        &format!("/api/v1/orgs/{org}/users/{di}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+    )
+    .await
+    .ok();
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (4, 2, 1, 1));
+
+    // Reclaim: a dry run names the idle holder and writes nothing; the run removes only that seat.
+    let reclaim =
+        |dry: bool| json!({ "filter": { "product": "meetings", "idle_days": 30 }, "remove": [{ "product": "meetings" }], "dry_run": dry });
+    let before = license_state(&app).await;
+    let id = start_job(&app, &org, reclaim(true)).await;
+    let j = finished_job(&app, &id).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let named: Vec<String> = job_results(&app, &id)
+        .await
+        .iter()
+        .map(|r| r["email"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(named, vec!["cy@usage.example"]);
+    assert_eq!(license_state(&app).await, before, "a dry run wrote licences");
+    let id = start_job(&app, &org, reclaim(false)).await;
+    assert_eq!(finished_job(&app, &id).await["state"], "succeeded");
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 2, 0, 1));
+    let held = |u: &str| {
+        let app = &app;
+        let path = format!("/api/v1/orgs/{org}/users/{u}/licenses");
+        async move { app.get(&path, &app.admin).await.ok()["items"].as_array().unwrap().len() }
+    };
+    assert_eq!((held(ada).await, held(bo).await, held(cy).await, held(di).await), (1, 1, 0, 1));
+
+    // A month on, nobody has used it: every seat is idle; a use the same day counts at once.
+    app.clock.set(start + chrono::Duration::days(71));
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 0, 3, 0));
+    assert_eq!(usage_of(&app, &org, 60, "meetings", &sub).await, (3, 2, 0, 1));
+    app.post(&check, &token, json!({ "user": di, "feature": "recording" })).await.ok();
+    assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 1, 2, 0));
+    assert_eq!(usage_rows(&app, &org).await.len(), 3);
+
+    // Bad input: a clear 422 naming the field, another tenant's org 404, nothing written.
+    let before = license_state(&app).await;
+    for q in ["idle_days=0", "idle_days=3651", "idle_days=many", "idle_days=7&x=1"] {
+        let r = app.get(&format!("/api/v1/orgs/{org}/license-usage?{q}"), &app.admin).await;
+        assert_eq!(r.status.as_u16(), 422, "{q}: {}", r.body);
+    }
+    let r = app.get(&format!("/api/v1/orgs/{org}/license-usage?idle_days=0"), &app.admin).await;
+    assert_eq!(r.body["errors"][0]["field"], "idle_days", "{}", r.body);
+    app.get(&format!("/api/v1/orgs/{other}/license-usage"), &app.admin.clone())
+        .await
+        .ok();
+    let mine_only = app.token(Role::OrgAdmin, None, Some(&org)).await;
+    app.get(&format!("/api/v1/orgs/{other}/license-usage"), &mine_only)
+        .await
+        .problem(404, "not_found");
+    for (filter, field) in [
+        (json!({ "idle_days": 30 }), "filter.product"),
+        (json!({ "product": "meetings", "idle_days": 0 }), "filter.idle_days"),
+        (json!({ "product": "no-such-product", "idle_days": 30 }), "filter.product"),
+    ] {
+        let r = app
+            .post(
+                &format!("/api/v1/orgs/{org}/license-jobs"),
+                &app.admin,
+                json!({ "filter": filter, "remove": [{ "product": "meetings" }] }),
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), 422, "{filter}: {}", r.body);
+        assert!(
+            r.body["errors"].as_array().unwrap().iter().any(|e| e["field"] == field),
+            "{filter}: {}",
+            r.body
+        );
+    }
+    assert_eq!(license_state(&app).await, before);
 }

@@ -546,6 +546,15 @@ fn cases() -> Vec<Case> {
             )
         },
         c(
+            "get_license_usage",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/license-usage?idle_days=30", t.org),
+            none,
+            Scope::Org,
+            &[ReadLicenses],
+            Prep::None,
+        ),
+        c(
             "list_user_entitlements",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/users/{}/entitlements", t.org, t.user),

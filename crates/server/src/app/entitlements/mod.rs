@@ -14,6 +14,7 @@
 pub mod follow;
 pub mod index;
 pub mod ofrep;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -45,6 +46,8 @@ pub struct Entitlements {
     /// How often everything was read again after start-up (the truth
     /// tests expect none from changes of their own).
     pub full_loads: AtomicU64,
+    /// First uses that checks answered yes to, until written.
+    pub usage: usage::UsageRecorder,
 }
 
 impl Entitlements {
@@ -57,6 +60,7 @@ impl Entitlements {
             ready: watch::channel(false).0,
             seqs: Mutex::new(HashMap::new()),
             full_loads: AtomicU64::new(0),
+            usage: usage::UsageRecorder::default(),
         });
         // Licence notes are applied in the committing task (see
         // `ChangeFeed::apply_licenses_with`); weak, so that the store does
@@ -269,6 +273,15 @@ fn present(org: &str, user: &str, asked: Asked<'_>, a: Answer) -> EntitlementChe
     }
 }
 
+/// Records a yes as a use of the granting products (see [`usage`]).
+pub(crate) fn note_use(app: &App, today: NaiveDate, org: &str, a: &Answer) {
+    if let (true, Some(user)) = (a.reason.allowed(), &a.user_id) {
+        app.entitlements
+            .usage
+            .note(today, org, user, a.granted_by.iter().map(|(product, _)| product.as_str()));
+    }
+}
+
 fn invalid(v: Violation) -> Error {
     Error {
         code: Code::ValidationFailed,
@@ -284,6 +297,7 @@ pub async fn check_entitlement(app: &App, caller: &Caller, org: &str, input: &Ch
     app.entitlements.wait_ready().await?;
     let today = app.clock.today();
     let answer = app.entitlements.index.read().check(org, &input.user, what, today);
+    note_use(app, today, org, &answer);
     Ok(present(org, &input.user, what, answer))
 }
 
@@ -336,10 +350,18 @@ pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &Evaluatio
     app.entitlements.wait_ready().await?;
     let today = app.clock.today();
     let state = app.entitlements.index.read();
-    let evaluations = questions
+    let evaluations: Vec<EntitlementCheck> = questions
         .into_iter()
         .map(|(org, user, what)| present(org, user, what, state.check(org, user, what, today)))
         .collect();
+    drop(state);
+    for e in &evaluations {
+        if let (true, Some(user)) = (e.allowed, &e.user_id) {
+            app.entitlements
+                .usage
+                .note(today, &e.org, user, e.granted_by.iter().map(|g| g.product.as_str()));
+        }
+    }
     Ok(Evaluations { evaluations })
 }
 

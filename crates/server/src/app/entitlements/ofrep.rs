@@ -19,7 +19,7 @@ use allot_domain::access::{Action, ScopeKind};
 use allot_domain::entitlements::EntitlementReason;
 use allot_domain::{Code, Error};
 
-use super::index::Asked;
+use super::index::{Answer, Asked};
 use crate::app::{App, Caller};
 
 /// An OFREP evaluation request.
@@ -222,7 +222,10 @@ pub async fn evaluate_flag(app: &App, caller: &Caller, key: &str, req: &OfrepReq
             ),
         ));
     }
-    Ok(flag(key, state.check(&org, user, Asked::Feature(key), today)))
+    let answer = state.check(&org, user, Asked::Feature(key), today);
+    drop(state);
+    super::note_use(app, today, &org, &answer);
+    Ok(flag(key, answer))
 }
 
 /// `POST /ofrep/v1/evaluate/flags`: every feature of the catalogue for the
@@ -232,11 +235,18 @@ pub async fn evaluate_flags(app: &App, caller: &Caller, req: &OfrepRequest) -> R
     let (org, user) = subject(app, caller, req, None).await?;
     let today = app.clock.today();
     let state = app.entitlements.index.read();
-    let flags: Vec<OfrepFlag> = state
+    let answers: Vec<(&str, Answer)> = state
         .features()
         .into_iter()
-        .map(|f| flag(f, state.check(&org, user, Asked::Feature(f), today)))
+        .map(|f| (f, state.check(&org, user, Asked::Feature(f), today)))
         .collect();
+    // A product that reads every flag at once may gate its features on
+    // any of them: each yes counts as a use (a seat wrongly called idle
+    // would be taken from someone who uses it).
+    for (_, a) in &answers {
+        super::note_use(app, today, &org, a);
+    }
+    let flags: Vec<OfrepFlag> = answers.into_iter().map(|(f, a)| flag(f, a)).collect();
     drop(state);
     let version = answers_version(&flags);
     Ok((OfrepFlags { flags }, version))

@@ -45,10 +45,12 @@ pub(super) async fn resolve(
     let (mut seq, mut total) = (0i64, 0i64);
     let mut pages: Vec<Vec<String>> = Vec::with_capacity(RESOLVE_CHUNKS_PER_COMMIT);
     let mut first_planned = None;
+    // An idle window ends on the day the job starts.
+    let today = st.clock.today();
     loop {
         let page = {
             let mut rd = st.store.read_conn().await?;
-            users::ids_matching(&mut rd, &job.org, filter, &after, CHUNK_USERS as i64).await?
+            users::ids_matching(&mut rd, &job.org, filter, today, &after, CHUNK_USERS as i64).await?
         };
         let last_page = page.len() < CHUNK_USERS;
         if let Some(last) = page.last() {
