@@ -546,6 +546,8 @@ pub async fn update(tx: &mut Tx, org: &str, u: &User, now: chrono::DateTime<chro
 pub async fn delete(tx: &mut Tx, org: &str, id: &str) -> Result<(), StoreError> {
     tx.exec("DELETE FROM console_selections WHERE org_id = $1 AND user_id = $2", args![org, id])
         .await?;
+    tx.exec("DELETE FROM license_usage WHERE org_id = $1 AND user_id = $2", args![org, id])
+        .await?;
     tx.exec("DELETE FROM users WHERE org_id = $1 AND id = $2", args![org, id]).await?;
     tx.note(|c| c.user(org, id));
     crate::license_epochs::note_versioned_write(tx, org).await
