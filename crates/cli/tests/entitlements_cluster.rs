@@ -343,5 +343,37 @@ async fn three_servers_stay_exact() {
         )
         .await;
     }
+
+    // A change committed with its sequence number but never announced, as
+    // when its process dies between its COMMIT and its notification
+    // (written here straight to the database, which sends nothing): every
+    // server reads the numbers every half second and the org again after a
+    // short grace, so each is exact within a second all the same.
+    let mut tx = store.begin().await.expect("begin");
+    tx.exec(
+        "UPDATE users SET status = 'inactive' WHERE org_id = $1 AND id = $2",
+        &[Val::from(org.as_str()), Val::from(u.as_str())],
+    )
+    .await
+    .expect("deactivate");
+    tx.exec(
+        "UPDATE entitlement_seqs SET seq = seq + 1 WHERE org_id = $1",
+        &[Val::from(org.as_str())],
+    )
+    .await
+    .expect("bump");
+    tx.commit().await.expect("commit");
+    for (i, (_, url)) in servers.iter().enumerate() {
+        exact_within(
+            &client,
+            url,
+            &product,
+            &store,
+            &org,
+            Duration::from_secs(1),
+            &format!("an unannounced commit (server {i})"),
+        )
+        .await;
+    }
     store.close().await;
 }

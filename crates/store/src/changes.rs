@@ -13,12 +13,13 @@
 //! it answers. So a change a caller was told about is already in the copy.
 //!
 //! Other processes learn of it through PostgreSQL: the committing
-//! transaction bumps its org's sequence number (`entitlement_seqs`) and
-//! sends `NOTIFY allot_entitlements` with it, both inside the transaction,
-//! so a notification exists exactly when the change committed, and
-//! notifications arrive in commit order. A listener ([`follow_others`])
-//! passes them on; a gap in an org's numbers or a lost listening connection
-//! means something may have been missed, and the reader reloads.
+//! transaction bumps its org's sequence number (`entitlement_seqs`), and
+//! right after the COMMIT one task per process sends what waits as
+//! `NOTIFY allot_entitlements` ([`notify_others`]), packed. A listener
+//! ([`follow_others`]) passes them on. Numbers may come out of order, or
+//! not at all (a process dying between COMMIT and NOTIFY); the reader waits
+//! a moment for a missing one, polls the numbers, and reads the org again
+//! when one stays missing; a lost listening connection means everything.
 //!
 //! The notes name *what* to read again, not what changed: the reader reads
 //! those rows back from the database, one read at a time, so the order in
@@ -300,6 +301,8 @@ pub struct ChangeFeed {
     /// Applies licence notes at once, in the committing task (see
     /// [`ChangeFeed::apply_licenses_with`]).
     sink: std::sync::OnceLock<LicenseSink>,
+    /// PostgreSQL: the notifications to send after commits ([`notify_others`]).
+    notifier: std::sync::OnceLock<mpsc::UnboundedSender<Vec<String>>>,
 }
 
 /// Applies what users hold after a commit: (org → user → licences).
@@ -318,7 +321,25 @@ impl ChangeFeed {
             applied: watch::channel(0).0,
             live: AtomicBool::new(false),
             sink: std::sync::OnceLock::new(),
+            notifier: std::sync::OnceLock::new(),
         })
+    }
+
+    /// PostgreSQL: starts the task that sends notifications after commits.
+    pub(crate) fn start_notifier(&self, pool: sqlx::PgPool) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.notifier.set(tx).is_ok() {
+            tokio::spawn(notify_others(pool, self.origin.clone(), rx));
+        }
+    }
+
+    /// Tells the other processes what a committed transaction changed.
+    pub(crate) fn notify_later(&self, bumped: &Bumped, changes: &Changes) {
+        let Some(notifier) = self.notifier.get() else { return };
+        let parts = bumped.parts(changes);
+        if !parts.is_empty() {
+            let _ = notifier.send(parts);
+        }
     }
 
     /// Takes the feed's receiving end (once per process: the entitlement
@@ -409,61 +430,137 @@ impl ChangeFeed {
     }
 }
 
-/// The payloads in groups that each fit one notification (8,000 bytes at
-/// most; an org's part is `org|seq|body` after the origin).
-fn notification_groups(changes: &Changes, origin: &str) -> Vec<Vec<(String, String)>> {
-    let mut groups: Vec<Vec<(String, String)>> = Vec::new();
-    let mut size = usize::MAX;
-    for (org, body) in changes.payloads() {
-        let part = org.len() + body.len() + 24;
-        if size.saturating_add(part) > MAX_PAYLOAD + 500 {
-            groups.push(Vec::new());
-            size = origin.len();
-        }
-        size += part;
-        if let Some(g) = groups.last_mut() {
-            g.push((org, body));
-        }
-    }
-    groups
-}
-
 /// PostgreSQL, inside the committing transaction: bumps each changed org's
-/// sequence number and notifies the other processes, one notification per
-/// transaction (more only when the ids would not fit one). The same text a
-/// lane sends with its COMMIT ([`announce_sql`]).
-pub(crate) async fn announce(conn: &mut sqlx::PgConnection, changes: &Changes, origin: &str) -> Result<(), StoreError> {
-    if let Some(sql) = announce_sql(changes, origin) {
-        // A `&str` without arguments travels as one simple query.
-        sqlx::Executor::execute(conn, sql.as_str()).await?;
-    }
-    Ok(())
+/// sequence number ([`bump_sql`]) and answers the numbers, for the
+/// notification sent after the COMMIT ([`ChangeFeed::notify_later`]).
+pub(crate) async fn bump(conn: &mut sqlx::PgConnection, changes: &Changes) -> Result<Bumped, StoreError> {
+    let Some(sql) = bump_sql(changes) else {
+        return Ok(Bumped::default());
+    };
+    // A `&str` without arguments travels as one simple query.
+    let row = sqlx::Executor::fetch_optional(conn, sql.as_str()).await?;
+    let text: Option<String> = match row {
+        Some(r) => sqlx::Row::try_get(&r, 0)?,
+        None => None,
+    };
+    Ok(Bumped::parse(text.as_deref().unwrap_or("")))
 }
 
-/// The statements that announce `changes`, one per notification: each
-/// bumps its orgs' sequence numbers and sends one notification naming every
-/// org with its number. Literal text, so that a lane sends it in the same
-/// round trip as its COMMIT; every value is quoted as an SQL string literal
-/// (ids are Allot's own, but quotes are doubled anyway).
-pub(crate) fn announce_sql(changes: &Changes, origin: &str) -> Option<String> {
+/// The statement that bumps the sequence number of every org `changes`
+/// names (`''`: the catalogue) and answers one text, `org|seq,org|seq...`.
+/// Literal text, so that a lane sends it in the same round trip as its
+/// COMMIT; every value is quoted as an SQL string literal (ids are Allot's
+/// own, but quotes are doubled anyway).
+///
+/// The notification itself is not sent in the transaction: PostgreSQL
+/// serializes the commits of every transaction that notifies (a lock held
+/// through the commit's flush), which cost a tenth of the changes per
+/// second over many orgs. It is sent right after the COMMIT instead, and a
+/// reader copes with numbers that come out of order or not at all (see
+/// `allot_server::app::entitlements::follow`).
+pub(crate) fn bump_sql(changes: &Changes) -> Option<String> {
     let q = |s: &str| s.replace('\'', "''");
-    let statements: Vec<String> = notification_groups(changes, origin)
+    let orgs: Vec<String> = changes
+        .payloads()
         .into_iter()
-        .map(|group| {
-            let seqs: Vec<String> = group.iter().map(|(o, _)| format!("('{}', 1)", q(o))).collect();
-            let bodies: Vec<String> = group.iter().map(|(o, b)| format!("('{}', '{}')", q(o), q(b))).collect();
-            format!(
-                "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
-                   ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-                 SELECT pg_notify('{CHANNEL}', '{}' || ';' || string_agg(s.org_id || '|' || s.seq || '|' || p.body, ';' ORDER BY s.org_id)) \
-                 FROM s JOIN (VALUES {}) AS p(org, body) ON p.org = s.org_id",
-                seqs.join(", "),
-                q(origin),
-                bodies.join(", ")
-            )
-        })
+        .map(|(org, _)| format!("('{}', 1)", q(&org)))
         .collect();
-    (!statements.is_empty()).then(|| statements.join("; "))
+    if orgs.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
+           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
+         SELECT string_agg(s.org_id || '|' || s.seq, ',') AS seqs FROM s",
+        orgs.join(", ")
+    ))
+}
+
+/// The sequence numbers a transaction took, by org.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bumped(BTreeMap<String, i64>);
+
+impl Bumped {
+    /// Reads [`bump_sql`]'s answer; a part that does not parse is left out
+    /// (its org's readers then see a gap and read the org again).
+    pub(crate) fn parse(text: &str) -> Bumped {
+        Bumped(
+            text.split(',')
+                .filter_map(|p| {
+                    let (org, seq) = p.rsplit_once('|')?;
+                    Some((org.to_string(), seq.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// What a committed transaction tells the other processes: one
+    /// `org|seq|body` part per org it changed.
+    pub(crate) fn parts(&self, changes: &Changes) -> Vec<String> {
+        changes
+            .payloads()
+            .into_iter()
+            .filter_map(|(org, body)| self.0.get(&org).map(|seq| format!("{org}|{seq}|{body}")))
+            .collect()
+    }
+}
+
+/// Packs parts into notifications, `origin;part;part...`, each within
+/// PostgreSQL's payload limit (a part alone always fits: see
+/// [`MAX_PAYLOAD`]).
+fn pack(origin: &str, parts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for part in parts {
+        if !current.is_empty() && current.len() + 1 + part.len() > MAX_PAYLOAD + 900 {
+            out.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current.push_str(origin);
+        }
+        current.push(';');
+        current.push_str(part);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// PostgreSQL: sends what [`ChangeFeed::notify_later`] is handed. Every
+/// commit's parts that wait are packed into as few notifications as fit,
+/// sent in one statement: under load one notification tells of many
+/// commits, so the listening servers (this one too: PostgreSQL tells every
+/// listener) wake once for them. Its own short transaction commits without
+/// waiting for the disk (a notification is not kept across a crash anyway).
+/// A failed send is tried again a few times, then given up: readers see the
+/// gap, or the sequence numbers they poll, and read the org again.
+pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
+    let q = |s: &str| s.replace('\'', "''");
+    while let Some(first) = rx.recv().await {
+        let mut parts = first;
+        while parts.len() < 5_000 {
+            match rx.try_recv() {
+                Ok(more) => parts.extend(more),
+                Err(_) => break,
+            }
+        }
+        let calls: Vec<String> = pack(&origin, &parts)
+            .iter()
+            .map(|p| format!("pg_notify('{CHANNEL}', '{}')", q(p)))
+            .collect();
+        let sql = format!("SET LOCAL synchronous_commit = off; SELECT {}", calls.join(", "));
+        for attempt in 1..=5u64 {
+            match sqlx::Executor::execute(&pool, sql.as_str()).await {
+                Ok(_) => break,
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::warn!(error = ?e, attempt, "entitlement notifications could not be sent");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+            }
+        }
+    }
 }
 
 /// Every org's sequence number now (read in the same snapshot as a full
@@ -574,15 +671,40 @@ mod tests {
     }
 
     #[test]
-    fn the_literal_announcement_quotes_every_value() {
+    fn the_literal_bump_quotes_every_value_and_its_numbers_make_the_notifications() {
         let mut c = Changes::default();
         c.user("org_'a", "usr_1");
-        let sql = announce_sql(&c, "proc_'x").expect("a statement");
-        assert!(
-            sql.contains("('org_''a', 1)") && sql.contains("'proc_''x'") && sql.contains("('org_''a', ':usr_1')"),
-            "{sql}"
+        c.subscriptions("org_b");
+        let sql = bump_sql(&c).expect("a statement");
+        assert!(sql.contains("('org_''a', 1)") && sql.contains("('org_b', 1)"), "{sql}");
+        assert_eq!(bump_sql(&Changes::default()), None);
+        let bumped = Bumped::parse("org_'a|7,org_b|12,broken");
+        let parts = bumped.parts(&c);
+        assert_eq!(parts, vec!["org_'a|7|:usr_1".to_string(), "org_b|12|s:".to_string()]);
+        let sent = pack("proc_x", &parts);
+        assert_eq!(sent, vec!["proc_x;org_'a|7|:usr_1;org_b|12|s:".to_string()]);
+        let notices = Notice::parse_all(&sent[0], "proc_y").expect("parses");
+        assert_eq!(
+            notices.iter().map(|n| (n.org.as_str(), n.seq)).collect::<Vec<_>>(),
+            [("org_'a", 7), ("org_b", 12)]
         );
-        assert_eq!(announce_sql(&Changes::default(), "p"), None);
+        // An org whose number did not come back is left out (its readers see a gap).
+        assert_eq!(Bumped::parse("org_b|12").parts(&c), vec!["org_b|12|s:".to_string()]);
+    }
+
+    #[test]
+    fn many_commits_pack_into_few_notifications_each_within_the_limit() {
+        let parts: Vec<String> = (0..3000).map(|i| format!("org_{i:026}|{i}|:usr_{i:026}")).collect();
+        let sent = pack("proc_x", &parts);
+        assert!(sent.len() > 1 && sent.len() < 30, "{} notifications", sent.len());
+        assert!(sent.iter().all(|p| p.len() < 8000));
+        let back: Vec<Notice> = sent.iter().flat_map(|p| Notice::parse_all(p, "proc_x").expect("parses")).collect();
+        assert_eq!(back.len(), 3000);
+        assert!(back.iter().all(|n| n.own));
+        assert_eq!(back[2999].seq, 2999);
+        // A part as long as a note gets (a list of users near the limit) fits alone.
+        let long = format!("org_a|1|:{}", "u".repeat(MAX_PAYLOAD + 20));
+        assert!(pack("proc_x", &[long.clone(), long]).iter().all(|p| p.len() < 8000));
     }
 
     #[test]

@@ -154,6 +154,7 @@ impl Store {
                 })
                 .connect_with(connect.clone())
                 .await?;
+            feed.start_notifier(pool.clone());
             let lanes = (0..(opts.max_connections / 2).max(2))
                 .map(|_| Writer::new(WriterConn::Postgres(None, Box::new(connect.clone())), feed.clone()))
                 .collect();

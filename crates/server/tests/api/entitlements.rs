@@ -1186,9 +1186,14 @@ async fn checks_record_usage_and_a_job_reclaims_idle_seats(backend: Backend) {
     assert_eq!(usage_of(&app, &org, 30, "meetings", &sub).await, (3, 1, 2, 0));
     assert_eq!(usage_rows(&app, &org).await.len(), 3);
     // A deleted user's usage goes with it.
-    app.call(reqwest::Method::DELETE, &format!("/api/v1/orgs/{org}/users/{di}"), Some(&app.admin), None)
-        .await
-        .ok();
+    app.call(
+        reqwest::Method::DELETE,
+        &format!("/api/v1/orgs/{org}/users/{di}"),
+        Some(&app.admin),
+        None,
+    )
+    .await
+    .ok();
     assert_eq!(usage_rows(&app, &org).await.len(), 2);
 
     // Bad input: a clear 422 naming the field, another tenant's org 404, nothing written.

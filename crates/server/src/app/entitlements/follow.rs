@@ -5,13 +5,18 @@
 //! and applied. One task does it all, one read at a time, so a later read
 //! never loses to an earlier one.
 //!
-//! Other processes' notifications carry their org's sequence number. One
-//! that skips a number (a notification lost), or a listening connection
-//! lost and back, makes this process read the org, or everything, again.
+//! Other processes' notifications carry their org's sequence number
+//! ([`Sequences`]). They are sent right after each COMMIT, so two
+//! processes' notifications may arrive out of order: a number skipped is
+//! waited for a moment ([`GAP_GRACE`]) before the org is read again. The
+//! numbers are also read from the database every [`POLL`], so a change
+//! whose process died between its COMMIT and its notification is read
+//! within a second all the same. A listening connection lost and back makes
+//! this process read everything again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use allot_store::changes::{Changes, Fed};
 use allot_store::entitlements::{self as rows, Users};
@@ -47,7 +52,7 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
         let read_from = ent.index.read().touched();
         let (state, seqs) = full_load(store).await?;
         ent.index.write().replace_with(state, read_from);
-        *ent.seqs.lock().unwrap_or_else(|p| p.into_inner()) = seqs.into_iter().collect();
+        ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).reset(seqs);
         ent.full_loads.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
@@ -96,31 +101,111 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
     Ok(())
 }
 
-/// What one notification asks for, given the org's last sequence number
-/// seen: nothing (seen already, or this process's own), its changes, or
-/// the whole org (a number was skipped).
-fn notice_changes(seqs: &mut HashMap<String, i64>, n: allot_store::changes::Notice) -> Changes {
-    let last = seqs.get(&n.org).copied().unwrap_or(0);
-    if n.seq <= last {
-        return Changes::default();
-    }
-    seqs.insert(n.org.clone(), n.seq);
-    if n.seq > last + 1 {
-        tracing::warn!(org = %n.org, last, seq = n.seq, "an entitlement notification was missed; reading the org again");
-        let mut c = Changes::default();
-        if n.org.is_empty() {
-            c.catalogue();
-        } else {
-            c.all_users(&n.org);
-            c.subscriptions(&n.org);
+/// How long a skipped sequence number is waited for (its notification
+/// may be on its way from another process) before the org is read again.
+pub(crate) const GAP_GRACE: Duration = Duration::from_millis(300);
+
+/// How often the sequence numbers are read from the database (PostgreSQL).
+pub(crate) const POLL: Duration = Duration::from_millis(500);
+
+/// One org's sequence numbers as this process has seen them.
+#[derive(Debug, Default)]
+struct OrgSeq {
+    /// Every number up to this one has been seen (or read past).
+    known: i64,
+    /// Numbers seen beyond a gap.
+    ahead: BTreeSet<i64>,
+    /// The highest number the database was seen to hold.
+    wanted: i64,
+    /// Since when a number is missing.
+    gap_since: Option<Instant>,
+}
+
+impl OrgSeq {
+    fn settle(&mut self, now: Instant) {
+        while self.ahead.remove(&(self.known + 1)) {
+            self.known += 1;
         }
-        return c;
+        if self.ahead.is_empty() && self.wanted <= self.known {
+            self.gap_since = None;
+        } else {
+            self.gap_since.get_or_insert(now);
+        }
     }
-    if n.own {
-        // Published here at its commit, and applied then.
-        return Changes::default();
+}
+
+/// Every org's sequence numbers: what a notification asks for, and which
+/// orgs waited too long for a number.
+#[derive(Debug, Default)]
+pub(crate) struct Sequences {
+    orgs: HashMap<String, OrgSeq>,
+}
+
+impl Sequences {
+    /// After a full read: the numbers of its snapshot, nothing missing.
+    pub(crate) fn reset(&mut self, seqs: BTreeMap<String, i64>) {
+        self.orgs = seqs
+            .into_iter()
+            .map(|(org, seq)| {
+                (
+                    org,
+                    OrgSeq {
+                        known: seq,
+                        wanted: seq,
+                        ..OrgSeq::default()
+                    },
+                )
+            })
+            .collect();
     }
-    n.changes
+
+    /// What one notification asks to read: nothing when its number was
+    /// seen already or it is this process's own (applied at its commit),
+    /// else its changes, whatever its order.
+    fn notice(&mut self, n: allot_store::changes::Notice, now: Instant) -> Changes {
+        let o = self.orgs.entry(n.org.clone()).or_default();
+        if n.seq <= o.known || !o.ahead.insert(n.seq) {
+            return Changes::default();
+        }
+        o.settle(now);
+        if n.own {
+            return Changes::default();
+        }
+        n.changes
+    }
+
+    /// The numbers the database holds now: one not yet seen is waited for.
+    fn polled(&mut self, seqs: BTreeMap<String, i64>, now: Instant) {
+        for (org, seq) in seqs {
+            let o = self.orgs.entry(org).or_default();
+            o.wanted = o.wanted.max(seq);
+            o.settle(now);
+        }
+    }
+
+    /// The orgs (`""`: the catalogue) missing a number for `grace` or
+    /// longer, to read again; they count as caught up.
+    fn overdue(&mut self, now: Instant, grace: Duration) -> Changes {
+        let mut c = Changes::default();
+        for (org, o) in self.orgs.iter_mut() {
+            if o.gap_since.is_some_and(|t| now.duration_since(t) >= grace) {
+                tracing::warn!(org = %org, known = o.known, "an entitlement notification did not come; reading the org again");
+                if org.is_empty() {
+                    c.catalogue();
+                } else {
+                    c.all_users(org);
+                    c.subscriptions(org);
+                }
+                // Every number up to the highest seen is committed (an org's
+                // numbers are taken under its row's lock, held to the
+                // commit), so the read about to be made sees them all.
+                o.known = o.known.max(o.wanted).max(o.ahead.last().copied().unwrap_or(0));
+                o.ahead.clear();
+                o.gap_since = None;
+            }
+        }
+        c
+    }
 }
 
 /// Runs until the store's feed closes (the task is aborted at shutdown).
@@ -145,7 +230,7 @@ pub async fn keep_exact(app: App) {
         match full_load(&app.store).await {
             Ok((state, seqs)) => {
                 ent.index.swap(state);
-                *ent.seqs.lock().unwrap_or_else(|p| p.into_inner()) = seqs.into_iter().collect();
+                ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).reset(seqs);
                 break;
             }
             Err(e) => {
@@ -156,29 +241,57 @@ pub async fn keep_exact(app: App) {
     }
     feed.set_live(true);
     ent.set_ready();
-    while let Some(first) = rx.recv().await {
+    let polls = app.store.backend() == allot_store::Backend::Postgres;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_poll = Instant::now();
+    loop {
+        let first = tokio::select! {
+            fed = rx.recv() => match fed {
+                Some(f) => Some(f),
+                None => break,
+            },
+            _ = tick.tick() => None,
+        };
         let mut changes = Changes::default();
         let mut ticket = 0u64;
-        let mut take = |fed: Fed, changes: &mut Changes| match fed {
-            Fed::Local { ticket: t, changes: c } => {
-                ticket = ticket.max(t);
-                changes.merge(c);
+        match first {
+            Some(first) => {
+                let now = Instant::now();
+                let mut take = |fed: Fed, changes: &mut Changes| match fed {
+                    Fed::Local { ticket: t, changes: c } => {
+                        ticket = ticket.max(t);
+                        changes.merge(c);
+                    }
+                    Fed::Notice(n) => changes.merge(ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).notice(n, now)),
+                    Fed::Reconnected => changes.everything = true,
+                };
+                take(first, &mut changes);
+                // Whatever queued meanwhile is read together.
+                let mut more = 0;
+                while more < 10_000 {
+                    match rx.try_recv() {
+                        Ok(fed) => take(fed, &mut changes),
+                        Err(_) => break,
+                    }
+                    more += 1;
+                }
             }
-            Fed::Notice(n) => {
-                let mut seqs = ent.seqs.lock().unwrap_or_else(|p| p.into_inner());
-                changes.merge(notice_changes(&mut seqs, n));
+            None => {
+                if polls && last_poll.elapsed() >= POLL {
+                    last_poll = Instant::now();
+                    match read_sequences(&app.store).await {
+                        Ok(seqs) => ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).polled(seqs, Instant::now()),
+                        Err(e) => tracing::warn!(error = ?e, "cannot read the entitlement sequence numbers"),
+                    }
+                }
+                changes.merge(
+                    ent.seqs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .overdue(Instant::now(), GAP_GRACE),
+                );
             }
-            Fed::Reconnected => changes.everything = true,
-        };
-        take(first, &mut changes);
-        // Whatever queued meanwhile is read together.
-        let mut more = 0;
-        while more < 10_000 {
-            match rx.try_recv() {
-                Ok(fed) => take(fed, &mut changes),
-                Err(_) => break,
-            }
-            more += 1;
         }
         let mut attempt = 0u32;
         while !changes.is_empty() {
@@ -194,6 +307,11 @@ pub async fn keep_exact(app: App) {
         feed.applied(ticket);
     }
     feed.set_live(false);
+}
+
+async fn read_sequences(store: &Store) -> Result<BTreeMap<String, i64>, StoreError> {
+    let mut rd = store.read_conn().await?;
+    allot_store::changes::sequences(&mut rd).await
 }
 
 /// Stops the listener with the task that keeps the index.
@@ -222,18 +340,37 @@ mod tests {
     }
 
     #[test]
-    fn notifications_in_sequence_are_applied_seen_ones_skipped_and_a_gap_reads_the_org() {
-        let mut seqs = HashMap::from([("org_a".to_string(), 4)]);
-        assert!(notice_changes(&mut seqs, notice("org_a", 3, false)).is_empty());
-        assert!(notice_changes(&mut seqs, notice("org_a", 4, false)).is_empty());
-        let c = notice_changes(&mut seqs, notice("org_a", 5, false));
-        assert_eq!(c.users.len(), 1);
+    fn notifications_in_any_order_are_applied_once_and_a_number_that_never_comes_reads_the_org() {
+        let t0 = Instant::now();
+        let mut seqs = Sequences::default();
+        seqs.reset(BTreeMap::from([("org_a".to_string(), 4)]));
+        assert!(seqs.notice(notice("org_a", 3, false), t0).is_empty());
+        assert!(seqs.notice(notice("org_a", 4, false), t0).is_empty());
+        assert_eq!(seqs.notice(notice("org_a", 5, false), t0).users.len(), 1);
         // Own notifications move the number on without a read.
-        assert!(notice_changes(&mut seqs, notice("org_a", 6, true)).is_empty());
-        let gap = notice_changes(&mut seqs, notice("org_a", 8, false));
-        assert!(gap.all_users.contains("org_a") && gap.subscriptions.contains("org_a"));
-        assert_eq!(seqs["org_a"], 8);
+        assert!(seqs.notice(notice("org_a", 6, true), t0).is_empty());
+        // 8 without 7: read, and the org is read again once 7 is overdue.
+        assert_eq!(seqs.notice(notice("org_a", 8, false), t0).users.len(), 1);
+        assert!(seqs.overdue(t0 + GAP_GRACE, GAP_GRACE).all_users.contains("org_a"), "7 is overdue");
+        let mut seqs2 = Sequences::default();
+        seqs2.reset(BTreeMap::from([("org_a".to_string(), 6)]));
+        seqs2.notice(notice("org_a", 8, false), t0);
+        assert!(seqs2.overdue(t0 + GAP_GRACE / 2, GAP_GRACE).is_empty(), "still within the grace");
+        assert_eq!(seqs2.notice(notice("org_a", 7, false), t0).users.len(), 1);
+        assert!(seqs2.notice(notice("org_a", 8, false), t0).is_empty(), "seen already");
+        assert!(seqs2.overdue(t0 + GAP_GRACE * 2, GAP_GRACE).is_empty(), "the gap was filled");
+        // A number the database holds but no notification brought (its
+        // process died after its COMMIT): the org is read after the grace.
+        seqs2.polled(BTreeMap::from([("org_a".to_string(), 9), ("".to_string(), 1)]), t0);
+        let c = seqs2.overdue(t0 + GAP_GRACE, GAP_GRACE);
+        assert!(
+            c.all_users.contains("org_a") && c.subscriptions.contains("org_a") && c.catalogue,
+            "{c:?}"
+        );
+        assert!(seqs2.notice(notice("org_a", 9, false), t0).is_empty(), "read past already");
+        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
         // An org never seen starts at 1.
-        assert_eq!(notice_changes(&mut seqs, notice("org_b", 1, false)).users.len(), 1);
+        assert_eq!(seqs2.notice(notice("org_b", 1, false), t0).users.len(), 1);
+        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
     }
 }

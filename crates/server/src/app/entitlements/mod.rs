@@ -16,7 +16,6 @@ pub mod index;
 pub mod ofrep;
 pub mod usage;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +41,7 @@ pub struct Entitlements {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Fed>>>,
     ready: watch::Sender<bool>,
     /// Each org's last sequence number seen on the notification channel.
-    pub(crate) seqs: Mutex<HashMap<String, i64>>,
+    pub(crate) seqs: Mutex<follow::Sequences>,
     /// How often everything was read again after start-up (the truth
     /// tests expect none from changes of their own).
     pub full_loads: AtomicU64,
@@ -58,7 +57,7 @@ impl Entitlements {
             index: Index::default(),
             receiver: Mutex::new(store.change_feed().subscribe()),
             ready: watch::channel(false).0,
-            seqs: Mutex::new(HashMap::new()),
+            seqs: Mutex::new(follow::Sequences::default()),
             full_loads: AtomicU64::new(0),
             usage: usage::UsageRecorder::default(),
         });
