@@ -127,6 +127,15 @@ pub async fn render(app: &App) -> String {
             (size as usize).saturating_sub(idle)
         );
     }
+    let (users, licenses, bytes) = app.entitlements.size();
+    out.push_str("# HELP allot_entitlement_index Users and licences the entitlement index holds, and the bytes of its tables.\n");
+    out.push_str("# TYPE allot_entitlement_index gauge\n");
+    let _ = writeln!(out, "allot_entitlement_index{{part=\"users\"}} {users}");
+    let _ = writeln!(out, "allot_entitlement_index{{part=\"licenses\"}} {licenses}");
+    let _ = writeln!(out, "allot_entitlement_index{{part=\"bytes\"}} {bytes}");
+    out.push_str("# HELP allot_license_usage_dropped_total First uses not recorded because the buffer was full (the database could not be written).\n");
+    out.push_str("# TYPE allot_license_usage_dropped_total counter\n");
+    let _ = writeln!(out, "allot_license_usage_dropped_total {}", app.entitlements.usage.dropped());
     match crate::app::jobs::job_counts(app).await {
         Ok(counts) => {
             out.push_str("# HELP allot_jobs Jobs, by kind and state.\n");
