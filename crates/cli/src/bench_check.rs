@@ -330,7 +330,7 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         // The index's memory: a second copy read and held beside the
         // server's (the server's own start-up costs are not in it).
         let rss_before_copy = rss_mb();
-        let copy = allot_server::app::entitlements::Entitlements::read_copy(&store)
+        let copy = allot_server::app::entitlements::Entitlements::read_copy(&store, 20_000)
             .await
             .map_err(|e| msg(e.detail))?;
         let rss_after = rss_mb();

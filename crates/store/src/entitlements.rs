@@ -38,23 +38,20 @@ pub struct SubscriptionRow {
 
 /// Which users to read.
 pub enum Users<'a> {
-    /// Every user of every org (start-up).
-    All,
     /// Every user of one org.
     Org(&'a str),
     /// Some users of one org (a few thousand at most per call).
     Some(&'a str, &'a [String]),
+    /// At most `limit` users after (org, id) in (org, id) order, with
+    /// their licences: a start-up read in pages, so that the rows of a
+    /// million users are never in memory at once.
+    Page { after: (&'a str, &'a str), limit: i64 },
 }
 
 /// The users asked for, with their licences. A named user that does not
 /// exist (deleted) is simply absent.
 pub async fn users(tx: &mut Tx, which: Users<'_>) -> Result<Vec<UserRow>, StoreError> {
     let (user_rows, license_rows) = match which {
-        Users::All => (
-            tx.rows("SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id", &[]).await?,
-            tx.rows("SELECT org_id, user_id, product, subscription_id FROM assignments", &[])
-                .await?,
-        ),
         Users::Org(org) => (
             tx.rows(
                 "SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id WHERE u.org_id = $1",
@@ -67,6 +64,30 @@ pub async fn users(tx: &mut Tx, which: Users<'_>) -> Result<Vec<UserRow>, StoreE
             )
             .await?,
         ),
+        Users::Page { after: (org, id), limit } => {
+            let users = tx
+                .rows(
+                    "SELECT u.org_id, u.id, u.email_normalized, u.status, v.version FROM users u \
+                     LEFT JOIN license_versions v ON v.org_id = u.org_id AND v.user_id = u.id \
+                     WHERE (u.org_id, u.id) > ($1, $2) ORDER BY u.org_id, u.id LIMIT $3",
+                    args![org, id, limit],
+                )
+                .await?;
+            let licenses = match users.last() {
+                None => Vec::new(),
+                Some(last) => {
+                    let (last_org, last_id) = (last.text("org_id")?, last.text("id")?);
+                    // The page's range of the assignments' primary key.
+                    tx.rows(
+                        "SELECT org_id, user_id, product, subscription_id FROM assignments \
+                         WHERE (org_id, user_id) > ($1, $2) AND (org_id, user_id) <= ($3, $4)",
+                        args![org, id, last_org.as_str(), last_id.as_str()],
+                    )
+                    .await?
+                }
+            };
+            (users, licenses)
+        }
         Users::Some(_, []) => return Ok(Vec::new()),
         Users::Some(org, ids) => {
             let users_sql = format!(

@@ -463,6 +463,27 @@ async fn checks_equal_the_database_after_every_path(backend: Backend) {
         "the index followed each change without reading everything again"
     );
     assert!(asked > 10_000, "{asked} questions");
+    // A fresh start-up read, in pages of 7 users (the server reads 20,000),
+    // holds what the index followed: every answer is the same.
+    let (truth, _) = database_truth(&app, &org).await;
+    let copy = allot_server::app::entitlements::Entitlements::read_copy(&app.store, 7)
+        .await
+        .expect("read");
+    assert_eq!(copy.size(), {
+        let (u, l, _) = app.app.entitlements.size();
+        (u, l)
+    });
+    let today_date = app.clock.today();
+    for id in truth.keys() {
+        for f in FEATURES {
+            assert_eq!(
+                copy.answer(&org, id, f, today_date),
+                app.app.entitlements.answer(&org, id, f, today_date),
+                "{id} {f}"
+            );
+        }
+    }
+    assert!(truth.len() > 14, "{} users: several pages", truth.len());
     // The user's own list agrees with the checks.
     let (truth, features) = database_truth(&app, &org).await;
     let today = app.clock.now().date_naive().to_string();

@@ -29,20 +29,44 @@ use crate::app::App;
 /// Users read per statement when named (the list is one parameter).
 const USERS_PER_READ: usize = 5_000;
 
+/// Users per page of the start-up read.
+const USERS_PER_PAGE: i64 = 20_000;
+
 /// Reads everything, in one snapshot, with every org's sequence number.
 pub(crate) async fn full_load(store: &Store) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
+    full_load_in_pages(store, USERS_PER_PAGE).await
+}
+
+/// [`full_load`] reading `page` users at a time.
+pub(crate) async fn full_load_in_pages(store: &Store, page: i64) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
     let mut tx = store.begin_snapshot().await?;
     let seqs = allot_store::changes::sequences(&mut tx).await?;
     let products = catalogue::all(&mut tx).await?;
     let orgs = rows::org_ids(&mut tx).await?;
     let subs = rows::subscriptions(&mut tx, None).await?;
-    let users = rows::users(&mut tx, Users::All).await?;
-    tx.rollback().await?;
     let mut state = IndexState::default();
     let products: Vec<_> = products.into_values().collect();
     state.replace_catalogue(&products);
     state.replace_subscriptions(&orgs, &subs);
-    state.put_users(&users);
+    // Users in pages of the same snapshot: the rows of one page at a time
+    // are in memory beside the index, not those of every user.
+    let (mut org, mut id) = (String::new(), String::new());
+    loop {
+        let read = rows::users(
+            &mut tx,
+            Users::Page {
+                after: (&org, &id),
+                limit: page.max(1),
+            },
+        )
+        .await?;
+        state.put_users(&read);
+        match read.last() {
+            Some(last) if read.len() as i64 == page.max(1) => (org, id) = (last.org.clone(), last.id.clone()),
+            _ => break,
+        }
+    }
+    tx.rollback().await?;
     Ok((state, seqs))
 }
 

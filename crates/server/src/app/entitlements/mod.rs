@@ -114,16 +114,34 @@ impl Entitlements {
         self.index.read().check(org, user, Asked::Feature(feature), today).reason.allowed()
     }
 
-    /// Reads a second, separate copy of the index and keeps it until the
-    /// value is dropped: for measuring the index's memory (benchmarks).
+    /// Reads a second, separate copy of the index (in pages of `page`
+    /// users) and keeps it until the value is dropped: for measuring the
+    /// index's memory (benchmarks) and comparing a fresh read with the
+    /// live index (tests).
     #[doc(hidden)]
-    pub async fn read_copy(store: &allot_store::Store) -> Result<impl Sized, Error> {
-        Ok(follow::full_load(store).await?)
+    pub async fn read_copy(store: &allot_store::Store, page: i64) -> Result<IndexCopy, Error> {
+        Ok(IndexCopy(follow::full_load_in_pages(store, page).await?.0))
     }
 
     /// Whether the start-up read is done.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+}
+
+/// A separate copy of the index (see [`Entitlements::read_copy`]).
+#[doc(hidden)]
+pub struct IndexCopy(index::IndexState);
+
+impl IndexCopy {
+    /// The copy's answer, as [`Entitlements::answer`] gives the live index's.
+    pub fn answer(&self, org: &str, user: &str, feature: &str, today: NaiveDate) -> bool {
+        self.0.check(org, user, Asked::Feature(feature), today).reason.allowed()
+    }
+
+    /// Users and licences the copy holds.
+    pub fn size(&self) -> (usize, usize) {
+        (self.0.users_known(), self.0.licenses_held())
     }
 }
 
