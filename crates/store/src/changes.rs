@@ -303,6 +303,10 @@ pub struct ChangeFeed {
     sink: std::sync::OnceLock<LicenseSink>,
     /// PostgreSQL: the notifications to send after commits ([`notify_others`]).
     notifier: std::sync::OnceLock<mpsc::UnboundedSender<Vec<String>>>,
+    /// The sequence numbers this process's commits took, until the reader
+    /// takes them ([`ChangeFeed::take_own_seqs`]): its own commits need no
+    /// notification to count as seen.
+    own_seqs: Mutex<Vec<(String, i64)>>,
 }
 
 /// Applies what users hold after a commit: (org → user → licences).
@@ -322,6 +326,7 @@ impl ChangeFeed {
             live: AtomicBool::new(false),
             sink: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
+            own_seqs: Mutex::new(Vec::new()),
         })
     }
 
@@ -333,9 +338,18 @@ impl ChangeFeed {
         }
     }
 
+    /// The sequence numbers this process's commits took since last asked.
+    pub fn take_own_seqs(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.own_seqs.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Tells the other processes what a committed transaction changed.
     pub(crate) fn notify_later(&self, bumped: &Bumped, changes: &Changes) {
         let Some(notifier) = self.notifier.get() else { return };
+        if !bumped.0.is_empty() {
+            let mut own = self.own_seqs.lock().unwrap_or_else(|p| p.into_inner());
+            own.extend(bumped.0.iter().map(|(org, seq)| (org.clone(), *seq)));
+        }
         let parts = bumped.parts(changes);
         if !parts.is_empty() {
             let _ = notifier.send(parts);
@@ -535,8 +549,14 @@ fn pack(origin: &str, parts: &[String]) -> Vec<String> {
 /// waiting for the disk (a notification is not kept across a crash anyway).
 /// A failed send is tried again a few times, then given up: readers see the
 /// gap, or the sequence numbers they poll, and read the org again.
+///
+/// A server alone on its database has nobody to tell: when the database
+/// shows no other listening connection (checked every second), nothing is
+/// sent. A server that starts meanwhile reads the sequence numbers within
+/// half a second of its start anyway (see the module's words).
 pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
     let q = |s: &str| s.replace('\'', "''");
+    let mut others = OtherListeners::default();
     while let Some(first) = rx.recv().await {
         let mut parts = first;
         while parts.len() < 5_000 {
@@ -544,6 +564,9 @@ pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mp
                 Ok(more) => parts.extend(more),
                 Err(_) => break,
             }
+        }
+        if !others.any(&pool).await {
+            continue;
         }
         let calls: Vec<String> = pack(&origin, &parts)
             .iter()
@@ -560,6 +583,40 @@ pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mp
                 }
             }
         }
+    }
+}
+
+/// Whether another process listens on [`CHANNEL`], as the database's
+/// activity view says (each server has one listening connection, whose only
+/// statement is its LISTEN, with a `;` after it once it listened again). Asked at most once a second. Where the view
+/// does not show the statements (another role without `pg_read_all_stats`),
+/// even this process's own listener is missing from it: then everyone is
+/// told, as if others listened.
+struct OtherListeners {
+    asked: Option<std::time::Instant>,
+    any: bool,
+}
+
+impl Default for OtherListeners {
+    fn default() -> Self {
+        OtherListeners { asked: None, any: true }
+    }
+}
+
+impl OtherListeners {
+    async fn any(&mut self, pool: &sqlx::PgPool) -> bool {
+        if self.asked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return self.any;
+        }
+        self.asked = Some(std::time::Instant::now());
+        let sql =
+            format!("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN \"{CHANNEL}\"%'");
+        self.any = match sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await {
+            // 1: this process's own listener alone.
+            Ok(n) => n != 1,
+            Err(_) => true,
+        };
+        self.any
     }
 }
 

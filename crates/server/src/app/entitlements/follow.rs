@@ -198,6 +198,17 @@ impl Sequences {
         n.changes
     }
 
+    /// Numbers this process's own commits took (applied at their commit).
+    fn own(&mut self, seqs: Vec<(String, i64)>, now: Instant) {
+        for (org, seq) in seqs {
+            let o = self.orgs.entry(org).or_default();
+            if seq > o.known {
+                o.ahead.insert(seq);
+                o.settle(now);
+            }
+        }
+    }
+
     /// The numbers the database holds now: one not yet seen is waited for.
     fn polled(&mut self, seqs: BTreeMap<String, i64>, now: Instant) {
         for (org, seq) in seqs {
@@ -302,6 +313,8 @@ pub async fn keep_exact(app: App) {
                 }
             }
             None => {
+                let own = feed.take_own_seqs();
+                ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).own(own, Instant::now());
                 if polls && last_poll.elapsed() >= POLL {
                     last_poll = Instant::now();
                     match read_sequences(&app.store).await {
@@ -309,12 +322,14 @@ pub async fn keep_exact(app: App) {
                         Err(e) => tracing::warn!(error = ?e, "cannot read the entitlement sequence numbers"),
                     }
                 }
-                changes.merge(
-                    ent.seqs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .overdue(Instant::now(), GAP_GRACE),
-                );
+                let mut seqs = ent.seqs.lock().unwrap_or_else(|p| p.into_inner());
+                // Own commits that landed while the numbers were read.
+                seqs.own(feed.take_own_seqs(), Instant::now());
+                let overdue = seqs.overdue(Instant::now(), GAP_GRACE);
+                drop(seqs);
+                let reread = overdue.all_users.len() + usize::from(overdue.catalogue);
+                ent.gap_rereads.fetch_add(reread as u64, Ordering::Relaxed);
+                changes.merge(overdue);
             }
         }
         let mut attempt = 0u32;
@@ -392,6 +407,10 @@ mod tests {
             "{c:?}"
         );
         assert!(seqs2.notice(notice("org_a", 9, false), t0).is_empty(), "read past already");
+        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
+        // This process's own commits count as seen without a notification.
+        seqs2.polled(BTreeMap::from([("org_c".to_string(), 2)]), t0);
+        seqs2.own(vec![("org_c".to_string(), 1), ("org_c".to_string(), 2)], t0);
         assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
         // An org never seen starts at 1.
         assert_eq!(seqs2.notice(notice("org_b", 1, false), t0).users.len(), 1);

@@ -45,6 +45,10 @@ pub struct Entitlements {
     /// How often everything was read again after start-up (the truth
     /// tests expect none from changes of their own).
     pub full_loads: AtomicU64,
+    /// How often an org (or the catalogue) was read again because a
+    /// sequence number stayed missing (none expected from this process's
+    /// own changes).
+    pub gap_rereads: AtomicU64,
     /// First uses that checks answered yes to, until written.
     pub usage: usage::UsageRecorder,
 }
@@ -59,6 +63,7 @@ impl Entitlements {
             ready: watch::channel(false).0,
             seqs: Mutex::new(follow::Sequences::default()),
             full_loads: AtomicU64::new(0),
+            gap_rereads: AtomicU64::new(0),
             usage: usage::UsageRecorder::default(),
         });
         // Licence notes are applied in the committing task (see
