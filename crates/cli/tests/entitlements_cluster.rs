@@ -272,6 +272,45 @@ async fn three_servers_stay_exact() {
     }
     eprintln!("slowest follower caught up after {slowest:?}");
 
+    // Usage: a new holder, asked about on server 1 alone, is written by
+    // server 1 within its flush interval (2 s); a kill -9 after that loses
+    // nothing of it.
+    let holder = call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/users"),
+        Some(json!({ "email": "holder@cluster.example" })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &client,
+        &a,
+        &admin,
+        Method::POST,
+        &format!("/api/v1/orgs/{org}/users/{holder}/licenses"),
+        Some(json!({ "add": [{ "product": "meetings", "subscription": sub }] })),
+    )
+    .await;
+    // Server 1 follows server 0's change first (within a second).
+    exact_within(
+        &client,
+        &servers[1].1,
+        &product,
+        &store,
+        &org,
+        Duration::from_secs(1),
+        "the new holder",
+    )
+    .await;
+    let asked = answers(&client, &servers[1].1, &product, &org, &[(holder.clone(), "meetings".to_string())]).await;
+    assert_eq!(asked.values().collect::<Vec<_>>(), [&true]);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
     // kill -9 of server 1 while server 0 changes licences.
     let writer_url = servers[0].1.clone();
     let (writer_users, writer_sub, writer_org, writer_admin) = (users.clone(), sub.clone(), org.clone(), admin.clone());
@@ -307,6 +346,16 @@ async fn three_servers_stay_exact() {
         )
         .await;
     }
+    let mut rd = store.read_conn().await.expect("read");
+    let used = rd
+        .rows(
+            "SELECT product FROM license_usage WHERE org_id = $1 AND user_id = $2",
+            &[Val::from(org.as_str()), Val::from(holder.as_str())],
+        )
+        .await
+        .expect("usage");
+    drop(rd);
+    assert_eq!(used.len(), 1, "the use server 1 recorded before its kill -9 is in the database");
     // Restarted, it reads everything at start-up and is exact at once.
     servers.push(serve(&database));
     let restarted = servers[2].1.clone();
