@@ -260,7 +260,8 @@ pub async fn serve(
     let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
     let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
-    let usage = tokio::spawn(app::entitlements::usage::keep_flushing(app.clone()));
+    let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
+    let usage = tokio::spawn(app::entitlements::usage::keep_flushing(app.clone(), usage_stopped));
     let limits = app.config.limits.connections;
     let grace = app.config.shutdown_grace;
     let flag = app.clone();
@@ -271,11 +272,9 @@ pub async fn serve(
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
     caches.abort();
-    usage.abort();
-    // What checks recorded since the last flush.
-    if let Err(e) = app.entitlements.usage.flush(&app).await {
-        tracing::warn!(error = %e.detail, "license usage recorded in the last seconds could not be written");
-    }
+    // What checks recorded since the last flush is written before the end.
+    let _ = stop_usage.send(());
+    let _ = usage.await;
     entitlements.abort();
     served
 }

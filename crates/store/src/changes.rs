@@ -453,11 +453,7 @@ pub(crate) async fn bump(conn: &mut sqlx::PgConnection, changes: &Changes) -> Re
     };
     // A `&str` without arguments travels as one simple query.
     let row = sqlx::Executor::fetch_optional(conn, sql.as_str()).await?;
-    let text: Option<String> = match row {
-        Some(r) => sqlx::Row::try_get(&r, 0)?,
-        None => None,
-    };
-    Ok(Bumped::parse(text.as_deref().unwrap_or("")))
+    Ok(Bumped::from_row(row.as_ref())?)
 }
 
 /// The statement that bumps the sequence number of every org `changes`
@@ -495,6 +491,15 @@ pub(crate) fn bump_sql(changes: &Changes) -> Option<String> {
 pub struct Bumped(BTreeMap<String, i64>);
 
 impl Bumped {
+    /// The numbers in [`bump_sql`]'s row (none without a row).
+    pub(crate) fn from_row(row: Option<&sqlx::postgres::PgRow>) -> Result<Bumped, sqlx::Error> {
+        let text: Option<String> = match row {
+            Some(r) => sqlx::Row::try_get(r, 0)?,
+            None => None,
+        };
+        Ok(Bumped::parse(text.as_deref().unwrap_or("")))
+    }
+
     /// Reads [`bump_sql`]'s answer; a part that does not parse is left out
     /// (its org's readers then see a gap and read the org again).
     pub(crate) fn parse(text: &str) -> Bumped {
@@ -587,11 +592,12 @@ pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mp
 }
 
 /// Whether another process listens on [`CHANNEL`], as the database's
-/// activity view says (each server has one listening connection, whose only
-/// statement is its LISTEN, with a `;` after it once it listened again). Asked at most once a second. Where the view
-/// does not show the statements (another role without `pg_read_all_stats`),
-/// even this process's own listener is missing from it: then everyone is
-/// told, as if others listened.
+/// activity view says (each server has one listening connection, whose
+/// only statement is its LISTEN, with a `;` after it once it listened
+/// again). Asked at most once a second. Where the view does not show the
+/// statements (another role without `pg_read_all_stats`), even this
+/// process's own listener is missing from it: then everyone is told, as if
+/// others listened.
 struct OtherListeners {
     asked: Option<std::time::Instant>,
     any: bool,

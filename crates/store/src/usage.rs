@@ -79,15 +79,15 @@ pub async fn summary(tx: &mut Tx, org: &str, since: NaiveDate) -> Result<Vec<Usa
         .rows(
             "SELECT i.product, i.subscription_id, COUNT(a.user_id) AS holders, \
                COALESCE(SUM(CASE WHEN l.last_used_on >= $2 THEN 1 ELSE 0 END), 0) AS active, \
-               COALESCE(SUM(CASE WHEN a.user_id IS NOT NULL AND (l.last_used_on IS NULL OR l.last_used_on < $3) \
-                                  AND a.assigned_at < $4 THEN 1 ELSE 0 END), 0) AS idle \
+               COALESCE(SUM(CASE WHEN a.user_id IS NOT NULL AND (l.last_used_on IS NULL OR l.last_used_on < $2) \
+                                  AND a.assigned_at < $2 THEN 1 ELSE 0 END), 0) AS idle \
              FROM subscription_items i \
              LEFT JOIN assignments a ON a.org_id = i.org_id AND a.subscription_id = i.subscription_id AND a.product = i.product \
              LEFT JOIN license_usage l ON l.org_id = a.org_id AND l.user_id = a.user_id AND l.product = a.product \
              WHERE i.org_id = $1 \
              GROUP BY i.product, i.subscription_id \
              ORDER BY i.product, i.subscription_id",
-            args![org, since.as_str(), since.as_str(), since.as_str()],
+            args![org, since.as_str()],
         )
         .await?;
     rows.iter()
@@ -103,12 +103,14 @@ pub async fn summary(tx: &mut Tx, org: &str, since: NaiveDate) -> Result<Vec<Usa
         .collect()
 }
 
-/// The clause of a user filter for "holds `?product` and is idle on it
-/// since `?since`" (see the module's words); `u` is the users table.
-pub(crate) const IDLE_HOLDER: &str = "EXISTS (SELECT 1 FROM assignments h WHERE h.org_id = u.org_id AND h.user_id = u.id \
-     AND h.product = {product} AND h.assigned_at < {since} AND NOT EXISTS (SELECT 1 FROM license_usage l \
-     WHERE l.org_id = h.org_id AND l.user_id = h.user_id AND l.product = h.product AND l.last_used_on >= {since}))";
-
-pub(crate) fn since_text(since: NaiveDate) -> String {
-    day_text(since)
+/// Narrows a user filter (`u`: the users table) to holders of `product`
+/// idle on it since `since` (see the module's words).
+pub(crate) fn and_idle_holder(q: &mut crate::filtered::Filtered, product: &str, since: NaiveDate) {
+    let product = q.bind(product);
+    let since = q.bind(day_text(since));
+    q.sql.push_str(&format!(
+        " AND EXISTS (SELECT 1 FROM assignments h WHERE h.org_id = u.org_id AND h.user_id = u.id \
+           AND h.product = {product} AND h.assigned_at < {since} AND NOT EXISTS (SELECT 1 FROM license_usage l \
+           WHERE l.org_id = h.org_id AND l.user_id = h.user_id AND l.product = h.product AND l.last_used_on >= {since}))"
+    ));
 }

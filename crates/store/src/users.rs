@@ -651,6 +651,9 @@ pub async fn count_existing(tx: &mut Tx, org: &str, ids: &[String]) -> Result<i6
         .map_or(Ok(0), |r| r.int("n"))
 }
 
+/// A user filter's clause: `u` holds the product `?`.
+const HOLDS_PRODUCT: &str = "EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = ?)";
+
 /// A page of user ids matching a bulk filter, in id order after `after`.
 /// `today` places an idle window (`filter.idle_days`).
 pub async fn ids_matching(
@@ -673,28 +676,17 @@ pub async fn ids_matching(
         filter.group.clone(),
     )
     .and("u.email_normalized LIKE ? ESCAPE '\\'", domain)
-    .and(
-        "EXISTS (SELECT 1 FROM assignments a WHERE a.org_id = u.org_id AND a.user_id = u.id AND a.product = ?)",
-        filter.has_product.as_ref().map(|p| p.to_string()),
-    )
+    .and(HOLDS_PRODUCT, filter.has_product.as_ref().map(|p| p.to_string()))
     .and(
         "EXISTS (SELECT 1 FROM assignments s WHERE s.org_id = u.org_id AND s.user_id = u.id AND s.subscription_id = ?)",
         filter.subscription.clone(),
     );
     match (&filter.product, filter.idle_days) {
         (Some(product), Some(days)) => {
-            let since = crate::usage::since_text(allot_domain::bulk::idle_window_start(today, days));
-            let product = q.bind(product.to_string());
-            let since = q.bind(since);
-            q.sql.push_str(" AND ");
-            q.sql
-                .push_str(&crate::usage::IDLE_HOLDER.replace("{product}", &product).replace("{since}", &since));
+            crate::usage::and_idle_holder(&mut q, product.as_str(), allot_domain::bulk::idle_window_start(today, days))
         }
         (Some(product), None) => {
-            q.and(
-                "EXISTS (SELECT 1 FROM assignments h WHERE h.org_id = u.org_id AND h.user_id = u.id AND h.product = ?)",
-                Some(product.to_string()),
-            );
+            q.and(HOLDS_PRODUCT, Some(product.to_string()));
         }
         // Refused by the request's validation: idle_days names no product.
         (None, _) => {}

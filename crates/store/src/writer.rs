@@ -97,14 +97,6 @@ pub(crate) struct WriterState {
 /// Boxed with an explicit `Send` so that cleanup futures can be spawned
 /// (the compiler cannot prove `Send` for every lifetime of the plain async fn).
 fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
-    run_text(conn, std::borrow::Cow::Borrowed(sql))
-}
-
-/// [`run`] of a statement text built at run time.
-fn run_text<'a>(
-    conn: &'a mut WriterConn,
-    sql: std::borrow::Cow<'static, str>,
-) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
     Box::pin(async move {
         match conn {
             WriterConn::Sqlite(c) => {
@@ -117,7 +109,7 @@ fn run_text<'a>(
                     return Err(StoreError::Db("the lane's connection was lost".into()));
                 };
                 // A `&str` without arguments is sent as a simple query.
-                if let Err(e) = sqlx::Executor::execute(&mut *live, sql.as_ref()).await {
+                if let Err(e) = sqlx::Executor::execute(&mut *live, sql).await {
                     // A lost connection takes its transaction with it: every
                     // later statement of this batch fails (so its COMMIT does,
                     // and its units are told to retry), and the next batch
@@ -146,15 +138,9 @@ async fn bump_and_run(conn: &mut WriterConn, bump: String, then: &str) -> Result
     // A `&str` without arguments is sent as a simple query; only the
     // bump answers a row.
     match sqlx::Executor::fetch_all(&mut *live, sql.as_str()).await {
-        Ok(rows) => {
-            let text: Option<String> = match rows.first() {
-                Some(r) => sqlx::Row::try_get(r, 0)?,
-                None => None,
-            };
-            Ok(crate::changes::Bumped::parse(text.as_deref().unwrap_or("")))
-        }
+        Ok(rows) => Ok(crate::changes::Bumped::from_row(rows.first())?),
         Err(e) => {
-            // As in `run_text`: a lost connection is connected again later.
+            // As in `run`: a lost connection is connected again later.
             if !matches!(e, sqlx::Error::Database(_)) {
                 *c = None;
             }

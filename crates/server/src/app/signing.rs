@@ -189,9 +189,9 @@ fn append_key_file(path: &Path, kid: &str, seed: &[u8; 32]) -> Result<(), Error>
     write(path).map_err(|e| unavailable(format!("The signing key file {} cannot be written: {e}.", path.display())))
 }
 
-/// A new key pair: its row (the private half sealed, or written to the
-/// key file and left out of the row) and the signing key.
-fn new_key(custody: &KeyCustody, now: DateTime<Utc>) -> Result<(SigningKeyRow, ed25519_dalek::SigningKey), Error> {
+/// A new key pair's row: the private half sealed, or written to the key
+/// file and left out of the row.
+fn new_key(custody: &KeyCustody, now: DateTime<Utc>) -> Result<SigningKeyRow, Error> {
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -204,15 +204,14 @@ fn new_key(custody: &KeyCustody, now: DateTime<Utc>) -> Result<(SigningKeyRow, e
             None
         }
     };
-    let row = SigningKeyRow {
+    Ok(SigningKeyRow {
         public_key: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()),
         kid,
         private_key,
         created_at: allot_store::ts(now),
         retired_at: None,
         last_token_expires_at: None,
-    };
-    Ok((row, key))
+    })
 }
 
 /// The signing key of a row, from where the custody keeps it; checked
@@ -255,7 +254,7 @@ pub struct Rotated {
 /// `allot admin rotate-signing-key`: a new key signs from now on; the old
 /// one stays in the JWKS until the last token it signed has expired.
 pub async fn rotate_signing_key(store: &Store, custody: &KeyCustody, now: DateTime<Utc>) -> Result<Rotated, Error> {
-    let (row, _) = new_key(custody, now)?;
+    let row = new_key(custody, now)?;
     let old = in_transaction!(store, |tx| signing_keys::rotate(&mut tx, &row, now).await)?;
     Ok(Rotated {
         new_kid: row.kid,
@@ -284,7 +283,7 @@ impl Signer {
         let mut row = signing_keys::active(&mut rd).await?;
         drop(rd);
         if row.is_none() {
-            let (fresh, _) = new_key(custody, app.clock.now())?;
+            let fresh = new_key(custody, app.clock.now())?;
             // Another server may have inserted one meanwhile: then that
             // one signs and this one is never used.
             in_transaction!(app.store, |tx| signing_keys::insert_if_none_active(&mut tx, &fresh).await)?;

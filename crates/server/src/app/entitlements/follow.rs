@@ -313,8 +313,6 @@ pub async fn keep_exact(app: App) {
                 }
             }
             None => {
-                let own = feed.take_own_seqs();
-                ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).own(own, Instant::now());
                 if polls && last_poll.elapsed() >= POLL {
                     last_poll = Instant::now();
                     match read_sequences(&app.store).await {
@@ -323,7 +321,9 @@ pub async fn keep_exact(app: App) {
                     }
                 }
                 let mut seqs = ent.seqs.lock().unwrap_or_else(|p| p.into_inner());
-                // Own commits that landed while the numbers were read.
+                // This process's own commits (taken after the poll, so that
+                // none it saw in the database is missing here for longer
+                // than the commit's few moments).
                 seqs.own(feed.take_own_seqs(), Instant::now());
                 let overdue = seqs.overdue(Instant::now(), GAP_GRACE);
                 drop(seqs);

@@ -372,18 +372,18 @@ pub async fn evaluate_entitlements(app: &App, caller: &Caller, input: &Evaluatio
     app.entitlements.wait_ready().await?;
     let today = app.clock.today();
     let state = app.entitlements.index.read();
-    let evaluations: Vec<EntitlementCheck> = questions
+    let answers: Vec<_> = questions
         .into_iter()
-        .map(|(org, user, what)| present(org, user, what, state.check(org, user, what, today)))
+        .map(|(org, user, what)| (org, user, what, state.check(org, user, what, today)))
         .collect();
     drop(state);
-    for e in &evaluations {
-        if let (true, Some(user)) = (e.allowed, &e.user_id) {
-            app.entitlements
-                .usage
-                .note(today, &e.org, user, e.granted_by.iter().map(|g| g.product.as_str()));
-        }
-    }
+    let evaluations = answers
+        .into_iter()
+        .map(|(org, user, what, a)| {
+            note_use(app, today, org, &a);
+            present(org, user, what, a)
+        })
+        .collect();
     Ok(Evaluations { evaluations })
 }
 

@@ -47,6 +47,10 @@ struct Buffer {
 #[derive(Default)]
 pub struct UsageRecorder {
     buffer: Mutex<Buffer>,
+    /// Held by a flush from taking the buffer to its commit: a flush waits
+    /// for one under way, so that what it reads afterwards (the usage
+    /// report) includes what that one took.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 fn key(org: &str, user: &str, product: &str) -> u64 {
@@ -86,6 +90,7 @@ impl UsageRecorder {
     /// Writes what is buffered; on failure it is kept for the next flush.
     /// Answers how many records were written.
     pub async fn flush(&self, app: &App) -> Result<usize, Error> {
+        let _flushing = self.flushing.lock().await;
         let pending = std::mem::take(&mut self.lock().pending);
         if pending.is_empty() {
             return Ok(0);
@@ -115,15 +120,26 @@ impl UsageRecorder {
     }
 }
 
-/// Writes the buffer every `Config::usage_flush` until the task is
-/// dropped (`serve` flushes once more on shutdown).
-pub async fn keep_flushing(app: App) {
+/// Writes the buffer every `Config::usage_flush` until `stop` resolves,
+/// then once more (`serve` stops it at shutdown). A flush under way is
+/// never cut short: `stop` is only looked at between flushes.
+pub async fn keep_flushing(app: App, stop: tokio::sync::oneshot::Receiver<()>) {
     let mut tick = tokio::time::interval(app.config.usage_flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
     loop {
-        tick.tick().await;
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = &mut stop => true,
+        };
         if let Err(e) = app.entitlements.usage.flush(&app).await {
-            tracing::warn!(error = %e.detail, "license usage could not be written; kept for the next try");
+            match last {
+                false => tracing::warn!(error = %e.detail, "license usage could not be written; kept for the next try"),
+                true => tracing::warn!(error = %e.detail, "license usage recorded in the last seconds could not be written"),
+            }
+        }
+        if last {
+            return;
         }
     }
 }
