@@ -263,7 +263,12 @@ impl TestApp {
     /// columns are read from the schema, so a new one is covered without
     /// touching this. Left out: the migration log, and a token's
     /// `last_used_at` (a refused call still used its token).
+    ///
+    /// The licence uses buffered so far are written first: the flusher
+    /// writes them on its own every few seconds, and one landing between two
+    /// snapshots would look like a change made by the call in between.
     pub async fn snapshot(&self) -> Vec<String> {
+        self.app.entitlements.usage.flush(&self.app).await.expect("usage flush");
         let mut tx = self.store.begin_read().await.expect("read");
         let postgres = tx.backend() == allot_store::Backend::Postgres;
         let tables_sql = if postgres {
