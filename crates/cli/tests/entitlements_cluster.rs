@@ -18,6 +18,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use allot_store::{Store, StoreOptions, Val};
+use sqlx::Connection;
 
 use common::{call, postgres_database, start, token, url_in, Running};
 
@@ -393,25 +394,40 @@ async fn three_servers_stay_exact() {
         .await;
     }
 
-    // A change committed with its sequence number but never announced, as
-    // when its process dies between its COMMIT and its notification
-    // (written here straight to the database, which sends nothing): every
-    // server reads the numbers every half second and the org again after a
-    // short grace, so each is exact within a second all the same.
-    let mut tx = store.begin().await.expect("begin");
-    tx.exec(
-        "UPDATE users SET status = 'inactive' WHERE org_id = $1 AND id = $2",
-        &[Val::from(org.as_str()), Val::from(u.as_str())],
-    )
-    .await
-    .expect("deactivate");
-    tx.exec(
-        "UPDATE entitlement_seqs SET seq = seq + 1 WHERE org_id = $1",
-        &[Val::from(org.as_str())],
-    )
-    .await
-    .expect("bump");
-    tx.commit().await.expect("commit");
+    // A process that commits a change and dies before announcing it (as
+    // one killed between its COMMIT and its NOTIFY), played here by hand
+    // with the names a process gives its row and connections: a row in
+    // `processes`, a presence connection, a connection that commits the
+    // change and sends nothing; then both connections go. Every server
+    // looks at the processes every half second, sees it gone and reads
+    // everything again.
+    let fake = format!("proc_gone{}", std::process::id());
+    let options = |name: String| {
+        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&database)
+            .expect("url")
+            .application_name(&name)
+    };
+    let mut presence = sqlx::PgConnection::connect_with(&options(format!("allot {fake} presence")))
+        .await
+        .expect("presence");
+    sqlx::query("INSERT INTO processes (origin, started_at) VALUES ($1, '2026-12-07T00:00:00Z')")
+        .bind(&fake)
+        .execute(&mut presence)
+        .await
+        .expect("row");
+    // Seen alive first, as a real process would be for a while.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut writer = sqlx::PgConnection::connect_with(&options(format!("allot {fake}")))
+        .await
+        .expect("writer");
+    sqlx::query("UPDATE users SET status = 'inactive' WHERE org_id = $1 AND id = $2")
+        .bind(&org)
+        .bind(&u)
+        .execute(&mut writer)
+        .await
+        .expect("deactivate");
+    sqlx::Connection::close(writer).await.expect("close");
+    sqlx::Connection::close(presence).await.expect("close");
     for (i, (_, url)) in servers.iter().enumerate() {
         exact_within(
             &client,
@@ -419,8 +435,8 @@ async fn three_servers_stay_exact() {
             &product,
             &store,
             &org,
-            Duration::from_secs(1),
-            &format!("an unannounced commit (server {i})"),
+            Duration::from_secs(2),
+            &format!("a commit never announced by a process that died (server {i})"),
         )
         .await;
     }

@@ -12,14 +12,14 @@
 //! committing call waits until the reader has applied that ticket before
 //! it answers. So a change a caller was told about is already in the copy.
 //!
-//! Other processes learn of it through PostgreSQL: the committing
-//! transaction bumps its org's sequence number (`entitlement_seqs`), and
-//! right after the COMMIT one task per process sends what waits as
-//! `NOTIFY allot_entitlements` ([`notify_others`]), packed. A listener
-//! ([`follow_others`]) passes them on. Numbers may come out of order, or
-//! not at all (a process dying between COMMIT and NOTIFY); the reader waits
-//! a moment for a missing one, polls the numbers, and reads the org again
-//! when one stays missing; a lost listening connection means everything.
+//! Other processes learn of it through PostgreSQL: right after the COMMIT,
+//! one task per process sends what waits as `NOTIFY allot_entitlements`
+//! ([`notify_others`]), packed, and keeps trying until it is sent. A
+//! listener ([`follow_others`]) passes them on. Nothing is written per
+//! transaction to number them: a notification is lost only when its
+//! process dies between the COMMIT and the NOTIFY, and other processes see
+//! that death instead ([`crate::presence`]) and read everything again. A
+//! lost listening connection means everything too.
 //!
 //! The notes name *what* to read again, not what changed: the reader reads
 //! those rows back from the database, one read at a time, so the order in
@@ -232,47 +232,46 @@ impl Changes {
     }
 }
 
-/// A note from another process (or this one's own, seen on the channel).
+/// A notification: which process sent it and what its commits changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    /// Whether this process sent it (its changes were published locally).
-    pub own: bool,
-    /// The org (`""`: the catalogue) and its sequence number.
-    pub org: String,
-    pub seq: i64,
+    /// The sending process's origin ([`ChangeFeed::origin`]).
+    pub from: String,
     pub changes: Changes,
 }
 
 impl Notice {
-    /// Parses one notification, `origin;org|seq|body;org|seq|body...` (one
-    /// per transaction, every org it changed); `None` for anything else.
-    pub fn parse_all(payload: &str, origin: &str) -> Option<Vec<Notice>> {
+    /// Parses one notification, `origin;org|body;org|body...` (the orgs of
+    /// one or more commits); `None` for anything else.
+    pub fn parse(payload: &str) -> Option<Notice> {
         let mut parts = payload.split(';');
-        let from = parts.next()?;
-        let notices: Option<Vec<Notice>> = parts.map(|p| Notice::parse_one(p, from == origin)).collect();
-        notices.filter(|n| !n.is_empty())
+        let from = parts.next().filter(|f| !f.is_empty() && !f.contains('|'))?.to_string();
+        let mut changes = Changes::default();
+        let mut any = false;
+        for part in parts {
+            changes.merge(Notice::parse_one(part)?);
+            any = true;
+        }
+        any.then_some(Notice { from, changes })
     }
 
-    /// `org|seq|body`.
-    fn parse_one(part: &str, own: bool) -> Option<Notice> {
-        let mut parts = part.splitn(3, '|');
-        let org = parts.next()?.to_string();
-        let seq: i64 = parts.next()?.parse().ok()?;
-        let body = parts.next()?;
+    /// `org|body`.
+    fn parse_one(part: &str) -> Option<Changes> {
+        let (org, body) = part.split_once('|')?;
         let (flags, users) = body.split_once(':')?;
         let mut changes = Changes::default();
         for f in flags.chars() {
             match f {
                 'c' => changes.catalogue(),
-                's' => changes.subscriptions(&org),
+                's' => changes.subscriptions(org),
                 _ => return None,
             }
         }
         match users {
-            "*" => changes.all_users(&org),
-            ids => changes.users(&org, ids.split(',').filter(|s| !s.is_empty())),
+            "*" => changes.all_users(org),
+            ids => changes.users(org, ids.split(',').filter(|s| !s.is_empty())),
         }
-        Some(Notice { own, org, seq, changes })
+        Some(changes)
     }
 }
 
@@ -281,7 +280,7 @@ impl Notice {
 pub enum Fed {
     /// Changes committed by this process; apply, then mark `ticket` applied.
     Local { ticket: u64, changes: Changes },
-    /// A notification from the database (PostgreSQL).
+    /// Another process's notification (PostgreSQL).
     Notice(Notice),
     /// The listening connection was lost and is back: notifications may have
     /// been missed, so everything is read again.
@@ -303,10 +302,10 @@ pub struct ChangeFeed {
     sink: std::sync::OnceLock<LicenseSink>,
     /// PostgreSQL: the notifications to send after commits ([`notify_others`]).
     notifier: std::sync::OnceLock<mpsc::UnboundedSender<Vec<String>>>,
-    /// The sequence numbers this process's commits took, until the reader
-    /// takes them ([`ChangeFeed::take_own_seqs`]): its own commits need no
-    /// notification to count as seen.
-    own_seqs: Mutex<Vec<(String, i64)>>,
+    /// Commits handed to the notifier, and how many of them it has sent
+    /// (so that a process leaving sends what waits first).
+    notes_queued: AtomicU64,
+    notes_sent: Arc<watch::Sender<u64>>,
 }
 
 /// Applies what users hold after a commit: (org → user → licences).
@@ -326,7 +325,8 @@ impl ChangeFeed {
             live: AtomicBool::new(false),
             sink: std::sync::OnceLock::new(),
             notifier: std::sync::OnceLock::new(),
-            own_seqs: Mutex::new(Vec::new()),
+            notes_queued: AtomicU64::new(0),
+            notes_sent: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -334,26 +334,30 @@ impl ChangeFeed {
     pub(crate) fn start_notifier(&self, pool: sqlx::PgPool) {
         let (tx, rx) = mpsc::unbounded_channel();
         if self.notifier.set(tx).is_ok() {
-            tokio::spawn(notify_others(pool, self.origin.clone(), rx));
+            tokio::spawn(notify_others(pool, self.origin.clone(), self.notes_sent.clone(), rx));
         }
-    }
-
-    /// The sequence numbers this process's commits took since last asked.
-    pub fn take_own_seqs(&self) -> Vec<(String, i64)> {
-        std::mem::take(&mut *self.own_seqs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Tells the other processes what a committed transaction changed.
-    pub(crate) fn notify_later(&self, bumped: &Bumped, changes: &Changes) {
+    pub(crate) fn notify_later(&self, changes: &Changes) {
         let Some(notifier) = self.notifier.get() else { return };
-        if !bumped.0.is_empty() {
-            let mut own = self.own_seqs.lock().unwrap_or_else(|p| p.into_inner());
-            own.extend(bumped.0.iter().map(|(org, seq)| (org.clone(), *seq)));
+        let parts: Vec<String> = changes.payloads().into_iter().map(|(org, body)| format!("{org}|{body}")).collect();
+        if parts.is_empty() {
+            return;
         }
-        let parts = bumped.parts(changes);
-        if !parts.is_empty() {
-            let _ = notifier.send(parts);
+        self.notes_queued.fetch_add(1, Ordering::SeqCst);
+        if notifier.send(parts).is_err() {
+            self.notes_sent.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Waits until every commit announced so far has been sent (at most
+    /// `limit`); whether they were.
+    pub(crate) async fn notifications_sent(&self, limit: Duration) -> bool {
+        let queued = self.notes_queued.load(Ordering::SeqCst);
+        let mut rx = self.notes_sent.subscribe();
+        let sent = tokio::time::timeout(limit, rx.wait_for(|n| *n >= queued)).await.is_ok();
+        sent
     }
 
     /// Takes the feed's receiving end (once per process: the entitlement
@@ -444,89 +448,8 @@ impl ChangeFeed {
     }
 }
 
-/// PostgreSQL, inside the committing transaction: bumps each changed org's
-/// sequence number ([`bump_sql`]) and answers the numbers, for the
-/// notification sent after the COMMIT ([`ChangeFeed::notify_later`]).
-pub(crate) async fn bump(conn: &mut sqlx::PgConnection, changes: &Changes) -> Result<Bumped, StoreError> {
-    let Some(sql) = bump_sql(changes) else {
-        return Ok(Bumped::default());
-    };
-    // A `&str` without arguments travels as one simple query.
-    let row = sqlx::Executor::fetch_optional(conn, sql.as_str()).await?;
-    Ok(Bumped::from_row(row.as_ref())?)
-}
-
-/// The statement that bumps the sequence number of every org `changes`
-/// names (`''`: the catalogue) and answers one text, `org|seq,org|seq...`.
-/// Literal text, so that a lane sends it in the same round trip as its
-/// COMMIT; every value is quoted as an SQL string literal (ids are Allot's
-/// own, but quotes are doubled anyway).
-///
-/// The notification itself is not sent in the transaction: PostgreSQL
-/// serializes the commits of every transaction that notifies (a lock held
-/// through the commit's flush), which cost a tenth of the changes per
-/// second over many orgs. It is sent right after the COMMIT instead, and a
-/// reader copes with numbers that come out of order or not at all (see
-/// `allot_server::app::entitlements::follow`).
-pub(crate) fn bump_sql(changes: &Changes) -> Option<String> {
-    let q = |s: &str| s.replace('\'', "''");
-    let orgs: Vec<String> = changes
-        .payloads()
-        .into_iter()
-        .map(|(org, _)| format!("('{}', 1)", q(&org)))
-        .collect();
-    if orgs.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "WITH s AS (INSERT INTO entitlement_seqs (org_id, seq) VALUES {} \
-           ON CONFLICT (org_id) DO UPDATE SET seq = entitlement_seqs.seq + 1 RETURNING org_id, seq) \
-         SELECT string_agg(s.org_id || '|' || s.seq, ',') AS seqs FROM s",
-        orgs.join(", ")
-    ))
-}
-
-/// The sequence numbers a transaction took, by org.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Bumped(BTreeMap<String, i64>);
-
-impl Bumped {
-    /// The numbers in [`bump_sql`]'s row (none without a row).
-    pub(crate) fn from_row(row: Option<&sqlx::postgres::PgRow>) -> Result<Bumped, sqlx::Error> {
-        let text: Option<String> = match row {
-            Some(r) => sqlx::Row::try_get(r, 0)?,
-            None => None,
-        };
-        Ok(Bumped::parse(text.as_deref().unwrap_or("")))
-    }
-
-    /// Reads [`bump_sql`]'s answer; a part that does not parse is left out
-    /// (its org's readers then see a gap and read the org again).
-    pub(crate) fn parse(text: &str) -> Bumped {
-        Bumped(
-            text.split(',')
-                .filter_map(|p| {
-                    let (org, seq) = p.rsplit_once('|')?;
-                    Some((org.to_string(), seq.parse().ok()?))
-                })
-                .collect(),
-        )
-    }
-
-    /// What a committed transaction tells the other processes: one
-    /// `org|seq|body` part per org it changed.
-    pub(crate) fn parts(&self, changes: &Changes) -> Vec<String> {
-        changes
-            .payloads()
-            .into_iter()
-            .filter_map(|(org, body)| self.0.get(&org).map(|seq| format!("{org}|{seq}|{body}")))
-            .collect()
-    }
-}
-
-/// Packs parts into notifications, `origin;part;part...`, each within
-/// PostgreSQL's payload limit (a part alone always fits: see
-/// [`MAX_PAYLOAD`]).
+/// Packs notification parts (`org|body`, one commit's orgs after
+/// another) into as few payloads as fit, each `origin;part;part...`.
 fn pack(origin: &str, parts: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
@@ -546,95 +469,56 @@ fn pack(origin: &str, parts: &[String]) -> Vec<String> {
     out
 }
 
-/// PostgreSQL: sends what [`ChangeFeed::notify_later`] is handed. Every
-/// commit's parts that wait are packed into as few notifications as fit,
-/// sent in one statement: under load one notification tells of many
-/// commits, so the listening servers (this one too: PostgreSQL tells every
-/// listener) wake once for them. Its own short transaction commits without
-/// waiting for the disk (a notification is not kept across a crash anyway).
-/// A failed send is tried again a few times, then given up: readers see the
-/// gap, or the sequence numbers they poll, and read the org again.
+/// The notifier: sends what commits changed, after their COMMIT, packing
+/// whatever queued meanwhile into one statement of few notifications.
 ///
-/// A server alone on its database has nobody to tell: when the database
-/// shows no other listening connection (checked every second), nothing is
-/// sent. A server that starts meanwhile reads the sequence numbers within
-/// half a second of its start anyway (see the module's words).
-pub(crate) async fn notify_others(pool: sqlx::PgPool, origin: String, mut rx: mpsc::UnboundedReceiver<Vec<String>>) {
+/// Not inside the committing transaction: PostgreSQL serializes the commits
+/// of every transaction that notifies (a lock held through the commit's
+/// flush), which cost a tenth of the changes per second over many orgs.
+/// Nor numbered in it: a counter row bumped by every transaction cost a
+/// fifth. A notification not sent is retried until it is (a process alive
+/// but cut off from the database commits nothing meanwhile either); one
+/// lost with its process is covered by [`crate::presence`].
+pub(crate) async fn notify_others(
+    pool: sqlx::PgPool,
+    origin: String,
+    sent: Arc<watch::Sender<u64>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<String>>,
+) {
     let q = |s: &str| s.replace('\'', "''");
-    let mut others = OtherListeners::default();
     while let Some(first) = rx.recv().await {
         let mut parts = first;
+        let mut commits = 1u64;
         while parts.len() < 5_000 {
             match rx.try_recv() {
-                Ok(more) => parts.extend(more),
+                Ok(more) => {
+                    parts.extend(more);
+                    commits += 1;
+                }
                 Err(_) => break,
             }
-        }
-        if !others.any(&pool).await {
-            continue;
         }
         let calls: Vec<String> = pack(&origin, &parts)
             .iter()
             .map(|p| format!("pg_notify('{CHANNEL}', '{}')", q(p)))
             .collect();
+        // Nothing to make durable: a NOTIFY is delivered at its commit, and
+        // a crash of the database reconnects every listener anyway.
         let sql = format!("SET LOCAL synchronous_commit = off; SELECT {}", calls.join(", "));
-        for attempt in 1..=5u64 {
+        let mut attempt = 0u64;
+        loop {
             match sqlx::Executor::execute(&pool, sql.as_str()).await {
                 Ok(_) => break,
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
-                    tracing::warn!(error = ?e, attempt, "entitlement notifications could not be sent");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                    tracing::warn!(error = ?e, attempt, "entitlement notifications could not be sent; trying again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt.min(20))).await;
                 }
             }
         }
+        sent.send_modify(|n| *n += commits);
     }
-}
-
-/// Whether another process listens on [`CHANNEL`], as the database's
-/// activity view says (each server has one listening connection, whose
-/// only statement is its LISTEN, with a `;` after it once it listened
-/// again). Asked at most once a second. Where the view does not show the
-/// statements (another role without `pg_read_all_stats`), even this
-/// process's own listener is missing from it: then everyone is told, as if
-/// others listened.
-struct OtherListeners {
-    asked: Option<std::time::Instant>,
-    any: bool,
-}
-
-impl Default for OtherListeners {
-    fn default() -> Self {
-        OtherListeners { asked: None, any: true }
-    }
-}
-
-impl OtherListeners {
-    async fn any(&mut self, pool: &sqlx::PgPool) -> bool {
-        if self.asked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return self.any;
-        }
-        self.asked = Some(std::time::Instant::now());
-        let sql =
-            format!("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN \"{CHANNEL}\"%'");
-        self.any = match sqlx::query_scalar::<_, i64>(&sql).fetch_one(pool).await {
-            // 1: this process's own listener alone.
-            Ok(n) => n != 1,
-            Err(_) => true,
-        };
-        self.any
-    }
-}
-
-/// Every org's sequence number now (read in the same snapshot as a full
-/// load of the entitlements, so that the reader knows where to go on).
-pub async fn sequences(tx: &mut crate::Tx) -> Result<BTreeMap<String, i64>, StoreError> {
-    let rows = tx.rows("SELECT org_id, seq FROM entitlement_seqs", &[]).await?;
-    let mut out = BTreeMap::new();
-    for r in &rows {
-        out.insert(r.text("org_id")?, r.int("seq")?);
-    }
-    Ok(out)
 }
 
 /// PostgreSQL: listens on [`CHANNEL`] and forwards every notification to
@@ -651,12 +535,12 @@ pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> 
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     failures = 0;
-                    match Notice::parse_all(n.payload(), &feed.origin) {
-                        Some(notices) => {
-                            for notice in notices {
-                                if !feed.forward(Fed::Notice(notice)) {
-                                    return;
-                                }
+                    match Notice::parse(n.payload()) {
+                        // This process's own commits were applied as they committed.
+                        Some(notice) if notice.from == feed.origin => {}
+                        Some(notice) => {
+                            if !feed.forward(Fed::Notice(notice)) {
+                                return;
                             }
                         }
                         None => tracing::warn!(payload = n.payload(), "an entitlement notification could not be read"),
@@ -709,15 +593,10 @@ mod tests {
         c.subscriptions("org_b");
         c.all_users("org_d");
         c.catalogue();
-        let payloads = c.payloads();
-        let mut back = Changes::default();
-        let parts: Vec<String> = payloads.iter().map(|(org, body)| format!("{org}|7|{body}")).collect();
-        for n in Notice::parse_all(&format!("proc_x;{}", parts.join(";")), "proc_y").expect("parses") {
-            assert!(!n.own);
-            assert_eq!(n.seq, 7);
-            back.merge(n.changes);
-        }
-        assert_eq!(back, c);
+        let parts: Vec<String> = c.payloads().iter().map(|(org, body)| format!("{org}|{body}")).collect();
+        let n = Notice::parse(&format!("proc_x;{}", parts.join(";"))).expect("parses");
+        assert_eq!(n.from, "proc_x");
+        assert_eq!(n.changes, c);
     }
 
     #[test]
@@ -734,47 +613,39 @@ mod tests {
     }
 
     #[test]
-    fn the_literal_bump_quotes_every_value_and_its_numbers_make_the_notifications() {
-        let mut c = Changes::default();
-        c.user("org_'a", "usr_1");
-        c.subscriptions("org_b");
-        let sql = bump_sql(&c).expect("a statement");
-        assert!(sql.contains("('org_''a', 1)") && sql.contains("('org_b', 1)"), "{sql}");
-        assert_eq!(bump_sql(&Changes::default()), None);
-        let bumped = Bumped::parse("org_'a|7,org_b|12,broken");
-        let parts = bumped.parts(&c);
-        assert_eq!(parts, vec!["org_'a|7|:usr_1".to_string(), "org_b|12|s:".to_string()]);
-        let sent = pack("proc_x", &parts);
-        assert_eq!(sent, vec!["proc_x;org_'a|7|:usr_1;org_b|12|s:".to_string()]);
-        let notices = Notice::parse_all(&sent[0], "proc_y").expect("parses");
-        assert_eq!(
-            notices.iter().map(|n| (n.org.as_str(), n.seq)).collect::<Vec<_>>(),
-            [("org_'a", 7), ("org_b", 12)]
-        );
-        // An org whose number did not come back is left out (its readers see a gap).
-        assert_eq!(Bumped::parse("org_b|12").parts(&c), vec!["org_b|12|s:".to_string()]);
-    }
-
-    #[test]
     fn many_commits_pack_into_few_notifications_each_within_the_limit() {
-        let parts: Vec<String> = (0..3000).map(|i| format!("org_{i:026}|{i}|:usr_{i:026}")).collect();
+        let parts: Vec<String> = (0..3000).map(|i| format!("org_{i:026}|:usr_{i:026}")).collect();
         let sent = pack("proc_x", &parts);
         assert!(sent.len() > 1 && sent.len() < 30, "{} notifications", sent.len());
         assert!(sent.iter().all(|p| p.len() < 8000));
-        let back: Vec<Notice> = sent.iter().flat_map(|p| Notice::parse_all(p, "proc_x").expect("parses")).collect();
-        assert_eq!(back.len(), 3000);
-        assert!(back.iter().all(|n| n.own));
-        assert_eq!(back[2999].seq, 2999);
+        let mut back = Changes::default();
+        for p in &sent {
+            let n = Notice::parse(p).expect("parses");
+            assert_eq!(n.from, "proc_x");
+            back.merge(n.changes);
+        }
+        assert_eq!(back.users.len(), 3000);
+        assert!(back
+            .users
+            .get(&format!("org_{:026}", 2999))
+            .is_some_and(|u| u.contains(&format!("usr_{:026}", 2999))));
         // A part as long as a note gets (a list of users near the limit) fits alone.
-        let long = format!("org_a|1|:{}", "u".repeat(MAX_PAYLOAD + 20));
+        let long = format!("org_a|:{}", "u".repeat(MAX_PAYLOAD + 20));
         assert!(pack("proc_x", &[long.clone(), long]).iter().all(|p| p.len() < 8000));
+        // Quotes in ids travel as they are (the SQL literal doubles them).
+        let mut q = Changes::default();
+        q.user("org_'a", "usr_1");
+        let n = Notice::parse(&pack("proc_x", &["org_'a|:usr_1".to_string()])[0]).expect("parses");
+        assert_eq!(n.changes, q);
     }
 
     #[test]
     fn a_payload_that_is_not_a_note_is_refused() {
-        assert_eq!(Notice::parse_all("nonsense", "p"), None);
-        assert_eq!(Notice::parse_all("p;org|x|:*", "p"), None);
-        assert_eq!(Notice::parse_all("p;org|3|x:*", "p"), None);
-        assert!(Notice::parse_all("p;org|3|s:*;org_b|1|:usr_1", "p").is_some_and(|n| n.len() == 2 && n.iter().all(|n| n.own)));
+        assert_eq!(Notice::parse("nonsense"), None);
+        assert_eq!(Notice::parse("p"), None);
+        assert_eq!(Notice::parse("p;org|x:*"), None);
+        assert_eq!(Notice::parse("p;org"), None);
+        assert_eq!(Notice::parse("p|1;org|s:*"), None);
+        assert!(Notice::parse("p;org|s:*;org_b|:usr_1").is_some_and(|n| n.changes.subscriptions.len() == 1 && n.changes.users.len() == 1));
     }
 }

@@ -116,6 +116,9 @@ pub struct Store {
     pools: Pools,
     /// What this process's commits changed, for the entitlement index.
     feed: Arc<ChangeFeed>,
+    /// PostgreSQL: this process's row and connection, so that the others
+    /// can tell when it died (see `presence.rs`).
+    presence: Option<Arc<crate::presence::Presence>>,
 }
 
 impl Store {
@@ -130,10 +133,15 @@ impl Store {
     #[doc(hidden)]
     pub async fn open_migrated_to(database: &str, opts: StoreOptions, last: i64) -> Result<Store, StoreError> {
         let feed = ChangeFeed::new();
-        let store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let mut pg_connect = None;
+        let mut store = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(database)
-                .map_err(|e| StoreError::Open(format!("{database} is not a PostgreSQL URL Allot can use: {e}")))?;
+                .map_err(|e| StoreError::Open(format!("{database} is not a PostgreSQL URL Allot can use: {e}")))?
+                // Every connection names this process: others tell by them
+                // whether it is alive (see `presence.rs`).
+                .application_name(&crate::presence::connection_name(&feed.origin));
             check_postgres_reachable(&connect).await?;
+            pg_connect = Some(connect.clone());
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(Duration::from_secs(30))
@@ -164,6 +172,7 @@ impl Store {
                     lanes: Arc::new(lanes),
                 },
                 feed,
+                presence: None,
             }
         } else {
             let path = database
@@ -210,9 +219,13 @@ impl Store {
             Store {
                 pools: Pools::Sqlite { writer, reader },
                 feed,
+                presence: None,
             }
         };
         crate::migrations::migrate(&store, last).await?;
+        if let Some(connect) = pg_connect.filter(|_| last >= crate::migrations::PROCESSES_VERSION) {
+            store.presence = Some(Arc::new(crate::presence::enter(&connect, &store.feed.origin).await?));
+        }
         Ok(store)
     }
 
@@ -382,6 +395,12 @@ impl Store {
             Pools::Postgres { pool, lanes } => {
                 for lane in lanes.iter() {
                     lane.flush().await;
+                }
+                // Every commit announced: the others need not read
+                // everything when this process's row goes.
+                let clean = self.feed.notifications_sent(Duration::from_secs(5)).await;
+                if let Some(p) = &self.presence {
+                    p.leave(clean).await;
                 }
                 pool.close().await
             }

@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod license_epochs;
 pub mod licenses;
 mod migrations;
+pub mod presence;
 pub mod purchases;
 pub mod queues;
 mod retry;

@@ -22,7 +22,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, V15),
     (16, V16),
     (17, V17),
+    (18, V18),
 ];
+
+/// The version that brings [`V18`]'s table.
+pub(crate) const PROCESSES_VERSION: i64 = 18;
+
+/// Processes with the database open (PostgreSQL; see `presence.rs`), in
+/// place of V15's per-org numbers, which cost every transaction a row.
+const V18: &str = r#"
+DROP TABLE entitlement_seqs;
+CREATE TABLE processes (
+    origin TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    gone_at TEXT
+);
+"#;
 
 /// When each user last used each product it holds, as entitlement checks
 /// that answered yes recorded it (a day, written at most once a day per
@@ -53,10 +68,8 @@ CREATE TABLE signing_keys (
 );
 "#;
 
-/// Each org's count of committed changes that entitlements depend on
-/// (PostgreSQL: bumped in the changing transaction, sent with its
-/// notification, so that another process sees a gap when it missed one;
-/// see `changes.rs`). The org key `''` counts catalogue changes.
+/// Each org's count of committed changes that entitlements depend on (a
+/// first design, dropped by V18).
 const V15: &str = r#"
 CREATE TABLE entitlement_seqs (
     org_id TEXT PRIMARY KEY,

@@ -489,21 +489,19 @@ impl Tx {
 }
 
 /// Commits a pool transaction. One that changed what entitlements depend
-/// on bumps its orgs' sequence numbers inside the transaction, and is
-/// committed, announced to the other processes and published in a task of
+/// on is committed, announced to the other processes and published in a task of
 /// its own: a caller that goes away during the COMMIT cannot leave a
 /// committed change unpublished.
 async fn commit_postgres(t: PgTx) -> Result<(), StoreError> {
-    let PgTx { mut tx, changes, feed } = t;
+    let PgTx { tx, changes, feed } = t;
     let Some(feed) = feed.filter(|_| !changes.is_empty()) else {
         tx.commit().await?;
         return Ok(());
     };
     let publisher = feed.clone();
     let task = tokio::spawn(async move {
-        let bumped = crate::changes::bump(&mut tx, &changes).await?;
         tx.commit().await?;
-        publisher.notify_later(&bumped, &changes);
+        publisher.notify_later(&changes);
         Ok::<_, StoreError>(publisher.publish(changes))
     });
     let ticket = task.await.map_err(|e| StoreError::Db(format!("the commit stopped: {e}")))??;

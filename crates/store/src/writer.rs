@@ -125,30 +125,6 @@ fn run<'a>(conn: &'a mut WriterConn, sql: &'static str) -> Pin<Box<dyn Future<Ou
     })
 }
 
-/// PostgreSQL: runs `bump` (a [`crate::changes::bump_sql`]) and the
-/// statements after it in one round trip; answers the numbers it took.
-async fn bump_and_run(conn: &mut WriterConn, bump: String, then: &str) -> Result<crate::changes::Bumped, StoreError> {
-    let WriterConn::Postgres(c, _) = conn else {
-        return Err(StoreError::Db("sequence numbers are PostgreSQL's".into()));
-    };
-    let Some(live) = c.as_mut() else {
-        return Err(StoreError::Db("the lane's connection was lost".into()));
-    };
-    let sql = format!("{bump}; {then}");
-    // A `&str` without arguments is sent as a simple query; only the
-    // bump answers a row.
-    match sqlx::Executor::fetch_all(&mut *live, sql.as_str()).await {
-        Ok(rows) => Ok(crate::changes::Bumped::from_row(rows.first())?),
-        Err(e) => {
-            // As in `run`: a lost connection is connected again later.
-            if !matches!(e, sqlx::Error::Database(_)) {
-                *c = None;
-            }
-            Err(e.into())
-        }
-    }
-}
-
 /// Connects a PostgreSQL lane that has no connection (first use, or lost);
 /// only called between batches.
 async fn ensure_connected(conn: &mut WriterConn) -> Result<(), StoreError> {
@@ -211,18 +187,13 @@ impl WriterState {
         let unit_changes = std::mem::take(&mut self.unit_changes);
         let mut kept = changes.clone();
         kept.merge(unit_changes);
-        // Numbered inside the unit's SAVEPOINT (undone with it if it is
-        // refused), in the same round trip as the RELEASE and the COMMIT;
-        // announced once committed.
-        let result = match crate::changes::bump_sql(&kept) {
-            Some(bump) => bump_and_run(&mut self.conn, bump, "RELEASE allot_unit; COMMIT").await,
-            None => run(&mut self.conn, "RELEASE allot_unit; COMMIT").await.map(|()| Default::default()),
-        };
+        // The RELEASE and the COMMIT in one round trip; announced once committed.
+        let result = run(&mut self.conn, "RELEASE allot_unit; COMMIT").await;
         self.unit_open = false;
         self.unit_versioned.clear();
         match result {
-            Ok(bumped) => {
-                self.feed.notify_later(&bumped, &kept);
+            Ok(()) => {
+                self.feed.notify_later(&kept);
                 self.pending.push(tell);
                 self.end_batch(Ok(kept));
             }
@@ -249,18 +220,13 @@ impl WriterState {
         }
         let changes = std::mem::take(&mut self.batch_changes);
         let counted = count_versioned_writes(&mut self.conn, std::mem::take(&mut self.batch_versioned)).await;
-        let bump = match &self.conn {
-            WriterConn::Postgres(..) => crate::changes::bump_sql(&changes),
-            WriterConn::Sqlite(_) => None,
-        };
-        let committed = match (counted, bump) {
-            (Ok(()), Some(bump)) => bump_and_run(&mut self.conn, bump, "COMMIT").await,
-            (Ok(()), None) => run(&mut self.conn, "COMMIT").await.map(|()| Default::default()),
-            (Err(e), _) => Err(e),
+        let committed = match counted {
+            Ok(()) => run(&mut self.conn, "COMMIT").await,
+            Err(e) => Err(e),
         };
         let result = match committed {
-            Ok(bumped) => {
-                self.feed.notify_later(&bumped, &changes);
+            Ok(()) => {
+                self.feed.notify_later(&changes);
                 Ok(changes)
             }
             Err(e) => Err(format!("{e:?}")),

@@ -5,21 +5,21 @@
 //! and applied. One task does it all, one read at a time, so a later read
 //! never loses to an earlier one.
 //!
-//! Other processes' notifications carry their org's sequence number
-//! ([`Sequences`]). They are sent right after each COMMIT, so two
-//! processes' notifications may arrive out of order: a number skipped is
-//! waited for a moment ([`GAP_GRACE`]) before the org is read again. The
-//! numbers are also read from the database every [`POLL`], so a change
-//! whose process died between its COMMIT and its notification is read
-//! within a second all the same. A listening connection lost and back makes
-//! this process read everything again.
+//! Other processes' notifications name what they changed; they are sent
+//! right after each COMMIT and applied as they come (each is a read, so
+//! their order does not matter). The one way to miss one is for its process
+//! to die between its COMMIT and its NOTIFY: every [`POLL`], this process
+//! looks at the others' presence (`allot_store::presence`), and one newly
+//! gone makes it read everything again. A listening connection lost and
+//! back makes it read everything too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use allot_store::changes::{Changes, Fed};
 use allot_store::entitlements::{self as rows, Users};
+use allot_store::presence::Process;
 use allot_store::{catalogue, Store, StoreError};
 
 use super::index::IndexState;
@@ -32,15 +32,14 @@ const USERS_PER_READ: usize = 5_000;
 /// Users per page of the start-up read.
 const USERS_PER_PAGE: i64 = 20_000;
 
-/// Reads everything, in one snapshot, with every org's sequence number.
-pub(crate) async fn full_load(store: &Store) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
+/// Reads everything, in one snapshot.
+pub(crate) async fn full_load(store: &Store) -> Result<IndexState, StoreError> {
     full_load_in_pages(store, USERS_PER_PAGE).await
 }
 
 /// [`full_load`] reading `page` users at a time.
-pub(crate) async fn full_load_in_pages(store: &Store, page: i64) -> Result<(IndexState, BTreeMap<String, i64>), StoreError> {
+pub(crate) async fn full_load_in_pages(store: &Store, page: i64) -> Result<IndexState, StoreError> {
     let mut tx = store.begin_snapshot().await?;
-    let seqs = allot_store::changes::sequences(&mut tx).await?;
     let products = catalogue::all(&mut tx).await?;
     let orgs = rows::org_ids(&mut tx).await?;
     let subs = rows::subscriptions(&mut tx, None).await?;
@@ -67,16 +66,15 @@ pub(crate) async fn full_load_in_pages(store: &Store, page: i64) -> Result<(Inde
         }
     }
     tx.rollback().await?;
-    Ok((state, seqs))
+    Ok(state)
 }
 
 /// Reads what `changes` names and applies it.
 async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(), StoreError> {
     if changes.everything {
         let read_from = ent.index.read().touched();
-        let (state, seqs) = full_load(store).await?;
+        let state = full_load(store).await?;
         ent.index.write().replace_with(state, read_from);
-        ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).reset(seqs);
         ent.full_loads.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
@@ -125,121 +123,57 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
     Ok(())
 }
 
-/// How long a skipped sequence number is waited for (its notification
-/// may be on its way from another process) before the org is read again.
-pub(crate) const GAP_GRACE: Duration = Duration::from_millis(300);
+/// How often the rows of gone processes are tidied, while there are any.
+const TIDY_EVERY: Duration = Duration::from_secs(60);
 
-/// How often the sequence numbers are read from the database (PostgreSQL).
+/// How often the other processes' presence is looked at (PostgreSQL).
 pub(crate) const POLL: Duration = Duration::from_millis(500);
 
-/// One org's sequence numbers as this process has seen them.
+/// The other processes found gone, and read for already.
 #[derive(Debug, Default)]
-struct OrgSeq {
-    /// Every number up to this one has been seen (or read past).
-    known: i64,
-    /// Numbers seen beyond a gap.
-    ahead: BTreeSet<i64>,
-    /// The highest number the database was seen to hold.
-    wanted: i64,
-    /// Since when a number is missing.
-    gap_since: Option<Instant>,
+pub(crate) struct Peers {
+    read_for: HashSet<String>,
 }
 
-impl OrgSeq {
-    fn settle(&mut self, now: Instant) {
-        while self.ahead.remove(&(self.known + 1)) {
-            self.known += 1;
-        }
-        if self.ahead.is_empty() && self.wanted <= self.known {
-            self.gap_since = None;
-        } else {
-            self.gap_since.get_or_insert(now);
-        }
-    }
-}
-
-/// Every org's sequence numbers: what a notification asks for, and which
-/// orgs waited too long for a number.
-#[derive(Debug, Default)]
-pub(crate) struct Sequences {
-    orgs: HashMap<String, OrgSeq>,
-}
-
-impl Sequences {
-    /// After a full read: the numbers of its snapshot, nothing missing.
-    pub(crate) fn reset(&mut self, seqs: BTreeMap<String, i64>) {
-        self.orgs = seqs
-            .into_iter()
-            .map(|(org, seq)| {
-                (
-                    org,
-                    OrgSeq {
-                        known: seq,
-                        wanted: seq,
-                        ..OrgSeq::default()
-                    },
-                )
-            })
-            .collect();
-    }
-
-    /// What one notification asks to read: nothing when its number was
-    /// seen already or it is this process's own (applied at its commit),
-    /// else its changes, whatever its order.
-    fn notice(&mut self, n: allot_store::changes::Notice, now: Instant) -> Changes {
-        let o = self.orgs.entry(n.org.clone()).or_default();
-        if n.seq <= o.known || !o.ahead.insert(n.seq) {
-            return Changes::default();
-        }
-        o.settle(now);
-        if n.own {
-            return Changes::default();
-        }
-        n.changes
-    }
-
-    /// Numbers this process's own commits took (applied at their commit).
-    fn own(&mut self, seqs: Vec<(String, i64)>, now: Instant) {
-        for (org, seq) in seqs {
-            let o = self.orgs.entry(org).or_default();
-            if seq > o.known {
-                o.ahead.insert(seq);
-                o.settle(now);
+impl Peers {
+    /// Processes gone since the last look (each once): whatever they
+    /// committed is in the database now, but perhaps not announced.
+    /// One seen alive again (its connection was cut, not the process) is
+    /// watched as any other.
+    fn newly_gone(&mut self, seen: &[Process]) -> Vec<String> {
+        let mut new = Vec::new();
+        for p in seen {
+            if !p.gone {
+                self.read_for.remove(&p.origin);
+            } else if self.read_for.insert(p.origin.clone()) {
+                new.push(p.origin.clone());
             }
         }
+        // Rows removed (long gone, or left cleanly) are no longer remembered.
+        self.read_for.retain(|o| seen.iter().any(|p| &p.origin == o));
+        new
     }
+}
 
-    /// The numbers the database holds now: one not yet seen is waited for.
-    fn polled(&mut self, seqs: BTreeMap<String, i64>, now: Instant) {
-        for (org, seq) in seqs {
-            let o = self.orgs.entry(org).or_default();
-            o.wanted = o.wanted.max(seq);
-            o.settle(now);
-        }
+/// The other processes and whether they are gone (none on SQLite).
+async fn look_at_processes(store: &Store) -> Result<Vec<Process>, StoreError> {
+    if store.backend() != allot_store::Backend::Postgres {
+        return Ok(Vec::new());
     }
+    let mut rd = store.read_conn().await?;
+    allot_store::presence::processes(&mut rd, &store.change_feed().origin).await
+}
 
-    /// The orgs (`""`: the catalogue) missing a number for `grace` or
-    /// longer, to read again; they count as caught up.
-    fn overdue(&mut self, now: Instant, grace: Duration) -> Changes {
-        let mut c = Changes::default();
-        for (org, o) in self.orgs.iter_mut() {
-            if o.gap_since.is_some_and(|t| now.duration_since(t) >= grace) {
-                tracing::warn!(org = %org, known = o.known, "an entitlement notification did not come; reading the org again");
-                if org.is_empty() {
-                    c.catalogue();
-                } else {
-                    c.all_users(org);
-                    c.subscriptions(org);
-                }
-                // Every number up to the highest seen is committed (an org's
-                // numbers are taken under its row's lock, held to the
-                // commit), so the read about to be made sees them all.
-                o.known = o.known.max(o.wanted).max(o.ahead.last().copied().unwrap_or(0));
-                o.ahead.clear();
-                o.gap_since = None;
-            }
-        }
-        c
+/// Records when gone processes were first seen gone and removes the rows
+/// of those long gone.
+async fn tidy_processes(store: &Store, gone: Vec<String>) {
+    let now = chrono::Utc::now();
+    let result = allot_store::in_transaction!(store, |tx| {
+        allot_store::presence::forget_long_gone(&mut tx, &gone, now).await?;
+        Ok::<_, StoreError>(())
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = ?e, "cannot tidy the table of processes");
     }
 }
 
@@ -261,11 +195,24 @@ pub async fn keep_exact(app: App) {
             }
         }
     };
+    // Processes gone already: the full read below sees all they committed.
+    let mut peers = Peers::default();
+    loop {
+        match look_at_processes(&app.store).await {
+            Ok(seen) => {
+                peers.newly_gone(&seen);
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot see the other processes; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
     loop {
         match full_load(&app.store).await {
-            Ok((state, seqs)) => {
+            Ok(state) => {
                 ent.index.swap(state);
-                ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).reset(seqs);
                 break;
             }
             Err(e) => {
@@ -280,6 +227,7 @@ pub async fn keep_exact(app: App) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_poll = Instant::now();
+    let mut last_tidy = Instant::now() - TIDY_EVERY;
     loop {
         let first = tokio::select! {
             fed = rx.recv() => match fed {
@@ -292,13 +240,12 @@ pub async fn keep_exact(app: App) {
         let mut ticket = 0u64;
         match first {
             Some(first) => {
-                let now = Instant::now();
                 let mut take = |fed: Fed, changes: &mut Changes| match fed {
                     Fed::Local { ticket: t, changes: c } => {
                         ticket = ticket.max(t);
                         changes.merge(c);
                     }
-                    Fed::Notice(n) => changes.merge(ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).notice(n, now)),
+                    Fed::Notice(n) => changes.merge(n.changes),
                     Fed::Reconnected => changes.everything = true,
                 };
                 take(first, &mut changes);
@@ -315,21 +262,21 @@ pub async fn keep_exact(app: App) {
             None => {
                 if polls && last_poll.elapsed() >= POLL {
                     last_poll = Instant::now();
-                    match read_sequences(&app.store).await {
-                        Ok(seqs) => ent.seqs.lock().unwrap_or_else(|p| p.into_inner()).polled(seqs, Instant::now()),
-                        Err(e) => tracing::warn!(error = ?e, "cannot read the entitlement sequence numbers"),
+                    match look_at_processes(&app.store).await {
+                        Ok(seen) => {
+                            let gone = peers.newly_gone(&seen);
+                            if !gone.is_empty() {
+                                tracing::warn!(processes = ?gone, "another process died; reading every entitlement again");
+                                changes.everything = true;
+                            }
+                            if seen.iter().any(|p| p.gone) && last_tidy.elapsed() >= TIDY_EVERY {
+                                last_tidy = Instant::now();
+                                tidy_processes(&app.store, seen.into_iter().filter(|p| p.gone).map(|p| p.origin).collect()).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = ?e, "cannot see the other processes"),
                     }
                 }
-                let mut seqs = ent.seqs.lock().unwrap_or_else(|p| p.into_inner());
-                // This process's own commits (taken after the poll, so that
-                // none it saw in the database is missing here for longer
-                // than the commit's few moments).
-                seqs.own(feed.take_own_seqs(), Instant::now());
-                let overdue = seqs.overdue(Instant::now(), GAP_GRACE);
-                drop(seqs);
-                let reread = overdue.all_users.len() + usize::from(overdue.catalogue);
-                ent.gap_rereads.fetch_add(reread as u64, Ordering::Relaxed);
-                changes.merge(overdue);
             }
         }
         let mut attempt = 0u32;
@@ -348,11 +295,6 @@ pub async fn keep_exact(app: App) {
     feed.set_live(false);
 }
 
-async fn read_sequences(store: &Store) -> Result<BTreeMap<String, i64>, StoreError> {
-    let mut rd = store.read_conn().await?;
-    allot_store::changes::sequences(&mut rd).await
-}
-
 /// Stops the listener with the task that keeps the index.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -365,55 +307,28 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allot_store::changes::Notice;
 
-    fn notice(org: &str, seq: i64, own: bool) -> Notice {
-        let mut changes = Changes::default();
-        changes.user(org, "usr_1");
-        Notice {
-            own,
-            org: org.into(),
-            seq,
-            changes,
-        }
+    fn seen(list: &[(&str, bool)]) -> Vec<Process> {
+        list.iter()
+            .map(|(o, gone)| Process {
+                origin: o.to_string(),
+                gone: *gone,
+            })
+            .collect()
     }
 
     #[test]
-    fn notifications_in_any_order_are_applied_once_and_a_number_that_never_comes_reads_the_org() {
-        let t0 = Instant::now();
-        let mut seqs = Sequences::default();
-        seqs.reset(BTreeMap::from([("org_a".to_string(), 4)]));
-        assert!(seqs.notice(notice("org_a", 3, false), t0).is_empty());
-        assert!(seqs.notice(notice("org_a", 4, false), t0).is_empty());
-        assert_eq!(seqs.notice(notice("org_a", 5, false), t0).users.len(), 1);
-        // Own notifications move the number on without a read.
-        assert!(seqs.notice(notice("org_a", 6, true), t0).is_empty());
-        // 8 without 7: read, and the org is read again once 7 is overdue.
-        assert_eq!(seqs.notice(notice("org_a", 8, false), t0).users.len(), 1);
-        assert!(seqs.overdue(t0 + GAP_GRACE, GAP_GRACE).all_users.contains("org_a"), "7 is overdue");
-        let mut seqs2 = Sequences::default();
-        seqs2.reset(BTreeMap::from([("org_a".to_string(), 6)]));
-        seqs2.notice(notice("org_a", 8, false), t0);
-        assert!(seqs2.overdue(t0 + GAP_GRACE / 2, GAP_GRACE).is_empty(), "still within the grace");
-        assert_eq!(seqs2.notice(notice("org_a", 7, false), t0).users.len(), 1);
-        assert!(seqs2.notice(notice("org_a", 8, false), t0).is_empty(), "seen already");
-        assert!(seqs2.overdue(t0 + GAP_GRACE * 2, GAP_GRACE).is_empty(), "the gap was filled");
-        // A number the database holds but no notification brought (its
-        // process died after its COMMIT): the org is read after the grace.
-        seqs2.polled(BTreeMap::from([("org_a".to_string(), 9), ("".to_string(), 1)]), t0);
-        let c = seqs2.overdue(t0 + GAP_GRACE, GAP_GRACE);
-        assert!(
-            c.all_users.contains("org_a") && c.subscriptions.contains("org_a") && c.catalogue,
-            "{c:?}"
-        );
-        assert!(seqs2.notice(notice("org_a", 9, false), t0).is_empty(), "read past already");
-        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
-        // This process's own commits count as seen without a notification.
-        seqs2.polled(BTreeMap::from([("org_c".to_string(), 2)]), t0);
-        seqs2.own(vec![("org_c".to_string(), 1), ("org_c".to_string(), 2)], t0);
-        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
-        // An org never seen starts at 1.
-        assert_eq!(seqs2.notice(notice("org_b", 1, false), t0).users.len(), 1);
-        assert!(seqs2.overdue(t0 + GAP_GRACE * 3, GAP_GRACE).is_empty());
+    fn a_process_gone_is_read_for_once_and_again_after_it_came_back_and_went() {
+        let mut peers = Peers::default();
+        // At start-up: gone already, covered by the full read.
+        assert_eq!(peers.newly_gone(&seen(&[("a", true), ("b", false)])), vec!["a".to_string()]);
+        assert!(peers.newly_gone(&seen(&[("a", true), ("b", false)])).is_empty(), "once");
+        assert_eq!(peers.newly_gone(&seen(&[("a", true), ("b", true)])), vec!["b".to_string()]);
+        // b's connection came back (its row too), then went for good.
+        assert!(peers.newly_gone(&seen(&[("a", true), ("b", false)])).is_empty());
+        assert_eq!(peers.newly_gone(&seen(&[("a", true), ("b", true)])), vec!["b".to_string()]);
+        // a's row removed, then an origin of that name (none ever is) would count anew.
+        assert!(peers.newly_gone(&seen(&[("b", true)])).is_empty());
+        assert_eq!(peers.newly_gone(&seen(&[("a", true)])), vec!["a".to_string()]);
     }
 }

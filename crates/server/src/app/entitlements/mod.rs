@@ -40,15 +40,9 @@ pub struct Entitlements {
     pub(crate) index: Index,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Fed>>>,
     ready: watch::Sender<bool>,
-    /// Each org's last sequence number seen on the notification channel.
-    pub(crate) seqs: Mutex<follow::Sequences>,
-    /// How often everything was read again after start-up (the truth
-    /// tests expect none from changes of their own).
+    /// How often everything was read again after start-up (a listener
+    /// reconnected, another process died; the truth tests expect none).
     pub full_loads: AtomicU64,
-    /// How often an org (or the catalogue) was read again because a
-    /// sequence number stayed missing (none expected from this process's
-    /// own changes).
-    pub gap_rereads: AtomicU64,
     /// First uses that checks answered yes to, until written.
     pub usage: usage::UsageRecorder,
 }
@@ -61,9 +55,7 @@ impl Entitlements {
             index: Index::default(),
             receiver: Mutex::new(store.change_feed().subscribe()),
             ready: watch::channel(false).0,
-            seqs: Mutex::new(follow::Sequences::default()),
             full_loads: AtomicU64::new(0),
-            gap_rereads: AtomicU64::new(0),
             usage: usage::UsageRecorder::default(),
         });
         // Licence notes are applied in the committing task (see
@@ -125,7 +117,7 @@ impl Entitlements {
     /// live index (tests).
     #[doc(hidden)]
     pub async fn read_copy(store: &allot_store::Store, page: i64) -> Result<IndexCopy, Error> {
-        Ok(IndexCopy(follow::full_load_in_pages(store, page).await?.0))
+        Ok(IndexCopy(follow::full_load_in_pages(store, page).await?))
     }
 
     /// Whether the start-up read is done.
