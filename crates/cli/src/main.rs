@@ -423,7 +423,9 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             println!("Allot stopped");
         }
         Command::Migrate { db } => {
-            db.open().await?;
+            // Closed, not dropped: a process that leaves cleanly tells the
+            // servers on the database so (see the store's `presence.rs`).
+            db.open().await?.close().await;
             println!("database {} is up to date", db.database);
         }
         Command::Admin {
@@ -447,8 +449,9 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
                 label.as_deref(),
                 SystemClock.now(),
             )
-            .await
-            .map_err(|e| anyhow_lite::msg(e.detail))?;
+            .await;
+            store.close().await;
+            let token = token.map_err(|e| anyhow_lite::msg(e.detail))?;
             eprintln!("Created a {} token. It is shown only now; store it safely.", role.as_str());
             println!("{token}");
         }
@@ -507,22 +510,28 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             command: AdminCommand::RebuildSearchIndex { db },
         } => {
             let store = db.open().await?;
-            let mut tx = store.begin().await.map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
-            let n = allot_store::users::rebuild_search_index(&mut tx)
-                .await
-                .map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
-            tx.commit().await.map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
+            let n = async {
+                let mut tx = store.begin().await?;
+                let n = allot_store::users::rebuild_search_index(&mut tx).await?;
+                tx.commit().await?;
+                Ok::<_, allot_store::StoreError>(n)
+            }
+            .await;
             store.close().await;
+            let n = n.map_err(|e| anyhow_lite::msg(format!("{e:?}")))?;
             println!("indexed {n} users for search");
         }
         Command::Admin {
             command: AdminCommand::Check { db },
         } => {
             let store = db.open().await?;
-            let mut tx = store.begin_read().await.map_err(allot_domain::Error::from)?;
-            let bad = allot_store::subscriptions::counter_mismatches(&mut tx)
-                .await
-                .map_err(allot_domain::Error::from)?;
+            let bad = async {
+                let mut tx = store.begin_read().await?;
+                allot_store::subscriptions::counter_mismatches(&mut tx).await
+            }
+            .await;
+            store.close().await;
+            let bad = bad.map_err(allot_domain::Error::from)?;
             if bad.is_empty() {
                 println!("ok: every pool's consumed count equals its assignments");
             } else {

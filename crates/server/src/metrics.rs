@@ -136,6 +136,13 @@ pub async fn render(app: &App) -> String {
     out.push_str("# HELP allot_license_usage_dropped_total First uses not recorded because the buffer was full (the database could not be written).\n");
     out.push_str("# TYPE allot_license_usage_dropped_total counter\n");
     let _ = writeln!(out, "allot_license_usage_dropped_total {}", app.entitlements.usage.dropped());
+    out.push_str("# HELP allot_entitlement_full_reads_total Times the entitlement index was read whole again after start-up (a listening connection lost, another process died).\n");
+    out.push_str("# TYPE allot_entitlement_full_reads_total counter\n");
+    let _ = writeln!(
+        out,
+        "allot_entitlement_full_reads_total {}",
+        app.entitlements.full_loads.load(std::sync::atomic::Ordering::Relaxed)
+    );
     match crate::app::jobs::job_counts(app).await {
         Ok(counts) => {
             out.push_str("# HELP allot_jobs Jobs, by kind and state.\n");

@@ -576,6 +576,7 @@ async fn metrics_are_prometheus_text_on_their_own_address() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
     assert!(samples.contains_key("allot_writer_queue_depth"));
     assert_eq!(samples.get("allot_license_usage_dropped_total"), Some(&0.0));
+    assert_eq!(samples.get("allot_entitlement_full_reads_total"), Some(&0.0));
     // The index holds what the test made (at least one user so far).
     assert!(
         samples.get("allot_entitlement_index{part=\"users\"}").is_some_and(|n| *n >= 1.0),

@@ -1261,3 +1261,84 @@ async fn checks_record_usage_and_a_job_reclaims_idle_seats(backend: Backend) {
     }
     assert_eq!(license_state(&app).await, before);
 }
+
+/// PostgreSQL: another process that closes its store cleanly costs this
+/// server nothing; one whose connections end without a word (as they do
+/// on `kill -9`) makes it read everything again, once; and a process whose
+/// presence connection was cut but that lives on comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_process_is_read_for_only_when_it_dies() {
+    if !postgres_available() {
+        return;
+    }
+    let app = spawn(Backend::Postgres).await;
+    let reads = || app.app.entitlements.full_loads.load(std::sync::atomic::Ordering::Relaxed);
+    let row = |origin: String| {
+        let store = app.store.clone();
+        async move {
+            let mut rd = store.read_conn().await.expect("read");
+            rd.rows(
+                "SELECT gone_at FROM processes WHERE origin = $1",
+                allot_store::args![origin.as_str()],
+            )
+            .await
+            .expect("rows")
+            .first()
+            .map(|r| r.opt_text("gone_at").expect("gone_at"))
+        }
+    };
+    let before = reads();
+    let open = || allot_store::Store::open(&app.database, allot_store::StoreOptions::default());
+
+    let clean = open().await.expect("open");
+    let origin = clean.change_feed().origin.clone();
+    assert_eq!(
+        row(origin.clone()).await,
+        Some(None),
+        "a process has its row while it has the database open"
+    );
+    clean.close().await;
+    assert_eq!(row(origin).await, None, "a clean close removes the row");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(reads(), before, "nothing to read for a process that left cleanly");
+
+    let dying = open().await.expect("open");
+    let origin = dying.change_feed().origin.clone();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(reads(), before, "a live process costs nothing");
+    let mut admin = app.store.read_conn().await.expect("read");
+    let cut = admin
+        .rows(
+            "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity WHERE application_name LIKE $1",
+            allot_store::args![format!("allot {origin}%")],
+        )
+        .await
+        .expect("terminate");
+    drop(admin);
+    assert!(!cut.is_empty(), "the process's connections carry its name");
+    let started = std::time::Instant::now();
+    while reads() == before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "a process whose connections all ended was not read for"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(reads(), before + 1, "read for once");
+    assert!(
+        row(origin.clone()).await.is_some_and(|g| g.is_some()),
+        "its row notes when it was seen gone"
+    );
+    // Alive after all: its presence connection comes back within seconds.
+    let started = std::time::Instant::now();
+    while row(origin.clone()).await != Some(None) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "a living process did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    dying.close().await;
+    assert_eq!(reads(), before + 1);
+}

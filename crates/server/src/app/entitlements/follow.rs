@@ -227,7 +227,7 @@ pub async fn keep_exact(app: App) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_poll = Instant::now();
-    let mut last_tidy = Instant::now() - TIDY_EVERY;
+    let mut last_tidy: Option<Instant> = None;
     loop {
         let first = tokio::select! {
             fed = rx.recv() => match fed {
@@ -269,8 +269,8 @@ pub async fn keep_exact(app: App) {
                                 tracing::warn!(processes = ?gone, "another process died; reading every entitlement again");
                                 changes.everything = true;
                             }
-                            if seen.iter().any(|p| p.gone) && last_tidy.elapsed() >= TIDY_EVERY {
-                                last_tidy = Instant::now();
+                            if seen.iter().any(|p| p.gone) && last_tidy.is_none_or(|t| t.elapsed() >= TIDY_EVERY) {
+                                last_tidy = Some(Instant::now());
                                 tidy_processes(&app.store, seen.into_iter().filter(|p| p.gone).map(|p| p.origin).collect()).await;
                             }
                         }
