@@ -275,6 +275,43 @@ impl Notice {
     }
 }
 
+/// What a listener hears on [`CHANNEL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// What another process's commits changed.
+    Changes(Notice),
+    /// A process starting to follow: `origin;!hello`.
+    Hello { from: String },
+    /// A process that will announce its commits from now on, to the one
+    /// that said hello: `origin;!welcome|to`.
+    Welcome { from: String, to: String },
+}
+
+impl Heard {
+    pub fn parse(payload: &str) -> Option<Heard> {
+        match payload.split_once(";!") {
+            Some((from, "hello")) if !from.is_empty() && !from.contains(';') => Some(Heard::Hello { from: from.to_string() }),
+            Some((from, rest)) if !from.is_empty() && !from.contains(';') => {
+                let to = rest.strip_prefix("welcome|").filter(|t| !t.is_empty())?;
+                Some(Heard::Welcome {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+            }
+            _ => Notice::parse(payload).map(Heard::Changes),
+        }
+    }
+}
+
+/// Whether this process announces its commits: always, unless its reader
+/// saw no other process listening ([`ChangeFeed::alone_unless_greeted`]);
+/// a hello heard since makes it announce again.
+#[derive(Debug)]
+struct Announcing {
+    others: bool,
+    hellos: u64,
+}
+
 /// What the feed hands its reader.
 #[derive(Debug)]
 pub enum Fed {
@@ -285,6 +322,9 @@ pub enum Fed {
     /// The listening connection was lost and is back: notifications may have
     /// been missed, so everything is read again.
     Reconnected,
+    /// A process answered this one's hello ([`ChangeFeed::say_hello`]): it
+    /// announces every commit from now on.
+    Welcome { from: String },
 }
 
 /// This process's feed of committed changes (one per [`crate::Store`]).
@@ -306,6 +346,8 @@ pub struct ChangeFeed {
     /// (so that a process leaving sends what waits first).
     notes_queued: AtomicU64,
     notes_sent: Arc<watch::Sender<u64>>,
+    /// Whether anyone else listens (see [`Announcing`]).
+    announcing: Arc<Mutex<Announcing>>,
 }
 
 /// Applies what users hold after a commit: (org → user → licences).
@@ -327,6 +369,7 @@ impl ChangeFeed {
             notifier: std::sync::OnceLock::new(),
             notes_queued: AtomicU64::new(0),
             notes_sent: Arc::new(watch::channel(0).0),
+            announcing: Arc::new(Mutex::new(Announcing { others: true, hellos: 0 })),
         })
     }
 
@@ -334,7 +377,13 @@ impl ChangeFeed {
     pub(crate) fn start_notifier(&self, pool: sqlx::PgPool) {
         let (tx, rx) = mpsc::unbounded_channel();
         if self.notifier.set(tx).is_ok() {
-            tokio::spawn(notify_others(pool, self.origin.clone(), self.notes_sent.clone(), rx));
+            tokio::spawn(notify_others(
+                pool,
+                self.origin.clone(),
+                self.notes_sent.clone(),
+                self.announcing.clone(),
+                rx,
+            ));
         }
     }
 
@@ -349,6 +398,39 @@ impl ChangeFeed {
         if notifier.send(parts).is_err() {
             self.notes_sent.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Hellos heard so far (read before looking for other listeners).
+    pub fn hellos(&self) -> u64 {
+        self.announcing.lock().unwrap_or_else(|p| p.into_inner()).hellos
+    }
+
+    /// The reader looked (after `hellos_before` hellos) and saw no other
+    /// process listening: commits go unannounced, unless a hello came
+    /// meanwhile. A process that starts to listen says hello first and waits
+    /// for the welcome, which is sent only once this process announces again.
+    pub fn alone_unless_greeted(&self, hellos_before: u64) {
+        let mut a = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        if a.hellos == hellos_before {
+            a.others = false;
+        }
+    }
+
+    /// Another process listens: commits are announced.
+    pub fn others_listen(&self) {
+        self.announcing.lock().unwrap_or_else(|p| p.into_inner()).others = true;
+    }
+
+    /// Whether commits are announced now.
+    pub fn announces(&self) -> bool {
+        self.announcing.lock().unwrap_or_else(|p| p.into_inner()).others
+    }
+
+    /// Heard a hello: announce from now on.
+    fn greeted(&self) {
+        let mut a = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        a.hellos += 1;
+        a.others = true;
     }
 
     /// Waits until every commit announced so far has been sent (at most
@@ -479,10 +561,11 @@ fn pack(origin: &str, parts: &[String]) -> Vec<String> {
 /// fifth. A notification not sent is retried until it is (a process alive
 /// but cut off from the database commits nothing meanwhile either); one
 /// lost with its process is covered by [`crate::presence`].
-pub(crate) async fn notify_others(
+async fn notify_others(
     pool: sqlx::PgPool,
     origin: String,
     sent: Arc<watch::Sender<u64>>,
+    announcing: Arc<Mutex<Announcing>>,
     mut rx: mpsc::UnboundedReceiver<Vec<String>>,
 ) {
     let q = |s: &str| s.replace('\'', "''");
@@ -497,6 +580,12 @@ pub(crate) async fn notify_others(
                 }
                 Err(_) => break,
             }
+        }
+        // Decided after the COMMIT: a process that said hello before it
+        // was welcomed reads after this commit anyway (see `Announcing`).
+        if !announcing.lock().unwrap_or_else(|p| p.into_inner()).others {
+            sent.send_modify(|n| *n += commits);
+            continue;
         }
         let calls: Vec<String> = pack(&origin, &parts)
             .iter()
@@ -521,6 +610,17 @@ pub(crate) async fn notify_others(
     }
 }
 
+/// PostgreSQL: tells every listening process that this one listens now
+/// (each answers [`Fed::Welcome`] once it announces its commits).
+pub(crate) async fn say_hello(pool: &sqlx::PgPool, origin: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{origin};!hello"))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// PostgreSQL: listens on [`CHANNEL`] and forwards every notification to
 /// the feed's reader until the feed has none. Starts listening before it
 /// returns, so nothing committed after this call is missed. A connection
@@ -535,15 +635,34 @@ pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> 
             match listener.try_recv().await {
                 Ok(Some(n)) => {
                     failures = 0;
-                    match Notice::parse(n.payload()) {
+                    let forwarded = match Heard::parse(n.payload()) {
                         // This process's own commits were applied as they committed.
-                        Some(notice) if notice.from == feed.origin => {}
-                        Some(notice) => {
-                            if !feed.forward(Fed::Notice(notice)) {
-                                return;
+                        Some(Heard::Changes(notice)) if notice.from == feed.origin => true,
+                        Some(Heard::Changes(notice)) => feed.forward(Fed::Notice(notice)),
+                        Some(Heard::Hello { from }) if from != feed.origin => {
+                            // Announcing before welcoming: every commit of
+                            // this process from the welcome on is announced.
+                            feed.greeted();
+                            let welcome = format!("{};!welcome|{from}", feed.origin);
+                            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                                .bind(CHANNEL)
+                                .bind(welcome)
+                                .execute(&pool)
+                                .await
+                            {
+                                tracing::warn!(error = ?e, "cannot welcome a process that started to listen");
                             }
+                            true
                         }
-                        None => tracing::warn!(payload = n.payload(), "an entitlement notification could not be read"),
+                        Some(Heard::Welcome { from, to }) if to == feed.origin => feed.forward(Fed::Welcome { from }),
+                        Some(_) => true,
+                        None => {
+                            tracing::warn!(payload = n.payload(), "an entitlement notification could not be read");
+                            true
+                        }
+                    };
+                    if !forwarded {
+                        return;
                     }
                 }
                 // Lost and connected again (sqlx listens again on reconnect).
@@ -637,6 +756,36 @@ mod tests {
         q.user("org_'a", "usr_1");
         let n = Notice::parse(&pack("proc_x", &["org_'a|:usr_1".to_string()])[0]).expect("parses");
         assert_eq!(n.changes, q);
+    }
+
+    #[test]
+    fn hellos_and_welcomes_are_told_from_notes() {
+        assert_eq!(Heard::parse("proc_a;!hello"), Some(Heard::Hello { from: "proc_a".into() }));
+        assert_eq!(
+            Heard::parse("proc_b;!welcome|proc_a"),
+            Some(Heard::Welcome {
+                from: "proc_b".into(),
+                to: "proc_a".into()
+            })
+        );
+        assert_eq!(Heard::parse("proc_b;!welcome|"), None);
+        assert_eq!(Heard::parse("proc_b;!bye"), None);
+        assert_eq!(Heard::parse(";!hello"), None);
+        assert!(matches!(Heard::parse("proc_b;org|s:"), Some(Heard::Changes(n)) if n.from == "proc_b"));
+    }
+
+    #[test]
+    fn a_hello_heard_while_looking_keeps_the_process_announcing() {
+        let feed = ChangeFeed::new();
+        assert!(feed.announces(), "announcing until a reader looked");
+        let before = feed.hellos();
+        feed.greeted();
+        feed.alone_unless_greeted(before);
+        assert!(feed.announces(), "a hello came while the reader looked");
+        feed.alone_unless_greeted(feed.hellos());
+        assert!(!feed.announces());
+        feed.greeted();
+        assert!(feed.announces());
     }
 
     #[test]

@@ -235,12 +235,32 @@ impl Store {
     }
 
     /// PostgreSQL: starts forwarding the other processes' change
-    /// notifications to this process's feed (listening before it returns).
-    /// `None` on SQLite, which one process serves.
+    /// notifications to this process's feed (listening before it returns),
+    /// and marks this process as one that listens. `None` on SQLite, which
+    /// one process serves.
     pub async fn follow_others(&self) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
         match &self.pools {
-            Pools::Postgres { pool, .. } => Ok(Some(crate::changes::follow_others(pool.clone(), self.feed.clone()).await?)),
+            Pools::Postgres { pool, .. } => {
+                let listener = crate::changes::follow_others(pool.clone(), self.feed.clone()).await?;
+                if let Some(p) = &self.presence {
+                    if let Err(e) = p.listen(pool).await {
+                        listener.abort();
+                        return Err(e);
+                    }
+                }
+                Ok(Some(listener))
+            }
             Pools::Sqlite { .. } => Ok(None),
+        }
+    }
+
+    /// PostgreSQL: tells the listening processes that this one listens
+    /// too; each answers with a welcome (`Fed::Welcome`) once it announces
+    /// its commits.
+    pub async fn say_hello(&self) -> Result<(), StoreError> {
+        match &self.pools {
+            Pools::Postgres { pool, .. } => crate::changes::say_hello(pool, &self.feed.origin).await,
+            Pools::Sqlite { .. } => Ok(()),
         }
     }
 

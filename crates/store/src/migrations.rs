@@ -35,6 +35,7 @@ DROP TABLE entitlement_seqs;
 CREATE TABLE processes (
     origin TEXT PRIMARY KEY,
     started_at TEXT NOT NULL,
+    listening BOOLEAN NOT NULL DEFAULT FALSE,
     gone_at TEXT
 );
 "#;

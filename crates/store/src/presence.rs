@@ -14,10 +14,16 @@
 //! A process that closes its store cleanly sends what waits and removes its
 //! row ([`Presence::leave`]): nothing to read again then.
 //!
+//! A process that follows the others' commits (a server) marks its row
+//! `listening` ([`Presence::listen`]): a server that sees no other listener
+//! announces nothing (see `changes.rs`, `Announcing`).
+//!
 //! The row is durable, so a process that wrote and died between two looks
 //! is still seen. Rows of processes gone for a while are removed by the
 //! others ([`forget_long_gone`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -49,6 +55,9 @@ const FORGET_AFTER: chrono::Duration = chrono::Duration::minutes(10);
 
 /// This process's presence: its row and the connection that keeps it.
 pub struct Presence {
+    origin: String,
+    /// Whether this process listens (kept when the row is written again).
+    listening: Arc<AtomicBool>,
     stop: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -56,17 +65,20 @@ pub struct Presence {
 /// Writes this process's row and keeps its presence connection until
 /// [`Presence::leave`] (or the process's end).
 pub(crate) async fn enter(connect: &PgConnectOptions, origin: &str) -> Result<Presence, StoreError> {
-    let conn = present(connect, origin).await?;
+    let listening = Arc::new(AtomicBool::new(false));
+    let conn = present(connect, origin, false).await?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(keep(conn, connect.clone(), origin.to_string(), stopped));
+    let task = tokio::spawn(keep(conn, connect.clone(), origin.to_string(), listening.clone(), stopped));
     Ok(Presence {
+        origin: origin.to_string(),
+        listening,
         stop: std::sync::Mutex::new(Some(stop)),
         task: tokio::sync::Mutex::new(Some(task)),
     })
 }
 
 /// Opens the presence connection and (again) writes the row.
-async fn present(connect: &PgConnectOptions, origin: &str) -> Result<PgConnection, sqlx::Error> {
+async fn present(connect: &PgConnectOptions, origin: &str, listening: bool) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect_with(&connect.clone().application_name(&presence_name(origin))).await?;
     // Over TCP, the database notices a host that vanished within seconds
     // rather than the system's two hours (ignored on a Unix socket).
@@ -75,17 +87,24 @@ async fn present(connect: &PgConnectOptions, origin: &str) -> Result<PgConnectio
         .await
         .ok();
     sqlx::query(
-        "INSERT INTO processes (origin, started_at) VALUES ($1, $2) \
-         ON CONFLICT (origin) DO UPDATE SET gone_at = NULL",
+        "INSERT INTO processes (origin, started_at, listening) VALUES ($1, $2, $3) \
+         ON CONFLICT (origin) DO UPDATE SET gone_at = NULL, listening = $3",
     )
     .bind(origin)
     .bind(crate::ts(chrono::Utc::now()))
+    .bind(listening)
     .execute(&mut conn)
     .await?;
     Ok(conn)
 }
 
-async fn keep(conn: PgConnection, connect: PgConnectOptions, origin: String, mut stopped: oneshot::Receiver<bool>) {
+async fn keep(
+    conn: PgConnection,
+    connect: PgConnectOptions,
+    origin: String,
+    listening: Arc<AtomicBool>,
+    mut stopped: oneshot::Receiver<bool>,
+) {
     let mut conn = Some(conn);
     loop {
         tokio::select! {
@@ -110,7 +129,7 @@ async fn keep(conn: PgConnection, connect: PgConnectOptions, origin: String, mut
             // Gone (the database restarted, a network cut): others may have
             // counted this process dead meanwhile, which only costs them a
             // read; the row comes back with the connection.
-            conn = match present(&connect, &origin).await {
+            conn = match present(&connect, &origin, listening.load(Ordering::SeqCst)).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(error = ?e, "cannot keep this process's presence in the database; trying again");
@@ -126,6 +145,16 @@ async fn conn_checked(conn: &mut PgConnection) -> bool {
 }
 
 impl Presence {
+    /// Marks this process as one that listens to the others' notifications.
+    pub(crate) async fn listen(&self, pool: &sqlx::PgPool) -> Result<(), StoreError> {
+        self.listening.store(true, Ordering::SeqCst);
+        sqlx::query("UPDATE processes SET listening = TRUE WHERE origin = $1")
+            .bind(&self.origin)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
     /// Ends the presence: removes the row when `clean` (every commit was
     /// announced), else leaves it for the others to see this process gone.
     pub(crate) async fn leave(&self, clean: bool) {
@@ -142,6 +171,8 @@ impl Presence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub origin: String,
+    /// It follows the others' commits (a server).
+    pub listening: bool,
     /// Dead and settled: whatever it committed is in the database, and it
     /// may not have announced all of it.
     pub gone: bool,
@@ -150,7 +181,7 @@ pub struct Process {
 /// Every process but `me` that has a row, and whether it is gone.
 pub async fn processes(conn: &mut crate::Tx, me: &str) -> Result<Vec<Process>, StoreError> {
     let sql = format!(
-        "SELECT p.origin, \
+        "SELECT p.origin, p.listening, \
            (NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'allot ' || p.origin || ' presence') \
             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'allot ' || p.origin \
                  AND NOT (COALESCE(a.state, 'active') LIKE 'idle%' AND a.state_change < now() - interval '{SETTLED_AFTER}'))) AS gone \
@@ -161,6 +192,7 @@ pub async fn processes(conn: &mut crate::Tx, me: &str) -> Result<Vec<Process>, S
         .map(|r| {
             Ok(Process {
                 origin: r.text("origin")?,
+                listening: r.bool("listening")?,
                 gone: r.bool("gone")?,
             })
         })

@@ -1342,3 +1342,92 @@ async fn another_process_is_read_for_only_when_it_dies() {
     dying.close().await;
     assert_eq!(reads(), before + 1);
 }
+
+/// PostgreSQL: a server alone on its database announces nothing; a second
+/// one that starts greets it, is answered once it announces again, and
+/// follows its commits from then on; when the second goes, the first is
+/// alone again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_alone_announces_nothing_until_another_greets_it() {
+    if !postgres_available() {
+        return;
+    }
+    let app = spawn(Backend::Postgres).await;
+    catalogue(&app).await;
+    let feed = app.store.change_feed().clone();
+    let wait_for = |want: bool, what: &'static str| {
+        let feed = feed.clone();
+        async move {
+            let started = std::time::Instant::now();
+            while feed.announces() != want {
+                assert!(started.elapsed() < std::time::Duration::from_secs(3), "{what}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(false, "a server alone still announces its commits").await;
+
+    let org = org_named(&app, "Greeted").await;
+    let sub = subscription(&app, &org, json!([{ "product": "meetings", "quantity": 10 }])).await;
+
+    // A second server on the same database (another store: another process
+    // as far as the database can tell).
+    let second_store = allot_store::Store::open(&app.database, allot_store::StoreOptions::default())
+        .await
+        .expect("open");
+    let second = allot_server::AppState::new(second_store.clone(), app.clock.clone(), allot_server::Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let second_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(allot_server::serve(second.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let started = std::time::Instant::now();
+    while !second.entitlements.is_ready() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the second server did not read its index"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(feed.announces(), "the first server was welcomed only once it announced again");
+
+    // A change through the first is followed by the second within a second.
+    let token = product_service_token(&app, &org).await;
+    let user = user(&app, &org, "greeted@example.com").await;
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{org}/users/{user}/licenses"),
+            &app.admin,
+            json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let ask = json!({ "user": user, "feature": "meetings" });
+    let started = std::time::Instant::now();
+    loop {
+        let r = app
+            .client
+            .post(format!("{second_url}/api/v1/orgs/{org}/entitlements/check"))
+            .bearer_auth(&token)
+            .json(&ask)
+            .send()
+            .await
+            .expect("check");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.expect("json");
+        if body["allowed"] == json!(true) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the second server did not follow the first's commit within a second: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let _ = stop.send(());
+    let _ = serving.await;
+    second_store.close().await;
+    wait_for(false, "alone again, the first server still announces").await;
+}

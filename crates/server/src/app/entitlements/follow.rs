@@ -164,6 +164,45 @@ async fn look_at_processes(store: &Store) -> Result<Vec<Process>, StoreError> {
     allot_store::presence::processes(&mut rd, &store.change_feed().origin).await
 }
 
+/// How long a starting process waits for the listeners' welcomes before
+/// it reads (one that answers later makes it read everything again).
+const WELCOME_WAIT: Duration = Duration::from_secs(3);
+
+/// Says hello to `listeners` and waits (at most [`WELCOME_WAIT`]) until each
+/// has answered; answers those that did not. What the feed brings
+/// meanwhile was committed before the full read about to be made.
+async fn greet(
+    store: &Store,
+    feed: &allot_store::changes::ChangeFeed,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Fed>,
+    mut listeners: HashSet<String>,
+) -> HashSet<String> {
+    if listeners.is_empty() {
+        return listeners;
+    }
+    if let Err(e) = store.say_hello().await {
+        tracing::warn!(error = ?e, "cannot greet the other servers; whoever answers later makes this one read everything again");
+        return listeners;
+    }
+    let deadline = tokio::time::Instant::now() + WELCOME_WAIT;
+    let mut ticket = 0;
+    while !listeners.is_empty() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Fed::Welcome { from })) => {
+                listeners.remove(&from);
+            }
+            Ok(Some(Fed::Local { ticket: t, .. })) => ticket = ticket.max(t),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    feed.applied(ticket);
+    if !listeners.is_empty() {
+        tracing::warn!(servers = ?listeners, "some servers did not answer the greeting in time; reading again when they do");
+    }
+    listeners
+}
+
 /// Records when gone processes were first seen gone and removes the rows
 /// of those long gone.
 async fn tidy_processes(store: &Store, gone: Vec<String>) {
@@ -197,18 +236,21 @@ pub async fn keep_exact(app: App) {
     };
     // Processes gone already: the full read below sees all they committed.
     let mut peers = Peers::default();
-    loop {
+    let listeners: HashSet<String> = loop {
         match look_at_processes(&app.store).await {
             Ok(seen) => {
                 peers.newly_gone(&seen);
-                break;
+                break seen.into_iter().filter(|p| p.listening && !p.gone).map(|p| p.origin).collect();
             }
             Err(e) => {
                 tracing::error!(error = ?e, "cannot see the other processes; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
+    };
+    // A listener that saw no other may be announcing nothing: each is
+    // greeted, and read from once it answers (it announces from then on).
+    let late = greet(&app.store, &feed, &mut rx, listeners).await;
     loop {
         match full_load(&app.store).await {
             Ok(state) => {
@@ -228,6 +270,7 @@ pub async fn keep_exact(app: App) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_poll = Instant::now();
     let mut last_tidy: Option<Instant> = None;
+    let mut late = late;
     loop {
         let first = tokio::select! {
             fed = rx.recv() => match fed {
@@ -247,6 +290,8 @@ pub async fn keep_exact(app: App) {
                     }
                     Fed::Notice(n) => changes.merge(n.changes),
                     Fed::Reconnected => changes.everything = true,
+                    // It may have committed unannounced after the full read began.
+                    Fed::Welcome { from } => changes.everything |= late.remove(&from),
                 };
                 take(first, &mut changes);
                 // Whatever queued meanwhile is read together.
@@ -262,8 +307,16 @@ pub async fn keep_exact(app: App) {
             None => {
                 if polls && last_poll.elapsed() >= POLL {
                     last_poll = Instant::now();
+                    let hellos = feed.hellos();
                     match look_at_processes(&app.store).await {
                         Ok(seen) => {
+                            // Nobody else to tell: commits go unannounced (a
+                            // listener that starts says hello first).
+                            if seen.iter().any(|p| p.listening && !p.gone) {
+                                feed.others_listen();
+                            } else {
+                                feed.alone_unless_greeted(hellos);
+                            }
                             let gone = peers.newly_gone(&seen);
                             if !gone.is_empty() {
                                 tracing::warn!(processes = ?gone, "another process died; reading every entitlement again");
@@ -312,6 +365,7 @@ mod tests {
         list.iter()
             .map(|(o, gone)| Process {
                 origin: o.to_string(),
+                listening: true,
                 gone: *gone,
             })
             .collect()
