@@ -422,7 +422,7 @@ async fn three_servers_stay_exact() {
         .expect("writer");
     sqlx::query("UPDATE users SET status = 'inactive' WHERE org_id = $1 AND id = $2")
         .bind(&org)
-        .bind(&u)
+        .bind(u)
         .execute(&mut writer)
         .await
         .expect("deactivate");
