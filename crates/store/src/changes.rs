@@ -15,8 +15,10 @@
 //! Other processes learn of it through PostgreSQL: right after the COMMIT,
 //! one task per process sends what waits as `NOTIFY allot_entitlements`
 //! ([`notify_others`]), packed, and keeps trying until it is sent. A
-//! listener ([`follow_others`]) passes them on. Nothing is written per
-//! transaction to number them: a notification is lost only when its
+//! listener ([`follow_others`]) passes them on. Each process numbers the
+//! notifications it sends (in memory: nothing is written per transaction),
+//! so a reader that sees a number skipped reads everything again; but a
+//! notification is lost only when its
 //! process dies between the COMMIT and the NOTIFY, and other processes see
 //! that death instead ([`crate::presence`]) and read everything again. A
 //! lost listening connection means everything too.
@@ -237,22 +239,30 @@ impl Changes {
 pub struct Notice {
     /// The sending process's origin ([`ChangeFeed::origin`]).
     pub from: String,
+    /// Its number among the notifications that process sent (1, 2, ...):
+    /// a reader that sees one skipped reads everything again.
+    pub number: u64,
     pub changes: Changes,
 }
 
 impl Notice {
-    /// Parses one notification, `origin;org|body;org|body...` (the orgs of
-    /// one or more commits); `None` for anything else.
+    /// Parses one notification, `origin#number;org|body;org|body...` (the
+    /// orgs of one or more commits); `None` for anything else.
     pub fn parse(payload: &str) -> Option<Notice> {
         let mut parts = payload.split(';');
-        let from = parts.next().filter(|f| !f.is_empty() && !f.contains('|'))?.to_string();
+        let (from, number) = parts.next()?.split_once('#')?;
+        if from.is_empty() || from.contains('|') {
+            return None;
+        }
+        let number: u64 = number.parse().ok().filter(|n| *n > 0)?;
+        let from = from.to_string();
         let mut changes = Changes::default();
         let mut any = false;
         for part in parts {
             changes.merge(Notice::parse_one(part)?);
             any = true;
         }
-        any.then_some(Notice { from, changes })
+        any.then_some(Notice { from, number, changes })
     }
 
     /// `org|body`.
@@ -531,8 +541,9 @@ impl ChangeFeed {
 }
 
 /// Packs notification parts (`org|body`, one commit's orgs after
-/// another) into as few payloads as fit, each `origin;part;part...`.
-fn pack(origin: &str, parts: &[String]) -> Vec<String> {
+/// another) into as few payloads as fit, each `origin#number;part;part...`,
+/// numbered from `first`.
+fn pack(origin: &str, first: u64, parts: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
     for part in parts {
@@ -540,7 +551,7 @@ fn pack(origin: &str, parts: &[String]) -> Vec<String> {
             out.push(std::mem::take(&mut current));
         }
         if current.is_empty() {
-            current.push_str(origin);
+            current = format!("{origin}#{}", first + out.len() as u64);
         }
         current.push(';');
         current.push_str(part);
@@ -558,7 +569,7 @@ fn pack(origin: &str, parts: &[String]) -> Vec<String> {
 /// of every transaction that notifies (a lock held through the commit's
 /// flush), which cost a tenth of the changes per second over many orgs.
 /// Nor numbered in it: a counter row bumped by every transaction cost a
-/// fifth. A notification not sent is retried until it is (a process alive
+/// fifth; the numbers are this task's own, per payload sent. A notification not sent is retried until it is (a process alive
 /// but cut off from the database commits nothing meanwhile either); one
 /// lost with its process is covered by [`crate::presence`].
 async fn notify_others(
@@ -569,6 +580,9 @@ async fn notify_others(
     mut rx: mpsc::UnboundedReceiver<Vec<String>>,
 ) {
     let q = |s: &str| s.replace('\'', "''");
+    // The number of the next notification (sent ones only: a reader that
+    // starts listening takes the first it hears as its start).
+    let mut next = 1u64;
     while let Some(first) = rx.recv().await {
         let mut parts = first;
         let mut commits = 1u64;
@@ -587,17 +601,18 @@ async fn notify_others(
             sent.send_modify(|n| *n += commits);
             continue;
         }
-        let calls: Vec<String> = pack(&origin, &parts)
-            .iter()
-            .map(|p| format!("pg_notify('{CHANNEL}', '{}')", q(p)))
-            .collect();
+        let payloads = pack(&origin, next, &parts);
+        let calls: Vec<String> = payloads.iter().map(|p| format!("pg_notify('{CHANNEL}', '{}')", q(p))).collect();
         // Nothing to make durable: a NOTIFY is delivered at its commit, and
         // a crash of the database reconnects every listener anyway.
         let sql = format!("SET LOCAL synchronous_commit = off; SELECT {}", calls.join(", "));
         let mut attempt = 0u64;
         loop {
             match sqlx::Executor::execute(&pool, sql.as_str()).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    next += payloads.len() as u64;
+                    break;
+                }
                 Err(sqlx::Error::PoolClosed) => return,
                 Err(e) => {
                     attempt += 1;
@@ -713,8 +728,8 @@ mod tests {
         c.all_users("org_d");
         c.catalogue();
         let parts: Vec<String> = c.payloads().iter().map(|(org, body)| format!("{org}|{body}")).collect();
-        let n = Notice::parse(&format!("proc_x;{}", parts.join(";"))).expect("parses");
-        assert_eq!(n.from, "proc_x");
+        let n = Notice::parse(&format!("proc_x#7;{}", parts.join(";"))).expect("parses");
+        assert_eq!((n.from.as_str(), n.number), ("proc_x", 7));
         assert_eq!(n.changes, c);
     }
 
@@ -734,13 +749,13 @@ mod tests {
     #[test]
     fn many_commits_pack_into_few_notifications_each_within_the_limit() {
         let parts: Vec<String> = (0..3000).map(|i| format!("org_{i:026}|:usr_{i:026}")).collect();
-        let sent = pack("proc_x", &parts);
+        let sent = pack("proc_x", 41, &parts);
         assert!(sent.len() > 1 && sent.len() < 30, "{} notifications", sent.len());
         assert!(sent.iter().all(|p| p.len() < 8000));
         let mut back = Changes::default();
-        for p in &sent {
+        for (i, p) in sent.iter().enumerate() {
             let n = Notice::parse(p).expect("parses");
-            assert_eq!(n.from, "proc_x");
+            assert_eq!((n.from.as_str(), n.number), ("proc_x", 41 + i as u64), "numbered in order");
             back.merge(n.changes);
         }
         assert_eq!(back.users.len(), 3000);
@@ -750,11 +765,11 @@ mod tests {
             .is_some_and(|u| u.contains(&format!("usr_{:026}", 2999))));
         // A part as long as a note gets (a list of users near the limit) fits alone.
         let long = format!("org_a|:{}", "u".repeat(MAX_PAYLOAD + 20));
-        assert!(pack("proc_x", &[long.clone(), long]).iter().all(|p| p.len() < 8000));
+        assert!(pack("proc_x", 1, &[long.clone(), long]).iter().all(|p| p.len() < 8000));
         // Quotes in ids travel as they are (the SQL literal doubles them).
         let mut q = Changes::default();
         q.user("org_'a", "usr_1");
-        let n = Notice::parse(&pack("proc_x", &["org_'a|:usr_1".to_string()])[0]).expect("parses");
+        let n = Notice::parse(&pack("proc_x", 1, &["org_'a|:usr_1".to_string()])[0]).expect("parses");
         assert_eq!(n.changes, q);
     }
 
@@ -771,7 +786,7 @@ mod tests {
         assert_eq!(Heard::parse("proc_b;!welcome|"), None);
         assert_eq!(Heard::parse("proc_b;!bye"), None);
         assert_eq!(Heard::parse(";!hello"), None);
-        assert!(matches!(Heard::parse("proc_b;org|s:"), Some(Heard::Changes(n)) if n.from == "proc_b"));
+        assert!(matches!(Heard::parse("proc_b#3;org|s:"), Some(Heard::Changes(n)) if n.from == "proc_b" && n.number == 3));
     }
 
     #[test]
@@ -792,9 +807,12 @@ mod tests {
     fn a_payload_that_is_not_a_note_is_refused() {
         assert_eq!(Notice::parse("nonsense"), None);
         assert_eq!(Notice::parse("p"), None);
-        assert_eq!(Notice::parse("p;org|x:*"), None);
-        assert_eq!(Notice::parse("p;org"), None);
+        assert_eq!(Notice::parse("p#1;org|x:*"), None);
+        assert_eq!(Notice::parse("p#1;org"), None);
         assert_eq!(Notice::parse("p|1;org|s:*"), None);
-        assert!(Notice::parse("p;org|s:*;org_b|:usr_1").is_some_and(|n| n.changes.subscriptions.len() == 1 && n.changes.users.len() == 1));
+        assert_eq!(Notice::parse("p;org|s:*"), None, "unnumbered");
+        assert_eq!(Notice::parse("p#0;org|s:*"), None);
+        assert_eq!(Notice::parse("p#x;org|s:*"), None);
+        assert!(Notice::parse("p#2;org|s:*;org_b|:usr_1").is_some_and(|n| n.changes.subscriptions.len() == 1 && n.changes.users.len() == 1));
     }
 }

@@ -1426,6 +1426,25 @@ async fn a_server_alone_announces_nothing_until_another_greets_it() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
+    // More changes, each announced with the next number: the second never
+    // had to read everything.
+    for i in 0..5 {
+        let u = crate::kit::user(&app, &org, &format!("greeted{i}@example.com")).await;
+        let r = app
+            .post(
+                &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+                &app.admin,
+                json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        second.entitlements.full_loads.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the second server read everything again without a notification missing"
+    );
     let _ = stop.send(());
     let _ = serving.await;
     second_store.close().await;

@@ -123,6 +123,42 @@ async fn apply(store: &Store, ent: &Entitlements, changes: &Changes) -> Result<(
     Ok(())
 }
 
+/// Each other process's last notification number heard.
+#[derive(Debug, Default)]
+struct Numbers {
+    last: std::collections::HashMap<String, u64>,
+}
+
+/// What one notification's number says.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// The next one (or the first heard from that process): apply it.
+    Next,
+    /// Heard already (a send retried after its answer was lost): nothing new.
+    Again,
+    /// One or more were skipped: read everything.
+    AfterGap,
+}
+
+impl Numbers {
+    fn heard(&mut self, from: &str, number: u64) -> Heard {
+        let Some(last) = self.last.get_mut(from) else {
+            self.last.insert(from.to_string(), number);
+            return Heard::Next;
+        };
+        if number <= *last {
+            return Heard::Again;
+        }
+        let gap = number > *last + 1;
+        *last = number;
+        if gap {
+            Heard::AfterGap
+        } else {
+            Heard::Next
+        }
+    }
+}
+
 /// How often the rows of gone processes are tidied, while there are any.
 const TIDY_EVERY: Duration = Duration::from_secs(60);
 
@@ -271,6 +307,7 @@ pub async fn keep_exact(app: App) {
     let mut last_poll = Instant::now();
     let mut last_tidy: Option<Instant> = None;
     let mut late = late;
+    let mut numbers = Numbers::default();
     loop {
         let first = tokio::select! {
             fed = rx.recv() => match fed {
@@ -288,7 +325,14 @@ pub async fn keep_exact(app: App) {
                         ticket = ticket.max(t);
                         changes.merge(c);
                     }
-                    Fed::Notice(n) => changes.merge(n.changes),
+                    Fed::Notice(n) => match numbers.heard(&n.from, n.number) {
+                        Heard::Next => changes.merge(n.changes),
+                        Heard::Again => {}
+                        Heard::AfterGap => {
+                            tracing::warn!(from = %n.from, number = n.number, "a notification was skipped; reading every entitlement again");
+                            changes.everything = true;
+                        }
+                    },
                     Fed::Reconnected => changes.everything = true,
                     // It may have committed unannounced after the full read began.
                     Fed::Welcome { from } => changes.everything |= late.remove(&from),
@@ -369,6 +413,17 @@ mod tests {
                 gone: *gone,
             })
             .collect()
+    }
+
+    #[test]
+    fn numbers_in_order_are_applied_repeats_skipped_and_a_gap_reads_everything() {
+        let mut n = Numbers::default();
+        assert_eq!(n.heard("a", 7), Heard::Next, "the first heard is the start");
+        assert_eq!(n.heard("a", 8), Heard::Next);
+        assert_eq!(n.heard("a", 8), Heard::Again);
+        assert_eq!(n.heard("b", 1), Heard::Next, "per process");
+        assert_eq!(n.heard("a", 10), Heard::AfterGap);
+        assert_eq!(n.heard("a", 11), Heard::Next);
     }
 
     #[test]
