@@ -216,9 +216,10 @@ async fn greet(
     if listeners.is_empty() {
         return listeners;
     }
-    if let Err(e) = store.say_hello().await {
-        tracing::warn!(error = ?e, "cannot greet the other servers; whoever answers later makes this one read everything again");
-        return listeners;
+    // Not greeted, a listener may stay silent for good: no reading before.
+    while let Err(e) = store.say_hello().await {
+        tracing::error!(error = ?e, "cannot greet the other servers; trying again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let deadline = tokio::time::Instant::now() + WELCOME_WAIT;
     let mut ticket = 0;
