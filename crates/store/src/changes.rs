@@ -18,10 +18,10 @@
 //! listener ([`follow_others`]) passes them on. Each process numbers the
 //! notifications it sends (in memory: nothing is written per transaction),
 //! so a reader that sees a number skipped reads everything again; but a
-//! notification is lost only when its
-//! process dies between the COMMIT and the NOTIFY, and other processes see
-//! that death instead ([`crate::presence`]) and read everything again. A
-//! lost listening connection means everything too.
+//! notification is lost only when its process dies between the COMMIT and
+//! the NOTIFY, and other processes see that death instead
+//! ([`crate::presence`]) and read everything again. A lost listening
+//! connection means everything too.
 //!
 //! The notes name *what* to read again, not what changed: the reader reads
 //! those rows back from the database, one read at a time, so the order in
@@ -298,6 +298,26 @@ pub enum Heard {
 }
 
 impl Heard {
+    /// The payload of a hello or a welcome (notes are packed by [`pack`]).
+    fn payload(&self) -> Option<String> {
+        match self {
+            Heard::Hello { from } => Some(format!("{from};!hello")),
+            Heard::Welcome { from, to } => Some(format!("{from};!welcome|{to}")),
+            Heard::Changes(_) => None,
+        }
+    }
+
+    /// Sends a hello or a welcome on [`CHANNEL`].
+    async fn send(&self, pool: &sqlx::PgPool) -> Result<(), StoreError> {
+        let Some(payload) = self.payload() else { return Ok(()) };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
     pub fn parse(payload: &str) -> Option<Heard> {
         match payload.split_once(";!") {
             Some((from, "hello")) if !from.is_empty() && !from.contains(';') => Some(Heard::Hello { from: from.to_string() }),
@@ -569,9 +589,10 @@ fn pack(origin: &str, first: u64, parts: &[String]) -> Vec<String> {
 /// of every transaction that notifies (a lock held through the commit's
 /// flush), which cost a tenth of the changes per second over many orgs.
 /// Nor numbered in it: a counter row bumped by every transaction cost a
-/// fifth; the numbers are this task's own, per payload sent. A notification not sent is retried until it is (a process alive
-/// but cut off from the database commits nothing meanwhile either); one
-/// lost with its process is covered by [`crate::presence`].
+/// fifth; the numbers are this task's own, per payload sent. A notification
+/// not sent is retried until it is (a process alive but cut off from the
+/// database commits nothing meanwhile either); one lost with its process is
+/// covered by [`crate::presence`].
 async fn notify_others(
     pool: sqlx::PgPool,
     origin: String,
@@ -628,12 +649,7 @@ async fn notify_others(
 /// PostgreSQL: tells every listening process that this one listens now
 /// (each answers [`Fed::Welcome`] once it announces its commits).
 pub(crate) async fn say_hello(pool: &sqlx::PgPool, origin: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(format!("{origin};!hello"))
-        .execute(pool)
-        .await?;
-    Ok(())
+    Heard::Hello { from: origin.to_string() }.send(pool).await
 }
 
 /// PostgreSQL: listens on [`CHANNEL`] and forwards every notification to
@@ -658,13 +674,11 @@ pub(crate) async fn follow_others(pool: sqlx::PgPool, feed: Arc<ChangeFeed>) -> 
                             // Announcing before welcoming: every commit of
                             // this process from the welcome on is announced.
                             feed.greeted();
-                            let welcome = format!("{};!welcome|{from}", feed.origin);
-                            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-                                .bind(CHANNEL)
-                                .bind(welcome)
-                                .execute(&pool)
-                                .await
-                            {
+                            let welcome = Heard::Welcome {
+                                from: feed.origin.clone(),
+                                to: from,
+                            };
+                            if let Err(e) = welcome.send(&pool).await {
                                 tracing::warn!(error = ?e, "cannot welcome a process that started to listen");
                             }
                             true
@@ -786,6 +800,15 @@ mod tests {
         assert_eq!(Heard::parse("proc_b;!welcome|"), None);
         assert_eq!(Heard::parse("proc_b;!bye"), None);
         assert_eq!(Heard::parse(";!hello"), None);
+        for h in [
+            Heard::Hello { from: "proc_a".into() },
+            Heard::Welcome {
+                from: "proc_b".into(),
+                to: "proc_a".into(),
+            },
+        ] {
+            assert_eq!(Heard::parse(&h.payload().expect("a payload")), Some(h), "round trip");
+        }
         assert!(matches!(Heard::parse("proc_b#3;org|s:"), Some(Heard::Changes(n)) if n.from == "proc_b" && n.number == 3));
     }
 

@@ -32,14 +32,19 @@ use tokio::sync::oneshot;
 
 use crate::db::StoreError;
 
+/// A process's connections are named `{NAME_PREFIX}{origin}`; its presence
+/// connection `{NAME_PREFIX}{origin}{PRESENCE_SUFFIX}` (`application_name`).
+const NAME_PREFIX: &str = "allot ";
+const PRESENCE_SUFFIX: &str = " presence";
+
 /// The `application_name` of a process's connections.
 pub(crate) fn connection_name(origin: &str) -> String {
-    format!("allot {origin}")
+    format!("{NAME_PREFIX}{origin}")
 }
 
 /// The `application_name` of its presence connection.
 fn presence_name(origin: &str) -> String {
-    format!("allot {origin} presence")
+    format!("{NAME_PREFIX}{origin}{PRESENCE_SUFFIX}")
 }
 
 /// How long a dead process's idle connections must have been idle before
@@ -122,7 +127,7 @@ async fn keep(
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
         let alive = match conn.as_mut() {
-            Some(c) => conn_checked(c).await,
+            Some(c) => c.ping().await.is_ok(),
             None => false,
         };
         if !alive {
@@ -138,10 +143,6 @@ async fn keep(
             };
         }
     }
-}
-
-async fn conn_checked(conn: &mut PgConnection) -> bool {
-    conn.ping().await.is_ok()
 }
 
 impl Presence {
@@ -180,14 +181,15 @@ pub struct Process {
 
 /// Every process but `me` that has a row, and whether it is gone.
 pub async fn processes(conn: &mut crate::Tx, me: &str) -> Result<Vec<Process>, StoreError> {
+    // The names are built as `connection_name` and `presence_name` build them.
     let sql = format!(
         "SELECT p.origin, p.listening, \
-           (NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'allot ' || p.origin || ' presence') \
-            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'allot ' || p.origin \
+           (NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = $2 || p.origin || $3) \
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = $2 || p.origin \
                  AND NOT (COALESCE(a.state, 'active') LIKE 'idle%' AND a.state_change < now() - interval '{SETTLED_AFTER}'))) AS gone \
          FROM processes p WHERE p.origin <> $1"
     );
-    let rows = conn.rows(&sql, crate::args![me]).await?;
+    let rows = conn.rows(&sql, crate::args![me, NAME_PREFIX, PRESENCE_SUFFIX]).await?;
     rows.iter()
         .map(|r| {
             Ok(Process {
@@ -203,13 +205,11 @@ pub async fn processes(conn: &mut crate::Tx, me: &str) -> Result<Vec<Process>, S
 /// gone for longer than [`FORGET_AFTER`] (every reader has long read
 /// everything again by then).
 pub async fn forget_long_gone(tx: &mut crate::Tx, gone: &[String], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
-    for origin in gone {
-        tx.exec(
-            "UPDATE processes SET gone_at = $2 WHERE origin = $1 AND gone_at IS NULL",
-            crate::args![origin.as_str(), crate::ts(now)],
-        )
-        .await?;
-    }
+    let sql = format!(
+        "UPDATE processes SET gone_at = $2 WHERE {} AND gone_at IS NULL",
+        tx.any_of("origin", 1)
+    );
+    tx.exec(&sql, &[crate::Val::texts(gone), crate::Val::from(crate::ts(now))]).await?;
     tx.exec(
         "DELETE FROM processes WHERE gone_at IS NOT NULL AND gone_at < $1",
         crate::args![crate::ts(now - FORGET_AFTER)],

@@ -1394,15 +1394,22 @@ async fn a_server_alone_announces_nothing_until_another_greets_it() {
 
     // A change through the first is followed by the second within a second.
     let token = product_service_token(&app, &org).await;
-    let user = user(&app, &org, "greeted@example.com").await;
-    let r = app
-        .post(
-            &format!("/api/v1/orgs/{org}/users/{user}/licenses"),
-            &app.admin,
-            json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
-        )
-        .await;
-    assert!(r.status.is_success(), "{}", r.body);
+    let new_user_with_meetings = |email: String| {
+        let (app, org, sub) = (&app, &org, &sub);
+        async move {
+            let u = user(app, org, &email).await;
+            let r = app
+                .post(
+                    &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
+                    &app.admin,
+                    json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
+                )
+                .await;
+            assert!(r.status.is_success(), "{}", r.body);
+            u
+        }
+    };
+    let user = new_user_with_meetings("greeted@example.com".into()).await;
     let ask = json!({ "user": user, "feature": "meetings" });
     let started = std::time::Instant::now();
     loop {
@@ -1429,15 +1436,7 @@ async fn a_server_alone_announces_nothing_until_another_greets_it() {
     // More changes, each announced with the next number: the second never
     // had to read everything.
     for i in 0..5 {
-        let u = crate::kit::user(&app, &org, &format!("greeted{i}@example.com")).await;
-        let r = app
-            .post(
-                &format!("/api/v1/orgs/{org}/users/{u}/licenses"),
-                &app.admin,
-                json!({ "add": [{ "product": "meetings", "subscription": sub }] }),
-            )
-            .await;
-        assert!(r.status.is_success(), "{}", r.body);
+        new_user_with_meetings(format!("greeted{i}@example.com")).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(

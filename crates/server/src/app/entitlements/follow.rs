@@ -131,7 +131,7 @@ struct Numbers {
 
 /// What one notification's number says.
 #[derive(Debug, PartialEq, Eq)]
-enum Heard {
+enum Numbered {
     /// The next one (or the first heard from that process): apply it.
     Next,
     /// Heard already (a send retried after its answer was lost): nothing new.
@@ -141,20 +141,20 @@ enum Heard {
 }
 
 impl Numbers {
-    fn heard(&mut self, from: &str, number: u64) -> Heard {
+    fn heard(&mut self, from: &str, number: u64) -> Numbered {
         let Some(last) = self.last.get_mut(from) else {
             self.last.insert(from.to_string(), number);
-            return Heard::Next;
+            return Numbered::Next;
         };
         if number <= *last {
-            return Heard::Again;
+            return Numbered::Again;
         }
         let gap = number > *last + 1;
         *last = number;
         if gap {
-            Heard::AfterGap
+            Numbered::AfterGap
         } else {
-            Heard::Next
+            Numbered::Next
         }
     }
 }
@@ -167,7 +167,7 @@ pub(crate) const POLL: Duration = Duration::from_millis(500);
 
 /// The other processes found gone, and read for already.
 #[derive(Debug, Default)]
-pub(crate) struct Peers {
+struct Peers {
     read_for: HashSet<String>,
 }
 
@@ -205,7 +205,7 @@ async fn look_at_processes(store: &Store) -> Result<Vec<Process>, StoreError> {
 const WELCOME_WAIT: Duration = Duration::from_secs(3);
 
 /// Says hello to `listeners` and waits (at most [`WELCOME_WAIT`]) until each
-/// has answered; answers those that did not. What the feed brings
+/// has answered; returns those that did not. What the feed brings
 /// meanwhile was committed before the full read about to be made.
 async fn greet(
     store: &Store,
@@ -287,7 +287,7 @@ pub async fn keep_exact(app: App) {
     };
     // A listener that saw no other may be announcing nothing: each is
     // greeted, and read from once it answers (it announces from then on).
-    let late = greet(&app.store, &feed, &mut rx, listeners).await;
+    let mut late = greet(&app.store, &feed, &mut rx, listeners).await;
     loop {
         match full_load(&app.store).await {
             Ok(state) => {
@@ -307,7 +307,6 @@ pub async fn keep_exact(app: App) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_poll = Instant::now();
     let mut last_tidy: Option<Instant> = None;
-    let mut late = late;
     let mut numbers = Numbers::default();
     loop {
         let first = tokio::select! {
@@ -327,9 +326,9 @@ pub async fn keep_exact(app: App) {
                         changes.merge(c);
                     }
                     Fed::Notice(n) => match numbers.heard(&n.from, n.number) {
-                        Heard::Next => changes.merge(n.changes),
-                        Heard::Again => {}
-                        Heard::AfterGap => {
+                        Numbered::Next => changes.merge(n.changes),
+                        Numbered::Again => {}
+                        Numbered::AfterGap => {
                             tracing::warn!(from = %n.from, number = n.number, "a notification was skipped; reading every entitlement again");
                             changes.everything = true;
                         }
@@ -419,12 +418,12 @@ mod tests {
     #[test]
     fn numbers_in_order_are_applied_repeats_skipped_and_a_gap_reads_everything() {
         let mut n = Numbers::default();
-        assert_eq!(n.heard("a", 7), Heard::Next, "the first heard is the start");
-        assert_eq!(n.heard("a", 8), Heard::Next);
-        assert_eq!(n.heard("a", 8), Heard::Again);
-        assert_eq!(n.heard("b", 1), Heard::Next, "per process");
-        assert_eq!(n.heard("a", 10), Heard::AfterGap);
-        assert_eq!(n.heard("a", 11), Heard::Next);
+        assert_eq!(n.heard("a", 7), Numbered::Next, "the first heard is the start");
+        assert_eq!(n.heard("a", 8), Numbered::Next);
+        assert_eq!(n.heard("a", 8), Numbered::Again);
+        assert_eq!(n.heard("b", 1), Numbered::Next, "per process");
+        assert_eq!(n.heard("a", 10), Numbered::AfterGap);
+        assert_eq!(n.heard("a", 11), Numbered::Next);
     }
 
     #[test]
