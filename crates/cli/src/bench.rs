@@ -133,6 +133,11 @@ pub enum BenchCommand {
         /// Seconds each measured run lasts.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Pin the load generator to these CPUs (`taskset -c` syntax, one
+        /// `wrk` thread per CPU), as if it ran on another machine; start
+        /// the bench itself under `taskset -c` with the others.
+        #[arg(long)]
+        load_cpus: Option<String>,
     },
     /// One licence change planned in memory (user with 10 licences, 200
     /// products) vs. a seats-only check of the same change.
@@ -159,6 +164,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             licenses_per_user,
             connections,
             seconds,
+            load_cpus,
         } => {
             crate::bench_check::run(
                 &backend,
@@ -168,6 +174,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
                     licenses_per_user,
                     connections,
                     seconds,
+                    load_cpus,
                 },
             )
             .await?

@@ -39,6 +39,8 @@ pub struct CheckBench {
     pub licenses_per_user: usize,
     pub connections: usize,
     pub seconds: u64,
+    /// CPUs for `wrk` (`taskset -c` syntax), when the bench is pinned.
+    pub load_cpus: Option<String>,
 }
 
 fn product_code(p: usize) -> String {
@@ -148,8 +150,46 @@ struct Load {
 
 /// `wrk` with a Lua script that sends the prepared requests in random
 /// order (or `GET path` when none are given).
-fn wrk(url: &str, path: &str, prepared: &[String], connections: usize, seconds: u64, dir: &std::path::Path) -> Result<Load> {
-    wrk_paced(url, path, prepared, connections, seconds, dir, None)
+fn wrk(url: &str, path: &str, prepared: &[String], gen: &LoadGen, seconds: u64, dir: &std::path::Path) -> Result<Load> {
+    wrk_paced(url, path, prepared, gen, seconds, dir, None)
+}
+
+/// How `wrk` runs: its connections, and the CPUs it is pinned to (one
+/// thread per CPU) or two threads anywhere.
+struct LoadGen {
+    connections: usize,
+    cpus: Option<String>,
+}
+
+impl LoadGen {
+    fn command(&self) -> std::process::Command {
+        match &self.cpus {
+            Some(cpus) => {
+                let threads = cpu_count(cpus).max(1);
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", cpus, "wrk", &format!("-t{threads}")]);
+                c
+            }
+            None => {
+                let mut c = std::process::Command::new("wrk");
+                c.arg("-t2");
+                c
+            }
+        }
+    }
+}
+
+/// CPUs named by a `taskset -c` list such as `1` or `2-3,5`.
+fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum()
 }
 
 /// [`wrk`], each connection waiting `pause_ms` after each answer (a load
@@ -158,7 +198,7 @@ fn wrk_paced(
     url: &str,
     path: &str,
     prepared: &[String],
-    connections: usize,
+    gen: &LoadGen,
     seconds: u64,
     dir: &std::path::Path,
     pause_ms: Option<u32>,
@@ -186,10 +226,10 @@ fn wrk_paced(
     std::fs::write(&script, lua)?;
     let cpu0 = cpu_time();
     let started = Instant::now();
-    let out = std::process::Command::new("wrk")
+    let out = gen
+        .command()
         .args([
-            "-t2",
-            &format!("-c{connections}"),
+            &format!("-c{}", gen.connections),
             &format!("-d{seconds}s"),
             "-s",
             &script.to_string_lossy(),
@@ -302,12 +342,19 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
     }
     let per_org = b.users / b.orgs;
     let licenses = per_org * b.orgs * b.licenses_per_user;
+    let gen = LoadGen {
+        connections: b.connections,
+        cpus: b.load_cpus.clone(),
+    };
+    let placement = match &gen.cpus {
+        Some(cpus) => format!("wrk -t{} -c{} pinned to CPUs {cpus}", cpu_count(cpus), b.connections),
+        None => format!("wrk -t2 -c{}", b.connections),
+    };
     println!(
-        "allot bench check: {} users in {} orgs, {PRODUCTS} products x {FEATURES_PER_PRODUCT} features, {} licences each ({licenses} held); wrk -t2 -c{} for {} s per run; {} cores",
+        "allot bench check: {} users in {} orgs, {PRODUCTS} products x {FEATURES_PER_PRODUCT} features, {} licences each ({licenses} held); {placement} for {} s per run; {} cores for this process",
         per_org * b.orgs,
         b.orgs,
         b.licenses_per_user,
-        b.connections,
         b.seconds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
@@ -375,12 +422,12 @@ pub async fn run(backend: &str, b: CheckBench) -> Result<()> {
         }
         // A short warm-up, then each measured run.
         let dir = databases.dir().to_path_buf();
-        wrk(&server.url, "/", &singles, b.connections, 2, &dir)?;
-        let health = wrk(&server.url, "/healthz", &[], b.connections, b.seconds, &dir)?;
-        let single = wrk(&server.url, "/", &singles, b.connections, b.seconds, &dir)?;
-        let batch = wrk(&server.url, "/", &batches, b.connections, b.seconds, &dir)?;
+        wrk(&server.url, "/", &singles, &gen, 2, &dir)?;
+        let health = wrk(&server.url, "/healthz", &[], &gen, b.seconds, &dir)?;
+        let single = wrk(&server.url, "/", &singles, &gen, b.seconds, &dir)?;
+        let batch = wrk(&server.url, "/", &batches, &gen, b.seconds, &dir)?;
         // Below saturation: every connection pauses 4 ms after each answer.
-        let paced = wrk_paced(&server.url, "/", &singles, b.connections, b.seconds, &dir, Some(4))?;
+        let paced = wrk_paced(&server.url, "/", &singles, &gen, b.seconds, &dir, Some(4))?;
         let (sql_rate, sql_p50, sql_p99, sql_p999) = sql_baseline(&store, &orgs, per_org, b.connections, b.seconds).await?;
 
         // The index alone, per call.
