@@ -16,5 +16,6 @@ pub mod sheet;
 pub mod status;
 pub mod templates;
 pub mod types;
+pub mod webhooks;
 
 pub use error::{Code, Error, Violation};

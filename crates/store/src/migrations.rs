@@ -23,7 +23,81 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, V16),
     (17, V17),
     (18, V18),
+    (19, V19),
 ];
+
+/// Webhooks (see `webhooks.rs`): endpoints at three scopes, the outbox of
+/// events written in the transaction of the change they describe, one
+/// delivery per event and endpoint, and every attempt of each.
+///
+/// `scope_key` is `provider`, `partner:<id>` or `org:<id>`, so one
+/// indexed lookup finds the endpoints an org's change reaches. Events are
+/// numbered (`seq`) in insertion order: a user's events are inserted in
+/// the order its changes commit (its licence version is claimed first),
+/// and deliveries to an endpoint follow `seq` per subject.
+const V19: &str = r#"
+CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    scope_key TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    enabled BOOLEAN NOT NULL,
+    description TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    disabled_reason TEXT,
+    failing_since TEXT,
+    secret_sealed TEXT NOT NULL,
+    old_secret_sealed TEXT,
+    old_secret_until TEXT
+);
+CREATE INDEX webhook_endpoints_by_scope ON webhook_endpoints (scope_key, id);
+CREATE TABLE webhook_events (
+    seq {SERIAL_KEY},
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    email TEXT,
+    product TEXT,
+    subscription_id TEXT,
+    from_subscription TEXT,
+    properties TEXT,
+    actor TEXT,
+    request_id TEXT,
+    data TEXT,
+    dispatched BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX webhook_events_waiting ON webhook_events (dispatched, seq);
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    event_seq BIGINT NOT NULL,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    leased_until TEXT,
+    created_at TEXT NOT NULL,
+    delivered_at TEXT,
+    last_status BIGINT,
+    UNIQUE (endpoint_id, event_seq)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_per_subject ON webhook_deliveries (endpoint_id, subject, event_seq);
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, created_at, id);
+CREATE TABLE webhook_attempts (
+    delivery_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    at TEXT NOT NULL,
+    status BIGINT,
+    error TEXT,
+    latency_ms BIGINT NOT NULL,
+    response TEXT,
+    PRIMARY KEY (delivery_id, n)
+);
+"#;
 
 /// The version that brings [`V18`]'s table.
 pub(crate) const PROCESSES_VERSION: i64 = 18;
@@ -221,6 +295,13 @@ fn for_backend(sql: &str, backend: Backend) -> String {
         match backend {
             Backend::Sqlite => "WITHOUT ROWID",
             Backend::Postgres => "",
+        },
+    )
+    .replace(
+        "{SERIAL_KEY}",
+        match backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         },
     )
     .replace(
