@@ -65,6 +65,8 @@ pub struct Changes {
     /// Licence versions the transaction moved to, per org and user
     /// (PostgreSQL orders what it applies by them; see [`LicensesNow::version`]).
     pub versions: BTreeMap<String, std::collections::HashMap<String, i64>>,
+    /// Webhook events were written (the sender is woken at the commit).
+    pub webhook_events: bool,
 }
 
 /// A user's licences after a committed change: (product, subscription).
@@ -87,6 +89,7 @@ impl Changes {
             && !self.catalogue
             && !self.everything
             && self.licenses.is_empty()
+            && !self.webhook_events
     }
 
     /// The transaction moved the user's licence version to `version`.
@@ -177,6 +180,7 @@ impl Changes {
         }
         self.catalogue |= other.catalogue;
         self.everything |= other.everything;
+        self.webhook_events |= other.webhook_events;
         self.subscriptions.extend(other.subscriptions);
         for org in other.all_users {
             self.all_users(&org);
@@ -359,6 +363,9 @@ pub enum Fed {
 
 /// This process's feed of committed changes (one per [`crate::Store`]).
 pub struct ChangeFeed {
+    /// Rung when a transaction that wrote webhook events commits in this
+    /// process (the webhook sender waits on it between its polls).
+    pub outbox: tokio::sync::Notify,
     /// Names this process in notifications, so it skips its own.
     pub origin: String,
     sender: Mutex<Option<mpsc::UnboundedSender<Fed>>>,
@@ -400,6 +407,7 @@ impl ChangeFeed {
             notes_queued: AtomicU64::new(0),
             notes_sent: Arc::new(watch::channel(0).0),
             announcing: Arc::new(Mutex::new(Announcing { others: true, hellos: 0 })),
+            outbox: tokio::sync::Notify::new(),
         })
     }
 
@@ -502,6 +510,9 @@ impl ChangeFeed {
     /// users (before the reader's first full read, whose snapshot may be
     /// older or newer than them).
     pub(crate) fn publish(&self, mut changes: Changes) -> Option<u64> {
+        if std::mem::take(&mut changes.webhook_events) {
+            self.outbox.notify_one();
+        }
         if changes.is_empty() {
             return None;
         }

@@ -38,6 +38,7 @@ mod tx;
 pub mod usage;
 pub mod users;
 mod values;
+pub mod webhooks;
 mod writer;
 
 pub use db::{backoff, finish, new_id, Backend, Outcome, PreparedRows, Row, Store, StoreError, StoreOptions, Tx, Val};

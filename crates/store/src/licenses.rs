@@ -298,7 +298,12 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 /// The audit events of applied plans, built (and their states serialized)
 /// before the write, for [`record_events`]: a bulk job builds the next
 /// chunk's while the writer writes the current one.
-pub struct ChangeEvents(PreparedRows);
+pub struct ChangeEvents {
+    audit: PreparedRows,
+    /// The webhook events (`license.assigned`, `.removed`, `.moved`), one
+    /// per user and product, written only when an endpoint is in reach.
+    outbox: Option<PreparedRows>,
+}
 
 /// One `license.change` per user with the licences before and after.
 pub fn change_events(
@@ -354,17 +359,75 @@ pub fn change_events(
             ]
         })
         .collect();
-    ChangeEvents(PreparedRows::with_shared(
+    ChangeEvents {
+        audit: PreparedRows::with_shared(
+            backend,
+            "audit_events (org_id, at, actor, action, request_id, id, target, before_state, after_state)",
+            &shared,
+            &rows,
+        ),
+        outbox: outbox_rows(backend, org, planned, who, now),
+    }
+}
+
+/// The webhook events of applied plans: (id, type, subject = user,
+/// product, subscription, from_subscription, properties), the user's email
+/// read in the same statement.
+fn outbox_rows(
+    backend: Backend,
+    org: &str,
+    planned: &[PlannedUser<'_>],
+    who: &crate::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<PreparedRows> {
+    let mut rows: Vec<Vec<Val>> = Vec::new();
+    for p in planned {
+        for e in allot_domain::webhooks::license_events(p.plan) {
+            let properties = if e.held.properties.is_empty() {
+                "{}".to_string()
+            } else {
+                json_text(&e.held.properties)
+            };
+            rows.push(vec![
+                Val::Text(crate::db::new_id("msg")),
+                Val::from(e.kind.as_str()),
+                Val::from(p.user),
+                Val::from(e.held.product.as_str()),
+                Val::from(&e.held.subscription),
+                Val::from(e.from_subscription),
+                Val::Text(properties),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let shared = [
+        Val::from(org),
+        Val::Text(ts(now)),
+        Val::from(&who.actor),
+        Val::from(who.request_id.as_deref()),
+    ];
+    Some(PreparedRows::with_shared_select(
         backend,
-        "audit_events (org_id, at, actor, action, request_id, id, target, before_state, after_state)",
+        "webhook_events (org_id, occurred_at, actor, request_id, id, type, subject, product, subscription_id, from_subscription, properties, email)",
         &shared,
         &rows,
+        &["(SELECT usr.email FROM users usr WHERE usr.org_id = {0} AND usr.id = {6})"],
+        Some(crate::webhooks::IN_REACH),
     ))
 }
 
-/// Writes events built by [`change_events`], in multi-row statements.
+/// Writes events built by [`change_events`], in multi-row statements: the
+/// audit log's and the webhook outbox's.
 pub async fn record_events(tx: &mut Tx, events: ChangeEvents) -> Result<(), StoreError> {
-    tx.insert_prepared(events.0).await
+    tx.insert_prepared(events.audit).await?;
+    if let Some(outbox) = events.outbox {
+        if tx.insert_prepared_counted(outbox).await? > 0 {
+            tx.note(|c| c.webhook_events = true);
+        }
+    }
+    Ok(())
 }
 
 /// The audit events of applied plans (see [`change_events`]).

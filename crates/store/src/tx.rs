@@ -451,6 +451,19 @@ impl Tx {
         Ok(())
     }
 
+    /// [`Tx::insert_prepared`], answering how many rows were inserted
+    /// (a conditional insert may insert none).
+    pub async fn insert_prepared_counted(&mut self, prepared: PreparedRows) -> Result<u64, StoreError> {
+        if prepared.backend != self.backend() {
+            return Err(StoreError::Db("rows prepared for another engine".into()));
+        }
+        let mut n = 0;
+        for (sql, args) in &prepared.statements {
+            n += self.exec(sql, args).await?;
+        }
+        Ok(n)
+    }
+
     /// `<column> IN` the list parameter `$n` (a [`Val::Texts`]): `= ANY($n)`
     /// on PostgreSQL, `IN (SELECT value FROM json_each($n))` on SQLite. One
     /// parameter however long the list, so chunks of thousands of ids need
@@ -527,6 +540,22 @@ impl PreparedRows {
     /// them once and each row holds only the columns after them, so a bulk
     /// job does not clone and compare them thousands of times.
     pub fn with_shared<'a>(backend: Backend, head: &str, shared: &'a [Val], rows: &'a [Vec<Val>]) -> PreparedRows {
+        PreparedRows::with_shared_select(backend, head, shared, rows, &[], None)
+    }
+
+    /// [`PreparedRows::with_shared`] with more: `extra` expressions for the
+    /// last columns of `head` (after the given ones), and a `condition`
+    /// the rows are inserted under (all or none). In both, `{N}` stands for
+    /// the value of the given column N (shared ones first), e.g.
+    /// `(SELECT email FROM users WHERE id = {5})`. Rows keep their order.
+    pub fn with_shared_select<'a>(
+        backend: Backend,
+        head: &str,
+        shared: &'a [Val],
+        rows: &'a [Vec<Val>],
+        extra: &[&str],
+        condition: Option<&str>,
+    ) -> PreparedRows {
         let k = shared.len();
         let width = k + rows.first().map_or(0, Vec::len);
         let (table, columns) = head.split_once('(').unwrap_or((head, ""));
@@ -589,7 +618,21 @@ impl PreparedRows {
                 args.push(Val::Text(json));
                 format!("json_each(${})", args.len())
             };
-            let sql = format!("INSERT INTO {table}({columns} SELECT {} FROM {source}", picks.join(", "));
+            let fill = |template: &str| {
+                let mut out = template.to_string();
+                // Highest first, so that `{1}` does not match inside `{12}`.
+                for (j, pick) in picks.iter().enumerate().rev() {
+                    out = out.replace(&format!("{{{j}}}"), pick);
+                }
+                out
+            };
+            let mut select: Vec<String> = picks.clone();
+            select.extend(extra.iter().map(|e| fill(e)));
+            let mut sql = format!("INSERT INTO {table}({columns} SELECT {} FROM {source}", select.join(", "));
+            if let Some(c) = condition {
+                sql.push_str(" WHERE ");
+                sql.push_str(&fill(c));
+            }
             statements.push(match backend {
                 // Rewritten now, not when run (see `anonymous_params`).
                 Backend::Sqlite => match anonymous_params(&sql, &args) {
