@@ -124,6 +124,9 @@ pub enum Action {
     /// Admin accounts of the caller's tenant: list, invite (no role above
     /// the caller's own, see [`Principal::may_invite`]), change, remove.
     ManageAdmins,
+    /// Webhook endpoints of the caller's tenant (provider and partner
+    /// admins, org super admins): create, change, rotate, test, deliveries.
+    ManageWebhooks,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -175,6 +178,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | ManageQueues
                 | ManageTokens
                 | ManageAdmins
+                | ManageWebhooks
                 | GrantSiteAdmin
         ),
         OrgAdmin => matches!(

@@ -27,6 +27,50 @@ pub struct Config {
     /// How often the licence usage that checks recorded in memory is
     /// written (what a `kill -9` can lose).
     pub usage_flush: Duration,
+    /// Webhook delivery: which targets are allowed, how secrets are
+    /// sealed, the retry schedule's scale and the sender's limits.
+    pub webhooks: Webhooks,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhooks {
+    /// `http://` targets and private addresses (both refused by default).
+    pub targets: allot_domain::webhooks::TargetPolicy,
+    /// Seals the endpoints' signing secrets in the database; without it,
+    /// creating an endpoint answers 503 naming the setting.
+    pub sealing: Option<SealingSecret>,
+    /// Multiplies the retry schedule (1.0 in production; tests shorten it).
+    pub retry_scale: f64,
+    /// How long one POST may take.
+    pub timeout: Duration,
+    /// POSTs in flight to one endpoint at most.
+    pub per_endpoint: usize,
+    /// How often the sender looks for work other processes left (this
+    /// process's own commits wake it at once).
+    pub poll: Duration,
+    /// How long delivered events and their log are kept.
+    pub keep_delivered: Duration,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    pub disable_after: Duration,
+    /// How long the old secret keeps signing beside the new one after a rotation.
+    pub rotation_overlap: Duration,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            targets: Default::default(),
+            sealing: None,
+            retry_scale: 1.0,
+            timeout: Duration::from_secs(15),
+            per_endpoint: 16,
+            poll: Duration::from_millis(250),
+            keep_delivered: Duration::from_secs(7 * 24 * 3600),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            rotation_overlap: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl Default for Config {
@@ -41,6 +85,7 @@ impl Default for Config {
             session_idle: Duration::from_secs(2 * 3600),
             offline_tokens: OfflineTokens::default(),
             usage_flush: Duration::from_secs(2),
+            webhooks: Webhooks::default(),
         }
     }
 }

@@ -259,6 +259,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
+    let webhooks = tokio::spawn(worker::webhooks::run(app.clone()));
     let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
     let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
     let usage = tokio::spawn(app::entitlements::usage::keep_flushing(app.clone(), usage_stopped));
@@ -271,6 +272,8 @@ pub async fn serve(
     };
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
+    // A batch being sent is dropped: its leases run out (or, on SQLite, are voided at the next start) and it is sent again.
+    webhooks.abort();
     caches.abort();
     // What checks recorded since the last flush is written before the end.
     let _ = stop_usage.send(());

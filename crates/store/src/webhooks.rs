@@ -667,3 +667,20 @@ pub async fn sizes(tx: &mut Tx) -> Result<(i64, i64, i64), StoreError> {
     let attempts = tx.opt_row(&n("webhook_attempts"), args![]).await?.map(|r| r.int("n")).transpose()?.unwrap_or(0);
     Ok((events, deliveries, attempts))
 }
+
+/// Extends the lease of claimed deliveries (a batch still being sent).
+pub async fn renew_leases(tx: &mut Tx, ids: &[String], until: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    let list = tx.any_of("id", 2);
+    tx.exec(
+        &format!("UPDATE webhook_deliveries SET leased_until = $1 WHERE state = 'pending' AND leased_until IS NOT NULL AND {list}"),
+        &[Val::Text(ts(until)), Val::texts(ids)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Voids every lease (SQLite at start: the process that held them is gone).
+pub async fn release_all_leases(tx: &mut Tx) -> Result<u64, StoreError> {
+    tx.exec("UPDATE webhook_deliveries SET leased_until = NULL WHERE leased_until IS NOT NULL", args![])
+        .await
+}

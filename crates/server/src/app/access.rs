@@ -133,6 +133,7 @@ pub fn describe(action: Action) -> &'static str {
         Action::GrantSiteAdmin => "make users site administrators",
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
         Action::CheckEntitlements => "ask which features users may use",
+        Action::ManageWebhooks => "manage webhooks",
     }
 }
 

@@ -31,6 +31,7 @@ pub mod paging;
 pub mod purchases;
 pub mod queues;
 pub mod retention;
+pub(crate) mod sealing;
 pub mod sheets;
 pub mod signing;
 pub mod subscriptions;
@@ -38,6 +39,7 @@ pub mod templates;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -17,15 +17,12 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::ChaCha20Poly1305;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::Signer as _;
 use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use allot_domain::{Code, Error};
 use allot_store::signing_keys::{self, SigningKeyRow};
@@ -89,30 +86,11 @@ fn not_configured() -> Error {
     )
 }
 
-/// The 32-byte sealing key derived from the configured secret.
-fn sealing_key(secret: &SealingSecret) -> chacha20poly1305::Key {
-    let mut h = Sha256::new();
-    h.update(b"allot signing-key sealing v1\0");
-    h.update(secret.expose().as_bytes());
-    h.finalize()
-}
+/// What the signing keys are sealed for (see `super::sealing`); the kid is the row.
+const SEALED_FOR: &str = "allot signing-key sealing v1";
 
 fn seal(secret: &SealingSecret, kid: &str, seed: &[u8; 32]) -> Result<String, Error> {
-    let cipher = ChaCha20Poly1305::new(&sealing_key(secret));
-    let mut nonce = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = cipher
-        .encrypt(
-            (&nonce).into(),
-            Payload {
-                msg: seed,
-                aad: kid.as_bytes(),
-            },
-        )
-        .map_err(|_| Error::internal("sealing a signing key failed"))?;
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&sealed);
-    Ok(STANDARD.encode(out))
+    super::sealing::seal(secret, SEALED_FOR, kid, seed).ok_or_else(|| Error::internal("sealing a signing key failed"))
 }
 
 fn unseal(secret: &SealingSecret, kid: &str, sealed: &str) -> Result<[u8; 32], Error> {
@@ -122,21 +100,7 @@ fn unseal(secret: &SealingSecret, kid: &str, sealed: &str) -> Result<[u8; 32], E
              (it was sealed with another secret, or the row was altered)."
         ))
     };
-    let bytes = STANDARD.decode(sealed).map_err(|_| wrong())?;
-    if bytes.len() < 12 {
-        return Err(wrong());
-    }
-    let (nonce, body) = bytes.split_at(12);
-    let cipher = ChaCha20Poly1305::new(&sealing_key(secret));
-    let seed = cipher
-        .decrypt(
-            nonce.into(),
-            Payload {
-                msg: body,
-                aad: kid.as_bytes(),
-            },
-        )
-        .map_err(|_| wrong())?;
+    let seed = super::sealing::unseal(secret, SEALED_FOR, kid, sealed).ok_or_else(wrong)?;
     seed.try_into().map_err(|_| wrong())
 }
 

@@ -17,6 +17,7 @@
 mod chunks;
 pub(crate) mod license_job;
 pub mod per_user;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::time::Duration;
