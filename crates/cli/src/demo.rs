@@ -473,3 +473,27 @@ async fn demo_admins(store: &Store) -> Result<Vec<(&'static str, &'static str, S
     }
     Ok(made)
 }
+
+/// The demo's webhook sealing secret: read from `<database>.webhook-secret`,
+/// or made (random, mode 0600) when the file is missing.
+pub fn webhook_sealing_secret(database: &str) -> Result<allot_server::config::SealingSecret> {
+    use std::io::Write;
+    let path = format!("{database}.webhook-secret");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(&path).map_err(|e| msg(format!("cannot create {path}: {e}")))?;
+            writeln!(f, "{secret}").map_err(|e| msg(format!("cannot write {path}: {e}")))?;
+            secret
+        }
+        Err(e) => return Err(msg(format!("cannot read {path}: {e}"))),
+    };
+    allot_server::config::SealingSecret::new(text).map_err(|e| msg(format!("{path}: {e}")))
+}

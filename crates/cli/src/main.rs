@@ -142,6 +142,58 @@ struct ServeArgs {
     token_issuer: String,
     #[command(flatten)]
     keys: KeyArgs,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
+}
+
+/// How webhooks are sent.
+#[derive(clap::Args, Clone)]
+struct WebhookArgs {
+    /// Seals the webhook endpoints' signing secrets in the database (at
+    /// least 32 characters; without it, endpoints cannot be created).
+    /// Prefer the environment variable.
+    #[arg(long, env = "ALLOT_WEBHOOK_SEALING_SECRET", hide_env_values = true)]
+    webhook_sealing_secret: Option<String>,
+    /// Allow plain http:// webhook targets (https only by default).
+    #[arg(long, env = "ALLOT_WEBHOOK_ALLOW_HTTP")]
+    webhook_allow_http: bool,
+    /// Allow webhook targets on private, loopback and link-local addresses
+    /// (refused by default, also after DNS resolution).
+    #[arg(long, env = "ALLOT_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
+    /// Multiplies the retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+    #[arg(long, env = "ALLOT_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    webhook_retry_scale: f64,
+    /// Days delivered events and their delivery log are kept.
+    #[arg(long, env = "ALLOT_WEBHOOK_KEEP_DAYS", default_value_t = 7)]
+    webhook_keep_days: u64,
+}
+
+impl WebhookArgs {
+    fn config(&self) -> anyhow_lite::Result<allot_server::config::Webhooks> {
+        if !(self.webhook_retry_scale.is_finite() && self.webhook_retry_scale > 0.0) {
+            return Err(anyhow_lite::msg(format!(
+                "--webhook-retry-scale must be a positive number (got {})",
+                self.webhook_retry_scale
+            )));
+        }
+        let sealing = self
+            .webhook_sealing_secret
+            .clone()
+            .map(allot_server::config::SealingSecret::new)
+            .transpose()
+            .map_err(|e| anyhow_lite::msg(format!("ALLOT_WEBHOOK_SEALING_SECRET: {e}")))?;
+        Ok(allot_server::config::Webhooks {
+            targets: allot_domain::webhooks::TargetPolicy {
+                allow_http: self.webhook_allow_http,
+                allow_private: self.webhook_allow_private,
+            },
+            sealing,
+            retry_scale: self.webhook_retry_scale,
+            keep_delivered: std::time::Duration::from_secs(self.webhook_keep_days.max(1) * 86_400),
+            ..Default::default()
+        })
+    }
 }
 
 impl ServeArgs {
@@ -188,6 +240,7 @@ impl ServeArgs {
                 issuer: self.token_issuer.clone(),
                 keys: self.keys.custody()?,
             },
+            webhooks: self.webhooks.config()?,
             ..allot_server::Config::default()
         })
     }
@@ -567,6 +620,11 @@ async fn run(cli: Cli) -> anyhow_lite::Result<()> {
             // beside its database.
             if config.offline_tokens.keys == allot_server::config::KeyCustody::Unset {
                 config.offline_tokens.keys = allot_server::config::KeyCustody::File(format!("{database}.signing-keys").into());
+            }
+            // And it seals webhook secrets out of the box, with a secret
+            // kept beside its database (made on the first start).
+            if config.webhooks.sealing.is_none() {
+                config.webhooks.sealing = Some(demo::webhook_sealing_secret(&database)?);
             }
             demo::run(&database, &listen, config, serve.metrics_listen.as_deref()).await?
         }

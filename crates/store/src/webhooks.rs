@@ -614,9 +614,16 @@ pub async fn redeliver(tx: &mut Tx, endpoint: &str, delivery: &str, now: chrono:
 
 /// A `webhook.test` event for one endpoint, delivered at once (no outbox
 /// scope: it is not an org's change).
-pub async fn test_event(tx: &mut Tx, endpoint: &str, data: &str, now: chrono::DateTime<chrono::Utc>) -> Result<String, StoreError> {
+pub async fn test_event(
+    tx: &mut Tx,
+    endpoint: &str,
+    data: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    due: chrono::DateTime<chrono::Utc>,
+) -> Result<String, StoreError> {
     let id = crate::db::new_id("msg");
     let now_s = ts(now);
+    let due_s = ts(due);
     tx.exec(
         "INSERT INTO webhook_events (id, org_id, type, subject, occurred_at, data, dispatched) VALUES ($1, '', 'webhook.test', $2, $3, $4, TRUE)",
         args![&id, endpoint, &now_s, data],
@@ -631,7 +638,7 @@ pub async fn test_event(tx: &mut Tx, endpoint: &str, data: &str, now: chrono::Da
     let delivery = crate::db::new_id("dlv");
     tx.exec(
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_seq, subject, state, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
-        args![&delivery, endpoint, seq, endpoint, &now_s],
+        args![&delivery, endpoint, seq, endpoint, &due_s],
     )
     .await?;
     tx.note(|c| c.webhook_events = true);

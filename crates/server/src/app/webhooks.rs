@@ -382,7 +382,7 @@ pub async fn update_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &
         }
         store::update_endpoint(&mut tx, &e).await?;
         if re_enabled {
-            store::requeue_failed(&mut tx, id, now).await?;
+            store::requeue_failed(&mut tx, id, crate::worker::webhooks::wall_now()).await?;
         }
         let after = serde_json::json!({ "url": e.url, "events": e.events, "enabled": e.enabled });
         audit::record(&mut tx, scope.org(), &actor, "webhook.update", &format!("webhook:{id}"), Some(&before), Some(&after), now).await?;
@@ -407,7 +407,8 @@ pub async fn delete_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &
 pub async fn rotate_webhook_secret(app: &App, caller: &Caller, scope: &HookScope, id: &str) -> Result<RotatedSecret, Error> {
     let mut e = load(app, caller, scope, id).await?;
     let now = app.clock.now();
-    let until = now + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
+    // The overlap is real time (the sender compares it with the wall clock).
+    let until = crate::worker::webhooks::wall_now() + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
     let secret = new_secret();
     e.old_secret_sealed = Some(std::mem::replace(&mut e.secret_sealed, seal(app, id, &secret)?));
     e.old_secret_until = Some(ts(until));
@@ -442,7 +443,8 @@ pub async fn test_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &st
         message: "A test event from Allot: your endpoint is reachable and verifies signatures.",
     })
     .map_err(|e| Error::internal(e.to_string()))?;
-    let delivery = in_transaction!(app.store, |tx| store::test_event(&mut tx, id, &data, now).await)?;
+    let due = crate::worker::webhooks::wall_now();
+    let delivery = in_transaction!(app.store, |tx| store::test_event(&mut tx, id, &data, now, due).await)?;
     Ok(TestQueued { delivery })
 }
 
@@ -482,8 +484,8 @@ pub async fn list_deliveries(app: &App, caller: &Caller, scope: &HookScope, id: 
 
 pub async fn redeliver(app: &App, caller: &Caller, scope: &HookScope, id: &str, delivery: &str) -> Result<(), Error> {
     load(app, caller, scope, id).await?;
-    let now = app.clock.now();
-    let found = in_transaction!(app.store, |tx| store::redeliver(&mut tx, id, delivery, now).await)?;
+    let due = crate::worker::webhooks::wall_now();
+    let found = in_transaction!(app.store, |tx| store::redeliver(&mut tx, id, delivery, due).await)?;
     if !found {
         return Err(Error::not_found(format!("Delivery {}", allot_domain::types::excerpt(delivery))));
     }

@@ -50,6 +50,13 @@ const SEND_BATCH: i64 = 512;
 /// The most of an answer kept in the delivery log.
 const RESPONSE_KEPT: usize = 1024;
 
+/// The wall clock. Delivery runs on real time, not the business clock
+/// (which tests move and freeze): receivers check `webhook-timestamp`
+/// against their own clocks, and leases and retries are real waits.
+pub(crate) fn wall_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
 /// `(host, port)` of a URL, for resolving it.
 pub(crate) fn host_and_port(url: &str) -> Option<(String, u16)> {
     let u = reqwest::Url::parse(url).ok()?;
@@ -180,7 +187,7 @@ fn wants(e: &EndpointRow, ev: &EventRow) -> bool {
 pub async fn dispatch(app: &App) -> Result<usize, StoreError> {
     let mut total = 0;
     loop {
-        let now = app.clock.now();
+        let now = wall_now();
         let n = in_transaction!(app.store, |tx| {
             let events = store::undispatched(&mut tx, DISPATCH_BATCH).await?;
             if events.is_empty() {
@@ -230,7 +237,7 @@ async fn post(http: &reqwest::Client, url: &str, id: &str, secrets: &[Vec<u8>], 
             }
         }
     }
-    let timestamp = app.clock.now().timestamp();
+    let timestamp = wall_now().timestamp();
     let request = http
         .post(url)
         .header("content-type", "application/json")
@@ -246,7 +253,7 @@ async fn post(http: &reqwest::Client, url: &str, id: &str, secrets: &[Vec<u8>], 
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, app.clock.now()));
+                .and_then(|v| parse_retry_after(v, wall_now()));
             let mut kept: Vec<u8> = Vec::new();
             while kept.len() < RESPONSE_KEPT {
                 match resp.chunk().await {
@@ -290,7 +297,7 @@ fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dura
 pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreError> {
     let cfg = &app.config.webhooks;
     let lease = cfg.timeout * 2 + Duration::from_secs(5);
-    let now = app.clock.now();
+    let now = wall_now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
     let claimed = in_transaction!(app.store, |tx| store::claim_due(&mut tx, now, until, SEND_BATCH).await)
         .map_err(|e| StoreError::Db(e.detail))?;
@@ -315,7 +322,7 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
         let events = &events;
         async move {
             let Some(endpoint) = endpoint else { return Vec::new() };
-            let secrets = match crate::app::webhooks::secrets(app, &endpoint, app.clock.now()) {
+            let secrets = match crate::app::webhooks::secrets(app, &endpoint, wall_now()) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(webhook = %endpoint.id, error = %e.detail, "cannot open the endpoint's secret; its deliveries wait");
@@ -326,7 +333,7 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
                 .map(|c| {
                     let (secrets, endpoint) = (&secrets, &endpoint);
                     async move {
-                        let at = app.clock.now();
+                        let at = wall_now();
                         let started = Instant::now();
                         let (status, error, response, retry_after) = match events.get(&c.event_seq).map(body_of) {
                             Some(Ok(body)) => {
@@ -362,7 +369,7 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
         tokio::select! {
             done = &mut all => break done.into_iter().flatten().collect(),
             _ = renew.tick() => {
-                let until = app.clock.now() + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
+                let until = wall_now() + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
                 let renewed = in_transaction!(app.store, |tx| store::renew_leases(&mut tx, &ids, until).await);
                 if let Err(e) = renewed {
                     tracing::warn!(error = %e.detail, "cannot renew webhook delivery leases; another server may send them too");
@@ -402,7 +409,7 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
         })
         .collect();
     let count = attempts.len();
-    let now = app.clock.now();
+    let now = wall_now();
     in_transaction!(app.store, |tx| {
         store::record_attempts(&mut tx, &attempts).await?;
         for endpoint in &gone {
@@ -416,7 +423,7 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
 
 /// Disables endpoints whose every attempt has failed for too long.
 async fn disable_failing(app: &App) -> Result<(), StoreError> {
-    let now = app.clock.now();
+    let now = wall_now();
     let since = now - chrono::Duration::from_std(app.config.webhooks.disable_after).unwrap_or_else(|_| chrono::Duration::days(5));
     let days = app.config.webhooks.disable_after.as_secs() / 86_400;
     in_transaction!(app.store, |tx| {
@@ -454,7 +461,7 @@ pub async fn run(app: App) {
                 tracing::warn!(error = ?e, "cannot check failing webhook endpoints");
             }
             let keep = chrono::Duration::from_std(app.config.webhooks.keep_delivered).unwrap_or_else(|_| chrono::Duration::days(7));
-            let before = app.clock.now() - keep;
+            let before = wall_now() - keep;
             match in_transaction!(app.store, |tx| store::purge_delivered(&mut tx, before).await) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deliveries = n, "purged delivered webhook events past their keeping time"),

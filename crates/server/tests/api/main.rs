@@ -36,3 +36,4 @@ mod templates;
 mod tenancy;
 mod tokens;
 mod validation;
+mod webhooks;
