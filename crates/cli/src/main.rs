@@ -164,6 +164,10 @@ struct WebhookArgs {
     /// Multiplies the retry schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
     #[arg(long, env = "ALLOT_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
     webhook_retry_scale: f64,
+    /// Do not send webhooks from this process (other processes sharing the
+    /// database send them).
+    #[arg(long, env = "ALLOT_NO_WEBHOOK_DELIVERY")]
+    no_webhook_delivery: bool,
     /// Days delivered events and their delivery log are kept.
     #[arg(long, env = "ALLOT_WEBHOOK_KEEP_DAYS", default_value_t = 7)]
     webhook_keep_days: u64,
@@ -184,6 +188,7 @@ impl WebhookArgs {
             .transpose()
             .map_err(|e| anyhow_lite::msg(format!("ALLOT_WEBHOOK_SEALING_SECRET: {e}")))?;
         Ok(allot_server::config::Webhooks {
+            deliver: !self.no_webhook_delivery,
             targets: allot_domain::webhooks::TargetPolicy {
                 allow_http: self.webhook_allow_http,
                 allow_private: self.webhook_allow_private,

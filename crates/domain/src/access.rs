@@ -127,6 +127,9 @@ pub enum Action {
     /// Webhook endpoints of the caller's tenant (provider and partner
     /// admins, org super admins): create, change, rotate, test, deliveries.
     ManageWebhooks,
+    /// The provider-wide webhook endpoints (every org's events): the
+    /// provider's own admins only.
+    ManageProviderWebhooks,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -141,7 +144,10 @@ pub fn role_allows(role: Role, action: Action) -> bool {
         ProviderAdmin => action != RequestPurchase,
         // Everything in its customers except the provider's own business;
         // buying is the customer's (its super admin's) decision.
-        PartnerAdmin => !matches!(action, WriteCatalogue | WritePartners | Maintenance | RequestPurchase),
+        PartnerAdmin => !matches!(
+            action,
+            WriteCatalogue | WritePartners | Maintenance | RequestPurchase | ManageProviderWebhooks
+        ),
         // Sales agents: subscriptions and purchases, never user data.
         // Tokens are their admin's to hand out.
         PartnerSales => matches!(

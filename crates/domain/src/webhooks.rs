@@ -106,17 +106,15 @@ impl EventFilter {
         }
         let mut types = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let t = EventType::parse(name)
-                .filter(|t| *t != EventType::WebhookTest)
-                .ok_or_else(|| {
-                    Error::validation(
-                        &format!("events[{i}]"),
-                        format!(
-                            "{name:?} is not an event type. Known: {}.",
-                            EventType::SUBSCRIBABLE.map(|t| t.as_str()).join(", ")
-                        ),
-                    )
-                })?;
+            let t = EventType::parse(name).filter(|t| *t != EventType::WebhookTest).ok_or_else(|| {
+                Error::validation(
+                    &format!("events[{i}]"),
+                    format!(
+                        "{name:?} is not an event type. Known: {}.",
+                        EventType::SUBSCRIBABLE.map(|t| t.as_str()).join(", ")
+                    ),
+                )
+            })?;
             if !types.contains(&t) {
                 types.push(t);
             }
@@ -268,7 +266,9 @@ pub fn check_target_url(url: &str, policy: TargetPolicy) -> Result<(), Error> {
             ));
         }
     } else if !policy.allow_private && is_local_name(host) {
-        return bad(&format!("url names {host}, which is this machine; webhooks go to public addresses only."));
+        return bad(&format!(
+            "url names {host}, which is this machine; webhooks go to public addresses only."
+        ));
     }
     Ok(())
 }
@@ -320,7 +320,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xff00) == 0xff00 // multicast
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
                 || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: may reach IPv4 private space
-                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)) // IPv4-compatible
+                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0))
+            // IPv4-compatible
         }
     }
 }
@@ -371,7 +372,10 @@ mod tests {
             retry_delay(1, 1.0, 0.5, Some(Duration::from_secs(60))),
             Some(Duration::from_secs(60))
         );
-        assert_eq!(retry_delay(2, 1.0, 0.5, Some(Duration::from_secs(1))), Some(Duration::from_secs(300)));
+        assert_eq!(
+            retry_delay(2, 1.0, 0.5, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(300))
+        );
     }
 
     #[test]

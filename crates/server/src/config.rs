@@ -35,6 +35,9 @@ pub struct Config {
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Webhooks {
+    /// Whether this process sends webhooks (a process that only serves the
+    /// API leaves them to the others sharing its database).
+    pub deliver: bool,
     /// `http://` targets and private addresses (both refused by default).
     pub targets: allot_domain::webhooks::TargetPolicy,
     /// Seals the endpoints' signing secrets in the database; without it,
@@ -60,6 +63,7 @@ pub struct Webhooks {
 impl Default for Webhooks {
     fn default() -> Self {
         Webhooks {
+            deliver: true,
             targets: Default::default(),
             sealing: None,
             retry_scale: 1.0,

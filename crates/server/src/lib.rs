@@ -163,13 +163,21 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_webhook_deliveries))
         .routes(routes!(webhooks::redeliver_webhook))
         .routes(routes!(webhooks::list_partner_webhooks, webhooks::create_partner_webhook))
-        .routes(routes!(webhooks::get_partner_webhook, webhooks::update_partner_webhook, webhooks::delete_partner_webhook))
+        .routes(routes!(
+            webhooks::get_partner_webhook,
+            webhooks::update_partner_webhook,
+            webhooks::delete_partner_webhook
+        ))
         .routes(routes!(webhooks::rotate_partner_webhook_secret))
         .routes(routes!(webhooks::test_partner_webhook))
         .routes(routes!(webhooks::list_partner_webhook_deliveries))
         .routes(routes!(webhooks::redeliver_partner_webhook))
         .routes(routes!(webhooks::list_org_webhooks, webhooks::create_org_webhook))
-        .routes(routes!(webhooks::get_org_webhook, webhooks::update_org_webhook, webhooks::delete_org_webhook))
+        .routes(routes!(
+            webhooks::get_org_webhook,
+            webhooks::update_org_webhook,
+            webhooks::delete_org_webhook
+        ))
         .routes(routes!(webhooks::rotate_org_webhook_secret))
         .routes(routes!(webhooks::test_org_webhook))
         .routes(routes!(webhooks::list_org_webhook_deliveries))
@@ -277,7 +285,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
-    let webhooks = tokio::spawn(worker::webhooks::run(app.clone()));
+    let webhooks = app
+        .config
+        .webhooks
+        .deliver
+        .then(|| tokio::spawn(worker::webhooks::run(app.clone())));
     let caches = tokio::spawn(app::cache::sync_caches(app.clone()));
     let (stop_usage, usage_stopped) = tokio::sync::oneshot::channel();
     let usage = tokio::spawn(app::entitlements::usage::keep_flushing(app.clone(), usage_stopped));
@@ -291,7 +303,9 @@ pub async fn serve(
     let served = serve::serve_connections(listener, router(app.clone()), limits, shutdown, grace).await;
     worker.stop().await;
     // A batch being sent is dropped: its leases run out (or, on SQLite, are voided at the next start) and it is sent again.
-    webhooks.abort();
+    if let Some(webhooks) = webhooks {
+        webhooks.abort();
+    }
     caches.abort();
     // What checks recorded since the last flush is written before the end.
     let _ = stop_usage.send(());

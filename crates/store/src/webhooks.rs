@@ -52,7 +52,8 @@ fn endpoint_row(r: &Row) -> Result<EndpointRow, StoreError> {
         id: r.text("id")?,
         scope_key: r.text("scope_key")?,
         url: r.text("url")?,
-        events: serde_json::from_str(&r.text("events")?).map_err(|e| StoreError::Db(format!("an endpoint's events are unreadable: {e}")))?,
+        events: serde_json::from_str(&r.text("events")?)
+            .map_err(|e| StoreError::Db(format!("an endpoint's events are unreadable: {e}")))?,
         enabled: r.bool("enabled")?,
         description: r.opt_text("description")?,
         created_at: r.text("created_at")?,
@@ -117,10 +118,13 @@ pub async fn update_endpoint(tx: &mut Tx, e: &EndpointRow) -> Result<(), StoreEr
 }
 
 pub async fn endpoint(tx: &mut Tx, id: &str) -> Result<Option<EndpointRow>, StoreError> {
-    tx.opt_row(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"), args![id])
-        .await?
-        .map(|r| endpoint_row(&r))
-        .transpose()
+    tx.opt_row(
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"),
+        args![id],
+    )
+    .await?
+    .map(|r| endpoint_row(&r))
+    .transpose()
 }
 
 /// A scope's endpoints in id order, after `after`.
@@ -225,7 +229,8 @@ pub struct EventRow {
     pub data: Option<String>,
 }
 
-const EVENT_COLUMNS: &str = "e.seq, e.id, e.org_id, o.partner_id, e.type, e.subject, e.occurred_at, e.email, e.product, e.subscription_id, \
+const EVENT_COLUMNS: &str =
+    "e.seq, e.id, e.org_id, o.partner_id, e.type, e.subject, e.occurred_at, e.email, e.product, e.subscription_id, \
      e.from_subscription, e.properties, e.actor, e.request_id, e.data";
 
 fn event_row(r: &Row) -> Result<EventRow, StoreError> {
@@ -434,11 +439,8 @@ pub async fn record_attempts(tx: &mut Tx, attempts: &[Attempt]) -> Result<(), St
             ]
         })
         .collect();
-    tx.insert_rows(
-        "webhook_attempts (delivery_id, n, at, status, error, latency_ms, response)",
-        rows,
-    )
-    .await?;
+    tx.insert_rows("webhook_attempts (delivery_id, n, at, status, error, latency_ms, response)", rows)
+        .await?;
     let delivered: Vec<&Attempt> = attempts.iter().filter(|a| a.outcome == Outcome::Delivered).collect();
     // Delivered ones in one statement per batch (their time is close enough: each attempt's own is in its row).
     if let Some(last) = delivered.iter().map(|a| a.at).max() {
@@ -555,7 +557,11 @@ fn delivery_row(r: &Row) -> Result<DeliveryRow, StoreError> {
         next_attempt_at: r.text("next_attempt_at")?,
         created_at: r.text("created_at")?,
         delivered_at: r.opt_text("delivered_at")?,
-        last_status: if r.cell_is_null("last_status") { None } else { Some(r.int("last_status")?) },
+        last_status: if r.cell_is_null("last_status") {
+            None
+        } else {
+            Some(r.int("last_status")?)
+        },
         tries: Vec::new(),
     })
 }
@@ -580,7 +586,9 @@ pub async fn deliveries(tx: &mut Tx, endpoint: &str, before: Option<&str>, limit
     let list = tx.any_of("delivery_id", 1);
     let tries = tx
         .rows(
-            &format!("SELECT delivery_id, n, at, status, error, latency_ms, response FROM webhook_attempts WHERE {list} ORDER BY delivery_id, n"),
+            &format!(
+                "SELECT delivery_id, n, at, status, error, latency_ms, response FROM webhook_attempts WHERE {list} ORDER BY delivery_id, n"
+            ),
             &[Val::texts(&ids)],
         )
         .await?;
@@ -655,7 +663,10 @@ pub async fn purge_delivered(tx: &mut Tx, before: chrono::DateTime<chrono::Utc>)
     )
     .await?;
     let n = tx
-        .exec("DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1", args![&b])
+        .exec(
+            "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1",
+            args![&b],
+        )
         .await?;
     tx.exec(
         "DELETE FROM webhook_events WHERE dispatched = TRUE AND occurred_at < $1 \
@@ -669,9 +680,24 @@ pub async fn purge_delivered(tx: &mut Tx, before: chrono::DateTime<chrono::Utc>)
 /// Rows in the outbox and the delivery log (for the benchmark and metrics).
 pub async fn sizes(tx: &mut Tx) -> Result<(i64, i64, i64), StoreError> {
     let n = |t: &'static str| format!("SELECT COUNT(*) AS n FROM {t}");
-    let events = tx.opt_row(&n("webhook_events"), args![]).await?.map(|r| r.int("n")).transpose()?.unwrap_or(0);
-    let deliveries = tx.opt_row(&n("webhook_deliveries"), args![]).await?.map(|r| r.int("n")).transpose()?.unwrap_or(0);
-    let attempts = tx.opt_row(&n("webhook_attempts"), args![]).await?.map(|r| r.int("n")).transpose()?.unwrap_or(0);
+    let events = tx
+        .opt_row(&n("webhook_events"), args![])
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0);
+    let deliveries = tx
+        .opt_row(&n("webhook_deliveries"), args![])
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0);
+    let attempts = tx
+        .opt_row(&n("webhook_attempts"), args![])
+        .await?
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0);
     Ok((events, deliveries, attempts))
 }
 
@@ -688,6 +714,9 @@ pub async fn renew_leases(tx: &mut Tx, ids: &[String], until: chrono::DateTime<c
 
 /// Voids every lease (SQLite at start: the process that held them is gone).
 pub async fn release_all_leases(tx: &mut Tx) -> Result<u64, StoreError> {
-    tx.exec("UPDATE webhook_deliveries SET leased_until = NULL WHERE leased_until IS NOT NULL", args![])
-        .await
+    tx.exec(
+        "UPDATE webhook_deliveries SET leased_until = NULL WHERE leased_until IS NOT NULL",
+        args![],
+    )
+    .await
 }

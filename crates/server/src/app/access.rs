@@ -134,6 +134,7 @@ pub fn describe(action: Action) -> &'static str {
         Action::SetBillingTerms => "set an organisation's billing facts and purchase policy",
         Action::CheckEntitlements => "ask which features users may use",
         Action::ManageWebhooks => "manage webhooks",
+        Action::ManageProviderWebhooks => "manage the provider-wide webhooks",
     }
 }
 

@@ -28,7 +28,15 @@ pub(crate) fn seal(secret: &SealingSecret, purpose: &str, id: &str, plain: &[u8]
     let cipher = ChaCha20Poly1305::new(&key(secret, purpose));
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let sealed = cipher.encrypt((&nonce).into(), Payload { msg: plain, aad: id.as_bytes() }).ok()?;
+    let sealed = cipher
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: plain,
+                aad: id.as_bytes(),
+            },
+        )
+        .ok()?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
     Some(STANDARD.encode(out))
@@ -43,7 +51,15 @@ pub(crate) fn unseal(secret: &SealingSecret, purpose: &str, id: &str, sealed: &s
     }
     let (nonce, body) = bytes.split_at(12);
     let cipher = ChaCha20Poly1305::new(&key(secret, purpose));
-    cipher.decrypt(nonce.into(), Payload { msg: body, aad: id.as_bytes() }).ok()
+    cipher
+        .decrypt(
+            nonce.into(),
+            Payload {
+                msg: body,
+                aad: id.as_bytes(),
+            },
+        )
+        .ok()
 }
 
 #[cfg(test)]

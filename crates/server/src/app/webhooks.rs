@@ -18,7 +18,7 @@ use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use allot_domain::access::{Action, ScopeKind};
+use allot_domain::access::Action;
 use allot_domain::webhooks::{check_target_url, EventFilter};
 use allot_domain::{Code, Error};
 use allot_store::webhooks::{self as store, EndpointRow};
@@ -136,9 +136,9 @@ pub struct RotatedSecret {
     pub previous_valid_until: String,
 }
 
-/// A test event queued for one endpoint.
+/// A delivery queued to be sent now (a test event, or one sent again).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TestQueued {
+pub struct DeliveryQueued {
     /// The delivery to look for in `deliveries`.
     pub delivery: String,
 }
@@ -234,16 +234,7 @@ pub(crate) fn secrets(app: &App, e: &EndpointRow, now: chrono::DateTime<chrono::
 /// outside the caller's reach), then the role (403).
 async fn check_scope(app: &App, caller: &Caller, scope: &HookScope) -> Result<(), Error> {
     match scope {
-        HookScope::Provider => {
-            if caller.scope_kind() != ScopeKind::Provider {
-                caller.require(Action::ManageWebhooks)?;
-                return Err(Error::new(
-                    Code::Forbidden,
-                    "Only a provider admin manages the provider-wide webhooks; use your partner's or org's.",
-                ));
-            }
-            caller.require(Action::ManageWebhooks)
-        }
+        HookScope::Provider => caller.require(Action::ManageProviderWebhooks),
         HookScope::Partner(p) => {
             caller.partner(p, Action::ManageWebhooks)?;
             let mut rd = app.store.read_conn().await?;
@@ -329,7 +320,17 @@ pub async fn create_webhook(app: &App, caller: &Caller, scope: &HookScope, input
     in_transaction!(app.store, |tx| {
         store::insert_endpoint(&mut tx, &row).await?;
         let after = serde_json::json!({ "url": row.url, "events": row.events, "enabled": row.enabled });
-        audit::record(&mut tx, scope.org(), &actor, "webhook.create", &format!("webhook:{id}"), None, Some(&after), now).await?;
+        audit::record(
+            &mut tx,
+            scope.org(),
+            &actor,
+            "webhook.create",
+            &format!("webhook:{id}"),
+            None,
+            Some(&after),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(())
     })?;
     Ok(CreatedWebhook {
@@ -343,7 +344,9 @@ pub async fn list_webhooks(app: &App, caller: &Caller, scope: &HookScope, q: &Pa
     let page = q.page()?;
     let mut rd = app.store.read_conn().await?;
     let rows = store::endpoints_of(&mut rd, &scope.key(), page.after.as_deref().unwrap_or(""), page.limit + 1).await?;
-    Ok(Paged::from_rows(rows.iter().map(WebhookView::from).collect(), page.limit, |w| w.id.clone()))
+    Ok(Paged::from_rows(rows.iter().map(WebhookView::from).collect(), page.limit, |w| {
+        w.id.clone()
+    }))
 }
 
 pub async fn get_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &str) -> Result<WebhookView, Error> {
@@ -385,7 +388,17 @@ pub async fn update_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &
             store::requeue_failed(&mut tx, id, crate::worker::webhooks::wall_now()).await?;
         }
         let after = serde_json::json!({ "url": e.url, "events": e.events, "enabled": e.enabled });
-        audit::record(&mut tx, scope.org(), &actor, "webhook.update", &format!("webhook:{id}"), Some(&before), Some(&after), now).await?;
+        audit::record(
+            &mut tx,
+            scope.org(),
+            &actor,
+            "webhook.update",
+            &format!("webhook:{id}"),
+            Some(&before),
+            Some(&after),
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(())
     })?;
     app.store.change_feed().outbox.notify_one();
@@ -398,7 +411,17 @@ pub async fn delete_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &
     let actor = caller.actor();
     in_transaction!(app.store, |tx| {
         store::delete_endpoint(&mut tx, id).await?;
-        audit::record(&mut tx, scope.org(), &actor, "webhook.delete", &format!("webhook:{id}"), None, None, now).await?;
+        audit::record(
+            &mut tx,
+            scope.org(),
+            &actor,
+            "webhook.delete",
+            &format!("webhook:{id}"),
+            None,
+            None,
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(())
     })?;
     Ok(())
@@ -408,7 +431,8 @@ pub async fn rotate_webhook_secret(app: &App, caller: &Caller, scope: &HookScope
     let mut e = load(app, caller, scope, id).await?;
     let now = app.clock.now();
     // The overlap is real time (the sender compares it with the wall clock).
-    let until = crate::worker::webhooks::wall_now() + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let until = crate::worker::webhooks::wall_now()
+        + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
     let secret = new_secret();
     e.old_secret_sealed = Some(std::mem::replace(&mut e.secret_sealed, seal(app, id, &secret)?));
     e.old_secret_until = Some(ts(until));
@@ -419,7 +443,17 @@ pub async fn rotate_webhook_secret(app: &App, caller: &Caller, scope: &HookScope
             return Err(StoreError::from(not_found(id)));
         }
         store::update_endpoint(&mut tx, &e).await?;
-        audit::record(&mut tx, scope.org(), &actor, "webhook.rotate_secret", &format!("webhook:{id}"), None, None, now).await?;
+        audit::record(
+            &mut tx,
+            scope.org(),
+            &actor,
+            "webhook.rotate_secret",
+            &format!("webhook:{id}"),
+            None,
+            None,
+            now,
+        )
+        .await?;
         Ok::<_, StoreError>(())
     })?;
     Ok(RotatedSecret {
@@ -435,7 +469,7 @@ struct TestData<'a> {
     message: &'static str,
 }
 
-pub async fn test_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &str) -> Result<TestQueued, Error> {
+pub async fn test_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &str) -> Result<DeliveryQueued, Error> {
     load(app, caller, scope, id).await?;
     let now = app.clock.now();
     let data = serde_json::to_string(&TestData {
@@ -444,8 +478,23 @@ pub async fn test_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &st
     })
     .map_err(|e| Error::internal(e.to_string()))?;
     let due = crate::worker::webhooks::wall_now();
-    let delivery = in_transaction!(app.store, |tx| store::test_event(&mut tx, id, &data, now, due).await)?;
-    Ok(TestQueued { delivery })
+    let actor = caller.actor();
+    let delivery = in_transaction!(app.store, |tx| {
+        let delivery = store::test_event(&mut tx, id, &data, now, due).await?;
+        audit::record(
+            &mut tx,
+            scope.org(),
+            &actor,
+            "webhook.test",
+            &format!("webhook:{id}"),
+            None,
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(delivery)
+    })?;
+    Ok(DeliveryQueued { delivery })
 }
 
 /// `?limit=&cursor=` of deliveries (newest first).
@@ -482,13 +531,25 @@ pub async fn list_deliveries(app: &App, caller: &Caller, scope: &HookScope, id: 
     Ok(Paged::from_rows(views, limit, |d| d.id.clone()))
 }
 
-pub async fn redeliver(app: &App, caller: &Caller, scope: &HookScope, id: &str, delivery: &str) -> Result<(), Error> {
+pub async fn redeliver(app: &App, caller: &Caller, scope: &HookScope, id: &str, delivery: &str) -> Result<DeliveryQueued, Error> {
     load(app, caller, scope, id).await?;
     let due = crate::worker::webhooks::wall_now();
-    let found = in_transaction!(app.store, |tx| store::redeliver(&mut tx, id, delivery, due).await)?;
-    if !found {
-        return Err(Error::not_found(format!("Delivery {}", allot_domain::types::excerpt(delivery))));
-    }
+    let now = app.clock.now();
+    let actor = caller.actor();
+    in_transaction!(app.store, |tx| {
+        if !store::redeliver(&mut tx, id, delivery, due).await? {
+            return Err(StoreError::from(Error::not_found(format!(
+                "Delivery {}",
+                allot_domain::types::excerpt(delivery)
+            ))));
+        }
+        let target = format!("webhook:{id}");
+        let after = serde_json::json!({ "delivery": delivery });
+        audit::record(&mut tx, scope.org(), &actor, "webhook.redeliver", &target, None, Some(&after), now).await?;
+        Ok::<_, StoreError>(())
+    })?;
     app.store.change_feed().outbox.notify_one();
-    Ok(())
+    Ok(DeliveryQueued {
+        delivery: delivery.to_string(),
+    })
 }

@@ -73,7 +73,11 @@ impl reqwest::dns::Resolve for PublicOnly {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allot_domain::webhooks::is_public(a.ip())).collect();
+            let public: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allot_domain::webhooks::is_public(a.ip()))
+                .collect();
             if public.is_empty() {
                 let shown = addrs.first().map(|a| a.ip().to_string()).unwrap_or_else(|| "nothing".into());
                 return Err(format!("{host} resolves to {shown}, not a public address (refused)").into());
@@ -123,7 +127,8 @@ struct Body<'a> {
 }
 
 pub(crate) fn body_of(e: &EventRow) -> Result<String, String> {
-    let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_string()).map_err(|err| format!("event {} holds bad JSON: {err}", e.id));
+    let raw =
+        |s: &str| serde_json::value::RawValue::from_string(s.to_string()).map_err(|err| format!("event {} holds bad JSON: {err}", e.id));
     let data = match &e.data {
         Some(d) => raw(d)?,
         None => {
@@ -228,7 +233,14 @@ struct Sent {
     retry_after: Option<Duration>,
 }
 
-async fn post(http: &reqwest::Client, url: &str, id: &str, secrets: &[Vec<u8>], body: &str, app: &App) -> (Option<u16>, Option<String>, Option<String>, Option<Duration>) {
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    secrets: &[Vec<u8>],
+    body: &str,
+    app: &App,
+) -> (Option<u16>, Option<String>, Option<String>, Option<Duration>) {
     if let Some((host, _)) = host_and_port(url) {
         // A literal address is not resolved: check it here (the configuration may have changed since it was accepted).
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
@@ -290,7 +302,10 @@ fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dura
         return Some(Duration::from_secs(secs.min(24 * 3600)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-    (at.with_timezone(&chrono::Utc) - now).to_std().ok().map(|d| d.min(Duration::from_secs(24 * 3600)))
+    (at.with_timezone(&chrono::Utc) - now)
+        .to_std()
+        .ok()
+        .map(|d| d.min(Duration::from_secs(24 * 3600)))
 }
 
 /// Claims a batch and sends it; returns how many were attempted.
@@ -299,8 +314,8 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
     let lease = cfg.timeout * 2 + Duration::from_secs(5);
     let now = wall_now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(60));
-    let claimed = in_transaction!(app.store, |tx| store::claim_due(&mut tx, now, until, SEND_BATCH).await)
-        .map_err(|e| StoreError::Db(e.detail))?;
+    let claimed =
+        in_transaction!(app.store, |tx| store::claim_due(&mut tx, now, until, SEND_BATCH).await).map_err(|e| StoreError::Db(e.detail))?;
     if claimed.is_empty() {
         return Ok(0);
     }
@@ -310,7 +325,11 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
         seqs.sort_unstable();
         seqs.dedup();
         let events: HashMap<i64, EventRow> = store::events(&mut rd, &seqs).await?.into_iter().map(|e| (e.seq, e)).collect();
-        let endpoints: HashMap<String, EndpointRow> = store::all_endpoints(&mut rd).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
+        let endpoints: HashMap<String, EndpointRow> = store::all_endpoints(&mut rd)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
         (events, endpoints)
     };
     let mut per_endpoint: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
@@ -388,9 +407,15 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
                     if s.status == Some(410) {
                         gone.push(s.claimed.endpoint_id.clone());
                     }
-                    let honoured = if matches!(s.status, Some(429) | Some(503)) { s.retry_after } else { None };
+                    let honoured = if matches!(s.status, Some(429) | Some(503)) {
+                        s.retry_after
+                    } else {
+                        None
+                    };
                     match retry_delay(n as u32, cfg.retry_scale, rand::random::<f64>(), honoured) {
-                        Some(wait) => Outcome::RetryAt(s.at + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::hours(10))),
+                        Some(wait) => {
+                            Outcome::RetryAt(s.at + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::hours(10)))
+                        }
                         None => Outcome::Failed,
                     }
                 }
@@ -489,9 +514,14 @@ mod tests {
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("999999", now), Some(Duration::from_secs(24 * 3600)));
     }

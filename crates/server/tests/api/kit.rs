@@ -127,7 +127,13 @@ pub async fn spawn(backend: Backend) -> TestApp {
 pub async fn spawn_with_limits(backend: Backend, limits: allot_server::Limits) -> TestApp {
     let mut config = allot_server::Config::with_limits(limits);
     config.offline_tokens.keys = sealed_keys();
+    config.webhooks.sealing = Some(sealing_secret());
     spawn_with_config(backend, config).await
+}
+
+/// A fresh secret that seals webhook secrets in the test's database.
+pub fn sealing_secret() -> allot_server::config::SealingSecret {
+    allot_server::config::SealingSecret::new(format!("webhook-test-secret-{}", allot_store::new_id("s"))).expect("long enough")
 }
 
 /// Offline-token keys sealed in the test's database with a fresh secret.

@@ -48,11 +48,7 @@ pub struct Receiver {
 async fn receive(State(r): State<Receiver>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     let path = uri.path().to_string();
     let secret = r.secrets.lock().unwrap().get(&path).cloned();
-    let verified = secret.is_some_and(|s| {
-        standardwebhooks::Webhook::new(&s)
-            .and_then(|w| w.verify(&body, &headers))
-            .is_ok()
-    });
+    let verified = secret.is_some_and(|s| standardwebhooks::Webhook::new(&s).and_then(|w| w.verify(&body, &headers)).is_ok());
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     r.got.lock().unwrap().push(Received {
@@ -108,7 +104,12 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "{path} got {} of {n} deliveries: {:?}", got.len(), summary(&got));
+            assert!(
+                Instant::now() < deadline,
+                "{path} got {} of {n} deliveries: {:?}",
+                got.len(),
+                summary(&got)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -123,7 +124,7 @@ pub fn webhook_config() -> allot_server::Config {
         allow_http: true,
         allow_private: true,
     };
-    config.webhooks.sealing = Some(allot_server::config::SealingSecret::new(format!("webhook-test-secret-{}", allot_store::new_id("s"))).unwrap());
+    config.webhooks.sealing = Some(sealing_secret());
     config.webhooks.retry_scale = 0.001;
     config.webhooks.poll = Duration::from_millis(50);
     config
@@ -133,7 +134,11 @@ pub fn webhook_config() -> allot_server::Config {
 /// secret with the receiver; returns the endpoint's id.
 pub async fn endpoint(app: &TestApp, rx: &Receiver, base: &str, path: &str, events: Value) -> String {
     let r = app
-        .post(base, &app.admin, json!({ "url": format!("{}{path}", rx.url), "events": events, "description": path }))
+        .post(
+            base,
+            &app.admin,
+            json!({ "url": format!("{}{path}", rx.url), "events": events, "description": path }),
+        )
         .await;
     assert_eq!(r.status.as_u16(), 201, "{}", r.body);
     let secret = r.body["secret"].as_str().unwrap();
@@ -166,8 +171,22 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
     subscription(&app, &stranger, json!([{ "product": "meetings", "quantity": 5 }])).await;
 
     let org_hook = endpoint(&app, &rx, &format!("/api/v1/orgs/{}/webhooks", w.org), "/org", json!(["*"])).await;
-    endpoint(&app, &rx, &format!("/api/v1/partners/{}/webhooks", w.partner), "/partner", json!(["license.removed"])).await;
-    endpoint(&app, &rx, "/api/v1/webhooks", "/provider", json!(["license.assigned", "license.moved"])).await;
+    endpoint(
+        &app,
+        &rx,
+        &format!("/api/v1/partners/{}/webhooks", w.partner),
+        "/partner",
+        json!(["license.removed"]),
+    )
+    .await;
+    endpoint(
+        &app,
+        &rx,
+        "/api/v1/webhooks",
+        "/provider",
+        json!(["license.assigned", "license.moved"]),
+    )
+    .await;
 
     let u1 = user(&app, &w.org, "one@a.example").await;
     let u2 = user(&app, &w.org, "two@a.example").await;
@@ -188,7 +207,9 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
         )
         .await;
     assert_eq!(refused.status.as_u16(), 422, "{}", refused.body);
-    app.post(&path1, &app.admin, json!({ "remove": [{ "product": "messaging" }] })).await.ok();
+    app.post(&path1, &app.admin, json!({ "remove": [{ "product": "messaging" }] }))
+        .await
+        .ok();
     // A move between subscriptions.
     let sub_b = subscription(&app, &w.org, json!([{ "product": "calling-professional", "quantity": 5 }])).await;
     app.post(
@@ -200,16 +221,28 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
     .ok();
     // The sibling's and the stranger's changes.
     let s1 = user(&app, &sibling, "s1@b.example").await;
-    app.post(&format!("/api/v1/orgs/{sibling}/users/{s1}/licenses"), &app.admin, json!({ "add": [{ "product": "meetings" }] }))
-        .await
-        .ok();
-    app.post(&format!("/api/v1/orgs/{sibling}/users/{s1}/licenses"), &app.admin, json!({ "remove": [{ "product": "meetings" }] }))
-        .await
-        .ok();
+    app.post(
+        &format!("/api/v1/orgs/{sibling}/users/{s1}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
+    app.post(
+        &format!("/api/v1/orgs/{sibling}/users/{s1}/licenses"),
+        &app.admin,
+        json!({ "remove": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
     let c1 = user(&app, &stranger, "c1@c.example").await;
-    app.post(&format!("/api/v1/orgs/{stranger}/users/{c1}/licenses"), &app.admin, json!({ "add": [{ "product": "meetings" }] }))
-        .await
-        .ok();
+    app.post(
+        &format!("/api/v1/orgs/{stranger}/users/{c1}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
     // A bulk job: 40 users get meetings (from a subscription with room for them).
     subscription(&app, &w.org, json!([{ "product": "meetings", "quantity": 50 }])).await;
     let many = many_users(&app, &w.org, "bulk", "a.example", 40, None).await;
@@ -243,7 +276,10 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
     assert!(assigned["data"]["request_id"].as_str().is_some(), "{assigned}");
     assert!(assigned["timestamp"].as_str().is_some(), "{assigned}");
     let moved = &got[3].body["data"];
-    assert_eq!((moved["subscription"].as_str(), moved["from_subscription"].as_str()), (Some(sub_b.as_str()), Some(w.sub.as_str())));
+    assert_eq!(
+        (moved["subscription"].as_str(), moved["from_subscription"].as_str()),
+        (Some(sub_b.as_str()), Some(w.sub.as_str()))
+    );
     assert!(got[4].body["data"]["request_id"].as_str().unwrap().starts_with("job:"));
 
     // The partner's endpoint: removals of both its customers, nothing else.
@@ -256,7 +292,10 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
 
     // The provider's: assignments and moves of every org.
     let provider = rx.wait_for("/provider", 3 + 2 + 40).await;
-    assert!(summary(&provider).iter().any(|(_, u, _)| *u == c1), "the stranger org's event reached the provider");
+    assert!(
+        summary(&provider).iter().any(|(_, u, _)| *u == c1),
+        "the stranger org's event reached the provider"
+    );
     assert!(summary(&provider).iter().all(|(t, _, _)| t != "license.removed"));
 
     // Give stragglers a moment, then check nothing more came and all verified.
@@ -265,26 +304,45 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
     assert_eq!(rx.got("/partner").len(), 2);
     assert_eq!(rx.got("/provider").len(), 45);
     let all: Vec<Received> = ["/org", "/partner", "/provider"].iter().flat_map(|p| rx.got(p)).collect();
-    assert!(all.iter().all(|r| r.verified), "a delivery failed the Standard Webhooks verification");
+    assert!(
+        all.iter().all(|r| r.verified),
+        "a delivery failed the Standard Webhooks verification"
+    );
     // An event's id is the same at every endpoint it reaches, and differs between events.
     let org_ids: std::collections::BTreeSet<String> = rx.got("/org").iter().map(|r| r.id.clone()).collect();
     assert_eq!(org_ids.len(), 44);
     let provider_ids: std::collections::BTreeSet<String> = rx.got("/provider").iter().map(|r| r.id.clone()).collect();
-    assert_eq!(org_ids.iter().filter(|id| provider_ids.contains(*id)).count(), 3 + 40, "an event has one id wherever it goes");
+    assert_eq!(
+        org_ids.iter().filter(|id| provider_ids.contains(*id)).count(),
+        3 + 40,
+        "an event has one id wherever it goes"
+    );
 
     // The deliveries log: delivered, one attempt each, status 200.
     let log = app
-        .get(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/deliveries?limit=100", w.org), &app.admin)
+        .get(
+            &format!("/api/v1/orgs/{}/webhooks/{org_hook}/deliveries?limit=100", w.org),
+            &app.admin,
+        )
         .await
         .ok();
     let items = log["items"].as_array().unwrap();
     assert_eq!(items.len(), 44);
-    assert!(items.iter().all(|d| d["state"] == "delivered" && d["attempts"] == 1 && d["attempt_log"][0]["status"] == 200), "{log}");
+    assert!(
+        items
+            .iter()
+            .all(|d| d["state"] == "delivered" && d["attempts"] == 1 && d["attempt_log"][0]["status"] == 200),
+        "{log}"
+    );
 
     // Redeliver one: the same webhook-id again.
     let one = &items[0];
     app.post(
-        &format!("/api/v1/orgs/{}/webhooks/{org_hook}/deliveries/{}/redeliver", w.org, one["id"].as_str().unwrap()),
+        &format!(
+            "/api/v1/orgs/{}/webhooks/{org_hook}/deliveries/{}/redeliver",
+            w.org,
+            one["id"].as_str().unwrap()
+        ),
         &app.admin,
         json!({}),
     )
@@ -294,21 +352,29 @@ async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backen
     assert!(again[44].verified);
 
     // Test event, and a rotated secret: both secrets sign for a while.
-    let test = app.post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({})).await;
+    let test = app
+        .post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({}))
+        .await;
     assert_eq!(test.status.as_u16(), 202, "{}", test.body);
     let got = rx.wait_for("/org", 46).await;
     assert_eq!(got[45].body["type"], "webhook.test");
     let rotated = app
-        .post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/rotate-secret", w.org), &app.admin, json!({}))
+        .post(
+            &format!("/api/v1/orgs/{}/webhooks/{org_hook}/rotate-secret", w.org),
+            &app.admin,
+            json!({}),
+        )
         .await
         .ok();
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
     let old_secret = rx.secrets.lock().unwrap().get("/org").cloned().unwrap();
-    app.post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({})).await;
+    app.post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({}))
+        .await;
     let got = rx.wait_for("/org", 47).await;
     assert!(got[46].verified, "the old secret still verifies during the overlap");
     rx.secret("/org", &new_secret);
-    app.post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({})).await;
+    app.post(&format!("/api/v1/orgs/{}/webhooks/{org_hook}/test", w.org), &app.admin, json!({}))
+        .await;
     let got = rx.wait_for("/org", 48).await;
     assert!(got[47].verified, "the new secret verifies");
     assert_ne!(old_secret, new_secret);
@@ -318,15 +384,26 @@ async fn a_failing_receiver_is_retried_on_schedule_and_410_disables(backend: Bac
     let app = spawn_with_config(backend, webhook_config()).await;
     let rx = Receiver::start().await;
     let w = world(&app).await;
-    let flaky = endpoint(&app, &rx, &format!("/api/v1/orgs/{}/webhooks", w.org), "/flaky", json!(["license.assigned"])).await;
+    let flaky = endpoint(
+        &app,
+        &rx,
+        &format!("/api/v1/orgs/{}/webhooks", w.org),
+        "/flaky",
+        json!(["license.assigned"]),
+    )
+    .await;
     let gone = endpoint(&app, &rx, &format!("/api/v1/orgs/{}/webhooks", w.org), "/gone", json!(["*"])).await;
     // 500 for 3 s: the shortened schedule (5 ms, 300 ms, 1.8 s, 7.2 s ...) retries it until it answers.
     rx.fail("/flaky", 500, Duration::from_secs(3));
     rx.fail("/gone", 410, Duration::from_secs(3600));
     let u = user(&app, &w.org, "retry@a.example").await;
-    app.post(&format!("/api/v1/orgs/{}/users/{u}/licenses", w.org), &app.admin, json!({ "add": [{ "product": "meetings" }] }))
-        .await
-        .ok();
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
     let deadline = Instant::now() + Duration::from_secs(60);
     let delivered = loop {
         let log = app
@@ -378,13 +455,21 @@ async fn bad_endpoints_are_refused_naming_the_field(backend: Backend) {
         (json!({ "url": "https://10.0.0.7/x", "events": ["*"] }), "url"),
         (json!({ "url": "https://localhost:8443/x", "events": ["*"] }), "url"),
         (json!({ "url": "https://user:pw@hooks.example.com/x", "events": ["*"] }), "url"),
-        (json!({ "url": "https://hooks.example.com/x", "events": ["license.exploded"] }), "events[0]"),
+        (
+            json!({ "url": "https://hooks.example.com/x", "events": ["license.exploded"] }),
+            "events[0]",
+        ),
         (json!({ "url": "https://hooks.example.com/x", "events": [] }), "events"),
     ];
     for (body, field) in cases {
         let r = app.post(&base, &app.admin, body.clone()).await;
         assert_eq!(r.status.as_u16(), 422, "{body}: {}", r.body);
-        let named: Vec<&str> = r.body["errors"].as_array().unwrap().iter().filter_map(|v| v["field"].as_str()).collect();
+        let named: Vec<&str> = r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["field"].as_str())
+            .collect();
         assert!(named.contains(&field), "{body}: {}", r.body);
     }
     let r = app.call(reqwest::Method::POST, &base, Some(&app.admin), None).await;
@@ -394,13 +479,19 @@ async fn bad_endpoints_are_refused_naming_the_field(backend: Backend) {
 
     // A good one, then other tenants: 404 for its id under another org, and for another org's admin.
     let ok = app
-        .post(&base, &app.admin, json!({ "url": "https://hooks.example.com/allot", "events": ["license.assigned"] }))
+        .post(
+            &base,
+            &app.admin,
+            json!({ "url": "https://hooks.example.com/allot", "events": ["license.assigned"] }),
+        )
         .await;
     assert_eq!(ok.status.as_u16(), 201, "{}", ok.body);
     assert!(ok.body.get("secret_sealed").is_none());
     let id = ok.body["id"].as_str().unwrap();
     let other = org(&app, "Other", None).await;
-    app.get(&format!("/api/v1/orgs/{other}/webhooks/{id}"), &app.admin).await.problem(404, "not_found");
+    app.get(&format!("/api/v1/orgs/{other}/webhooks/{id}"), &app.admin)
+        .await
+        .problem(404, "not_found");
     let other_admin = app.token(allot_domain::access::Role::OrgSuperAdmin, None, Some(&other)).await;
     app.get(&format!("{base}/{id}"), &other_admin).await.problem(404, "not_found");
     // A role below org super admin: 403.
