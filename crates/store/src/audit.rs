@@ -50,7 +50,26 @@ pub async fn record(
         ],
     )
     .await?;
+    if let (Some(org), Some(event_type)) = (org, crate::webhooks::event_of_action(action)) {
+        let data = crate::webhooks::change_data(org, target, before, after, who);
+        crate::webhooks::record(
+            tx,
+            &[crate::webhooks::NewEvent {
+                org,
+                event_type,
+                subject: subject_of(target),
+                data,
+            }],
+            now,
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// The id in an audit target (`user:<id>` -> `<id>`).
+fn subject_of(target: &str) -> &str {
+    target.split_once(':').map_or(target, |(_, id)| id)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +117,12 @@ pub async fn record_many(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     let at = ts(now);
+    // What the webhook events of these changes are made from (none for most actions).
+    let webhook_sources: Vec<(String, Option<String>, Option<String>)> = if crate::webhooks::event_of_action(action).is_some() {
+        events.clone()
+    } else {
+        Vec::new()
+    };
     let rows: Vec<Vec<crate::db::Val>> = events
         .into_iter()
         .map(|(target, before, after)| {
@@ -119,5 +144,28 @@ pub async fn record_many(
         "audit_events (org_id, id, at, actor, action, target, before_state, after_state, request_id)",
         rows,
     )
-    .await
+    .await?;
+    if let Some(event_type) = crate::webhooks::event_of_action(action) {
+        let parse = |t: &Option<String>| t.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+        let data: Vec<(String, String)> = webhook_sources
+            .iter()
+            .map(|(target, before, after)| {
+                (
+                    subject_of(target).to_string(),
+                    crate::webhooks::change_data(org, target, parse(before).as_ref(), parse(after).as_ref(), who),
+                )
+            })
+            .collect();
+        let events: Vec<crate::webhooks::NewEvent> = data
+            .iter()
+            .map(|(subject, data)| crate::webhooks::NewEvent {
+                org,
+                event_type,
+                subject,
+                data: data.clone(),
+            })
+            .collect();
+        crate::webhooks::record(tx, &events, now).await?;
+    }
+    Ok(())
 }

@@ -374,10 +374,23 @@ pub async fn finish(
 ) -> Result<(), StoreError> {
     tx.exec(
         "UPDATE jobs SET state = $3, error = $4, finished_at = $5, lease_owner = NULL WHERE org_id = $1 AND id = $2",
-        args![org, id, state.as_str(), error, ts(now)],
+        args![org, id, state.as_str(), error.as_deref(), ts(now)],
     )
     .await?;
-    Ok(())
+    // `job.finished`, in the same transaction (every way a job ends comes here).
+    let error = error.map(|e| serde_json::from_str::<serde_json::Value>(&e).unwrap_or(serde_json::Value::String(e)));
+    let data = serde_json::json!({ "org": org, "job": id, "state": state.as_str(), "error": error }).to_string();
+    crate::webhooks::record(
+        tx,
+        &[crate::webhooks::NewEvent {
+            org,
+            event_type: "job.finished",
+            subject: id,
+            data,
+        }],
+        now,
+    )
+    .await
 }
 
 /// Starts a job's work over (a dry run interrupted by a restart: its results

@@ -13,6 +13,8 @@
 //! earliest still pending per endpoint and subject, so a subject's events
 //! arrive in the order they were written.
 
+use serde::Serialize;
+
 use crate::db::{Backend, PreparedRows, Row, StoreError, Tx, Val};
 use crate::{args, ts};
 
@@ -168,6 +170,80 @@ pub async fn requeue_failed(tx: &mut Tx, endpoint: &str, now: chrono::DateTime<c
         args![endpoint, ts(now)],
     )
     .await
+}
+
+/// The webhook event type of an audited action, for the actions that
+/// make one (licence changes make theirs from the plan: see `licenses.rs`).
+/// Every path that changes users, subscriptions or purchase requests is
+/// audited in its transaction, so recording the event beside the audit
+/// row covers each of them.
+pub fn event_of_action(action: &str) -> Option<&'static str> {
+    Some(match action {
+        "user.create" => "user.created",
+        "user.update" => "user.updated",
+        "user.delete" => "user.deleted",
+        "subscription.create" => "subscription.created",
+        "subscription.update" | "subscription.provisioning_details" => "subscription.updated",
+        "subscription.cancel" => "subscription.cancelled",
+        "purchase.request" => "purchase_request.created",
+        "purchase.fulfil" => "purchase_request.fulfilled",
+        "purchase.reject" => "purchase_request.rejected",
+        _ => return None,
+    })
+}
+
+/// The `data` of an event made from an audited change: the org, the
+/// object's id under its kind (`user`, `subscription`, `purchase_request`),
+/// its state after the change (before it, for a deletion), the state
+/// before (updates), who and which request.
+#[derive(Serialize)]
+struct ChangeData<'a> {
+    org: &'a str,
+    #[serde(flatten)]
+    subject: std::collections::BTreeMap<&'a str, &'a str>,
+    state: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<&'a serde_json::Value>,
+    actor: &'a str,
+    request_id: Option<&'a str>,
+}
+
+pub(crate) fn change_data(
+    org: &str,
+    target: &str,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+    who: &crate::audit::Actor,
+) -> String {
+    let (kind, id) = target.split_once(':').unwrap_or(("object", target));
+    let kind = if kind == "purchase" { "purchase_request" } else { kind };
+    let data = ChangeData {
+        org,
+        subject: std::collections::BTreeMap::from([(kind, id)]),
+        state: after.or(before),
+        previous: after.and(before),
+        actor: &who.actor,
+        request_id: who.request_id.as_deref(),
+    };
+    // Strings and JSON values: serializing them cannot fail.
+    serde_json::to_string(&data).unwrap_or_else(|_| "{}".into())
+}
+
+/// A licence event's `data`, the one shape for every path (built from the
+/// outbox row's columns by the sender, or directly where a licence goes
+/// without a plan: a user deleted).
+#[derive(Serialize)]
+pub struct LicenseEventData<'a> {
+    pub org: &'a str,
+    pub user: &'a str,
+    pub email: Option<&'a str>,
+    pub product: Option<&'a str>,
+    pub subscription: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_subscription: Option<&'a str>,
+    pub properties: &'a serde_json::value::RawValue,
+    pub actor: Option<&'a str>,
+    pub request_id: Option<&'a str>,
 }
 
 /// An event that is not a licence change: its `data` already as JSON text.

@@ -436,6 +436,7 @@ pub async fn delete_user(app: &App, caller: &Caller, org: &str, user: &str, if_m
             .ok_or_else(|| user_not_found(user))?;
         if_match.check(&format!("User {user}"), &etag::of(&before))?;
         let released = licenses::release_all(&mut tx, &org.id, user).await?;
+        super::webhooks::record_released(&mut tx, &org.id, &before.id, &before.email, &released, &caller.actor(), now).await?;
         users::delete(&mut tx, &org.id, user).await?;
         let b = serde_json::json!({ "user": before, "licenses": released });
         audit::record(

@@ -553,3 +553,43 @@ pub async fn redeliver(app: &App, caller: &Caller, scope: &HookScope, id: &str, 
         delivery: delivery.to_string(),
     })
 }
+
+/// `license.removed` events for licences released without a plan (a user
+/// deleted), in the caller's transaction; the same data as a plan's.
+pub(crate) async fn record_released(
+    tx: &mut allot_store::Tx,
+    org: &str,
+    user: &str,
+    email: &str,
+    released: &[allot_domain::planner::Held],
+    actor: &allot_store::audit::Actor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let mut data = Vec::new();
+    for h in released {
+        let properties = serde_json::to_string(&h.properties).map_err(|e| StoreError::Db(e.to_string()))?;
+        let properties = serde_json::value::RawValue::from_string(properties).map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = store::LicenseEventData {
+            org,
+            user,
+            email: Some(email),
+            product: Some(h.product.as_str()),
+            subscription: Some(&h.subscription),
+            from_subscription: None,
+            properties: &properties,
+            actor: Some(&actor.actor),
+            request_id: actor.request_id.as_deref(),
+        };
+        data.push(serde_json::to_string(&d).map_err(|e| StoreError::Db(e.to_string()))?);
+    }
+    let events: Vec<store::NewEvent> = data
+        .into_iter()
+        .map(|data| store::NewEvent {
+            org,
+            event_type: "license.removed",
+            subject: user,
+            data,
+        })
+        .collect();
+    store::record(tx, &events, now).await
+}

@@ -101,21 +101,6 @@ fn client(app: &App) -> Result<reqwest::Client, reqwest::Error> {
     b.build()
 }
 
-/// A licence event's `data`.
-#[derive(Serialize)]
-struct LicenseData<'a> {
-    org: &'a str,
-    user: &'a str,
-    email: Option<&'a str>,
-    product: Option<&'a str>,
-    subscription: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_subscription: Option<&'a str>,
-    properties: &'a serde_json::value::RawValue,
-    actor: Option<&'a str>,
-    request_id: Option<&'a str>,
-}
-
 /// The body of a delivery: `{"type", "timestamp", "data"}`. Built from
 /// the stored event alone, so every attempt sends the same bytes.
 #[derive(Serialize)]
@@ -133,7 +118,7 @@ pub(crate) fn body_of(e: &EventRow) -> Result<String, String> {
         Some(d) => raw(d)?,
         None => {
             let properties = raw(e.properties.as_deref().unwrap_or("{}"))?;
-            let d = LicenseData {
+            let d = allot_store::webhooks::LicenseEventData {
                 org: &e.org_id,
                 user: &e.subject,
                 email: e.email.as_deref(),

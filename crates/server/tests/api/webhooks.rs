@@ -18,6 +18,7 @@ both_backends!(
     license_changes_reach_the_endpoints_in_reach_signed_and_in_order,
     a_failing_receiver_is_retried_on_schedule_and_410_disables,
     bad_endpoints_are_refused_naming_the_field,
+    users_subscriptions_purchases_and_jobs_make_their_events,
 );
 
 /// One request the receiver got, and whether the library verified it.
@@ -500,4 +501,132 @@ async fn bad_endpoints_are_refused_naming_the_field(backend: Backend) {
     // The list never shows a secret.
     let listed = app.get(&base, &app.admin).await.ok();
     assert!(listed["items"][0].get("secret").is_none(), "{listed}");
+}
+
+async fn users_subscriptions_purchases_and_jobs_make_their_events(backend: Backend) {
+    let app = spawn_with_config(backend, webhook_config()).await;
+    let rx = Receiver::start().await;
+    let w = world(&app).await;
+    let o = &w.org;
+    endpoint(&app, &rx, &format!("/api/v1/orgs/{o}/webhooks"), "/all", json!(["*"])).await;
+    // A user: created, updated, refused an update (stale If-Match: rolled back, no event), given a licence, deleted.
+    let u = user(&app, o, "life@a.example").await;
+    let upath = format!("/api/v1/orgs/{o}/users/{u}");
+    app.patch(&upath, &app.admin, json!({ "display_name": "Life Cycle" })).await.ok();
+    let stale = app
+        .send(
+            reqwest::Method::PATCH,
+            &upath,
+            Some(&app.admin),
+            &[("if-match", "\"stale\"")],
+            Some(json!({ "display_name": "Never" })),
+        )
+        .await;
+    assert_eq!(stale.status.as_u16(), 412, "{}", stale.body);
+    app.post(
+        &format!("{upath}/licenses"),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
+    let del = app.call(reqwest::Method::DELETE, &upath, Some(&app.admin), None).await;
+    assert_eq!(del.status.as_u16(), 204, "{}", del.body);
+    // A subscription: created, changed, cancelled.
+    let sub = subscription(&app, o, json!([{ "product": "messaging", "quantity": 3 }])).await;
+    app.patch(
+        &format!("/api/v1/orgs/{o}/subscriptions/{sub}"),
+        &app.admin,
+        json!({ "end_date": "2027-06-01" }),
+    )
+    .await
+    .ok();
+    app.post(&format!("/api/v1/orgs/{o}/subscriptions/{sub}/cancel"), &app.admin, json!({}))
+        .await
+        .ok();
+    // A purchase request, fulfilled.
+    app.patch(&format!("/api/v1/orgs/{o}"), &app.admin, json!({ "payment_method_on_file": true }))
+        .await
+        .ok();
+    let buyer = app.token(allot_domain::access::Role::OrgSuperAdmin, None, Some(o)).await;
+    let pr = app
+        .post(
+            &format!("/api/v1/orgs/{o}/purchase-requests"),
+            &buyer,
+            json!({ "product": "meetings", "quantity": 2, "subscription": w.sub }),
+        )
+        .await;
+    assert!(pr.status.is_success(), "{}", pr.body);
+    let pr_id = pr.body["id"].as_str().unwrap().to_string();
+    let ful = app
+        .post(&format!("/api/v1/orgs/{o}/purchase-requests/{pr_id}/fulfil"), &app.admin, json!({}))
+        .await;
+    assert!(ful.status.is_success(), "{}", ful.body);
+    // A job.
+    let ju = user(&app, o, "job@a.example").await;
+    let job = start_job(
+        &app,
+        o,
+        json!({ "users": [ju], "add": [{ "product": "meetings" }], "dry_run": true }),
+    )
+    .await;
+    finished_job(&app, &job).await;
+
+    let types = |got: &[Received]| {
+        got.iter()
+            .map(|r| r.body["type"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = rx.got("/all");
+        if types(&got).iter().any(|t| t == "job.finished") {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "no job.finished: {:?}", types(&got));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = rx.got("/all");
+    assert!(got.iter().all(|r| r.verified));
+    // The user's events, in commit order.
+    let of_user: Vec<String> = got
+        .iter()
+        .filter(|r| r.body["data"]["user"] == json!(u))
+        .map(|r| r.body["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        of_user,
+        [
+            "user.created",
+            "user.updated",
+            "license.assigned",
+            "license.removed",
+            "user.deleted"
+        ]
+    );
+    let updated = got.iter().find(|r| r.body["type"] == "user.updated").unwrap();
+    assert_eq!(updated.body["data"]["state"]["display_name"], "Life Cycle", "{:?}", updated.body);
+    assert!(
+        got.iter().all(|r| r.body["data"]["state"]["display_name"] != "Never"),
+        "a refused change made an event"
+    );
+    let removed = got.iter().find(|r| r.body["type"] == "license.removed").unwrap();
+    assert_eq!(removed.body["data"]["email"], "life@a.example");
+    assert_eq!(removed.body["data"]["product"], "meetings");
+    let of_sub: Vec<String> = got
+        .iter()
+        .filter(|r| r.body["data"]["subscription"] == json!(sub) && r.body["type"].as_str().unwrap().starts_with("subscription."))
+        .map(|r| r.body["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(of_sub, ["subscription.created", "subscription.updated", "subscription.cancelled"]);
+    let purchase: Vec<String> = got
+        .iter()
+        .filter(|r| r.body["data"]["purchase_request"] == json!(pr_id))
+        .map(|r| r.body["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(purchase, ["purchase_request.created", "purchase_request.fulfilled"]);
+    let finished = got.iter().find(|r| r.body["type"] == "job.finished").unwrap();
+    assert_eq!(finished.body["data"]["job"], json!(job));
+    assert_eq!(finished.body["data"]["state"], "succeeded");
 }
