@@ -152,6 +152,21 @@ pub enum BenchCommand {
         #[arg(long, default_value = "100000", value_delimiter = ',')]
         users: Vec<usize>,
     },
+    /// A bulk job with and without a subscribed webhook endpoint on a local
+    /// receiver: the job's time, the time until its last event is
+    /// delivered, deliveries per second, commit-to-delivery latency while
+    /// the receiver keeps up, and the outbox's size on disk.
+    Webhooks {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Users the bulk job gives a licence to.
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Single changes timed from commit to delivery (at a pace the receiver keeps up with).
+        #[arg(long, default_value_t = 1_000)]
+        changes: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -180,6 +195,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             .await?
         }
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
+        BenchCommand::Webhooks { backend, users, changes } => crate::bench_webhooks::run(&backend, users, changes).await?,
         BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
         BenchCommand::Users {
             backend,
@@ -525,13 +541,14 @@ pub struct InProcessServer {
 
 impl InProcessServer {
     pub async fn start(store: &Store) -> Result<InProcessServer> {
+        InProcessServer::start_with(store, allot_server::Config::default()).await
+    }
+
+    /// [`InProcessServer::start`] with a configuration of its own.
+    pub async fn start_with(store: &Store, config: allot_server::Config) -> Result<InProcessServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = allot_server::AppState::new(
-            store.clone(),
-            std::sync::Arc::new(allot_server::clock::SystemClock),
-            allot_server::Config::default(),
-        );
+        let state = allot_server::AppState::new(store.clone(), std::sync::Arc::new(allot_server::clock::SystemClock), config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = state.clone();
         let task = tokio::spawn(allot_server::serve(state, listener, async move {

@@ -40,7 +40,7 @@ async fn setup(store: &Store, n: usize) -> Result<(String, String)> {
 }
 
 /// A fresh store at `database` with `n` users to give seats to.
-async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Store, String, String)> {
+pub(crate) async fn prepared(database: &str, n: usize, max_connections: u32) -> Result<(Store, String, String)> {
     let store = crate::bench::open_store(database, max_connections).await?;
     let (org, sub) = setup(&store, n).await?;
     settle(database).await?;

@@ -9,6 +9,7 @@ mod bench_planner;
 mod bench_ui;
 mod bench_ui_bulk;
 mod bench_users;
+mod bench_webhooks;
 mod demo;
 
 /// A bulk job allocates and frees millions of short strings and rows across
