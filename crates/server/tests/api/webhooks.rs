@@ -578,14 +578,14 @@ async fn users_subscriptions_purchases_and_jobs_make_their_events(backend: Backe
             .collect::<Vec<_>>()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let got = loop {
+    loop {
         let got = rx.got("/all");
         if types(&got).iter().any(|t| t == "job.finished") {
-            break got;
+            break;
         }
         assert!(Instant::now() < deadline, "no job.finished: {:?}", types(&got));
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = rx.got("/all");
     assert!(got.iter().all(|r| r.verified));
