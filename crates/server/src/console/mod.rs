@@ -26,6 +26,7 @@ mod subscriptions;
 mod templates;
 mod tokens;
 mod users;
+mod webhooks;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -118,6 +119,39 @@ pub fn router() -> Router<App> {
         )
         .route("/ui/orgs/{org}/users.csv", get(import::export))
         .route("/ui/jobs/{job}", get(jobs::show))
+        .route("/ui/webhooks", get(webhooks::show_provider).post(webhooks::create_provider))
+        .route("/ui/webhooks/{hook}", get(webhooks::show_provider_hook))
+        .route("/ui/webhooks/{hook}/test", post(webhooks::test_provider))
+        .route("/ui/webhooks/{hook}/rotate", post(webhooks::rotate_provider))
+        .route("/ui/webhooks/{hook}/enabled", post(webhooks::enabled_provider))
+        .route("/ui/webhooks/{hook}/delete", post(webhooks::delete_provider))
+        .route(
+            "/ui/webhooks/{hook}/deliveries/{delivery}/redeliver",
+            post(webhooks::redeliver_provider),
+        )
+        .route(
+            "/ui/partners/{partner}/webhooks",
+            get(webhooks::show_partner).post(webhooks::create_partner),
+        )
+        .route("/ui/partners/{partner}/webhooks/{hook}", get(webhooks::show_partner_hook))
+        .route("/ui/partners/{partner}/webhooks/{hook}/test", post(webhooks::test_partner))
+        .route("/ui/partners/{partner}/webhooks/{hook}/rotate", post(webhooks::rotate_partner))
+        .route("/ui/partners/{partner}/webhooks/{hook}/enabled", post(webhooks::enabled_partner))
+        .route("/ui/partners/{partner}/webhooks/{hook}/delete", post(webhooks::delete_partner))
+        .route(
+            "/ui/partners/{partner}/webhooks/{hook}/deliveries/{delivery}/redeliver",
+            post(webhooks::redeliver_partner),
+        )
+        .route("/ui/orgs/{org}/webhooks", get(webhooks::show_org).post(webhooks::create_org))
+        .route("/ui/orgs/{org}/webhooks/{hook}", get(webhooks::show_org_hook))
+        .route("/ui/orgs/{org}/webhooks/{hook}/test", post(webhooks::test_org))
+        .route("/ui/orgs/{org}/webhooks/{hook}/rotate", post(webhooks::rotate_org))
+        .route("/ui/orgs/{org}/webhooks/{hook}/enabled", post(webhooks::enabled_org))
+        .route("/ui/orgs/{org}/webhooks/{hook}/delete", post(webhooks::delete_org))
+        .route(
+            "/ui/orgs/{org}/webhooks/{hook}/deliveries/{delivery}/redeliver",
+            post(webhooks::redeliver_org),
+        )
         .route("/ui/jobs/{job}/progress", get(jobs::progress_part))
         .route("/ui/jobs/{job}/results.csv", get(jobs::results_csv))
         .route("/ui/jobs/{job}/cancel", post(jobs::cancel))

@@ -38,6 +38,7 @@ pub enum OrgPage {
     Templates,
     Queues,
     Purchases,
+    Webhooks,
 }
 
 /// The navigation of an org's pages: only those the admin's role may open.
@@ -86,6 +87,12 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
         ),
         (OrgPage::Audit, format!("{base}/audit"), "Audit log", p.may(Action::ReadAudit)),
         (OrgPage::Admins, format!("{base}/admins"), "Admins", p.may(Action::ManageAdmins)),
+        (
+            OrgPage::Webhooks,
+            format!("{base}/webhooks"),
+            "Webhooks",
+            p.may(Action::ManageWebhooks),
+        ),
     ];
     html! {
         nav.tabs aria-label=(format!("Pages of {}", org.name)) {

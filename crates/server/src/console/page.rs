@@ -62,6 +62,9 @@ fn frame(title: &str, session: Option<&ConsoleSession>, narrow: bool, body: Mark
                                 @if s.caller.principal.may(Action::ManageTokens) {
                                     li { a href="/ui/tokens" { "API tokens" } }
                                 }
+                                @if s.caller.principal.may(Action::ManageWebhooks) {
+                                    li { a href="/ui/webhooks" { "Webhooks" } }
+                                }
                             }
                         }
                         div.who {

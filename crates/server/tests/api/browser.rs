@@ -121,6 +121,8 @@ pub(crate) async fn browser() -> Option<(Driver, Client)> {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800", "--hide-scrollbars"]
         }),
     );
+    // With two crypto providers compiled in, rustls wants one chosen for the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = ClientBuilder::rustls()
         .expect("TLS roots")
         .capabilities(caps)

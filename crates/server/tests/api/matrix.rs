@@ -1386,14 +1386,7 @@ async fn every_endpoint_every_role_every_tenant(backend: Backend) {
         Vec::<&String>::new(),
         "cases of operations that are not registered"
     );
-    // Webhooks are not sent here (delivery writes in the background, between
-    // the snapshots that show a refused call changed nothing); who may manage
-    // them is what is checked. Delivery has tests of its own.
-    let mut config = allot_server::Config::default();
-    config.offline_tokens.keys = sealed_keys();
-    config.webhooks.sealing = Some(sealing_secret());
-    config.webhooks.deliver = false;
-    let app = spawn_with_config(backend, config).await;
+    let app = matrix_app(backend).await;
     product(&app, "meetings", "meetings").await;
     let mine = tenant(&app, "Mine").await;
     let theirs = tenant(&app, "Theirs").await;
@@ -1968,6 +1961,105 @@ fn page_cases() -> Vec<PageCase> {
                 Prep::None,
             )
         },
+        get(
+            "org Webhooks",
+            |t, _| format!("/ui/orgs/{}/webhooks", t.org),
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::None,
+        ),
+        get(
+            "partner Webhooks",
+            |t, _| format!("/ui/partners/{}/webhooks", t.partner),
+            Scope::Partner,
+            &[ManageWebhooks],
+            Prep::None,
+        ),
+        get(
+            "an org webhook",
+            |t, f| format!("/ui/orgs/{}/webhooks/{}", t.org, f.id),
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::OrgHook,
+        ),
+        get(
+            "a partner webhook",
+            |t, f| format!("/ui/partners/{}/webhooks/{}", t.partner, f.id),
+            Scope::Partner,
+            &[ManageWebhooks],
+            Prep::PartnerHook,
+        ),
+        get(
+            "a provider webhook",
+            |_, f| format!("/ui/webhooks/{}", f.id),
+            Scope::Provider,
+            &[ManageProviderWebhooks],
+            Prep::ProviderHook,
+        ),
+        post(
+            "create an org webhook",
+            |t, _| format!("/ui/orgs/{}/webhooks", t.org),
+            |_, _| vec![("url", "https://93.184.215.14/allot".into()), ("event", "license.assigned".into())],
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::None,
+        ),
+        post(
+            "create a partner webhook",
+            |t, _| format!("/ui/partners/{}/webhooks", t.partner),
+            |_, _| vec![("url", "https://93.184.215.14/allot".into()), ("all", "1".into())],
+            Scope::Partner,
+            &[ManageWebhooks],
+            Prep::None,
+        ),
+        post(
+            "create a provider webhook",
+            |_, _| "/ui/webhooks".into(),
+            |_, _| vec![("url", "https://93.184.215.14/allot".into()), ("all", "1".into())],
+            Scope::Provider,
+            &[ManageProviderWebhooks],
+            Prep::None,
+        ),
+        post(
+            "send a test event",
+            |t, f| format!("/ui/orgs/{}/webhooks/{}/test", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::OrgHook,
+        ),
+        post(
+            "rotate a webhook secret",
+            |t, f| format!("/ui/orgs/{}/webhooks/{}/rotate", t.org, f.id),
+            no_form,
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::OrgHook,
+        ),
+        post(
+            "disable a webhook",
+            |t, f| format!("/ui/partners/{}/webhooks/{}/enabled", t.partner, f.id),
+            |_, _| vec![("enabled", "false".into())],
+            Scope::Partner,
+            &[ManageWebhooks],
+            Prep::PartnerHook,
+        ),
+        post(
+            "redeliver",
+            |t, f| format!("/ui/orgs/{}/webhooks/{}/deliveries/{}/redeliver", t.org, f.id, f.user),
+            no_form,
+            Scope::Org,
+            &[ManageWebhooks],
+            Prep::OrgHook,
+        ),
+        post(
+            "delete a webhook",
+            |_, f| format!("/ui/webhooks/{}/delete", f.id),
+            no_form,
+            Scope::Provider,
+            &[ManageProviderWebhooks],
+            Prep::ProviderHook,
+        ),
     ]
 }
 
@@ -2010,8 +2102,20 @@ fn without_ids(body: &str, ids: &[&str]) -> String {
     ids.iter().fold(body.to_string(), |b, id| b.replace(id, "<id>"))
 }
 
+/// The server both matrices call. Webhooks are not sent here (delivery
+/// writes in the background, between the snapshots that show a refused
+/// call changed nothing); who may manage them is what is checked. Delivery
+/// has tests of its own.
+async fn matrix_app(backend: Backend) -> TestApp {
+    let mut config = allot_server::Config::default();
+    config.offline_tokens.keys = sealed_keys();
+    config.webhooks.sealing = Some(sealing_secret());
+    config.webhooks.deliver = false;
+    spawn_with_config(backend, config).await
+}
+
 async fn every_page_every_role_every_tenant(backend: Backend) {
-    let app = spawn(backend).await;
+    let app = matrix_app(backend).await;
     product(&app, "meetings", "meetings").await;
     let mine = tenant(&app, "Mine").await;
     let theirs = tenant(&app, "Theirs").await;
