@@ -200,13 +200,14 @@ async fn every_user_once_by_id(rx: &Receiver, n: usize, within: Duration) -> BTr
     ids_of_user
 }
 
-/// Waits until the job has done some chunks and some events arrived.
-async fn wait_mid_job(url: &str, admin: &str, job: &str, rx: &Receiver) {
+/// Waits until the job has done some chunks (their events are committed;
+/// few if any have been sent yet).
+async fn wait_mid_job(url: &str, admin: &str, job: &str) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let j = call(&client, url, admin, reqwest::Method::GET, &format!("/api/v1/jobs/{job}"), None).await;
-        if j["progress"]["done"].as_i64().unwrap_or(0) > 0 && rx.count() > 0 {
+        if j["progress"]["done"].as_i64().unwrap_or(0) > 0 {
             assert!(
                 j["progress"]["done"].as_i64().unwrap() < USERS as i64,
                 "the job ended before the kill; the test needs more users"
@@ -237,7 +238,7 @@ async fn killed_mid_job_loses_no_event(database: &str) {
     let (server, url) = serve(database);
     let (org, _store) = setup(database, &url, &admin, &rx, &hook, USERS).await;
     let job = start_job(&url, &admin, &org).await;
-    wait_mid_job(&url, &admin, &job, &rx).await;
+    wait_mid_job(&url, &admin, &job).await;
     drop(server); // SIGKILL: no shutdown code runs
     let before_restart = rx.count();
     assert!(
@@ -295,7 +296,7 @@ async fn two_servers_share_the_deliveries() {
     assert_eq!(rx.count(), 20_000, "with both servers alive, each event arrives once");
     // Then the rest, with server A killed mid-way.
     let job = start_job(&url_a, &admin, &org).await;
-    wait_mid_job(&url_a, &admin, &job, &rx).await;
+    wait_mid_job(&url_a, &admin, &job).await;
     drop(a);
     let j = wait_job_ended(&url_b, &admin, &job).await;
     assert_eq!(j["state"], "succeeded", "{j}");
