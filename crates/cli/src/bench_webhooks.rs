@@ -103,13 +103,30 @@ struct WithEndpoint {
     bytes: Option<i64>,
 }
 
-async fn run_without(database: &str, n: usize) -> Result<Duration> {
+/// The job alone: with no endpoint, or (`outbox_only`) with one subscribed
+/// but this process not sending (what writing the outbox costs the job).
+async fn run_job_only(database: &str, n: usize, outbox_only: bool) -> Result<Duration> {
     let (store, org, _) = crate::bench_bulk::prepared(database, n, 16).await?;
     let token = allot_server::auth::create_token(&store, Role::ProviderAdmin, None, None, None, SystemClock.now())
         .await
         .map_err(|e| msg(e.detail))?;
-    let server = crate::bench::InProcessServer::start_with(&store, config()?).await?;
-    let took = job(&reqwest::Client::new(), &server.url, &token, &org).await?;
+    let mut config = config()?;
+    config.webhooks.deliver = !outbox_only;
+    let server = crate::bench::InProcessServer::start_with(&store, config).await?;
+    let client = reqwest::Client::new();
+    if outbox_only {
+        let created = json_of(
+            client
+                .post(format!("{}/api/v1/orgs/{org}/webhooks", server.url))
+                .bearer_auth(&token)
+                .json(&json!({ "url": "http://127.0.0.1:9/unused", "events": ["license.assigned"] })),
+        )
+        .await?;
+        if created["secret"].as_str().is_none() {
+            return Err(msg(format!("the endpoint was not created: {created}")));
+        }
+    }
+    let took = job(&client, &server.url, &token, &org).await?;
     server.stop().await;
     store.close().await;
     Ok(took)
@@ -252,18 +269,20 @@ pub async fn run(backend: &str, n: usize, changes: usize) -> Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     println!();
-    println!("| backend | job without endpoint s | job with endpoint s | with / without | last event delivered s | deliveries/s (sending) | deliveries/s (job start to last) | commit to delivery p50 / p99 ms | outbox, deliveries, attempts rows | on disk MB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | job without endpoint s | job, outbox written but not sent s | job with endpoint s | with / without | last event delivered s | deliveries/s (sending) | deliveries/s (job start to last) | commit to delivery p50 / p99 ms | outbox, deliveries, attempts rows | on disk MB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
-        let without = run_without(&databases.fresh(b, "hooks")?, n).await?;
+        let without = run_job_only(&databases.fresh(b, "hooks")?, n, false).await?;
+        let outbox_only = run_job_only(&databases.fresh(b, "hooks")?, n, true).await?;
         let with = run_with(&databases.fresh(b, "hooks")?, n, changes).await?;
         let mut lat = with.latencies.clone();
         lat.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
-            "| {b} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.0} | {:.0} | {:.1} / {:.1} | {}, {}, {} | {} |",
+            "| {b} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.0} | {:.0} | {:.1} / {:.1} | {}, {}, {} | {} |",
             without.as_secs_f64(),
+            outbox_only.as_secs_f64(),
             with.job.as_secs_f64(),
             with.job.as_secs_f64() / without.as_secs_f64(),
             with.last_delivery.as_secs_f64(),

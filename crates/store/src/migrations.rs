@@ -54,7 +54,7 @@ CREATE TABLE webhook_endpoints (
 CREATE INDEX webhook_endpoints_by_scope ON webhook_endpoints (scope_key, id);
 CREATE TABLE webhook_events (
     seq {SERIAL_KEY},
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     org_id TEXT NOT NULL,
     type TEXT NOT NULL,
     subject TEXT NOT NULL,
@@ -69,7 +69,7 @@ CREATE TABLE webhook_events (
     data TEXT,
     dispatched BOOLEAN NOT NULL DEFAULT FALSE
 );
-CREATE INDEX webhook_events_waiting ON webhook_events (dispatched, seq);
+CREATE INDEX webhook_events_waiting ON webhook_events (seq) WHERE dispatched = FALSE;
 CREATE TABLE webhook_deliveries (
     id TEXT PRIMARY KEY,
     endpoint_id TEXT NOT NULL,

@@ -708,13 +708,11 @@ pub async fn test_event(
     let id = crate::db::new_id("msg");
     let now_s = ts(now);
     let due_s = ts(due);
-    tx.exec(
-        "INSERT INTO webhook_events (id, org_id, type, subject, occurred_at, data, dispatched) VALUES ($1, '', 'webhook.test', $2, $3, $4, TRUE)",
-        args![&id, endpoint, &now_s, data],
-    )
-    .await?;
     let seq = tx
-        .opt_row("SELECT seq FROM webhook_events WHERE id = $1", args![&id])
+        .opt_row(
+            "INSERT INTO webhook_events (id, org_id, type, subject, occurred_at, data, dispatched) VALUES ($1, '', 'webhook.test', $2, $3, $4, TRUE) RETURNING seq",
+            args![&id, endpoint, &now_s, data],
+        )
         .await?
         .map(|r| r.int("seq"))
         .transpose()?
