@@ -28,7 +28,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Webhooks (see `webhooks.rs`): endpoints at three scopes, the outbox of
 /// events written in the transaction of the change they describe, one
-/// delivery per event and endpoint, and every attempt of each.
+/// delivery per event and endpoint, and every attempt of each; and the
+/// status last announced of each subscription (`subscription.status_changed`
+/// is sent when the derived status moves on, a date having passed).
 ///
 /// `scope_key` is `provider`, `partner:<id>` or `org:<id>`, so one
 /// indexed lookup finds the endpoints an org's change reaches. Events are
@@ -87,6 +89,12 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
 CREATE INDEX webhook_deliveries_per_subject ON webhook_deliveries (endpoint_id, subject, event_seq);
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, created_at, id);
+CREATE TABLE webhook_subscription_status (
+    org_id TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (org_id, subscription_id)
+);
 CREATE TABLE webhook_attempts (
     delivery_id TEXT NOT NULL,
     n BIGINT NOT NULL,

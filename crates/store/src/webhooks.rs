@@ -794,3 +794,98 @@ pub async fn release_all_leases(tx: &mut Tx) -> Result<u64, StoreError> {
     )
     .await
 }
+
+/// A subscription's facts with the status last announced for it.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub org: String,
+    pub id: String,
+    pub facts: allot_domain::status::SubscriptionFacts,
+    pub announced: Option<String>,
+}
+
+/// A page of every org's subscriptions in (org, id) order after `after`,
+/// with the status last announced.
+pub async fn subscription_statuses(tx: &mut Tx, after: &(String, String), limit: i64) -> Result<Vec<Announced>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT s.org_id, s.id, s.external_ref, s.partner_id, s.trial, s.start_date, s.end_date, s.suspended, s.cancelled, a.status AS announced \
+             FROM subscriptions s LEFT JOIN webhook_subscription_status a ON a.org_id = s.org_id AND a.subscription_id = s.id \
+             WHERE s.org_id > $1 OR (s.org_id = $1 AND s.id > $2) ORDER BY s.org_id, s.id LIMIT $3",
+            args![&after.0, &after.1, limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let s = crate::subscriptions::sub_from(r)?;
+            Ok(Announced {
+                org: s.org,
+                id: s.id,
+                facts: s.facts,
+                announced: r.opt_text("announced")?,
+            })
+        })
+        .collect()
+}
+
+/// Records that `sub`'s status is now `to` (it was `from`, `None` when
+/// never announced) and, for a change, writes `subscription.status_changed`
+/// in the same transaction. Only the first of several servers scanning at
+/// once gets to (the row is changed only from `from`); false for the others.
+pub async fn announce_status(
+    tx: &mut Tx,
+    org: &str,
+    sub: &str,
+    from: Option<&str>,
+    to: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    let changed = match from {
+        None => {
+            tx.exec(
+                "INSERT INTO webhook_subscription_status (org_id, subscription_id, status) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                args![org, sub, to],
+            )
+            .await?
+        }
+        Some(from) => {
+            tx.exec(
+                "UPDATE webhook_subscription_status SET status = $4 WHERE org_id = $1 AND subscription_id = $2 AND status = $3",
+                args![org, sub, from, to],
+            )
+            .await?
+        }
+    };
+    if changed != 1 {
+        return Ok(false);
+    }
+    if let Some(from) = from {
+        #[derive(Serialize)]
+        struct StatusChanged<'a> {
+            org: &'a str,
+            subscription: &'a str,
+            from: &'a str,
+            to: &'a str,
+        }
+        // Four strings: serializing them cannot fail.
+        let data = serde_json::to_string(&StatusChanged {
+            org,
+            subscription: sub,
+            from,
+            to,
+        })
+        .unwrap_or_default();
+        record(
+            tx,
+            &[NewEvent {
+                org,
+                event_type: "subscription.status_changed",
+                subject: sub,
+                data,
+            }],
+            now,
+        )
+        .await?;
+    }
+    Ok(true)
+}

@@ -447,6 +447,46 @@ async fn disable_failing(app: &App) -> Result<(), StoreError> {
     .map_err(|e| StoreError::Db(e.detail))
 }
 
+/// Compares every subscription's status, derived for today, with the one
+/// last announced; a change writes `subscription.status_changed` (a
+/// subscription seen for the first time is noted without an event: its
+/// `subscription.created` said it). The sender runs it at start-up and
+/// every hour; returns how many changes it announced.
+pub async fn scan_subscription_statuses(app: &App) -> Result<usize, StoreError> {
+    let today = app.clock.today();
+    let mut after = (String::new(), String::new());
+    let mut announced = 0;
+    loop {
+        let page = {
+            let mut rd = app.store.read_conn().await?;
+            store::subscription_statuses(&mut rd, &after, 1_000).await?
+        };
+        let Some(last) = page.last() else { return Ok(announced) };
+        after = (last.org.clone(), last.id.clone());
+        let moved: Vec<(&store::Announced, &'static str)> = page
+            .iter()
+            .map(|a| (a, allot_domain::status::derive_subscription_status(&a.facts, today).as_str()))
+            .filter(|(a, now)| a.announced.as_deref() != Some(*now))
+            .collect();
+        if !moved.is_empty() {
+            let now = app.clock.now();
+            announced += in_transaction!(app.store, |tx| {
+                let mut n = 0;
+                for (a, to) in &moved {
+                    if store::announce_status(&mut tx, &a.org, &a.id, a.announced.as_deref(), to, now).await? && a.announced.is_some() {
+                        n += 1;
+                    }
+                }
+                Ok::<_, StoreError>(n)
+            })
+            .map_err(|e| StoreError::Db(e.detail))?;
+        }
+        if page.len() < 1_000 {
+            return Ok(announced);
+        }
+    }
+}
+
 /// Runs until the task is aborted.
 pub async fn run(app: App) {
     let http = match client(&app) {
@@ -464,7 +504,16 @@ pub async fn run(app: App) {
     }
     let feed = app.store.change_feed().clone();
     let mut last_housekeeping: Option<Instant> = None;
+    let mut last_scan: Option<Instant> = None;
     loop {
+        if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_scan = Some(Instant::now());
+            match scan_subscription_statuses(&app).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(subscriptions = n, "announced subscription status changes"),
+                Err(e) => tracing::warn!(error = ?e, "cannot compare subscription statuses; trying again in an hour"),
+            }
+        }
         if last_housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             last_housekeeping = Some(Instant::now());
             if let Err(e) = disable_failing(&app).await {

@@ -19,6 +19,7 @@ both_backends!(
     a_failing_receiver_is_retried_on_schedule_and_410_disables,
     bad_endpoints_are_refused_naming_the_field,
     users_subscriptions_purchases_and_jobs_make_their_events,
+    a_status_that_changes_with_the_date_is_announced_once,
 );
 
 /// One request the receiver got, and whether the library verified it.
@@ -637,4 +638,50 @@ async fn users_subscriptions_purchases_and_jobs_make_their_events(backend: Backe
     let finished = got.iter().find(|r| r.body["type"] == "job.finished").unwrap();
     assert_eq!(finished.body["data"]["job"], json!(job));
     assert_eq!(finished.body["data"]["state"], "succeeded");
+}
+
+async fn a_status_that_changes_with_the_date_is_announced_once(backend: Backend) {
+    let app = spawn_with_config(backend, webhook_config()).await;
+    let rx = Receiver::start().await;
+    let w = world(&app).await;
+    let o = &w.org;
+    endpoint(
+        &app,
+        &rx,
+        &format!("/api/v1/orgs/{o}/webhooks"),
+        "/status",
+        json!(["subscription.status_changed"]),
+    )
+    .await;
+    // Ends 40 days after "today" (2026-06-15): expiring within 60 days.
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{o}/subscriptions"),
+            &app.admin,
+            json!({ "start_date": "2026-01-01", "end_date": "2026-07-25", "items": [{ "product": "meetings", "quantity": 1 }] }),
+        )
+        .await
+        .ok();
+    let sub = r["id"].as_str().unwrap().to_string();
+    // The sender's start-up scan (or this one) notes every status; nothing is announced yet.
+    allot_server::worker::webhooks::scan_subscription_statuses(&app.app).await.unwrap();
+    assert_eq!(
+        allot_server::worker::webhooks::scan_subscription_statuses(&app.app).await.unwrap(),
+        0
+    );
+    // Fifteen days later the same subscription expires within 30 days: announced once, however often scanned.
+    app.clock.set(today() + chrono::Duration::days(15));
+    let first = allot_server::worker::webhooks::scan_subscription_statuses(&app.app).await.unwrap();
+    let again = allot_server::worker::webhooks::scan_subscription_statuses(&app.app).await.unwrap();
+    assert_eq!((first, again), (1, 0), "only the subscription whose status moved, once");
+    let got = rx.wait_for("/status", 1).await;
+    assert_eq!(got[0].body["type"], "subscription.status_changed");
+    assert_eq!(got[0].body["data"]["subscription"], json!(sub));
+    assert_eq!(
+        (got[0].body["data"]["from"].as_str(), got[0].body["data"]["to"].as_str()),
+        (Some("expiring_60d"), Some("expiring_30d"))
+    );
+    assert!(got[0].verified);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.got("/status").len(), 1);
 }
