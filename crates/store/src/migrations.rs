@@ -71,7 +71,12 @@ CREATE TABLE webhook_events (
     data TEXT,
     dispatched BOOLEAN NOT NULL DEFAULT FALSE
 );
-CREATE INDEX webhook_events_waiting ON webhook_events (seq) WHERE dispatched = FALSE;
+{WEBHOOK_EVENTS_WAITING}
+CREATE TABLE webhook_dispatched (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL
+);
+INSERT INTO webhook_dispatched (id, seq) VALUES (1, 0);
 CREATE TABLE webhook_deliveries (
     id TEXT PRIMARY KEY,
     endpoint_id TEXT NOT NULL,
@@ -310,6 +315,14 @@ fn for_backend(sql: &str, backend: Backend) -> String {
         match backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        },
+    )
+    .replace(
+        "{WEBHOOK_EVENTS_WAITING}",
+        match backend {
+            // One writer commits in `seq` order: a cursor says what was dispatched (see `webhooks.rs`).
+            Backend::Sqlite => "",
+            Backend::Postgres => "CREATE INDEX webhook_events_waiting ON webhook_events (seq) WHERE dispatched = FALSE;",
         },
     )
     .replace(

@@ -329,25 +329,28 @@ fn event_row(r: &Row) -> Result<EventRow, StoreError> {
     })
 }
 
-/// Claims up to `limit` events not yet dispatched, oldest first. On
-/// PostgreSQL the rows stay locked until the caller commits and rows other
-/// dispatchers hold are skipped.
+/// Claims up to `limit` events not yet dispatched, oldest first.
+///
+/// The engines differ here. PostgreSQL numbers rows when they are
+/// inserted, not when they commit, so a lower number may commit later:
+/// each event is flagged `dispatched` (a partial index holds the others),
+/// the rows stay locked until the caller commits, and rows other
+/// dispatchers hold are skipped. SQLite's one writer commits in number
+/// order, so a cursor (`webhook_dispatched.seq`) says what was dispatched:
+/// nothing is written per event, and no index. (`dispatched` is set only
+/// on test events, which are delivered at once.)
 pub async fn undispatched(tx: &mut Tx, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-    let lock = match tx.backend() {
-        Backend::Postgres => " FOR UPDATE OF e SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    tx.rows(
-        &format!(
+    let sql = match tx.backend() {
+        Backend::Postgres => format!(
             "SELECT {EVENT_COLUMNS} FROM webhook_events e LEFT JOIN orgs o ON o.id = e.org_id \
-             WHERE e.dispatched = FALSE ORDER BY e.seq LIMIT $1{lock}"
+             WHERE e.dispatched = FALSE ORDER BY e.seq LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
         ),
-        args![limit],
-    )
-    .await?
-    .iter()
-    .map(event_row)
-    .collect()
+        Backend::Sqlite => format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events e LEFT JOIN orgs o ON o.id = e.org_id \
+             WHERE e.seq > (SELECT seq FROM webhook_dispatched WHERE id = 1) AND e.dispatched = FALSE ORDER BY e.seq LIMIT $1"
+        ),
+    };
+    tx.rows(&sql, args![limit]).await?.iter().map(event_row).collect()
 }
 
 /// The events of these numbers.
@@ -399,13 +402,20 @@ pub async fn dispatch(tx: &mut Tx, seqs: &[i64], deliveries: &[NewDelivery], now
         );
         tx.insert_prepared(prepared).await?;
     }
-    if !seqs.is_empty() {
-        let list = tx.any_of("seq", 1);
-        tx.exec(
-            &format!("UPDATE webhook_events SET dispatched = TRUE WHERE {list}"),
-            &[Val::Ints(seqs.iter().map(|s| Some(*s)).collect())],
-        )
-        .await?;
+    match (tx.backend(), seqs.iter().max()) {
+        (_, None) => {}
+        (Backend::Postgres, Some(_)) => {
+            let list = tx.any_of("seq", 1);
+            tx.exec(
+                &format!("UPDATE webhook_events SET dispatched = TRUE WHERE {list}"),
+                &[Val::Ints(seqs.iter().map(|s| Some(*s)).collect())],
+            )
+            .await?;
+        }
+        (Backend::Sqlite, Some(last)) => {
+            tx.exec("UPDATE webhook_dispatched SET seq = $1 WHERE id = 1 AND seq < $1", args![*last])
+                .await?;
+        }
     }
     Ok(())
 }
@@ -743,7 +753,7 @@ pub async fn purge_delivered(tx: &mut Tx, before: chrono::DateTime<chrono::Utc>)
         )
         .await?;
     tx.exec(
-        "DELETE FROM webhook_events WHERE dispatched = TRUE AND occurred_at < $1 \
+        "DELETE FROM webhook_events WHERE (dispatched = TRUE OR seq <= (SELECT seq FROM webhook_dispatched WHERE id = 1)) AND occurred_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = webhook_events.seq)",
         args![&b],
     )

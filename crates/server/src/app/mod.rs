@@ -110,6 +110,9 @@ pub struct App {
     pub config: Arc<Config>,
     /// Wakes this process's job worker when a job is queued here.
     pub(crate) jobs_queued: Arc<Notify>,
+    /// Whether this process's job worker is running a job now (the webhook
+    /// sender lets it write first, see `crate::worker::webhooks`).
+    pub(crate) job_running: Arc<AtomicBool>,
     /// What the HTTP layer counts (requests, latencies), read by `/metrics`.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Per-token request budgets.
@@ -138,6 +141,7 @@ impl App {
             clock,
             config: Arc::new(config),
             jobs_queued: Arc::new(Notify::new()),
+            job_running: Arc::new(AtomicBool::new(false)),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             rate: Arc::new(rate),
             shutting_down: Arc::new(AtomicBool::new(false)),

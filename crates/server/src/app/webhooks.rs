@@ -181,6 +181,20 @@ pub struct DeliveryView {
     pub attempt_log: Vec<AttemptView>,
 }
 
+/// The wall clock. Delivery runs on real time, not the business clock
+/// (which tests move and freeze): receivers check `webhook-timestamp`
+/// against their own clocks, and leases and retries are real waits.
+pub(crate) fn wall_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// `(host, port)` of a URL, for resolving it.
+pub(crate) fn host_and_port(url: &str) -> Option<(String, u16)> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    Some((host, u.port_or_known_default()?))
+}
+
 /// What the endpoints' secrets are sealed for (see `super::sealing`).
 const SEALED_FOR: &str = "allot webhook-secret sealing v1";
 
@@ -282,7 +296,7 @@ async fn check_url(app: &App, url: &str) -> Result<(), Error> {
     if policy.allow_private {
         return Ok(());
     }
-    if let Some((host, port)) = crate::worker::webhooks::host_and_port(url) {
+    if let Some((host, port)) = host_and_port(url) {
         let lookup = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::lookup_host((host.as_str(), port))).await;
         if let Ok(Ok(addrs)) = lookup {
             if let Some(a) = addrs.into_iter().find(|a| !allot_domain::webhooks::is_public(a.ip())) {
@@ -391,7 +405,7 @@ pub async fn update_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &
         }
         store::update_endpoint(&mut tx, &e).await?;
         if re_enabled {
-            store::requeue_failed(&mut tx, id, crate::worker::webhooks::wall_now()).await?;
+            store::requeue_failed(&mut tx, id, wall_now()).await?;
         }
         let after = serde_json::json!({ "url": e.url, "events": e.events, "enabled": e.enabled });
         audit::record(
@@ -437,8 +451,8 @@ pub async fn rotate_webhook_secret(app: &App, caller: &Caller, scope: &HookScope
     let mut e = load(app, caller, scope, id).await?;
     let now = app.clock.now();
     // The overlap is real time (the sender compares it with the wall clock).
-    let until = crate::worker::webhooks::wall_now()
-        + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
+    let until =
+        wall_now() + chrono::Duration::from_std(app.config.webhooks.rotation_overlap).unwrap_or_else(|_| chrono::Duration::hours(24));
     let secret = new_secret();
     e.old_secret_sealed = Some(std::mem::replace(&mut e.secret_sealed, seal(app, id, &secret)?));
     e.old_secret_until = Some(ts(until));
@@ -483,7 +497,7 @@ pub async fn test_webhook(app: &App, caller: &Caller, scope: &HookScope, id: &st
         message: "A test event from Allot: your endpoint is reachable and verifies signatures.",
     })
     .map_err(|e| Error::internal(e.to_string()))?;
-    let due = crate::worker::webhooks::wall_now();
+    let due = wall_now();
     let actor = caller.actor();
     let delivery = in_transaction!(app.store, |tx| {
         let delivery = store::test_event(&mut tx, id, &data, now, due).await?;
@@ -539,7 +553,7 @@ pub async fn list_deliveries(app: &App, caller: &Caller, scope: &HookScope, id: 
 
 pub async fn redeliver(app: &App, caller: &Caller, scope: &HookScope, id: &str, delivery: &str) -> Result<DeliveryQueued, Error> {
     load(app, caller, scope, id).await?;
-    let due = crate::worker::webhooks::wall_now();
+    let due = wall_now();
     let now = app.clock.now();
     let actor = caller.actor();
     in_transaction!(app.store, |tx| {

@@ -88,6 +88,20 @@ impl Worker {
     }
 }
 
+/// Runs a job with `App::job_running` set (cleared however the run ends,
+/// or if the task is aborted).
+async fn running<T>(app: &App, run: impl std::future::Future<Output = T>) -> T {
+    struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    app.job_running.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _running = Running(&app.job_running);
+    run.await
+}
+
 /// Runs until the task is aborted.
 async fn run_worker(app: App, lease: Lease) {
     let mut failed_runs: HashMap<String, u32> = HashMap::new();
@@ -118,7 +132,7 @@ async fn run_worker(app: App, lease: Lease) {
             }
         }
         match next_job(&app.store).await {
-            Ok(Some((org, id))) => match license_job::run(&app, &lease, &org, &id).await {
+            Ok(Some((org, id))) => match running(&app, license_job::run(&app, &lease, &org, &id)).await {
                 Ok(()) => {
                     failed_runs.remove(&id);
                 }

@@ -16,6 +16,9 @@
 //!    disables the endpoint; anything else is retried on the schedule
 //!    (`allot_domain::webhooks::retry_delay`), `Retry-After` respected.
 //!
+//! While this process runs a bulk job, the sender waits (up to 30 s in a
+//! row) and sends its events after: the job's writes go first.
+//!
 //! A killed server's claims come back when their lease runs out (on
 //! SQLite, which one process owns, at the next start): a delivery is sent
 //! at least once, with the same `webhook-id` each time.
@@ -41,28 +44,19 @@ use allot_domain::webhooks::{retry_delay, EventFilter, EventType};
 use allot_store::webhooks::{self as store, Attempt, Claimed, EndpointRow, EventRow, NewDelivery, Outcome};
 use allot_store::{in_transaction, Backend, StoreError};
 
+use crate::app::webhooks::{host_and_port, wall_now};
 use crate::app::App;
 
 /// Events dispatched per transaction, deliveries claimed per batch.
 const DISPATCH_BATCH: i64 = 1_000;
 const SEND_BATCH: i64 = 512;
 
+/// How long the sender waits for this process's bulk job before it sends
+/// beside it anyway (a job of a million users takes a few seconds).
+const YIELD_AT_MOST: Duration = Duration::from_secs(30);
+
 /// The most of an answer kept in the delivery log.
 const RESPONSE_KEPT: usize = 1024;
-
-/// The wall clock. Delivery runs on real time, not the business clock
-/// (which tests move and freeze): receivers check `webhook-timestamp`
-/// against their own clocks, and leases and retries are real waits.
-pub(crate) fn wall_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
-}
-
-/// `(host, port)` of a URL, for resolving it.
-pub(crate) fn host_and_port(url: &str) -> Option<(String, u16)> {
-    let u = reqwest::Url::parse(url).ok()?;
-    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
-    Some((host, u.port_or_known_default()?))
-}
 
 /// Resolves names for the webhook client, refusing (unless allowed)
 /// every answer that is not a public address.
@@ -505,6 +499,7 @@ pub async fn run(app: App) {
     let feed = app.store.change_feed().clone();
     let mut last_housekeeping: Option<Instant> = None;
     let mut last_scan: Option<Instant> = None;
+    let mut yielding: Option<Instant> = None;
     loop {
         if last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
             last_scan = Some(Instant::now());
@@ -526,6 +521,18 @@ pub async fn run(app: App) {
                 Ok(n) => tracing::info!(deliveries = n, "purged delivered webhook events past their keeping time"),
                 Err(e) => tracing::warn!(error = %e.detail, "cannot purge delivered webhook events"),
             }
+        }
+        // A bulk job of this process writes first: on two cores and (on
+        // SQLite) one writer, sending beside it slows it by half. Its
+        // events wait meanwhile, at most `YIELD_AT_MOST` in a row.
+        if app.job_running.load(std::sync::atomic::Ordering::SeqCst) {
+            let since = *yielding.get_or_insert_with(Instant::now);
+            if since.elapsed() < YIELD_AT_MOST {
+                tokio::time::sleep(app.config.webhooks.poll.min(Duration::from_millis(100))).await;
+                continue;
+            }
+        } else {
+            yielding = None;
         }
         let mut busy = false;
         match dispatch(&app).await {
