@@ -261,17 +261,24 @@ pub struct NewEvent<'a> {
 /// written depends on the endpoints, not on the caller.
 pub async fn record(tx: &mut Tx, events: &[NewEvent<'_>], now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let mut written = 0;
-    for e in events {
-        let rows = [vec![
-            Val::Text(crate::db::new_id("msg")),
-            Val::from(e.event_type),
-            Val::from(e.subject),
-            Val::Text(e.data.clone()),
-        ]];
+    // One statement per run of events of one org (a CSV import's users
+    // come together), not one per event.
+    for run in events.chunk_by(|a, b| a.org == b.org) {
+        let rows: Vec<Vec<Val>> = run
+            .iter()
+            .map(|e| {
+                vec![
+                    Val::Text(crate::db::new_id("msg")),
+                    Val::from(e.event_type),
+                    Val::from(e.subject),
+                    Val::Text(e.data.clone()),
+                ]
+            })
+            .collect();
         let prepared = PreparedRows::with_shared_select(
             tx.backend(),
             "webhook_events (org_id, occurred_at, id, type, subject, data)",
-            &[Val::from(e.org), Val::Text(ts(now))],
+            &[Val::from(run[0].org), Val::Text(ts(now))],
             &rows,
             &[],
             Some(IN_REACH),

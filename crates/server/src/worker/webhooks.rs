@@ -151,20 +151,13 @@ pub(crate) fn signature(secrets: &[Vec<u8>], id: &str, timestamp: i64, body: &st
         .join(" ")
 }
 
-/// Whether an endpoint of `scope_key` wants an event of `org` (with its
-/// partner) and `type`.
-fn wants(e: &EndpointRow, ev: &EventRow) -> bool {
+/// Whether an endpoint (with its filter, parsed once per batch) wants an
+/// event of its org (with the org's partner) and type.
+fn wants(e: &EndpointRow, filter: &EventFilter, ev: &EventRow) -> bool {
     let in_reach = e.scope_key == "provider"
         || e.scope_key == format!("org:{}", ev.org_id)
         || ev.partner_id.as_ref().is_some_and(|p| e.scope_key == format!("partner:{p}"));
-    if !in_reach {
-        return false;
-    }
-    let Some(t) = EventType::parse(&ev.event_type) else { return false };
-    match EventFilter::parse(&e.events) {
-        Ok(f) => f.wants(t),
-        Err(_) => false,
-    }
+    in_reach && EventType::parse(&ev.event_type).is_some_and(|t| filter.wants(t))
 }
 
 /// Dispatches what waits; returns how many events it dispatched.
@@ -177,10 +170,15 @@ pub async fn dispatch(app: &App) -> Result<usize, StoreError> {
             if events.is_empty() {
                 return Ok::<_, StoreError>(0);
             }
-            let endpoints = store::all_endpoints(&mut tx).await?;
+            // Each endpoint's filter parsed once per batch (a stored filter that no longer parses wants nothing).
+            let endpoints: Vec<(EndpointRow, EventFilter)> = store::all_endpoints(&mut tx)
+                .await?
+                .into_iter()
+                .filter_map(|e| EventFilter::parse(&e.events).ok().map(|f| (e, f)))
+                .collect();
             let mut deliveries = Vec::new();
             for ev in &events {
-                for e in endpoints.iter().filter(|e| wants(e, ev)) {
+                for (e, _) in endpoints.iter().filter(|(e, f)| wants(e, f, ev)) {
                     deliveries.push(NewDelivery {
                         id: allot_store::new_id("dlv"),
                         endpoint_id: e.id.clone(),
