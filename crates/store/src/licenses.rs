@@ -370,9 +370,19 @@ pub fn change_events(
     }
 }
 
-/// The webhook events of applied plans: (id, type, subject = user,
-/// product, subscription, from_subscription, properties), the user's email
-/// read in the same statement.
+/// The most users one outbox row holds (see [`outbox_rows`]).
+const USERS_PER_OUTBOX_ROW: usize = 1_000;
+
+/// The webhook events of applied plans, grouped: one outbox row per event
+/// alike but for its user (type, product, subscription, from, properties)
+/// holds the users as a JSON list (`subjects`, `weight` of them) and their
+/// emails (`emails`, an object read in the same statement). A bulk job's
+/// chunk writes a handful of rows instead of one per user, which is most
+/// of what the outbox cost the job; the sender expands a row into one
+/// event per user (`webhook-id` = the row's id and the user's position).
+///
+/// A user's k-th event goes in a row of rank k, and rows are written rank
+/// by rank: a user's events keep their order (removed before assigned).
 fn outbox_rows(
     backend: Backend,
     org: &str,
@@ -380,40 +390,98 @@ fn outbox_rows(
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<PreparedRows> {
-    let mut rows: Vec<Vec<Val>> = Vec::new();
-    for p in planned {
-        for e in allot_domain::webhooks::license_events(p.plan) {
-            let properties = if e.held.properties.is_empty() {
-                "{}".to_string()
-            } else {
-                json_text(&e.held.properties)
-            };
-            rows.push(vec![
-                Val::Text(crate::db::new_id("msg")),
-                Val::from(e.kind.as_str()),
-                Val::from(p.user),
-                Val::from(e.held.product.as_str()),
-                Val::from(&e.held.subscription),
-                Val::from(e.from_subscription),
-                Val::Text(properties),
-            ]);
+    struct Group<'p> {
+        rank: usize,
+        first: usize,
+        kind: &'static str,
+        held: &'p Held,
+        from_subscription: Option<&'p str>,
+        users: Vec<&'p str>,
+    }
+    /// (rank, kind, product, subscription, from, properties): events alike but for their user.
+    type Alike<'p> = (usize, &'static str, &'p str, &'p str, Option<&'p str>, &'p Properties);
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    // Each kind of event → its group still filling.
+    let mut open: std::collections::HashMap<Alike<'_>, usize> = std::collections::HashMap::new();
+    for (n, p) in planned.iter().enumerate() {
+        for (rank, e) in allot_domain::webhooks::license_events(p.plan).into_iter().enumerate() {
+            let kind = e.kind.as_str();
+            let key = (
+                rank,
+                kind,
+                e.held.product.as_str(),
+                e.held.subscription.as_str(),
+                e.from_subscription,
+                &e.held.properties,
+            );
+            match open.get(&key) {
+                Some(&g) if groups[g].users.len() < USERS_PER_OUTBOX_ROW => groups[g].users.push(p.user),
+                _ => {
+                    open.insert(key, groups.len());
+                    groups.push(Group {
+                        rank,
+                        first: n,
+                        kind,
+                        held: e.held,
+                        from_subscription: e.from_subscription,
+                        users: vec![p.user],
+                    });
+                }
+            }
         }
     }
-    if rows.is_empty() {
+    if groups.is_empty() {
         return None;
     }
+    groups.sort_by_key(|g| (g.rank, g.first));
+    let rows: Vec<Vec<Val>> = groups
+        .iter()
+        .map(|g| {
+            let properties = if g.held.properties.is_empty() {
+                "{}".to_string()
+            } else {
+                json_text(&g.held.properties)
+            };
+            vec![
+                Val::Text(crate::db::new_id("msg")),
+                Val::from(g.kind),
+                Val::from(g.held.product.as_str()),
+                Val::from(&g.held.subscription),
+                Val::from(g.from_subscription),
+                Val::Text(properties),
+                Val::Text(json_text(&g.users)),
+                Val::Int(g.users.len() as i64),
+            ]
+        })
+        .collect();
     let shared = [
         Val::from(org),
         Val::Text(ts(now)),
         Val::from(&who.actor),
         Val::from(who.request_id.as_deref()),
     ];
+    // `subject` names the row's first user: the column is not null, and
+    // the sender takes each user from `subjects`.
+    let first_subject = match backend {
+        Backend::Sqlite => "({10}) ->> 0",
+        Backend::Postgres => "(({10})::json ->> 0)",
+    };
+    let emails = match backend {
+        Backend::Sqlite => {
+            "(SELECT json_group_object(usr.id, usr.email) FROM users usr \
+              WHERE usr.org_id = {0} AND usr.id IN (SELECT value FROM json_each({10})))"
+        }
+        Backend::Postgres => {
+            "(SELECT json_object_agg(usr.id, usr.email)::text FROM users usr \
+              WHERE usr.org_id = {0} AND usr.id IN (SELECT json_array_elements_text(({10})::json)))"
+        }
+    };
     Some(PreparedRows::with_shared_select(
         backend,
-        "webhook_events (org_id, occurred_at, actor, request_id, id, type, subject, product, subscription_id, from_subscription, properties, email)",
+        "webhook_events (org_id, occurred_at, actor, request_id, id, type, product, subscription_id, from_subscription, properties, subjects, weight, subject, emails)",
         &shared,
         &rows,
-        &["(SELECT usr.email FROM users usr WHERE usr.org_id = {0} AND usr.id = {6})"],
+        &[first_subject, emails],
         Some(crate::webhooks::IN_REACH),
     ))
 }

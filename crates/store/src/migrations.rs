@@ -24,7 +24,41 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (17, V17),
     (18, V18),
     (19, V19),
+    (20, V20),
 ];
+
+/// Licence events grouped: one outbox row holds the users of a change
+/// alike but for its user (`subjects`, a JSON list; `weight`, how many;
+/// `emails`, id → email), and a delivery names its user's position in it
+/// (`event_index`, 0 for an event of one subject). The delivery table is
+/// rebuilt because its unique key gains that column.
+const V20: &str = r#"
+ALTER TABLE webhook_events ADD COLUMN subjects TEXT;
+ALTER TABLE webhook_events ADD COLUMN weight BIGINT;
+ALTER TABLE webhook_events ADD COLUMN emails TEXT;
+CREATE TABLE webhook_deliveries_v20 (
+    id TEXT PRIMARY KEY,
+    endpoint_id TEXT NOT NULL,
+    event_seq BIGINT NOT NULL,
+    event_index BIGINT NOT NULL DEFAULT 0,
+    subject TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    leased_until TEXT,
+    created_at TEXT NOT NULL,
+    delivered_at TEXT,
+    last_status BIGINT,
+    UNIQUE (endpoint_id, event_seq, event_index)
+);
+INSERT INTO webhook_deliveries_v20 (id, endpoint_id, event_seq, subject, state, attempts, next_attempt_at, leased_until, created_at, delivered_at, last_status)
+    SELECT id, endpoint_id, event_seq, subject, state, attempts, next_attempt_at, leased_until, created_at, delivered_at, last_status FROM webhook_deliveries;
+DROP TABLE webhook_deliveries;
+ALTER TABLE webhook_deliveries_v20 RENAME TO webhook_deliveries;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_per_subject ON webhook_deliveries (endpoint_id, subject, event_seq);
+CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, created_at, id);
+"#;
 
 /// Webhooks (see `webhooks.rs`): endpoints at three scopes, the outbox of
 /// events written in the transaction of the change they describe, one

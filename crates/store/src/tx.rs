@@ -578,8 +578,9 @@ impl PreparedRows {
                     let k = varying.iter().position(|&v| v == j).unwrap_or(0);
                     picks.push(match (pg, varying.len()) {
                         (true, _) => format!("u.c{k}"),
-                        (false, 1) => "value".into(),
-                        (false, _) => format!("value->>{k}"),
+                        // Qualified: an extra select may hold a json_each of its own.
+                        (false, 1) => "src.value".into(),
+                        (false, _) => format!("src.value->>{k}"),
                     });
                 }
             }
@@ -616,7 +617,7 @@ impl PreparedRows {
                 }
                 json.push(']');
                 args.push(Val::Text(json));
-                format!("json_each(${})", args.len())
+                format!("json_each(${}) AS src", args.len())
             };
             let fill = |template: &str| {
                 let mut out = template.to_string();
@@ -734,7 +735,7 @@ mod tests {
         let rows: Vec<Vec<Val>> = (0..3).map(|i| vec![Val::from("org"), Val::Int(i)]).collect();
         let lite = PreparedRows::new(Backend::Sqlite, "t (org, n)", &rows);
         assert_eq!(lite.statements.len(), 1);
-        assert_eq!(lite.statements[0].0, "INSERT INTO t (org, n) SELECT ?, value FROM json_each(?)");
+        assert_eq!(lite.statements[0].0, "INSERT INTO t (org, n) SELECT ?, src.value FROM json_each(?) AS src");
         assert_eq!(lite.statements[0].1, vec![Val::from("org"), Val::Text("[0,1,2]".into())]);
         let pg = PreparedRows::new(Backend::Postgres, "t (org, n)", &rows);
         assert_eq!(

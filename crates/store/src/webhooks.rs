@@ -6,7 +6,10 @@
 //! change's own transaction (so no committed change lacks its event, and a
 //! rolled-back one has none), and only when an endpoint exists in the
 //! org's reach (the provider's, its partner's or its own): without one the
-//! insert selects nothing and costs one statement. A dispatcher turns each
+//! insert selects nothing and costs one statement. Licence events are
+//! grouped: one row holds the users of a change alike but for its user
+//! (`licenses::outbox_rows`), and [`EventRow::expand`] gives each user its
+//! own event and `webhook-id`. A dispatcher turns each
 //! event into one delivery per endpoint that wants it; a sender claims due
 //! deliveries with a lease (so several processes share the work and a
 //! killed one's claims come back when the lease runs out), only the
@@ -310,11 +313,58 @@ pub struct EventRow {
     pub actor: Option<String>,
     pub request_id: Option<String>,
     pub data: Option<String>,
+    /// A grouped licence event (see `licenses::outbox_rows`): its users,
+    /// a JSON list, and their emails, a JSON object. `None` for an event
+    /// of one subject.
+    pub subjects: Option<String>,
+    pub emails: Option<String>,
+}
+
+impl EventRow {
+    /// The events this row holds, by position: the row itself for an
+    /// event of one subject (position 0); for a grouped row one event per
+    /// user, with its own `webhook-id` (the row's id and the position).
+    pub fn expand(&self) -> Result<Vec<(i64, EventRow)>, StoreError> {
+        let Some(subjects) = &self.subjects else {
+            return Ok(vec![(0, self.clone())]);
+        };
+        let bad = |e: serde_json::Error| StoreError::Db(format!("event {} holds bad JSON: {e}", self.id));
+        let users: Vec<String> = serde_json::from_str(subjects).map_err(bad)?;
+        let emails: std::collections::HashMap<String, Option<String>> = match self.emails.as_deref() {
+            Some(e) => serde_json::from_str(e).map_err(bad)?,
+            None => Default::default(),
+        };
+        // The row without its lists, cloned per user (not the lists with it).
+        let template = EventRow {
+            subjects: None,
+            emails: None,
+            ..self.clone()
+        };
+        Ok(users
+            .into_iter()
+            .enumerate()
+            .map(|(i, user)| {
+                let one = EventRow {
+                    id: member_id(&self.id, i as i64),
+                    email: emails.get(&user).cloned().flatten(),
+                    subject: user,
+                    ..template.clone()
+                };
+                (i as i64, one)
+            })
+            .collect())
+    }
+}
+
+/// The `webhook-id` of a grouped row's event at `index` (the delivery
+/// list builds the same in SQL: `DELIVERY_COLUMNS`).
+fn member_id(row: &str, index: i64) -> String {
+    format!("{row}_{index}")
 }
 
 const EVENT_COLUMNS: &str =
     "e.seq, e.id, e.org_id, o.partner_id, e.type, e.subject, e.occurred_at, e.email, e.product, e.subscription_id, \
-     e.from_subscription, e.properties, e.actor, e.request_id, e.data";
+     e.from_subscription, e.properties, e.actor, e.request_id, e.data, e.subjects, e.emails";
 
 fn event_row(r: &Row) -> Result<EventRow, StoreError> {
     Ok(EventRow {
@@ -333,10 +383,15 @@ fn event_row(r: &Row) -> Result<EventRow, StoreError> {
         actor: r.opt_text("actor")?,
         request_id: r.opt_text("request_id")?,
         data: r.opt_text("data")?,
+        subjects: r.opt_text("subjects")?,
+        emails: r.opt_text("emails")?,
     })
 }
 
-/// Claims up to `limit` events not yet dispatched, oldest first.
+/// Claims the events not yet dispatched, oldest first: at most `limit`
+/// rows, and no more rows than hold `budget` events once expanded (a
+/// grouped row holds up to a thousand; at least one row is claimed).
+/// Also says whether more may wait.
 ///
 /// The engines differ here. PostgreSQL numbers rows when they are
 /// inserted, not when they commit, so a lower number may commit later:
@@ -346,18 +401,31 @@ fn event_row(r: &Row) -> Result<EventRow, StoreError> {
 /// order, so a cursor (`webhook_dispatched.seq`) says what was dispatched:
 /// nothing is written per event, and no index. (`dispatched` is set only
 /// on test events, which are delivered at once.)
-pub async fn undispatched(tx: &mut Tx, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+pub async fn undispatched(tx: &mut Tx, limit: i64, budget: i64) -> Result<(Vec<EventRow>, bool), StoreError> {
     let sql = match tx.backend() {
-        Backend::Postgres => format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events e LEFT JOIN orgs o ON o.id = e.org_id \
+        Backend::Postgres => {
+            "SELECT e.seq, COALESCE(e.weight, 1) AS weight FROM webhook_events e \
              WHERE e.dispatched = FALSE ORDER BY e.seq LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
-        ),
-        Backend::Sqlite => format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events e LEFT JOIN orgs o ON o.id = e.org_id \
+        }
+        Backend::Sqlite => {
+            "SELECT e.seq, COALESCE(e.weight, 1) AS weight FROM webhook_events e \
              WHERE e.seq > (SELECT seq FROM webhook_dispatched WHERE id = 1) AND e.dispatched = FALSE ORDER BY e.seq LIMIT $1"
-        ),
+        }
     };
-    tx.rows(&sql, args![limit]).await?.iter().map(event_row).collect()
+    let mut seqs = Vec::new();
+    let mut total = 0;
+    let rows = tx.rows(sql, args![limit]).await?;
+    let more = rows.len() as i64 == limit;
+    for r in &rows {
+        let weight = r.int("weight")?;
+        if !seqs.is_empty() && total + weight > budget {
+            break;
+        }
+        total += weight;
+        seqs.push(r.int("seq")?);
+    }
+    let more = more || seqs.len() < rows.len();
+    Ok((events(tx, &seqs).await?, more))
 }
 
 /// The events of these numbers.
@@ -382,6 +450,8 @@ pub struct NewDelivery {
     pub id: String,
     pub endpoint_id: String,
     pub event_seq: i64,
+    /// The user's position in a grouped event (0 otherwise).
+    pub event_index: i64,
     pub subject: String,
 }
 
@@ -396,6 +466,7 @@ pub async fn dispatch(tx: &mut Tx, seqs: &[i64], deliveries: &[NewDelivery], now
                 Val::from(&d.id),
                 Val::from(&d.endpoint_id),
                 Val::Int(d.event_seq),
+                Val::Int(d.event_index),
                 Val::from(&d.subject),
             ]
         })
@@ -403,7 +474,7 @@ pub async fn dispatch(tx: &mut Tx, seqs: &[i64], deliveries: &[NewDelivery], now
     if !rows.is_empty() {
         let prepared = PreparedRows::with_shared(
             tx.backend(),
-            "webhook_deliveries (state, next_attempt_at, created_at, id, endpoint_id, event_seq, subject)",
+            "webhook_deliveries (state, next_attempt_at, created_at, id, endpoint_id, event_seq, event_index, subject)",
             &[Val::from("pending"), Val::from(&now_s), Val::from(&now_s)],
             &rows,
         );
@@ -433,6 +504,8 @@ pub struct Claimed {
     pub id: String,
     pub endpoint_id: String,
     pub event_seq: i64,
+    /// The user's position in a grouped event (0 otherwise).
+    pub event_index: i64,
     /// Attempts made before this one.
     pub attempts: i64,
 }
@@ -454,12 +527,12 @@ pub async fn claim_due(
     let rows = tx
         .rows(
             &format!(
-                "SELECT d.id, d.endpoint_id, d.event_seq, d.attempts FROM webhook_deliveries d \
+                "SELECT d.id, d.endpoint_id, d.event_seq, d.event_index, d.attempts FROM webhook_deliveries d \
                  JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled = TRUE \
                  WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND (d.leased_until IS NULL OR d.leased_until < $1) \
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id AND p.subject = d.subject \
                      AND p.event_seq < d.event_seq AND p.state = 'pending') \
-                 ORDER BY d.event_seq LIMIT $2{lock}"
+                 ORDER BY d.event_seq, d.event_index LIMIT $2{lock}"
             ),
             args![&now_s, limit],
         )
@@ -471,6 +544,7 @@ pub async fn claim_due(
                 id: r.text("id")?,
                 endpoint_id: r.text("endpoint_id")?,
                 event_seq: r.int("event_seq")?,
+                event_index: r.int("event_index")?,
                 attempts: r.int("attempts")?,
             })
         })
@@ -636,7 +710,8 @@ pub struct AttemptRow {
     pub response: Option<String>,
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, e.id AS event_id, e.type, d.state, d.attempts, d.next_attempt_at, d.created_at, \
+const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, \
+     CASE WHEN e.subjects IS NULL THEN e.id ELSE e.id || '_' || CAST(d.event_index AS TEXT) END AS event_id, e.type, d.state, d.attempts, d.next_attempt_at, d.created_at, \
      d.delivered_at, d.last_status";
 
 fn delivery_row(r: &Row) -> Result<DeliveryRow, StoreError> {

@@ -47,8 +47,11 @@ use allot_store::{in_transaction, Backend, StoreError};
 use crate::app::webhooks::{host_and_port, wall_now};
 use crate::app::App;
 
-/// Events dispatched per transaction, deliveries claimed per batch.
-const DISPATCH_BATCH: i64 = 1_000;
+/// Outbox rows and the events they hold (a grouped licence row holds up
+/// to a thousand users) dispatched per transaction; deliveries claimed
+/// per batch.
+const DISPATCH_ROWS: i64 = 1_000;
+const DISPATCH_EVENTS: i64 = 5_000;
 const SEND_BATCH: i64 = 512;
 
 /// How long the sender waits for this process's bulk job before it sends
@@ -165,10 +168,10 @@ pub async fn dispatch(app: &App) -> Result<usize, StoreError> {
     let mut total = 0;
     loop {
         let now = wall_now();
-        let n = in_transaction!(app.store, |tx| {
-            let events = store::undispatched(&mut tx, DISPATCH_BATCH).await?;
+        let (n, more) = in_transaction!(app.store, |tx| {
+            let (events, more) = store::undispatched(&mut tx, DISPATCH_ROWS, DISPATCH_EVENTS).await?;
             if events.is_empty() {
-                return Ok::<_, StoreError>(0);
+                return Ok::<_, StoreError>((0, false));
             }
             // Each endpoint's filter parsed once per batch (a stored filter that no longer parses wants nothing).
             let endpoints: Vec<(EndpointRow, EventFilter)> = store::all_endpoints(&mut tx)
@@ -178,22 +181,29 @@ pub async fn dispatch(app: &App) -> Result<usize, StoreError> {
                 .collect();
             let mut deliveries = Vec::new();
             for ev in &events {
-                for (e, _) in endpoints.iter().filter(|(e, f)| wants(e, f, ev)) {
-                    deliveries.push(NewDelivery {
-                        id: allot_store::new_id("dlv"),
-                        endpoint_id: e.id.clone(),
-                        event_seq: ev.seq,
-                        subject: ev.subject.clone(),
-                    });
+                let wanted: Vec<&EndpointRow> = endpoints.iter().filter(|(e, f)| wants(e, f, ev)).map(|(e, _)| e).collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                for (index, one) in ev.expand()? {
+                    for e in &wanted {
+                        deliveries.push(NewDelivery {
+                            id: allot_store::new_id("dlv"),
+                            endpoint_id: e.id.clone(),
+                            event_seq: ev.seq,
+                            event_index: index,
+                            subject: one.subject.clone(),
+                        });
+                    }
                 }
             }
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
             store::dispatch(&mut tx, &seqs, &deliveries, now).await?;
-            Ok(events.len())
+            Ok((events.len(), more))
         })
         .map_err(|e| StoreError::Db(e.detail))?;
         total += n;
-        if (n as i64) < DISPATCH_BATCH {
+        if !more {
             return Ok(total);
         }
     }
@@ -301,7 +311,13 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
         let mut seqs: Vec<i64> = claimed.iter().map(|c| c.event_seq).collect();
         seqs.sort_unstable();
         seqs.dedup();
-        let events: HashMap<i64, EventRow> = store::events(&mut rd, &seqs).await?.into_iter().map(|e| (e.seq, e)).collect();
+        // A grouped row is expanded once per batch, into the events of its users.
+        let mut events: HashMap<(i64, i64), EventRow> = HashMap::new();
+        for row in store::events(&mut rd, &seqs).await? {
+            for (index, one) in row.expand()? {
+                events.insert((row.seq, index), one);
+            }
+        }
         let endpoints: HashMap<String, EndpointRow> = store::all_endpoints(&mut rd)
             .await?
             .into_iter()
@@ -331,9 +347,9 @@ pub async fn send_due(app: &App, http: &reqwest::Client) -> Result<usize, StoreE
                     async move {
                         let at = wall_now();
                         let started = Instant::now();
-                        let (status, error, response, retry_after) = match events.get(&c.event_seq).map(body_of) {
+                        let (status, error, response, retry_after) = match events.get(&(c.event_seq, c.event_index)).map(body_of) {
                             Some(Ok(body)) => {
-                                let id = events.get(&c.event_seq).map(|e| e.id.as_str()).unwrap_or_default();
+                                let id = events.get(&(c.event_seq, c.event_index)).map(|e| e.id.as_str()).unwrap_or_default();
                                 post(http, &endpoint.url, id, secrets, &body, app).await
                             }
                             Some(Err(e)) => (None, Some(e), None, None),

@@ -2,7 +2,10 @@
 //! endpoint on a receiver in the test (its secret shown once), sends a test
 //! event and sees it delivered, rotates the secret, disables the endpoint
 //! and deletes it; the create form refuses an http:// URL with the API's
-//! sentence. Each page is checked by axe-core and saved as screenshots.
+//! sentence. A partner admin and the provider admin each reach their own
+//! scope's page from the top bar, create an endpoint there and see a
+//! customer's change delivered to it. Each page is checked by axe-core and
+//! saved as screenshots.
 
 use fantoccini::{Client, Locator};
 use serde_json::json;
@@ -15,7 +18,10 @@ use crate::browser::{assert_accessible, browser, click, heading, screenshots, sh
 use crate::kit::*;
 use crate::webhooks::{webhook_config, Receiver};
 
-both_backends!(an_org_super_admin_manages_a_webhook_in_a_browser);
+both_backends!(
+    an_org_super_admin_manages_a_webhook_in_a_browser,
+    partner_and_provider_admins_have_their_own_webhooks_pages,
+);
 
 async fn sign_in(app: &TestApp, c: &Client, email: &str) {
     c.goto(&format!("{}/ui/login", app.url)).await.expect("open");
@@ -156,4 +162,113 @@ async fn an_org_super_admin_manages_a_webhook_in_a_browser(backend: Backend) {
     assert_eq!(kept, "http://crm.example/hooks");
     assert_accessible(&c, "webhook refused").await;
     screenshots(&c, &format!("{name}-refused")).await;
+}
+
+/// Signs in as a new admin of `role`, follows the top bar's Webhooks link
+/// to `expected_path`, creates an endpoint for every event on the
+/// receiver's `rx_path` and returns its secret (shown once).
+async fn create_from_the_top_bar(
+    app: &TestApp,
+    c: &Client,
+    rx: &Receiver,
+    spec: &AdminSpec<'_>,
+    expected_path: &str,
+    rx_path: &str,
+    name: &str,
+) {
+    create_admin_as_operator(&app.store, spec, PASSWORD, today()).await.expect("admin");
+    sign_in(app, c, spec.email).await;
+    click(c, Locator::LinkText("Webhooks")).await;
+    heading(c, "Webhooks").await;
+    shows(c, "No webhooks yet").await;
+    assert_eq!(c.current_url().await.unwrap().path(), expected_path);
+    assert_accessible(c, &format!("{name} webhooks (empty)")).await;
+    type_into(c, "url", &format!("{}{rx_path}", rx.url)).await;
+    type_into(c, "description", &format!("{name} CRM")).await;
+    click(c, Locator::XPath("//button[normalize-space()='Create webhook']")).await;
+    let secret = c.wait().at_most(WAIT).for_element(Locator::Id("secret")).await.expect("the secret");
+    let secret = secret.prop("value").await.expect("value").unwrap_or_default();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    rx.secret(rx_path, &secret);
+    screenshots(c, &format!("{name}-created")).await;
+    click(c, Locator::LinkText("Open the webhook")).await;
+    heading(c, "Webhooks").await;
+    shows(c, "All events").await;
+}
+
+async fn partner_and_provider_admins_have_their_own_webhooks_pages(backend: Backend) {
+    let app = spawn_with_config(backend, webhook_config()).await;
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let name = format!("webhooks-scopes-{}", if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+    let rx = Receiver::start().await;
+    let w = world(&app).await;
+
+    let partner = AdminSpec {
+        email: "hooks@partner.example",
+        display_name: Some("Partner Hooks"),
+        role: Role::PartnerAdmin,
+        partner: Some(&w.partner),
+        org: None,
+    };
+    create_from_the_top_bar(
+        &app,
+        &c,
+        &rx,
+        &partner,
+        &format!("/ui/partners/{}/webhooks", w.partner),
+        "/partner",
+        &format!("{name}-partner"),
+    )
+    .await;
+    // A change of one of the partner's customers is delivered to the partner's endpoint.
+    let u = user(&app, &w.org, "pia@a.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{u}/licenses", w.org),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
+    let got = rx.wait_for("/partner", 2).await;
+    assert!(got.iter().all(|r| r.verified), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|r| r.body["type"] == "license.assigned" && r.body["data"]["user"] == json!(u)),
+        "{got:?}"
+    );
+    c.refresh().await.expect("reload");
+    shows(&c, "Delivered").await;
+    assert_accessible(&c, "partner webhook page").await;
+    screenshots(&c, &format!("{name}-partner-page")).await;
+
+    click(&c, Locator::XPath("//button[normalize-space()='Sign out']")).await;
+    let provider = AdminSpec {
+        email: "hooks@provider.example",
+        display_name: Some("Provider Hooks"),
+        role: Role::ProviderAdmin,
+        partner: None,
+        org: None,
+    };
+    create_from_the_top_bar(&app, &c, &rx, &provider, "/ui/webhooks", "/provider", &format!("{name}-provider")).await;
+    let v = user(&app, &w.org, "per@a.example").await;
+    app.post(
+        &format!("/api/v1/orgs/{}/users/{v}/licenses", w.org),
+        &app.admin,
+        json!({ "add": [{ "product": "meetings" }] }),
+    )
+    .await
+    .ok();
+    let got = rx.wait_for("/provider", 2).await;
+    assert!(got.iter().all(|r| r.verified), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|r| r.body["type"] == "license.assigned" && r.body["data"]["user"] == json!(v)),
+        "{got:?}"
+    );
+    c.refresh().await.expect("reload");
+    shows(&c, "Delivered").await;
+    assert_accessible(&c, "provider webhook page").await;
+    screenshots(&c, &format!("{name}-provider-page")).await;
 }

@@ -20,6 +20,7 @@ both_backends!(
     bad_endpoints_are_refused_naming_the_field,
     users_subscriptions_purchases_and_jobs_make_their_events,
     a_status_that_changes_with_the_date_is_announced_once,
+    a_bulk_job_s_grouped_events_keep_each_user_s_order,
 );
 
 /// One request the receiver got, and whether the library verified it.
@@ -160,6 +161,79 @@ fn summary(got: &[Received]) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// A bulk job's events are written grouped (one outbox row per change
+/// alike); each user still gets its own event, id and email, and its
+/// events in order, although the chunk's first user has fewer of them
+/// than the others.
+async fn a_bulk_job_s_grouped_events_keep_each_user_s_order(backend: Backend) {
+    let app = spawn_with_config(backend, webhook_config()).await;
+    let rx = Receiver::start().await;
+    let w = world(&app).await;
+    subscription(
+        &app,
+        &w.org,
+        json!([{ "product": "meetings", "quantity": 50 }, { "product": "messaging", "quantity": 50 }]),
+    )
+    .await;
+    endpoint(
+        &app,
+        &rx,
+        &format!("/api/v1/orgs/{}/webhooks", w.org),
+        "/org",
+        json!(["license.assigned", "license.removed"]),
+    )
+    .await;
+    let users = many_users(&app, &w.org, "grp", "g.example", 10, None).await;
+    // The odd users hold messaging; the first user does not.
+    let odd: Vec<String> = users.iter().skip(1).step_by(2).cloned().collect();
+    let job = start_job(&app, &w.org, json!({ "users": odd, "add": [{ "product": "messaging" }] })).await;
+    assert_eq!(finished_job(&app, &job).await["state"], "succeeded");
+    rx.wait_for("/org", 5).await;
+    // Everyone: messaging removed (where held), meetings assigned.
+    let job = start_job(
+        &app,
+        &w.org,
+        json!({ "users": users, "remove": [{ "product": "messaging" }], "add": [{ "product": "meetings" }] }),
+    )
+    .await;
+    let done = finished_job(&app, &job).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let got = rx.wait_for("/org", 5 + 10 + 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_all = rx.got("/org");
+    assert_eq!(got_all.len(), 20, "{:?}", summary(&got_all));
+    for (i, u) in users.iter().enumerate() {
+        let mine: Vec<(String, String)> = got[5..]
+            .iter()
+            .filter(|r| r.body["data"]["user"] == json!(u))
+            .map(|r| {
+                (
+                    r.body["type"].as_str().unwrap_or("").to_string(),
+                    r.body["data"]["product"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = if i % 2 == 1 {
+            vec![
+                ("license.removed".into(), "messaging".into()),
+                ("license.assigned".into(), "meetings".into()),
+            ]
+        } else {
+            vec![("license.assigned".into(), "meetings".into())]
+        };
+        assert_eq!(mine, expected, "user {i}");
+    }
+    // Each user's own email; one id per event; all verified.
+    for r in &got_all {
+        let user = r.body["data"]["user"].as_str().unwrap_or("");
+        let i = users.iter().position(|u| u == user).expect("one of the job's users");
+        assert_eq!(r.body["data"]["email"], json!(format!("grp{i}@g.example")), "{}", r.body);
+    }
+    let ids: std::collections::BTreeSet<&str> = got_all.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 20, "an id per event");
+    assert!(got_all.iter().all(|r| r.verified));
 }
 
 async fn license_changes_reach_the_endpoints_in_reach_signed_and_in_order(backend: Backend) {
