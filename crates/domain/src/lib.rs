@@ -12,6 +12,7 @@ pub mod catalogue;
 pub mod entitlements;
 pub mod error;
 pub mod planner;
+pub mod scim;
 pub mod sheet;
 pub mod status;
 pub mod templates;

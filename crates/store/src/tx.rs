@@ -735,7 +735,10 @@ mod tests {
         let rows: Vec<Vec<Val>> = (0..3).map(|i| vec![Val::from("org"), Val::Int(i)]).collect();
         let lite = PreparedRows::new(Backend::Sqlite, "t (org, n)", &rows);
         assert_eq!(lite.statements.len(), 1);
-        assert_eq!(lite.statements[0].0, "INSERT INTO t (org, n) SELECT ?, src.value FROM json_each(?) AS src");
+        assert_eq!(
+            lite.statements[0].0,
+            "INSERT INTO t (org, n) SELECT ?, src.value FROM json_each(?) AS src"
+        );
         assert_eq!(lite.statements[0].1, vec![Val::from("org"), Val::Text("[0,1,2]".into())]);
         let pg = PreparedRows::new(Backend::Postgres, "t (org, n)", &rows);
         assert_eq!(
