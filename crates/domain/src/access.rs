@@ -23,13 +23,16 @@ pub enum Role {
     /// The SaaS product itself, asking whether a user may use a feature:
     /// provider-wide, per partner or per org, and nothing but that.
     ProductService,
+    /// An org's identity provider, provisioning users and groups over SCIM
+    /// (`/scim/v2/orgs/{org}`): bound to one org, and nothing but that.
+    Scim,
 }
 
 str_enum!(Role {
     ProviderAdmin => "provider_admin", PartnerAdmin => "partner_admin", PartnerSales => "partner_sales",
     PartnerHelpdesk => "partner_helpdesk", OrgSuperAdmin => "org_super_admin", OrgAdmin => "org_admin",
     OrgUserAdmin => "org_user_admin", OrgSupport => "org_support", OrgReadOnly => "org_read_only",
-    ProductService => "product_service",
+    ProductService => "product_service", Scim => "scim",
 });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +43,7 @@ pub enum ScopeKind {
 }
 
 impl Role {
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 11] = [
         Self::ProviderAdmin,
         Self::PartnerAdmin,
         Self::PartnerSales,
@@ -51,6 +54,7 @@ impl Role {
         Self::OrgSupport,
         Self::OrgReadOnly,
         Self::ProductService,
+        Self::Scim,
     ];
 
     /// Which kind of tenant a token of this role is bound to. A
@@ -77,7 +81,7 @@ impl Role {
     /// Whether people sign in to the console with this role (a service's
     /// role is for tokens only).
     pub fn is_for_people(&self) -> bool {
-        *self != Self::ProductService
+        !matches!(self, Self::ProductService | Self::Scim)
     }
 }
 
@@ -130,6 +134,10 @@ pub enum Action {
     /// The provider-wide webhook endpoints (every org's events): the
     /// provider's own admins only.
     ManageProviderWebhooks,
+    /// Users and groups through SCIM: an org's identity provider (the
+    /// `scim` role) and nobody else, so that a SCIM token does nothing
+    /// but SCIM and no admin token is mistaken for one.
+    ProvisionIdentities,
 }
 
 /// The permission table. Tenant scope is checked separately (see
@@ -140,13 +148,14 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     match role {
         // The product asks about entitlements and may do nothing else.
         ProductService => action == CheckEntitlements,
+        Scim => action == ProvisionIdentities,
         // Buying is the customer's decision: only its super admin asks.
-        ProviderAdmin => action != RequestPurchase,
+        ProviderAdmin => !matches!(action, RequestPurchase | ProvisionIdentities),
         // Everything in its customers except the provider's own business;
         // buying is the customer's (its super admin's) decision.
         PartnerAdmin => !matches!(
             action,
-            WriteCatalogue | WritePartners | Maintenance | RequestPurchase | ManageProviderWebhooks
+            WriteCatalogue | WritePartners | Maintenance | RequestPurchase | ManageProviderWebhooks | ProvisionIdentities
         ),
         // Sales agents: subscriptions and purchases, never user data.
         // Tokens are their admin's to hand out.
@@ -280,6 +289,8 @@ impl Role {
             Role::OrgSupport | Role::OrgReadOnly => 3,
             // Asks questions only: any admin who manages tokens may make one.
             Role::ProductService => 1,
+            // Writes users and groups, as an org user admin does.
+            Role::Scim => 4,
         }
     }
 }
@@ -335,9 +346,22 @@ mod tests {
             assert!(!role_allows(Role::ProductService, Action::ReadUsers));
             assert_eq!(
                 role_allows(r, Action::CheckEntitlements),
-                r != Role::PartnerSales,
+                !matches!(r, Role::PartnerSales | Role::Scim),
                 "{r:?} and entitlement checks"
             );
+            // SCIM is a scim token's only work, and nobody else's.
+            assert_eq!(role_allows(r, Action::ProvisionIdentities), r == Role::Scim, "{r:?} and SCIM");
+            if r == Role::Scim {
+                for a in [
+                    Action::ReadUsers,
+                    Action::WriteUsers,
+                    Action::ReadLicenses,
+                    Action::WriteLicenses,
+                    Action::ReadOrg,
+                ] {
+                    assert!(!role_allows(r, a), "a scim token on the JSON API: {a:?}");
+                }
+            }
         }
         // Sales agents decide purchases; helpdesk and read-only roles change nothing.
         assert!(role_allows(Role::PartnerSales, Action::DecidePurchase));

@@ -43,6 +43,16 @@ pub enum Code {
     /// The body comes in a media type the operation does not take.
     UnsupportedMediaType,
     Conflict,
+    /// SCIM: a filter that does not parse, or names what cannot be filtered.
+    InvalidFilter,
+    /// SCIM: a PATCH path that does not parse.
+    InvalidPath,
+    /// SCIM: a PATCH operation without the path it needs.
+    NoTarget,
+    /// SCIM: a change to a read-only attribute (`id`).
+    Mutability,
+    /// SCIM: a body that is JSON but not the message it should be.
+    InvalidSyntax,
     /// The server cannot serve the request now (not ready: its database
     /// cannot be written to, or it is shutting down).
     Unavailable,
@@ -62,7 +72,7 @@ impl Code {
             Forbidden | PaymentMethodRequired | SelfServicePurchaseDisabled => 403,
             NotFound => 404,
             EmailTaken | SubscriptionHasUsers | IdempotencyKeyInProgress | Conflict => 409,
-            MalformedJson => 400,
+            MalformedJson | InvalidFilter | InvalidPath | NoTarget | Mutability | InvalidSyntax => 400,
             PreconditionFailed => 412,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -127,6 +137,11 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::MalformedJson, "malformed_json"),
     (Code::UnsupportedMediaType, "unsupported_media_type"),
     (Code::Conflict, "conflict"),
+    (Code::InvalidFilter, "invalid_filter"),
+    (Code::InvalidPath, "invalid_path"),
+    (Code::NoTarget, "no_target"),
+    (Code::Mutability, "mutability"),
+    (Code::InvalidSyntax, "invalid_syntax"),
     (Code::Unavailable, "unavailable"),
     (Code::Internal, "internal"),
 ];

@@ -27,6 +27,7 @@ pub mod presence;
 pub mod purchases;
 pub mod queues;
 mod retry;
+pub mod scim;
 pub mod selections;
 pub mod service_data;
 pub mod signing_keys;

@@ -25,7 +25,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, V18),
     (19, V19),
     (20, V20),
+    (21, V21),
 ];
+
+/// What SCIM keeps of a user beyond Allot's own columns (see `scim.rs`):
+/// the identity provider's `externalId` (looked up by it), the name's
+/// parts and the emails as the provider sent them. A user made by the API
+/// or a CSV has no row, and is served with its email as its one email.
+const V21: &str = r#"
+CREATE TABLE scim_users (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    external_id TEXT,
+    given_name TEXT,
+    family_name TEXT,
+    emails TEXT,
+    PRIMARY KEY (org_id, user_id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX scim_users_by_external_id ON scim_users (org_id, external_id);
+"#;
 
 /// Licence events grouped: one outbox row holds the users of a change
 /// alike but for its user (`subjects`, a JSON list; `weight`, how many;

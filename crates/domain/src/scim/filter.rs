@@ -191,6 +191,12 @@ impl fmt::Display for FilterError {
     }
 }
 
+impl From<FilterError> for crate::Error {
+    fn from(e: FilterError) -> Self {
+        crate::Error::new(crate::Code::InvalidFilter, format!("The filter does not parse: {}.", e.0))
+    }
+}
+
 /// Parses a filter.
 pub fn parse_filter(text: &str) -> Result<Filter, FilterError> {
     if text.len() > MAX_FILTER_LEN {

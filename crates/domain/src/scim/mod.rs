@@ -3,4 +3,6 @@
 //! live with the server's SCIM surface; what a change does to licences is
 //! the planner's, as on every other path.
 
+pub mod eval;
 pub mod filter;
+pub mod user;

@@ -54,6 +54,11 @@ impl Caller {
     pub fn require(&self, action: Action) -> Result<(), Error> {
         if self.principal.may(action) {
             Ok(())
+        } else if self.principal.role == Role::Scim {
+            Err(Error::new(
+                Code::Forbidden,
+                "A scim token calls the SCIM API of its org (/scim/v2/orgs/{org}) and nothing else.",
+            ))
         } else {
             Err(Error::new(
                 Code::Forbidden,
@@ -135,6 +140,7 @@ pub fn describe(action: Action) -> &'static str {
         Action::CheckEntitlements => "ask which features users may use",
         Action::ManageWebhooks => "manage webhooks",
         Action::ManageProviderWebhooks => "manage the provider-wide webhooks",
+        Action::ProvisionIdentities => "provision users and groups over SCIM (that is a scim token's work)",
     }
 }
 

@@ -31,6 +31,7 @@ pub mod paging;
 pub mod purchases;
 pub mod queues;
 pub mod retention;
+pub mod scim;
 pub(crate) mod sealing;
 pub mod sheets;
 pub mod signing;

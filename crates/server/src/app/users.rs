@@ -1,6 +1,7 @@
 //! Users of an org. A user created by any path gets the licences of the
 //! enabled template that fits it (see `templates::give_new_user_template`).
 
+use allot_store::tenants::Org;
 use serde::{Deserialize, Serialize};
 
 use allot_domain::access::Action;
@@ -341,27 +342,40 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput
         if !u.site_admin_of.is_empty() {
             caller.require_for_field(Action::GrantSiteAdmin, "site_admin_of")?;
         }
-        check_links(&mut tx, &org.id, &u).await?;
-        users::insert(&mut tx, &org.id, &u, now).await?;
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &caller.actor(),
-            "user.create",
-            &format!("user:{}", u.id),
-            None,
-            snapshot(&u).as_ref(),
-            now,
-        )
-        .await?;
-        // The enabled template that fits the new user gives its licences.
-        let from_template = super::templates::give_new_user_template(&mut tx, &org, &u, &caller.actor(), today, now).await?;
+        let from_template = insert_user(&mut tx, &org, caller, &u, now, today).await?;
         Ok::<_, StoreError>((u.clone(), from_template))
     })?;
     Ok(CreatedUser {
         user: u.into(),
         license_template: from_template,
     })
+}
+
+/// Writes a new user in the caller's transaction, the org already checked
+/// (by the API's or SCIM's use case): its row, its audit event, and the
+/// licences of the enabled template that fits it.
+pub(crate) async fn insert_user(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    u: &User,
+    now: chrono::DateTime<chrono::Utc>,
+    today: chrono::NaiveDate,
+) -> Result<Option<TemplateOutcome>, StoreError> {
+    check_links(tx, &org.id, u).await?;
+    users::insert(tx, &org.id, u, now).await?;
+    audit::record(
+        tx,
+        Some(&org.id),
+        &caller.actor(),
+        "user.create",
+        &format!("user:{}", u.id),
+        None,
+        snapshot(u).as_ref(),
+        now,
+    )
+    .await?;
+    super::templates::give_new_user_template(tx, org, u, &caller.actor(), today, now).await
 }
 
 pub async fn get_user(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserView, Error> {
@@ -406,24 +420,38 @@ pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: U
         if let Some(g) = &p.groups {
             u.groups = g.clone();
         }
-        check_links(&mut tx, &org.id, &u).await?;
         if_match.check(&format!("User {user}"), &etag::of(&before))?;
-        users::update(&mut tx, &org.id, &u, now).await?;
-        let (b, a) = (snapshot(&before), snapshot(&u));
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &caller.actor(),
-            "user.update",
-            &format!("user:{}", u.id),
-            b.as_ref(),
-            a.as_ref(),
-            now,
-        )
-        .await?;
+        write_user_update(&mut tx, &org, caller, &before, &u, now).await?;
         Ok::<_, StoreError>(u)
     })?;
     Ok(u.into())
+}
+
+/// Writes a user's change in the caller's transaction, the org already
+/// checked: its links, its row and its audit event.
+pub(crate) async fn write_user_update(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    before: &User,
+    u: &User,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    check_links(tx, &org.id, u).await?;
+    users::update(tx, &org.id, u, now).await?;
+    let (b, a) = (snapshot(before), snapshot(u));
+    audit::record(
+        tx,
+        Some(&org.id),
+        &caller.actor(),
+        "user.update",
+        &format!("user:{}", u.id),
+        b.as_ref(),
+        a.as_ref(),
+        now,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes a user; its seats are released (its service data enters retention).
@@ -435,21 +463,34 @@ pub async fn delete_user(app: &App, caller: &Caller, org: &str, user: &str, if_m
             .await?
             .ok_or_else(|| user_not_found(user))?;
         if_match.check(&format!("User {user}"), &etag::of(&before))?;
-        let released = licenses::release_all(&mut tx, &org.id, user).await?;
-        super::webhooks::record_released(&mut tx, &org.id, &before.id, &before.email, &released, &caller.actor(), now).await?;
-        users::delete(&mut tx, &org.id, user).await?;
-        let b = serde_json::json!({ "user": before, "licenses": released });
-        audit::record(
-            &mut tx,
-            Some(&org.id),
-            &caller.actor(),
-            "user.delete",
-            &format!("user:{user}"),
-            Some(&b),
-            None,
-            now,
-        )
-        .await?;
-        Ok::<_, StoreError>(())
+        remove_user(&mut tx, &org, caller, &before, now).await
     })
+}
+
+/// Deletes a user in the caller's transaction, the org already checked:
+/// its seats released (its service data enters retention), the
+/// `license.removed` events, the row and the audit event.
+pub(crate) async fn remove_user(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    before: &User,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let released = licenses::release_all(tx, &org.id, &before.id).await?;
+    super::webhooks::record_released(tx, &org.id, &before.id, &before.email, &released, &caller.actor(), now).await?;
+    users::delete(tx, &org.id, &before.id).await?;
+    let b = serde_json::json!({ "user": before, "licenses": released });
+    audit::record(
+        tx,
+        Some(&org.id),
+        &caller.actor(),
+        "user.delete",
+        &format!("user:{}", before.id),
+        Some(&b),
+        None,
+        now,
+    )
+    .await?;
+    Ok(())
 }

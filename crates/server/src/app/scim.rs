@@ -1,0 +1,569 @@
+//! SCIM 2.0 use cases: an org's identity provider reads and writes its
+//! users (RFC 7643 / 7644). Every call needs `ProvisionIdentities` in the
+//! org (a `scim` token of that org; any other org answers 404), and every
+//! write goes through the same writes as the JSON API's (`users.rs`'s
+//! `insert_user`, `write_user_update`, `remove_user`: the same audit
+//! events, templates and webhook events), with the token as the actor.
+//!
+//! The resource served is [`ScimUser`]; filters are decided on it as
+//! served (`allot_domain::scim::eval`), after an indexed lookup where the
+//! filter allows one (`userName eq`, `externalId eq`, `id eq`), so that
+//! what a filter matches is exactly what a client sees.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use allot_domain::access::Action;
+use allot_domain::scim::filter::{parse_filter, CompValue, CompareOp, Filter};
+use allot_domain::scim::user::{email_json, ScimEmail, UserAttrs, LICENSING_SCHEMA, USER_SCHEMA};
+use allot_domain::types::{CountryCode, Email, UserKind, UserStatus};
+use allot_domain::{Code, Error};
+use allot_store::scim::{self as store, ScimIdentity, ScimUserRow};
+use allot_store::tenants::Org;
+use allot_store::users::{self, User};
+use allot_store::{in_transaction, new_id, StoreError, Tx};
+
+use super::access::Caller;
+use super::etag::{self, IfMatch};
+use super::App;
+
+pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// The most resources one page holds (`count` above it is lowered).
+pub const MAX_PAGE: i64 = 200;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimName {
+    #[serde(rename = "givenName", skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(rename = "familyName", skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub formatted: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimEmailView {
+    pub value: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub primary: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LicensingView {
+    #[serde(rename = "usageLocation", skip_serializing_if = "Option::is_none")]
+    pub usage_location: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimMeta {
+    #[serde(rename = "resourceType")]
+    pub resource_type: &'static str,
+    pub created: String,
+    #[serde(rename = "lastModified")]
+    pub last_modified: String,
+    pub location: String,
+    pub version: String,
+}
+
+/// A user as SCIM serves it. Every attribute but `schemas` and `id` is
+/// optional so that `attributes` / `excludedAttributes` can leave it out.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimUser {
+    pub schemas: Vec<&'static str>,
+    pub id: String,
+    #[serde(rename = "externalId", skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(rename = "userName", skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<ScimName>,
+    #[serde(rename = "displayName", skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emails: Option<Vec<ScimEmailView>>,
+    #[serde(
+        rename = "urn:allot:params:scim:schemas:extension:licensing:2.0:User",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub licensing: Option<LicensingView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ScimMeta>,
+}
+
+/// A page of resources.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListResponse<T> {
+    pub schemas: Vec<&'static str>,
+    #[serde(rename = "totalResults")]
+    pub total_results: usize,
+    #[serde(rename = "startIndex")]
+    pub start_index: usize,
+    #[serde(rename = "itemsPerPage")]
+    pub items_per_page: usize,
+    #[serde(rename = "Resources")]
+    pub resources: Vec<T>,
+}
+
+/// A list's query: `filter`, `startIndex` (1-based), `count`, and which
+/// attributes to return.
+#[derive(Debug, Clone, Default)]
+pub struct ScimQuery {
+    pub filter: Option<String>,
+    pub start_index: Option<i64>,
+    pub count: Option<i64>,
+    pub projection: Projection,
+}
+
+/// `attributes` / `excludedAttributes` (comma-separated names).
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    pub attributes: Vec<String>,
+    pub excluded: Vec<String>,
+}
+
+impl Projection {
+    pub fn parse(attributes: Option<&str>, excluded: Option<&str>) -> Projection {
+        let list = |s: Option<&str>| -> Vec<String> {
+            s.unwrap_or("")
+                .split(',')
+                .map(|a| a.trim())
+                .filter(|a| !a.is_empty())
+                // `urn:...:User:name.givenName` and `name.givenName` name the top attribute `name`.
+                .map(|a| {
+                    let local = if a.to_ascii_lowercase().starts_with(&USER_SCHEMA.to_ascii_lowercase()) {
+                        a[USER_SCHEMA.len()..].trim_start_matches(':')
+                    } else {
+                        a
+                    };
+                    let top = local.split('.').next().unwrap_or(local);
+                    if top.is_empty() {
+                        a.to_ascii_lowercase()
+                    } else {
+                        top.to_ascii_lowercase()
+                    }
+                })
+                .collect()
+        };
+        Projection {
+            attributes: list(attributes),
+            excluded: list(excluded),
+        }
+    }
+
+    /// Whether the top attribute `name` (lower case) is returned.
+    fn keeps(&self, name: &str) -> bool {
+        let licensing = LICENSING_SCHEMA.to_ascii_lowercase();
+        let named = |list: &[String]| list.iter().any(|a| a == name || (name == licensing && a.starts_with(&licensing)));
+        if !self.attributes.is_empty() {
+            return named(&self.attributes);
+        }
+        !named(&self.excluded)
+    }
+
+    pub fn apply(&self, mut u: ScimUser) -> ScimUser {
+        if self.attributes.is_empty() && self.excluded.is_empty() {
+            return u;
+        }
+        if !self.keeps("externalid") {
+            u.external_id = None;
+        }
+        if !self.keeps("username") {
+            u.user_name = None;
+        }
+        if !self.keeps("name") {
+            u.name = None;
+        }
+        if !self.keeps("displayname") {
+            u.display_name = None;
+        }
+        if !self.keeps("active") {
+            u.active = None;
+        }
+        if !self.keeps("emails") {
+            u.emails = None;
+        }
+        if !self.keeps(&LICENSING_SCHEMA.to_ascii_lowercase()) {
+            u.licensing = None;
+        }
+        if !self.keeps("meta") {
+            u.meta = None;
+        }
+        u
+    }
+}
+
+/// The attributes Allot keeps of a stored user, as SCIM's model has them.
+fn attrs_of(row: &ScimUserRow) -> UserAttrs {
+    let emails: Vec<ScimEmail> = row
+        .identity
+        .emails
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<Value>(e).ok())
+        .and_then(|v| UserAttrs::from_body(&serde_json::json!({ "userName": "-", "emails": v })).ok())
+        .map(|a| a.emails)
+        .unwrap_or_else(|| {
+            // A user made by the API or a CSV: its email is its one email.
+            vec![ScimEmail {
+                value: row.user.email.clone(),
+                kind: Some("work".into()),
+                primary: true,
+            }]
+        });
+    UserAttrs {
+        user_name: row.user.email.clone(),
+        external_id: row.identity.external_id.clone(),
+        given_name: row.identity.given_name.clone(),
+        family_name: row.identity.family_name.clone(),
+        display_name: Some(row.user.display_name.clone()).filter(|d| !d.is_empty()),
+        active: row.user.status != UserStatus::Inactive,
+        emails,
+        usage_location: row.user.usage_location.clone(),
+    }
+}
+
+/// `meta.version`: a weak tag of what is served.
+fn version_of(row: &ScimUserRow) -> String {
+    format!("W/\"{}\"", etag::of(&(&row.user, &row.identity)))
+}
+
+/// The resource served for a stored user; `base` is the org's SCIM base URL.
+pub fn view(row: &ScimUserRow, base: &str) -> ScimUser {
+    let a = attrs_of(row);
+    let formatted = match (&a.given_name, &a.family_name) {
+        (Some(g), Some(f)) => Some(format!("{g} {f}")),
+        (Some(n), None) | (None, Some(n)) => Some(n.clone()),
+        (None, None) => None,
+    };
+    ScimUser {
+        schemas: vec![USER_SCHEMA, LICENSING_SCHEMA],
+        id: row.user.id.clone(),
+        external_id: a.external_id.clone(),
+        user_name: Some(a.user_name.clone()),
+        name: formatted.map(|formatted| ScimName {
+            given_name: a.given_name.clone(),
+            family_name: a.family_name.clone(),
+            formatted: Some(formatted),
+        }),
+        display_name: a.display_name.clone(),
+        active: Some(a.active),
+        emails: Some(
+            a.emails
+                .iter()
+                .map(|e| ScimEmailView {
+                    value: e.value.clone(),
+                    kind: e.kind.clone(),
+                    primary: e.primary,
+                })
+                .collect(),
+        ),
+        licensing: Some(LicensingView {
+            usage_location: a.usage_location.clone(),
+        }),
+        meta: Some(ScimMeta {
+            resource_type: "User",
+            created: row.created_at.clone(),
+            last_modified: row.updated_at.clone(),
+            location: format!("{base}/Users/{}", row.user.id),
+            version: version_of(row),
+        }),
+    }
+}
+
+/// The org, if the caller provisions its identities (else 404 outside the
+/// caller's tenant, 403 for a token of another role).
+async fn scim_org(tx: &mut Tx, caller: &Caller, org: &str) -> Result<Org, Error> {
+    caller.org(tx, org, Action::ProvisionIdentities).await
+}
+
+/// An exact lookup the filter allows: `userName eq`, `externalId eq` or
+/// `id eq`, alone or and-ed with more.
+enum Lookup {
+    UserName(String),
+    ExternalId(String),
+    Id(String),
+}
+
+fn lookup_of(f: &Filter) -> Option<Lookup> {
+    match f {
+        Filter::Compare(p, CompareOp::Eq, CompValue::Str(v)) if p.uri.is_none() || p.uri.as_deref() == Some(USER_SCHEMA) => {
+            if p.is("userName", None) {
+                Some(Lookup::UserName(v.clone()))
+            } else if p.is("externalId", None) {
+                Some(Lookup::ExternalId(v.clone()))
+            } else if p.is("id", None) {
+                Some(Lookup::Id(v.clone()))
+            } else {
+                None
+            }
+        }
+        Filter::And(a, b) => lookup_of(a).or_else(|| lookup_of(b)),
+        _ => None,
+    }
+}
+
+/// `GET /Users` (and `POST /Users/.search`).
+pub async fn list_users(app: &App, caller: &Caller, org: &str, base: &str, q: &ScimQuery) -> Result<ListResponse<ScimUser>, Error> {
+    let filter = q.filter.as_deref().map(parse_filter).transpose()?;
+    let start = q.start_index.unwrap_or(1).max(1) as usize;
+    let count = q.count.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE) as usize;
+    let mut tx = app.store.read_conn().await?;
+    let org = scim_org(&mut tx, caller, org).await?;
+    let candidates: Option<Vec<ScimUserRow>> = match filter.as_ref().and_then(lookup_of) {
+        Some(Lookup::UserName(e)) => Some(store::by_email(&mut tx, &org.id, &e).await?.into_iter().collect()),
+        Some(Lookup::ExternalId(x)) => Some(store::by_external_id(&mut tx, &org.id, &x).await?),
+        Some(Lookup::Id(id)) => Some(store::get(&mut tx, &org.id, &id).await?.into_iter().collect()),
+        None => None,
+    };
+    let keep = |row: &ScimUserRow| -> Result<Option<ScimUser>, Error> {
+        let served = view(row, base);
+        match &filter {
+            None => Ok(Some(served)),
+            Some(f) => {
+                let json = serde_json::to_value(&served).map_err(|e| Error::internal(format!("serving a user: {e}")))?;
+                Ok(allot_domain::scim::eval::matches(f, &json).then_some(served))
+            }
+        }
+    };
+    // Every match is counted (`totalResults`); only the page is kept.
+    let mut total = 0usize;
+    let mut page = Vec::new();
+    let mut take = |u: ScimUser| {
+        total += 1;
+        if total >= start && page.len() < count {
+            page.push(q.projection.apply(u));
+        }
+    };
+    match candidates {
+        Some(rows) => {
+            for r in &rows {
+                if let Some(u) = keep(r)? {
+                    take(u);
+                }
+            }
+        }
+        None => {
+            let mut after = String::new();
+            loop {
+                let rows = store::page(&mut tx, &org.id, &after, 1_000).await?;
+                for r in &rows {
+                    if let Some(u) = keep(r)? {
+                        take(u);
+                    }
+                }
+                match rows.last() {
+                    Some(last) if rows.len() == 1_000 => after = last.user.id.clone(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(ListResponse {
+        schemas: vec![LIST_RESPONSE_SCHEMA],
+        total_results: total,
+        start_index: start,
+        items_per_page: page.len(),
+        resources: page,
+    })
+}
+
+fn user_not_found(id: &str) -> Error {
+    Error::not_found(format!("User {}", allot_domain::types::excerpt(id)))
+}
+
+/// `GET /Users/{id}`.
+pub async fn get_user(app: &App, caller: &Caller, org: &str, base: &str, id: &str, projection: &Projection) -> Result<ScimUser, Error> {
+    let mut tx = app.store.read_conn().await?;
+    let org = scim_org(&mut tx, caller, org).await?;
+    let row = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
+    Ok(projection.apply(view(&row, base)))
+}
+
+/// A userName that is not an email, or an email taken, is refused naming the field.
+fn email_of(user_name: &str) -> Result<Email, Error> {
+    Email::parse(user_name.trim()).map_err(|e| Error::validation("userName", format!("userName must be an email address: {}", e.detail)))
+}
+
+fn location_of(a: &UserAttrs) -> Result<Option<String>, Error> {
+    a.usage_location
+        .as_deref()
+        .map(|l| {
+            CountryCode::parse(&l.to_ascii_uppercase())
+                .map(|c| c.to_string())
+                .map_err(|e| Error::validation("usageLocation", e.detail))
+        })
+        .transpose()
+}
+
+fn identity_of(a: &UserAttrs) -> ScimIdentity {
+    ScimIdentity {
+        external_id: a.external_id.clone(),
+        given_name: a.given_name.clone(),
+        family_name: a.family_name.clone(),
+        emails: Some(serde_json::to_string(&a.emails.iter().map(email_json).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())),
+    }
+}
+
+fn display_name_of(a: &UserAttrs) -> String {
+    a.display_name
+        .clone()
+        .or_else(|| match (&a.given_name, &a.family_name) {
+            (Some(g), Some(f)) => Some(format!("{g} {f}")),
+            (Some(n), None) | (None, Some(n)) => Some(n.clone()),
+            (None, None) => None,
+        })
+        .unwrap_or_default()
+}
+
+/// A duplicate userName is SCIM's `uniqueness` (409).
+fn taken(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Domain(err) if err.code == Code::EmailTaken => StoreError::Domain(Error::new(
+            Code::EmailTaken,
+            "userName is taken: another user of this organisation has this email (compared without case).",
+        )),
+        other => other,
+    }
+}
+
+/// `POST /Users`: a new user, with the template that fits it.
+pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body: &Value) -> Result<ScimUser, Error> {
+    let a = UserAttrs::from_body(body)?;
+    let email = email_of(&a.user_name)?;
+    let u = User {
+        id: new_id("usr"),
+        email: email.to_string(),
+        display_name: display_name_of(&a),
+        kind: UserKind::Internal,
+        status: if a.active { UserStatus::Active } else { UserStatus::Inactive },
+        usage_location: location_of(&a)?,
+        site_admin_of: vec![],
+        groups: vec![],
+    };
+    let identity = identity_of(&a);
+    let (now, today) = (app.clock.now(), app.clock.today());
+    let row = in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        super::users::insert_user(&mut tx, &org, caller, &u, now, today)
+            .await
+            .map_err(taken)?;
+        store::put_identity(&mut tx, &org.id, &u.id, &identity).await?;
+        store::get(&mut tx, &org.id, &u.id)
+            .await?
+            .ok_or_else(|| StoreError::Db("the user just created is missing".into()))
+    })?;
+    Ok(view(&row, base))
+}
+
+/// What a `PUT` or `PATCH` makes of a user: the new attributes applied.
+async fn write_attrs(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    before: &ScimUserRow,
+    a: &UserAttrs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let email = email_of(&a.user_name)?;
+    let mut u = before.user.clone();
+    u.email = email.to_string();
+    u.display_name = display_name_of(a);
+    u.usage_location = location_of(a)?;
+    u.status = match (a.active, before.user.status) {
+        (false, _) => UserStatus::Inactive,
+        (true, UserStatus::Inactive) => UserStatus::Active,
+        (true, s) => s,
+    };
+    if u != before.user {
+        super::users::write_user_update(tx, org, caller, &before.user, &u, now)
+            .await
+            .map_err(taken)?;
+    }
+    let identity = identity_of(a);
+    if identity != before.identity {
+        store::put_identity(tx, &org.id, &u.id, &identity).await?;
+        store::touch(tx, &org.id, &u.id, now).await?;
+    }
+    Ok(())
+}
+
+/// `PUT /Users/{id}`: the body replaces the user (what it leaves out is
+/// cleared); `If-Match` against `meta.version`.
+pub async fn replace_user(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: &IfMatch,
+) -> Result<ScimUser, Error> {
+    let a = UserAttrs::from_body(body)?;
+    if let Some(given) = body.get("id").and_then(Value::as_str) {
+        if given != id {
+            return Err(Error::new(Code::Mutability, "id is read-only: the body names another user."));
+        }
+    }
+    change_user(app, caller, org, base, id, if_match, move |_| Ok(a.clone())).await
+}
+
+/// `PATCH /Users/{id}`: the operations apply in order, all or none.
+pub async fn patch_user(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: &IfMatch,
+) -> Result<ScimUser, Error> {
+    let user_id = id.to_string();
+    change_user(app, caller, org, base, id, if_match, move |before| before.patched(&user_id, body)).await
+}
+
+async fn change_user(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    if_match: &IfMatch,
+    change: impl Fn(&UserAttrs) -> Result<UserAttrs, Error>,
+) -> Result<ScimUser, Error> {
+    let now = app.clock.now();
+    let row = in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        // Locks the user's row (as the API's changes do), then reads it as SCIM serves it.
+        users::get_for_update(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| user_not_found(id))?;
+        let before = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
+        let tag = version_of(&before);
+        if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        let after = change(&attrs_of(&before))?;
+        write_attrs(&mut tx, &org, caller, &before, &after, now).await?;
+        store::get(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| StoreError::Db("the user just changed is missing".into()))
+    })?;
+    Ok(view(&row, base))
+}
+
+/// `DELETE /Users/{id}`: as the API's delete (seats released, service data
+/// into retention).
+pub async fn delete_user(app: &App, caller: &Caller, org: &str, id: &str, if_match: &IfMatch) -> Result<(), Error> {
+    let now = app.clock.now();
+    in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        let before = users::get_for_update(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| user_not_found(id))?;
+        let row = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
+        let tag = version_of(&row);
+        if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        super::users::remove_user(&mut tx, &org, caller, &before, now).await
+    })
+}
