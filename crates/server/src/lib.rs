@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod problem;
 pub mod ratelimit;
+pub mod scim;
 pub mod serve;
 pub mod worker;
 
@@ -245,6 +246,7 @@ pub fn router(app: App) -> Router {
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_ref().clone()) }),
     )
     .merge(console::router())
+    .merge(scim::router())
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(middleware::from_fn_with_state(app.clone(), idempotency::idempotency))

@@ -279,6 +279,12 @@ async fn scim_org(tx: &mut Tx, caller: &Caller, org: &str) -> Result<Org, Error>
     caller.org(tx, org, Action::ProvisionIdentities).await
 }
 
+/// Whether the caller provisions this org's identities (404 outside its
+/// tenant, 403 for a token of another role).
+pub async fn check_provisioner(app: &App, caller: &Caller, org: &str) -> Result<(), Error> {
+    app.visible_org(caller, org, Action::ProvisionIdentities).await.map(|_| ())
+}
+
 /// An exact lookup the filter allows: `userName eq`, `externalId eq` or
 /// `id eq`, alone or and-ed with more.
 enum Lookup {

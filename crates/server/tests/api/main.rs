@@ -30,6 +30,7 @@ mod moves;
 mod queues;
 mod resources;
 mod rules;
+mod scim;
 mod search;
 mod sheet;
 mod store;

@@ -1,0 +1,274 @@
+//! What the SCIM surface says about itself (RFC 7643 §5–7):
+//! `ServiceProviderConfig`, `ResourceTypes` and `Schemas`, describing
+//! exactly what is served: the attributes listed are the ones Allot keeps
+//! and returns; the rest of a provider's body is ignored.
+
+use serde::Serialize;
+
+use allot_domain::scim::user::{LICENSING_SCHEMA, USER_SCHEMA};
+
+use crate::app::scim::{LIST_RESPONSE_SCHEMA, MAX_PAGE};
+
+const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+
+#[derive(Debug, Serialize)]
+pub struct Supported {
+    pub supported: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkSupport {
+    pub supported: bool,
+    #[serde(rename = "maxOperations")]
+    pub max_operations: u32,
+    #[serde(rename = "maxPayloadSize")]
+    pub max_payload_size: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilterSupport {
+    pub supported: bool,
+    #[serde(rename = "maxResults")]
+    pub max_results: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthScheme {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub primary: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    #[serde(rename = "resourceType")]
+    pub resource_type: &'static str,
+    pub location: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceProviderConfig {
+    pub schemas: [&'static str; 1],
+    pub patch: Supported,
+    pub bulk: BulkSupport,
+    pub filter: FilterSupport,
+    #[serde(rename = "changePassword")]
+    pub change_password: Supported,
+    pub sort: Supported,
+    pub etag: Supported,
+    #[serde(rename = "authenticationSchemes")]
+    pub authentication_schemes: Vec<AuthScheme>,
+    pub meta: Meta,
+}
+
+pub fn service_provider_config(base: &str) -> ServiceProviderConfig {
+    ServiceProviderConfig {
+        schemas: [SPC_SCHEMA],
+        patch: Supported { supported: true },
+        bulk: BulkSupport {
+            supported: false,
+            max_operations: 0,
+            max_payload_size: 0,
+        },
+        filter: FilterSupport {
+            supported: true,
+            max_results: MAX_PAGE,
+        },
+        change_password: Supported { supported: false },
+        sort: Supported { supported: false },
+        etag: Supported { supported: true },
+        authentication_schemes: vec![AuthScheme {
+            kind: "oauthbearertoken",
+            name: "Bearer token",
+            description: "An Allot API token of role scim, bound to this organisation (created on the org's Identity provisioning page).",
+            primary: true,
+        }],
+        meta: Meta {
+            resource_type: "ServiceProviderConfig",
+            location: format!("{base}/ServiceProviderConfig"),
+        },
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchemaExtension {
+    pub schema: &'static str,
+    pub required: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceType {
+    pub schemas: [&'static str; 1],
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub endpoint: &'static str,
+    pub schema: &'static str,
+    #[serde(rename = "schemaExtensions")]
+    pub schema_extensions: Vec<SchemaExtension>,
+    pub meta: Meta,
+}
+
+pub fn resource_types(base: &str) -> Vec<ResourceType> {
+    vec![ResourceType {
+        schemas: [RESOURCE_TYPE_SCHEMA],
+        id: "User",
+        name: "User",
+        description: "A user of the organisation (an Allot user): userName is its email.",
+        endpoint: "/Users",
+        schema: USER_SCHEMA,
+        schema_extensions: vec![SchemaExtension {
+            schema: LICENSING_SCHEMA,
+            required: false,
+        }],
+        meta: Meta {
+            resource_type: "ResourceType",
+            location: format!("{base}/ResourceTypes/User"),
+        },
+    }]
+}
+
+/// One attribute of a schema.
+#[derive(Debug, Serialize)]
+pub struct Attribute {
+    pub name: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "multiValued")]
+    pub multi_valued: bool,
+    pub description: &'static str,
+    pub required: bool,
+    #[serde(rename = "caseExact")]
+    pub case_exact: bool,
+    pub mutability: &'static str,
+    pub returned: &'static str,
+    pub uniqueness: &'static str,
+    #[serde(rename = "subAttributes", skip_serializing_if = "Vec::is_empty")]
+    pub sub_attributes: Vec<Attribute>,
+    #[serde(rename = "canonicalValues", skip_serializing_if = "Vec::is_empty")]
+    pub canonical_values: Vec<&'static str>,
+}
+
+fn attr(name: &'static str, kind: &'static str, description: &'static str) -> Attribute {
+    Attribute {
+        name,
+        kind,
+        multi_valued: false,
+        description,
+        required: false,
+        case_exact: false,
+        mutability: "readWrite",
+        returned: "default",
+        uniqueness: "none",
+        sub_attributes: vec![],
+        canonical_values: vec![],
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Schema {
+    pub schemas: [&'static str; 1],
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub attributes: Vec<Attribute>,
+    pub meta: Meta,
+}
+
+pub fn schemas(base: &str) -> Vec<Schema> {
+    let user_name = Attribute {
+        required: true,
+        uniqueness: "server",
+        ..attr(
+            "userName",
+            "string",
+            "The user's email address: unique in the organisation, compared without case.",
+        )
+    };
+    let name = Attribute {
+        sub_attributes: vec![
+            attr(
+                "formatted",
+                "string",
+                "The full name, given then family name (read-only: made from the parts).",
+            ),
+            attr("familyName", "string", "The family name."),
+            attr("givenName", "string", "The given name."),
+        ],
+        ..attr("name", "complex", "The user's name.")
+    };
+    let emails = Attribute {
+        multi_valued: true,
+        sub_attributes: vec![
+            attr("value", "string", "An email address."),
+            Attribute {
+                canonical_values: vec!["work", "home", "other"],
+                ..attr("type", "string", "What the address is for.")
+            },
+            attr("primary", "boolean", "Whether this is the primary address."),
+        ],
+        ..attr("emails", "complex", "The user's email addresses.")
+    };
+    vec![
+        Schema {
+            schemas: [SCHEMA_SCHEMA],
+            id: USER_SCHEMA,
+            name: "User",
+            description: "A user of the organisation.",
+            attributes: vec![
+                user_name,
+                name,
+                attr("displayName", "string", "The name shown for the user."),
+                attr("active", "boolean", "False makes the user inactive (its licences are released)."),
+                emails,
+            ],
+            meta: Meta {
+                resource_type: "Schema",
+                location: format!("{base}/Schemas/{USER_SCHEMA}"),
+            },
+        },
+        Schema {
+            schemas: [SCHEMA_SCHEMA],
+            id: LICENSING_SCHEMA,
+            name: "Licensing",
+            description: "What Allot's licence rules need to know of a user.",
+            attributes: vec![attr(
+                "usageLocation",
+                "string",
+                "Where the user uses its licences: an ISO 3166-1 alpha-2 country code such as SE.",
+            )],
+            meta: Meta {
+                resource_type: "Schema",
+                location: format!("{base}/Schemas/{LICENSING_SCHEMA}"),
+            },
+        },
+    ]
+}
+
+/// A discovery list (every item, one page).
+#[derive(Debug, Serialize)]
+pub struct Listed<T> {
+    pub schemas: [&'static str; 1],
+    #[serde(rename = "totalResults")]
+    pub total_results: usize,
+    #[serde(rename = "startIndex")]
+    pub start_index: usize,
+    #[serde(rename = "itemsPerPage")]
+    pub items_per_page: usize,
+    #[serde(rename = "Resources")]
+    pub resources: Vec<T>,
+}
+
+pub fn listed<T>(items: Vec<T>) -> Listed<T> {
+    Listed {
+        schemas: [LIST_RESPONSE_SCHEMA],
+        total_results: items.len(),
+        start_index: 1,
+        items_per_page: items.len(),
+        resources: items,
+    }
+}

@@ -1,0 +1,553 @@
+//! SCIM 2.0 users: discovery, create / read / filter / replace / patch /
+//! delete with the shapes Entra ID and Okta send, SCIM's errors, and
+//! tenant isolation (a SCIM token is for its org's SCIM and nothing else).
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use allot_domain::access::Role;
+
+use crate::both_backends;
+use crate::kit::*;
+
+both_backends!(
+    discovery_describes_what_is_served,
+    users_are_provisioned_with_entra_s_and_okta_s_shapes,
+    filters_paging_and_projection,
+    bad_requests_get_scim_errors_and_change_nothing,
+    a_scim_token_is_for_its_org_s_scim_only,
+);
+
+const SCIM: &str = "application/scim+json";
+
+/// A SCIM request with a JSON body sent as `application/scim+json`.
+async fn scim(app: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> Resp {
+    match body {
+        Some(b) => app.raw(method, path, token, SCIM, serde_json::to_vec(&b).unwrap()).await,
+        None => app.send(method, path, Some(token), &[], None).await,
+    }
+}
+
+struct Idp {
+    base: String,
+    token: String,
+    org: String,
+}
+
+async fn idp(app: &TestApp) -> Idp {
+    let w = world(app).await;
+    let token = app.token(Role::Scim, None, Some(&w.org)).await;
+    Idp {
+        base: format!("/scim/v2/orgs/{}", w.org),
+        token,
+        org: w.org,
+    }
+}
+
+fn entra_user(email: &str, external: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:allot:params:scim:schemas:extension:licensing:2.0:User"],
+        "externalId": external,
+        "userName": email,
+        "active": true,
+        "displayName": "Anna Berg",
+        "emails": [{ "primary": true, "type": "work", "value": email }],
+        "name": { "formatted": "Anna Berg", "familyName": "Berg", "givenName": "Anna" },
+        "title": "Engineer",
+        "urn:allot:params:scim:schemas:extension:licensing:2.0:User": { "usageLocation": "SE" }
+    })
+}
+
+async fn discovery_describes_what_is_served(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let spc = scim(&app, Method::GET, &format!("{}/ServiceProviderConfig", i.base), &i.token, None).await;
+    assert_eq!(spc.status.as_u16(), 200, "{}", spc.body);
+    assert_eq!(spc.headers["content-type"], SCIM);
+    assert_eq!(spc.body["patch"]["supported"], true);
+    assert_eq!(spc.body["bulk"]["supported"], false);
+    assert_eq!(spc.body["etag"]["supported"], true);
+    assert_eq!(spc.body["filter"]["maxResults"], 200);
+    let types = scim(&app, Method::GET, &format!("{}/ResourceTypes", i.base), &i.token, None)
+        .await
+        .ok();
+    assert_eq!(types["Resources"][0]["endpoint"], "/Users");
+    let schemas = scim(&app, Method::GET, &format!("{}/Schemas", i.base), &i.token, None).await.ok();
+    let user = schemas["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "urn:ietf:params:scim:schemas:core:2.0:User")
+        .expect("the User schema");
+    let names: Vec<&str> = user["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["userName", "name", "displayName", "active", "emails"]);
+    let one = scim(
+        &app,
+        Method::GET,
+        &format!("{}/Schemas/urn:allot:params:scim:schemas:extension:licensing:2.0:User", i.base),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(one["attributes"][0]["name"], "usageLocation");
+    let missing = scim(&app, Method::GET, &format!("{}/Schemas/urn:nope", i.base), &i.token, None).await;
+    assert_eq!(missing.status.as_u16(), 404);
+    assert_eq!(missing.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(missing.body["status"], "404");
+}
+
+async fn users_are_provisioned_with_entra_s_and_okta_s_shapes(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+
+    // Entra ID creates a user (attributes Allot does not keep are ignored).
+    let created = scim(&app, Method::POST, &users, &i.token, Some(entra_user("Anna@A.example", "E-1"))).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        created.headers["location"].to_str().unwrap(),
+        created.body["meta"]["location"].as_str().unwrap()
+    );
+    assert!(created.headers["location"].to_str().unwrap().ends_with(&format!("{users}/{id}")));
+    assert_eq!(
+        created.headers["etag"].to_str().unwrap(),
+        created.body["meta"]["version"].as_str().unwrap()
+    );
+    assert_eq!(created.body["userName"], "Anna@A.example");
+    assert_eq!(created.body["externalId"], "E-1");
+    assert_eq!(created.body["name"]["givenName"], "Anna");
+    assert_eq!(created.body["active"], true);
+    assert_eq!(
+        created.body["urn:allot:params:scim:schemas:extension:licensing:2.0:User"]["usageLocation"],
+        "SE"
+    );
+    assert!(created.body.get("title").is_none());
+    // The same user on the JSON API, with the SCIM token as the actor of its audit event.
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{id}", i.org), &app.admin).await.ok();
+    assert_eq!(
+        (api["email"].as_str(), api["display_name"].as_str(), api["usage_location"].as_str()),
+        (Some("Anna@A.example"), Some("Anna Berg"), Some("SE"))
+    );
+    let audit = app
+        .get(&format!("/api/v1/orgs/{}/audit-events?action=user.create", i.org), &app.admin)
+        .await
+        .ok();
+    assert!(audit["items"][0]["actor"].as_str().unwrap().starts_with("token:"), "{audit}");
+
+    // Entra: the lookup it makes before creating, by userName and by its work email.
+    let found = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter=userName+eq+%22anna%40a.example%22"),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(found["totalResults"], 1);
+    assert_eq!(found["Resources"][0]["id"], json!(id));
+    let found = scim(
+        &app,
+        Method::GET,
+        &format!(
+            "{users}?filter={}",
+            urlencode(r#"emails[type eq "work"].value eq "anna@a.example""#)
+        ),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(found["totalResults"], 1);
+    // An unknown value: 200 with an empty list, never 404.
+    let none = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter={}", urlencode(r#"userName eq "nobody@a.example""#)),
+        &i.token,
+        None,
+    )
+    .await;
+    assert_eq!(none.status.as_u16(), 200);
+    assert_eq!(none.body["totalResults"], 0);
+    assert_eq!(none.body["Resources"], json!([]));
+
+    // Entra: capitalised op, "False" as text, replace without path with dotted and URN keys.
+    let one = format!("{users}/{id}");
+    let patched = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+            { "op": "Replace", "path": "active", "value": "False" },
+            { "op": "Replace", "value": { "name.familyName": "Berg-Lund", "urn:allot:params:scim:schemas:extension:licensing:2.0:User:usageLocation": "NO" } },
+            { "op": "Add", "path": "emails[type eq \"work\"].value", "value": "anna.berg@a.example" }
+        ] })),
+    )
+    .await;
+    assert_eq!(patched.status.as_u16(), 200, "{}", patched.body);
+    assert_eq!(patched.body["active"], false);
+    assert_eq!(patched.body["name"]["familyName"], "Berg-Lund");
+    assert_eq!(patched.body["emails"][0]["value"], "anna.berg@a.example");
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{id}", i.org), &app.admin).await.ok();
+    assert_eq!(
+        (api["status"].as_str(), api["usage_location"].as_str()),
+        (Some("inactive"), Some("NO"))
+    );
+
+    // Okta: PUT of the whole user (it comes back active; what it leaves out is cleared).
+    let put = scim(
+        &app,
+        Method::PUT,
+        &one,
+        &i.token,
+        Some(
+            json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": id, "userName": "anna@a.example",
+                     "name": { "givenName": "Anna", "familyName": "Berg" }, "active": true,
+                     "emails": [{ "value": "anna@a.example", "primary": true, "type": "work" }] }),
+        ),
+    )
+    .await;
+    assert_eq!(put.status.as_u16(), 200, "{}", put.body);
+    assert_eq!(put.body["active"], true);
+    assert!(put.body.get("externalId").is_none(), "{}", put.body);
+    // Okta: deactivation by PATCH replace active false, without a path.
+    let off = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{ "op": "replace", "value": { "active": false } }] })),
+    )
+    .await
+    .ok();
+    assert_eq!(off["active"], false);
+
+    // If-Match: the version read is honoured; a stale one refused.
+    let version = off["meta"]["version"].as_str().unwrap().to_string();
+    let stale = app
+        .send(
+            Method::PATCH,
+            &one,
+            Some(&i.token),
+            &[("if-match", "W/\"stale\""), ("content-type", SCIM)],
+            Some(json!({ "Operations": [{ "op": "replace", "path": "displayName", "value": "X" }] })),
+        )
+        .await;
+    assert_eq!(stale.status.as_u16(), 412, "{}", stale.body);
+    let fresh = app
+        .send(
+            Method::PATCH,
+            &one,
+            Some(&i.token),
+            &[("if-match", &version)],
+            Some(json!({ "Operations": [{ "op": "replace", "path": "displayName", "value": "Anna B." }] })),
+        )
+        .await;
+    assert_eq!(fresh.status.as_u16(), 200, "{}", fresh.body);
+    assert_ne!(fresh.body["meta"]["version"].as_str(), Some(version.as_str()));
+
+    // Delete: 204, then 404 in SCIM's format.
+    let gone = scim(&app, Method::DELETE, &one, &i.token, None).await;
+    assert_eq!(gone.status.as_u16(), 204);
+    let again = scim(&app, Method::GET, &one, &i.token, None).await;
+    assert_eq!(again.status.as_u16(), 404);
+    assert_eq!(again.body["status"], "404");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn filters_paging_and_projection(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+    for n in 0..7 {
+        let mut u = entra_user(&format!("u{n}@a.example"), &format!("E-{n}"));
+        u["active"] = json!(n % 2 == 0);
+        assert_eq!(scim(&app, Method::POST, &users, &i.token, Some(u)).await.status.as_u16(), 201);
+    }
+    // A user made by the JSON API is served too, with its email as its one email.
+    user(&app, &i.org, "api@a.example").await;
+    let all = scim(&app, Method::GET, &users, &i.token, None).await.ok();
+    assert_eq!(all["totalResults"], 8);
+    let api_user = all["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userName"] == "api@a.example")
+        .unwrap();
+    assert_eq!(
+        api_user["emails"],
+        json!([{ "value": "api@a.example", "type": "work", "primary": true }])
+    );
+
+    // Paging: stable order, totalResults of the whole list.
+    let page = |start: u32, count: u32| {
+        let (app, token, users) = (&app, i.token.clone(), users.clone());
+        async move {
+            scim(app, Method::GET, &format!("{users}?startIndex={start}&count={count}"), &token, None)
+                .await
+                .ok()
+        }
+    };
+    let (p1, p2, p3) = (page(1, 3).await, page(4, 3).await, page(7, 3).await);
+    let ids = |p: &Value| -> Vec<String> {
+        p["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        (p1["totalResults"].clone(), p1["startIndex"].clone(), p1["itemsPerPage"].clone()),
+        (json!(8), json!(1), json!(3))
+    );
+    let mut seen: Vec<String> = [ids(&p1), ids(&p2), ids(&p3)].concat();
+    assert_eq!(seen.len(), 8);
+    let sorted = {
+        let mut s = seen.clone();
+        s.sort();
+        s
+    };
+    assert_eq!(seen, sorted, "pages in a stable order");
+    seen.dedup();
+    assert_eq!(seen.len(), 8);
+    let none = page(20, 5).await;
+    assert_eq!((none["totalResults"].clone(), none["itemsPerPage"].clone()), (json!(8), json!(0)));
+
+    // Filters of several kinds.
+    let count = |f: &'static str| {
+        let (app, token, users) = (&app, i.token.clone(), users.clone());
+        async move {
+            scim(app, Method::GET, &format!("{users}?filter={}", urlencode(f)), &token, None)
+                .await
+                .ok()["totalResults"]
+                .clone()
+        }
+    };
+    assert_eq!(count(r#"active eq true and userName sw "u""#).await, json!(4));
+    assert_eq!(count(r#"not (active eq true) or externalId eq "E-0""#).await, json!(4));
+    assert_eq!(count(r#"externalId eq "E-3""#).await, json!(1));
+    assert_eq!(count(r#"externalId eq "e-3""#).await, json!(0), "externalId is case-exact");
+    assert_eq!(count(r#"USERNAME EQ "U3@A.EXAMPLE""#).await, json!(1));
+    assert_eq!(count(r#"name.givenName co "nn" and meta.created pr"#).await, json!(7));
+    assert_eq!(count(r#"emails[type eq "work" and value ew "@a.example"]"#).await, json!(8));
+
+    // Projection.
+    let slim = scim(&app, Method::GET, &format!("{users}?attributes=userName&count=1"), &i.token, None)
+        .await
+        .ok();
+    let keys: Vec<&String> = slim["Resources"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["id", "schemas", "userName"]);
+    let without = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?excludedAttributes=emails,meta&count=1"),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert!(without["Resources"][0].get("emails").is_none() && without["Resources"][0].get("meta").is_none());
+    assert!(without["Resources"][0].get("userName").is_some());
+
+    // POST .search says the same as GET.
+    let searched = scim(
+        &app,
+        Method::POST,
+        &format!("{users}/.search"),
+        &i.token,
+        Some(json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "active eq false", "startIndex": 1, "count": 2 })),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        (searched["totalResults"].clone(), searched["itemsPerPage"].clone()),
+        (json!(3), json!(2))
+    );
+}
+
+async fn bad_requests_get_scim_errors_and_change_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+    let created = scim(&app, Method::POST, &users, &i.token, Some(entra_user("anna@a.example", "E-1"))).await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let before = app.snapshot().await;
+
+    let check = |r: &Resp, status: u16, scim_type: Option<&str>| {
+        assert_eq!(r.status.as_u16(), status, "{}", r.body);
+        assert_eq!(r.headers["content-type"], SCIM);
+        assert_eq!(r.body["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:Error"]));
+        assert_eq!(r.body["status"], json!(status.to_string()));
+        assert_eq!(r.body["scimType"].as_str(), scim_type, "{}", r.body);
+        assert!(!r.body["detail"].as_str().unwrap_or("").is_empty());
+    };
+    // A duplicate userName, in another case.
+    let dup = scim(&app, Method::POST, &users, &i.token, Some(entra_user("ANNA@a.example", "E-2"))).await;
+    check(&dup, 409, Some("uniqueness"));
+    // Filters that do not parse, and hostile ones.
+    let r = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter={}", urlencode("userName eq")),
+        &i.token,
+        None,
+    )
+    .await;
+    check(&r, 400, Some("invalidFilter"));
+    let deep = format!("{}userName pr{}", "(".repeat(1_000), ")".repeat(1_000));
+    let r = scim(&app, Method::GET, &format!("{users}?filter={}", urlencode(&deep)), &i.token, None).await;
+    check(&r, 400, Some("invalidFilter"));
+    let long = format!(r#"userName eq "{}""#, "x".repeat(1_000_000));
+    let r = scim(
+        &app,
+        Method::POST,
+        &format!("{users}/.search"),
+        &i.token,
+        Some(json!({ "filter": long })),
+    )
+    .await;
+    assert!(matches!(r.status.as_u16(), 400 | 413), "{}", r.status);
+    assert_eq!(
+        r.body["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{}",
+        r.body
+    );
+    // Bodies: not JSON, not an email, a wrong type, an unknown op, a read-only id.
+    let r = app.raw(Method::POST, &users, &i.token, SCIM, b"{not json".to_vec()).await;
+    check(&r, 400, Some("invalidSyntax"));
+    let r = app.raw(Method::POST, &users, &i.token, "text/plain", b"{}".to_vec()).await;
+    check(&r, 415, None);
+    let r = scim(&app, Method::POST, &users, &i.token, Some(json!({ "userName": "not an email" }))).await;
+    check(&r, 400, Some("invalidValue"));
+    let r = scim(
+        &app,
+        Method::POST,
+        &users,
+        &i.token,
+        Some(json!({ "userName": "b@a.example", "active": "maybe" })),
+    )
+    .await;
+    check(&r, 400, Some("invalidValue"));
+    let one = format!("{users}/{id}");
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "move", "path": "active" }] })),
+    )
+    .await;
+    check(&r, 400, Some("invalidSyntax"));
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "replace", "path": "id", "value": "usr_x" }] })),
+    )
+    .await;
+    check(&r, 400, Some("mutability"));
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "remove" }] })),
+    )
+    .await;
+    check(&r, 400, Some("noTarget"));
+    // Atomic: the first operation would apply, the second is refused: nothing changes.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "replace", "path": "displayName", "value": "Changed" }, { "op": "replace", "path": "active", "value": 42 }] })),
+    )
+    .await;
+    check(&r, 400, Some("invalidValue"));
+    let r = scim(
+        &app,
+        Method::PUT,
+        &one,
+        &i.token,
+        Some(json!({ "id": "usr_other", "userName": "anna@a.example" })),
+    )
+    .await;
+    check(&r, 400, Some("mutability"));
+    let r = scim(&app, Method::GET, &format!("{users}/usr_nobody"), &i.token, None).await;
+    check(&r, 404, None);
+    let r = scim(&app, Method::GET, &format!("{users}?count=lots"), &i.token, None).await;
+    check(&r, 400, Some("invalidValue"));
+    assert_eq!(app.snapshot().await, before, "a refused SCIM call changed something");
+}
+
+async fn a_scim_token_is_for_its_org_s_scim_only(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let other = org(&app, "Customer B", None).await;
+    let theirs = app.token(Role::Scim, None, Some(&other)).await;
+    let before = app.snapshot().await;
+    // Another org's SCIM: 404, whether reading or writing.
+    for (m, body) in [(Method::GET, None), (Method::POST, Some(entra_user("x@b.example", "X")))] {
+        let r = scim(&app, m, &format!("/scim/v2/orgs/{other}/Users"), &i.token, body).await;
+        assert_eq!(r.status.as_u16(), 404, "{}", r.body);
+    }
+    let r = scim(
+        &app,
+        Method::GET,
+        &format!("/scim/v2/orgs/{other}/ServiceProviderConfig"),
+        &i.token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 404);
+    // The JSON API: 403 with a sentence that says why.
+    let r = app.get(&format!("/api/v1/orgs/{}/users", i.org), &i.token).await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap().contains("SCIM"), "{}", r.body);
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{}/users", i.org),
+            &i.token,
+            json!({ "email": "y@a.example" }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403);
+    // An admin token is not a SCIM token; no token, or a wrong one, is 401.
+    let r = scim(&app, Method::GET, &format!("{}/Users", i.base), &app.admin, None).await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    let r = app.send(Method::GET, &format!("{}/Users", i.base), None, &[], None).await;
+    assert_eq!(r.status.as_u16(), 401);
+    assert_eq!(r.body["status"], "401");
+    let r = scim(&app, Method::GET, &format!("{}/Users", i.base), "not-a-token", None).await;
+    assert_eq!(r.status.as_u16(), 401);
+    // The other org's token works on its own org only.
+    let r = scim(&app, Method::GET, &format!("/scim/v2/orgs/{other}/Users"), &theirs, None).await;
+    assert_eq!(r.status.as_u16(), 200);
+    let r = scim(&app, Method::GET, &format!("{}/Users", i.base), &theirs, None).await;
+    assert_eq!(r.status.as_u16(), 404);
+    // An unknown SCIM path answers in SCIM's format.
+    let r = scim(&app, Method::GET, &format!("{}/Nothing", i.base), &i.token, None).await;
+    assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (404, Some("404")));
+    assert_eq!(app.snapshot().await, before);
+}
