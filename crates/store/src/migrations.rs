@@ -26,7 +26,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (19, V19),
     (20, V20),
     (21, V21),
+    (22, V22),
 ];
+
+/// A SCIM user's `userName` as the provider sent it, when it is not the
+/// user's email (Entra ID sends the user principal name, which may differ
+/// from the mail address; a userName that is no address at all takes the
+/// email from `emails`). Unique in an org without regard to case, as the
+/// email is. And the name's `formatted` as sent.
+const V22: &str = r#"
+ALTER TABLE scim_users ADD COLUMN user_name TEXT;
+ALTER TABLE scim_users ADD COLUMN user_name_normalized TEXT;
+ALTER TABLE scim_users ADD COLUMN formatted_name TEXT;
+CREATE UNIQUE INDEX scim_users_by_user_name ON scim_users (org_id, user_name_normalized);
+"#;
 
 /// What SCIM keeps of a user beyond Allot's own columns (see `scim.rs`):
 /// the identity provider's `externalId` (looked up by it), the name's

@@ -1,5 +1,5 @@
-//! What SCIM reads and writes beside a user's own row: the provider's
-//! `externalId`, the name's parts and the emails as sent (`scim_users`,
+//! What SCIM reads and writes beside a user's own row: the `userName`
+//! as sent when it is not the email, the provider's `externalId`, the name's parts and the emails as sent (`scim_users`,
 //! one row per user that SCIM has touched), and the user's times for
 //! `meta`. The user itself is written by `users.rs`, as on every path.
 
@@ -10,9 +10,13 @@ use crate::{args, ts};
 /// A user's SCIM-only attributes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScimIdentity {
+    /// The `userName` as sent, when it is not the user's email.
+    pub user_name: Option<String>,
     pub external_id: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// `name.formatted` as sent.
+    pub formatted_name: Option<String>,
     /// The emails as served (a JSON list), when the provider sent some.
     pub emails: Option<String>,
 }
@@ -27,16 +31,18 @@ pub struct ScimUserRow {
 }
 
 const SELECT: &str = "SELECT u.id, u.email, u.display_name, u.kind, u.status, u.usage_location, u.created_at, u.updated_at, \
-     s.external_id, s.given_name, s.family_name, s.emails \
+     s.user_name, s.external_id, s.given_name, s.family_name, s.formatted_name, s.emails \
      FROM users u LEFT JOIN scim_users s ON s.org_id = u.org_id AND s.user_id = u.id";
 
 fn row_of(r: &Row) -> Result<ScimUserRow, StoreError> {
     Ok(ScimUserRow {
         user: users::user_from(r)?,
         identity: ScimIdentity {
+            user_name: r.opt_text("user_name")?,
             external_id: r.opt_text("external_id")?,
             given_name: r.opt_text("given_name")?,
             family_name: r.opt_text("family_name")?,
+            formatted_name: r.opt_text("formatted_name")?,
             emails: r.opt_text("emails")?,
         },
         created_at: r.text("created_at")?,
@@ -52,16 +58,31 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<ScimUserRow>
         .transpose()
 }
 
-/// The user of this email (compared as the unique index does: lower case).
-pub async fn by_email(tx: &mut Tx, org: &str, email: &str) -> Result<Option<ScimUserRow>, StoreError> {
-    tx.opt_row(
-        &format!("{SELECT} WHERE u.org_id = $1 AND u.email_normalized = $2"),
-        args![org, email.to_lowercase()],
-    )
-    .await?
-    .as_ref()
-    .map(row_of)
-    .transpose()
+/// The user of this `userName` (without regard to case): one whose
+/// userName was kept as sent, or else one whose email it is.
+pub async fn by_user_name(tx: &mut Tx, org: &str, user_name: &str) -> Result<Option<ScimUserRow>, StoreError> {
+    let n = user_name.to_lowercase();
+    if let Some(r) = tx
+        .opt_row(
+            &format!("{SELECT} WHERE s.org_id = $1 AND s.user_name_normalized = $2"),
+            args![org, &n],
+        )
+        .await?
+    {
+        return row_of(&r).map(Some);
+    }
+    Ok(tx
+        .opt_row(&format!("{SELECT} WHERE u.org_id = $1 AND u.email_normalized = $2"), args![org, &n])
+        .await?
+        .as_ref()
+        .map(row_of)
+        .transpose()?
+        .filter(|row| row.identity.user_name.is_none()))
+}
+
+/// Whether another user of the org than `except` has this `userName`.
+pub async fn user_name_taken(tx: &mut Tx, org: &str, user_name: &str, except: &str) -> Result<bool, StoreError> {
+    Ok(by_user_name(tx, org, user_name).await?.is_some_and(|row| row.user.id != except))
 }
 
 /// The users of this `externalId` (exact: it is case-exact, and not unique).
@@ -91,16 +112,21 @@ pub async fn page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Result<Vec
 /// Writes a user's SCIM-only attributes (after the user's own row).
 pub async fn put_identity(tx: &mut Tx, org: &str, user: &str, i: &ScimIdentity) -> Result<(), StoreError> {
     tx.exec(
-        "INSERT INTO scim_users (org_id, user_id, external_id, given_name, family_name, emails) VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO scim_users (org_id, user_id, external_id, given_name, family_name, emails, user_name, user_name_normalized, formatted_name) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (org_id, user_id) DO UPDATE SET external_id = excluded.external_id, given_name = excluded.given_name, \
-         family_name = excluded.family_name, emails = excluded.emails",
+         family_name = excluded.family_name, emails = excluded.emails, user_name = excluded.user_name, \
+         user_name_normalized = excluded.user_name_normalized, formatted_name = excluded.formatted_name",
         args![
             org,
             user,
             i.external_id.as_deref(),
             i.given_name.as_deref(),
             i.family_name.as_deref(),
-            i.emails.as_deref()
+            i.emails.as_deref(),
+            i.user_name.as_deref(),
+            i.user_name.as_ref().map(|n| n.to_lowercase()),
+            i.formatted_name.as_deref()
         ],
     )
     .await?;

@@ -36,6 +36,8 @@ pub struct UserAttrs {
     pub external_id: Option<String>,
     pub given_name: Option<String>,
     pub family_name: Option<String>,
+    /// `name.formatted`, as sent.
+    pub formatted_name: Option<String>,
     pub display_name: Option<String>,
     pub active: bool,
     pub emails: Vec<ScimEmail>,
@@ -109,6 +111,7 @@ enum Attr {
     Name,
     GivenName,
     FamilyName,
+    Formatted,
     Emails,
     UsageLocation,
     /// The licensing extension's object as a whole.
@@ -133,6 +136,7 @@ fn attr_of(path: &AttrPath) -> Attr {
         ("name", None) => Attr::Name,
         ("name", Some("givenname")) => Attr::GivenName,
         ("name", Some("familyname")) => Attr::FamilyName,
+        ("name", Some("formatted")) => Attr::Formatted,
         ("emails", None) => Attr::Emails,
         ("id" | "meta" | "schemas", _) => Attr::ReadOnly,
         _ => Attr::Other,
@@ -216,6 +220,14 @@ impl UserAttrs {
                 }
                 Ok(())
             }
+            // The extension's object as a whole (`urn:...:licensing:2.0:User`).
+            (Some(path), kind) if path.trim().eq_ignore_ascii_case(LICENSING_SCHEMA) => {
+                let value = match kind {
+                    OpKind::Remove => &Value::Null,
+                    _ => op.value.as_ref().unwrap_or(&Value::Null),
+                };
+                self.set(Attr::Licensing, path, value, Mode::Patch(kind))
+            }
             (Some(path), kind) => {
                 let parsed = parse_patch_path(path).map_err(|e| refuse(Code::InvalidPath, format!("path {path:?}: {e}")))?;
                 let attr = attr_of(&parsed.attr);
@@ -288,28 +300,39 @@ impl UserAttrs {
             Attr::ExternalId => self.external_id = text("externalId", v)?,
             Attr::DisplayName => self.display_name = text("displayName", v)?,
             Attr::Active => {
-                self.active = match v {
-                    Value::Null => mode == Mode::Body,
-                    v => boolean("active", v)?,
+                self.active = match (v, mode) {
+                    // Left out of a new user: active.
+                    (Value::Null, Mode::Body) => true,
+                    (Value::Null, _) => {
+                        return Err(refuse(
+                            Code::ValidationFailed,
+                            "active cannot be removed: replace it with false to deactivate the user",
+                        ))
+                    }
+                    (v, _) => boolean("active", v)?,
                 }
             }
             Attr::GivenName => self.given_name = text("name.givenName", v)?,
             Attr::FamilyName => self.family_name = text("name.familyName", v)?,
+            Attr::Formatted => self.formatted_name = text("name.formatted", v)?,
             Attr::Name => match v {
                 Value::Null => {
                     self.given_name = None;
                     self.family_name = None;
+                    self.formatted_name = None;
                 }
                 Value::Object(o) => {
                     // A replace of `name` replaces it; an add merges.
                     if mode != Mode::Patch(OpKind::Add) {
                         self.given_name = None;
                         self.family_name = None;
+                        self.formatted_name = None;
                     }
                     for (k, v) in o {
                         match k.to_ascii_lowercase().as_str() {
                             "givenname" => self.given_name = text("name.givenName", v)?,
                             "familyname" => self.family_name = text("name.familyName", v)?,
+                            "formatted" => self.formatted_name = text("name.formatted", v)?,
                             _ => {}
                         }
                     }
@@ -551,6 +574,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.external_id, p.family_name), (None, None));
+        let p = patch(&u, json!([{ "op": "remove", "path": LICENSING_SCHEMA }])).unwrap();
+        assert_eq!(p.usage_location, None);
+        let p = patch(
+            &u,
+            json!([{ "op": "add", "path": LICENSING_SCHEMA, "value": { "usageLocation": "DK" } }]),
+        )
+        .unwrap();
+        assert_eq!(p.usage_location.as_deref(), Some("DK"));
         let p = patch(&u, json!([{ "op": "remove", "path": "emails[type eq \"work\"]" }])).unwrap();
         assert!(p.emails.is_empty());
         let p = patch(
@@ -568,6 +599,10 @@ mod tests {
         assert!(e.detail.starts_with("Operations[1]"), "{e:?}");
         assert_eq!(u.display_name.as_deref(), Some("Anna Berg"));
         assert_eq!(patch(&u, json!([{ "op": "remove" }])).unwrap_err().code, Code::NoTarget);
+        assert_eq!(
+            patch(&u, json!([{ "op": "remove", "path": "active" }])).unwrap_err().code,
+            Code::ValidationFailed
+        );
         assert_eq!(
             patch(&u, json!([{ "op": "replace", "path": "id", "value": "x" }]))
                 .unwrap_err()

@@ -214,10 +214,11 @@ fn attrs_of(row: &ScimUserRow) -> UserAttrs {
             }]
         });
     UserAttrs {
-        user_name: row.user.email.clone(),
+        user_name: row.identity.user_name.clone().unwrap_or_else(|| row.user.email.clone()),
         external_id: row.identity.external_id.clone(),
         given_name: row.identity.given_name.clone(),
         family_name: row.identity.family_name.clone(),
+        formatted_name: row.identity.formatted_name.clone(),
         display_name: Some(row.user.display_name.clone()).filter(|d| !d.is_empty()),
         active: row.user.status != UserStatus::Inactive,
         emails,
@@ -233,20 +234,21 @@ fn version_of(row: &ScimUserRow) -> String {
 /// The resource served for a stored user; `base` is the org's SCIM base URL.
 pub fn view(row: &ScimUserRow, base: &str) -> ScimUser {
     let a = attrs_of(row);
-    let formatted = match (&a.given_name, &a.family_name) {
-        (Some(g), Some(f)) => Some(format!("{g} {f}")),
-        (Some(n), None) | (None, Some(n)) => Some(n.clone()),
-        (None, None) => None,
-    };
+    let licensing = a.usage_location.clone().map(|l| LicensingView { usage_location: Some(l) });
     ScimUser {
-        schemas: vec![USER_SCHEMA, LICENSING_SCHEMA],
+        // The extension's schema is listed when its object is there.
+        schemas: if licensing.is_some() {
+            vec![USER_SCHEMA, LICENSING_SCHEMA]
+        } else {
+            vec![USER_SCHEMA]
+        },
         id: row.user.id.clone(),
         external_id: a.external_id.clone(),
         user_name: Some(a.user_name.clone()),
-        name: formatted.map(|formatted| ScimName {
+        name: (a.given_name.is_some() || a.family_name.is_some() || a.formatted_name.is_some()).then(|| ScimName {
             given_name: a.given_name.clone(),
             family_name: a.family_name.clone(),
-            formatted: Some(formatted),
+            formatted: a.formatted_name.clone(),
         }),
         display_name: a.display_name.clone(),
         active: Some(a.active),
@@ -260,9 +262,7 @@ pub fn view(row: &ScimUserRow, base: &str) -> ScimUser {
                 })
                 .collect(),
         ),
-        licensing: Some(LicensingView {
-            usage_location: a.usage_location.clone(),
-        }),
+        licensing,
         meta: Some(ScimMeta {
             resource_type: "User",
             created: row.created_at.clone(),
@@ -319,7 +319,7 @@ pub async fn list_users(app: &App, caller: &Caller, org: &str, base: &str, q: &S
     let mut tx = app.store.read_conn().await?;
     let org = scim_org(&mut tx, caller, org).await?;
     let candidates: Option<Vec<ScimUserRow>> = match filter.as_ref().and_then(lookup_of) {
-        Some(Lookup::UserName(e)) => Some(store::by_email(&mut tx, &org.id, &e).await?.into_iter().collect()),
+        Some(Lookup::UserName(n)) => Some(store::by_user_name(&mut tx, &org.id, &n).await?.into_iter().collect()),
         Some(Lookup::ExternalId(x)) => Some(store::by_external_id(&mut tx, &org.id, &x).await?),
         Some(Lookup::Id(id)) => Some(store::get(&mut tx, &org.id, &id).await?.into_iter().collect()),
         None => None,
@@ -388,9 +388,38 @@ pub async fn get_user(app: &App, caller: &Caller, org: &str, base: &str, id: &st
     Ok(projection.apply(view(&row, base)))
 }
 
-/// A userName that is not an email, or an email taken, is refused naming the field.
-fn email_of(user_name: &str) -> Result<Email, Error> {
-    Email::parse(user_name.trim()).map_err(|e| Error::validation("userName", format!("userName must be an email address: {}", e.detail)))
+/// The user's email: its userName when that is an email address (the
+/// usual case), else the primary email (or the work one, or the first):
+/// Entra ID may send a user principal name that is no address.
+fn email_of(a: &UserAttrs) -> Result<Email, Error> {
+    if let Ok(e) = Email::parse(a.user_name.trim()) {
+        return Ok(e);
+    }
+    let pick = a
+        .emails
+        .iter()
+        .find(|e| e.primary)
+        .or_else(|| a.emails.iter().find(|e| e.kind.as_deref() == Some("work")))
+        .or_else(|| a.emails.first());
+    match pick {
+        Some(e) => Email::parse(e.value.trim())
+            .map_err(|err| Error::validation("emails", format!("The email Allot would keep is not an address: {}", err.detail))),
+        None => Err(Error::validation(
+            "userName",
+            "userName is not an email address and no email is given in emails: every Allot user has an email.",
+        )),
+    }
+}
+
+/// A userName that another user of the org has: SCIM's `uniqueness`.
+async fn check_user_name(tx: &mut Tx, org: &str, a: &UserAttrs, user: &str) -> Result<(), StoreError> {
+    if store::user_name_taken(tx, org, a.user_name.trim(), user).await? {
+        return Err(StoreError::Domain(Error::new(
+            Code::EmailTaken,
+            "userName is taken: another user of this organisation has it (compared without case).",
+        )));
+    }
+    Ok(())
 }
 
 fn location_of(a: &UserAttrs) -> Result<Option<String>, Error> {
@@ -404,11 +433,14 @@ fn location_of(a: &UserAttrs) -> Result<Option<String>, Error> {
         .transpose()
 }
 
-fn identity_of(a: &UserAttrs) -> ScimIdentity {
+fn identity_of(a: &UserAttrs, email: &Email) -> ScimIdentity {
+    let user_name = a.user_name.trim();
     ScimIdentity {
+        user_name: (user_name != email.to_string()).then(|| user_name.to_string()),
         external_id: a.external_id.clone(),
         given_name: a.given_name.clone(),
         family_name: a.family_name.clone(),
+        formatted_name: a.formatted_name.clone(),
         emails: Some(serde_json::to_string(&a.emails.iter().map(email_json).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())),
     }
 }
@@ -416,6 +448,7 @@ fn identity_of(a: &UserAttrs) -> ScimIdentity {
 fn display_name_of(a: &UserAttrs) -> String {
     a.display_name
         .clone()
+        .or_else(|| a.formatted_name.clone())
         .or_else(|| match (&a.given_name, &a.family_name) {
             (Some(g), Some(f)) => Some(format!("{g} {f}")),
             (Some(n), None) | (None, Some(n)) => Some(n.clone()),
@@ -438,7 +471,7 @@ fn taken(e: StoreError) -> StoreError {
 /// `POST /Users`: a new user, with the template that fits it.
 pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body: &Value) -> Result<ScimUser, Error> {
     let a = UserAttrs::from_body(body)?;
-    let email = email_of(&a.user_name)?;
+    let email = email_of(&a)?;
     let u = User {
         id: new_id("usr"),
         email: email.to_string(),
@@ -449,10 +482,11 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
         site_admin_of: vec![],
         groups: vec![],
     };
-    let identity = identity_of(&a);
+    let identity = identity_of(&a, &email);
     let (now, today) = (app.clock.now(), app.clock.today());
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
+        check_user_name(&mut tx, &org.id, &a, &u.id).await?;
         super::users::insert_user(&mut tx, &org, caller, &u, now, today)
             .await
             .map_err(taken)?;
@@ -473,7 +507,8 @@ async fn write_attrs(
     a: &UserAttrs,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    let email = email_of(&a.user_name)?;
+    let email = email_of(a)?;
+    check_user_name(tx, &org.id, a, &before.user.id).await?;
     let mut u = before.user.clone();
     u.email = email.to_string();
     u.display_name = display_name_of(a);
@@ -488,7 +523,7 @@ async fn write_attrs(
             .await
             .map_err(taken)?;
     }
-    let identity = identity_of(a);
+    let identity = identity_of(a, &email);
     if identity != before.identity {
         store::put_identity(tx, &org.id, &u.id, &identity).await?;
         store::touch(tx, &org.id, &u.id, now).await?;

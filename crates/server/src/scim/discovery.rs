@@ -169,6 +169,15 @@ fn attr(name: &'static str, kind: &'static str, description: &'static str) -> At
     }
 }
 
+/// ISO 3166-1 alpha-2: the values `usageLocation` takes.
+const COUNTRY_CODES: &str =
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI \
+GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC \
+LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA \
+PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH \
+TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
 #[derive(Debug, Serialize)]
 pub struct Schema {
     pub schemas: [&'static str; 1],
@@ -191,20 +200,22 @@ pub fn schemas(base: &str) -> Vec<Schema> {
     };
     let name = Attribute {
         sub_attributes: vec![
-            attr(
-                "formatted",
-                "string",
-                "The full name, given then family name (read-only: made from the parts).",
-            ),
+            attr("formatted", "string", "The full name, as it is shown."),
             attr("familyName", "string", "The family name."),
             attr("givenName", "string", "The given name."),
         ],
         ..attr("name", "complex", "The user's name.")
     };
+    // Every Allot user has an email: when userName is no address, the
+    // primary one of these is it (so a provider must send one or the other).
     let emails = Attribute {
         multi_valued: true,
+        required: true,
         sub_attributes: vec![
-            attr("value", "string", "An email address."),
+            Attribute {
+                required: true,
+                ..attr("value", "string", "An email address.")
+            },
             Attribute {
                 canonical_values: vec!["work", "home", "other"],
                 ..attr("type", "string", "What the address is for.")
@@ -223,7 +234,14 @@ pub fn schemas(base: &str) -> Vec<Schema> {
                 user_name,
                 name,
                 attr("displayName", "string", "The name shown for the user."),
-                attr("active", "boolean", "False makes the user inactive (its licences are released)."),
+                Attribute {
+                    required: true,
+                    ..attr(
+                        "active",
+                        "boolean",
+                        "False makes the user inactive (its licences are released). Left out of a new user, it is true; it cannot be removed, only replaced.",
+                    )
+                },
                 emails,
             ],
             meta: Meta {
@@ -236,11 +254,14 @@ pub fn schemas(base: &str) -> Vec<Schema> {
             id: LICENSING_SCHEMA,
             name: "Licensing",
             description: "What Allot's licence rules need to know of a user.",
-            attributes: vec![attr(
-                "usageLocation",
-                "string",
-                "Where the user uses its licences: an ISO 3166-1 alpha-2 country code such as SE.",
-            )],
+            attributes: vec![Attribute {
+                canonical_values: COUNTRY_CODES.split(' ').collect(),
+                ..attr(
+                    "usageLocation",
+                    "string",
+                    "Where the user uses its licences: an ISO 3166-1 alpha-2 country code such as SE.",
+                )
+            }],
             meta: Meta {
                 resource_type: "Schema",
                 location: format!("{base}/Schemas/{LICENSING_SCHEMA}"),

@@ -39,6 +39,8 @@ pub fn router() -> Router<App> {
         .route("/scim/v2/orgs/{org}/Schemas/{id}", get(schema))
         .route("/scim/v2/orgs/{org}/Users", get(list_users).post(create_user))
         .route("/scim/v2/orgs/{org}/Users/.search", post(search_users))
+        // A search at the root covers every resource type: users, so far.
+        .route("/scim/v2/orgs/{org}/.search", post(search_users))
         .route(
             "/scim/v2/orgs/{org}/Users/{id}",
             get(get_user).put(replace_user).patch(patch_user).delete(delete_user),

@@ -16,6 +16,7 @@ both_backends!(
     filters_paging_and_projection,
     bad_requests_get_scim_errors_and_change_nothing,
     a_scim_token_is_for_its_org_s_scim_only,
+    a_user_name_that_is_no_address_takes_the_email_from_emails,
 );
 
 const SCIM: &str = "application/scim+json";
@@ -550,4 +551,87 @@ async fn a_scim_token_is_for_its_org_s_scim_only(backend: Backend) {
     let r = scim(&app, Method::GET, &format!("{}/Nothing", i.base), &i.token, None).await;
     assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (404, Some("404")));
     assert_eq!(app.snapshot().await, before);
+}
+
+/// Entra ID sends the user principal name as `userName`; when it is no
+/// address, the user's email comes from `emails` and the userName is kept
+/// as sent (unique without regard to case, looked up by it).
+async fn a_user_name_that_is_no_address_takes_the_email_from_emails(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+    let mut body = entra_user("x", "E-9");
+    body["userName"] = json!("anna.berg");
+    body["emails"] = json!([{ "value": "home@a.example", "type": "home" }, { "value": "anna@a.example", "type": "work", "primary": true }]);
+    let created = scim(&app, Method::POST, &users, &i.token, Some(body.clone())).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(created.body["userName"], "anna.berg", "{}", created.body);
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{id}", i.org), &app.admin).await.ok();
+    assert_eq!(api["email"], "anna@a.example");
+    let found = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter={}", urlencode(r#"userName eq "ANNA.BERG""#)),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(
+        (found["totalResults"].clone(), found["Resources"][0]["id"].clone()),
+        (json!(1), json!(id))
+    );
+    // The email is not a userName of its own here: nobody is found by it as userName.
+    let by_email = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter={}", urlencode(r#"userName eq "anna@a.example""#)),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(by_email["totalResults"], 0);
+    // The same userName in another case, or a userName that is another user's email: taken.
+    body["userName"] = json!("Anna.Berg");
+    body["emails"] = json!([{ "value": "other@a.example", "primary": true }]);
+    let dup = scim(&app, Method::POST, &users, &i.token, Some(body.clone())).await;
+    assert_eq!(
+        (dup.status.as_u16(), dup.body["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{}",
+        dup.body
+    );
+    user(&app, &i.org, "api@a.example").await;
+    body["userName"] = json!("API@a.example");
+    let dup = scim(&app, Method::POST, &users, &i.token, Some(body.clone())).await;
+    assert_eq!(
+        (dup.status.as_u16(), dup.body["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{}",
+        dup.body
+    );
+    // No address anywhere: refused naming userName.
+    let r = scim(&app, Method::POST, &users, &i.token, Some(json!({ "userName": "nobody" }))).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        r.body
+    );
+    assert!(r.body["detail"].as_str().unwrap().contains("userName"), "{}", r.body);
+    // Renamed to an address: that address becomes the email, and the userName is no longer kept apart.
+    let renamed = scim(
+        &app,
+        Method::PATCH,
+        &format!("{users}/{id}"),
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "replace", "path": "userName", "value": "anna.b@a.example" }] })),
+    )
+    .await
+    .ok();
+    assert_eq!(renamed["userName"], "anna.b@a.example");
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{id}", i.org), &app.admin).await.ok();
+    assert_eq!(api["email"], "anna.b@a.example");
 }
