@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use allot_domain::access::Action;
+use allot_domain::planner::{LicenseChange, RemoveLicense};
 use allot_domain::scim::filter::{parse_filter, CompValue, CompareOp, Filter};
 use allot_domain::scim::user::{email_json, ScimEmail, UserAttrs, LICENSING_SCHEMA, USER_SCHEMA};
 use allot_domain::types::{CountryCode, Email, UserKind, UserStatus};
@@ -499,12 +500,20 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
 }
 
 /// What a `PUT` or `PATCH` makes of a user: the new attributes applied.
+///
+/// Deactivation releases the user's licences through the planner, as a
+/// change removing them all (their service data kept for each product's
+/// retention); reactivation gives the template that fits the user again
+/// (within retention, the service data comes back with the licences). A
+/// refused licence change never blocks the identity change: it is logged
+/// and the user's licences stay as they were.
 async fn write_attrs(
     tx: &mut Tx,
     org: &Org,
     caller: &Caller,
     before: &ScimUserRow,
     a: &UserAttrs,
+    today: chrono::NaiveDate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     let email = email_of(a)?;
@@ -523,10 +532,52 @@ async fn write_attrs(
             .await
             .map_err(taken)?;
     }
+    let was_inactive = before.user.status == UserStatus::Inactive;
+    if u.status == UserStatus::Inactive && !was_inactive {
+        release_licenses(tx, org, caller, &u.id, today, now).await?;
+    } else if was_inactive && u.status != UserStatus::Inactive {
+        // With its groups, which choose the template.
+        if let Some(full) = users::get(tx, &org.id, &u.id).await? {
+            if let Some(outcome) = super::templates::give_new_user_template(tx, org, &full, &caller.actor(), today, now).await? {
+                if let Some(errors) = outcome.errors {
+                    tracing::warn!(user = %u.id, ?errors, "a reactivated user's template was refused; the user is active without it");
+                }
+            }
+        }
+    }
     let identity = identity_of(a, &email);
     if identity != before.identity {
         store::put_identity(tx, &org.id, &u.id, &identity).await?;
         store::touch(tx, &org.id, &u.id, now).await?;
+    }
+    Ok(())
+}
+
+/// Removes every licence a deactivated user holds, as one planned change.
+async fn release_licenses(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    user: &str,
+    today: chrono::NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let held = allot_store::licenses::of_user(tx, &org.id, user).await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    let change = LicenseChange {
+        remove: held
+            .iter()
+            .map(|a| RemoveLicense {
+                product: a.held.product.clone(),
+                subscription: Some(a.held.subscription.clone()),
+            })
+            .collect(),
+        ..LicenseChange::default()
+    };
+    if let Err(refused) = super::licenses::change_within(tx, org, user, &change, &caller.actor(), today, now).await? {
+        tracing::warn!(user, ?refused, "a deactivated user's licences could not be released; they stay");
     }
     Ok(())
 }
@@ -574,7 +625,7 @@ async fn change_user(
     if_match: &IfMatch,
     change: impl Fn(&UserAttrs) -> Result<UserAttrs, Error>,
 ) -> Result<ScimUser, Error> {
-    let now = app.clock.now();
+    let (now, today) = (app.clock.now(), app.clock.today());
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         // Locks the user's row (as the API's changes do), then reads it as SCIM serves it.
@@ -585,7 +636,7 @@ async fn change_user(
         let tag = version_of(&before);
         if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
         let after = change(&attrs_of(&before))?;
-        write_attrs(&mut tx, &org, caller, &before, &after, now).await?;
+        write_attrs(&mut tx, &org, caller, &before, &after, today, now).await?;
         store::get(&mut tx, &org.id, id)
             .await?
             .ok_or_else(|| StoreError::Db("the user just changed is missing".into()))

@@ -17,6 +17,7 @@ both_backends!(
     bad_requests_get_scim_errors_and_change_nothing,
     a_scim_token_is_for_its_org_s_scim_only,
     a_user_name_that_is_no_address_takes_the_email_from_emails,
+    deactivation_releases_seats_and_reactivation_restores_them,
 );
 
 const SCIM: &str = "application/scim+json";
@@ -634,4 +635,106 @@ async fn a_user_name_that_is_no_address_takes_the_email_from_emails(backend: Bac
     assert_eq!(renamed["userName"], "anna.b@a.example");
     let api = app.get(&format!("/api/v1/orgs/{}/users/{id}", i.org), &app.admin).await.ok();
     assert_eq!(api["email"], "anna.b@a.example");
+}
+
+/// A user made by SCIM gets the org's template; deactivated, its seats
+/// are released (its service data kept for the product's retention);
+/// reactivated within retention, the template gives them back with the
+/// service data.
+async fn deactivation_releases_seats_and_reactivation_restores_them(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+    let r = app
+        .patch("/api/v1/products/calling-professional", &app.admin, json!({ "retention_days": 30 }))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let t = app
+        .post(
+            &format!("/api/v1/orgs/{}/license-templates", i.org),
+            &app.admin,
+            json!({ "name": "Everyone", "scope": "org", "enabled": true, "licenses": [{ "product": "calling-professional" }, { "product": "meetings" }] }),
+        )
+        .await;
+    assert_eq!(t.status.as_u16(), 201, "{}", t.body);
+    let consumed = |product: &'static str| {
+        let (app, org) = (&app, i.org.clone());
+        async move {
+            let rows = app.get(&format!("/api/v1/orgs/{org}/licenses"), &app.admin).await.ok();
+            rows["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["product"] == product)
+                .map(|r| r["consumed"].as_i64().unwrap())
+                .sum::<i64>()
+        }
+    };
+    let created = scim(&app, Method::POST, &users, &i.token, Some(entra_user("pat@a.example", "P-1"))).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let licenses = format!("/api/v1/orgs/{}/users/{id}/licenses", i.org);
+    let held = |v: &Value| -> Vec<String> {
+        let mut p: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["product"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(
+        held(&app.get(&licenses, &app.admin).await.ok()),
+        vec!["calling-professional", "meetings"]
+    );
+    // Service data: the extension of its phone licence.
+    let r = app
+        .post(
+            &licenses,
+            &app.admin,
+            json!({ "remove": [{ "product": "calling-professional" }], "add": [{ "product": "calling-professional", "properties": { "extension": "4711" } }] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let (cp, m) = (consumed("calling-professional").await, consumed("meetings").await);
+
+    // Deactivated (Okta's PATCH): seats released, the user kept.
+    let off = scim(
+        &app,
+        Method::PATCH,
+        &format!("{users}/{id}"),
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "replace", "value": { "active": false } }] })),
+    )
+    .await;
+    assert_eq!(off.status.as_u16(), 200, "{}", off.body);
+    assert_eq!(held(&app.get(&licenses, &app.admin).await.ok()), Vec::<String>::new());
+    assert_eq!(
+        (consumed("calling-professional").await, consumed("meetings").await),
+        (cp - 1, m - 1)
+    );
+    assert_eq!(app.mismatches().await, 0);
+
+    // Reactivated within retention: the template again, the extension back.
+    let on = scim(
+        &app,
+        Method::PATCH,
+        &format!("{users}/{id}"),
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "Replace", "path": "active", "value": "True" }] })),
+    )
+    .await;
+    assert_eq!(on.status.as_u16(), 200, "{}", on.body);
+    let back = app.get(&licenses, &app.admin).await.ok();
+    assert_eq!(held(&back), vec!["calling-professional", "meetings"]);
+    let phone = back["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["product"] == "calling-professional")
+        .unwrap();
+    assert_eq!(phone["properties"]["extension"], "4711", "{back}");
+    assert_eq!((consumed("calling-professional").await, consumed("meetings").await), (cp, m));
+    assert_eq!(app.mismatches().await, 0);
 }
