@@ -156,6 +156,24 @@ pub enum BenchCommand {
     /// receiver: the job's time, the time until its last event is
     /// delivered, deliveries per second, commit-to-delivery latency while
     /// the receiver keeps up, and the outbox's size on disk.
+    /// SCIM: users created through SCIM beside the JSON API, and lookups by userName.
+    Scim {
+        /// sqlite, postgres or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Users created through each of the JSON API and SCIM.
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        /// Users already in the org (so that lookups search 100,000 by default).
+        #[arg(long, default_value_t = 80_000)]
+        preload: usize,
+        /// SCIM lookups by userName.
+        #[arg(long, default_value_t = 10_000)]
+        lookups: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
     Webhooks {
         /// sqlite, postgres or all.
         #[arg(long, default_value = "all")]
@@ -195,6 +213,13 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
             .await?
         }
         BenchCommand::Bulk { backend, users } => crate::bench_bulk::run(&backend, &users).await?,
+        BenchCommand::Scim {
+            backend,
+            users,
+            preload,
+            lookups,
+            clients,
+        } => crate::bench_scim::run(&backend, users, preload, lookups, clients).await?,
         BenchCommand::Webhooks { backend, users, changes } => crate::bench_webhooks::run(&backend, users, changes).await?,
         BenchCommand::Csv { backend, users } => crate::bench_csv::run(&backend, &users).await?,
         BenchCommand::Users {

@@ -6,6 +6,7 @@ mod bench_check;
 mod bench_csv;
 mod bench_customers;
 mod bench_planner;
+mod bench_scim;
 mod bench_ui;
 mod bench_ui_bulk;
 mod bench_users;

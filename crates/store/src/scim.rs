@@ -61,23 +61,31 @@ pub async fn get(tx: &mut Tx, org: &str, id: &str) -> Result<Option<ScimUserRow>
 /// The user of this `userName` (without regard to case): one whose
 /// userName was kept as sent, or else one whose email it is.
 pub async fn by_user_name(tx: &mut Tx, org: &str, user_name: &str) -> Result<Option<ScimUserRow>, StoreError> {
-    let n = user_name.to_lowercase();
-    if let Some(r) = tx
-        .opt_row(
-            &format!("{SELECT} WHERE s.org_id = $1 AND s.user_name_normalized = $2"),
-            args![org, &n],
-        )
-        .await?
-    {
-        return row_of(&r).map(Some);
+    if let Some(id) = kept_user_name(tx, org, user_name).await? {
+        return get(tx, org, &id).await;
     }
     Ok(tx
-        .opt_row(&format!("{SELECT} WHERE u.org_id = $1 AND u.email_normalized = $2"), args![org, &n])
+        .opt_row(
+            &format!("{SELECT} WHERE u.org_id = $1 AND u.email_normalized = $2"),
+            args![org, user_name.to_lowercase()],
+        )
         .await?
         .as_ref()
         .map(row_of)
         .transpose()?
         .filter(|row| row.identity.user_name.is_none()))
+}
+
+/// The user whose `userName` was kept as sent and equals this one
+/// (without regard to case): one indexed read of `scim_users` alone.
+pub async fn kept_user_name(tx: &mut Tx, org: &str, user_name: &str) -> Result<Option<String>, StoreError> {
+    tx.opt_row(
+        "SELECT user_id FROM scim_users WHERE org_id = $1 AND user_name_normalized = $2",
+        args![org, user_name.to_lowercase()],
+    )
+    .await?
+    .map(|r| r.text("user_id"))
+    .transpose()
 }
 
 /// Whether another user of the org than `except` has this `userName`.

@@ -412,9 +412,17 @@ fn email_of(a: &UserAttrs) -> Result<Email, Error> {
     }
 }
 
-/// A userName that another user of the org has: SCIM's `uniqueness`.
-async fn check_user_name(tx: &mut Tx, org: &str, a: &UserAttrs, user: &str) -> Result<(), StoreError> {
-    if store::user_name_taken(tx, org, a.user_name.trim(), user).await? {
+/// A userName that another user of the org has: SCIM's `uniqueness`. A
+/// userName that is the new email needs only the kept names read: another
+/// user's email is refused by the users' own unique index on insert.
+async fn check_user_name(tx: &mut Tx, org: &str, a: &UserAttrs, email: &Email, user: &str) -> Result<(), StoreError> {
+    let name = a.user_name.trim();
+    let taken = if name == email.to_string() {
+        store::kept_user_name(tx, org, name).await?.is_some_and(|id| id != user)
+    } else {
+        store::user_name_taken(tx, org, name, user).await?
+    };
+    if taken {
         return Err(StoreError::Domain(Error::new(
             Code::EmailTaken,
             "userName is taken: another user of this organisation has it (compared without case).",
@@ -485,17 +493,22 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
     };
     let identity = identity_of(&a, &email);
     let (now, today) = (app.clock.now(), app.clock.today());
-    let row = in_transaction!(app.store, |tx| {
+    in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
-        check_user_name(&mut tx, &org.id, &a, &u.id).await?;
+        check_user_name(&mut tx, &org.id, &a, &email, &u.id).await?;
         super::users::insert_user(&mut tx, &org, caller, &u, now, today)
             .await
             .map_err(taken)?;
         store::put_identity(&mut tx, &org.id, &u.id, &identity).await?;
-        store::get(&mut tx, &org.id, &u.id)
-            .await?
-            .ok_or_else(|| StoreError::Db("the user just created is missing".into()))
+        Ok::<_, StoreError>(())
     })?;
+    // As written (a template changes licences, not the user's row).
+    let row = ScimUserRow {
+        user: u,
+        identity,
+        created_at: allot_store::ts(now),
+        updated_at: allot_store::ts(now),
+    };
     Ok(view(&row, base))
 }
 
@@ -517,7 +530,7 @@ async fn write_attrs(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     let email = email_of(a)?;
-    check_user_name(tx, &org.id, a, &before.user.id).await?;
+    check_user_name(tx, &org.id, a, &email, &before.user.id).await?;
     let mut u = before.user.clone();
     u.email = email.to_string();
     u.display_name = display_name_of(a);
