@@ -62,15 +62,14 @@ async fn setup(store: &Store, preload: usize) -> Result<String> {
     Ok(org.id)
 }
 
+/// Makes request `k`.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+/// Whether the answer to request `k` is right.
+type CheckAnswer = Arc<dyn Fn(usize, &Value) -> bool + Send + Sync>;
+
 /// `n` requests from `clients` clients, request `k` made by `request(k)`;
 /// each must answer `want`. Returns (requests per second, latencies).
-async fn drive(
-    clients: usize,
-    n: usize,
-    want: u16,
-    request: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
-    check: Arc<dyn Fn(usize, &Value) -> bool + Send + Sync>,
-) -> Result<(f64, Vec<Duration>)> {
+async fn drive(clients: usize, n: usize, want: u16, request: MakeRequest, check: CheckAnswer) -> Result<(f64, Vec<Duration>)> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
