@@ -43,6 +43,8 @@ pub enum Code {
     /// The body comes in a media type the operation does not take.
     UnsupportedMediaType,
     Conflict,
+    /// A name that must be unique in its organisation is taken (a group's).
+    NameTaken,
     /// SCIM: a filter that does not parse, or names what cannot be filtered.
     InvalidFilter,
     /// SCIM: a PATCH path that does not parse.
@@ -71,7 +73,7 @@ impl Code {
             Unauthenticated => 401,
             Forbidden | PaymentMethodRequired | SelfServicePurchaseDisabled => 403,
             NotFound => 404,
-            EmailTaken | SubscriptionHasUsers | IdempotencyKeyInProgress | Conflict => 409,
+            EmailTaken | NameTaken | SubscriptionHasUsers | IdempotencyKeyInProgress | Conflict => 409,
             MalformedJson | InvalidFilter | InvalidPath | NoTarget | Mutability | InvalidSyntax => 400,
             PreconditionFailed => 412,
             PayloadTooLarge => 413,
@@ -137,6 +139,7 @@ const CODE_NAMES: &[(Code, &str)] = &[
     (Code::MalformedJson, "malformed_json"),
     (Code::UnsupportedMediaType, "unsupported_media_type"),
     (Code::Conflict, "conflict"),
+    (Code::NameTaken, "name_taken"),
     (Code::InvalidFilter, "invalid_filter"),
     (Code::InvalidPath, "invalid_path"),
     (Code::NoTarget, "no_target"),

@@ -27,7 +27,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, V20),
     (21, V21),
     (22, V22),
+    (23, V23),
 ];
+
+/// SCIM groups are Allot's groups: the provider's `externalId` beside
+/// them, and when they last changed (`meta.lastModified`; a group made
+/// before this has its creation time).
+const V23: &str = r#"
+ALTER TABLE org_groups ADD COLUMN external_id TEXT;
+ALTER TABLE org_groups ADD COLUMN updated_at TEXT;
+UPDATE org_groups SET updated_at = created_at;
+"#;
 
 /// A SCIM user's `userName` as the provider sent it, when it is not the
 /// user's email (Entra ID sends the user principal name, which may differ

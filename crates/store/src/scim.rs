@@ -151,3 +151,162 @@ pub async fn touch(tx: &mut Tx, org: &str, user: &str, now: chrono::DateTime<chr
     .await?;
     Ok(())
 }
+
+/// A group as SCIM serves it: an Allot group and its members.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScimGroupRow {
+    pub id: String,
+    pub name: String,
+    pub external_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// (user id, the user's email), in id order.
+    pub members: Vec<(String, String)>,
+}
+
+const GROUP_SELECT: &str =
+    "SELECT g.id, g.name, g.external_id, g.created_at, COALESCE(g.updated_at, g.created_at) AS updated_at FROM org_groups g";
+
+fn group_of(r: &Row) -> Result<ScimGroupRow, StoreError> {
+    Ok(ScimGroupRow {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        external_id: r.opt_text("external_id")?,
+        created_at: r.text("created_at")?,
+        updated_at: r.text("updated_at")?,
+        members: Vec::new(),
+    })
+}
+
+/// Fills in the members of these groups (one query).
+async fn with_members(tx: &mut Tx, org: &str, mut groups: Vec<ScimGroupRow>) -> Result<Vec<ScimGroupRow>, StoreError> {
+    if groups.is_empty() {
+        return Ok(groups);
+    }
+    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+    let list = tx.any_of("m.group_id", 2);
+    let rows = tx
+        .rows(
+            &format!(
+                "SELECT m.group_id, m.user_id, u.email FROM group_members m JOIN users u ON u.org_id = m.org_id AND u.id = m.user_id \
+                 WHERE m.org_id = $1 AND {list} ORDER BY m.group_id, m.user_id"
+            ),
+            &[crate::db::Val::from(org), crate::db::Val::texts(&ids)],
+        )
+        .await?;
+    for r in &rows {
+        let g = r.text("group_id")?;
+        if let Some(group) = groups.iter_mut().find(|x| x.id == g) {
+            group.members.push((r.text("user_id")?, r.text("email")?));
+        }
+    }
+    Ok(groups)
+}
+
+pub async fn get_group(tx: &mut Tx, org: &str, id: &str) -> Result<Option<ScimGroupRow>, StoreError> {
+    let Some(r) = tx
+        .opt_row(&format!("{GROUP_SELECT} WHERE g.org_id = $1 AND g.id = $2"), args![org, id])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(with_members(tx, org, vec![group_of(&r)?]).await?.pop())
+}
+
+/// A page of the org's groups in id order, after `after`, with members.
+pub async fn groups_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Result<Vec<ScimGroupRow>, StoreError> {
+    let rows = tx
+        .rows(
+            &format!("{GROUP_SELECT} WHERE g.org_id = $1 AND g.id > $2 ORDER BY g.id LIMIT $3"),
+            args![org, after, limit],
+        )
+        .await?;
+    let groups = rows.iter().map(group_of).collect::<Result<Vec<_>, _>>()?;
+    with_members(tx, org, groups).await
+}
+
+/// The group of this name (names are unique in an org, compared as stored).
+pub async fn group_by_name(tx: &mut Tx, org: &str, name: &str) -> Result<Option<ScimGroupRow>, StoreError> {
+    let Some(r) = tx
+        .opt_row(&format!("{GROUP_SELECT} WHERE g.org_id = $1 AND g.name = $2"), args![org, name])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(with_members(tx, org, vec![group_of(&r)?]).await?.pop())
+}
+
+/// Writes a new group (its members apart, see [`set_members`]). A name
+/// taken is `StoreError::Unique`.
+pub async fn insert_group(
+    tx: &mut Tx,
+    org: &str,
+    id: &str,
+    name: &str,
+    external_id: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "INSERT INTO org_groups (org_id, id, name, external_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        args![org, id, name, external_id, ts(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn update_group(
+    tx: &mut Tx,
+    org: &str,
+    id: &str,
+    name: &str,
+    external_id: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE org_groups SET name = $3, external_id = $4, updated_at = $5 WHERE org_id = $1 AND id = $2",
+        args![org, id, name, external_id, ts(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds and removes members (users of the org; the caller checked them).
+pub async fn set_members(tx: &mut Tx, org: &str, group: &str, add: &[String], remove: &[String]) -> Result<(), StoreError> {
+    for u in add {
+        tx.exec(
+            "INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            args![org, group, u],
+        )
+        .await?;
+    }
+    for u in remove {
+        tx.exec(
+            "DELETE FROM group_members WHERE org_id = $1 AND group_id = $2 AND user_id = $3",
+            args![org, group, u],
+        )
+        .await?;
+    }
+    for u in add.iter().chain(remove) {
+        tx.note(|c| c.user(org, u));
+    }
+    Ok(())
+}
+
+/// Whether a licence template is scoped to the group (which keeps it).
+pub async fn group_has_template(tx: &mut Tx, org: &str, group: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .opt_row(
+            "SELECT 1 AS one FROM license_templates WHERE org_id = $1 AND group_id = $2",
+            args![org, group],
+        )
+        .await?
+        .is_some())
+}
+
+pub async fn delete_group(tx: &mut Tx, org: &str, group: &str) -> Result<(), StoreError> {
+    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND group_id = $2", args![org, group])
+        .await?;
+    tx.exec("DELETE FROM org_groups WHERE org_id = $1 AND id = $2", args![org, group])
+        .await?;
+    Ok(())
+}

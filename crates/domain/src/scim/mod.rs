@@ -5,4 +5,5 @@
 
 pub mod eval;
 pub mod filter;
+pub mod group;
 pub mod user;

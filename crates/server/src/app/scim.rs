@@ -16,6 +16,7 @@ use serde_json::Value;
 use allot_domain::access::Action;
 use allot_domain::planner::{LicenseChange, RemoveLicense};
 use allot_domain::scim::filter::{parse_filter, CompValue, CompareOp, Filter};
+use allot_domain::scim::group::{GroupAttrs, GROUP_SCHEMA};
 use allot_domain::scim::user::{email_json, ScimEmail, UserAttrs, LICENSING_SCHEMA, USER_SCHEMA};
 use allot_domain::types::{CountryCode, Email, UserKind, UserStatus};
 use allot_domain::{Code, Error};
@@ -670,5 +671,369 @@ pub async fn delete_user(app: &App, caller: &Caller, org: &str, id: &str, if_mat
         let tag = version_of(&row);
         if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
         super::users::remove_user(&mut tx, &org, caller, &before, now).await
+    })
+}
+
+// ---- Groups -----------------------------------------------------------
+
+/// One member of a group, as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimMember {
+    pub value: String,
+    #[serde(rename = "$ref")]
+    pub reference: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// A group as SCIM serves it (an Allot group). Optional attributes for
+/// `attributes` / `excludedAttributes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScimGroup {
+    pub schemas: Vec<&'static str>,
+    pub id: String,
+    #[serde(rename = "externalId", skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(rename = "displayName", skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<ScimMember>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ScimMeta>,
+}
+
+impl Projection {
+    pub fn apply_group(&self, mut g: ScimGroup) -> ScimGroup {
+        if self.attributes.is_empty() && self.excluded.is_empty() {
+            return g;
+        }
+        if !self.keeps("externalid") {
+            g.external_id = None;
+        }
+        if !self.keeps("displayname") {
+            g.display_name = None;
+        }
+        if !self.keeps("members") {
+            g.members = None;
+        }
+        if !self.keeps("meta") {
+            g.meta = None;
+        }
+        g
+    }
+}
+
+fn group_version(row: &allot_store::scim::ScimGroupRow) -> String {
+    format!("W/\"{}\"", etag::of(row))
+}
+
+pub fn group_view(row: &allot_store::scim::ScimGroupRow, base: &str) -> ScimGroup {
+    ScimGroup {
+        schemas: vec![GROUP_SCHEMA],
+        id: row.id.clone(),
+        external_id: row.external_id.clone(),
+        display_name: Some(row.name.clone()),
+        members: Some(
+            row.members
+                .iter()
+                .map(|(id, _)| ScimMember {
+                    value: id.clone(),
+                    reference: format!("{base}/Users/{id}"),
+                    kind: "User",
+                })
+                .collect(),
+        ),
+        meta: Some(ScimMeta {
+            resource_type: "Group",
+            created: row.created_at.clone(),
+            last_modified: row.updated_at.clone(),
+            location: format!("{base}/Groups/{}", row.id),
+            version: group_version(row),
+        }),
+    }
+}
+
+fn group_not_found(id: &str) -> Error {
+    Error::not_found(format!("Group {}", allot_domain::types::excerpt(id)))
+}
+
+/// `GET /Groups` (and `POST /Groups/.search`): groups are few, so every
+/// filter but `id eq` is decided over the org's groups in id order.
+pub async fn list_groups(app: &App, caller: &Caller, org: &str, base: &str, q: &ScimQuery) -> Result<ListResponse<ScimGroup>, Error> {
+    let filter = q.filter.as_deref().map(parse_filter).transpose()?;
+    let start = q.start_index.unwrap_or(1).max(1) as usize;
+    let count = q.count.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE) as usize;
+    let mut tx = app.store.read_conn().await?;
+    let org = scim_org(&mut tx, caller, org).await?;
+    let by_id = match filter.as_ref().and_then(lookup_of) {
+        Some(Lookup::Id(id)) => Some(store::get_group(&mut tx, &org.id, &id).await?.into_iter().collect::<Vec<_>>()),
+        _ => None,
+    };
+    let mut total = 0usize;
+    let mut page = Vec::new();
+    let mut consider = |row: &allot_store::scim::ScimGroupRow| -> Result<(), Error> {
+        let served = group_view(row, base);
+        if let Some(f) = &filter {
+            let json = serde_json::to_value(&served).map_err(|e| Error::internal(format!("serving a group: {e}")))?;
+            if !allot_domain::scim::eval::matches(f, &json) {
+                return Ok(());
+            }
+        }
+        total += 1;
+        if total >= start && page.len() < count {
+            page.push(q.projection.apply_group(served));
+        }
+        Ok(())
+    };
+    match by_id {
+        Some(rows) => {
+            for r in &rows {
+                consider(r)?;
+            }
+        }
+        None => {
+            let mut after = String::new();
+            loop {
+                let rows = store::groups_page(&mut tx, &org.id, &after, 500).await?;
+                for r in &rows {
+                    consider(r)?;
+                }
+                match rows.last() {
+                    Some(last) if rows.len() == 500 => after = last.id.clone(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(ListResponse {
+        schemas: vec![LIST_RESPONSE_SCHEMA],
+        total_results: total,
+        start_index: start,
+        items_per_page: page.len(),
+        resources: page,
+    })
+}
+
+pub async fn get_group(app: &App, caller: &Caller, org: &str, base: &str, id: &str, projection: &Projection) -> Result<ScimGroup, Error> {
+    let mut tx = app.store.read_conn().await?;
+    let org = scim_org(&mut tx, caller, org).await?;
+    let row = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
+    Ok(projection.apply_group(group_view(&row, base)))
+}
+
+/// Members must be users of the org: the ones that are not are named.
+async fn check_members(tx: &mut Tx, org: &str, members: &[String]) -> Result<(), StoreError> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let found: std::collections::HashSet<String> = users::many(tx, org, members).await?.into_iter().map(|u| u.id).collect();
+    let missing: Vec<&str> = members.iter().filter(|m| !found.contains(*m)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(StoreError::Domain(Error::validation(
+            "members",
+            format!(
+                "Not users of this organisation: {}.",
+                missing
+                    .iter()
+                    .take(10)
+                    .map(|m| allot_domain::types::excerpt(m))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )));
+    }
+    Ok(())
+}
+
+fn name_taken(e: StoreError, name: &str) -> StoreError {
+    match e {
+        StoreError::Unique(_) => StoreError::Domain(Error::new(
+            Code::NameTaken,
+            format!(
+                "displayName is taken: this organisation has a group named {:?}.",
+                allot_domain::types::excerpt(name)
+            ),
+        )),
+        other => other,
+    }
+}
+
+/// `POST /Groups`.
+pub async fn create_group(app: &App, caller: &Caller, org: &str, base: &str, body: &Value) -> Result<ScimGroup, Error> {
+    let g = GroupAttrs::from_body(body)?;
+    let name = allot_domain::types::check_text("displayName", g.display_name.trim(), 200)?;
+    let now = app.clock.now();
+    let id = new_id("grp");
+    let row = in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        check_members(&mut tx, &org.id, &g.members).await?;
+        store::insert_group(&mut tx, &org.id, &id, &name, g.external_id.as_deref(), now)
+            .await
+            .map_err(|e| name_taken(e, &name))?;
+        store::set_members(&mut tx, &org.id, &id, &g.members, &[]).await?;
+        let row = store::get_group(&mut tx, &org.id, &id)
+            .await?
+            .ok_or_else(|| StoreError::Db("the group just created is missing".into()))?;
+        allot_store::audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "group.create",
+            &format!("group:{id}"),
+            None,
+            serde_json::to_value(&row).ok().as_ref(),
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(row)
+    })?;
+    Ok(group_view(&row, base))
+}
+
+async fn change_group(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    if_match: &IfMatch,
+    change: impl Fn(&GroupAttrs) -> Result<GroupAttrs, Error>,
+) -> Result<ScimGroup, Error> {
+    let now = app.clock.now();
+    let row = in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
+        let tag = group_version(&before);
+        if_match.check(&format!("Group {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        let attrs = GroupAttrs {
+            display_name: before.name.clone(),
+            external_id: before.external_id.clone(),
+            members: before.members.iter().map(|(u, _)| u.clone()).collect(),
+        };
+        let after = change(&attrs)?;
+        let name = allot_domain::types::check_text("displayName", after.display_name.trim(), 200)?;
+        check_members(&mut tx, &org.id, &after.members).await?;
+        let add: Vec<String> = after.members.iter().filter(|m| !attrs.members.contains(m)).cloned().collect();
+        let remove: Vec<String> = attrs.members.iter().filter(|m| !after.members.contains(m)).cloned().collect();
+        if name != before.name || after.external_id != before.external_id || !add.is_empty() || !remove.is_empty() {
+            store::update_group(&mut tx, &org.id, id, &name, after.external_id.as_deref(), now)
+                .await
+                .map_err(|e| name_taken(e, &name))?;
+            store::set_members(&mut tx, &org.id, id, &add, &remove).await?;
+        }
+        let row = store::get_group(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| StoreError::Db("the group just changed is missing".into()))?;
+        if row != before {
+            allot_store::audit::record(
+                &mut tx,
+                Some(&org.id),
+                &caller.actor(),
+                "group.update",
+                &format!("group:{id}"),
+                serde_json::to_value(&before).ok().as_ref(),
+                serde_json::to_value(&row).ok().as_ref(),
+                now,
+            )
+            .await?;
+        }
+        Ok::<_, StoreError>(row)
+    })?;
+    Ok(group_view(&row, base))
+}
+
+/// `PUT /Groups/{id}`.
+pub async fn replace_group(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: &IfMatch,
+) -> Result<ScimGroup, Error> {
+    let g = GroupAttrs::from_body(body)?;
+    if let Some(given) = body.get("id").and_then(Value::as_str) {
+        if given != id {
+            return Err(Error::new(Code::Mutability, "id is read-only: the body names another group."));
+        }
+    }
+    change_group(app, caller, org, base, id, if_match, move |_| Ok(g.clone())).await
+}
+
+/// `PATCH /Groups/{id}`.
+pub async fn patch_group(
+    app: &App,
+    caller: &Caller,
+    org: &str,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: &IfMatch,
+) -> Result<ScimGroup, Error> {
+    let group_id = id.to_string();
+    change_group(app, caller, org, base, id, if_match, move |before| before.patched(&group_id, body)).await
+}
+
+/// `DELETE /Groups/{id}`: refused while a licence template is scoped to it.
+pub async fn delete_group(app: &App, caller: &Caller, org: &str, id: &str, if_match: &IfMatch) -> Result<(), Error> {
+    let now = app.clock.now();
+    in_transaction!(app.store, |tx| {
+        let org = scim_org(&mut tx, caller, org).await?;
+        let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
+        let tag = group_version(&before);
+        if_match.check(&format!("Group {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        if store::group_has_template(&mut tx, &org.id, id).await? {
+            return Err(StoreError::Domain(Error::new(
+                Code::Conflict,
+                format!("A licence template is scoped to group {id}: delete the template or change its scope first."),
+            )));
+        }
+        store::delete_group(&mut tx, &org.id, id).await?;
+        allot_store::audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "group.delete",
+            &format!("group:{id}"),
+            serde_json::to_value(&before).ok().as_ref(),
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(())
+    })
+}
+
+/// A resource of either type, for a search at the root.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ScimResource {
+    User(ScimUser),
+    Group(ScimGroup),
+}
+
+/// `POST /.search`: users, then groups, paged as one list.
+pub async fn search_all(app: &App, caller: &Caller, org: &str, base: &str, q: &ScimQuery) -> Result<ListResponse<ScimResource>, Error> {
+    let start = q.start_index.unwrap_or(1).max(1);
+    let count = q.count.unwrap_or(MAX_PAGE).clamp(0, MAX_PAGE);
+    let users = list_users(app, caller, org, base, q).await?;
+    let left = count - users.items_per_page as i64;
+    let group_query = ScimQuery {
+        start_index: Some((start - users.total_results as i64).max(1)),
+        count: Some(left.max(0)),
+        ..q.clone()
+    };
+    let groups = list_groups(app, caller, org, base, &group_query).await?;
+    let mut resources: Vec<ScimResource> = users.resources.into_iter().map(ScimResource::User).collect();
+    if left > 0 {
+        resources.extend(groups.resources.into_iter().map(ScimResource::Group));
+    }
+    Ok(ListResponse {
+        schemas: vec![LIST_RESPONSE_SCHEMA],
+        total_results: users.total_results + groups.total_results,
+        start_index: start as usize,
+        items_per_page: resources.len(),
+        resources,
     })
 }

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use allot_domain::scim::group::GROUP_SCHEMA;
 use allot_domain::scim::user::{LICENSING_SCHEMA, USER_SCHEMA};
 
 use crate::app::scim::{LIST_RESPONSE_SCHEMA, MAX_PAGE};
@@ -114,22 +115,37 @@ pub struct ResourceType {
 }
 
 pub fn resource_types(base: &str) -> Vec<ResourceType> {
-    vec![ResourceType {
-        schemas: [RESOURCE_TYPE_SCHEMA],
-        id: "User",
-        name: "User",
-        description: "A user of the organisation (an Allot user): userName is its email.",
-        endpoint: "/Users",
-        schema: USER_SCHEMA,
-        schema_extensions: vec![SchemaExtension {
-            schema: LICENSING_SCHEMA,
-            required: false,
-        }],
-        meta: Meta {
-            resource_type: "ResourceType",
-            location: format!("{base}/ResourceTypes/User"),
+    vec![
+        ResourceType {
+            schemas: [RESOURCE_TYPE_SCHEMA],
+            id: "User",
+            name: "User",
+            description: "A user of the organisation (an Allot user): userName is its email.",
+            endpoint: "/Users",
+            schema: USER_SCHEMA,
+            schema_extensions: vec![SchemaExtension {
+                schema: LICENSING_SCHEMA,
+                required: false,
+            }],
+            meta: Meta {
+                resource_type: "ResourceType",
+                location: format!("{base}/ResourceTypes/User"),
+            },
         },
-    }]
+        ResourceType {
+            schemas: [RESOURCE_TYPE_SCHEMA],
+            id: "Group",
+            name: "Group",
+            description: "A group of the organisation (an Allot group): its members are users.",
+            endpoint: "/Groups",
+            schema: GROUP_SCHEMA,
+            schema_extensions: vec![],
+            meta: Meta {
+                resource_type: "ResourceType",
+                location: format!("{base}/ResourceTypes/Group"),
+            },
+        },
+    ]
 }
 
 /// One attribute of a schema.
@@ -151,6 +167,8 @@ pub struct Attribute {
     pub sub_attributes: Vec<Attribute>,
     #[serde(rename = "canonicalValues", skip_serializing_if = "Vec::is_empty")]
     pub canonical_values: Vec<&'static str>,
+    #[serde(rename = "referenceTypes", skip_serializing_if = "Vec::is_empty")]
+    pub reference_types: Vec<&'static str>,
 }
 
 fn attr(name: &'static str, kind: &'static str, description: &'static str) -> Attribute {
@@ -166,6 +184,7 @@ fn attr(name: &'static str, kind: &'static str, description: &'static str) -> At
         uniqueness: "none",
         sub_attributes: vec![],
         canonical_values: vec![],
+        reference_types: vec![],
     }
 }
 
@@ -247,6 +266,45 @@ pub fn schemas(base: &str) -> Vec<Schema> {
             meta: Meta {
                 resource_type: "Schema",
                 location: format!("{base}/Schemas/{USER_SCHEMA}"),
+            },
+        },
+        Schema {
+            schemas: [SCHEMA_SCHEMA],
+            id: GROUP_SCHEMA,
+            name: "Group",
+            description: "A group of the organisation.",
+            attributes: vec![
+                Attribute {
+                    required: true,
+                    uniqueness: "server",
+                    ..attr("displayName", "string", "The group's name: unique in the organisation.")
+                },
+                Attribute {
+                    multi_valued: true,
+                    sub_attributes: vec![
+                        Attribute {
+                            case_exact: true,
+                            mutability: "immutable",
+                            ..attr("value", "string", "The member user's id.")
+                        },
+                        Attribute {
+                            kind: "reference",
+                            mutability: "immutable",
+                            reference_types: vec!["User"],
+                            ..attr("$ref", "reference", "The member user's URI.")
+                        },
+                        Attribute {
+                            mutability: "immutable",
+                            canonical_values: vec!["User"],
+                            ..attr("type", "string", "What the member is: a User.")
+                        },
+                    ],
+                    ..attr("members", "complex", "The group's members: users.")
+                },
+            ],
+            meta: Meta {
+                resource_type: "Schema",
+                location: format!("{base}/Schemas/{GROUP_SCHEMA}"),
             },
         },
         Schema {

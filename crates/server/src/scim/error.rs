@@ -44,7 +44,7 @@ fn scim_type(code: Code) -> Option<&'static str> {
         Code::NoTarget => "noTarget",
         Code::Mutability => "mutability",
         Code::InvalidSyntax | Code::MalformedJson => "invalidSyntax",
-        Code::EmailTaken => "uniqueness",
+        Code::EmailTaken | Code::NameTaken => "uniqueness",
         Code::ValidationFailed => "invalidValue",
         _ => return None,
     })
@@ -62,9 +62,19 @@ impl IntoResponse for ScimError {
             tracing::error!(code = e.code.as_str(), detail = %e.detail, "a SCIM request failed");
             "The server failed to answer; its log has the cause.".to_string()
         } else {
-            let reasons: Vec<&str> = e.violations.iter().map(|v| v.message.as_str()).filter(|m| *m != e.detail).collect();
+            // Each reason names what it is about (`members: ...`).
+            let reasons: Vec<String> = e
+                .violations
+                .iter()
+                .map(|v| match &v.field {
+                    Some(f) if !v.message.starts_with(f.as_str()) => format!("{f}: {}", v.message),
+                    _ => v.message.clone(),
+                })
+                .collect();
             if reasons.is_empty() {
                 e.detail.clone()
+            } else if reasons.len() == 1 && reasons[0].ends_with(e.detail.as_str()) {
+                reasons[0].clone()
             } else {
                 format!("{} {}", e.detail, reasons.join(" "))
             }

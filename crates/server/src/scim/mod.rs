@@ -23,7 +23,7 @@ use allot_domain::{Code, Error};
 
 use crate::app::access::Caller;
 use crate::app::etag::IfMatch;
-use crate::app::scim::{self as uc, Projection, ScimQuery, ScimUser};
+use crate::app::scim::{self as uc, Projection, ScimGroup, ScimQuery, ScimUser};
 use crate::app::App;
 use crate::auth::authenticate;
 use crate::observe::RequestId;
@@ -39,11 +39,17 @@ pub fn router() -> Router<App> {
         .route("/scim/v2/orgs/{org}/Schemas/{id}", get(schema))
         .route("/scim/v2/orgs/{org}/Users", get(list_users).post(create_user))
         .route("/scim/v2/orgs/{org}/Users/.search", post(search_users))
-        // A search at the root covers every resource type: users, so far.
-        .route("/scim/v2/orgs/{org}/.search", post(search_users))
+        // A search at the root covers every resource type.
+        .route("/scim/v2/orgs/{org}/.search", post(search_all))
         .route(
             "/scim/v2/orgs/{org}/Users/{id}",
             get(get_user).put(replace_user).patch(patch_user).delete(delete_user),
+        )
+        .route("/scim/v2/orgs/{org}/Groups", get(list_groups).post(create_group))
+        .route("/scim/v2/orgs/{org}/Groups/.search", post(search_groups))
+        .route(
+            "/scim/v2/orgs/{org}/Groups/{id}",
+            get(get_group).put(replace_group).patch(patch_group).delete(delete_group),
         )
         .route("/scim/{*rest}", any(not_served))
 }
@@ -301,6 +307,18 @@ async fn search_users(
     Ok(answer(StatusCode::OK, &listed))
 }
 
+async fn search_all(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let q = search_of(&body_of(&headers, &body)?)?;
+    let listed = uc::search_all(&app, &caller, &org, &base_url(&headers, &org), &q).await?;
+    Ok(answer(StatusCode::OK, &listed))
+}
+
 async fn get_user(
     State(app): State<App>,
     ScimCaller(caller): ScimCaller,
@@ -356,6 +374,104 @@ async fn delete_user(
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     uc::delete_user(&app, &caller, &org, &id, &if_match(&headers)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A group, with its version as `ETag` (and, when created, its `Location`).
+fn group_answer(status: StatusCode, g: &ScimGroup) -> Response {
+    let mut resp = answer(status, g);
+    if let Some(meta) = &g.meta {
+        if let Ok(v) = HeaderValue::from_str(&meta.version) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        if status == StatusCode::CREATED {
+            if let Ok(v) = HeaderValue::from_str(&meta.location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+    }
+    resp
+}
+
+async fn list_groups(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    let q = query_of(&q)?;
+    let listed = uc::list_groups(&app, &caller, &org, &base_url(&headers, &org), &q).await?;
+    Ok(answer(StatusCode::OK, &listed))
+}
+
+async fn search_groups(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let q = search_of(&body_of(&headers, &body)?)?;
+    let listed = uc::list_groups(&app, &caller, &org, &base_url(&headers, &org), &q).await?;
+    Ok(answer(StatusCode::OK, &listed))
+}
+
+async fn get_group(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path((org, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    let projection = Projection::parse(param(&q, "attributes"), param(&q, "excludedAttributes"));
+    let g = uc::get_group(&app, &caller, &org, &base_url(&headers, &org), &id, &projection).await?;
+    Ok(group_answer(StatusCode::OK, &g))
+}
+
+async fn create_group(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let body = body_of(&headers, &body)?;
+    let g = uc::create_group(&app, &caller, &org, &base_url(&headers, &org), &body).await?;
+    Ok(group_answer(StatusCode::CREATED, &g))
+}
+
+async fn replace_group(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let body = body_of(&headers, &body)?;
+    let g = uc::replace_group(&app, &caller, &org, &base_url(&headers, &org), &id, &body, &if_match(&headers)?).await?;
+    Ok(group_answer(StatusCode::OK, &g))
+}
+
+async fn patch_group(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let body = body_of(&headers, &body)?;
+    let g = uc::patch_group(&app, &caller, &org, &base_url(&headers, &org), &id, &body, &if_match(&headers)?).await?;
+    Ok(group_answer(StatusCode::OK, &g))
+}
+
+async fn delete_group(
+    State(app): State<App>,
+    ScimCaller(caller): ScimCaller,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    uc::delete_group(&app, &caller, &org, &id, &if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -18,6 +18,7 @@ both_backends!(
     a_scim_token_is_for_its_org_s_scim_only,
     a_user_name_that_is_no_address_takes_the_email_from_emails,
     deactivation_releases_seats_and_reactivation_restores_them,
+    groups_with_entra_s_and_okta_s_member_changes,
 );
 
 const SCIM: &str = "application/scim+json";
@@ -737,4 +738,159 @@ async fn deactivation_releases_seats_and_reactivation_restores_them(backend: Bac
     assert_eq!(phone["properties"]["extension"], "4711", "{back}");
     assert_eq!((consumed("calling-professional").await, consumed("meetings").await), (cp, m));
     assert_eq!(app.mismatches().await, 0);
+}
+
+/// Groups: created with members, renamed with the read-only id (Okta),
+/// members added and removed by Entra's and Okta's shapes, filtered and
+/// paged; another org's user, a taken name and a group a template is
+/// scoped to are refused.
+async fn groups_with_entra_s_and_okta_s_member_changes(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let users = format!("{}/Users", i.base);
+    let groups = format!("{}/Groups", i.base);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let u = scim(
+            &app,
+            Method::POST,
+            &users,
+            &i.token,
+            Some(entra_user(&format!("m{n}@a.example"), &format!("M-{n}"))),
+        )
+        .await;
+        ids.push(u.body["id"].as_str().unwrap().to_string());
+    }
+    let created = scim(
+        &app,
+        Method::POST,
+        &groups,
+        &i.token,
+        Some(
+            json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Sales", "externalId": "g-1",
+                     "members": [{ "value": ids[0], "$ref": null }, { "value": ids[1] }] }),
+        ),
+    )
+    .await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let gid = created.body["id"].as_str().unwrap().to_string();
+    let members = |v: &Value| -> Vec<String> {
+        let mut m: Vec<String> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["value"].as_str().unwrap().to_string())
+            .collect();
+        m.sort();
+        m
+    };
+    let mut want = vec![ids[0].clone(), ids[1].clone()];
+    want.sort();
+    assert_eq!(members(&created.body), want);
+    // The same group on the JSON API: the users' groups.
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{}", i.org, ids[0]), &app.admin).await.ok();
+    assert_eq!(api["groups"], json!([gid]));
+
+    // Entra: Add with a list, Remove with path "members" and the values.
+    let one = format!("{groups}/{gid}");
+    let p = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(
+            json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+            { "op": "Add", "path": "members", "value": [{ "value": ids[2] }] },
+            { "op": "Remove", "path": "members", "value": [{ "value": ids[0] }] }
+        ] }),
+        ),
+    )
+    .await;
+    assert_eq!(p.status.as_u16(), 200, "{}", p.body);
+    let mut want = vec![ids[1].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(members(&p.body), want);
+    // Okta: a rename carrying the read-only id; a filtered removal mixed with an add.
+    let p = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [
+            { "op": "replace", "value": { "id": gid, "displayName": "Sales EU" } },
+            { "op": "remove", "path": format!("members[value eq \"{}\"]", ids[1]) },
+            { "op": "add", "path": "members", "value": [{ "value": ids[0] }] }
+        ] })),
+    )
+    .await;
+    assert_eq!(p.status.as_u16(), 200, "{}", p.body);
+    assert_eq!(p.body["displayName"], "Sales EU");
+    let mut want = vec![ids[0].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(members(&p.body), want);
+    let found = scim(
+        &app,
+        Method::GET,
+        &format!("{groups}?filter={}", urlencode(r#"displayName eq "sales eu""#)),
+        &i.token,
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(
+        (found["totalResults"].clone(), found["Resources"][0]["id"].clone()),
+        (json!(1), json!(gid))
+    );
+
+    // Refused, changing nothing: another org's user, a taken name.
+    let other = org(&app, "Customer B", None).await;
+    let stranger = user(&app, &other, "s@b.example").await;
+    let before_other = app.snapshot().await;
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &one,
+        &i.token,
+        Some(json!({ "Operations": [{ "op": "add", "path": "members", "value": [{ "value": stranger }] }] })),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        r.body
+    );
+    assert!(r.body["detail"].as_str().unwrap().contains("members"), "{}", r.body);
+    let r = scim(&app, Method::POST, &groups, &i.token, Some(json!({ "displayName": "Sales EU" }))).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{}",
+        r.body
+    );
+    assert_eq!(app.snapshot().await, before_other);
+
+    // A group a template is scoped to stays; without one, it goes.
+    let t = app
+        .post(
+            &format!("/api/v1/orgs/{}/license-templates", i.org),
+            &app.admin,
+            json!({ "name": "Sales", "scope": { "group": gid }, "enabled": true, "licenses": [{ "product": "meetings" }] }),
+        )
+        .await;
+    assert_eq!(t.status.as_u16(), 201, "{}", t.body);
+    let r = scim(&app, Method::DELETE, &one, &i.token, None).await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    let tpl = t.body["id"].as_str().unwrap();
+    app.call(
+        Method::DELETE,
+        &format!("/api/v1/orgs/{}/license-templates/{tpl}", i.org),
+        Some(&app.admin),
+        None,
+    )
+    .await;
+    let r = scim(&app, Method::DELETE, &one, &i.token, None).await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    let api = app.get(&format!("/api/v1/orgs/{}/users/{}", i.org, ids[0]), &app.admin).await.ok();
+    assert_eq!(api["groups"], json!([]));
 }
