@@ -300,8 +300,11 @@ pub async fn keep_exact(app: App) {
             }
         }
     }
+    // Committers wait for the reader from now on; what they queued while
+    // the full read ran is applied before the index answers anyone (a
+    // check right after a commit of this process must see it).
     feed.set_live(true);
-    ent.set_ready();
+    let mut ready = false;
     let polls = app.store.backend() == allot_store::Backend::Postgres;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -309,12 +312,16 @@ pub async fn keep_exact(app: App) {
     let mut last_tidy: Option<Instant> = None;
     let mut numbers = Numbers::default();
     loop {
-        let first = tokio::select! {
-            fed = rx.recv() => match fed {
-                Some(f) => Some(f),
-                None => break,
-            },
-            _ = tick.tick() => None,
+        let first = if ready {
+            tokio::select! {
+                fed = rx.recv() => match fed {
+                    Some(f) => Some(f),
+                    None => break,
+                },
+                _ = tick.tick() => None,
+            }
+        } else {
+            rx.try_recv().ok()
         };
         let mut changes = Changes::default();
         let mut ticket = 0u64;
@@ -388,6 +395,10 @@ pub async fn keep_exact(app: App) {
             }
         }
         feed.applied(ticket);
+        if !ready && rx.is_empty() {
+            ent.set_ready();
+            ready = true;
+        }
     }
     feed.set_live(false);
 }
