@@ -24,15 +24,7 @@ use allot_store::tenants::Org;
 use allot_store::{new_id, Store};
 
 use crate::anyhow_lite::{msg, Result};
-
-fn quantiles(mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort();
-    if times.is_empty() {
-        return (0.0, 0.0);
-    }
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
-    (at(0.5), at(0.99))
-}
+use crate::bench_ui::quantiles;
 
 async fn setup(store: &Store, preload: usize) -> Result<String> {
     let now = SystemClock.now();

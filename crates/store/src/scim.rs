@@ -3,7 +3,7 @@
 //! one row per user that SCIM has touched), and the user's times for
 //! `meta`. The user itself is written by `users.rs`, as on every path.
 
-use crate::db::{Row, StoreError, Tx};
+use crate::db::{Row, StoreError, Tx, Val};
 use crate::users::{self, User};
 use crate::{args, ts};
 
@@ -160,8 +160,8 @@ pub struct ScimGroupRow {
     pub external_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
-    /// (user id, the user's email), in id order.
-    pub members: Vec<(String, String)>,
+    /// Member user ids, in id order.
+    pub members: Vec<String>,
 }
 
 const GROUP_SELECT: &str =
@@ -187,17 +187,14 @@ async fn with_members(tx: &mut Tx, org: &str, mut groups: Vec<ScimGroupRow>) -> 
     let list = tx.any_of("m.group_id", 2);
     let rows = tx
         .rows(
-            &format!(
-                "SELECT m.group_id, m.user_id, u.email FROM group_members m JOIN users u ON u.org_id = m.org_id AND u.id = m.user_id \
-                 WHERE m.org_id = $1 AND {list} ORDER BY m.group_id, m.user_id"
-            ),
-            &[crate::db::Val::from(org), crate::db::Val::texts(&ids)],
+            &format!("SELECT m.group_id, m.user_id FROM group_members m WHERE m.org_id = $1 AND {list} ORDER BY m.group_id, m.user_id"),
+            &[Val::from(org), Val::texts(&ids)],
         )
         .await?;
     for r in &rows {
         let g = r.text("group_id")?;
         if let Some(group) = groups.iter_mut().find(|x| x.id == g) {
-            group.members.push((r.text("user_id")?, r.text("email")?));
+            group.members.push(r.text("user_id")?);
         }
     }
     Ok(groups)
@@ -223,17 +220,6 @@ pub async fn groups_page(tx: &mut Tx, org: &str, after: &str, limit: i64) -> Res
         .await?;
     let groups = rows.iter().map(group_of).collect::<Result<Vec<_>, _>>()?;
     with_members(tx, org, groups).await
-}
-
-/// The group of this name (names are unique in an org, compared as stored).
-pub async fn group_by_name(tx: &mut Tx, org: &str, name: &str) -> Result<Option<ScimGroupRow>, StoreError> {
-    let Some(r) = tx
-        .opt_row(&format!("{GROUP_SELECT} WHERE g.org_id = $1 AND g.name = $2"), args![org, name])
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(with_members(tx, org, vec![group_of(&r)?]).await?.pop())
 }
 
 /// Writes a new group (its members apart, see [`set_members`]). A name
@@ -272,17 +258,24 @@ pub async fn update_group(
 
 /// Adds and removes members (users of the org; the caller checked them).
 pub async fn set_members(tx: &mut Tx, org: &str, group: &str, add: &[String], remove: &[String]) -> Result<(), StoreError> {
-    for u in add {
+    // One statement each way, whatever the number of members (`WHERE TRUE`:
+    // SQLite reads `ON CONFLICT` after a bare `SELECT ... FROM` as a join's).
+    if !add.is_empty() {
+        let source = match tx.backend() {
+            crate::Backend::Postgres => "unnest($3::text[]) AS m(user_id)",
+            crate::Backend::Sqlite => "(SELECT value AS user_id FROM json_each($3)) AS m",
+        };
         tx.exec(
-            "INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            args![org, group, u],
+            &format!("INSERT INTO group_members (org_id, group_id, user_id) SELECT $1, $2, m.user_id FROM {source} WHERE TRUE ON CONFLICT DO NOTHING"),
+            &[Val::from(org), Val::from(group), Val::texts(add)],
         )
         .await?;
     }
-    for u in remove {
+    if !remove.is_empty() {
+        let list = tx.any_of("user_id", 3);
         tx.exec(
-            "DELETE FROM group_members WHERE org_id = $1 AND group_id = $2 AND user_id = $3",
-            args![org, group, u],
+            &format!("DELETE FROM group_members WHERE org_id = $1 AND group_id = $2 AND {list}"),
+            &[Val::from(org), Val::from(group), Val::texts(remove)],
         )
         .await?;
     }

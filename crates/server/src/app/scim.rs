@@ -228,9 +228,14 @@ fn attrs_of(row: &ScimUserRow) -> UserAttrs {
     }
 }
 
-/// `meta.version`: a weak tag of what is served.
-fn version_of(row: &ScimUserRow) -> String {
-    format!("W/\"{}\"", etag::of(&(&row.user, &row.identity)))
+/// The tag of what is served: `meta.version` is its weak form, and
+/// `If-Match` is compared with it.
+fn tag_of(row: &ScimUserRow) -> String {
+    etag::of(&(&row.user, &row.identity))
+}
+
+fn weak(tag: &str) -> String {
+    format!("W/\"{tag}\"")
 }
 
 /// The resource served for a stored user; `base` is the org's SCIM base URL.
@@ -270,7 +275,7 @@ pub fn view(row: &ScimUserRow, base: &str) -> ScimUser {
             created: row.created_at.clone(),
             last_modified: row.updated_at.clone(),
             location: format!("{base}/Users/{}", row.user.id),
-            version: version_of(row),
+            version: weak(&tag_of(row)),
         }),
     }
 }
@@ -647,8 +652,7 @@ async fn change_user(
             .await?
             .ok_or_else(|| user_not_found(id))?;
         let before = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
-        let tag = version_of(&before);
-        if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        if_match.check(&format!("User {id}"), &tag_of(&before))?;
         let after = change(&attrs_of(&before))?;
         write_attrs(&mut tx, &org, caller, &before, &after, today, now).await?;
         store::get(&mut tx, &org.id, id)
@@ -668,8 +672,7 @@ pub async fn delete_user(app: &App, caller: &Caller, org: &str, id: &str, if_mat
             .await?
             .ok_or_else(|| user_not_found(id))?;
         let row = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
-        let tag = version_of(&row);
-        if_match.check(&format!("User {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        if_match.check(&format!("User {id}"), &tag_of(&row))?;
         super::users::remove_user(&mut tx, &org, caller, &before, now).await
     })
 }
@@ -723,8 +726,8 @@ impl Projection {
     }
 }
 
-fn group_version(row: &allot_store::scim::ScimGroupRow) -> String {
-    format!("W/\"{}\"", etag::of(row))
+fn group_tag(row: &allot_store::scim::ScimGroupRow) -> String {
+    etag::of(row)
 }
 
 pub fn group_view(row: &allot_store::scim::ScimGroupRow, base: &str) -> ScimGroup {
@@ -736,7 +739,7 @@ pub fn group_view(row: &allot_store::scim::ScimGroupRow, base: &str) -> ScimGrou
         members: Some(
             row.members
                 .iter()
-                .map(|(id, _)| ScimMember {
+                .map(|id| ScimMember {
                     value: id.clone(),
                     reference: format!("{base}/Users/{id}"),
                     kind: "User",
@@ -748,7 +751,7 @@ pub fn group_view(row: &allot_store::scim::ScimGroupRow, base: &str) -> ScimGrou
             created: row.created_at.clone(),
             last_modified: row.updated_at.clone(),
             location: format!("{base}/Groups/{}", row.id),
-            version: group_version(row),
+            version: weak(&group_tag(row)),
         }),
     }
 }
@@ -903,12 +906,11 @@ async fn change_group(
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
-        let tag = group_version(&before);
-        if_match.check(&format!("Group {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        if_match.check(&format!("Group {id}"), &group_tag(&before))?;
         let attrs = GroupAttrs {
             display_name: before.name.clone(),
             external_id: before.external_id.clone(),
-            members: before.members.iter().map(|(u, _)| u.clone()).collect(),
+            members: before.members.clone(),
         };
         let after = change(&attrs)?;
         let name = allot_domain::types::check_text("displayName", after.display_name.trim(), 200)?;
@@ -981,8 +983,7 @@ pub async fn delete_group(app: &App, caller: &Caller, org: &str, id: &str, if_ma
     in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
-        let tag = group_version(&before);
-        if_match.check(&format!("Group {id}"), tag.trim_start_matches("W/").trim_matches('"'))?;
+        if_match.check(&format!("Group {id}"), &group_tag(&before))?;
         if store::group_has_template(&mut tx, &org.id, id).await? {
             return Err(StoreError::Domain(Error::new(
                 Code::Conflict,

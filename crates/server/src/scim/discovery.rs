@@ -8,7 +8,7 @@ use serde::Serialize;
 use allot_domain::scim::group::GROUP_SCHEMA;
 use allot_domain::scim::user::{LICENSING_SCHEMA, USER_SCHEMA};
 
-use crate::app::scim::{LIST_RESPONSE_SCHEMA, MAX_PAGE};
+use crate::app::scim::{ListResponse, LIST_RESPONSE_SCHEMA, MAX_PAGE};
 
 const SPC_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
@@ -328,23 +328,10 @@ pub fn schemas(base: &str) -> Vec<Schema> {
     ]
 }
 
-/// A discovery list (every item, one page).
-#[derive(Debug, Serialize)]
-pub struct Listed<T> {
-    pub schemas: [&'static str; 1],
-    #[serde(rename = "totalResults")]
-    pub total_results: usize,
-    #[serde(rename = "startIndex")]
-    pub start_index: usize,
-    #[serde(rename = "itemsPerPage")]
-    pub items_per_page: usize,
-    #[serde(rename = "Resources")]
-    pub resources: Vec<T>,
-}
-
-pub fn listed<T>(items: Vec<T>) -> Listed<T> {
-    Listed {
-        schemas: [LIST_RESPONSE_SCHEMA],
+/// A discovery list: every item, one page.
+pub fn listed<T>(items: Vec<T>) -> ListResponse<T> {
+    ListResponse {
+        schemas: vec![LIST_RESPONSE_SCHEMA],
         total_results: items.len(),
         start_index: 1,
         items_per_page: items.len(),

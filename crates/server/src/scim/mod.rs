@@ -100,10 +100,10 @@ fn answer<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-/// A user, with its version as `ETag` (and, when created, its `Location`).
-fn user_answer(status: StatusCode, u: &ScimUser) -> Response {
-    let mut resp = answer(status, u);
-    if let Some(meta) = &u.meta {
+/// A resource, with its version as `ETag` (and, when created, its `Location`).
+fn resource_answer<T: Serialize>(status: StatusCode, body: &T, meta: Option<&uc::ScimMeta>) -> Response {
+    let mut resp = answer(status, body);
+    if let Some(meta) = meta {
         if let Ok(v) = HeaderValue::from_str(&meta.version) {
             resp.headers_mut().insert(header::ETAG, v);
         }
@@ -114,6 +114,14 @@ fn user_answer(status: StatusCode, u: &ScimUser) -> Response {
         }
     }
     resp
+}
+
+fn user_answer(status: StatusCode, u: &ScimUser) -> Response {
+    resource_answer(status, u, u.meta.as_ref())
+}
+
+fn group_answer(status: StatusCode, g: &ScimGroup) -> Response {
+    resource_answer(status, g, g.meta.as_ref())
 }
 
 /// A request body: JSON, sent as `application/scim+json` or `application/json`.
@@ -375,22 +383,6 @@ async fn delete_user(
 ) -> Result<Response, ScimError> {
     uc::delete_user(&app, &caller, &org, &id, &if_match(&headers)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// A group, with its version as `ETag` (and, when created, its `Location`).
-fn group_answer(status: StatusCode, g: &ScimGroup) -> Response {
-    let mut resp = answer(status, g);
-    if let Some(meta) = &g.meta {
-        if let Ok(v) = HeaderValue::from_str(&meta.version) {
-            resp.headers_mut().insert(header::ETAG, v);
-        }
-        if status == StatusCode::CREATED {
-            if let Ok(v) = HeaderValue::from_str(&meta.location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-        }
-    }
-    resp
 }
 
 async fn list_groups(
