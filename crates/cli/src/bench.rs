@@ -437,6 +437,7 @@ pub fn seat_pool(
         default_usage_location: None,
         payment_method_on_file: false,
         self_service_purchase: false,
+        keep_licenses_on_deactivation: false,
         created_at: allot_store::ts(now),
     };
     let sub = Subscription {

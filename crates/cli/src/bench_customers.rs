@@ -41,6 +41,7 @@ pub(crate) async fn setup(store: &Store, customers: usize, subscriptions: usize)
                     default_usage_location: None,
                     payment_method_on_file: false,
                     self_service_purchase: true,
+                    keep_licenses_on_deactivation: false,
                     created_at: allot_store::ts(now),
                 };
                 let subs = (0..per)

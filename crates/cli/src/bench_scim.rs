@@ -35,6 +35,7 @@ async fn setup(store: &Store, preload: usize) -> Result<String> {
         default_usage_location: None,
         payment_method_on_file: false,
         self_service_purchase: true,
+        keep_licenses_on_deactivation: false,
         created_at: allot_store::ts(now),
     };
     let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;

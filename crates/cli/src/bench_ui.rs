@@ -50,6 +50,7 @@ pub(crate) async fn org_of(store: &Store, users: usize) -> Result<String> {
         default_usage_location: None,
         payment_method_on_file: true,
         self_service_purchase: true,
+        keep_licenses_on_deactivation: false,
         created_at: allot_store::ts(now),
     };
     let mut tx = store.begin().await.map_err(err)?;

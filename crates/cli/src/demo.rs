@@ -237,6 +237,7 @@ pub async fn seed(store: &Store) -> Result<()> {
             default_usage_location: Some(country.to_string()),
             payment_method_on_file: i % 3 != 0,
             self_service_purchase: i % 4 != 0,
+            keep_licenses_on_deactivation: false,
             created_at: allot_store::ts(now),
         };
         let status_variant = i % 10;

@@ -81,6 +81,27 @@ pub fn template_change(licenses: &[TemplateLicense], held: &[Held], retain_exist
     .unless_empty()
 }
 
+/// What joining a group adds: each licence of the group's template whose
+/// product the user does not hold yet. A product already held, on whatever
+/// subscription, is left where it is (joining a group never moves or
+/// removes a licence). None when nothing is missing.
+pub fn join_change(licenses: &[TemplateLicense], held: &[Held]) -> Option<LicenseChange> {
+    LicenseChange {
+        add: licenses
+            .iter()
+            .filter(|t| !held.iter().any(|h| h.product == t.product))
+            .map(|t| AddLicense {
+                product: t.product.clone(),
+                subscription: t.subscription.clone(),
+                properties: Default::default(),
+            })
+            .collect(),
+        remove: Vec::new(),
+        add_required: false,
+    }
+    .unless_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +139,15 @@ mod tests {
         // Already as the template says.
         let h = [held("calling", "sub_b"), held("meetings", "sub_x")];
         assert!(template_change(&t, &h, false).is_none());
+    }
+
+    #[test]
+    fn joining_adds_only_what_is_missing() {
+        let t = [tl("calling", Some("sub_b")), tl("meetings", None)];
+        let c = join_change(&t, &[held("calling", "sub_a")]).unwrap();
+        assert_eq!(c.add.len(), 1);
+        assert_eq!(c.add[0].product.as_str(), "meetings");
+        assert!(c.remove.is_empty(), "joining never moves calling to sub_b");
+        assert!(join_change(&t, &[held("calling", "sub_a"), held("meetings", "sub_x")]).is_none());
     }
 }

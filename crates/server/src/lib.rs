@@ -143,6 +143,7 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(customers::list_customers))
         .routes(routes!(tenants::list_orgs, tenants::create_org))
         .routes(routes!(tenants::get_org, tenants::update_org))
+        .routes(routes!(tenants::get_identity_provisioning))
         .routes(routes!(tenants::list_sites, tenants::create_site))
         .routes(routes!(tenants::list_groups, tenants::create_group))
         .routes(routes!(subscriptions::list_subscriptions, subscriptions::create_subscription))
@@ -246,7 +247,7 @@ pub fn router(app: App) -> Router {
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc.as_ref().clone()) }),
     )
     .merge(console::router())
-    .merge(scim::router())
+    .merge(scim::router(&app))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(middleware::from_fn_with_state(app.clone(), idempotency::idempotency))

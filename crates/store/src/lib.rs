@@ -19,6 +19,7 @@ mod db;
 pub mod entitlements;
 mod error;
 mod filtered;
+pub mod grants;
 pub mod jobs;
 pub mod license_epochs;
 pub mod licenses;

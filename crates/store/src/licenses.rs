@@ -55,6 +55,8 @@ pub async fn release_all(tx: &mut Tx, org: &str, user: &str) -> Result<Vec<Held>
     }
     tx.exec("DELETE FROM service_data WHERE org_id = $1 AND user_id = $2", args![org, user])
         .await?;
+    tx.exec("DELETE FROM license_grants WHERE org_id = $1 AND user_id = $2", args![org, user])
+        .await?;
     tx.note(|c| c.user(org, user));
     Ok(held)
 }
@@ -141,6 +143,9 @@ pub struct SeatChanges {
     takes: PreparedRows,
     /// Each pool's seats taken minus released, in key order.
     deltas: BTreeMap<(String, String), i64>,
+    /// Users whose licence of each product goes (released and not taken
+    /// again: not a move): the templates' grants of it go with it.
+    dropped: BTreeMap<String, Vec<String>>,
     /// The stored service data the takes may touch, when read ahead of the
     /// write (see [`SeatChanges::with_stored_service_data`]).
     stored: Option<StoredServiceData>,
@@ -165,10 +170,14 @@ pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], no
     let pool = |h: &Held| (h.subscription.clone(), h.product.as_str().to_string());
     let mut releases: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut deltas: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut dropped: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in planned {
         for h in &p.plan.release {
             releases.entry(pool(h)).or_default().push(p.user.to_string());
             *deltas.entry(pool(h)).or_default() -= 1;
+            if !p.plan.result.iter().any(|r| r.product == h.product) {
+                dropped.entry(h.product.as_str().to_string()).or_default().push(p.user.to_string());
+            }
         }
         for h in &p.plan.take {
             *deltas.entry(pool(h)).or_default() += 1;
@@ -201,6 +210,7 @@ pub fn seat_changes(backend: Backend, org: &str, planned: &[PlannedUser<'_>], no
             &takes,
         ),
         deltas,
+        dropped,
         stored: None,
     }
 }
@@ -243,6 +253,9 @@ pub async fn apply_seat_changes(
         if gone != users.len() as u64 {
             return Err(StoreError::Replan(format!("assignments of {product} changed concurrently")));
         }
+    }
+    for (product, users) in &seats.dropped {
+        crate::grants::drop_for(tx, org, product, users).await?;
     }
     // Takes: multi-row INSERTs.
     tx.insert_prepared(seats.takes).await.map_err(|e| match e {

@@ -28,7 +28,51 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (21, V21),
     (22, V22),
     (23, V23),
+    (24, V24),
 ];
+
+/// Licences following group membership, and what the identity
+/// provisioning page shows.
+///
+/// `license_grants`: which template gave a user which licence (one row per
+/// template that gives it). A licence with no row was given directly (by an
+/// admin, the API, a CSV): leaving a group never takes it back. A licence
+/// whose last row goes, when its group is left, is removed. Rows go with the
+/// licence (any removal), the user and the template; a move between
+/// subscriptions keeps them (the row names the product, not the pool).
+///
+/// `keep_licenses_on_deactivation`: an identity provider's deactivation
+/// keeps the user's licences instead of releasing them.
+///
+/// `scim_errors`: the org's last SCIM requests that failed and the licences
+/// a SCIM change could not give or take (the identity change went through),
+/// kept short (the newest few per org). When the org last synchronised is
+/// its SCIM tokens' `last_used_at`.
+const V24: &str = r#"
+ALTER TABLE orgs ADD COLUMN keep_licenses_on_deactivation BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE license_grants (
+    org_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    product TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id, product, template_id),
+    FOREIGN KEY (org_id, user_id) REFERENCES users (org_id, id) ON DELETE CASCADE,
+    FOREIGN KEY (org_id, template_id) REFERENCES license_templates (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX license_grants_by_template ON license_grants (org_id, template_id);
+CREATE TABLE scim_errors (
+    org_id TEXT NOT NULL REFERENCES orgs (id),
+    id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status BIGINT NOT NULL,
+    scim_type TEXT,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX scim_errors_recent ON scim_errors (org_id, at);
+"#;
 
 /// SCIM groups are Allot's groups: the provider's `externalId` beside
 /// them, and when they last changed (`meta.lastModified`; a group made

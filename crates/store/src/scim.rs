@@ -303,3 +303,84 @@ pub async fn delete_group(tx: &mut Tx, org: &str, group: &str) -> Result<(), Sto
         .await?;
     Ok(())
 }
+
+// ---- What the identity provisioning page shows ------------------------
+
+/// One SCIM request that failed, or one licence change a SCIM change could
+/// not make (the identity change itself went through).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScimErrorRow {
+    pub at: String,
+    /// The token that sent it.
+    pub actor: String,
+    /// Method and path, e.g. `PATCH /Users/usr_...`.
+    pub request: String,
+    /// The HTTP status answered.
+    pub status: i64,
+    pub scim_type: Option<String>,
+    pub detail: String,
+}
+
+/// How many of an org's last errors are kept.
+pub const ERRORS_KEPT: i64 = 50;
+
+/// Records one error and keeps only the org's newest [`ERRORS_KEPT`].
+pub async fn record_error(tx: &mut Tx, org: &str, e: &ScimErrorRow) -> Result<(), StoreError> {
+    tx.exec(
+        "INSERT INTO scim_errors (org_id, id, at, actor, request, status, scim_type, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        args![
+            org,
+            crate::new_id("scimerr"),
+            &e.at,
+            &e.actor,
+            &e.request,
+            e.status,
+            e.scim_type.as_deref(),
+            &e.detail
+        ],
+    )
+    .await?;
+    tx.exec(
+        "DELETE FROM scim_errors WHERE org_id = $1 AND id NOT IN \
+         (SELECT id FROM scim_errors WHERE org_id = $1 ORDER BY at DESC, id DESC LIMIT $2)",
+        args![org, ERRORS_KEPT],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The org's newest errors, newest first.
+pub async fn recent_errors(tx: &mut Tx, org: &str, limit: i64) -> Result<Vec<ScimErrorRow>, StoreError> {
+    let rows = tx
+        .rows(
+            "SELECT at, actor, request, status, scim_type, detail FROM scim_errors WHERE org_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            args![org, limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ScimErrorRow {
+                at: r.text("at")?,
+                actor: r.text("actor")?,
+                request: r.text("request")?,
+                status: r.int("status")?,
+                scim_type: r.opt_text("scim_type")?,
+                detail: r.text("detail")?,
+            })
+        })
+        .collect()
+}
+
+/// When any SCIM token of the org (revoked ones too) was last used.
+pub async fn last_sync(tx: &mut Tx, org: &str) -> Result<Option<String>, StoreError> {
+    let r = tx
+        .opt_row(
+            "SELECT MAX(last_used_at) AS at FROM api_tokens WHERE org_id = $1 AND role = 'scim'",
+            args![org],
+        )
+        .await?;
+    match r {
+        Some(r) => r.opt_text("at"),
+        None => Ok(None),
+    }
+}

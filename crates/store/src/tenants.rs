@@ -22,6 +22,9 @@ pub struct Org {
     pub default_usage_location: Option<String>,
     pub payment_method_on_file: bool,
     pub self_service_purchase: bool,
+    /// An identity provider's deactivation (SCIM `active: false`) keeps the
+    /// user's licences instead of releasing them.
+    pub keep_licenses_on_deactivation: bool,
     pub created_at: String,
 }
 
@@ -79,7 +82,7 @@ pub async fn insert_partner(tx: &mut Tx, name: &str, now: chrono::DateTime<chron
 }
 
 pub(crate) const ORG_COLUMNS: &str =
-    "id, name, partner_id, default_usage_location, payment_method_on_file, self_service_purchase, created_at";
+    "id, name, partner_id, default_usage_location, payment_method_on_file, self_service_purchase, keep_licenses_on_deactivation, created_at";
 
 pub(crate) fn org_from(r: &Row) -> Result<Org, StoreError> {
     Ok(Org {
@@ -89,6 +92,7 @@ pub(crate) fn org_from(r: &Row) -> Result<Org, StoreError> {
         default_usage_location: r.opt_text("default_usage_location")?,
         payment_method_on_file: r.bool("payment_method_on_file")?,
         self_service_purchase: r.bool("self_service_purchase")?,
+        keep_licenses_on_deactivation: r.bool("keep_licenses_on_deactivation")?,
         created_at: r.text("created_at")?,
     })
 }
@@ -122,7 +126,7 @@ pub async fn get_org(tx: &mut Tx, id: &str) -> Result<Option<Org>, StoreError> {
 
 pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
-        &format!("INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"),
+        &format!("INSERT INTO orgs ({ORG_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"),
         args![
             &org.id,
             &org.name,
@@ -130,6 +134,7 @@ pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
             org.default_usage_location.as_deref(),
             org.payment_method_on_file,
             org.self_service_purchase,
+            org.keep_licenses_on_deactivation,
             ts(now)
         ],
     )
@@ -140,8 +145,18 @@ pub async fn insert_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Ut
 
 pub async fn update_org(tx: &mut Tx, org: &Org, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     tx.exec(
-        "UPDATE orgs SET name = $2, partner_id = $3, default_usage_location = $4, payment_method_on_file = $5, self_service_purchase = $6, updated_at = $7 WHERE id = $1",
-        args![&org.id, &org.name, org.partner.as_deref(), org.default_usage_location.as_deref(), org.payment_method_on_file, org.self_service_purchase, ts(now)],
+        "UPDATE orgs SET name = $2, partner_id = $3, default_usage_location = $4, payment_method_on_file = $5, self_service_purchase = $6, \
+         keep_licenses_on_deactivation = $7, updated_at = $8 WHERE id = $1",
+        args![
+            &org.id,
+            &org.name,
+            org.partner.as_deref(),
+            org.default_usage_location.as_deref(),
+            org.payment_method_on_file,
+            org.self_service_purchase,
+            org.keep_licenses_on_deactivation,
+            ts(now)
+        ],
     )
     .await?;
     // Servers that cached the org (its partner decides who sees it) drop it.

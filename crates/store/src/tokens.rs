@@ -89,6 +89,18 @@ pub async fn list_live(tx: &mut Tx, after: Option<&str>, limit: i64) -> Result<V
     .collect()
 }
 
+/// The live tokens bound to one org with one role, oldest first.
+pub async fn live_of_org(tx: &mut Tx, org: &str, role: Role) -> Result<Vec<TokenInfo>, StoreError> {
+    tx.rows(
+        &format!("SELECT {TOKEN_COLUMNS} FROM {TOKEN_FROM} WHERE t.revoked_at IS NULL AND t.org_id = $1 AND t.role = $2 ORDER BY t.created_at, t.id"),
+        args![org, role.as_str()],
+    )
+    .await?
+    .iter()
+    .map(token_info)
+    .collect()
+}
+
 /// Revokes a token now; false if it was already revoked or does not exist.
 pub async fn revoke(tx: &mut Tx, id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
     let n = tx

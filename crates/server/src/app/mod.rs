@@ -24,6 +24,7 @@ pub mod customers;
 pub mod entitlements;
 pub mod etag;
 pub mod facts;
+pub mod group_licenses;
 pub mod jobs;
 pub mod licenses;
 pub mod manage;

@@ -27,6 +27,7 @@ use allot_store::{in_transaction, new_id, StoreError, Tx};
 
 use super::access::Caller;
 use super::etag::{self, IfMatch};
+use super::group_licenses::{follow_membership, Membership};
 use super::App;
 
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -502,10 +503,15 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
     in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         check_user_name(&mut tx, &org.id, &a, &email, &u.id).await?;
-        super::users::insert_user(&mut tx, &org, caller, &u, now, today)
+        let outcome = super::users::insert_user(&mut tx, &org, caller, &u, now, today)
             .await
             .map_err(taken)?;
         store::put_identity(&mut tx, &org.id, &u.id, &identity).await?;
+        if let Some(errors) = outcome.and_then(|o| o.errors) {
+            let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
+            let note = format!("{} was created without its template's licences: {}", u.email, reasons.join(" "));
+            note_refusals(&mut tx, &org.id, caller, "POST /Users", 201, &[note], now).await?;
+        }
         Ok::<_, StoreError>(())
     })?;
     // As written (a template changes licences, not the user's row).
@@ -522,22 +528,29 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
 ///
 /// Deactivation releases the user's licences through the planner, as a
 /// change removing them all (their service data kept for each product's
-/// retention); reactivation gives the template that fits the user again
+/// retention), unless the org keeps licences on deactivation; reactivation
+/// gives the template that fits the user again and its groups' templates
 /// (within retention, the service data comes back with the licences). A
-/// refused licence change never blocks the identity change: it is logged
-/// and the user's licences stay as they were.
+/// refused licence change never blocks the identity change: it is recorded
+/// for the identity provisioning page and the user's licences stay as they
+/// were.
+#[allow(clippy::too_many_arguments)]
 async fn write_attrs(
     tx: &mut Tx,
     org: &Org,
     caller: &Caller,
+    request: &str,
     before: &ScimUserRow,
+    full: &User,
     a: &UserAttrs,
     today: chrono::NaiveDate,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
     let email = email_of(a)?;
     check_user_name(tx, &org.id, a, &email, &before.user.id).await?;
-    let mut u = before.user.clone();
+    // The whole user (its groups and sites too, which SCIM's row leaves
+    // out): what is written is what it was with SCIM's attributes changed.
+    let mut u = full.clone();
     u.email = email.to_string();
     u.display_name = display_name_of(a);
     u.usage_location = location_of(a)?;
@@ -546,24 +559,48 @@ async fn write_attrs(
         (true, UserStatus::Inactive) => UserStatus::Active,
         (true, s) => s,
     };
-    if u != before.user {
-        super::users::write_user_update(tx, org, caller, &before.user, &u, now)
+    if u != *full {
+        super::users::write_user_update(tx, org, caller, full, &u, now)
             .await
             .map_err(taken)?;
     }
     let was_inactive = before.user.status == UserStatus::Inactive;
+    let mut notes = Vec::new();
     if u.status == UserStatus::Inactive && !was_inactive {
-        release_licenses(tx, org, caller, &u.id, today, now).await?;
-    } else if was_inactive && u.status != UserStatus::Inactive {
-        // With its groups, which choose the template.
-        if let Some(full) = users::get(tx, &org.id, &u.id).await? {
-            if let Some(outcome) = super::templates::give_new_user_template(tx, org, &full, &caller.actor(), today, now).await? {
-                if let Some(errors) = outcome.errors {
-                    tracing::warn!(user = %u.id, ?errors, "a reactivated user's template was refused; the user is active without it");
-                }
+        if !org.keep_licenses_on_deactivation {
+            if let Some(errors) = release_licenses(tx, org, caller, &u.id, today, now).await? {
+                let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
+                notes.push(format!("{} was deactivated but keeps its licences: {}", u.email, reasons.join(" ")));
             }
         }
+    } else if was_inactive && u.status != UserStatus::Inactive {
+        // With its groups, which choose the template.
+        {
+            // Licences kept through the deactivation stay as they are.
+            if allot_store::licenses::of_user(tx, &org.id, &u.id).await?.is_empty() {
+                if let Some(outcome) = super::templates::give_new_user_template(tx, org, &full, &caller.actor(), today, now).await? {
+                    if let Some(errors) = outcome.errors {
+                        let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
+                        notes.push(format!(
+                            "{} was reactivated without its template's licences: {}",
+                            u.email,
+                            reasons.join(" ")
+                        ));
+                    }
+                }
+            }
+            // And every group's template, as when it joined them.
+            let all = allot_store::templates::list(tx, &org.id).await?;
+            let m = Membership {
+                joined: &full.groups,
+                left: &[],
+                now_in: &full.groups,
+            };
+            let refused = follow_membership(tx, org, &all, &u.id, &m, &caller.actor(), today, now).await?;
+            notes.extend(refused.iter().map(|r| r.describe(&u.email)));
+        }
     }
+    note_refusals(tx, &org.id, caller, request, 200, &notes, now).await?;
     let identity = identity_of(a, &email);
     if identity != before.identity {
         store::put_identity(tx, &org.id, &u.id, &identity).await?;
@@ -572,7 +609,33 @@ async fn write_attrs(
     Ok(())
 }
 
-/// Removes every licence a deactivated user holds, as one planned change.
+/// Records the licence changes a SCIM change could not make (the identity
+/// change went through), for the org's identity provisioning page.
+async fn note_refusals(
+    tx: &mut Tx,
+    org: &str,
+    caller: &Caller,
+    request: &str,
+    status: i64,
+    notes: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    for detail in notes {
+        let e = store::ScimErrorRow {
+            at: allot_store::ts(now),
+            actor: caller.actor().actor,
+            request: request.to_string(),
+            status,
+            scim_type: None,
+            detail: detail.clone(),
+        };
+        store::record_error(tx, org, &e).await?;
+    }
+    Ok(())
+}
+
+/// Removes every licence a deactivated user holds, as one planned change;
+/// the planner's refusal, if it refused (the licences then stay).
 async fn release_licenses(
     tx: &mut Tx,
     org: &Org,
@@ -580,10 +643,10 @@ async fn release_licenses(
     user: &str,
     today: chrono::NaiveDate,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Option<Vec<allot_domain::Violation>>, StoreError> {
     let held = allot_store::licenses::of_user(tx, &org.id, user).await?;
     if held.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let change = LicenseChange {
         remove: held
@@ -595,10 +658,10 @@ async fn release_licenses(
             .collect(),
         ..LicenseChange::default()
     };
-    if let Err(refused) = super::licenses::change_within(tx, org, user, &change, &caller.actor(), today, now).await? {
-        tracing::warn!(user, ?refused, "a deactivated user's licences could not be released; they stay");
+    match super::licenses::change_within(tx, org, user, &change, &caller.actor(), today, now).await? {
+        Ok(_) => Ok(None),
+        Err(refused) => Ok(Some(refused)),
     }
-    Ok(())
 }
 
 /// `PUT /Users/{id}`: the body replaces the user (what it leaves out is
@@ -618,7 +681,8 @@ pub async fn replace_user(
             return Err(Error::new(Code::Mutability, "id is read-only: the body names another user."));
         }
     }
-    change_user(app, caller, org, base, id, if_match, move |_| Ok(a.clone())).await
+    let request = format!("PUT /Users/{id}");
+    change_user(app, caller, org, base, id, &request, if_match, move |_| Ok(a.clone())).await
 }
 
 /// `PATCH /Users/{id}`: the operations apply in order, all or none.
@@ -632,15 +696,21 @@ pub async fn patch_user(
     if_match: &IfMatch,
 ) -> Result<ScimUser, Error> {
     let user_id = id.to_string();
-    change_user(app, caller, org, base, id, if_match, move |before| before.patched(&user_id, body)).await
+    let request = format!("PATCH /Users/{id}");
+    change_user(app, caller, org, base, id, &request, if_match, move |before| {
+        before.patched(&user_id, body)
+    })
+    .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn change_user(
     app: &App,
     caller: &Caller,
     org: &str,
     base: &str,
     id: &str,
+    request: &str,
     if_match: &IfMatch,
     change: impl Fn(&UserAttrs) -> Result<UserAttrs, Error>,
 ) -> Result<ScimUser, Error> {
@@ -648,13 +718,13 @@ async fn change_user(
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         // Locks the user's row (as the API's changes do), then reads it as SCIM serves it.
-        users::get_for_update(&mut tx, &org.id, id)
+        let full = users::get_for_update(&mut tx, &org.id, id)
             .await?
             .ok_or_else(|| user_not_found(id))?;
         let before = store::get(&mut tx, &org.id, id).await?.ok_or_else(|| user_not_found(id))?;
         if_match.check(&format!("User {id}"), &tag_of(&before))?;
         let after = change(&attrs_of(&before))?;
-        write_attrs(&mut tx, &org, caller, &before, &after, today, now).await?;
+        write_attrs(&mut tx, &org, caller, request, &before, &full, &after, today, now).await?;
         store::get(&mut tx, &org.id, id)
             .await?
             .ok_or_else(|| StoreError::Db("the user just changed is missing".into()))
@@ -865,7 +935,7 @@ fn name_taken(e: StoreError, name: &str) -> StoreError {
 pub async fn create_group(app: &App, caller: &Caller, org: &str, base: &str, body: &Value) -> Result<ScimGroup, Error> {
     let g = GroupAttrs::from_body(body)?;
     let name = allot_domain::types::check_text("displayName", g.display_name.trim(), 200)?;
-    let now = app.clock.now();
+    let (now, today) = (app.clock.now(), app.clock.today());
     let id = new_id("grp");
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
@@ -874,6 +944,8 @@ pub async fn create_group(app: &App, caller: &Caller, org: &str, base: &str, bod
             .await
             .map_err(|e| name_taken(e, &name))?;
         store::set_members(&mut tx, &org.id, &id, &g.members, &[]).await?;
+        let joined = std::slice::from_ref(&id);
+        follow_members(&mut tx, &org, caller, "POST /Groups", joined, &g.members, &[], now, today).await?;
         let row = store::get_group(&mut tx, &org.id, &id)
             .await?
             .ok_or_else(|| StoreError::Db("the group just created is missing".into()))?;
@@ -893,16 +965,56 @@ pub async fn create_group(app: &App, caller: &Caller, org: &str, base: &str, bod
     Ok(group_view(&row, base))
 }
 
+/// Gives the members who joined `group` its templates' licences and takes
+/// them back from those who left (see `group_licenses`), recording what
+/// the planner refused. Members in id order, so that two changes lock
+/// users in the same order.
+#[allow(clippy::too_many_arguments)]
+async fn follow_members(
+    tx: &mut Tx,
+    org: &Org,
+    caller: &Caller,
+    request: &str,
+    group: &[String],
+    joined: &[String],
+    left: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+    today: chrono::NaiveDate,
+) -> Result<(), StoreError> {
+    let all = allot_store::templates::list(tx, &org.id).await?;
+    if !all.iter().any(|t| t.group.as_ref().is_some_and(|g| group.contains(g))) {
+        return Ok(());
+    }
+    let mut who: Vec<(&String, bool)> = joined.iter().map(|u| (u, true)).chain(left.iter().map(|u| (u, false))).collect();
+    who.sort();
+    let mut notes = Vec::new();
+    for (user, joins) in who {
+        let Some(u) = users::get(tx, &org.id, user).await? else {
+            continue;
+        };
+        let m = Membership {
+            joined: if joins { group } else { &[] },
+            left: if joins { &[] } else { group },
+            now_in: &u.groups,
+        };
+        let refused = follow_membership(tx, org, &all, user, &m, &caller.actor(), today, now).await?;
+        notes.extend(refused.iter().map(|r| r.describe(&u.email)));
+    }
+    note_refusals(tx, &org.id, caller, request, 200, &notes, now).await
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn change_group(
     app: &App,
     caller: &Caller,
     org: &str,
     base: &str,
     id: &str,
+    request: &str,
     if_match: &IfMatch,
     change: impl Fn(&GroupAttrs) -> Result<GroupAttrs, Error>,
 ) -> Result<ScimGroup, Error> {
-    let now = app.clock.now();
+    let (now, today) = (app.clock.now(), app.clock.today());
     let row = in_transaction!(app.store, |tx| {
         let org = scim_org(&mut tx, caller, org).await?;
         let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
@@ -922,6 +1034,8 @@ async fn change_group(
                 .await
                 .map_err(|e| name_taken(e, &name))?;
             store::set_members(&mut tx, &org.id, id, &add, &remove).await?;
+            let group = [id.to_string()];
+            follow_members(&mut tx, &org, caller, request, &group, &add, &remove, now, today).await?;
         }
         let row = store::get_group(&mut tx, &org.id, id)
             .await?
@@ -960,7 +1074,8 @@ pub async fn replace_group(
             return Err(Error::new(Code::Mutability, "id is read-only: the body names another group."));
         }
     }
-    change_group(app, caller, org, base, id, if_match, move |_| Ok(g.clone())).await
+    let request = format!("PUT /Groups/{id}");
+    change_group(app, caller, org, base, id, &request, if_match, move |_| Ok(g.clone())).await
 }
 
 /// `PATCH /Groups/{id}`.
@@ -974,7 +1089,11 @@ pub async fn patch_group(
     if_match: &IfMatch,
 ) -> Result<ScimGroup, Error> {
     let group_id = id.to_string();
-    change_group(app, caller, org, base, id, if_match, move |before| before.patched(&group_id, body)).await
+    let request = format!("PATCH /Groups/{id}");
+    change_group(app, caller, org, base, id, &request, if_match, move |before| {
+        before.patched(&group_id, body)
+    })
+    .await
 }
 
 /// `DELETE /Groups/{id}`: refused while a licence template is scoped to it.
@@ -1037,4 +1156,85 @@ pub async fn search_all(app: &App, caller: &Caller, org: &str, base: &str, q: &S
         items_per_page: resources.len(),
         resources,
     })
+}
+
+// ---- The org's identity provisioning status ---------------------------
+
+/// One failed SCIM request, or one licence change a SCIM change could not
+/// make, as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProvisioningError {
+    pub at: String,
+    /// The SCIM token that sent it (`token:<id>`).
+    pub actor: String,
+    /// Method and path under the org's base URL, e.g. `PATCH /Groups/grp_…`.
+    pub request: String,
+    /// The HTTP status answered (a refused licence: the status of the
+    /// identity change, which went through).
+    pub status: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scim_type: Option<String>,
+    pub detail: String,
+}
+
+/// An org's identity provisioning: where its provider connects, when it
+/// last did, its SCIM tokens, and what went wrong lately.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProvisioningStatus {
+    /// The org's SCIM base URL, as a path on this server.
+    pub base_path: String,
+    /// When one of the org's SCIM tokens was last used (to the nearest five minutes).
+    pub last_sync_at: Option<String>,
+    /// Whether a deactivated user keeps its licences (the org's setting).
+    pub keep_licenses_on_deactivation: bool,
+    /// The org's live SCIM tokens (never their secrets).
+    pub tokens: Vec<super::tokens::TokenView>,
+    /// The newest errors first (up to 50 are kept).
+    pub errors: Vec<ProvisioningError>,
+}
+
+/// The org's identity provisioning status, for those who manage its
+/// tokens (they create the SCIM token the provider uses).
+pub async fn provisioning_status(app: &App, caller: &Caller, org: &str) -> Result<ProvisioningStatus, Error> {
+    let mut rd = app.store.read_conn().await?;
+    let org = caller.org(&mut rd, org, Action::ManageTokens).await?;
+    let last_sync_at = store::last_sync(&mut rd, &org.id).await?;
+    let tokens = allot_store::tokens::live_of_org(&mut rd, &org.id, allot_domain::access::Role::Scim)
+        .await?
+        .into_iter()
+        .map(super::tokens::TokenView::from)
+        .collect();
+    let errors = store::recent_errors(&mut rd, &org.id, store::ERRORS_KEPT)
+        .await?
+        .into_iter()
+        .map(|e| ProvisioningError {
+            at: e.at,
+            actor: e.actor,
+            request: e.request,
+            status: e.status,
+            scim_type: e.scim_type,
+            detail: e.detail,
+        })
+        .collect();
+    Ok(ProvisioningStatus {
+        base_path: format!("/scim/v2/orgs/{}", org.id),
+        last_sync_at,
+        keep_licenses_on_deactivation: org.keep_licenses_on_deactivation,
+        tokens,
+        errors,
+    })
+}
+
+/// The longest detail kept of a failed request.
+const MAX_DETAIL_CHARS: usize = 1000;
+
+/// Records a SCIM request that failed (by the org's own SCIM token: the
+/// surface has checked), in a transaction of its own.
+pub async fn record_failure(app: &App, org: &str, e: &store::ScimErrorRow) -> Result<(), Error> {
+    let mut e = e.clone();
+    if let Some((cut, _)) = e.detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        e.detail = format!("{}…", &e.detail[..cut]);
+    }
+    in_transaction!(app.store, |tx| store::record_error(&mut tx, org, &e).await)?;
+    Ok(())
 }

@@ -453,12 +453,17 @@ pub async fn give_new_user_template(
         return Ok(None);
     };
     match super::licenses::change_within(tx, org, &user.id, &change, who, today, now).await {
-        Ok(Ok(plan)) => Ok(Some(TemplateOutcome {
-            template: t.id.clone(),
-            applied: true,
-            licenses: Some(plan.result),
-            errors: None,
-        })),
+        Ok(Ok(plan)) => {
+            // The template gave these: a group's are taken back when the user leaves it.
+            let products: Vec<&str> = change.add.iter().map(|a| a.product.as_str()).collect();
+            allot_store::grants::record(tx, &org.id, &user.id, &t.id, &products).await?;
+            Ok(Some(TemplateOutcome {
+                template: t.id.clone(),
+                applied: true,
+                licenses: Some(plan.result),
+                errors: None,
+            }))
+        }
         Ok(Err(errors)) => Ok(Some(TemplateOutcome {
             template: t.id.clone(),
             applied: false,

@@ -115,6 +115,10 @@ pub struct OrgView {
     pub payment_method_on_file: bool,
     /// Whether its super admins may request more seats themselves.
     pub self_service_purchase: bool,
+    /// Whether a user its identity provider deactivates (SCIM `active:
+    /// false`) keeps its licences; by default they are released (service
+    /// data retained).
+    pub keep_licenses_on_deactivation: bool,
     pub created_at: String,
     pub etag: String,
 }
@@ -129,6 +133,7 @@ impl From<Org> for OrgView {
             default_usage_location: o.default_usage_location,
             payment_method_on_file: o.payment_method_on_file,
             self_service_purchase: o.self_service_purchase,
+            keep_licenses_on_deactivation: o.keep_licenses_on_deactivation,
             created_at: o.created_at,
         }
     }
@@ -152,6 +157,8 @@ pub struct OrgInput {
     #[serde(default = "yes")]
     #[schema(default = true)]
     pub self_service_purchase: bool,
+    #[serde(default)]
+    pub keep_licenses_on_deactivation: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -172,6 +179,7 @@ pub struct OrgPatch {
     pub default_usage_location: Option<Option<CountryCode>>,
     pub payment_method_on_file: Option<bool>,
     pub self_service_purchase: Option<bool>,
+    pub keep_licenses_on_deactivation: Option<bool>,
 }
 
 pub async fn list_orgs(app: &App, caller: &Caller, q: &PageQuery) -> Result<Paged<OrgView>, Error> {
@@ -215,6 +223,7 @@ pub async fn create_org(app: &App, caller: &Caller, input: OrgInput) -> Result<O
         default_usage_location: input.default_usage_location.map(|c| c.to_string()),
         payment_method_on_file: input.payment_method_on_file,
         self_service_purchase: input.self_service_purchase,
+        keep_licenses_on_deactivation: input.keep_licenses_on_deactivation,
         created_at: allot_store::ts(now),
     };
     let org = in_transaction!(app.store, |tx| {
@@ -278,6 +287,9 @@ pub async fn update_org(app: &App, caller: &Caller, id: &str, patch: OrgPatch, i
         }
         if let Some(v) = patch.self_service_purchase {
             org.self_service_purchase = v;
+        }
+        if let Some(v) = patch.keep_licenses_on_deactivation {
+            org.keep_licenses_on_deactivation = v;
         }
         if_match.check(&format!("Organisation {id}"), &etag::of(&before))?;
         tenants::update_org(&mut tx, &org, now).await?;

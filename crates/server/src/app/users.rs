@@ -389,7 +389,7 @@ pub async fn get_user(app: &App, caller: &Caller, org: &str, user: &str) -> Resu
 
 pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: UserPatch, if_match: &IfMatch) -> Result<UserView, Error> {
     let display_name = p.display_name.as_deref().map(check_display_name).transpose()?;
-    let now = app.clock.now();
+    let (now, today) = (app.clock.now(), app.clock.today());
     let u = in_transaction!(app.store, |tx| {
         let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
         if p.site_admin_of.is_some() {
@@ -422,6 +422,19 @@ pub async fn update_user(app: &App, caller: &Caller, org: &str, user: &str, p: U
         }
         if_match.check(&format!("User {user}"), &etag::of(&before))?;
         write_user_update(&mut tx, &org, caller, &before, &u, now).await?;
+        if u.groups != before.groups {
+            // Group templates follow the membership; a refusal is audited and
+            // the membership changes without it.
+            let joined: Vec<String> = u.groups.iter().filter(|g| !before.groups.contains(g)).cloned().collect();
+            let left: Vec<String> = before.groups.iter().filter(|g| !u.groups.contains(g)).cloned().collect();
+            let all = allot_store::templates::list(&mut tx, &org.id).await?;
+            let m = super::group_licenses::Membership {
+                joined: &joined,
+                left: &left,
+                now_in: &u.groups,
+            };
+            super::group_licenses::follow_membership(&mut tx, &org, &all, &u.id, &m, &caller.actor(), today, now).await?;
+        }
         Ok::<_, StoreError>(u)
     })?;
     Ok(u.into())

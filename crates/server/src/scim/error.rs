@@ -91,6 +91,11 @@ impl IntoResponse for ScimError {
         )
             .into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+        // For the org's identity provisioning page (see `track.rs`).
+        resp.extensions_mut().insert(super::track::Failure {
+            scim_type: body.scim_type,
+            detail: body.detail.clone(),
+        });
         if status == 401 {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"SCIM\""));

@@ -6,6 +6,7 @@
 
 mod discovery;
 pub mod error;
+pub mod track;
 
 use std::collections::HashMap;
 
@@ -29,8 +30,9 @@ use crate::auth::authenticate;
 use crate::observe::RequestId;
 use error::{ScimError, SCIM_JSON};
 
-/// The SCIM routes (merged into the server's router).
-pub fn router() -> Router<App> {
+/// The SCIM routes (merged into the server's router), each request's
+/// failure noted for the org's identity provisioning page.
+pub fn router(app: &App) -> Router<App> {
     Router::new()
         .route("/scim/v2/orgs/{org}/ServiceProviderConfig", get(service_provider_config))
         .route("/scim/v2/orgs/{org}/ResourceTypes", get(resource_types))
@@ -52,6 +54,7 @@ pub fn router() -> Router<App> {
             get(get_group).put(replace_group).patch(patch_group).delete(delete_group),
         )
         .route("/scim/{*rest}", any(not_served))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), track::track))
 }
 
 /// The caller: a live token's principal (401 otherwise), as a SCIM error.
@@ -63,6 +66,17 @@ impl FromRequestParts<App> for ScimCaller {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let principal = authenticate(app, &parts.headers).await?;
         crate::observe::TokenSlot::note(&parts.extensions, &principal.token_id);
+        if principal.role == allot_domain::access::Role::Scim {
+            if let Some(org) = &principal.org {
+                let actor = Caller {
+                    principal: principal.clone(),
+                    request_id: String::new(),
+                }
+                .actor()
+                .actor;
+                track::Slot::note(&parts.extensions, org, &actor);
+            }
+        }
         let request_id = match parts.extensions.get::<RequestId>() {
             Some(RequestId(id)) => id.clone(),
             None => allot_store::new_id("req"),

@@ -334,6 +334,15 @@ fn cases() -> Vec<Case> {
             Prep::None,
         ),
         c(
+            "get_identity_provisioning",
+            Method::GET,
+            |t, _| format!("/api/v1/orgs/{}/identity-provisioning", t.org),
+            none,
+            Scope::Org,
+            &[ManageTokens],
+            Prep::None,
+        ),
+        c(
             "list_sites",
             Method::GET,
             |t, _| format!("/api/v1/orgs/{}/sites", t.org),

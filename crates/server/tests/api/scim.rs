@@ -19,6 +19,8 @@ both_backends!(
     a_user_name_that_is_no_address_takes_the_email_from_emails,
     deactivation_releases_seats_and_reactivation_restores_them,
     groups_with_entra_s_and_okta_s_member_changes,
+    a_full_provisioning_cycle_with_group_templates,
+    an_org_may_keep_licenses_on_deactivation,
 );
 
 const SCIM: &str = "application/scim+json";
@@ -893,4 +895,336 @@ async fn groups_with_entra_s_and_okta_s_member_changes(backend: Backend) {
     assert_eq!(r.status.as_u16(), 204, "{}", r.body);
     let api = app.get(&format!("/api/v1/orgs/{}/users/{}", i.org, ids[0]), &app.admin).await.ok();
     assert_eq!(api["groups"], json!([]));
+}
+
+/// The products a user holds, sorted.
+async fn held_by(app: &TestApp, org: &str, user: &str) -> Vec<String> {
+    let v = app.get(&format!("/api/v1/orgs/{org}/users/{user}/licenses"), &app.admin).await.ok();
+    let mut p: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["product"].as_str().unwrap().to_string())
+        .collect();
+    p.sort();
+    p
+}
+
+/// Seats taken of a product in the org, over its subscriptions.
+async fn consumed(app: &TestApp, org: &str, product: &str) -> i64 {
+    let rows = app.get(&format!("/api/v1/orgs/{org}/licenses"), &app.admin).await.ok();
+    rows["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["product"] == product)
+        .map(|r| r["consumed"].as_i64().unwrap())
+        .sum()
+}
+
+async fn template(app: &TestApp, org: &str, name: &str, scope: Value, products: &[&str]) -> String {
+    let licenses: Vec<Value> = products.iter().map(|p| json!({ "product": p })).collect();
+    let t = app
+        .post(
+            &format!("/api/v1/orgs/{org}/license-templates"),
+            &app.admin,
+            json!({ "name": name, "scope": scope, "enabled": true, "licenses": licenses }),
+        )
+        .await;
+    assert_eq!(t.status.as_u16(), 201, "{}", t.body);
+    t.body["id"].as_str().unwrap().to_string()
+}
+
+fn members(op: &str, ids: &[&str]) -> Value {
+    let value: Vec<Value> = ids.iter().map(|i| json!({ "value": i, "$ref": null })).collect();
+    json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{ "op": op, "path": "members", "value": value }] })
+}
+
+/// The cycle an identity provider drives: create, update, join a group
+/// with a template (its licences given), leave it (taken back, but not a
+/// licence another group's template or an admin gave), deactivate (seats
+/// released), reactivate within retention (service data restored), delete.
+/// A licence the planner refuses never blocks the membership: it is
+/// recorded on the org's identity provisioning status and audited.
+async fn a_full_provisioning_cycle_with_group_templates(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let org = i.org.clone();
+    let (users, groups) = (format!("{}/Users", i.base), format!("{}/Groups", i.base));
+    let r = app
+        .patch("/api/v1/products/calling-professional", &app.admin, json!({ "retention_days": 30 }))
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let group = |name: &'static str| {
+        let (app, groups, token) = (&app, groups.clone(), i.token.clone());
+        async move {
+            let g = scim(
+                app,
+                Method::POST,
+                &groups,
+                &token,
+                Some(json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name })),
+            )
+            .await;
+            assert_eq!(g.status.as_u16(), 201, "{}", g.body);
+            g.body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let (sales, support) = (group("Sales").await, group("Support").await);
+    template(&app, &org, "Everyone", json!("org"), &["meetings"]).await;
+    template(
+        &app,
+        &org,
+        "Sales kit",
+        json!({ "group": sales }),
+        &["calling-professional", "messaging"],
+    )
+    .await;
+    template(&app, &org, "Support kit", json!({ "group": support }), &["calling-professional"]).await;
+
+    // Created: the org's template (no group yet); updated by Okta's PUT.
+    let created = scim(&app, Method::POST, &users, &i.token, Some(entra_user("cy@a.example", "C-1"))).await;
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    let u1 = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(held_by(&app, &org, &u1).await, vec!["meetings"]);
+    let mut put = entra_user("cy@a.example", "C-1");
+    put["displayName"] = json!("Cy Berg");
+    put["id"] = json!(u1);
+    let r = scim(&app, Method::PUT, &format!("{users}/{u1}"), &i.token, Some(put)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["displayName"], "Cy Berg");
+
+    // A second user who holds a phone licence an admin gave directly.
+    let other = scim(&app, Method::POST, &users, &i.token, Some(entra_user("di@a.example", "D-1"))).await;
+    let u2 = other.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{org}/users/{u2}/licenses"),
+            &app.admin,
+            json!({ "add": [{ "product": "calling-professional" }] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let phones = consumed(&app, &org, "calling-professional").await;
+
+    // Both join Sales (Entra's shape): u1 gets the kit; messaging has one
+    // seat, so u2's is refused, and u2 is a member all the same.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{sales}"),
+        &i.token,
+        Some(members("Add", &[&u1, &u2])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["members"].as_array().unwrap().len(), 2, "{}", r.body);
+    assert_eq!(
+        held_by(&app, &org, &u1).await,
+        vec!["calling-professional", "meetings", "messaging"]
+    );
+    assert_eq!(held_by(&app, &org, &u2).await, vec!["calling-professional", "meetings"]);
+    assert_eq!(consumed(&app, &org, "calling-professional").await, phones + 1);
+    let status = app.get(&format!("/api/v1/orgs/{org}/identity-provisioning"), &app.admin).await.ok();
+    let errors = status["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{status}");
+    assert_eq!(errors[0]["request"], format!("PATCH /Groups/{sales}"));
+    let detail = errors[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("Sales kit") && detail.contains("di@a.example"), "{detail}");
+    assert_eq!(status["base_path"], format!("/scim/v2/orgs/{org}"));
+    assert!(status["last_sync_at"].is_string(), "{status}");
+    assert_eq!(status["tokens"].as_array().unwrap().len(), 1, "{status}");
+    let audit = app
+        .get(&format!("/api/v1/orgs/{org}/audit-events?action=template.refused"), &app.admin)
+        .await
+        .ok();
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "{audit}");
+
+    // u1's phone gets an extension (service data), then u1 joins Support too.
+    let r = app
+        .post(
+            &format!("/api/v1/orgs/{org}/users/{u1}/licenses"),
+            &app.admin,
+            json!({ "remove": [{ "product": "calling-professional" }], "add": [{ "product": "calling-professional", "properties": { "extension": "4711" } }] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{support}"),
+        &i.token,
+        Some(members("add", &[&u1])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+
+    // Okta removes u1 from Sales: messaging is taken back; the phone stays
+    // (Support's template gives it too), so does meetings (the org's).
+    let okta_remove = json!({ "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{ "op": "remove", "path": format!("members[value eq \"{u1}\"]") }] });
+    let r = scim(&app, Method::PATCH, &format!("{groups}/{sales}"), &i.token, Some(okta_remove)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u1).await, vec!["calling-professional", "meetings"]);
+    assert_eq!(consumed(&app, &org, "messaging").await, 0);
+    // u2 leaves Sales: its phone was the admin's, not the template's.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{sales}"),
+        &i.token,
+        Some(members("Remove", &[&u2])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u2).await, vec!["calling-professional", "meetings"]);
+    // u1 leaves Support: now nothing gives the phone, which goes.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{support}"),
+        &i.token,
+        Some(members("remove", &[&u1])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u1).await, vec!["meetings"]);
+    assert_eq!(consumed(&app, &org, "calling-professional").await, phones);
+    // Back into Sales within retention: the phone with its extension.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{sales}"),
+        &i.token,
+        Some(members("add", &[&u1])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(
+        held_by(&app, &org, &u1).await,
+        vec!["calling-professional", "meetings", "messaging"]
+    );
+    let lic = app.get(&format!("/api/v1/orgs/{org}/users/{u1}/licenses"), &app.admin).await.ok();
+    let phone = lic["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["product"] == "calling-professional")
+        .unwrap();
+    assert_eq!(phone["properties"]["extension"], "4711", "{lic}");
+
+    // Deactivated: every seat released, the user kept.
+    let off = json!({ "Operations": [{ "op": "replace", "value": { "active": false } }] });
+    let r = scim(&app, Method::PATCH, &format!("{users}/{u1}"), &i.token, Some(off)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u1).await, Vec::<String>::new());
+    assert_eq!(consumed(&app, &org, "messaging").await, 0);
+    // Reactivated (Entra's string): its group's template (which wins over
+    // the org's), the extension restored.
+    let on = json!({ "Operations": [{ "op": "Replace", "path": "active", "value": "True" }] });
+    let r = scim(&app, Method::PATCH, &format!("{users}/{u1}"), &i.token, Some(on)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u1).await, vec!["calling-professional", "messaging"]);
+    let lic = app.get(&format!("/api/v1/orgs/{org}/users/{u1}/licenses"), &app.admin).await.ok();
+    let phone = lic["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["product"] == "calling-professional")
+        .unwrap();
+    assert_eq!(phone["properties"]["extension"], "4711", "{lic}");
+    // Changing the user by SCIM left its memberships alone.
+    let g = scim(&app, Method::GET, &format!("{groups}/{sales}"), &i.token, None).await;
+    assert_eq!(g.body["members"][0]["value"], u1.as_str(), "{}", g.body);
+    // Leaving the group now takes the kit back again (it was given again).
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{sales}"),
+        &i.token,
+        Some(members("remove", &[&u1])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u1).await, Vec::<String>::new());
+
+    // Deleted: gone, its seats free.
+    let r = scim(
+        &app,
+        Method::PATCH,
+        &format!("{groups}/{sales}"),
+        &i.token,
+        Some(members("add", &[&u1])),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let r = scim(&app, Method::DELETE, &format!("{users}/{u1}"), &i.token, None).await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    assert_eq!(
+        scim(&app, Method::GET, &format!("{users}/{u1}"), &i.token, None)
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+    assert_eq!(consumed(&app, &org, "messaging").await, 0);
+    assert_eq!(consumed(&app, &org, "calling-professional").await, phones);
+    assert_eq!(app.mismatches().await, 0);
+
+    // A failed request by the org's token is on the status too; another
+    // token's request (an admin's on the JSON API) is not.
+    let r = scim(
+        &app,
+        Method::GET,
+        &format!("{users}?filter=userName%20zz%20%22x%22"),
+        &i.token,
+        None,
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.body);
+    let status = app.get(&format!("/api/v1/orgs/{org}/identity-provisioning"), &app.admin).await.ok();
+    let newest = &status["errors"][0];
+    assert_eq!(newest["status"], 400, "{status}");
+    assert_eq!(newest["scim_type"], "invalidFilter", "{status}");
+    assert!(newest["request"].as_str().unwrap().starts_with("GET /Users"), "{status}");
+    // The SCIM token itself may not read it (SCIM only).
+    let r = app.get(&format!("/api/v1/orgs/{org}/identity-provisioning"), &i.token).await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+}
+
+/// With the org's setting, a deactivated user keeps its licences, and a
+/// reactivation gives nothing twice.
+async fn an_org_may_keep_licenses_on_deactivation(backend: Backend) {
+    let app = spawn(backend).await;
+    let i = idp(&app).await;
+    let org = i.org.clone();
+    let users = format!("{}/Users", i.base);
+    template(&app, &org, "Everyone", json!("org"), &["meetings"]).await;
+    let r = app
+        .patch(
+            &format!("/api/v1/orgs/{org}"),
+            &app.admin,
+            json!({ "keep_licenses_on_deactivation": true }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["keep_licenses_on_deactivation"], true);
+    let created = scim(&app, Method::POST, &users, &i.token, Some(entra_user("kim@a.example", "K-1"))).await;
+    let u = created.body["id"].as_str().unwrap().to_string();
+    let seats = consumed(&app, &org, "meetings").await;
+    let off = json!({ "Operations": [{ "op": "replace", "path": "active", "value": false }] });
+    let r = scim(&app, Method::PATCH, &format!("{users}/{u}"), &i.token, Some(off)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["active"], false);
+    assert_eq!(held_by(&app, &org, &u).await, vec!["meetings"]);
+    assert_eq!(consumed(&app, &org, "meetings").await, seats);
+    let on = json!({ "Operations": [{ "op": "replace", "path": "active", "value": true }] });
+    let r = scim(&app, Method::PATCH, &format!("{users}/{u}"), &i.token, Some(on)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held_by(&app, &org, &u).await, vec!["meetings"]);
+    assert_eq!(consumed(&app, &org, "meetings").await, seats);
+    let status = app.get(&format!("/api/v1/orgs/{org}/identity-provisioning"), &app.admin).await.ok();
+    assert_eq!(status["keep_licenses_on_deactivation"], true);
+    assert_eq!(status["errors"].as_array().map(Vec::len), Some(0), "{status}");
+    assert_eq!(app.mismatches().await, 0);
 }

@@ -13,6 +13,7 @@ both_backends!(
     new_users_get_the_template_that_fits,
     apply_without_retaining_removes_the_rest,
     templates_are_checked,
+    group_templates_follow_the_api_s_membership,
 );
 
 async fn template(app: &TestApp, org: &str, body: Value) -> String {
@@ -300,4 +301,71 @@ async fn templates_are_checked(backend: Backend) {
     for a in actions {
         assert!(!crate::moves::audit_events(&app, &w.org, &a).await.is_empty(), "{a} is audited");
     }
+}
+
+/// The API's user `groups` drive group templates as SCIM's members do:
+/// joining gives the template's licences, leaving takes back those it gave,
+/// and a template that is deleted leaves what it gave in place.
+async fn group_templates_follow_the_api_s_membership(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let group = app
+        .post(&format!("/api/v1/orgs/{}/groups", w.org), &app.admin, json!({ "name": "Phones" }))
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tpl = template(
+        &app,
+        &w.org,
+        json!({ "name": "Phones", "scope": { "group": group }, "licenses": [{ "product": "calling-professional" }, { "product": "meetings" }] }),
+    )
+    .await;
+    let u = user(&app, &w.org, "gm@a.example").await;
+    let user_path = format!("/api/v1/orgs/{}/users/{u}", w.org);
+    // Meetings given directly first: joining leaves it, leaving keeps it.
+    let r = app
+        .post(
+            &format!("{user_path}/licenses"),
+            &app.admin,
+            json!({ "add": [{ "product": "meetings" }] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let held = || async {
+        let l = app.get(&format!("{user_path}/licenses"), &app.admin).await.ok();
+        let mut p: Vec<String> = l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["product"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    let r = app.patch(&user_path, &app.admin, json!({ "groups": [group] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held().await, vec!["calling-professional", "meetings"]);
+    let r = app.patch(&user_path, &app.admin, json!({ "groups": [] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held().await, vec!["meetings"], "the directly given licence stays");
+    // Joined again, then the template is deleted: leaving takes nothing back.
+    let r = app.patch(&user_path, &app.admin, json!({ "groups": [group] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held().await, vec!["calling-professional", "meetings"]);
+    let r = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/orgs/{}/license-templates/{tpl}", w.org),
+            Some(&app.admin),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    let r = app.patch(&user_path, &app.admin, json!({ "groups": [] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(held().await, vec!["calling-professional", "meetings"]);
+    assert_eq!(app.mismatches().await, 0);
 }
