@@ -578,7 +578,7 @@ async fn write_attrs(
         {
             // Licences kept through the deactivation stay as they are.
             if allot_store::licenses::of_user(tx, &org.id, &u.id).await?.is_empty() {
-                if let Some(outcome) = super::templates::give_new_user_template(tx, org, &full, &caller.actor(), today, now).await? {
+                if let Some(outcome) = super::templates::give_new_user_template(tx, org, full, &caller.actor(), today, now).await? {
                     if let Some(errors) = outcome.errors {
                         let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
                         notes.push(format!(
