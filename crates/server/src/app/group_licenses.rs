@@ -41,7 +41,7 @@ impl Refused {
             "could not be given to"
         };
         format!(
-            "The licences of template \"{}\" {what} {user}: {}",
+            "The licenses of template \"{}\" {what} {user}: {}",
             self.template_name,
             reasons.join(" ")
         )

@@ -509,7 +509,7 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, base: &str, body
         store::put_identity(&mut tx, &org.id, &u.id, &identity).await?;
         if let Some(errors) = outcome.and_then(|o| o.errors) {
             let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
-            let note = format!("{} was created without its template's licences: {}", u.email, reasons.join(" "));
+            let note = format!("{} was created without its template's licenses: {}", u.email, reasons.join(" "));
             note_refusals(&mut tx, &org.id, caller, "POST /Users", 201, &[note], now).await?;
         }
         Ok::<_, StoreError>(())
@@ -570,7 +570,7 @@ async fn write_attrs(
         if !org.keep_licenses_on_deactivation {
             if let Some(errors) = release_licenses(tx, org, caller, &u.id, today, now).await? {
                 let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
-                notes.push(format!("{} was deactivated but keeps its licences: {}", u.email, reasons.join(" ")));
+                notes.push(format!("{} was deactivated but keeps its licenses: {}", u.email, reasons.join(" ")));
             }
         }
     } else if was_inactive && u.status != UserStatus::Inactive {
@@ -582,7 +582,7 @@ async fn write_attrs(
                     if let Some(errors) = outcome.errors {
                         let reasons: Vec<&str> = errors.iter().map(|v| v.message.as_str()).collect();
                         notes.push(format!(
-                            "{} was reactivated without its template's licences: {}",
+                            "{} was reactivated without its template's licenses: {}",
                             u.email,
                             reasons.join(" ")
                         ));

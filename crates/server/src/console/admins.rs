@@ -264,7 +264,7 @@ pub async fn invite_org(
 
 /// The address people reach this console at, as the inviter's browser
 /// did: an invitation link to copy must be whole.
-fn origin(headers: &HeaderMap) -> String {
+pub(crate) fn origin(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -284,7 +284,7 @@ fn link_shown_once(headers: &HeaderMap, t: &Tenant, what: &str, invited: &Invite
             p { (what) " " strong { (invited.admin.email) } " as " (invited.admin.role.as_str()) ". Send them this link: it sets their password, works once, and expires "
                 (when(&invited.invitation.expires_at)) ". It is not shown again and is not stored." }
             label for="link" { "Invitation link" }
-            input #link type="text" readonly value=(url);
+            textarea #link.shown-once readonly rows="2" spellcheck="false" { (url) }
             div.actions { a.button href=(t.base()) { "Back to Admins" } }
         }
     }

@@ -18,6 +18,7 @@ mod jobs;
 mod manage_licenses;
 mod orgs;
 pub mod page;
+mod provisioning;
 mod purchases;
 mod queues;
 pub mod session;
@@ -143,6 +144,10 @@ pub fn router() -> Router<App> {
             post(webhooks::redeliver_partner),
         )
         .route("/ui/orgs/{org}/webhooks", get(webhooks::show_org).post(webhooks::create_org))
+        .route("/ui/orgs/{org}/provisioning", get(provisioning::show))
+        .route("/ui/orgs/{org}/provisioning/tokens", post(provisioning::create_token))
+        .route("/ui/orgs/{org}/provisioning/tokens/{id}/revoke", post(provisioning::revoke_token))
+        .route("/ui/orgs/{org}/provisioning/settings", post(provisioning::save_settings))
         .route("/ui/orgs/{org}/webhooks/{hook}", get(webhooks::show_org_hook))
         .route("/ui/orgs/{org}/webhooks/{hook}/test", post(webhooks::test_org))
         .route("/ui/orgs/{org}/webhooks/{hook}/rotate", post(webhooks::rotate_org))

@@ -39,6 +39,7 @@ pub enum OrgPage {
     Queues,
     Purchases,
     Webhooks,
+    Provisioning,
 }
 
 /// The navigation of an org's pages: only those the admin's role may open.
@@ -92,6 +93,12 @@ pub fn org_nav(s: &ConsoleSession, org: &OrgView, current: OrgPage) -> Markup {
             format!("{base}/webhooks"),
             "Webhooks",
             p.may(Action::ManageWebhooks),
+        ),
+        (
+            OrgPage::Provisioning,
+            format!("{base}/provisioning"),
+            "Identity provisioning",
+            p.may(Action::ManageTokens),
         ),
     ];
     html! {

@@ -182,7 +182,7 @@ pub async fn create(State(app): State<App>, signed_in: SignedIn, Form(f): Form<C
                 div.panel role="status" {
                     p { "Created the " (view.role.as_str()) " token " strong { (view.name.as_deref().unwrap_or(&view.id)) } ". Copy its secret now: it is not shown again and is not stored." }
                     label for="secret" { "Secret" }
-                    input #secret type="text" readonly value=(token);
+                    textarea #secret.shown-once readonly rows="2" spellcheck="false" { (token) }
                     div.actions { a.button href="/ui/tokens" { "Back to API tokens" } }
                 }
             };

@@ -243,7 +243,7 @@ async fn create(app: &App, signed_in: SignedIn, scope: HookScope, body: &[u8]) -
                 div.panel role="status" {
                     p { "Created the webhook " strong { (view.description.as_deref().unwrap_or(&view.url)) } ". Copy its signing secret now: it is not shown again." }
                     label for="secret" { "Signing secret" }
-                    input #secret type="text" readonly value=(secret);
+                    textarea #secret.shown-once readonly rows="2" spellcheck="false" { (secret) }
                     div.actions.row-actions {
                         a.button href=(format!("{}/{}", base(&scope), view.id)) { "Open the webhook" }
                         a.button.secondary href=(base(&scope)) { "Back to Webhooks" }
@@ -494,7 +494,7 @@ async fn act(app: &App, signed_in: SignedIn, scope: HookScope, hook: &str, csrf:
                 div.panel role="status" {
                     p { "A new signing secret. Copy it now: it is not shown again. The old secret keeps signing beside it until " (when(&r.previous_valid_until)) "." }
                     label for="secret" { "New signing secret" }
-                    input #secret type="text" readonly value=(r.secret);
+                    textarea #secret.shown-once readonly rows="2" spellcheck="false" { (r.secret) }
                 }
             })
         }),

@@ -336,10 +336,10 @@ async fn the_api_tokens_page_creates_lists_and_revokes(backend: Backend) {
     assert_eq!(r.status(), StatusCode::CREATED);
     let html = r.text().await.expect("body");
     let secret = html
-        .split(r#"id="secret" type="text" readonly value=""#)
+        .split(r#"id="secret" readonly rows="2" spellcheck="false">"#)
         .nth(1)
         .expect("the secret")
-        .split('"')
+        .split('<')
         .next()
         .expect("closed")
         .to_string();

@@ -7,6 +7,7 @@ mod ui_kit;
 mod admins;
 mod browser;
 mod browser_bulk;
+mod browser_provisioning;
 mod browser_webhooks;
 mod bulk;
 mod catalogue;
