@@ -156,7 +156,8 @@ pub enum BenchCommand {
     /// receiver: the job's time, the time until its last event is
     /// delivered, deliveries per second, commit-to-delivery latency while
     /// the receiver keeps up, and the outbox's size on disk.
-    /// SCIM: users created through SCIM beside the JSON API, and lookups by userName.
+    /// SCIM: users created through SCIM beside the JSON API, lookups by
+    /// userName, and group membership PATCHes on a group with a template.
     Scim {
         /// sqlite, postgres or all.
         #[arg(long, default_value = "all")]

@@ -76,6 +76,8 @@ pub(crate) async fn json_of(request: reqwest::RequestBuilder) -> Result<Value> {
 
 /// What one job through the API measured.
 struct AllotRun {
+    /// The job that removes the product from the same users again.
+    removal: Duration,
     elapsed: Duration,
     /// RSS when the job began, MB.
     rss_before: Option<f64>,
@@ -116,6 +118,30 @@ async fn allot_run(database: &str, n: usize) -> Result<AllotRun> {
     };
     let elapsed = started.elapsed();
     let cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    // Then the same users lose it again: the removal path.
+    let removing = Instant::now();
+    let created = json_of(
+        client
+            .post(format!("{url}/api/v1/orgs/{org}/license-jobs"))
+            .bearer_auth(&token)
+            .json(&json!({ "filter": { "email_domain": "bulk.example" }, "remove": [{ "product": "bulk-seat" }] })),
+    )
+    .await?;
+    let id = created["job"]["id"]
+        .as_str()
+        .ok_or_else(|| msg(format!("no removal job was created: {created}")))?
+        .to_string();
+    let removed = loop {
+        let j = json_of(client.get(format!("{url}/api/v1/jobs/{id}")).bearer_auth(&token)).await?;
+        if !matches!(j["state"].as_str(), Some("queued" | "running")) {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let removal = removing.elapsed();
+    if removed["state"] != "succeeded" {
+        return Err(msg(format!("the removal job did not do its work: {removed}")));
+    }
     server.stop().await;
     let mut rd = store.begin_read().await.map_err(|e| msg(format!("{e:?}")))?;
     let mismatches = allot_store::subscriptions::counter_mismatches(&mut rd)
@@ -126,7 +152,12 @@ async fn allot_run(database: &str, n: usize) -> Result<AllotRun> {
     }
     drop(rd);
     store.close().await;
-    Ok(AllotRun { elapsed, rss_before, cpu })
+    Ok(AllotRun {
+        elapsed,
+        rss_before,
+        cpu,
+        removal,
+    })
 }
 
 /// The same rows straight into the database: one transaction, multi-row
@@ -203,10 +234,10 @@ fn rss_field_mb(field: &str) -> Option<f64> {
 
 pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
     let backends = crate::bench::backends_of(backend)?;
-    println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished");
+    println!("allot bench bulk: one product to N users by one job over HTTP, durable commits, job created -> job finished; then a job that removes it from them");
     println!();
-    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB | CPU s during job |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| backend | users | Allot s | users/s | baseline s | Allot / baseline | RSS at job start MB | peak RSS during job MB | CPU s during job | removal job s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         for &n in users {
@@ -216,13 +247,14 @@ pub async fn run(backend: &str, users: &[usize]) -> Result<()> {
             let base = baseline_run(&base_db, n).await?;
             let allot = run.elapsed.as_secs_f64();
             println!(
-                "| {b} | {n} | {allot:.2} | {:.0} | {:.2} | {:.1}x | {} | {} | {} |",
+                "| {b} | {n} | {allot:.2} | {:.0} | {:.2} | {:.1}x | {} | {} | {} | {:.2} |",
                 n as f64 / allot,
                 base.as_secs_f64(),
                 allot / base.as_secs_f64(),
                 run.rss_before.map_or("?".to_string(), |r| format!("{r:.0}")),
                 rss.map_or("?".to_string(), |r| format!("{r:.0}")),
-                run.cpu.map_or("?".to_string(), |c| format!("{c:.2}"))
+                run.cpu.map_or("?".to_string(), |c| format!("{c:.2}")),
+                run.removal.as_secs_f64()
             );
         }
     }

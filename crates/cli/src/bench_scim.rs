@@ -9,8 +9,12 @@
 //!    provider's check before each create) from the same clients, over the
 //!    whole org: p50 / p99.
 //!
-//! Group membership PATCHes are not measured yet: SCIM Groups are not
-//! served yet.
+//! 4. 1,000 group membership PATCHes of 100 members each (Entra ID's
+//!    shape) on one group whose licence template gives a product: each
+//!    client adds a block of 100 preloaded users, then removes it, so that
+//!    every PATCH gives or takes back 100 licences. PATCHes per second,
+//!    p50 / p99; checked afterwards: every licence given was taken back
+//!    (the seats are free again) and each member's change is audited.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -94,6 +98,148 @@ async fn drive(clients: usize, n: usize, want: u16, request: MakeRequest, check:
     Ok((n as f64 / started.elapsed().as_secs_f64(), all))
 }
 
+/// Group membership PATCHes: how many, and members in each.
+const PATCHES: usize = 1_000;
+const MEMBERS: usize = 100;
+
+/// The group phase: a product, a subscription with its seats, a group and
+/// its template; each client adds its blocks of preloaded users and removes
+/// them again. Returns (PATCHes per second, latencies).
+async fn group_phase(
+    store: &Store,
+    url: &str,
+    org: &str,
+    admin: &str,
+    scim: &str,
+    clients: usize,
+    preload: usize,
+) -> Result<(f64, Vec<Duration>)> {
+    let blocks = PATCHES / 2;
+    if preload < blocks * MEMBERS {
+        return Err(msg(format!("the group phase needs --preload {} at least", blocks * MEMBERS)));
+    }
+    let c = reqwest::Client::new();
+    let call = |req: reqwest::RequestBuilder, want: u16| async move {
+        let resp = req.send().await.map_err(|e| msg(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status != want {
+            return Err(msg(format!("set-up answered {status}: {body}")));
+        }
+        Ok(body)
+    };
+    call(
+        c.post(format!("{url}/api/v1/products")).bearer_auth(admin).json(&json!({
+            "code": "bench-phone", "name": "Bench phone", "family": "bench-phone", "features": ["phone"]
+        })),
+        201,
+    )
+    .await?;
+    call(
+        c.post(format!("{url}/api/v1/orgs/{org}/subscriptions"))
+            .bearer_auth(admin)
+            .json(&json!({
+                "start_date": "2020-01-01", "end_date": "2099-01-01",
+                "items": [{ "product": "bench-phone", "quantity": clients * MEMBERS }]
+            })),
+        201,
+    )
+    .await?;
+    let group = call(
+        c.post(format!("{url}/scim/v2/orgs/{org}/Groups"))
+            .bearer_auth(scim)
+            .header("content-type", "application/scim+json")
+            .body(json!({ "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Phones" }).to_string()),
+        201,
+    )
+    .await?;
+    let group = group["id"].as_str().ok_or_else(|| msg("the group has no id"))?.to_string();
+    call(
+        c.post(format!("{url}/api/v1/orgs/{org}/license-templates"))
+            .bearer_auth(admin)
+            .json(&json!({
+                "name": "Phones", "scope": { "group": group }, "licenses": [{ "product": "bench-phone" }]
+            })),
+        201,
+    )
+    .await?;
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for first in 0..clients {
+        let (url, scim) = (format!("{url}/scim/v2/orgs/{org}/Groups/{group}"), scim.to_string());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut times = Vec::new();
+            for b in (first..blocks).step_by(clients) {
+                let members: Vec<Value> = (b * MEMBERS..(b + 1) * MEMBERS)
+                    .map(|i| json!({ "value": format!("usr_pre{i:08}") }))
+                    .collect();
+                for op in ["Add", "Remove"] {
+                    let body = json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{ "op": op, "path": "members", "value": members }]
+                    });
+                    let t = Instant::now();
+                    let resp = client
+                        .patch(&url)
+                        .bearer_auth(&scim)
+                        .header("content-type", "application/scim+json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .map_err(|e| format!("PATCH {op} block {b}: {e}"))?;
+                    let status = resp.status().as_u16();
+                    if status != 200 {
+                        let text = resp.text().await.unwrap_or_default();
+                        return Err(format!("PATCH {op} block {b} answered {status}: {text}"));
+                    }
+                    resp.bytes().await.map_err(|e| e.to_string())?;
+                    times.push(t.elapsed());
+                }
+            }
+            Ok::<_, String>(times)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| msg(e.to_string()))?.map_err(msg)?);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    // Every licence given was taken back, and each change is on record.
+    let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;
+    let held = tx
+        .opt_row(
+            "SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1 AND product = 'bench-phone'",
+            &[allot_store::Val::from(org)],
+        )
+        .await
+        .map_err(|e| msg(format!("{e:?}")))?
+        .map(|r| r.int("n"))
+        .transpose()
+        .map_err(|e| msg(format!("{e:?}")))?
+        .unwrap_or(-1);
+    let changes = tx
+        .opt_row(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE org_id = $1 AND action = 'license.change'",
+            &[allot_store::Val::from(org)],
+        )
+        .await
+        .map_err(|e| msg(format!("{e:?}")))?
+        .map(|r| r.int("n"))
+        .transpose()
+        .map_err(|e| msg(format!("{e:?}")))?
+        .unwrap_or(-1);
+    tx.rollback().await.map_err(|e| msg(format!("{e:?}")))?;
+    let want = (PATCHES * MEMBERS) as i64;
+    if held != 0 || changes != want {
+        return Err(msg(format!(
+            "after the group phase {held} bench-phone licences are held (want 0) and {changes} licence changes audited (want {want})"
+        )));
+    }
+    Ok((rate, all))
+}
+
 pub async fn run(backend: &str, users: usize, preload: usize, lookups: usize, clients: usize) -> Result<()> {
     let backends = crate::bench::backends_of(backend)?;
     if users == 0 || lookups == 0 || clients == 0 {
@@ -104,8 +250,10 @@ pub async fn run(backend: &str, users: usize, preload: usize, lookups: usize, cl
         preload + 2 * users
     );
     println!();
-    println!("| backend | JSON API users/s (baseline) | p50 / p99 ms | SCIM users/s | p50 / p99 ms | SCIM / API time | userName lookups/s | lookup p50 / p99 ms |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("then {PATCHES} group PATCHes of {MEMBERS} members on a group with a template (each gives or takes back {MEMBERS} licences)");
+    println!();
+    println!("| backend | JSON API users/s (baseline) | p50 / p99 ms | SCIM users/s | p50 / p99 ms | SCIM / API time | userName lookups/s | lookup p50 / p99 ms | group PATCHes/s | PATCH p50 / p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut databases = crate::bench::FreshDatabases::for_backends(&backends)?;
     for b in &backends {
         let database = databases.fresh(b, "scim")?;
@@ -190,11 +338,14 @@ pub async fn run(backend: &str, users: usize, preload: usize, lookups: usize, cl
         )
         .await?;
 
+        let (group_rate, group_times) = group_phase(&store, &url, &org, &admin, &scim, clients, preload).await?;
+
         let (a50, a99) = quantiles(api_times);
+        let (g50, g99) = quantiles(group_times);
         let (s50, s99) = quantiles(scim_times);
         let (l50, l99) = quantiles(look_times);
         println!(
-            "| {b} | {api_rate:.0} | {a50:.2} / {a99:.2} | {scim_rate:.0} | {s50:.2} / {s99:.2} | {:.2}x | {look_rate:.0} | {l50:.2} / {l99:.2} |",
+            "| {b} | {api_rate:.0} | {a50:.2} / {a99:.2} | {scim_rate:.0} | {s50:.2} / {s99:.2} | {:.2}x | {look_rate:.0} | {l50:.2} / {l99:.2} | {group_rate:.0} | {g50:.1} / {g99:.1} |",
             api_rate / scim_rate
         );
         server.stop().await;

@@ -555,6 +555,24 @@ async fn a_scim_token_is_for_its_org_s_scim_only(backend: Backend) {
     let r = scim(&app, Method::GET, &format!("{}/Nothing", i.base), &i.token, None).await;
     assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (404, Some("404")));
     assert_eq!(app.snapshot().await, before);
+    // Only the org's own token's failures are on its record: the other
+    // org's token probing this org's URL left nothing on either.
+    let errors = |org: String| {
+        let app = &app;
+        async move {
+            let s = app.get(&format!("/api/v1/orgs/{org}/identity-provisioning"), &app.admin).await.ok();
+            s["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["request"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let r = scim(&app, Method::GET, &format!("{}/Users/usr_nobody", i.base), &i.token, None).await;
+    assert_eq!(r.status.as_u16(), 404);
+    assert_eq!(errors(other.clone()).await, Vec::<String>::new());
+    assert_eq!(errors(i.org.clone()).await, vec!["GET /Users/usr_nobody".to_string()]);
 }
 
 /// Entra ID sends the user principal name as `userName`; when it is no
