@@ -75,3 +75,26 @@ pub async fn drop_for(tx: &mut Tx, org: &str, product: &str, users: &[String]) -
     .await?;
     Ok(())
 }
+
+/// Records that `template` gives each (user, product), in multi-row
+/// INSERTs (a template applied to many users by a job), if the template
+/// still exists. The pairs are licences the template has just added, so
+/// none has a grant of it yet.
+pub async fn record_many(tx: &mut Tx, org: &str, template: &str, pairs: &[(&str, &str)]) -> Result<(), StoreError> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Vec<Val>> = pairs.iter().map(|(u, p)| vec![Val::from(*u), Val::from(*p)]).collect();
+    let shared = [Val::from(org), Val::from(template)];
+    // Under the template's existence: one deleted since the job began
+    // leaves its licences as given directly, as a deletion does.
+    let prepared = crate::PreparedRows::with_shared_select(
+        tx.backend(),
+        "license_grants (org_id, template_id, user_id, product)",
+        &shared,
+        &rows,
+        &[],
+        Some("EXISTS (SELECT 1 FROM license_templates t WHERE t.org_id = {0} AND t.id = {1})"),
+    );
+    tx.insert_prepared(prepared).await
+}

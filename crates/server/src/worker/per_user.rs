@@ -363,5 +363,22 @@ async fn apply(tx: &mut Tx, job: &Job, setting: &Setting, planned: &Planned, now
             full.subscription, full.product
         )));
     }
-    licenses::record_changes(tx, &job.org, &users, &setting.actor, now).await
+    licenses::record_changes(tx, &job.org, &users, &setting.actor, now).await?;
+    // A template applied gives what it added: a group's template takes it
+    // back when the user leaves the group (see `app::group_licenses`).
+    if let Work::Template(req) = &setting.work {
+        let given: Vec<(&str, &str)> = planned
+            .plans
+            .iter()
+            .flat_map(|(user, before, plan)| {
+                plan.take
+                    .iter()
+                    .filter(|h| req.licenses.iter().any(|t| t.product == h.product))
+                    .filter(move |h| !before.iter().any(|b| b.product == h.product))
+                    .map(move |h| (user.as_str(), h.product.as_str()))
+            })
+            .collect();
+        allot_store::grants::record_many(tx, &job.org, &req.template, &given).await?;
+    }
+    Ok(())
 }

@@ -367,5 +367,37 @@ async fn group_templates_follow_the_api_s_membership(backend: Backend) {
     let r = app.patch(&user_path, &app.admin, json!({ "groups": [] })).await;
     assert_eq!(r.status.as_u16(), 200, "{}", r.body);
     assert_eq!(held().await, vec!["calling-professional", "meetings"]);
+
+    // Members from before a template existed get it by applying it (a
+    // job); leaving the group then takes back what the job gave.
+    let v = user(&app, &w.org, "gv@a.example").await;
+    let v_path = format!("/api/v1/orgs/{}/users/{v}", w.org);
+    let r = app.patch(&v_path, &app.admin, json!({ "groups": [group] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let tpl = template(
+        &app,
+        &w.org,
+        json!({ "name": "Messaging", "scope": { "group": group }, "licenses": [{ "product": "messaging" }] }),
+    )
+    .await;
+    let job = apply(&app, &w.org, &tpl, json!({})).await;
+    assert_eq!(
+        (job["state"].as_str(), job["progress"]["succeeded"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{job}"
+    );
+    let v_held = || async {
+        let l = app.get(&format!("{v_path}/licenses"), &app.admin).await.ok();
+        l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["product"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(v_held().await, vec!["messaging"]);
+    let r = app.patch(&v_path, &app.admin, json!({ "groups": [] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(v_held().await, Vec::<String>::new());
     assert_eq!(app.mismatches().await, 0);
 }
