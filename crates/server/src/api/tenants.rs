@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use crate::app::paging::{PageQuery, Paged};
-use crate::app::scim::ProvisioningStatus;
+use crate::app::scim::IdentityProvisioning;
 use crate::app::tenants::{self, GroupInput, GroupView, OrgInput, OrgPatch, OrgView, PartnerInput, PartnerView, SiteInput, SiteView};
 use crate::app::{App, Caller};
 use crate::extract::{ApiJson, ApiQuery, Precondition};
@@ -122,11 +122,11 @@ pub async fn create_group(
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/identity-provisioning", operation_id = "get_identity_provisioning", tag = "orgs",
     params(("org" = String, Path, description = "The organisation's id")),
-    responses((status = 200, description = "The org's SCIM base path, last sync, SCIM tokens and latest errors (for those who manage its tokens)", body = ProvisioningStatus)))]
+    responses((status = 200, description = "The org's SCIM base path, last sync, SCIM tokens and latest errors (for those who manage its tokens)", body = IdentityProvisioning)))]
 pub async fn get_identity_provisioning(
     State(app): State<App>,
     caller: Caller,
     Path(org): Path<String>,
-) -> ApiResult<Json<ProvisioningStatus>> {
-    Ok(Json(crate::app::scim::provisioning_status(&app, &caller, &org).await?))
+) -> ApiResult<Json<IdentityProvisioning>> {
+    Ok(Json(crate::app::scim::identity_provisioning(&app, &caller, &org).await?))
 }

@@ -1163,7 +1163,7 @@ pub async fn search_all(app: &App, caller: &Caller, org: &str, base: &str, q: &S
 /// One failed SCIM request, or one licence change a SCIM change could not
 /// make, as shown.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ProvisioningError {
+pub struct IdentityProvisioningError {
     pub at: String,
     /// The SCIM token that sent it (`token:<id>`).
     pub actor: String,
@@ -1180,7 +1180,7 @@ pub struct ProvisioningError {
 /// An org's identity provisioning: where its provider connects, when it
 /// last did, its SCIM tokens, and what went wrong lately.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ProvisioningStatus {
+pub struct IdentityProvisioning {
     /// The org's SCIM base URL, as a path on this server.
     pub base_path: String,
     /// When one of the org's SCIM tokens was last used (to the nearest five minutes).
@@ -1190,12 +1190,12 @@ pub struct ProvisioningStatus {
     /// The org's live SCIM tokens (never their secrets).
     pub tokens: Vec<super::tokens::TokenView>,
     /// The newest errors first (up to 50 are kept).
-    pub errors: Vec<ProvisioningError>,
+    pub errors: Vec<IdentityProvisioningError>,
 }
 
 /// The org's identity provisioning status, for those who manage its
 /// tokens (they create the SCIM token the provider uses).
-pub async fn provisioning_status(app: &App, caller: &Caller, org: &str) -> Result<ProvisioningStatus, Error> {
+pub async fn identity_provisioning(app: &App, caller: &Caller, org: &str) -> Result<IdentityProvisioning, Error> {
     let mut rd = app.store.read_conn().await?;
     let org = caller.org(&mut rd, org, Action::ManageTokens).await?;
     let last_sync_at = store::last_sync(&mut rd, &org.id).await?;
@@ -1207,7 +1207,7 @@ pub async fn provisioning_status(app: &App, caller: &Caller, org: &str) -> Resul
     let errors = store::recent_errors(&mut rd, &org.id, store::ERRORS_KEPT)
         .await?
         .into_iter()
-        .map(|e| ProvisioningError {
+        .map(|e| IdentityProvisioningError {
             at: e.at,
             actor: e.actor,
             request: e.request,
@@ -1216,7 +1216,7 @@ pub async fn provisioning_status(app: &App, caller: &Caller, org: &str) -> Resul
             detail: e.detail,
         })
         .collect();
-    Ok(ProvisioningStatus {
+    Ok(IdentityProvisioning {
         base_path: format!("/scim/v2/orgs/{}", org.id),
         last_sync_at,
         keep_licenses_on_deactivation: org.keep_licenses_on_deactivation,

@@ -3,7 +3,7 @@
 //! whose secret is shown once), when the provider last synchronised, the
 //! org's setting for deactivated users, and the last errors: SCIM requests
 //! that failed and licences a SCIM change could not give or take back.
-//! Each action is one use case: `scim::provisioning_status`,
+//! Each action is one use case: `scim::identity_provisioning`,
 //! `tokens::create_token` / `revoke_token`, `tenants::update_org`.
 
 use axum::extract::{Path, State};
@@ -21,7 +21,7 @@ use super::page::{page, refusal, when, HtmlError};
 use super::session::{CsrfForm, SignedIn};
 use crate::app::admins::ConsoleSession;
 use crate::app::etag::IfMatch;
-use crate::app::scim::{provisioning_status, ProvisioningStatus};
+use crate::app::scim::{identity_provisioning, IdentityProvisioning};
 use crate::app::tenants::{self, OrgPatch, OrgView};
 use crate::app::tokens::{self, CreatedToken, TokenInput};
 use crate::app::App;
@@ -49,11 +49,11 @@ fn fail(s: &ConsoleSession, e: Error) -> Response {
     HtmlError::new(e, &s.caller.request_id).into_response()
 }
 
-fn base_url(headers: &HeaderMap, status: &ProvisioningStatus) -> String {
+fn base_url(headers: &HeaderMap, status: &IdentityProvisioning) -> String {
     format!("{}{}", origin(headers), status.base_path)
 }
 
-fn connection(headers: &HeaderMap, status: &ProvisioningStatus) -> Markup {
+fn connection(headers: &HeaderMap, status: &IdentityProvisioning) -> Markup {
     html! {
         div.panel {
             p { "Give your identity provider (Microsoft Entra ID, Okta, Google, JumpCloud, OneLogin, ...) this SCIM base URL and a SCIM token from below. It then creates, updates, deactivates and deletes this organisation's users and groups; a group's license template follows its members." }
@@ -72,7 +72,7 @@ fn connection(headers: &HeaderMap, status: &ProvisioningStatus) -> Markup {
     }
 }
 
-fn settings(s: &ConsoleSession, org: &str, status: &ProvisioningStatus) -> Markup {
+fn settings(s: &ConsoleSession, org: &str, status: &IdentityProvisioning) -> Markup {
     html! {
         h2 { "Deactivated users" }
         div.panel {
@@ -89,7 +89,7 @@ fn settings(s: &ConsoleSession, org: &str, status: &ProvisioningStatus) -> Marku
     }
 }
 
-fn tokens_table(s: &ConsoleSession, org: &str, status: &ProvisioningStatus, given: &TokenForm, refused: Option<&Error>) -> Markup {
+fn tokens_table(s: &ConsoleSession, org: &str, status: &IdentityProvisioning, given: &TokenForm, refused: Option<&Error>) -> Markup {
     html! {
         h2 { "SCIM tokens" }
         @if status.tokens.is_empty() {
@@ -133,7 +133,7 @@ fn tokens_table(s: &ConsoleSession, org: &str, status: &ProvisioningStatus, give
     }
 }
 
-fn errors_table(status: &ProvisioningStatus) -> Markup {
+fn errors_table(status: &IdentityProvisioning) -> Markup {
     html! {
         h2 { "Last errors" }
         @if status.errors.is_empty() {
@@ -174,9 +174,9 @@ async fn show_page(
     given: &TokenForm,
     refused: Option<&Error>,
 ) -> Response {
-    let (org, status): (OrgView, ProvisioningStatus) = match async {
+    let (org, status): (OrgView, IdentityProvisioning) = match async {
         let o = tenants::get_org(app, &s.caller, org).await?;
-        let st = provisioning_status(app, &s.caller, &o.id).await?;
+        let st = identity_provisioning(app, &s.caller, &o.id).await?;
         Ok::<_, Error>((o, st))
     }
     .await
@@ -257,7 +257,7 @@ pub async fn revoke_token(
     }
     let s = &signed_in.0;
     // The org first: a token of another org is not found from this page.
-    let status = match provisioning_status(&app, &s.caller, &org).await {
+    let status = match identity_provisioning(&app, &s.caller, &org).await {
         Ok(st) => st,
         Err(e) => return fail(s, e),
     };
