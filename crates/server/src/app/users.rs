@@ -352,8 +352,9 @@ pub async fn create_user(app: &App, caller: &Caller, org: &str, input: UserInput
 }
 
 /// Writes a new user in the caller's transaction, the org already checked
-/// (by the API's or SCIM's use case): its row, its audit event, and the
-/// licences of the enabled template that fits it.
+/// (by the API's or SCIM's use case): its row, its audit event, the
+/// licences of the enabled template that fits it, and those of its groups'
+/// templates.
 pub(crate) async fn insert_user(
     tx: &mut Tx,
     org: &Org,
@@ -375,7 +376,19 @@ pub(crate) async fn insert_user(
         now,
     )
     .await?;
-    super::templates::give_new_user_template(tx, org, u, &caller.actor(), today, now).await
+    let outcome = super::templates::give_new_user_template(tx, org, u, &caller.actor(), today, now).await?;
+    if !u.groups.is_empty() {
+        // Created in groups is joining them: each group's enabled template
+        // gives what the one chosen above did not (a refusal is audited).
+        let all = allot_store::templates::list(tx, &org.id).await?;
+        let m = super::group_licenses::Membership {
+            joined: &u.groups,
+            left: &[],
+            now_in: &u.groups,
+        };
+        super::group_licenses::follow_membership(tx, org, &all, &u.id, &m, &caller.actor(), today, now).await?;
+    }
+    Ok(outcome)
 }
 
 pub async fn get_user(app: &App, caller: &Caller, org: &str, user: &str) -> Result<UserView, Error> {

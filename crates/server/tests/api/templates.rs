@@ -368,6 +368,66 @@ async fn group_templates_follow_the_api_s_membership(backend: Backend) {
     assert_eq!(r.status.as_u16(), 200, "{}", r.body);
     assert_eq!(held().await, vec!["calling-professional", "meetings"]);
 
+    // Created in two groups: both groups' templates, as joining them would.
+    let second = app
+        .post(&format!("/api/v1/orgs/{}/groups", w.org), &app.admin, json!({ "name": "Chat" }))
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let phones = template(
+        &app,
+        &w.org,
+        json!({ "name": "Phones again", "scope": { "group": group }, "licenses": [{ "product": "calling-professional" }] }),
+    )
+    .await;
+    template(
+        &app,
+        &w.org,
+        json!({ "name": "Chat", "scope": { "group": second }, "licenses": [{ "product": "meetings" }] }),
+    )
+    .await;
+    let both = app
+        .post(
+            &format!("/api/v1/orgs/{}/users", w.org),
+            &app.admin,
+            json!({ "email": "both@a.example", "groups": [group, second] }),
+        )
+        .await
+        .ok();
+    let both_path = format!("/api/v1/orgs/{}/users/{}", w.org, both["id"].as_str().unwrap());
+    let both_held = || async {
+        let l = app.get(&format!("{both_path}/licenses"), &app.admin).await.ok();
+        let mut p: Vec<String> = l["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["product"].as_str().unwrap().to_string())
+            .collect();
+        p.sort();
+        p
+    };
+    assert_eq!(both_held().await, vec!["calling-professional", "meetings"]);
+    // Leaving one group takes back only its template's licence.
+    let r = app.patch(&both_path, &app.admin, json!({ "groups": [group] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(both_held().await, vec!["calling-professional"]);
+    let r = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/orgs/{}/license-templates/{phones}", w.org),
+            Some(&app.admin),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    // Its template gone, the phone stays when it leaves the group too.
+    let r = app.patch(&both_path, &app.admin, json!({ "groups": [] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(both_held().await, vec!["calling-professional"]);
+
     // Members from before a template existed get it by applying it (a
     // job); leaving the group then takes back what the job gave.
     let v = user(&app, &w.org, "gv@a.example").await;
