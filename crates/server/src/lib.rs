@@ -146,6 +146,7 @@ pub fn api_parts() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenants::get_identity_provisioning))
         .routes(routes!(tenants::list_sites, tenants::create_site))
         .routes(routes!(tenants::list_groups, tenants::create_group))
+        .routes(routes!(tenants::get_group, tenants::update_group, tenants::delete_group))
         .routes(routes!(subscriptions::list_subscriptions, subscriptions::create_subscription))
         .routes(routes!(subscriptions::get_subscription, subscriptions::update_subscription))
         .routes(routes!(subscriptions::cancel_subscription))

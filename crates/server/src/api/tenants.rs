@@ -6,7 +6,9 @@ use axum::Json;
 
 use crate::app::paging::{PageQuery, Paged};
 use crate::app::scim::IdentityProvisioning;
-use crate::app::tenants::{self, GroupInput, GroupView, OrgInput, OrgPatch, OrgView, PartnerInput, PartnerView, SiteInput, SiteView};
+use crate::app::tenants::{
+    self, GroupInput, GroupPatch, GroupView, OrgInput, OrgPatch, OrgView, PartnerInput, PartnerView, SiteInput, SiteView,
+};
 use crate::app::{App, Caller};
 use crate::extract::{ApiJson, ApiQuery, Precondition};
 use crate::problem::ApiResult;
@@ -118,6 +120,36 @@ pub async fn create_group(
         StatusCode::CREATED,
         tenants::create_group(&app, &caller, &org, input).await?,
     ))
+}
+
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/groups/{group}", operation_id = "get_group", tag = "orgs",
+    params(("org" = String, Path, description = "The organisation's id"), ("group" = String, Path, description = "The group's id")),
+    responses((status = 200, description = "The group", body = GroupView)))]
+pub async fn get_group(State(app): State<App>, caller: Caller, Path((org, group)): Path<(String, String)>) -> ApiResult<Json<GroupView>> {
+    Ok(Json(tenants::get_group(&app, &caller, &org, &group).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/orgs/{org}/groups/{group}", operation_id = "update_group", tag = "orgs",
+    params(("org" = String, Path, description = "The organisation's id"), ("group" = String, Path, description = "The group's id")),
+    request_body = GroupPatch,
+    responses((status = 200, description = "Renamed", body = GroupView),
+              (status = 409, description = "conflict: the organisation has a group of that name")))]
+pub async fn update_group(
+    State(app): State<App>,
+    caller: Caller,
+    Path((org, group)): Path<(String, String)>,
+    ApiJson(patch): ApiJson<GroupPatch>,
+) -> ApiResult<Json<GroupView>> {
+    Ok(Json(tenants::update_group(&app, &caller, &org, &group, patch).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/groups/{group}", operation_id = "delete_group", tag = "orgs",
+    params(("org" = String, Path, description = "The organisation's id"), ("group" = String, Path, description = "The group's id")),
+    responses((status = 204, description = "Deleted; its members left it"),
+              (status = 409, description = "conflict: a licence template is scoped to the group")))]
+pub async fn delete_group(State(app): State<App>, caller: Caller, Path((org, group)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    tenants::delete_group(&app, &caller, &org, &group).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/identity-provisioning", operation_id = "get_identity_provisioning", tag = "orgs",

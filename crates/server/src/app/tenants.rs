@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use allot_domain::access::{Action, ScopeKind};
 use allot_domain::types::CountryCode;
-use allot_domain::Error;
+use allot_domain::{Code, Error};
 use allot_store::tenants::{self, Group, Org, OrgScope, Partner, Site};
 use allot_store::{audit, in_transaction, new_id, StoreError};
 
@@ -480,6 +480,115 @@ pub async fn create_group(app: &App, caller: &Caller, org: &str, input: GroupInp
         Ok::<_, StoreError>(g)
     })?;
     Ok(group.into())
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]*$"
+    )]
+    pub name: Option<String>,
+}
+
+fn group_not_found(id: &str) -> Error {
+    Error::not_found(format!("Group {}", allot_domain::types::excerpt(id)))
+}
+
+pub async fn get_group(app: &App, caller: &Caller, org: &str, id: &str) -> Result<GroupView, Error> {
+    let mut tx = app.store.read_conn().await?;
+    let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
+    let g = allot_store::scim::get_group(&mut tx, &org.id, id)
+        .await?
+        .ok_or_else(|| group_not_found(id))?;
+    Ok(GroupView { id: g.id, name: g.name })
+}
+
+/// Renames a group (its members are the users' `groups`).
+pub async fn update_group(app: &App, caller: &Caller, org: &str, id: &str, patch: GroupPatch) -> Result<GroupView, Error> {
+    let name = patch.name.as_deref().map(|n| check_name(n, "name")).transpose()?;
+    let now = app.clock.now();
+    let g = in_transaction!(app.store, |tx| {
+        let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
+        let before = allot_store::scim::get_group(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| group_not_found(id))?;
+        let Some(name) = &name else {
+            return Ok::<_, StoreError>(Group {
+                id: before.id,
+                name: before.name,
+            });
+        };
+        allot_store::scim::update_group(&mut tx, &org.id, id, name, before.external_id.as_deref(), now)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unique(_) => Error::new(
+                    Code::Conflict,
+                    format!("A group named \"{name}\" already exists in this organisation."),
+                )
+                .into(),
+                other => other,
+            })?;
+        let after = Group {
+            id: before.id.clone(),
+            name: name.clone(),
+        };
+        let was = Group {
+            id: before.id,
+            name: before.name,
+        };
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "group.update",
+            &format!("group:{id}"),
+            snapshot(&was).as_ref(),
+            snapshot(&after).as_ref(),
+            now,
+        )
+        .await?;
+        Ok(after)
+    })?;
+    Ok(g.into())
+}
+
+/// Deletes a group, its members leaving it; refused while a licence
+/// template is scoped to it (delete the template or change its scope first).
+pub async fn delete_group(app: &App, caller: &Caller, org: &str, id: &str) -> Result<(), Error> {
+    let now = app.clock.now();
+    in_transaction!(app.store, |tx| {
+        let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
+        let before = allot_store::scim::get_group(&mut tx, &org.id, id)
+            .await?
+            .ok_or_else(|| group_not_found(id))?;
+        if allot_store::scim::group_has_template(&mut tx, &org.id, id).await? {
+            return Err(Error::new(
+                Code::Conflict,
+                format!("A licence template is scoped to group {id}: delete the template or change its scope first."),
+            )
+            .into());
+        }
+        allot_store::scim::delete_group(&mut tx, &org.id, id).await?;
+        let was = Group {
+            id: before.id,
+            name: before.name,
+        };
+        audit::record(
+            &mut tx,
+            Some(&org.id),
+            &caller.actor(),
+            "group.delete",
+            &format!("group:{id}"),
+            snapshot(&was).as_ref(),
+            None,
+            now,
+        )
+        .await?;
+        Ok::<_, StoreError>(())
+    })
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ enum Prep {
     None,
     User,
     Template,
+    /// A group of the tenant's org.
+    Group,
     Queue,
     QueueMember,
     Purchase,
@@ -377,6 +379,33 @@ fn cases() -> Vec<Case> {
             Scope::Org,
             &[WriteUsers],
             Prep::None,
+        ),
+        c(
+            "get_group",
+            Method::GET,
+            |t, f| format!("/api/v1/orgs/{}/groups/{}", t.org, f.id),
+            none,
+            Scope::Org,
+            &[ReadUsers],
+            Prep::Group,
+        ),
+        c(
+            "update_group",
+            Method::PATCH,
+            |t, f| format!("/api/v1/orgs/{}/groups/{}", t.org, f.id),
+            |_, _| Some(json!({ "name": rand_suffix() })),
+            Scope::Org,
+            &[WriteUsers],
+            Prep::Group,
+        ),
+        c(
+            "delete_group",
+            Method::DELETE,
+            |t, f| format!("/api/v1/orgs/{}/groups/{}", t.org, f.id),
+            none,
+            Scope::Org,
+            &[WriteUsers],
+            Prep::Group,
         ),
         c(
             "list_subscriptions",
@@ -1204,6 +1233,18 @@ async fn prepare(app: &TestApp, t: &Tenant, prep: Prep) -> Fresh {
                     &format!("/api/v1/orgs/{}/license-templates", t.org),
                     &app.admin,
                     json!({ "name": "T", "scope": "org", "enabled": false, "licenses": [{ "product": "meetings" }] }),
+                )
+                .await,
+            )
+            .await,
+            user: String::new(),
+        },
+        Prep::Group => Fresh {
+            id: id_of(
+                app.post(
+                    &format!("/api/v1/orgs/{}/groups", t.org),
+                    &app.admin,
+                    json!({ "name": rand_suffix() }),
                 )
                 .await,
             )

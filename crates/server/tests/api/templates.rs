@@ -14,6 +14,7 @@ both_backends!(
     apply_without_retaining_removes_the_rest,
     templates_are_checked,
     group_templates_follow_the_api_s_membership,
+    groups_are_read_renamed_and_deleted,
 );
 
 async fn template(app: &TestApp, org: &str, body: Value) -> String {
@@ -460,4 +461,75 @@ async fn group_templates_follow_the_api_s_membership(backend: Backend) {
     assert_eq!(r.status.as_u16(), 200, "{}", r.body);
     assert_eq!(v_held().await, Vec::<String>::new());
     assert_eq!(app.mismatches().await, 0);
+}
+
+/// A group by id: read, renamed (a taken name is 409), deleted (its
+/// members leave it) unless a template is scoped to it; another org's
+/// group is 404 and unchanged.
+async fn groups_are_read_renamed_and_deleted(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let groups = format!("/api/v1/orgs/{}/groups", w.org);
+    let a = app.post(&groups, &app.admin, json!({ "name": "Sales" })).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = app.post(&groups, &app.admin, json!({ "name": "Support" })).await.ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app.get(&format!("{groups}/{a}"), &app.admin).await;
+    assert_eq!((r.status.as_u16(), r.body["name"].as_str()), (200, Some("Sales")), "{}", r.body);
+    let r = app.patch(&format!("{groups}/{a}"), &app.admin, json!({ "name": "Sales EU" })).await;
+    assert_eq!((r.status.as_u16(), r.body["name"].as_str()), (200, Some("Sales EU")), "{}", r.body);
+    let r = app.patch(&format!("{groups}/{a}"), &app.admin, json!({ "name": "Support" })).await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    let r = app.patch(&format!("{groups}/{a}"), &app.admin, json!({ "name": "" })).await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    // Another org's group: 404, unchanged.
+    let other = org(&app, "Other AB", None).await;
+    let theirs = app
+        .post(&format!("/api/v1/orgs/{other}/groups"), &app.admin, json!({ "name": "Theirs" }))
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app.get(&format!("{groups}/{theirs}"), &app.admin).await;
+    assert_eq!(r.status.as_u16(), 404, "{}", r.body);
+    let r = app
+        .patch(&format!("{groups}/{theirs}"), &app.admin, json!({ "name": "Mine" }))
+        .await;
+    assert_eq!(r.status.as_u16(), 404, "{}", r.body);
+    // A member; a template scoped to b keeps b.
+    let u = user(&app, &w.org, "member@a.example").await;
+    let r = app
+        .patch(
+            &format!("/api/v1/orgs/{}/users/{u}", w.org),
+            &app.admin,
+            json!({ "groups": [a, b] }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    template(
+        &app,
+        &w.org,
+        json!({ "name": "Support kit", "scope": { "group": b }, "licenses": [{ "product": "meetings" }] }),
+    )
+    .await;
+    let delete = |id: String| {
+        let (app, groups) = (&app, groups.clone());
+        async move {
+            app.send(reqwest::Method::DELETE, &format!("{groups}/{id}"), Some(&app.admin), &[], None)
+                .await
+        }
+    };
+    let r = delete(b.clone()).await;
+    assert_eq!(r.status.as_u16(), 409, "{}", r.body);
+    let r = delete(a.clone()).await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    assert_eq!(app.get(&format!("{groups}/{a}"), &app.admin).await.status.as_u16(), 404);
+    let me = app.get(&format!("/api/v1/orgs/{}/users/{u}", w.org), &app.admin).await.ok();
+    assert_eq!(me["groups"], json!([b]), "{me}");
+    assert_eq!(delete(a).await.status.as_u16(), 404);
 }
