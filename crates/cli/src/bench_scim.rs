@@ -208,28 +208,18 @@ async fn group_phase(
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     // Every licence given was taken back, and each change is on record.
     let mut tx = store.begin().await.map_err(|e| msg(format!("{e:?}")))?;
-    let held = tx
-        .opt_row(
-            "SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1 AND product = 'bench-phone'",
-            &[allot_store::Val::from(org)],
-        )
-        .await
-        .map_err(|e| msg(format!("{e:?}")))?
-        .map(|r| r.int("n"))
-        .transpose()
-        .map_err(|e| msg(format!("{e:?}")))?
-        .unwrap_or(-1);
-    let changes = tx
-        .opt_row(
-            "SELECT COUNT(*) AS n FROM audit_events WHERE org_id = $1 AND action = 'license.change'",
-            &[allot_store::Val::from(org)],
-        )
-        .await
-        .map_err(|e| msg(format!("{e:?}")))?
-        .map(|r| r.int("n"))
-        .transpose()
-        .map_err(|e| msg(format!("{e:?}")))?
-        .unwrap_or(-1);
+    let mut count = async |sql: &str| -> Result<i64> {
+        let row = tx
+            .opt_row(sql, &[allot_store::Val::from(org)])
+            .await
+            .map_err(|e| msg(format!("{e:?}")))?;
+        row.map(|r| r.int("n"))
+            .transpose()
+            .map_err(|e| msg(format!("{e:?}")))
+            .map(|n| n.unwrap_or(-1))
+    };
+    let held = count("SELECT COUNT(*) AS n FROM assignments WHERE org_id = $1 AND product = 'bench-phone'").await?;
+    let changes = count("SELECT COUNT(*) AS n FROM audit_events WHERE org_id = $1 AND action = 'license.change'").await?;
     tx.rollback().await.map_err(|e| msg(format!("{e:?}")))?;
     let want = (PATCHES * MEMBERS) as i64;
     if held != 0 || changes != want {

@@ -285,25 +285,6 @@ pub async fn set_members(tx: &mut Tx, org: &str, group: &str, add: &[String], re
     Ok(())
 }
 
-/// Whether a licence template is scoped to the group (which keeps it).
-pub async fn group_has_template(tx: &mut Tx, org: &str, group: &str) -> Result<bool, StoreError> {
-    Ok(tx
-        .opt_row(
-            "SELECT 1 AS one FROM license_templates WHERE org_id = $1 AND group_id = $2",
-            args![org, group],
-        )
-        .await?
-        .is_some())
-}
-
-pub async fn delete_group(tx: &mut Tx, org: &str, group: &str) -> Result<(), StoreError> {
-    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND group_id = $2", args![org, group])
-        .await?;
-    tx.exec("DELETE FROM org_groups WHERE org_id = $1 AND id = $2", args![org, group])
-        .await?;
-    Ok(())
-}
-
 // ---- What the identity provisioning page shows ------------------------
 
 /// One SCIM request that failed, or one licence change a SCIM change could

@@ -231,23 +231,74 @@ pub async fn list_groups(tx: &mut Tx, org: &str) -> Result<Vec<Group>, StoreErro
         .collect()
 }
 
+fn group_name_taken(e: StoreError, name: &str) -> StoreError {
+    match e {
+        StoreError::Unique(_) => Error::new(
+            Code::Conflict,
+            format!("A group named \"{name}\" already exists in this organisation."),
+        )
+        .into(),
+        other => other,
+    }
+}
+
 pub async fn insert_group(tx: &mut Tx, org: &str, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Group, StoreError> {
     let g = Group {
         id: new_id("grp"),
         name: name.to_string(),
     };
-    match tx
-        .exec(
-            "INSERT INTO org_groups (org_id, id, name, created_at) VALUES ($1, $2, $3, $4)",
-            args![org, &g.id, &g.name, ts(now)],
+    tx.exec(
+        "INSERT INTO org_groups (org_id, id, name, created_at) VALUES ($1, $2, $3, $4)",
+        args![org, &g.id, &g.name, ts(now)],
+    )
+    .await
+    .map_err(|e| group_name_taken(e, name))?;
+    Ok(g)
+}
+
+pub async fn get_group(tx: &mut Tx, org: &str, id: &str) -> Result<Option<Group>, StoreError> {
+    tx.opt_row("SELECT id, name FROM org_groups WHERE org_id = $1 AND id = $2", args![org, id])
+        .await?
+        .map(|r| {
+            Ok(Group {
+                id: r.text("id")?,
+                name: r.text("name")?,
+            })
+        })
+        .transpose()
+}
+
+/// Renames a group; a name another group of the org has is a conflict.
+pub async fn rename_group(tx: &mut Tx, org: &str, id: &str, name: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE org_groups SET name = $3, updated_at = $4 WHERE org_id = $1 AND id = $2",
+        args![org, id, name, ts(now)],
+    )
+    .await
+    .map_err(|e| group_name_taken(e, name))?;
+    Ok(())
+}
+
+/// Deletes a group, its members leaving it. Refused (conflict) while a
+/// licence template is scoped to it: the template would lose its users.
+pub async fn delete_group(tx: &mut Tx, org: &str, group: &str) -> Result<(), StoreError> {
+    let scoped = tx
+        .opt_row(
+            "SELECT 1 AS one FROM license_templates WHERE org_id = $1 AND group_id = $2",
+            args![org, group],
         )
-        .await
-    {
-        Err(StoreError::Unique(_)) => Err(Error::new(
+        .await?
+        .is_some();
+    if scoped {
+        return Err(Error::new(
             Code::Conflict,
-            format!("A group named \"{name}\" already exists in this organisation."),
+            format!("A licence template is scoped to group {group}: delete the template or change its scope first."),
         )
-        .into()),
-        other => other.map(|_| g),
+        .into());
     }
+    tx.exec("DELETE FROM group_members WHERE org_id = $1 AND group_id = $2", args![org, group])
+        .await?;
+    tx.exec("DELETE FROM org_groups WHERE org_id = $1 AND id = $2", args![org, group])
+        .await?;
+    Ok(())
 }

@@ -1103,13 +1103,7 @@ pub async fn delete_group(app: &App, caller: &Caller, org: &str, id: &str, if_ma
         let org = scim_org(&mut tx, caller, org).await?;
         let before = store::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
         if_match.check(&format!("Group {id}"), &group_tag(&before))?;
-        if store::group_has_template(&mut tx, &org.id, id).await? {
-            return Err(StoreError::Domain(Error::new(
-                Code::Conflict,
-                format!("A licence template is scoped to group {id}: delete the template or change its scope first."),
-            )));
-        }
-        store::delete_group(&mut tx, &org.id, id).await?;
+        allot_store::tenants::delete_group(&mut tx, &org.id, id).await?;
         allot_store::audit::record(
             &mut tx,
             Some(&org.id),
@@ -1223,6 +1217,21 @@ pub async fn identity_provisioning(app: &App, caller: &Caller, org: &str) -> Res
         tokens,
         errors,
     })
+}
+
+/// Revokes one of the org's SCIM tokens (the Identity provisioning page's
+/// **Revoke**): a token that is not a live SCIM token of this org is not
+/// found, whatever else it may be.
+pub async fn revoke_scim_token(app: &App, caller: &Caller, org: &str, id: &str) -> Result<(), Error> {
+    {
+        let mut rd = app.store.read_conn().await?;
+        let org = caller.org(&mut rd, org, Action::ManageTokens).await?;
+        let t = allot_store::tokens::get(&mut rd, id).await?;
+        if !t.is_some_and(|t| t.revoked_at.is_none() && t.role == allot_domain::access::Role::Scim && t.org.as_deref() == Some(&org.id)) {
+            return Err(Error::not_found(format!("SCIM token {}", allot_domain::types::excerpt(id))));
+        }
+    }
+    super::tokens::revoke_token(app, caller, id).await
 }
 
 /// The longest detail kept of a failed request.

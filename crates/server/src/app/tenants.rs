@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use allot_domain::access::{Action, ScopeKind};
 use allot_domain::types::CountryCode;
-use allot_domain::{Code, Error};
+use allot_domain::Error;
 use allot_store::tenants::{self, Group, Org, OrgScope, Partner, Site};
 use allot_store::{audit, in_transaction, new_id, StoreError};
 
@@ -500,10 +500,8 @@ fn group_not_found(id: &str) -> Error {
 pub async fn get_group(app: &App, caller: &Caller, org: &str, id: &str) -> Result<GroupView, Error> {
     let mut tx = app.store.read_conn().await?;
     let org = caller.org(&mut tx, org, Action::ReadUsers).await?;
-    let g = allot_store::scim::get_group(&mut tx, &org.id, id)
-        .await?
-        .ok_or_else(|| group_not_found(id))?;
-    Ok(GroupView { id: g.id, name: g.name })
+    let g = tenants::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
+    Ok(g.into())
 }
 
 /// Renames a group (its members are the users' `groups`).
@@ -512,32 +510,14 @@ pub async fn update_group(app: &App, caller: &Caller, org: &str, id: &str, patch
     let now = app.clock.now();
     let g = in_transaction!(app.store, |tx| {
         let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
-        let before = allot_store::scim::get_group(&mut tx, &org.id, id)
-            .await?
-            .ok_or_else(|| group_not_found(id))?;
+        let before = tenants::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
         let Some(name) = &name else {
-            return Ok::<_, StoreError>(Group {
-                id: before.id,
-                name: before.name,
-            });
+            return Ok::<_, StoreError>(before);
         };
-        allot_store::scim::update_group(&mut tx, &org.id, id, name, before.external_id.as_deref(), now)
-            .await
-            .map_err(|e| match e {
-                StoreError::Unique(_) => Error::new(
-                    Code::Conflict,
-                    format!("A group named \"{name}\" already exists in this organisation."),
-                )
-                .into(),
-                other => other,
-            })?;
+        tenants::rename_group(&mut tx, &org.id, id, name, now).await?;
         let after = Group {
             id: before.id.clone(),
             name: name.clone(),
-        };
-        let was = Group {
-            id: before.id,
-            name: before.name,
         };
         audit::record(
             &mut tx,
@@ -545,7 +525,7 @@ pub async fn update_group(app: &App, caller: &Caller, org: &str, id: &str, patch
             &caller.actor(),
             "group.update",
             &format!("group:{id}"),
-            snapshot(&was).as_ref(),
+            snapshot(&before).as_ref(),
             snapshot(&after).as_ref(),
             now,
         )
@@ -561,28 +541,15 @@ pub async fn delete_group(app: &App, caller: &Caller, org: &str, id: &str) -> Re
     let now = app.clock.now();
     in_transaction!(app.store, |tx| {
         let org = caller.org(&mut tx, org, Action::WriteUsers).await?;
-        let before = allot_store::scim::get_group(&mut tx, &org.id, id)
-            .await?
-            .ok_or_else(|| group_not_found(id))?;
-        if allot_store::scim::group_has_template(&mut tx, &org.id, id).await? {
-            return Err(Error::new(
-                Code::Conflict,
-                format!("A licence template is scoped to group {id}: delete the template or change its scope first."),
-            )
-            .into());
-        }
-        allot_store::scim::delete_group(&mut tx, &org.id, id).await?;
-        let was = Group {
-            id: before.id,
-            name: before.name,
-        };
+        let before = tenants::get_group(&mut tx, &org.id, id).await?.ok_or_else(|| group_not_found(id))?;
+        tenants::delete_group(&mut tx, &org.id, id).await?;
         audit::record(
             &mut tx,
             Some(&org.id),
             &caller.actor(),
             "group.delete",
             &format!("group:{id}"),
-            snapshot(&was).as_ref(),
+            snapshot(&before).as_ref(),
             None,
             now,
         )

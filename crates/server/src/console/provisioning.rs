@@ -4,7 +4,7 @@
 //! org's setting for deactivated users, and the last errors: SCIM requests
 //! that failed and licences a SCIM change could not give or take back.
 //! Each action is one use case: `scim::identity_provisioning`,
-//! `tokens::create_token` / `revoke_token`, `tenants::update_org`.
+//! `tokens::create_token`, `scim::revoke_scim_token`, `tenants::update_org`.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -212,15 +212,24 @@ pub async fn create_token(
         return e.into_response();
     }
     let s = &signed_in.0;
-    let name = Some(f.name.trim().to_string()).filter(|n| !n.is_empty());
-    let input = TokenInput {
-        name,
-        role: Role::Scim,
-        partner: None,
-        org: Some(org.clone()),
-        expires_at: None,
+    // Named, so that the list says which identity provider holds which token.
+    let created = match Some(f.name.trim().to_string()).filter(|n| !n.is_empty()) {
+        None => Err(Error::validation(
+            "name",
+            "Give the token a name: the identity provider that will use it.",
+        )),
+        Some(name) => {
+            let input = TokenInput {
+                name: Some(name),
+                role: Role::Scim,
+                partner: None,
+                org: Some(org.clone()),
+                expires_at: None,
+            };
+            tokens::create_token(&app, &s.caller, input).await
+        }
     };
-    match tokens::create_token(&app, &s.caller, input).await {
+    match created {
         Ok(CreatedToken { view, token }) => {
             let base = format!("{}/scim/v2/orgs/{org}", origin(&headers));
             let body = html! {
@@ -256,15 +265,7 @@ pub async fn revoke_token(
         return e.into_response();
     }
     let s = &signed_in.0;
-    // The org first: a token of another org is not found from this page.
-    let status = match identity_provisioning(&app, &s.caller, &org).await {
-        Ok(st) => st,
-        Err(e) => return fail(s, e),
-    };
-    if !status.tokens.iter().any(|t| t.id == id) {
-        return fail(s, Error::not_found(format!("SCIM token {}", allot_domain::types::excerpt(&id))));
-    }
-    match tokens::revoke_token(&app, &s.caller, &id).await {
+    match crate::app::scim::revoke_scim_token(&app, &s.caller, &org, &id).await {
         Ok(()) => Redirect::to(&format!("/ui/orgs/{org}/provisioning")).into_response(),
         Err(e) => fail(s, e),
     }

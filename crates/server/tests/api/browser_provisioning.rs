@@ -130,6 +130,20 @@ async fn an_org_super_admin_connects_an_identity_provider_in_a_browser(backend: 
     // The setting, saved.
     click(&c, Locator::Css("input[name=keep]")).await;
     click(&c, Locator::XPath("//button[normalize-space()='Save']")).await;
+    // The form posts and the page comes back: wait for the stored setting,
+    // then see it on a fresh page.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let o = app.get(&format!("/api/v1/orgs/{}", w.org), &app.admin).await.ok();
+        if o["keep_licenses_on_deactivation"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the setting was not saved: {o}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.goto(&format!("{}/ui/orgs/{}/provisioning", app.url, w.org))
+        .await
+        .expect("reopen");
     heading(&c, "Identity provisioning").await;
     let ticked = c
         .find(Locator::Css("input[name=keep]"))
@@ -139,8 +153,6 @@ async fn an_org_super_admin_connects_an_identity_provider_in_a_browser(backend: 
         .await
         .expect("checked");
     assert_eq!(ticked.as_deref(), Some("true"));
-    let o = app.get(&format!("/api/v1/orgs/{}", w.org), &app.admin).await.ok();
-    assert_eq!(o["keep_licenses_on_deactivation"], true);
 
     // Revoked: the provider is shut out at once.
     click(&c, Locator::XPath("//button[@aria-label='Revoke Entra ID']")).await;

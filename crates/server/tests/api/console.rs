@@ -24,7 +24,8 @@ both_backends!(
     the_api_tokens_page_keeps_to_role_and_tenant,
     pages_carry_security_headers_and_assets_are_cached,
     the_users_selection_follows_boxes_pages_and_filters,
-    edit_licenses_offers_required_products_and_the_summary_shows_retained_data
+    edit_licenses_offers_required_products_and_the_summary_shows_retained_data,
+    the_identity_provisioning_page_refuses_what_is_not_its_own
 );
 
 async fn signing_in_and_out(backend: Backend) {
@@ -708,4 +709,72 @@ async fn edit_licenses_offers_required_products_and_the_summary_shows_retained_d
     let r = page_of(&app, &b, &s, &format!("{users}?status=nonsense")).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text().await.unwrap().contains("Choose a status from the list."));
+}
+
+/// The Identity provisioning page's forms: without the session's CSRF
+/// token nothing is created or changed; a token of another org, or one of
+/// this org that is not a SCIM token, cannot be revoked from it (404,
+/// still working); an empty token name is refused beside the form (422).
+async fn the_identity_provisioning_page_refuses_what_is_not_its_own(backend: Backend) {
+    let app = spawn(backend).await;
+    let w = world(&app).await;
+    let other = org(&app, "Other Org", None).await;
+    make_admin_as(&app, "boss@example.com", Role::OrgSuperAdmin, None, Some(&w.org)).await;
+    let theirs = app.token(Role::Scim, None, Some(&other)).await;
+    let own_admin = app.token(Role::OrgReadOnly, None, Some(&w.org)).await;
+    let id_of = |role: &str, org_id: &str| {
+        let listed = app.get("/api/v1/tokens", &app.admin);
+        let (role, org_id) = (role.to_string(), org_id.to_string());
+        async move {
+            listed.await.ok()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["role"] == role.as_str() && t["org"] == org_id.as_str())
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (their_id, reader_id) = (id_of("scim", &other).await, id_of("org_read_only", &w.org).await);
+    let b = browser();
+    let session = sign_in(&app, &b, "boss@example.com").await;
+    let path = format!("/ui/orgs/{}/provisioning", w.org);
+    let page = page_of(&app, &b, &session, &path).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = csrf_field(&page.text().await.expect("body"));
+    let before = app.snapshot().await;
+    // No CSRF token: refused, nothing made or changed.
+    let r = post_form(&app, &b, &session, &format!("{path}/tokens"), &[("name", "Entra")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post_form(&app, &b, &session, &format!("{path}/settings"), &[("keep", "1")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Not this page's tokens: 404.
+    for id in [&their_id, &reader_id, &"tok_nothing".to_string()] {
+        let r = post_form(
+            &app,
+            &b,
+            &session,
+            &format!("{path}/tokens/{id}/revoke"),
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{id}");
+    }
+    // A name of blanks: refused beside the form.
+    let r = post_form(
+        &app,
+        &b,
+        &session,
+        &format!("{path}/tokens"),
+        &[("csrf", csrf.as_str()), ("name", "   ")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.snapshot().await, before);
+    let r = app.get(&format!("/scim/v2/orgs/{other}/Users"), &theirs).await;
+    assert_eq!(r.status.as_u16(), 200, "the other org's token still works");
+    let r = app.get(&format!("/api/v1/orgs/{}", w.org), &own_admin).await;
+    assert_eq!(r.status.as_u16(), 200, "the org's read-only token still works");
 }

@@ -1,4 +1,5 @@
-// Allot's own script: the tri-state boxes of Manage licenses. Everything
+// Allot's own script: the tri-state boxes of Manage licenses, and on a
+// narrow screen the org's tab row scrolled to the page shown. Everything
 // else works without it. A box whose row starts mixed (some of the
 // selected users hold the product) shows as indeterminate; a click (or
 // Space) cycles: all -> none -> as it was. Its hidden "keep" field tells
@@ -25,6 +26,14 @@
       });
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { setUp(document); });
+  function showCurrentTab() {
+    var current = document.querySelector("nav.tabs a[aria-current=page]");
+    var row = current && current.closest("ul");
+    if (row && row.scrollWidth > row.clientWidth) {
+      row.scrollLeft = current.offsetLeft - row.offsetLeft - 16;
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () { setUp(document); showCurrentTab(); });
+  window.addEventListener("resize", showCurrentTab);
   document.addEventListener("htmx:load", function (e) { setUp(e.target); });
 })();
