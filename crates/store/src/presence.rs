@@ -84,13 +84,15 @@ pub(crate) async fn enter(connect: &PgConnectOptions, origin: &str) -> Result<Pr
 
 /// Opens the presence connection and (again) writes the row.
 async fn present(connect: &PgConnectOptions, origin: &str, listening: bool) -> Result<PgConnection, sqlx::Error> {
-    let mut conn = PgConnection::connect_with(&connect.clone().application_name(&presence_name(origin))).await?;
     // Over TCP, the database notices a host that vanished within seconds
-    // rather than the system's two hours (ignored on a Unix socket).
-    sqlx::query("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3")
-        .execute(&mut conn)
-        .await
-        .ok();
+    // rather than the system's two hours (ignored on a Unix socket). Set at
+    // connection start: sent as one prepared statement, three SETs were
+    // refused ("cannot insert multiple commands") and never took effect.
+    let options = connect
+        .clone()
+        .application_name(&presence_name(origin))
+        .options([("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3")]);
+    let mut conn = PgConnection::connect_with(&options).await?;
     sqlx::query(
         "INSERT INTO processes (origin, started_at, listening) VALUES ($1, $2, $3) \
          ON CONFLICT (origin) DO UPDATE SET gone_at = NULL, listening = $3",
