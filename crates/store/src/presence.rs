@@ -88,10 +88,11 @@ async fn present(connect: &PgConnectOptions, origin: &str, listening: bool) -> R
     // rather than the system's two hours (ignored on a Unix socket). Set at
     // connection start: sent as one prepared statement, three SETs were
     // refused ("cannot insert multiple commands") and never took effect.
-    let options = connect
-        .clone()
-        .application_name(&presence_name(origin))
-        .options([("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3")]);
+    let options = connect.clone().application_name(&presence_name(origin)).options([
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+    ]);
     let mut conn = PgConnection::connect_with(&options).await?;
     sqlx::query(
         "INSERT INTO processes (origin, started_at, listening) VALUES ($1, $2, $3) \
