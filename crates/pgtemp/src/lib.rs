@@ -174,6 +174,12 @@ impl PgCluster {
             .spawn();
     }
 
+    /// What the cluster has logged so far (its errors name the statements
+    /// it refused).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -60,6 +60,12 @@ fn cluster() -> Option<&'static allot_pgtemp::PgCluster> {
         .as_ref()
 }
 
+/// The throwaway cluster's log; `None` on a server given by
+/// `ALLOT_TEST_DATABASE_URL` (whose log is not ours to read).
+pub fn postgres_server_log() -> Option<String> {
+    cluster().map(|c| c.server_log())
+}
+
 pub fn postgres_available() -> bool {
     std::env::var("ALLOT_TEST_DATABASE_URL").is_ok() || cluster().is_some()
 }

@@ -522,3 +522,29 @@ async fn pooled_connections_the_server_ended_are_replaced() {
         assert!(row.is_ok(), "read {i} after the server ended its connections: {row:?}");
     }
 }
+
+/// Opening a PostgreSQL store sets up its presence connection (TCP
+/// keepalives, so that a vanished host is noticed within seconds). Those
+/// settings were once sent as three statements in one prepared statement,
+/// which PostgreSQL refuses, and the error was ignored: the database's log
+/// shows what it refused.
+#[tokio::test]
+async fn a_postgresql_store_opens_without_a_refused_statement() {
+    if !crate::kit::postgres_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = crate::kit::fresh_database(Backend::Postgres, &dir);
+    let store = allot_store::Store::open(&url, allot_store::StoreOptions::default())
+        .await
+        .expect("open");
+    store.close().await;
+    let Some(log) = crate::kit::postgres_server_log() else {
+        return;
+    };
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot insert multiple commands") || (l.contains("STATEMENT:") && l.contains("tcp_keepalives")))
+        .collect();
+    assert!(refused.is_empty(), "statements refused at start-up: {refused:#?}");
+}
