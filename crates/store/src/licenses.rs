@@ -511,15 +511,22 @@ pub async fn record_events(tx: &mut Tx, events: ChangeEvents) -> Result<(), Stor
     Ok(())
 }
 
-/// The audit events of applied plans (see [`change_events`]).
+/// The audit and webhook events of applied plans (see [`change_events`]);
+/// no outbox statement at all when the transaction knows that no endpoint
+/// reaches the org.
 pub async fn record_changes(
     tx: &mut Tx,
     org: &str,
     planned: &[PlannedUser<'_>],
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
+    reach: crate::webhooks::Reach,
 ) -> Result<(), StoreError> {
-    record_events(tx, change_events(tx.backend(), org, planned, who, now)).await
+    let mut events = change_events(tx.backend(), org, planned, who, now);
+    if reach == crate::webhooks::Reach::Known(false) {
+        events.outbox = None;
+    }
+    record_events(tx, events).await
 }
 
 /// Stored service data rows a batch's takes may touch, (data,

@@ -212,7 +212,7 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
         "SELECT i.subscription_id, i.product, i.quantity, i.consumed, i.provisioning_status, \
                 s.trial, s.start_date, s.end_date, s.suspended, s.cancelled \
          FROM subscription_items i JOIN subscriptions s ON s.org_id = i.org_id AND s.id = i.subscription_id \
-         WHERE i.org_id = $1 AND i.product IN ({}) ORDER BY s.end_date, s.id",
+         WHERE i.org_id = $1 AND i.product IN ({})",
         // One parameter per product, not a list parameter (`Tx::any_of`):
         // PostgreSQL plans this read, made before every licence change,
         // better that way (list: 14% fewer changes/s in the spread bench).
@@ -223,7 +223,8 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
     let mut vals = vec![Val::from(org)];
     vals.extend(products.iter().map(|p| Val::from(p.as_str())));
     let rows = tx.rows(&sql, &vals).await?;
-    rows.iter()
+    let mut pools = rows
+        .iter()
         .map(|r| {
             let facts = SubscriptionFacts {
                 trial: r.bool("trial")?,
@@ -241,7 +242,11 @@ pub async fn pools_for(tx: &mut Tx, org: &str, products: &[&ProductCode]) -> Res
                 subscription_facts: facts,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Pool>, StoreError>>()?;
+    // The soonest-ending subscription first (sorted here rather than by
+    // the statement: see `users::license_state`).
+    pools.sort_by(|a, b| (a.subscription_facts.end_date, &a.subscription).cmp(&(b.subscription_facts.end_date, &b.subscription)));
+    Ok(pools)
 }
 
 /// One row per subscription item of the org, for the licences overview.

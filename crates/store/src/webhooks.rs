@@ -27,6 +27,17 @@ pub(crate) const IN_REACH: &str = "EXISTS (SELECT 1 FROM webhook_endpoints w WHE
      OR w.scope_key = 'org:' || {0} \
      OR w.scope_key = (SELECT 'partner:' || o.partner_id FROM orgs o WHERE o.id = {0}))";
 
+/// Whether a webhook endpoint reaches an org, as a write transaction knows
+/// it: `Known` when a statement of the transaction already asked
+/// ([`IN_REACH`], e.g. the licence version claim), so the outbox insert can
+/// be left out when none does; `Unknown` writes the outbox rows under the
+/// condition itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Unknown,
+    Known(bool),
+}
+
 /// An endpoint's row. `events` is the JSON list as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRow {

@@ -321,7 +321,7 @@ async fn write_plan(
 ) -> Result<LicensePlan, StoreError> {
     let (org, user) = (&snap.org, &snap.user);
     let Planned { plan, stored } = planned_change;
-    users::claim_license_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
+    let reach = users::claim_license_version(tx, org, &user.id, snap.version, snap.chunks_ahead).await?;
     let planned = [licenses::PlannedUser {
         user: &user.id,
         before: &snap.held,
@@ -354,7 +354,7 @@ async fn write_plan(
         .subscription(full.subscription.clone())])
         .into());
     }
-    licenses::record_changes(tx, org, &planned, who, now).await?;
+    licenses::record_changes(tx, org, &planned, who, now, reach).await?;
     Ok(plan)
 }
 

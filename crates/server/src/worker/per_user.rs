@@ -18,6 +18,7 @@ use allot_domain::{Code, Error};
 use allot_store::audit::Actor;
 use allot_store::jobs::{self, Job};
 use allot_store::licenses::{self, PlannedUser};
+use allot_store::webhooks::Reach;
 use allot_store::{catalogue, in_transaction, new_id, subscriptions, templates, tenants, users, StoreError, Tx};
 
 use super::chunks::{self, ChunkRun, ChunkWork};
@@ -363,7 +364,7 @@ async fn apply(tx: &mut Tx, job: &Job, setting: &Setting, planned: &Planned, now
             full.subscription, full.product
         )));
     }
-    licenses::record_changes(tx, &job.org, &users, &setting.actor, now).await?;
+    licenses::record_changes(tx, &job.org, &users, &setting.actor, now, Reach::Unknown).await?;
     // A template applied gives what it added: a group's template takes it
     // back when the user leaves the group (see `app::group_licenses`).
     if let Work::Template(req) = &setting.work {

@@ -220,7 +220,8 @@ async fn a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_licenses(
         let seen = read(w.org.clone()).await;
         match i {
             0 => in_transaction!(store, |tx| users::claim_license_version(&mut tx, &w.org, &ids[0], 0, seen.ahead)
-                .await),
+                .await
+                .map(|_| ())),
             1 => in_transaction!(store, |tx| users::lock_licenses(&mut tx, &w.org, &ids[1..2]).await.map(|_| ())),
             _ => in_transaction!(store, |tx| users::delete(&mut tx, &w.org, &ids[2]).await),
         }

@@ -21,6 +21,7 @@ both_backends!(
     users_subscriptions_purchases_and_jobs_make_their_events,
     a_status_that_changes_with_the_date_is_announced_once,
     a_bulk_job_s_grouped_events_keep_each_user_s_order,
+    a_change_no_endpoint_reaches_leaves_the_outbox_empty,
 );
 
 /// One request the receiver got, and whether the library verified it.
@@ -765,4 +766,52 @@ async fn a_status_that_changes_with_the_date_is_announced_once(backend: Backend)
     assert!(got[0].verified);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.got("/status").len(), 1);
+}
+
+/// The outbox rows of `org`, read from the database.
+async fn outbox_rows(app: &TestApp, org: &str) -> i64 {
+    let mut rd = app.store.read_conn().await.expect("read");
+    let rows = rd
+        .rows(
+            "SELECT COUNT(*) AS n FROM webhook_events WHERE org_id = $1",
+            &[allot_store::Val::from(org)],
+        )
+        .await
+        .expect("count");
+    rows[0].int("n").expect("n")
+}
+
+/// A licence change of an org that no endpoint reaches leaves no outbox
+/// row (the version claim tells the change so, and it sends no outbox
+/// statement); once an endpoint is created, the next change's event is
+/// written and delivered.
+async fn a_change_no_endpoint_reaches_leaves_the_outbox_empty(backend: Backend) {
+    let app = spawn_with_config(backend, webhook_config()).await;
+    let rx = Receiver::start().await;
+    let w = world(&app).await;
+    subscription(&app, &w.org, json!([{ "product": "meetings", "quantity": 5 }])).await;
+    let u = user(&app, &w.org, "quiet@a.example").await;
+    let path = format!("/api/v1/orgs/{}/users/{u}/licenses", w.org);
+    let r = app.post(&path, &app.admin, json!({ "add": [{ "product": "meetings" }] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(outbox_rows(&app, &w.org).await, 0, "no endpoint, no outbox row");
+
+    endpoint(
+        &app,
+        &rx,
+        &format!("/api/v1/orgs/{}/webhooks", w.org),
+        "/org",
+        json!(["license.assigned", "license.removed"]),
+    )
+    .await;
+    let r = app.post(&path, &app.admin, json!({ "remove": [{ "product": "meetings" }] })).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let got = rx.wait_for("/org", 1).await;
+    assert_eq!(
+        summary(&got),
+        vec![("license.removed".to_string(), u.clone(), "meetings".to_string())]
+    );
+    assert_eq!(outbox_rows(&app, &w.org).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.got("/org").len(), 1, "the change before the endpoint sent nothing");
 }
