@@ -46,15 +46,28 @@ fn skip_allowed() -> bool {
     std::env::var("CI").as_deref() != Ok("true") && std::env::var("ALLOT_SKIP_BROWSER").as_deref() == Ok("1")
 }
 
-/// A chromedriver of this test, ended when the test ends.
+/// A chromedriver of this test, ended with its browser when the test ends.
 pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver's whole process group: killing chromedriver
+    /// alone left the Chromium it started running, re-parented to init,
+    /// whenever a test had not closed its session (or had failed before
+    /// it could): six browsers left behind per run of the suite.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !killed {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -75,8 +88,11 @@ async fn start_driver() -> Result<Driver, String> {
         }
     }
     let port = free_port();
+    use std::os::unix::process::CommandExt;
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        // A process group of its own, which Chromium joins: see `Driver`'s drop.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
