@@ -318,13 +318,16 @@ pub struct ChangeEvents {
     outbox: Option<PreparedRows>,
 }
 
-/// One `license.change` per user with the licences before and after.
+/// One `license.change` per user with the licences before and after, and
+/// the webhook events unless the transaction already knows that no
+/// endpoint reaches the org (`reach`: then none are built or written).
 pub fn change_events(
     backend: Backend,
     org: &str,
     planned: &[PlannedUser<'_>],
     who: &crate::audit::Actor,
     now: chrono::DateTime<chrono::Utc>,
+    reach: crate::webhooks::Reach,
 ) -> ChangeEvents {
     let shared = [
         Val::from(org),
@@ -379,7 +382,10 @@ pub fn change_events(
             &shared,
             &rows,
         ),
-        outbox: outbox_rows(backend, org, planned, who, now),
+        outbox: match reach {
+            crate::webhooks::Reach::Known(false) => None,
+            _ => outbox_rows(backend, org, planned, who, now),
+        },
     }
 }
 
@@ -511,9 +517,7 @@ pub async fn record_events(tx: &mut Tx, events: ChangeEvents) -> Result<(), Stor
     Ok(())
 }
 
-/// The audit and webhook events of applied plans (see [`change_events`]);
-/// no outbox statement at all when the transaction knows that no endpoint
-/// reaches the org.
+/// The audit and webhook events of applied plans (see [`change_events`]).
 pub async fn record_changes(
     tx: &mut Tx,
     org: &str,
@@ -522,11 +526,7 @@ pub async fn record_changes(
     now: chrono::DateTime<chrono::Utc>,
     reach: crate::webhooks::Reach,
 ) -> Result<(), StoreError> {
-    let mut events = change_events(tx.backend(), org, planned, who, now);
-    if reach == crate::webhooks::Reach::Known(false) {
-        events.outbox = None;
-    }
-    record_events(tx, events).await
+    record_events(tx, change_events(tx.backend(), org, planned, who, now, reach)).await
 }
 
 /// Stored service data rows a batch's takes may touch, (data,

@@ -390,20 +390,15 @@ pub async fn site_admin_of(tx: &mut Tx, org: &str, id: &str) -> Result<Vec<Strin
     .collect()
 }
 
-/// The claim (PostgreSQL), answering too whether a webhook endpoint reaches
-/// the org (asked here, in the transaction's first statement, so that a
-/// change's outbox insert is skipped when none does: one round trip less
-/// per change). SQLite's is [`CLAIM_PLAIN`].
-const CLAIM_PLAIN: &str = "UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
+/// The licence version claim (see [`claim_license_version`]).
+const CLAIM: &str = "UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
      AND COALESCE((SELECT ahead FROM license_epochs WHERE org_id = $1), 0) = $4";
 
-static CLAIM_LICENSE_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "UPDATE license_versions SET version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $3 \
-         AND COALESCE((SELECT ahead FROM license_epochs WHERE org_id = $1), 0) = $4 RETURNING {} AS in_reach",
-        crate::webhooks::IN_REACH.replace("{0}", "$1")
-    )
-});
+/// PostgreSQL's claim, answering too whether a webhook endpoint reaches the
+/// org: asked in the transaction's first statement, so that a change no
+/// endpoint reaches sends no outbox statement (one round trip less).
+static CLAIM_ASKING_REACH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{CLAIM} RETURNING {} AS in_reach", crate::webhooks::IN_REACH.replace("{0}", "$1")));
 
 /// Claims the licence-set version a plan was made from, and counts a
 /// versioned write (see [`crate::license_epochs`]). The claim also fails
@@ -411,7 +406,8 @@ static CLAIM_LICENSE_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock:
 /// snapshot saw `chunks_ahead` of them (SQLite; always 0 on PostgreSQL). On
 /// PostgreSQL this also locks the user's version row until commit. A
 /// concurrent change that claimed it first makes this a `Retry`: plan
-/// again on fresh data.
+/// again on fresh data. Answers what the claim learnt of the webhook
+/// endpoints reaching the org (for [`crate::licenses::record_changes`]).
 pub async fn claim_license_version(
     tx: &mut Tx,
     org: &str,
@@ -422,14 +418,14 @@ pub async fn claim_license_version(
     let args = args![org, id, version, chunks_ahead];
     let claimed = match tx.backend() {
         Backend::Postgres => tx
-            .opt_row(&CLAIM_LICENSE_VERSION, args)
+            .opt_row(&CLAIM_ASKING_REACH, args)
             .await?
             .map(|row| row.bool("in_reach").map(crate::webhooks::Reach::Known))
             .transpose()?,
         // A statement costs SQLite no round trip: the outbox insert asks
         // itself, and the claim stays a plain UPDATE (answering the
         // question in it cost a fifth more CPU per change, measured).
-        Backend::Sqlite => (tx.exec(CLAIM_PLAIN, args).await? == 1).then_some(crate::webhooks::Reach::Unknown),
+        Backend::Sqlite => (tx.exec(CLAIM, args).await? == 1).then_some(crate::webhooks::Reach::Unknown),
     };
     if let Some(reach) = claimed {
         tx.note(|c| c.claimed(org, id, version + 1));

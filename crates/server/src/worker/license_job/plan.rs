@@ -9,6 +9,7 @@ use allot_domain::planner::{plan_in_batch, Held, LicensePlan, Pool};
 use allot_domain::Code;
 use allot_store::jobs::Job;
 use allot_store::licenses::{self};
+use allot_store::webhooks::Reach;
 use allot_store::{users, Backend, StoreError, Tx};
 
 use super::super::chunks::{keep_lease, ChunkRecord, ChunkWork};
@@ -127,7 +128,7 @@ impl ChunkWrite {
         let planned = planned_users(&plans.apply);
         ChunkWrite {
             seats: licenses::seat_changes(backend, &job.org, &planned, now),
-            events: licenses::change_events(backend, &job.org, &planned, &setting.actor, now),
+            events: licenses::change_events(backend, &job.org, &planned, &setting.actor, now, Reach::Unknown),
             record: ChunkRecord::of(seq, &plans.results),
         }
     }
@@ -199,7 +200,7 @@ impl ChunkWork for Setting {
     async fn apply(&self, tx: &mut Tx, job: &Job, plans: &ChunkPlans, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
         let planned = planned_users(&plans.apply);
         let seats = licenses::seat_changes(tx.backend(), &job.org, &planned, now);
-        let events = licenses::change_events(tx.backend(), &job.org, &planned, &self.actor, now);
+        let events = licenses::change_events(tx.backend(), &job.org, &planned, &self.actor, now, Reach::Unknown);
         apply_seats(tx, job, self, &plans.apply, seats, now).await?;
         licenses::record_events(tx, events).await
     }
