@@ -28,6 +28,7 @@ pub mod presence;
 pub mod purchases;
 pub mod queues;
 mod retry;
+mod shelf;
 pub mod scim;
 pub mod selections;
 pub mod service_data;
