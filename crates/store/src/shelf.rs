@@ -140,10 +140,7 @@ impl<DB: sqlx::Database> Kept<DB> {
     pub(crate) fn conn(&mut self) -> &mut DB::Connection {
         // `conn` is `Some` from `new` until `drop`, the only place that
         // takes it.
-        self.conn
-            .as_mut()
-            .map(|c| &mut **c)
-            .expect("a kept connection is present until dropped")
+        self.conn.as_deref_mut().expect("a kept connection is present until dropped")
     }
 }
 
