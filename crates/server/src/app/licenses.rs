@@ -60,9 +60,13 @@ pub struct OverviewRow {
 /// The org's seats: one row per subscription item.
 pub async fn list_org_licenses(app: &App, caller: &Caller, org: &str) -> Result<Paged<OverviewRow>, Error> {
     let org = app.visible_org(caller, org, Action::ReadLicenses).await?;
+    // Before the connection is taken: on a miss the catalogue is read on a
+    // connection of its own, and plain reads hold a bounded share of the
+    // pool (a request holding one while waiting for another could wait on
+    // itself).
+    let cat = app.catalogue().await?;
     let mut tx = app.store.read_conn().await?;
     let rows = subscriptions::license_rows(&mut tx, &org.id).await?;
-    let cat = app.catalogue().await?;
     let buy_more = if org.self_service_purchase && org.payment_method_on_file {
         BuyMore {
             purchase_request: true,
