@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::changes::ChangeFeed;
-use crate::shelf::Shelf;
 use crate::writer::{Writer, WriterConn};
 
 pub use crate::error::StoreError;
@@ -46,18 +45,10 @@ enum Pools {
     /// SQLite allows one writer at a time, so Allot keeps exactly one write
     /// connection, shared by queued units of work through group commit
     /// (see `writer.rs`), and a pool of readers, which WAL lets run beside it.
-    Sqlite {
-        writer: Arc<Writer>,
-        reader: SqlitePool,
-        shelf: Arc<Shelf<sqlx::Sqlite>>,
-    },
+    Sqlite { writer: Arc<Writer>, reader: SqlitePool },
     /// A pool for reads and general writes, and per-org lanes (group-committed
     /// writers, see `writer.rs`) for the hot path of licence changes.
-    Postgres {
-        pool: PgPool,
-        lanes: Arc<Vec<Arc<Writer>>>,
-        shelf: Arc<Shelf<sqlx::Postgres>>,
-    },
+    Postgres { pool: PgPool, lanes: Arc<Vec<Arc<Writer>>> },
 }
 
 /// How long opening waits for PostgreSQL to answer before saying it did not.
@@ -179,7 +170,6 @@ impl Store {
                 pools: Pools::Postgres {
                     pool,
                     lanes: Arc::new(lanes),
-                    shelf: Arc::new(Shelf::new(opts.max_connections as usize / 2, Some(IDLE_BEFORE_PING))),
                 },
                 feed,
                 presence: None,
@@ -227,13 +217,7 @@ impl Store {
                 .connect_with(connect.read_only(true).pragma("cache_size", "-8192"))
                 .await?;
             Store {
-                pools: Pools::Sqlite {
-                    writer,
-                    reader,
-                    // A file opened in this process does not go away as a
-                    // server's connection can: no check before reuse.
-                    shelf: Arc::new(Shelf::new(opts.max_connections.max(2) as usize / 2, None)),
-                },
+                pools: Pools::Sqlite { writer, reader },
                 feed,
                 presence: None,
             }
@@ -343,13 +327,11 @@ impl Store {
     }
 
     /// A connection for reads that need no consistent snapshot across
-    /// statements (one round trip each, no BEGIN/COMMIT). It comes from
-    /// the shelf when one waits there, and goes back to it (see
-    /// `shelf.rs`).
+    /// statements (one round trip each, no BEGIN/COMMIT).
     pub async fn read_conn(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
-            Pools::Sqlite { reader, shelf, .. } => Tx::SqliteConn(shelf.lend(reader).await?),
-            Pools::Postgres { pool, shelf, .. } => Tx::PostgresConn(shelf.lend(pool).await?),
+            Pools::Sqlite { reader, .. } => Tx::SqliteConn(reader.acquire().await?),
+            Pools::Postgres { pool, .. } => Tx::PostgresConn(pool.acquire().await?),
         })
     }
 
@@ -391,8 +373,8 @@ impl Store {
     /// The connection pools now, for metrics: (pool, open connections, idle ones).
     pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
         match &self.pools {
-            Pools::Sqlite { reader, shelf, .. } => vec![("sqlite_readers", reader.size(), reader.num_idle() + shelf.len())],
-            Pools::Postgres { pool, shelf, .. } => vec![("postgres", pool.size(), pool.num_idle() + shelf.len())],
+            Pools::Sqlite { reader, .. } => vec![("sqlite_readers", reader.size(), reader.num_idle())],
+            Pools::Postgres { pool, .. } => vec![("postgres", pool.size(), pool.num_idle())],
         }
     }
 
@@ -424,14 +406,13 @@ impl Store {
 
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { writer, reader, shelf } => {
-                shelf.close();
+            Pools::Sqlite { writer, reader } => {
                 reader.close().await;
                 if let Err(e) = writer.checkpoint().await {
                     tracing::warn!(error = ?e, "cannot checkpoint the write-ahead log at shutdown");
                 }
             }
-            Pools::Postgres { pool, lanes, shelf } => {
+            Pools::Postgres { pool, lanes } => {
                 for lane in lanes.iter() {
                     lane.flush().await;
                 }
@@ -441,7 +422,6 @@ impl Store {
                 if let Some(p) = &self.presence {
                     p.leave(clean).await;
                 }
-                shelf.close();
                 pool.close().await
             }
         }

@@ -31,7 +31,6 @@ mod retry;
 pub mod scim;
 pub mod selections;
 pub mod service_data;
-mod shelf;
 pub mod signing_keys;
 pub mod subscriptions;
 pub mod templates;
