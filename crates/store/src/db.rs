@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::changes::ChangeFeed;
+use crate::shelf::Shelf;
 use crate::writer::{Writer, WriterConn};
 
 pub use crate::error::StoreError;
@@ -45,10 +46,18 @@ enum Pools {
     /// SQLite allows one writer at a time, so Allot keeps exactly one write
     /// connection, shared by queued units of work through group commit
     /// (see `writer.rs`), and a pool of readers, which WAL lets run beside it.
-    Sqlite { writer: Arc<Writer>, reader: SqlitePool },
+    Sqlite {
+        writer: Arc<Writer>,
+        reader: SqlitePool,
+        shelf: Arc<Shelf<sqlx::Sqlite>>,
+    },
     /// A pool for reads and general writes, and per-org lanes (group-committed
     /// writers, see `writer.rs`) for the hot path of licence changes.
-    Postgres { pool: PgPool, lanes: Arc<Vec<Arc<Writer>>> },
+    Postgres {
+        pool: PgPool,
+        lanes: Arc<Vec<Arc<Writer>>>,
+        shelf: Arc<Shelf<sqlx::Postgres>>,
+    },
 }
 
 /// How long opening waits for PostgreSQL to answer before saying it did not.
@@ -170,6 +179,7 @@ impl Store {
                 pools: Pools::Postgres {
                     pool,
                     lanes: Arc::new(lanes),
+                    shelf: Arc::new(Shelf::new(opts.max_connections as usize / 2, Some(IDLE_BEFORE_PING))),
                 },
                 feed,
                 presence: None,
@@ -217,7 +227,13 @@ impl Store {
                 .connect_with(connect.read_only(true).pragma("cache_size", "-8192"))
                 .await?;
             Store {
-                pools: Pools::Sqlite { writer, reader },
+                pools: Pools::Sqlite {
+                    writer,
+                    reader,
+                    // A file opened in this process does not go away as a
+                    // server's connection can: no check before reuse.
+                    shelf: Arc::new(Shelf::new(opts.max_connections.max(2) as usize / 2, None)),
+                },
                 feed,
                 presence: None,
             }
@@ -327,11 +343,13 @@ impl Store {
     }
 
     /// A connection for reads that need no consistent snapshot across
-    /// statements (one round trip each, no BEGIN/COMMIT).
+    /// statements (one round trip each, no BEGIN/COMMIT). It comes from
+    /// the shelf when one waits there, and goes back to it (see
+    /// `shelf.rs`).
     pub async fn read_conn(&self) -> Result<Tx, StoreError> {
         Ok(match &self.pools {
-            Pools::Sqlite { reader, .. } => Tx::SqliteConn(reader.acquire().await?),
-            Pools::Postgres { pool, .. } => Tx::PostgresConn(pool.acquire().await?),
+            Pools::Sqlite { reader, shelf, .. } => Tx::SqliteConn(shelf.lend(reader).await?),
+            Pools::Postgres { pool, shelf, .. } => Tx::PostgresConn(shelf.lend(pool).await?),
         })
     }
 
@@ -373,8 +391,8 @@ impl Store {
     /// The connection pools now, for metrics: (pool, open connections, idle ones).
     pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
         match &self.pools {
-            Pools::Sqlite { reader, .. } => vec![("sqlite_readers", reader.size(), reader.num_idle())],
-            Pools::Postgres { pool, .. } => vec![("postgres", pool.size(), pool.num_idle())],
+            Pools::Sqlite { reader, shelf, .. } => vec![("sqlite_readers", reader.size(), reader.num_idle() + shelf.len())],
+            Pools::Postgres { pool, shelf, .. } => vec![("postgres", pool.size(), pool.num_idle() + shelf.len())],
         }
     }
 
@@ -406,13 +424,14 @@ impl Store {
 
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { writer, reader } => {
+            Pools::Sqlite { writer, reader, shelf } => {
+                shelf.close();
                 reader.close().await;
                 if let Err(e) = writer.checkpoint().await {
                     tracing::warn!(error = ?e, "cannot checkpoint the write-ahead log at shutdown");
                 }
             }
-            Pools::Postgres { pool, lanes } => {
+            Pools::Postgres { pool, lanes, shelf } => {
                 for lane in lanes.iter() {
                     lane.flush().await;
                 }
@@ -422,6 +441,7 @@ impl Store {
                 if let Some(p) = &self.presence {
                     p.leave(clean).await;
                 }
+                shelf.close();
                 pool.close().await
             }
         }

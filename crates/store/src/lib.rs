@@ -31,6 +31,7 @@ mod retry;
 pub mod scim;
 pub mod selections;
 pub mod service_data;
+mod shelf;
 pub mod signing_keys;
 pub mod subscriptions;
 pub mod templates;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::changes::{ChangeFeed, Changes};
 use crate::db::{Backend, Cell, PackedCell, Row, StoreError, Val};
+use crate::shelf::Kept;
 use crate::values::ColumnNames;
 use crate::writer::{WriteUnit, WriterConn};
 
@@ -22,8 +23,8 @@ pub enum Tx {
     Unit(WriteUnit),
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     Postgres(PgTx),
-    SqliteConn(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    PostgresConn(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    SqliteConn(Kept<sqlx::Sqlite>),
+    PostgresConn(Kept<sqlx::Postgres>),
 }
 
 /// A PostgreSQL transaction of the pool, with what its writes changed
@@ -59,9 +60,16 @@ macro_rules! with_conn {
                 $body
             }
             Tx::SqliteConn(t) => {
-                let $c: &mut sqlx::SqliteConnection = &mut **t;
-                let $to_row = sqlite_row;
-                $body
+                // Unsettled until the statement has finished: an error
+                // (`?` in `$body`) or a drop half-way leaves it so.
+                t.settled = false;
+                let result = {
+                    let $c: &mut sqlx::SqliteConnection = t.conn();
+                    let $to_row = sqlite_row;
+                    $body
+                };
+                t.settled = true;
+                result
             }
             Tx::Postgres(t) => {
                 let $c: &mut sqlx::PgConnection = &mut *t.tx;
@@ -69,9 +77,14 @@ macro_rules! with_conn {
                 $body
             }
             Tx::PostgresConn(t) => {
-                let $c: &mut sqlx::PgConnection = &mut **t;
-                let $to_row = pg_row;
-                $body
+                t.settled = false;
+                let result = {
+                    let $c: &mut sqlx::PgConnection = t.conn();
+                    let $to_row = pg_row;
+                    $body
+                };
+                t.settled = true;
+                result
             }
         }
     };

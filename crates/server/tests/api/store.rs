@@ -11,6 +11,8 @@ both_backends!(a_chunk_planned_ahead_is_written_only_if_nothing_else_changed_lic
 both_backends!(upgrading_to_the_version_table_keeps_every_version);
 both_backends!(service_data_read_ahead_and_purged_meanwhile_is_written_anew);
 both_backends!(a_unit_kept_after_its_own_statement_failed_is_refused_alone);
+both_backends!(plain_reads_leave_transactions_their_connections);
+both_backends!(a_read_dropped_mid_statement_is_not_lent_again_half_way);
 
 /// The bundled SQLite is built without `SQLITE_ENABLE_MEMORY_MANAGEMENT`
 /// (`.cargo/config.toml`): with it, every page fetch of every connection
@@ -548,4 +550,103 @@ async fn a_postgresql_store_opens_without_a_refused_statement() {
         .filter(|l| l.contains("cannot insert multiple commands") || (l.contains("STATEMENT:") && l.contains("tcp_keepalives")))
         .collect();
     assert!(refused.is_empty(), "statements refused at start-up: {refused:#?}");
+}
+
+/// A store of two connections, for the tests of the plain reads' shelf.
+async fn small_store(backend: Backend, dir: &tempfile::TempDir) -> allot_store::Store {
+    let url = crate::kit::fresh_database(backend, dir);
+    allot_store::Store::open(
+        &url,
+        allot_store::StoreOptions {
+            durable: false,
+            max_connections: 2,
+        },
+    )
+    .await
+    .expect("open")
+}
+
+/// Plain reads keep their connections between reads (no ping to the
+/// database for each one given back), but hold at most half the pool:
+/// a read transaction still begins while reads use their share, and a
+/// read asking for more than the share waits its turn.
+async fn plain_reads_leave_transactions_their_connections(backend: Backend) {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = small_store(backend, &dir).await;
+    // Shelved after its read, and lent again.
+    for _ in 0..3 {
+        let mut rd = store.read_conn().await.expect("read");
+        rd.opt_row("SELECT 1 AS one", &[]).await.expect("select");
+    }
+    let mut held = store.read_conn().await.expect("read");
+    held.opt_row("SELECT 1 AS one", &[]).await.expect("select");
+    // Beyond the share (one of two connections): waits.
+    let second = tokio::time::timeout(Duration::from_millis(300), store.read_conn()).await;
+    assert!(second.is_err(), "a second plain read got a connection beyond the readers' share");
+    // A transaction has the other connection.
+    let tx = tokio::time::timeout(Duration::from_secs(5), store.begin_read()).await;
+    let mut tx = tx
+        .expect("a read transaction began while a plain read held its share")
+        .expect("begin");
+    let row = tx.opt_row("SELECT 2 AS two", &[]).await.expect("select").expect("a row");
+    assert_eq!(row.int("two").expect("two"), 2);
+    tx.rollback().await.expect("rollback");
+    // The waiting read proceeds once the first is given back.
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut rd = store.read_conn().await.expect("read");
+            rd.opt_row("SELECT 3 AS three", &[])
+                .await
+                .expect("select")
+                .expect("a row")
+                .int("three")
+                .expect("three")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the read waits while the share is in use");
+    drop(held);
+    let three = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert_eq!(three.expect("the waiting read got the connection").expect("task"), 3);
+    // Closing gives the shelved connections back first: it does not wait
+    // for them.
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .expect("the store closed with connections on the shelf");
+}
+
+/// A read dropped while its statement runs (a client that hung up) leaves
+/// its connection half-way through; it is not lent to the next read as it
+/// is, and every read after it answers its own question.
+async fn a_read_dropped_mid_statement_is_not_lent_again_half_way(backend: Backend) {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = small_store(backend, &dir).await;
+    let slow = match backend {
+        Backend::Sqlite => {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) \
+             SELECT count(*) AS n FROM c"
+        }
+        Backend::Postgres => "SELECT 1 AS n FROM pg_sleep(1)",
+    };
+    for round in 0..3 {
+        let mut rd = store.read_conn().await.expect("read");
+        let cut = tokio::time::timeout(Duration::from_millis(50), rd.opt_row(slow, &[])).await;
+        assert!(cut.is_err(), "the slow statement finished within 50 ms");
+        drop(rd);
+        for i in 0..5i64 {
+            let mut rd = store.read_conn().await.expect("read");
+            let row = rd
+                .opt_row("SELECT $1 AS asked", &[Val::Int(round * 10 + i)])
+                .await
+                .expect("select")
+                .expect("a row");
+            assert_eq!(row.int("asked").expect("asked"), round * 10 + i, "round {round}, read {i}");
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .expect("the store closed");
 }
