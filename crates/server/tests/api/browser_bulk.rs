@@ -289,9 +289,30 @@ async fn a_csv_move_and_a_guarded_cancel_in_a_browser(backend: Backend) {
     screenshots(&c, &format!("{name}-preview")).await;
     assert_eq!(crate::moves::service_data_rows(&app, &calling.org, "calling").await, before);
     click(&c, Locator::XPath("//button[normalize-space()='Apply']")).await;
+    // The applied job's page, not the preview's (also headed "Job", with its
+    // results and figures), which may still be shown just after the click.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//dt[normalize-space()='Preview']/following-sibling::dd[1][normalize-space()='no']",
+        ))
+        .await
+        .expect("the applied job's page");
     heading(&c, "Job").await;
     job_results(&c).await;
-    let figures = c.find(Locator::Id("job-figures")).await.expect("figures").text().await.unwrap();
+    // Waited for, not read at once: htmx swaps the figures every second
+    // while the job runs.
+    let figures = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//p[@id='job-figures'][not(contains(., 'running')) and not(contains(., 'queued'))]",
+        ))
+        .await
+        .expect("the job's figures once it has ended")
+        .text()
+        .await
+        .unwrap_or_default();
     assert!(figures.contains("6 of 6 done") && figures.contains("0 failed"), "{figures}");
     assert_eq!(source(&c).await.matches(&moves).count(), 5, "five moves applied");
     assert_eq!(
