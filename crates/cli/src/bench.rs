@@ -649,8 +649,7 @@ async fn bench_allot(database: &str, pools: usize, clients: usize, per_client: u
     }));
     let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
     // The clock starts once the server says it is ready, as a load balancer
-    // would send it traffic: what it does before (opening its connections)
-    // is not a change's latency.
+    // would send it traffic: its start is not a change's latency.
     wait_until_ready(&client, addr).await?;
     let cpu_start = MachineCpu::now();
     let started = Instant::now();

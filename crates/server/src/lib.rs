@@ -287,13 +287,6 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Connections opened before the first request is read (the listener is
-    // bound: early clients wait in its backlog), not by the first requests.
-    // A database that does not answer yet is no reason not to serve:
-    // `/readyz` says so, and each request opens what it needs.
-    if let Err(e) = app.store.warm_up().await {
-        tracing::warn!(error = ?e, "could not open the database connections ahead of the first requests");
-    }
     let entitlements = tokio::spawn(app::entitlements::follow::keep_exact(app.clone()));
     let worker = worker::Worker::start(app.clone());
     let webhooks = app

@@ -353,53 +353,6 @@ impl Store {
         })
     }
 
-    /// Opens now the connections a busy server would otherwise open on its
-    /// first requests: each PostgreSQL lane's, and the plain reads' share
-    /// of the pool (each used once, then shelved). Without it the first
-    /// requests after a start each waited for connections to be opened:
-    /// measured with `bench licenses --backend postgres --scenario spread`,
-    /// the first change of each of the 64 clients took 250-300 ms against a
-    /// p50 of 25 ms, and those first changes alone made the run's p99.
-    pub async fn warm_up(&self) -> Result<(), StoreError> {
-        let mut opening = tokio::task::JoinSet::new();
-        if let Pools::Postgres { lanes, .. } = &self.pools {
-            for lane in lanes.iter() {
-                let lane = lane.clone();
-                opening.spawn(async move { lane.connect().await });
-            }
-        }
-        // All lent at once, so that each is a connection of its own; they
-        // go back to the shelf together once all have answered.
-        let share = match &self.pools {
-            Pools::Sqlite { shelf, .. } => shelf.share(),
-            Pools::Postgres { shelf, .. } => shelf.share(),
-        };
-        let all_lent = Arc::new(tokio::sync::Barrier::new(share));
-        for _ in 0..share {
-            let (store, all_lent) = (self.clone(), all_lent.clone());
-            opening.spawn(async move {
-                let lent = async {
-                    let mut rd = store.read_conn().await?;
-                    rd.opt_row("SELECT 1 AS one", &[]).await?;
-                    Ok::<_, StoreError>(rd)
-                }
-                .await;
-                // Every task reaches the barrier, failed or not, so none waits forever.
-                all_lent.wait().await;
-                lent.map(drop)
-            });
-        }
-        let mut first_error = None;
-        while let Some(done) = opening.join_next().await {
-            let failed = match done {
-                Ok(r) => r.err(),
-                Err(e) => Some(StoreError::Db(format!("warming up the store: {e}"))),
-            };
-            first_error = first_error.or(failed);
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
     /// Runs raw SQL with no transaction (benchmark baselines, admin tasks).
     pub async fn raw_execute(&self, sql: &str) -> Result<(), StoreError> {
         match &self.pools {

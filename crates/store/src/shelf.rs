@@ -35,7 +35,6 @@ const LEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Shelf<DB: sqlx::Database> {
     idle: Mutex<ShelfState<DB>>,
     lendable: Arc<Semaphore>,
-    share: usize,
     /// PostgreSQL: a connection idle for this long is pinged before it is
     /// lent again (the server may have ended it). SQLite: `None`.
     ping_after: Option<Duration>,
@@ -49,11 +48,6 @@ struct ShelfState<DB: sqlx::Database> {
 }
 
 impl<DB: sqlx::Database> Shelf<DB> {
-    /// How many connections plain reads may hold at once.
-    pub(crate) fn share(&self) -> usize {
-        self.share
-    }
-
     /// Plain reads may hold `share` of the pool's connections (in use or
     /// shelved); the rest stay free for transactions.
     pub(crate) fn new(share: usize, ping_after: Option<Duration>) -> Shelf<DB> {
@@ -63,7 +57,6 @@ impl<DB: sqlx::Database> Shelf<DB> {
                 closed: false,
             }),
             lendable: Arc::new(Semaphore::new(share.max(1))),
-            share: share.max(1),
             ping_after,
         }
     }

@@ -288,17 +288,6 @@ impl Writer {
         })
     }
 
-    /// Opens a PostgreSQL lane's connection now rather than at its first
-    /// unit (see `Store::warm_up`); nothing to do for SQLite's writer, whose
-    /// connection is opened with the store, or a lane already connected.
-    pub(crate) async fn connect(&self) -> Result<(), StoreError> {
-        let mut state = self.state.lock().await;
-        if !state.in_tx {
-            ensure_connected(&mut state.conn).await?;
-        }
-        Ok(())
-    }
-
     /// How many units are queued behind this writer now.
     pub(crate) fn waiting(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)

@@ -564,49 +564,6 @@ async fn a_statement_over_a_long_list_is_planned_for_that_list() {
     );
 }
 
-/// A server opens its connections before it reads its first request
-/// (`Store::warm_up`, called by `serve`): every PostgreSQL lane's and the
-/// plain reads' share of the pool, so the first clients after a start do
-/// not each wait for one to be opened.
-#[tokio::test]
-async fn warming_up_opens_the_lanes_and_the_readers_connections() {
-    if !crate::kit::postgres_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = crate::kit::fresh_database(Backend::Postgres, &dir);
-    let store = allot_store::Store::open(
-        &url,
-        allot_store::StoreOptions {
-            max_connections: 8,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("open");
-    let count = || async {
-        let mut rd = store.read_conn().await.expect("read");
-        let row = rd
-            .opt_row(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
-                &[],
-            )
-            .await
-            .expect("count")
-            .expect("a row");
-        row.int("n").expect("n")
-    };
-    // Before: the presence connection and the one counting, at most.
-    let before = count().await;
-    assert!(before <= 2, "connections before warming up: {before}");
-    store.warm_up().await.expect("warm up");
-    // Four lanes and four readers' connections (one of them counting), and
-    // the presence connection.
-    let after = count().await;
-    assert!(after >= 8, "connections after warming up: {after}");
-    store.close().await;
-}
-
 /// Opening a PostgreSQL store sets up its presence connection (TCP
 /// keepalives, so that a vanished host is noticed within seconds). Those
 /// settings were once sent as three statements in one prepared statement,
